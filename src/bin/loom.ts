@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+/**
+ * The `loom` executable: `loom node ...` runs a node (src/bin/node-command),
+ * anything else is the client CLI. The only client file that touches
+ * `process`: it wires streams and signals, sets the exit status, and lets
+ * the process end on its own so piped output is never cut off.
+ */
+import type * as CliModule from '../client/cli';
+
+interface NodeCommandModule {
+  main(argv: string[]): Promise<number>;
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function exitStatusOf(err: unknown): number {
+  const code = (err as { exitCode?: unknown } | null)?.exitCode;
+  return typeof code === 'number' ? code : 1;
+}
+
+/** Resolves once everything written so far has been handed to the OS. */
+function flush(stream: NodeJS.WriteStream): Promise<void> {
+  return new Promise((resolve) => {
+    if (stream.destroyed || !stream.writable) return resolve();
+    stream.write('', () => resolve());
+  });
+}
+
+async function runNode(argv: string[]): Promise<void> {
+  try {
+    // Loaded only here so that the client never loads node code.
+    const mod = require('./node-command') as NodeCommandModule;
+    process.exitCode = await mod.main(argv);
+  } catch (err) {
+    process.stderr.write(`loom: ${describe(err)}\n`);
+    process.exitCode = exitStatusOf(err);
+  }
+}
+
+async function runClient(argv: string[]): Promise<void> {
+  const handlers: (() => void)[] = [];
+  let signals = 0;
+  const onProcessSignal = () => {
+    signals++;
+    // A third interrupt means the CLI is stuck: give up at once.
+    if (signals >= 3) process.exit(130);
+    for (const fn of handlers) fn();
+  };
+  const onSignal = (fn: () => void) => {
+    if (handlers.length === 0) {
+      process.on('SIGINT', onProcessSignal);
+      process.on('SIGTERM', onProcessSignal);
+    }
+    handlers.push(fn);
+  };
+  // The reader went away (`loom logs x | head`): stop quietly.
+  const onStreamError = (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(process.exitCode ?? 141);
+    process.stderr.write(`loom: ${describe(err)}\n`);
+    process.exit(1);
+  };
+  process.stdout.on('error', onStreamError);
+  process.stderr.on('error', () => undefined);
+  process.on('uncaughtException', (err) => {
+    process.stderr.write(`loom: internal error: ${describe(err)}\n`);
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (err) => {
+    process.stderr.write(`loom: internal error: ${describe(err)}\n`);
+    process.exit(1);
+  });
+
+  let code: number;
+  try {
+    const cli = require('../client/cli') as typeof CliModule;
+    code = await cli.runCli(argv, {
+      stdout: process.stdout,
+      stderr: process.stderr,
+      env: process.env,
+      isTTY: Boolean(process.stdout.isTTY),
+      onSignal,
+    });
+  } catch (err) {
+    process.stderr.write(`loom: ${describe(err)}\n`);
+    code = exitStatusOf(err);
+  }
+  process.exitCode = code;
+  process.removeListener('SIGINT', onProcessSignal);
+  process.removeListener('SIGTERM', onProcessSignal);
+  await Promise.all([flush(process.stdout), flush(process.stderr)]);
+  // Everything is written; if some handle still keeps the loop alive, do
+  // not hang around for it.
+  setTimeout(() => process.exit(code), 1000).unref();
+}
+
+const argv = process.argv.slice(2);
+void (argv[0] === 'node' ? runNode(argv.slice(1)) : runClient(argv));

@@ -1,0 +1,109 @@
+/**
+ * `loom node`: parses flags (and LOOM_* env) into a NodeConfig, runs the
+ * node, and turns signals into a graceful stop (a second signal forces).
+ */
+import * as os from 'os';
+import yargs from 'yargs';
+import { defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, validateNodeConfig } from '../core/config';
+import { LoomError, toLoomError } from '../core/errors';
+import { parseDurationMs } from '../core/duration';
+import { LoomNode } from '../node/node';
+
+function list(value: unknown): string[] {
+  if (value === undefined) return [];
+  return (Array.isArray(value) ? value : [value]).map(String);
+}
+
+export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
+  const d = defaultNodeConfig(os.availableParallelism?.() ?? os.cpus().length);
+  const args = yargs(argv)
+    .scriptName('loom node')
+    .usage('$0 [options]\n\nRun a loom node. With no flags: a one-member cluster in ./data, API on 127.0.0.1:8080.')
+    .option('name', { type: 'string', default: d.name, describe: 'node name (unique in the cluster; also its etcd member name)' })
+    .option('listen', { type: 'string', default: d.listen, describe: 'gRPC API address host:port' })
+    .option('advertise', { type: 'string', describe: 'API address other nodes and clients use (default: --listen)' })
+    .option('data-dir', { type: 'string', default: d.dataDir, describe: 'logs, lease file and the embedded etcd member' })
+    .option('peer', { type: 'string', array: true, describe: 'NAME=URL of another embedded etcd member (repeatable)' })
+    .option('peer-listen', { type: 'string', describe: 'embedded etcd peer URL (default http://<listen host>:2380)' })
+    .option('client-listen', { type: 'string', describe: 'embedded etcd client URL (default http://<listen host>:2379)' })
+    .option('etcd', { type: 'string', describe: 'URL,... of an existing etcd cluster to join instead of embedding a member' })
+    .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
+    .option('slots', { type: 'number', default: d.slots, describe: 'tasks run at once (default: CPU count)' })
+    .option('lease-ttl', { type: 'number', default: d.leaseTtlSeconds, describe: 'membership lease TTL in seconds' })
+    .option('label', { type: 'string', array: true, describe: 'k=v label (repeatable)' })
+    .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
+    .option('kill-grace', { type: 'string', default: '3s', describe: 'SIGTERM -> SIGKILL wait when a task is stopped' })
+    .strict()
+    .help()
+    .version(false)
+    .fail((msg, err) => {
+      throw err instanceof LoomError ? err : new LoomError('INVALID_ARGUMENT', msg ?? err?.message ?? 'invalid arguments');
+    })
+    .parseSync();
+  const listen = args.listen;
+  const { host } = parseHostPort(listen, '--listen');
+  const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host;
+  const config: NodeConfig = {
+    ...d,
+    name: args.name,
+    listen,
+    advertise: args.advertise ?? '',
+    dataDir: args['data-dir'],
+    peers: list(args.peer).map(parsePeer),
+    peerListen: args['peer-listen'] ?? `http://${urlHost}:2380`,
+    clientListen: args['client-listen'] ?? `http://${urlHost}:2379`,
+    etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
+    etcdBin: args['etcd-bin'],
+    slots: args.slots,
+    leaseTtlSeconds: args['lease-ttl'],
+    labels: Object.fromEntries(list(args.label).map(parseLabel)),
+    shutdownGraceMs: parseDurationMs(args['shutdown-grace']),
+    killGraceMs: parseDurationMs(args['kill-grace']),
+  };
+  return validateNodeConfig(config);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let config: NodeConfig;
+  try {
+    config = parseNodeArgs(argv, process.env);
+  } catch (err) {
+    const e = toLoomError(err);
+    process.stderr.write(`loom node: ${e.message}\n`);
+    return e.exitCode;
+  }
+  const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${config.name} ${msg}\n`);
+  process.on('unhandledRejection', (err) => log(`unhandled rejection (kept running): ${(err as Error)?.stack ?? err}`));
+  let node: LoomNode;
+  try {
+    node = await LoomNode.start(config, { log });
+  } catch (err) {
+    const e = toLoomError(err);
+    log(`cannot start: ${e.message}`);
+    return e.exitCode;
+  }
+  return new Promise<number>((resolve) => {
+    let signals = 0;
+    const onSignal = (sig: NodeJS.Signals) => {
+      signals++;
+      if (signals > 1) {
+        log(`${sig} again: forcing exit (the reaper kills running tasks)`);
+        process.exit(1);
+      }
+      log(`${sig}: stopping (send again to force)`);
+      node.stop({ graceMs: config.shutdownGraceMs }).then(
+        () => {
+          resolve(0);
+          // Anything left (a stuck socket) must not keep a stopped node alive.
+          setTimeout(() => process.exit(0), 2000).unref();
+        },
+        (err) => {
+          log(`stop failed: ${(err as Error).message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  });
+}

@@ -1,0 +1,363 @@
+/**
+ * The CLI grammar: `loom [-N host:port] [--json] <command> ...`, parsed with
+ * yargs into a typed Command. Pure apart from loading yargs.
+ *
+ * `run` is special: loom's options come before the task's command and
+ * everything from the command on belongs to the task verbatim. It is parsed
+ * by its own yargs instance with 'halt-at-non-option'; a `--` directly after
+ * the command is dropped (so `loom run ls -- -l` runs `ls -l`, and
+ * `loom run echo -- --` runs `echo --`).
+ */
+import yargs from 'yargs';
+import * as fs from 'fs';
+import * as path from 'path';
+import type { Argv } from 'yargs';
+import { invalid, LoomError } from '../core/errors';
+import { parseDurationMs } from '../core/duration';
+import { parseHostPort } from '../core/config';
+import { parseStateName, TaskState } from '../core/lifecycle';
+import { LIMITS, PRIORITY_MAX, PRIORITY_MIN, validateSpec } from '../core/spec';
+import type { TaskSpec } from '../gen/loom';
+
+export const DEFAULT_NODE = '127.0.0.1:8080';
+
+export interface GlobalArgs {
+  /** host:port of the node to talk to. */
+  node: string;
+  json: boolean;
+}
+
+export interface RunArgs extends GlobalArgs {
+  /** Validated and normalised (validateSpec). */
+  spec: TaskSpec;
+  detach: boolean;
+}
+
+export interface ListArgs extends GlobalArgs {
+  state: TaskState;
+  nodeFilter: string;
+  limit: number;
+  pageToken: string;
+  all: boolean;
+}
+
+export type Command =
+  | { kind: 'output'; text: string }
+  | ({ kind: 'run' } & RunArgs)
+  | ({ kind: 'status'; id: string } & GlobalArgs)
+  | ({ kind: 'cancel'; id: string } & GlobalArgs)
+  | ({ kind: 'wait'; id: string } & GlobalArgs)
+  | ({ kind: 'logs'; id: string; follow: boolean } & GlobalArgs)
+  | ({ kind: 'list' } & ListArgs)
+  | ({ kind: 'nodes' } & GlobalArgs)
+  | { kind: 'node' };
+
+type Env = Record<string, string | undefined>;
+type Parsed = Record<string, unknown> & { _: (string | number)[] };
+type YargsFactory = (args?: readonly string[]) => Argv;
+
+function loadYargs(): YargsFactory {
+  return yargs as unknown as YargsFactory;
+}
+
+function loomVersion(): string | false {
+  for (const rel of ['../../package.json', '../../../package.json']) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(__dirname, rel), 'utf8'));
+      if (pkg.name === 'loom' && typeof pkg.version === 'string') return pkg.version;
+    } catch {
+      // try the next location
+    }
+  }
+  return false;
+}
+
+interface ParseResult {
+  argv: Parsed;
+  /** Help or version text yargs produced instead of running a command. */
+  output?: string;
+}
+
+/** Runs a yargs parse synchronously, capturing help text and errors. */
+function parseWith(y: Argv, args: string[], helpFor: string): ParseResult {
+  let result: ParseResult | undefined;
+  let failure: Error | undefined;
+  y.parse(args, {}, (err: Error | undefined, argv: unknown, output: string) => {
+    if (err) failure = err;
+    else result = { argv: argv as Parsed, output: output || undefined };
+  });
+  if (failure) {
+    throw new LoomError('INVALID_ARGUMENT', `${failure.message} (see \`${helpFor} --help\`)`);
+  }
+  if (!result) throw new LoomError('INTERNAL', 'argument parsing did not finish');
+  return result;
+}
+
+function base(args?: readonly string[]): Argv {
+  return loadYargs()(args)
+    .scriptName('loom')
+    .locale('en')
+    .exitProcess(false)
+    .wrap(Math.min(100, process.stdout?.columns || 80));
+}
+
+// ---- option helpers -------------------------------------------------------
+
+function last(value: unknown): unknown {
+  return Array.isArray(value) ? value[value.length - 1] : value;
+}
+
+function str(value: unknown): string | undefined {
+  const v = last(value);
+  return v === undefined || v === null ? undefined : String(v);
+}
+
+function list(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  return (Array.isArray(value) ? value : [value]).map(String);
+}
+
+function intArg(text: string | undefined, flag: string, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const t = text.trim();
+  const n = /^-?\d+$/.test(t) ? Number(t) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw invalid(`invalid ${flag} "${text}": expected an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function nodeAddress(value: string): string {
+  parseHostPort(value, '--node');
+  return value;
+}
+
+function globals(argv: Parsed, env: Env): GlobalArgs {
+  const node = str(argv.node) ?? env.LOOM_NODE ?? DEFAULT_NODE;
+  return { node: nodeAddress(node), json: Boolean(last(argv.json)) };
+}
+
+// ---- run ------------------------------------------------------------------
+
+function runOptions(y: Argv): Argv {
+  return y
+    .option('timeout', { type: 'string', requiresArg: true, describe: 'kill the task after this long (30s, 5m, 1h30m)' })
+    .option('retries', { type: 'string', requiresArg: true, describe: 'extra attempts after a failure [0..100]' })
+    .option('priority', { type: 'string', requiresArg: true, describe: 'higher runs first [0..999, default 100]' })
+    .option('env', { type: 'string', describe: 'set an environment variable (repeatable)', requiresArg: true })
+    .option('cwd', { type: 'string', requiresArg: true, describe: 'working directory on the node' })
+    .option('name', { type: 'string', requiresArg: true, describe: 'a name to show in listings' })
+    .option('restart', {
+      type: 'boolean',
+      nargs: 0, // never eat a following "true"/"false": `loom run -d true`
+      default: true,
+      describe: 'requeue if its node dies (--no-restart: mark it lost)',
+    })
+    .option('detach', { alias: 'd', type: 'boolean', nargs: 0, default: false, describe: 'print the task id and exit' });
+}
+
+const RUN_USAGE =
+  '$0 run [options] <command> [args..]\n\n' +
+  'Run a command on the cluster, stream its output, and exit with its status.\n' +
+  "loom's options go before the command; everything after it is passed verbatim\n" +
+  '(a `--` right after the command is dropped): loom run --timeout 5s ls -- -l';
+
+function runParser(): Argv {
+  return runOptions(base())
+    .usage(RUN_USAGE)
+    .option('node', { alias: 'N', type: 'string', requiresArg: true, describe: `loom node to talk to, host:port (default: $LOOM_NODE or ${DEFAULT_NODE})` })
+    .option('json', { type: 'boolean', nargs: 0, describe: 'print the final task as JSON instead of its output' })
+    .parserConfiguration({ 'halt-at-non-option': true, 'parse-positional-numbers': false })
+    .strictOptions()
+    .help()
+    .alias('h', 'help')
+    .version(false);
+}
+
+function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
+  const rest = opts._.map(String);
+  const [program, ...args] = rest;
+  if (program === undefined || program === '') {
+    throw invalid('command is empty: give a program to run, e.g. `loom run ls -- -l`');
+  }
+  const env_: Record<string, string> = {};
+  for (const kv of list(opts.env)) {
+    const at = kv.indexOf('=');
+    if (at <= 0) throw invalid(`invalid --env "${kv}": expected KEY=VALUE`);
+    env_[kv.slice(0, at)] = kv.slice(at + 1);
+  }
+  const timeout = str(opts.timeout);
+  const spec = validateSpec({
+    name: str(opts.name) ?? '',
+    command: [program, ...(args[0] === '--' ? args.slice(1) : args)],
+    env: env_,
+    cwd: str(opts.cwd) ?? '',
+    timeoutMs: timeout === undefined ? 0 : parseDurationMs(timeout),
+    retries: intArg(str(opts.retries), '--retries', 0, LIMITS.maxRetries) ?? 0,
+    priority: intArg(str(opts.priority), '--priority', PRIORITY_MIN, PRIORITY_MAX),
+    restartOnNodeFailure: Boolean(last(opts.restart)),
+  });
+  const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json']) } as Parsed, env);
+  return { ...g, spec, detach: Boolean(last(opts.detach)) };
+}
+
+function definedOnly(obj: Parsed, keys: string[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const k of keys) if (obj[k] !== undefined) out[k] = obj[k];
+  return out;
+}
+
+// ---- everything else ------------------------------------------------------
+
+function mainParser(env: Env): Argv {
+  const version = loomVersion();
+  const y = base()
+    .usage('$0 [-N host:port] [--json] <command>')
+    .option('node', {
+      alias: 'N',
+      type: 'string',
+      global: true,
+      requiresArg: true,
+      default: env.LOOM_NODE || DEFAULT_NODE,
+      describe: 'loom node to talk to (host:port; env LOOM_NODE)',
+    })
+    .option('json', { type: 'boolean', global: true, default: false, describe: 'machine-readable output' })
+    .command('run [options] <command> [args..]', 'run a command on the cluster and wait for it', runOptions)
+    .command('status <id>', 'show a task')
+    .command('list', 'list tasks', (y) =>
+      y
+        .usage('$0 list [--state S] [--node NAME] [--limit N] [--page-token T] [--all]')
+        .option('state', { type: 'string', describe: 'queued|running|completed|failed|cancelled|lost' })
+        .option('node-filter', { type: 'string', hidden: true })
+        .option('limit', { type: 'string', describe: 'tasks per page' })
+        .option('page-token', { type: 'string', describe: 'continue a previous listing' })
+        .option('all', { type: 'boolean', default: false, describe: 'follow all pages' })
+        .epilog('--node NAME after `list` keeps only tasks of node NAME (use -N for the node to talk to).'),
+    )
+    .command('logs <id>', "print a task's output", (y) =>
+      y.option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep streaming until the task ends' }),
+    )
+    .command('cancel <id>', 'cancel a task')
+    .command('wait <id>', 'wait for a task to end; exit with its status')
+    .command('nodes', "list the cluster's nodes")
+    .command('node', 'run a loom node (see `loom node --help`)')
+    .demandCommand(1, 'no command given')
+    .recommendCommands()
+    .strict()
+    .parserConfiguration({ 'parse-positional-numbers': false })
+    .help()
+    .alias('h', 'help')
+    .epilog(
+      "Exit status: the task's own for run/wait (128+N if killed by signal N, 124 on timeout, " +
+        '130 cancelled); loom errors: 2 usage, 3 not found, 4 invalid state, 5 unreachable.',
+    );
+  return version ? y.version(version) : y.version(false);
+}
+
+const COMMANDS = new Set(['run', 'status', 'list', 'logs', 'cancel', 'wait', 'nodes', 'node']);
+
+/** `list --node NAME` filters by node; -N (and --node before `list`) is the address. */
+function rewriteListArgs(rest: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < rest.length; i++) {
+    const a = rest[i];
+    if (a === '--') return out.concat(rest.slice(i));
+    if (a === '--node') out.push('--node-filter');
+    else if (a.startsWith('--node=')) out.push('--node-filter=' + a.slice('--node='.length));
+    else out.push(a);
+  }
+  return out;
+}
+
+function requireId(argv: Parsed): string {
+  const id = str(argv.id) ?? '';
+  if (!id.trim()) throw invalid('task id is empty');
+  return id;
+}
+
+function parseList(argv: Parsed, env: Env): ListArgs {
+  const stateText = str(argv.state);
+  let state = TaskState.TASK_STATE_UNSPECIFIED;
+  if (stateText !== undefined && stateText !== '' && stateText !== 'all') {
+    const parsed = parseStateName(stateText);
+    if (parsed === undefined) {
+      throw invalid(
+        `invalid --state "${stateText}": expected queued, running, completed, failed, cancelled or lost`,
+      );
+    }
+    state = parsed;
+  }
+  return {
+    ...globals(argv, env),
+    state,
+    nodeFilter: str(argv['node-filter']) ?? '',
+    limit: intArg(str(argv.limit), '--limit', 1, 100_000) ?? 0,
+    pageToken: str(argv['page-token']) ?? '',
+    all: Boolean(last(argv.all)),
+  };
+}
+
+/** Parses a whole `loom ...` command line (without the program name). */
+export function parseCommandLine(argv: string[], env: Env = {}): Command {
+  // Find the command word, skipping the global options before it.
+  const { argv: pre } = parseWith(
+    base()
+      .option('node', { alias: 'N', type: 'string' })
+      .option('json', { type: 'boolean' })
+      .option('help', { alias: 'h', type: 'boolean' })
+      .parserConfiguration({ 'halt-at-non-option': true, 'parse-positional-numbers': false })
+      .help(false)
+      .version(false),
+    argv,
+    'loom',
+  );
+  const words = pre._.map(String);
+  const command = words[0];
+  if (command === 'run') {
+    const runArgs = pre.help ? ['--help'] : words.slice(1);
+    const run = parseWith(runParser(), runArgs, 'loom run');
+    if (run.output !== undefined) return { kind: 'output', text: run.output };
+    return { kind: 'run', ...buildRun(run.argv, pre, env) };
+  }
+  if (command !== undefined && !COMMANDS.has(command)) {
+    throw invalid(`unknown command "${command}" (see \`loom --help\`)`);
+  }
+  let args = argv;
+  if (command === 'list') {
+    const prefix = argv.slice(0, argv.length - words.length);
+    args = [...prefix, 'list', ...rewriteListArgs(words.slice(1))];
+  }
+  const parsed = parseWith(mainParser(env), args, command ? `loom ${command}` : 'loom');
+  if (parsed.output !== undefined) return { kind: 'output', text: parsed.output };
+  const p = parsed.argv;
+  switch (String(p._[0])) {
+    case 'status':
+      return { kind: 'status', id: requireId(p), ...globals(p, env) };
+    case 'cancel':
+      return { kind: 'cancel', id: requireId(p), ...globals(p, env) };
+    case 'wait':
+      return { kind: 'wait', id: requireId(p), ...globals(p, env) };
+    case 'logs':
+      return { kind: 'logs', id: requireId(p), follow: Boolean(last(p.follow)), ...globals(p, env) };
+    case 'list':
+      return { kind: 'list', ...parseList(p, env) };
+    case 'nodes':
+      return { kind: 'nodes', ...globals(p, env) };
+    case 'node':
+      return { kind: 'node' };
+    default:
+      throw invalid(`unknown command "${String(p._[0])}" (see \`loom --help\`)`);
+  }
+}
+
+/**
+ * Parses the argv of a `loom run` (e.g. ["run", "--timeout", "5s", "ls",
+ * "--", "-l"], global options allowed before "run") into a validated spec.
+ * Throws INVALID_ARGUMENT (exit 2) on a usage error.
+ */
+export function parseRunArgs(argv: string[], env: Env = {}): RunArgs {
+  const cmd = parseCommandLine(argv, env);
+  if (cmd.kind !== 'run') throw invalid('not a `loom run` command line');
+  const { kind: _kind, ...run } = cmd;
+  return run;
+}

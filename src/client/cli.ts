@@ -1,0 +1,253 @@
+/**
+ * `loom <command>`: the user's CLI to a loom cluster. runCli never exits the
+ * process and never prints a stack trace: every failure becomes
+ * `loom: <message>` on stderr and the LoomError's exit status.
+ */
+import { invalid, LoomError, toLoomError } from '../core/errors';
+import { isTerminal, stateName, TaskState } from '../core/lifecycle';
+import { NodeInfo, Task } from '../gen/loom';
+import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
+import { followTask, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
+import { LoomApi } from './client';
+import { formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
+
+export { parseCommandLine, parseRunArgs, DEFAULT_NODE } from './args';
+export type { Command, RunArgs, ListArgs, GlobalArgs } from './args';
+export { taskExitStatus } from './attach';
+
+export interface CliIo {
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+  isTTY: boolean;
+  /** Registers a handler called on each SIGINT / SIGTERM. */
+  onSignal?: (fn: () => void) => void;
+}
+
+type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
+
+/** Runs one loom command line; resolves with the process exit status. */
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  let api: LoomApi | undefined;
+  try {
+    const cmd = parseCommandLine(argv, io.env);
+    if (cmd.kind === 'output') {
+      await writeOut(io.stdout, cmd.text.endsWith('\n') ? cmd.text : `${cmd.text}\n`);
+      return 0;
+    }
+    if (cmd.kind === 'node') {
+      throw invalid('`loom node` is started by the loom program itself; see `loom node --help`');
+    }
+    api = new LoomApi(cmd.node);
+    switch (cmd.kind) {
+      case 'run':
+        return await runCommand(cmd, api, io);
+      case 'status':
+        return await statusCommand(cmd, api, io);
+      case 'list':
+        return await listCommand(cmd, api, io);
+      case 'logs':
+        return await logsCommand(cmd, api, io);
+      case 'cancel':
+        return await cancelCommand(cmd, api, io);
+      case 'wait':
+        return await waitCommand(cmd, api, io);
+      case 'nodes':
+        return await nodesCommand(cmd, api, io);
+      default:
+        throw new LoomError('INTERNAL', `unhandled command ${(cmd as { kind: string }).kind}`);
+    }
+  } catch (err) {
+    const e = toLoomError(err);
+    await writeOut(io.stderr, `loom: ${e.message}\n`);
+    return e.exitCode;
+  } finally {
+    api?.close();
+  }
+}
+
+function printJson(io: CliIo, value: unknown): Promise<void> {
+  return writeOut(io.stdout, `${JSON.stringify(value)}\n`);
+}
+
+function out(io: CliIo, text: string): Promise<void> {
+  return writeOut(io.stdout, text.endsWith('\n') ? text : `${text}\n`);
+}
+
+function note(io: CliIo, text: string): Promise<void> {
+  return writeOut(io.stderr, `loom: ${text}\n`);
+}
+
+/** Adds the task id to a failure that leaves the task's fate unknown. */
+function withTask(err: unknown, id: string): LoomError {
+  const e = toLoomError(err);
+  if (e.code === 'CANCELLED' || e.message.includes(id)) return e;
+  return new LoomError(e.code, `${e.message} (task ${id}; check it with \`loom status ${id}\`)`, id);
+}
+
+// ---- run / wait -------------------------------------------------------------
+
+/** Was the end unusual enough to explain (beyond the command's own exit)? */
+function worthExplaining(task: Task): boolean {
+  if (task.state === TaskState.COMPLETED) return false;
+  if (task.state === TaskState.FAILED && task.exitCode !== undefined && task.exitCode !== 0) {
+    return false;
+  }
+  return true;
+}
+
+async function runCommand(cmd: Cmd<'run'>, api: LoomApi, io: CliIo): Promise<number> {
+  const ctrl = new AbortController();
+  let id: string | undefined;
+  let signals = 0;
+  let cancelPending = false;
+  const cancelTask = async (taskId: string) => {
+    try {
+      await api.cancel(taskId);
+    } catch (err) {
+      const e = toLoomError(err);
+      if (e.code !== 'INVALID_STATE' && e.code !== 'NOT_FOUND') {
+        await note(io, `could not cancel task ${taskId}: ${e.message}`);
+      }
+    }
+  };
+  if (!cmd.detach) {
+    io.onSignal?.(() => {
+      signals++;
+      if (signals === 1) {
+        void note(io, `cancelling task${id ? ` ${id}` : ''} (interrupt again to stop waiting)`);
+        if (id) void cancelTask(id);
+        else cancelPending = true;
+      } else {
+        ctrl.abort();
+      }
+    });
+  }
+  [id] = await api.submit([cmd.spec], ctrl.signal);
+  if (cmd.detach) {
+    if (cmd.json) await printJson(io, { id });
+    else await out(io, id);
+    return 0;
+  }
+  if (cancelPending) void cancelTask(id);
+  let task: Task;
+  try {
+    task = await followTask(api, id, io as AttachIo, { showLogs: !cmd.json, signal: ctrl.signal });
+  } catch (err) {
+    if (ctrl.signal.aborted) {
+      await note(io, `stopped waiting for task ${id}`);
+      return 130;
+    }
+    throw withTask(err, id);
+  }
+  if (cmd.json) await printJson(io, Task.toJSON(task));
+  else if (worthExplaining(task)) await note(io, `task ${task.id} ${formatStateLine(task)}`);
+  return taskExitStatus(task);
+}
+
+async function waitCommand(cmd: Cmd<'wait'>, api: LoomApi, io: CliIo): Promise<number> {
+  const ctrl = new AbortController();
+  io.onSignal?.(() => ctrl.abort());
+  let task: Task;
+  try {
+    task = await followTask(api, cmd.id, io as AttachIo, { showLogs: false, signal: ctrl.signal });
+  } catch (err) {
+    if (ctrl.signal.aborted) {
+      await note(io, `stopped waiting for task ${cmd.id}`);
+      return 130;
+    }
+    throw err;
+  }
+  if (cmd.json) await printJson(io, Task.toJSON(task));
+  else await out(io, formatStateLine(task));
+  return taskExitStatus(task);
+}
+
+// ---- the rest ---------------------------------------------------------------
+
+async function statusCommand(cmd: Cmd<'status'>, api: LoomApi, io: CliIo): Promise<number> {
+  const task = await api.get(cmd.id);
+  if (cmd.json) await printJson(io, Task.toJSON(task));
+  else await out(io, formatTaskSummary(task, Date.now()));
+  return 0;
+}
+
+function tableWidth(io: CliIo): number {
+  const columns = (io.stdout as { columns?: number }).columns;
+  return io.isTTY && columns ? columns : 160;
+}
+
+function nextPageHint(cmd: ListArgs, token: string): string {
+  const parts = ['loom'];
+  if (cmd.node) parts.push('-N', quoteArg(cmd.node));
+  parts.push('list');
+  if (cmd.state) parts.push('--state', stateName(cmd.state));
+  if (cmd.nodeFilter) parts.push('--node', quoteArg(cmd.nodeFilter));
+  if (cmd.limit) parts.push('--limit', String(cmd.limit));
+  parts.push('--page-token', quoteArg(token));
+  return `more tasks: ${parts.join(' ')}  (or --all)`;
+}
+
+async function listCommand(cmd: Cmd<'list'>, api: LoomApi, io: CliIo): Promise<number> {
+  const tasks: Task[] = [];
+  const seenTokens = new Set<string>();
+  let token = cmd.pageToken;
+  let next = '';
+  for (;;) {
+    const res = await api.list({
+      state: cmd.state,
+      node: cmd.nodeFilter,
+      pageSize: cmd.limit,
+      pageToken: token,
+    });
+    tasks.push(...res.tasks);
+    next = res.nextPageToken;
+    if (!cmd.all || !next || seenTokens.has(next)) break;
+    seenTokens.add(next);
+    token = next;
+  }
+  if (cmd.all) next = '';
+  if (cmd.json) {
+    await printJson(io, { tasks: tasks.map((t) => Task.toJSON(t)), nextPageToken: next });
+    return 0;
+  }
+  if (tasks.length === 0) await note(io, 'no tasks');
+  else await out(io, formatTaskTable(tasks, tableWidth(io)));
+  if (next) await note(io, nextPageHint(cmd, next));
+  return 0;
+}
+
+async function logsCommand(cmd: Cmd<'logs'>, api: LoomApi, io: CliIo): Promise<number> {
+  const ctrl = new AbortController();
+  if (cmd.follow) io.onSignal?.(() => ctrl.abort());
+  try {
+    for await (const chunk of api.logs(cmd.id, cmd.follow, ctrl.signal)) {
+      await writeChunk(io as AttachIo, chunk);
+    }
+  } catch (err) {
+    if (ctrl.signal.aborted) return 130;
+    throw err;
+  }
+  return 0;
+}
+
+async function cancelCommand(cmd: Cmd<'cancel'>, api: LoomApi, io: CliIo): Promise<number> {
+  const task = await api.cancel(cmd.id);
+  if (cmd.json) await printJson(io, Task.toJSON(task));
+  else {
+    const pending = !isTerminal(task.state) ? ' (it stops once its node kills it)' : '';
+    await out(io, `${task.id || cmd.id}: ${formatStateLine(task)}${pending}`);
+  }
+  return 0;
+}
+
+async function nodesCommand(cmd: Cmd<'nodes'>, api: LoomApi, io: CliIo): Promise<number> {
+  const nodes = await api.nodes();
+  if (cmd.json) {
+    await printJson(io, { nodes: nodes.map((n) => NodeInfo.toJSON(n)) });
+    return 0;
+  }
+  if (nodes.length === 0) await note(io, 'no nodes');
+  else await out(io, formatNodesTable(nodes, Date.now()));
+  return 0;
+}

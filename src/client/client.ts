@@ -1,0 +1,156 @@
+/**
+ * LoomApi: a typed promise client for one loom node. Every method rejects
+ * with a LoomError only (see fromGrpcError).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { LIMITS } from '../core/spec';
+import { invalid, LoomError } from '../core/errors';
+import {
+  type LogChunk,
+  ListRequest,
+  LogsRequest,
+  LoomClient,
+  type ListResponse,
+  type NodeInfo,
+  type Task,
+  type TaskSpec,
+} from '../gen/loom';
+import { cancelledError, fromGrpcError } from './errors';
+
+export const DEFAULT_DEADLINE_MS = 10_000;
+
+export interface LoomApiOptions {
+  /** Deadline of unary calls other than Wait (default 10 s). */
+  deadlineMs?: number;
+}
+
+type UnaryMethod<Req, Res> = (
+  request: Req,
+  metadata: grpc.Metadata,
+  options: Partial<grpc.CallOptions>,
+  callback: (error: grpc.ServiceError | null, response: Res) => void,
+) => grpc.ClientUnaryCall;
+
+interface CallOpts {
+  /** Apply the unary deadline (false for Wait). */
+  deadline: boolean;
+  signal?: AbortSignal;
+}
+
+export class LoomApi {
+  readonly address: string;
+  private readonly client: LoomClient;
+  private readonly deadlineMs: number;
+
+  constructor(address: string, opts: LoomApiOptions = {}) {
+    this.address = address;
+    this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
+    this.client = new LoomClient(address, grpc.credentials.createInsecure(), {
+      'grpc.max_receive_message_length': LIMITS.requestBytes,
+      'grpc.max_send_message_length': LIMITS.requestBytes,
+      // Notice a silently dead node during a long Wait / Logs follow.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+    });
+  }
+
+  /** Submits up to LIMITS.tasksPerSubmit specs; returns their ids in order. */
+  async submit(specs: TaskSpec[], signal?: AbortSignal): Promise<string[]> {
+    if (specs.length === 0) throw invalid('no tasks given');
+    if (specs.length > LIMITS.tasksPerSubmit) {
+      throw invalid(`${specs.length} tasks in one submit > limit ${LIMITS.tasksPerSubmit}`);
+    }
+    const res = await this.unary(this.client.submit, { tasks: specs }, { deadline: true, signal });
+    if (res.ids.length !== specs.length) {
+      throw new LoomError(
+        'INTERNAL',
+        `node returned ${res.ids.length} ids for ${specs.length} tasks`,
+      );
+    }
+    return res.ids;
+  }
+
+  get(id: string, signal?: AbortSignal): Promise<Task> {
+    return this.unary(this.client.get, { id }, { deadline: true, signal });
+  }
+
+  list(req: Partial<ListRequest>, signal?: AbortSignal): Promise<ListResponse> {
+    return this.unary(this.client.list, ListRequest.fromPartial(req), { deadline: true, signal });
+  }
+
+  cancel(id: string, signal?: AbortSignal): Promise<Task> {
+    return this.unary(this.client.cancel, { id }, { deadline: true, signal });
+  }
+
+  /** Resolves with the task once it is terminal. No deadline. */
+  wait(id: string, signal?: AbortSignal): Promise<Task> {
+    return this.unary(this.client.wait, { id }, { deadline: false, signal });
+  }
+
+  async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {
+    const res = await this.unary(this.client.nodes, {}, { deadline: true, signal });
+    return res.nodes;
+  }
+
+  /**
+   * The task's output as a stream of chunks. With `follow` it lasts until the
+   * task is terminal. The call is cancelled when `signal` aborts (the
+   * iterator then throws CANCELLED) or when the consumer stops iterating.
+   */
+  async *logs(id: string, follow: boolean, signal?: AbortSignal): AsyncIterable<LogChunk> {
+    if (signal?.aborted) throw cancelledError();
+    let call: grpc.ClientReadableStream<LogChunk>;
+    try {
+      call = this.client.logs(LogsRequest.fromPartial({ id, follow }));
+    } catch (err) {
+      throw fromGrpcError(err, this.address);
+    }
+    const onAbort = () => call.cancel();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    let finished = false;
+    try {
+      for await (const chunk of call) {
+        yield chunk as LogChunk;
+      }
+      finished = true;
+    } catch (err) {
+      finished = true;
+      if (signal?.aborted) throw cancelledError();
+      throw fromGrpcError(err, this.address);
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+      // The consumer stopped early: tell the node we are gone.
+      if (!finished) call.cancel();
+    }
+  }
+
+  close(): void {
+    this.client.close();
+  }
+
+  private unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opts: CallOpts): Promise<Res> {
+    return new Promise<Res>((resolve, reject) => {
+      const { signal } = opts;
+      if (signal?.aborted) {
+        reject(cancelledError());
+        return;
+      }
+      const options: Partial<grpc.CallOptions> = opts.deadline
+        ? { deadline: Date.now() + this.deadlineMs }
+        : {};
+      let call: grpc.ClientUnaryCall | undefined;
+      const onAbort = () => call?.cancel();
+      try {
+        call = method.call(this.client, request, new grpc.Metadata(), options, (err, res) => {
+          signal?.removeEventListener('abort', onAbort);
+          if (err) reject(signal?.aborted ? cancelledError() : fromGrpcError(err, this.address));
+          else resolve(res);
+        });
+      } catch (err) {
+        reject(fromGrpcError(err, this.address));
+        return;
+      }
+      signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+}

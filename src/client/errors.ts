@@ -1,0 +1,88 @@
+/**
+ * The client's one mapping from whatever a gRPC call throws to a LoomError.
+ *
+ * A node sends every error as a ServiceError whose metadata carries
+ * `loom-code` (an ErrorCode) and whose details are the message to show.
+ * Errors without it come from gRPC itself (connection refused, deadline, a
+ * proxy, an older node) and are mapped by their numeric status.
+ */
+import { Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
+import { codeForGrpcStatus, isErrorCode, LoomError } from '../core/errors';
+
+export const LOOM_CODE_KEY = 'loom-code';
+/** Optional: the id (task, node) the error is about. */
+export const LOOM_SUBJECT_KEY = 'loom-subject';
+
+function isServiceError(err: unknown): err is ServiceError {
+  return (
+    typeof err === 'object' &&
+    err !== null &&
+    typeof (err as { code?: unknown }).code === 'number' &&
+    err instanceof Error
+  );
+}
+
+function metadataString(md: Metadata | undefined, key: string): string | undefined {
+  if (!md || typeof md.get !== 'function') return undefined;
+  const value = md.get(key)[0];
+  if (value === undefined) return undefined;
+  return typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
+}
+
+/** Turns grpc-js' connection failure text into something short and useful. */
+function connectReason(details: string): string {
+  const sys = /\b(E[A-Z]{3,}[A-Z_]*)\b/.exec(details);
+  if (sys) {
+    if (sys[1] === 'ECONNREFUSED') return 'connection refused';
+    if (sys[1] === 'ENOTFOUND' || sys[1] === 'EAI_AGAIN') return 'unknown host';
+    if (sys[1] === 'ETIMEDOUT') return 'connection timed out';
+    if (sys[1] === 'EHOSTUNREACH' || sys[1] === 'ENETUNREACH') return 'host unreachable';
+    return sys[1].toLowerCase();
+  }
+  if (/name resolution failed/i.test(details)) return 'unknown host';
+  if (/deadline exceeded/i.test(details)) return 'timed out connecting';
+  const text = details.replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/g, '').trim();
+  return text || 'connection failed';
+}
+
+/** Did a DEADLINE_EXCEEDED happen before any connection was made? */
+function neverConnected(details: string): boolean {
+  return !/remote_addr=/.test(details);
+}
+
+/**
+ * Maps anything a LoomApi call throws to a LoomError. `address` is the
+ * host:port the client talks to, used in connection-failure messages.
+ */
+export function fromGrpcError(err: unknown, address: string): LoomError {
+  if (err instanceof LoomError) return err;
+  if (!isServiceError(err)) {
+    const message = err instanceof Error ? err.message : String(err);
+    return new LoomError('INTERNAL', message || 'unknown error');
+  }
+  const details = (err.details ?? '').trim() || err.message;
+  const loomCode = metadataString(err.metadata, LOOM_CODE_KEY);
+  if (loomCode !== undefined && isErrorCode(loomCode)) {
+    const subject = metadataString(err.metadata, LOOM_SUBJECT_KEY);
+    return new LoomError(loomCode, details || loomCode.toLowerCase(), subject || undefined);
+  }
+  const code = codeForGrpcStatus(err.code);
+  if (code === 'UNAVAILABLE' || (code === 'DEADLINE_EXCEEDED' && neverConnected(details))) {
+    return new LoomError(
+      'UNAVAILABLE',
+      `cannot reach loom node at ${address}: ${connectReason(details)}`,
+    );
+  }
+  if (code === 'DEADLINE_EXCEEDED') {
+    return new LoomError('DEADLINE_EXCEEDED', `loom node at ${address} did not answer in time`);
+  }
+  if (code === 'CANCELLED') return new LoomError('CANCELLED', 'cancelled');
+  if (err.code === GrpcStatus.UNIMPLEMENTED) {
+    return new LoomError('INTERNAL', `loom node at ${address} does not support this request: ${details}`);
+  }
+  return new LoomError(code, details || `gRPC status ${err.code}`);
+}
+
+export function cancelledError(): LoomError {
+  return new LoomError('CANCELLED', 'cancelled');
+}

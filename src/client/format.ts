@@ -1,0 +1,164 @@
+/** Human output of the CLI: tables, task summaries, durations. Pure. */
+import { formatDurationMs } from '../core/duration';
+import { isTerminal, stateName } from '../core/lifecycle';
+import type { NodeInfo, Task } from '../gen/loom';
+
+/** Left-aligned columns separated by two spaces; no trailing blanks. */
+export function table(headers: string[], rows: string[][]): string {
+  const widths = headers.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => displayWidth(r[i] ?? ''))),
+  );
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c + ' '.repeat(widths[i] - displayWidth(c))))
+      .join('  ')
+      .trimEnd();
+  return [line(headers), ...rows.map(line)].join('\n') + '\n';
+}
+
+function displayWidth(text: string): number {
+  return [...text].length;
+}
+
+/** Cuts `text` to `max` characters, marking the cut with "…". */
+export function truncate(text: string, max: number): string {
+  const chars = [...text.replace(/[\r\n\t]+/g, ' ')];
+  if (chars.length <= max) return chars.join('');
+  return chars.slice(0, Math.max(0, max - 1)).join('') + '…';
+}
+
+/** Quotes one argv word the way a POSIX shell would need it. */
+export function quoteArg(arg: string): string {
+  if (arg !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
+  return `'${arg.replace(/'/g, `'\\''`)}'`;
+}
+
+export function formatCommand(argv: readonly string[]): string {
+  return argv.map(quoteArg).join(' ');
+}
+
+/** "2024-05-01 12:00:03Z", or "-" for 0 (not yet). */
+export function formatTime(ms: number): string {
+  if (!ms) return '-';
+  return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+}
+
+/** "exit 3", "signal SIGKILL", or "-" while there is no result. */
+export function formatExit(task: Task): string {
+  if (task.exitCode !== undefined && task.exitCode !== null) return `exit ${task.exitCode}`;
+  if (task.signal) return `signal ${task.signal}`;
+  return '-';
+}
+
+/** One line: "completed (exit 0)", "failed: timeout after 5s", ... */
+export function formatStateLine(task: Task): string {
+  let text = stateName(task.state);
+  const exit = formatExit(task);
+  if (exit !== '-') text += ` (${exit})`;
+  if (task.cancelRequested && !isTerminal(task.state)) text += ' (cancel requested)';
+  if (task.reason && isTerminal(task.state) && !sameAsExit(task.reason, exit)) {
+    text += `: ${task.reason}`;
+  }
+  return text;
+}
+
+function sameAsExit(reason: string, exit: string): boolean {
+  return reason.trim().toLowerCase() === exit.toLowerCase();
+}
+
+function taskTitle(task: Task): string {
+  const name = task.spec?.name ?? '';
+  const command = formatCommand(task.spec?.command ?? []);
+  return name ? `${name}: ${command}` : command;
+}
+
+/** The multi-line `loom status` summary. */
+export function formatTaskSummary(task: Task, now: number): string {
+  const spec = task.spec;
+  const rows: [string, string][] = [
+    ['id', task.id],
+    ['name', spec?.name || '-'],
+    ['state', formatStateLine(task)],
+    ['node', task.node || '-'],
+    ['attempt', `${task.attempt} of ${1 + (spec?.retries ?? 0)}`],
+    ['exit', formatExit(task)],
+    ['reason', task.reason || '-'],
+    ['submitted', formatTime(task.submittedAtMs)],
+    ['started', formatTime(task.startedAtMs)],
+    ['finished', formatTime(task.finishedAtMs)],
+  ];
+  if (task.startedAtMs) {
+    const end = task.finishedAtMs || now;
+    rows.push(['duration', formatDurationMs(Math.max(0, end - task.startedAtMs))]);
+  } else if (task.submittedAtMs && !isTerminal(task.state)) {
+    rows.push(['queued for', formatDurationMs(Math.max(0, now - task.submittedAtMs))]);
+  }
+  if (task.notBeforeMs && task.notBeforeMs > now) {
+    rows.push(['retry in', formatDurationMs(task.notBeforeMs - now)]);
+  }
+  rows.push(['command', formatCommand(spec?.command ?? [])]);
+  if (spec?.cwd) rows.push(['cwd', spec.cwd]);
+  const env = Object.entries(spec?.env ?? {});
+  if (env.length) rows.push(['env', env.map(([k, v]) => quoteArg(`${k}=${v}`)).join(' ')]);
+  if (spec?.timeoutMs) rows.push(['timeout', formatDurationMs(spec.timeoutMs)]);
+  if (spec?.priority !== undefined) rows.push(['priority', String(spec.priority)]);
+  if (spec?.restartOnNodeFailure === false) rows.push(['restart', 'no (LOST if its node dies)']);
+  const width = Math.max(...rows.map(([k]) => k.length)) + 2;
+  let out = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${v}`).join('\n') + '\n';
+  if (task.history.length > 0) {
+    out += 'history:\n';
+    out += table(
+      ['  #', 'NODE', 'STARTED', 'DURATION', 'OUTCOME'],
+      task.history.map((a) => [
+        `  ${a.number}`,
+        a.node || '-',
+        formatTime(a.startedAtMs),
+        a.finishedAtMs && a.startedAtMs
+          ? formatDurationMs(Math.max(0, a.finishedAtMs - a.startedAtMs))
+          : '-',
+        a.outcome || '-',
+      ]),
+    );
+  }
+  return out;
+}
+
+export function formatTaskTable(tasks: Task[], width = 120): string {
+  const rows = tasks.map((t) => [
+    t.id,
+    stateName(t.state),
+    t.node || '-',
+    String(t.attempt),
+    t.exitCode !== undefined ? String(t.exitCode) : t.signal || '-',
+    taskTitle(t),
+  ]);
+  const headers = ['ID', 'STATE', 'NODE', 'ATTEMPT', 'EXIT', 'NAME/COMMAND'];
+  // Give the last column what is left of the terminal, at least 20.
+  const used = headers
+    .slice(0, -1)
+    .reduce((sum, h, i) => sum + 2 + Math.max(h.length, ...rows.map((r) => r[i].length)), 0);
+  const room = Math.max(20, width - used);
+  for (const r of rows) r[5] = truncate(r[5], room);
+  return table(headers, rows);
+}
+
+export function formatLabels(labels: Record<string, string>): string {
+  const entries = Object.entries(labels).sort(([a], [b]) => a.localeCompare(b));
+  return entries.length ? entries.map(([k, v]) => `${k}=${v}`).join(',') : '-';
+}
+
+export function formatNodesTable(nodes: NodeInfo[], now: number): string {
+  const sorted = [...nodes].sort((a, b) => a.name.localeCompare(b.name));
+  return table(
+    ['NAME', 'ADDRESS', 'SLOTS', 'RUNNING', 'LABELS', 'UPTIME', 'DRAINING'],
+    sorted.map((n) => [
+      n.name,
+      n.address || '-',
+      String(n.slots),
+      String(n.running),
+      truncate(formatLabels(n.labels), 40),
+      n.startedAtMs ? formatDurationMs(Math.max(0, now - n.startedAtMs)) : '-',
+      n.draining ? 'yes' : 'no',
+    ]),
+  );
+}

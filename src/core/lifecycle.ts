@@ -1,0 +1,95 @@
+/**
+ * Task lifecycle: the states, the events, and the one table that says which
+ * event moves which state where. Pure: no I/O. The store's transactions call
+ * `nextState` and refuse what the table refuses.
+ *
+ *   submit -> QUEUED --claim--> RUNNING --exit 0--------------------> COMPLETED
+ *               ^  |              |  |  --exit!=0 / timeout, no retry -> FAILED
+ *               |  |              |  |  --cancelled by its owner ----> CANCELLED
+ *               |  |              |  +--node lost, no restart -------> LOST
+ *               |  +--cancel------|------------------------------------> CANCELLED
+ *               +---- retry / node lost + restart / released ---------+
+ */
+import { TaskState } from '../gen/loom';
+
+export { TaskState };
+
+export type TaskEvent =
+  | 'claim' // a node stole the task
+  | 'succeed' // process exited 0
+  | 'fail' // non-zero exit, signal, timeout or runner error
+  | 'cancel' // user cancel (queued: immediate; running: once killed)
+  | 'node_lost' // the running node's lease is gone (or it fenced itself)
+  | 'release'; // the running node hands the task back (shutdown, drain)
+
+export interface TransitionContext {
+  /** Attempts already started, including the one that just ended. */
+  attempt: number;
+  /** Extra attempts the spec allows after the first. */
+  retries: number;
+  /** Spec's restart_on_node_failure (default true). */
+  restartOnNodeFailure: boolean;
+}
+
+type Rule = TaskState | ((ctx: TransitionContext) => TaskState);
+
+const TABLE: Partial<Record<TaskState, Partial<Record<TaskEvent, Rule>>>> = {
+  [TaskState.QUEUED]: {
+    claim: TaskState.RUNNING,
+    cancel: TaskState.CANCELLED,
+  },
+  [TaskState.RUNNING]: {
+    succeed: TaskState.COMPLETED,
+    fail: (c) => (c.attempt <= c.retries ? TaskState.QUEUED : TaskState.FAILED),
+    cancel: TaskState.CANCELLED,
+    node_lost: (c) => (c.restartOnNodeFailure ? TaskState.QUEUED : TaskState.LOST),
+    release: TaskState.QUEUED,
+  },
+};
+
+export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
+  TaskState.COMPLETED,
+  TaskState.FAILED,
+  TaskState.CANCELLED,
+  TaskState.LOST,
+]);
+
+export function isTerminal(state: TaskState): boolean {
+  return TERMINAL_STATES.has(state);
+}
+
+/** The state `event` leads to from `state`, or undefined if not allowed. */
+export function nextState(
+  state: TaskState,
+  event: TaskEvent,
+  ctx: TransitionContext,
+): TaskState | undefined {
+  const rule = TABLE[state]?.[event];
+  if (rule === undefined) return undefined;
+  return typeof rule === 'function' ? rule(ctx) : rule;
+}
+
+const STATE_NAMES: Record<TaskState, string> = {
+  [TaskState.TASK_STATE_UNSPECIFIED]: 'unspecified',
+  [TaskState.QUEUED]: 'queued',
+  [TaskState.RUNNING]: 'running',
+  [TaskState.COMPLETED]: 'completed',
+  [TaskState.FAILED]: 'failed',
+  [TaskState.CANCELLED]: 'cancelled',
+  [TaskState.LOST]: 'lost',
+  [TaskState.UNRECOGNIZED]: 'unrecognized',
+};
+
+/** Lower-case name used in keys, CLI output and flags. */
+export function stateName(state: TaskState): string {
+  return STATE_NAMES[state] ?? 'unrecognized';
+}
+
+export function parseStateName(name: string): TaskState | undefined {
+  const entry = Object.entries(STATE_NAMES).find(([, n]) => n === name.toLowerCase());
+  if (!entry) return undefined;
+  const state = Number(entry[0]) as TaskState;
+  return state === TaskState.TASK_STATE_UNSPECIFIED || state === TaskState.UNRECOGNIZED
+    ? undefined
+    : state;
+}

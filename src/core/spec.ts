@@ -1,0 +1,120 @@
+/**
+ * Validation and normalisation of what users submit. Every limit is named
+ * here, documented in the README, and reported with its value.
+ */
+import { TaskSpec } from '../gen/loom';
+import { invalid, LoomError } from './errors';
+
+export const LIMITS = {
+  argvCount: 4096,
+  argvBytes: 128 * 1024,
+  envCount: 512,
+  envBytes: 128 * 1024,
+  nameChars: 200,
+  cwdBytes: 4096,
+  maxRetries: 100,
+  maxTimeoutMs: 30 * 86_400_000,
+  tasksPerSubmit: 10_000,
+  /** gRPC message size accepted by a node. */
+  requestBytes: 16 * 1024 * 1024,
+  /** Retained log tail per stream, kept with the task after it finishes. */
+  tailBytes: 64 * 1024,
+} as const;
+
+export const PRIORITY_MIN = 0;
+export const PRIORITY_MAX = 999;
+export const PRIORITY_DEFAULT = 100;
+
+const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+function bytes(s: string): number {
+  return Buffer.byteLength(s, 'utf8');
+}
+
+/** Returns a normalised copy of `spec` or throws INVALID_ARGUMENT. */
+export function validateSpec(spec: TaskSpec | undefined): TaskSpec {
+  if (!spec) throw invalid('task spec is missing');
+  const command = spec.command ?? [];
+  if (command.length === 0 || command[0] === '') {
+    throw invalid('command is empty: give a program to run, e.g. `loom run ls -- -l`');
+  }
+  if (command.length > LIMITS.argvCount) {
+    throw invalid(`too many arguments: ${command.length} > limit ${LIMITS.argvCount}`);
+  }
+  let argvBytes = 0;
+  for (const arg of command) {
+    if (typeof arg !== 'string') throw invalid('argument is not a string');
+    if (arg.includes('\0')) throw invalid('argument contains a NUL byte');
+    argvBytes += bytes(arg);
+  }
+  if (argvBytes > LIMITS.argvBytes) {
+    throw invalid(`argv is ${argvBytes} bytes > limit ${LIMITS.argvBytes}`);
+  }
+  const env = spec.env ?? {};
+  const envKeys = Object.keys(env);
+  if (envKeys.length > LIMITS.envCount) {
+    throw invalid(`too many env variables: ${envKeys.length} > limit ${LIMITS.envCount}`);
+  }
+  let envBytes = 0;
+  for (const key of envKeys) {
+    if (!ENV_NAME.test(key)) throw invalid(`invalid env name "${key.slice(0, 64)}"`);
+    const value = env[key];
+    if (typeof value !== 'string' || value.includes('\0')) {
+      throw invalid(`env ${key} has an invalid value`);
+    }
+    envBytes += bytes(key) + bytes(value) + 2;
+  }
+  if (envBytes > LIMITS.envBytes) {
+    throw invalid(`env is ${envBytes} bytes > limit ${LIMITS.envBytes}`);
+  }
+  const name = spec.name ?? '';
+  if (name.length > LIMITS.nameChars) {
+    throw invalid(`name is ${name.length} characters > limit ${LIMITS.nameChars}`);
+  }
+  const cwd = spec.cwd ?? '';
+  if (bytes(cwd) > LIMITS.cwdBytes || cwd.includes('\0')) {
+    throw invalid(`cwd is invalid or longer than ${LIMITS.cwdBytes} bytes`);
+  }
+  const timeoutMs = Number(spec.timeoutMs ?? 0);
+  if (!Number.isFinite(timeoutMs) || timeoutMs < 0 || timeoutMs > LIMITS.maxTimeoutMs) {
+    throw invalid(`timeout must be between 0 and ${LIMITS.maxTimeoutMs} ms`);
+  }
+  const retries = spec.retries ?? 0;
+  if (!Number.isInteger(retries) || retries < 0 || retries > LIMITS.maxRetries) {
+    throw invalid(`retries must be an integer from 0 to ${LIMITS.maxRetries}`);
+  }
+  const priority = spec.priority ?? PRIORITY_DEFAULT;
+  if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
+    throw invalid(`priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}`);
+  }
+  return {
+    name,
+    command: [...command],
+    env: { ...env },
+    cwd,
+    timeoutMs,
+    retries,
+    priority,
+    restartOnNodeFailure: spec.restartOnNodeFailure ?? true,
+  };
+}
+
+export function validateBatch(specs: TaskSpec[] | undefined): TaskSpec[] {
+  if (!specs || specs.length === 0) throw invalid('no tasks given');
+  if (specs.length > LIMITS.tasksPerSubmit) {
+    throw new LoomError(
+      'INVALID_ARGUMENT',
+      `${specs.length} tasks in one submit > limit ${LIMITS.tasksPerSubmit}`,
+    );
+  }
+  return specs.map((s, i) => {
+    try {
+      return validateSpec(s);
+    } catch (err) {
+      if (err instanceof LoomError && specs.length > 1) {
+        throw invalid(`task ${i}: ${err.message}`);
+      }
+      throw err;
+    }
+  });
+}

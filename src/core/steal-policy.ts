@@ -1,0 +1,63 @@
+/**
+ * Who should claim a queued task, and how long a node waits before trying.
+ *
+ * Every live node sees every queued task. To keep them from racing on each
+ * one, each task has a *preferred* node chosen by rendezvous hashing over the
+ * live node names: the preferred node claims at once, the others wait a
+ * little (and longer the busier they are), so they only steal what the
+ * preferred node cannot take. A random jitter breaks the remaining ties.
+ */
+
+export interface StealPolicy {
+  /** Wait of a non-preferred node before stealing, when idle. */
+  stealDelayMs: number;
+  /** Extra wait at full load (scaled by running/slots). */
+  loadDelayMs: number;
+  /** Uniform random jitter added to every non-immediate wait. */
+  jitterMs: number;
+}
+
+export const DEFAULT_STEAL_POLICY: StealPolicy = {
+  stealDelayMs: 15,
+  loadDelayMs: 40,
+  jitterMs: 10,
+};
+
+/** 32-bit FNV-1a of a string: cheap, stable across processes. */
+export function fnv1a(text: string): number {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193) >>> 0;
+  }
+  return hash >>> 0;
+}
+
+/** Rendezvous (highest random weight) choice of a node for a task. */
+export function preferredNode(taskId: string, nodes: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestScore = -1;
+  for (const node of nodes) {
+    const score = fnv1a(`${node}\u0000${taskId}`);
+    if (score > bestScore || (score === bestScore && best !== undefined && node < best)) {
+      best = node;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+/**
+ * How long this node waits before claiming a task. 0 = claim now.
+ * `random` is injectable so tests are deterministic.
+ */
+export function claimDelayMs(
+  opts: { preferred: boolean; running: number; slots: number },
+  policy: StealPolicy = DEFAULT_STEAL_POLICY,
+  random: () => number = Math.random,
+): number {
+  const load = opts.slots > 0 ? Math.min(1, opts.running / opts.slots) : 1;
+  if (opts.preferred && load < 1) return 0;
+  const base = opts.preferred ? 0 : policy.stealDelayMs;
+  return base + policy.loadDelayMs * load + policy.jitterMs * random();
+}

@@ -1,0 +1,181 @@
+/**
+ * Runs the tasks this node claimed: one runner attempt each, output to a
+ * framed log file, result written by a guarded transaction. Knows three
+ * ways a task stops early: a user cancel (recorded CANCELLED), node shutdown
+ * (task handed back to the queue), and fencing (killed at once; the node
+ * writes no result, it only hands the task back if it still holds it).
+ */
+import * as path from 'path';
+import { Task } from '../gen/loom';
+import { LIMITS } from '../core/spec';
+import { TaskQueries } from '../store/queries';
+import { HeldTask, NodeIdentity, Outcome, TaskTransitions } from '../store/transitions';
+import { Incarnation } from '../store/membership';
+import { RunHandle, RunResult, Runner, StopReason } from '../runner/types';
+import { ResultWriter } from './result-writer';
+import { LoomError } from '../core/errors';
+
+export interface ExecutorDeps {
+  transitions: TaskTransitions;
+  queries: TaskQueries;
+  runner: Runner;
+  dataDir: string;
+  nodeName: string;
+  killGraceMs: number;
+  log: (msg: string) => void;
+}
+
+interface Execution {
+  held: HeldTask;
+  me: NodeIdentity;
+  inc: Incarnation;
+  handle: RunHandle;
+  finished: Promise<void>;
+}
+
+export function logPathFor(dataDir: string, id: string, attempt: number): string {
+  return path.join(dataDir, 'logs', id, `${attempt}.log`);
+}
+
+export function taskEnv(task: Task, node: string): Record<string, string> {
+  const spec = task.spec!;
+  return {
+    PATH: process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin',
+    ...spec.env,
+    LOOM_TASK_ID: task.id,
+    LOOM_ATTEMPT: String(task.attempt),
+    LOOM_NODE: node,
+  };
+}
+
+function describe(r: RunResult, timeoutMs: number): string {
+  if (r.error) return r.error;
+  if (r.timedOut) return `timeout after ${timeoutMs} ms`;
+  if (r.signal) return `killed by ${r.signal}`;
+  return `exit ${r.exitCode}`;
+}
+
+export class Executor {
+  private readonly running = new Map<string, Execution>();
+  private readonly results: ResultWriter;
+  private slotListeners: (() => void)[] = [];
+  private resultListeners: ((id: string) => void)[] = [];
+
+  constructor(private readonly deps: ExecutorDeps) {
+    this.results = new ResultWriter(deps.transitions);
+  }
+
+  get count(): number {
+    return this.running.size;
+  }
+
+  /** Runs with its handle (for local log streaming), if running here. */
+  handle(id: string): { attempt: number; handle: RunHandle } | undefined {
+    const e = this.running.get(id);
+    return e ? { attempt: e.held.task.attempt, handle: e.handle } : undefined;
+  }
+
+  onSlotFree(fn: () => void): void {
+    this.slotListeners.push(fn);
+  }
+
+  start(held: HeldTask, me: NodeIdentity, inc: Incarnation): void {
+    const t = held.task;
+    const spec = t.spec!;
+    const handle = this.deps.runner.start({
+      argv: spec.command,
+      env: taskEnv(t, this.deps.nodeName),
+      cwd: spec.cwd,
+      logPath: logPathFor(this.deps.dataDir, t.id, t.attempt),
+      timeoutMs: spec.timeoutMs,
+      killGraceMs: this.deps.killGraceMs,
+      tailBytes: LIMITS.tailBytes,
+    });
+    const exec: Execution = { held, me, inc, handle, finished: Promise.resolve() };
+    this.running.set(t.id, exec);
+    exec.finished = handle.done
+      .then((result) => this.settle(exec, result))
+      .catch((err) => this.deps.log(`task ${t.id}: result not recorded: ${(err as Error).message}`))
+      .finally(() => {
+        this.running.delete(t.id);
+        for (const fn of this.slotListeners) fn();
+      });
+  }
+
+  /** A cancel request for a task of ours arrived (its revision = the record's). */
+  cancel(id: string, revision: string): void {
+    const e = this.running.get(id);
+    if (!e) return;
+    e.held = { task: { ...e.held.task, cancelRequested: true }, revision };
+    e.handle.stop('cancel', this.deps.killGraceMs);
+  }
+
+  /** Stops every task; waits until each is settled. */
+  async stopAll(reason: StopReason, graceMs: number): Promise<void> {
+    const all = [...this.running.values()];
+    for (const e of all) e.handle.stop(reason, reason === 'fence' ? 0 : graceMs);
+    await Promise.all(all.map((e) => e.finished));
+  }
+
+  /** Waits (up to graceMs) for running tasks to end on their own. */
+  async drain(graceMs: number): Promise<void> {
+    const all = Promise.all([...this.running.values()].map((e) => e.finished));
+    await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
+  }
+
+  private async settle(exec: Execution, r: RunResult): Promise<void> {
+    const t = exec.held.task;
+    const fenced = exec.inc.signal.aborted || Date.now() >= exec.inc.fenceAtMs();
+    if (fenced || r.stoppedFor === 'fence' || r.stoppedFor === 'shutdown') {
+      // No result: the attempt did not end on its own. Hand it back if we
+      // still hold it; otherwise a survivor has requeued it already.
+      const why = r.stoppedFor === 'shutdown' && !fenced ? `node ${this.deps.nodeName} shut down` : `node ${this.deps.nodeName} fenced`;
+      const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now()).catch(() => false);
+      this.deps.log(`task ${t.id}: ${why}; ${ok ? 'requeued' : 'left to the survivors'}`);
+      return;
+    }
+    const outcome: Outcome = {
+      event: r.stoppedFor === 'cancel' ? 'cancel' : r.exitCode === 0 && !r.timedOut ? 'succeed' : 'fail',
+      exitCode: r.exitCode ?? (r.error ? r.errorExitCode : undefined),
+      signal: r.signal,
+      reason: describe(r, t.spec!.timeoutMs),
+      finishedAtMs: r.finishedAtMs,
+      tail: {
+        stdout: r.stdoutTail,
+        stderr: r.stderrTail,
+        stdoutTruncated: r.stdoutTruncated,
+        stderrTruncated: r.stderrTruncated,
+        attempt: t.attempt,
+      },
+    };
+    for (let tries = 0; tries < 5; tries++) {
+      let ok: boolean;
+      try {
+        ok = await this.results.write(exec.held, outcome, exec.me);
+      } catch (err) {
+        if (exec.inc.signal.aborted) return;
+        this.deps.log(`task ${t.id}: result write failed (${(err as Error).message}); retrying`);
+        await new Promise((res) => setTimeout(res, 200 * (tries + 1)));
+        continue;
+      }
+      if (ok) {
+        for (const fn of this.resultListeners) fn(t.id);
+        return;
+      }
+      // The compare failed: re-read. If still ours (a cancel request changed
+      // the record), retry against the new revision; otherwise drop quietly.
+      const fresh = await this.deps.queries.get(t.id).catch((e: LoomError) => e);
+      if (fresh instanceof LoomError) {
+        if (fresh.code === 'NOT_FOUND') return;
+        continue;
+      }
+      const f = fresh.task;
+      if (f.node !== exec.me.node || f.lease !== exec.me.lease || f.attempt !== t.attempt) {
+        this.deps.log(`task ${t.id}: result discarded, the task is no longer ours`);
+        return;
+      }
+      exec.held = fresh;
+    }
+    this.deps.log(`task ${t.id}: gave up recording its result`);
+  }
+}

@@ -1,0 +1,88 @@
+/**
+ * The one adapter between async handlers and grpc-js callbacks: a handler
+ * returns or throws; the adapter answers exactly once, and maps every error
+ * through the single code table (code in `loom-code` metadata).
+ */
+import * as grpc from '@grpc/grpc-js';
+import { LoomError, toLoomError } from '../core/errors';
+
+export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
+  const e = toLoomError(err);
+  const metadata = new grpc.Metadata();
+  metadata.set('loom-code', e.code);
+  return { code: e.grpcStatus, details: e.message, metadata, message: e.message };
+}
+
+/** An AbortSignal that fires when the client cancels or the call ends. */
+function callSignal(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>): { signal: AbortSignal; done: () => void } {
+  const controller = new AbortController();
+  const abort = () => controller.abort(new LoomError('CANCELLED', 'client went away'));
+  call.on('cancelled', abort);
+  return { signal: controller.signal, done: () => call.removeListener('cancelled', abort) };
+}
+
+export function unary<Req, Res>(
+  fn: (req: Req, signal: AbortSignal) => Promise<Res>,
+  onError?: (err: unknown) => void,
+): grpc.handleUnaryCall<Req, Res> {
+  return (call, callback) => {
+    const { signal, done } = callSignal(call as never);
+    let answered = false;
+    Promise.resolve()
+      .then(() => fn(call.request, signal))
+      .then(
+        (res) => {
+          if (!answered) {
+            answered = true;
+            callback(null, res);
+          }
+        },
+        (err) => {
+          onError?.(err);
+          if (!answered) {
+            answered = true;
+            callback(toServiceError(err) as grpc.ServiceError);
+          }
+        },
+      )
+      .finally(done);
+  };
+}
+
+export function serverStream<Req, Res>(
+  fn: (req: Req, write: (msg: Res) => Promise<void>, signal: AbortSignal) => Promise<void>,
+  onError?: (err: unknown) => void,
+): grpc.handleServerStreamingCall<Req, Res> {
+  return (call) => {
+    const { signal, done } = callSignal(call as never);
+    const write = (msg: Res): Promise<void> => {
+      if (signal.aborted) return Promise.reject(new LoomError('CANCELLED', 'client went away'));
+      if (call.write(msg)) return Promise.resolve();
+      return new Promise((resolve, reject) => {
+        const onDrain = () => {
+          signal.removeEventListener('abort', onAbort);
+          resolve();
+        };
+        const onAbort = () => {
+          call.removeListener('drain', onDrain);
+          reject(new LoomError('CANCELLED', 'client went away'));
+        };
+        call.once('drain', onDrain);
+        signal.addEventListener('abort', onAbort, { once: true });
+      });
+    };
+    Promise.resolve()
+      .then(() => fn(call.request, write, signal))
+      .then(
+        () => {
+          if (!signal.aborted) call.end();
+        },
+        (err) => {
+          if (signal.aborted) return;
+          onError?.(err);
+          call.emit('error', toServiceError(err));
+        },
+      )
+      .finally(done);
+  };
+}

@@ -1,0 +1,175 @@
+/**
+ * Serves a task's output. Where it comes from:
+ *  - running here: the attempt's framed log file, followed as it grows;
+ *  - running elsewhere: proxied from the owning node;
+ *  - finished: the local file if this node ran the last attempt, else the
+ *    retained tail stored with the task (which outlives its node).
+ * With follow, it streams attempt after attempt until the task is terminal.
+ * Nothing is buffered beyond one read chunk, whatever the task prints.
+ */
+import { existsSync } from 'fs';
+import * as grpc from '@grpc/grpc-js';
+import { LogChunk, LogStream, LoomClient, Task, TaskState } from '../gen/loom';
+import { LoomError } from '../core/errors';
+import { isTerminal } from '../core/lifecycle';
+import { TaskQueries } from '../store/queries';
+import { nextChange } from '../store/key-watch';
+import { Kv } from '../store/etcd';
+import { NodeDirectory } from '../store/node-directory';
+import { readFrames, STREAM_STDERR } from '../runner/log-file';
+import { Executor, logPathFor } from './executor';
+
+export interface LogDeps {
+  kv: Kv;
+  queries: TaskQueries;
+  executor: Executor;
+  directory: NodeDirectory;
+  self: string;
+  dataDir: string;
+}
+
+type Write = (chunk: LogChunk) => Promise<void>;
+
+const chunk = (stream: number, data: Buffer): LogChunk => ({
+  stream: stream === STREAM_STDERR ? LogStream.STDERR : LogStream.STDOUT,
+  data,
+  notice: '',
+});
+const notice = (text: string): LogChunk => ({ stream: LogStream.STDERR, data: Buffer.alloc(0), notice: text });
+
+export class LogService {
+  private readonly peers = new Map<string, InstanceType<typeof LoomClient>>();
+
+  constructor(private readonly deps: LogDeps) {}
+
+  close(): void {
+    for (const c of this.peers.values()) c.close();
+  }
+
+  async stream(id: string, follow: boolean, attempt: number, write: Write, signal: AbortSignal): Promise<void> {
+    if (attempt > 0) return this.localAttempt(id, attempt, follow, write, signal);
+    let streamedAttempt = 0;
+    for (;;) {
+      const held = await this.deps.queries.get(id, signal);
+      const t = held.task;
+      if (isTerminal(t.state)) {
+        if (t.attempt > streamedAttempt) await this.finished(t, write, signal);
+        return;
+      }
+      if (t.state === TaskState.RUNNING && t.attempt > streamedAttempt) {
+        const local = this.deps.executor.handle(id);
+        if (t.node === this.deps.self && local && local.attempt === t.attempt) {
+          await this.followLocal(t, local.handle, follow, write, signal);
+        } else if (t.node === this.deps.self) {
+          await this.fromFile(logPathFor(this.deps.dataDir, t.id, t.attempt), write, signal);
+        } else {
+          await this.proxy(t, follow, write, signal);
+        }
+        streamedAttempt = t.attempt;
+        if (!follow) return;
+      } else if (!follow) {
+        return;
+      }
+      // Wait for the record to move on (next attempt, or a terminal state).
+      await nextChange(this.deps.kv, this.deps.queries.keys.task(id), held.revision, signal);
+    }
+  }
+
+  /** One attempt this node ran (a peer proxying for its client asks this). */
+  private async localAttempt(id: string, attempt: number, follow: boolean, write: Write, signal: AbortSignal): Promise<void> {
+    const local = this.deps.executor.handle(id);
+    const path = logPathFor(this.deps.dataDir, id, attempt);
+    if (local && local.attempt === attempt) {
+      const t = (await this.deps.queries.get(id, signal)).task;
+      await this.followLocal(t, local.handle, follow, write, signal);
+    } else {
+      await this.fromFile(path, write, signal);
+    }
+  }
+
+  private async finished(t: Task, write: Write, signal: AbortSignal): Promise<void> {
+    const path = logPathFor(this.deps.dataDir, t.id, t.attempt);
+    if (t.node === this.deps.self && existsSync(path)) {
+      await this.fromFile(path, write, signal);
+      return;
+    }
+    const tail = await this.deps.queries.tail(t.id);
+    if (!tail) return;
+    if (tail.stdoutTruncated || tail.stderrTruncated) {
+      await write(notice(`node ${t.node} is not serving this task's full log; showing the retained tail (last 64 KiB of each stream)`));
+    }
+    if (tail.stdout.length) await write(chunk(1, Buffer.from(tail.stdout)));
+    if (tail.stderr.length) await write(chunk(2, Buffer.from(tail.stderr)));
+  }
+
+  private async fromFile(path: string, write: Write, signal: AbortSignal, fromOffset = 0): Promise<number> {
+    let offset = fromOffset;
+    if (!existsSync(path)) return offset;
+    for await (const f of readFrames(path, { fromOffset: offset, signal })) {
+      await write(chunk(f.stream, f.data));
+      offset = f.endOffset;
+    }
+    return offset;
+  }
+
+  private async followLocal(
+    t: Task,
+    handle: NonNullable<ReturnType<Executor['handle']>>['handle'],
+    follow: boolean,
+    write: Write,
+    signal: AbortSignal,
+  ): Promise<void> {
+    const path = logPathFor(this.deps.dataDir, t.id, t.attempt);
+    let offset = 0;
+    let exited = false;
+    handle.done.then(() => (exited = true));
+    while (!signal.aborted) {
+      let wake: () => void = () => undefined;
+      const progressed = new Promise<void>((r) => (wake = r));
+      const off = handle.onProgress(() => wake());
+      const doneNow = exited;
+      offset = await this.fromFile(path, write, signal, offset);
+      if (!follow || doneNow) {
+        off();
+        return;
+      }
+      if (handle.logBytes <= offset && !exited) await Promise.race([progressed, handle.done]);
+      off();
+    }
+  }
+
+  private client(t: Task): InstanceType<typeof LoomClient> {
+    const info = this.deps.directory.get(t.node);
+    if (!info) throw new LoomError('UNAVAILABLE', `node ${t.node} is not live`);
+    let c = this.peers.get(info.address);
+    if (!c) {
+      c = new LoomClient(info.address, grpc.credentials.createInsecure());
+      this.peers.set(info.address, c);
+    }
+    return c;
+  }
+
+  private async proxy(t: Task, follow: boolean, write: Write, signal: AbortSignal): Promise<void> {
+    let client;
+    try {
+      client = this.client(t);
+    } catch {
+      await write(notice(`node ${t.node} is not reachable; output will show once the task moves or finishes`));
+      return;
+    }
+    const call = client.logs({ id: t.id, follow, attempt: t.attempt });
+    const cancel = () => call.cancel();
+    signal.addEventListener('abort', cancel, { once: true });
+    try {
+      for await (const msg of call as AsyncIterable<LogChunk>) {
+        await write(msg);
+      }
+    } catch (err) {
+      if (!signal.aborted) {
+        await write(notice(`lost the log stream from node ${t.node}: ${(err as Error).message}`));
+      }
+    } finally {
+      signal.removeEventListener('abort', cancel);
+    }
+  }
+}

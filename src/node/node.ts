@@ -1,0 +1,269 @@
+/**
+ * A loom node: wires the store, the runner and the daemon's loops together,
+ * and owns the node's life: start, fence-and-rejoin, graceful stop.
+ */
+import { promises as fs } from 'fs';
+import * as path from 'path';
+import { Etcd3 } from 'etcd3';
+import { NodeInfo, Task } from '../gen/loom';
+import { NodeConfig } from '../core/config';
+import { LoomError } from '../core/errors';
+import { connectEtcd, Kv } from '../store/etcd';
+import { EmbeddedEtcd } from '../store/embedded-etcd';
+import { Keys } from '../store/keys';
+import { Incarnation, Membership } from '../store/membership';
+import { NodeDirectory } from '../store/node-directory';
+import { PrefixWatch } from '../store/prefix-watch';
+import { TaskQueries } from '../store/queries';
+import { QueueWindow } from '../store/queue-window';
+import { NodeIdentity, TaskTransitions } from '../store/transitions';
+import { ProcessRunner } from '../runner/process-runner';
+import { Reaper } from '../runner/reaper';
+import { ApiServer } from './api-server';
+import { Executor } from './executor';
+import { LogService } from './logs';
+import { Requeuer } from './requeuer';
+import { StealLoop } from './steal-loop';
+
+export const VERSION = '0.1.0';
+
+export interface NodeOptions {
+  log: (msg: string) => void;
+  /** Key root (tests share an etcd, each under its own root). */
+  keysRoot?: string;
+}
+
+export class LoomNode {
+  private stopping = false;
+  private inc: Incarnation | undefined;
+  private me: NodeIdentity | undefined;
+  private publishTimer: NodeJS.Timeout | undefined;
+  private lastPublishedRunning = -1;
+  private readonly startedAtMs = Date.now();
+  port = 0;
+
+  private constructor(
+    readonly config: NodeConfig,
+    private readonly opts: NodeOptions,
+    private readonly etcd: EmbeddedEtcd | undefined,
+    private readonly reaper: Reaper,
+    private readonly client: Etcd3,
+    readonly kv: Kv,
+    readonly keys: Keys,
+    readonly queries: TaskQueries,
+    readonly transitions: TaskTransitions,
+    private readonly directory: NodeDirectory,
+    private readonly window: QueueWindow,
+    readonly executor: Executor,
+    readonly steal: StealLoop,
+    readonly requeuer: Requeuer,
+    private readonly membership: Membership,
+    private readonly cancels: PrefixWatch,
+    private readonly logs: LogService,
+    private readonly api: ApiServer,
+  ) {}
+
+  static async start(config: NodeConfig, opts: NodeOptions): Promise<LoomNode> {
+    const log = opts.log;
+    await fs.mkdir(config.dataDir, { recursive: true });
+    const reaper = Reaper.start({ log });
+    let etcd: EmbeddedEtcd | undefined;
+    let endpoints = config.etcdEndpoints;
+    try {
+      if (endpoints.length === 0) {
+        etcd = await EmbeddedEtcd.start({
+          name: config.name,
+          dataDir: config.dataDir,
+          peerListen: config.peerListen,
+          clientListen: config.clientListen,
+          peers: config.peers,
+          etcdBin: config.etcdBin,
+          log,
+        });
+        reaper.addMember(etcd.pid);
+        await etcd.waitHealthy({
+          timeoutMs: 180_000,
+          onWaiting: (ms) => log(`waiting for etcd quorum (${Math.round(ms / 1000)}s); are the other --peer nodes up?`),
+        });
+        endpoints = await memberClientUrls(etcd.clientUrl);
+      }
+    } catch (err) {
+      await etcd?.stop().catch(() => undefined);
+      await reaper.close();
+      throw err;
+    }
+    const client = connectEtcd({ endpoints });
+    const kv = new Kv(client);
+    const keys = new Keys(opts.keysRoot ?? '');
+    const queries = new TaskQueries(kv, keys);
+    const transitions = new TaskTransitions(kv, keys);
+    const directory = new NodeDirectory(kv, keys, log);
+    const window = new QueueWindow(kv, keys, 1000, log);
+    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd() });
+    const executor = new Executor({
+      transitions, queries, runner, dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
+    });
+    const steal = new StealLoop({
+      window, transitions, executor, slots: () => config.slots,
+      liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log,
+    });
+    const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
+    const membership = new Membership(kv, keys, {
+      name: config.name,
+      ttlSeconds: config.leaseTtlSeconds,
+      leaseFile: path.join(config.dataDir, 'lease'),
+      onAck: (fenceAt) => reaper.heartbeat(Math.max(1, fenceAt - Date.now())),
+      log,
+    });
+    const cancels = new PrefixWatch(kv, keys.cancelOf(config.name), {
+      reset: (kvs) => kvs.forEach((c) => node.onCancel(c.key.toString(), c.mod_revision)),
+      put: (c) => node.onCancel(c.key.toString(), c.mod_revision),
+      delete: () => undefined,
+    }, { log });
+    const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir });
+    const api = new ApiServer({
+      kv, queries, transitions, logs, log,
+      tryRunHere: (record) => node.tryRunHere(record),
+    });
+    const node: LoomNode = new LoomNode(
+      config, opts, etcd, reaper, client, kv, keys, queries, transitions, directory, window, executor, steal,
+      requeuer, membership, cancels, logs, api,
+    );
+    try {
+      await node.boot();
+    } catch (err) {
+      await node.stop({ graceMs: 0 }).catch(() => undefined);
+      throw err;
+    }
+    return node;
+  }
+
+  private async boot(): Promise<void> {
+    const { config, opts } = this;
+    this.directory.onGone((name, lease) => this.requeuer.nodeGone(name, lease));
+    await this.directory.start();
+    await this.window.start();
+    await this.cancels.start();
+    this.port = await this.api.listen(config.listen);
+    await this.join();
+    this.requeuer.start();
+    this.executor.onSlotFree(() => this.schedulePublish());
+    this.publishTimer = setInterval(() => void this.publish(), 2000);
+    this.publishTimer.unref();
+    opts.log(`node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}`);
+  }
+
+  get address(): string {
+    const host = this.config.listen.replace(/:\d+$/, '');
+    return this.config.advertise || `${host}:${this.port}`;
+  }
+
+  private info(): NodeInfo {
+    return {
+      name: this.config.name,
+      address: this.address,
+      slots: this.config.slots,
+      running: this.executor.count,
+      labels: this.config.labels,
+      startedAtMs: this.startedAtMs,
+      lease: '',
+      version: VERSION,
+      pid: process.pid,
+      draining: this.stopping,
+    };
+  }
+
+  private async join(): Promise<void> {
+    const inc = await this.membership.join(() => this.info());
+    this.inc = inc;
+    this.me = { node: this.config.name, lease: inc.lease };
+    inc.signal.addEventListener('abort', () => void this.onFenced(inc), { once: true });
+    this.steal.activate(inc, this.me);
+    void this.window.refill();
+  }
+
+  private async onFenced(inc: Incarnation): Promise<void> {
+    if (this.stopping) return;
+    const reason = (inc.signal.reason as Error)?.message ?? 'lease lost';
+    this.opts.log(`FENCED: ${reason}; killing ${this.executor.count} task(s), then rejoining`);
+    this.inc = undefined;
+    await this.executor.stopAll('fence', 0);
+    for (let delay = 500; !this.stopping; delay = Math.min(delay * 2, 5000)) {
+      try {
+        await this.join();
+        this.opts.log(`rejoined with lease ${this.inc!.lease}`);
+        return;
+      } catch (err) {
+        this.opts.log(`rejoin failed: ${(err as Error).message}; retrying in ${delay} ms`);
+        await new Promise((r) => setTimeout(r, delay));
+      }
+    }
+  }
+
+  async tryRunHere(record: Task): Promise<boolean> {
+    const inc = this.inc;
+    const me = this.me;
+    if (!inc || !me || inc.signal.aborted || this.stopping || this.executor.count >= this.config.slots) return false;
+    const held = await this.transitions.submitClaimed(record, me, Date.now());
+    if (!held) return false;
+    this.executor.start(held, me, inc);
+    return true;
+  }
+
+  private onCancel(key: string, revision: string): void {
+    const parsed = this.keys.parseCancel(key);
+    if (parsed) this.executor.cancel(parsed.id, revision);
+  }
+
+  private schedulePublish(): void {
+    if (this.executor.count === 0 && this.lastPublishedRunning !== 0) void this.publish();
+  }
+
+  private async publish(): Promise<void> {
+    const running = this.executor.count;
+    if (running === this.lastPublishedRunning && !this.stopping) return;
+    try {
+      if (await this.membership.publish(this.info())) this.lastPublishedRunning = running;
+    } catch {
+      // transient; next tick retries
+    }
+  }
+
+  /** Graceful stop: no new claims, running tasks get graceMs, the rest are requeued. */
+  async stop(opts: { graceMs: number }): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    const log = this.opts.log;
+    this.steal.setPaused(true);
+    if (this.publishTimer) clearInterval(this.publishTimer);
+    await this.publish();
+    if (this.executor.count > 0) {
+      log(`stopping: ${this.executor.count} task(s) running; waiting up to ${opts.graceMs} ms`);
+      await this.executor.drain(opts.graceMs);
+      await this.executor.stopAll('shutdown', this.config.killGraceMs);
+    }
+    this.requeuer.stop();
+    await this.api.close(1000);
+    this.logs.close();
+    await this.membership.leave('node stopped');
+    await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop()]);
+    this.client.close();
+    await this.etcd?.stop();
+    await this.reaper.close();
+    log(`node ${this.config.name} stopped`);
+  }
+}
+
+/** Client URLs of every member of the cluster, the local one first. */
+async function memberClientUrls(local: string): Promise<string[]> {
+  const client = connectEtcd({ endpoints: [local] });
+  try {
+    const res = await client.cluster.memberList({}, { deadline: Date.now() + 5000 });
+    const urls = res.members.flatMap((m) => m.clientURLs ?? []);
+    return [local, ...urls.filter((u) => u !== local)];
+  } catch (err) {
+    throw new LoomError('UNAVAILABLE', `cannot list etcd members: ${(err as Error).message}`);
+  } finally {
+    client.close();
+  }
+}

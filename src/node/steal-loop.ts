@@ -1,0 +1,160 @@
+/**
+ * The steal loop: looks at the head of the queue (QueueWindow), picks what
+ * fits this node's free slots, waits the steal delay for tasks another node
+ * is preferred for, and claims in one batched transaction. A lost race is
+ * normal: the entry is dropped and the watch tells us what happened.
+ *
+ *   N1 and N2 both see task T queued at revision r.
+ *   N1 (preferred) claims at once: compare queued key @r -> ok, T is N1's.
+ *   N2 waits its steal delay, claims: compare queued key @r fails -> quiet.
+ */
+import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
+import { Incarnation } from '../store/membership';
+import { QueueWindow, WindowEntry } from '../store/queue-window';
+import { NodeIdentity, TaskTransitions } from '../store/transitions';
+import { Executor } from './executor';
+
+export interface StealDeps {
+  window: QueueWindow;
+  transitions: TaskTransitions;
+  executor: Executor;
+  slots: () => number;
+  liveNodes: () => string[];
+  nodesVersion: () => number;
+  policy: StealPolicy;
+  log: (msg: string) => void;
+}
+
+export interface StealStats {
+  claimed: number;
+  lost: number;
+  claimTxns: number;
+}
+
+export class StealLoop {
+  private inc: Incarnation | undefined;
+  private me: NodeIdentity | undefined;
+  private claiming = false;
+  private scheduled = false;
+  private timer: NodeJS.Timeout | undefined;
+  private timerAt = Infinity;
+  private paused = false;
+  private prefCache = new Map<string, { version: number; preferred: boolean }>();
+  readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0 };
+
+  constructor(private readonly deps: StealDeps) {
+    deps.window.onChange(() => this.wake());
+    deps.executor.onSlotFree(() => this.wake());
+  }
+
+  /** Start claiming under this incarnation; stops by itself when it aborts. */
+  activate(inc: Incarnation, me: NodeIdentity): void {
+    this.inc = inc;
+    this.me = me;
+    inc.signal.addEventListener('abort', () => {
+      if (this.inc === inc) {
+        this.inc = undefined;
+        this.me = undefined;
+      }
+    });
+    this.wake();
+  }
+
+  /** Draining / shutting down: stop claiming (running tasks are untouched). */
+  setPaused(paused: boolean): void {
+    this.paused = paused;
+    if (!paused) this.wake();
+  }
+
+  wake(): void {
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.pass();
+    });
+  }
+
+  private schedule(atMs: number): void {
+    if (atMs >= this.timerAt) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timerAt = atMs;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.timerAt = Infinity;
+      this.wake();
+    }, Math.max(1, atMs - Date.now()));
+  }
+
+  private isPreferred(entry: WindowEntry, nodes: string[], version: number): boolean {
+    const cached = this.prefCache.get(entry.key);
+    if (cached && cached.version === version) return cached.preferred;
+    const preferred = preferredNode(entry.id, nodes) === this.me!.node;
+    if (this.prefCache.size > 20_000) this.prefCache.clear();
+    this.prefCache.set(entry.key, { version, preferred });
+    return preferred;
+  }
+
+  private async pass(): Promise<void> {
+    const inc = this.inc;
+    const me = this.me;
+    if (!inc || !me || inc.signal.aborted || this.paused || this.claiming) return;
+    const slots = this.deps.slots();
+    const running = this.deps.executor.count;
+    const free = slots - running;
+    if (free <= 0) return;
+    const w = this.deps.window;
+    if (w.length === 0) {
+      if (w.hasMore) {
+        this.claiming = true;
+        await w.refill().finally(() => (this.claiming = false));
+      }
+      return;
+    }
+    const now = Date.now();
+    const nodes = this.deps.liveNodes();
+    const version = this.deps.nodesVersion();
+    const chosen: WindowEntry[] = [];
+    let nextAt = Infinity;
+    for (const entry of w.view()) {
+      if (chosen.length >= free) break;
+      if (entry.snapshot.notBeforeMs > now) {
+        nextAt = Math.min(nextAt, entry.snapshot.notBeforeMs);
+        continue;
+      }
+      const preferred = nodes.length <= 1 || this.isPreferred(entry, nodes, version);
+      const jitter = () => fnv1a(`${me.node}/${entry.id}`) / 0x1_0000_0000;
+      const delay = claimDelayMs({ preferred, running: running + chosen.length, slots }, this.deps.policy, jitter);
+      const at = entry.seenAtMs + delay;
+      if (at <= now) chosen.push(entry);
+      else nextAt = Math.min(nextAt, at);
+    }
+    if (chosen.length === 0) {
+      if (nextAt < Infinity) this.schedule(nextAt);
+      return;
+    }
+    this.claiming = true;
+    try {
+      const results = await this.deps.transitions.claim(chosen, me, Date.now(), inc.signal);
+      this.stats.claimTxns++;
+      results.forEach((held, i) => {
+        this.deps.window.drop(chosen[i].key);
+        this.prefCache.delete(chosen[i].key);
+        if (held) {
+          this.stats.claimed++;
+          this.deps.executor.start(held, me, inc);
+        } else {
+          this.stats.lost++;
+        }
+      });
+    } catch (err) {
+      if (!inc.signal.aborted) {
+        this.deps.log(`claim failed: ${(err as Error).message}`);
+        await new Promise((r) => setTimeout(r, 250));
+      }
+    } finally {
+      this.claiming = false;
+    }
+    this.wake();
+  }
+}

@@ -1,0 +1,320 @@
+/**
+ * Runs one attempt as a local process: its own process group (so stopping it
+ * stops its children too), output framed into the attempt's log file with
+ * backpressure (a task printing gigabytes never grows the node's heap), and
+ * the last bytes of each stream kept for the result.
+ */
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as path from 'path';
+import { Readable } from 'stream';
+import { encodeFrameHeader, MAX_FRAME_BYTES, STREAM_STDERR, STREAM_STDOUT } from './log-file';
+import { Reaper } from './reaper';
+import { TailBuffer } from './tail-buffer';
+import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
+
+/** Bytes queued for the log file before the task's pipes are paused. */
+const LOG_HIGH_WATER_MARK = 512 * 1024;
+
+export interface ProcessRunnerOptions {
+  reaper?: Reaper;
+  /** cwd for requests with cwd ''. Assumed to exist (not checked per task). */
+  defaultCwd: string;
+  /** Diagnostics that do not belong to a result, e.g. a failing log file. */
+  log?: (message: string) => void;
+}
+
+export class ProcessRunner implements Runner {
+  constructor(private readonly opts: ProcessRunnerOptions) {}
+
+  start(req: RunRequest): RunHandle {
+    return new ProcessRun(req, this.opts);
+  }
+}
+
+interface StartFailure {
+  error: string;
+  exitCode: number;
+}
+
+class ProcessRun implements RunHandle {
+  readonly done: Promise<RunResult>;
+  private resolveDone!: (result: RunResult) => void;
+  private child: ChildProcess | undefined;
+  private log: fs.WriteStream | undefined;
+  private readonly stdoutTail: TailBuffer;
+  private readonly stderrTail: TailBuffer;
+  private readonly listeners = new Set<() => void>();
+  private readonly startedAtMs = Date.now();
+  private bytesWritten = 0;
+
+  private exitCode: number | undefined;
+  private exitSignal: string | undefined;
+  private startFailure: StartFailure | undefined;
+  private timedOut = false;
+  private stoppedFor: StopReason | undefined;
+
+  private exited = false;
+  private processClosed = false;
+  private logClosed = false;
+  private logFailed = false;
+  private paused = false;
+  private settled = false;
+  private termSent = false;
+  private killAt: number | undefined;
+  private timeoutTimer: NodeJS.Timeout | undefined;
+  private killTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly req: RunRequest,
+    private readonly opts: ProcessRunnerOptions,
+  ) {
+    this.done = new Promise((resolve) => (this.resolveDone = resolve));
+    this.stdoutTail = new TailBuffer(req.tailBytes);
+    this.stderrTail = new TailBuffer(req.tailBytes);
+    try {
+      this.launch();
+    } catch (err) {
+      // start() never throws: anything unexpected becomes a start failure.
+      this.failStart({ error: `cannot start task: ${(err as Error).message}`, exitCode: 126 });
+    }
+  }
+
+  get pid(): number | undefined {
+    return this.child?.pid;
+  }
+
+  get logBytes(): number {
+    return this.bytesWritten;
+  }
+
+  onProgress(fn: () => void): () => void {
+    this.listeners.add(fn);
+    return () => this.listeners.delete(fn);
+  }
+
+  stop(reason: StopReason, graceMs: number): void {
+    if (this.exited || this.child?.pid === undefined) return;
+    this.stoppedFor ??= reason;
+    clearTimeout(this.timeoutTimer);
+    this.terminate(graceMs);
+  }
+
+  private launch(): void {
+    const req = this.req;
+    const cwd = req.cwd || this.opts.defaultCwd;
+    const logDir = path.dirname(req.logPath);
+    try {
+      fs.mkdirSync(logDir, { recursive: true });
+    } catch (err) {
+      return this.failStart({ error: `cannot create log directory ${logDir}: ${(err as Error).message}`, exitCode: 126 });
+    }
+    this.openLog();
+
+    const failure = checkRequest(req);
+    if (failure) return this.failStart(failure);
+
+    const command = req.argv[0];
+    const child = spawn(command, req.argv.slice(1), {
+      cwd,
+      env: req.env,
+      detached: true, // setsid: pgid = pid, so the whole group can be signalled
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    this.child = child;
+    if (child.pid === undefined) {
+      // ENOENT/EACCES etc. arrive as an 'error' event on the next tick.
+      child.once('error', (err) => this.failStart(describeSpawnError(err, command)));
+      return;
+    }
+
+    this.opts.reaper?.addTask(child.pid);
+    child.on('error', (err) => this.opts.log?.(`task ${child.pid}: ${err.message}`));
+    this.pipeOutput(child.stdout!, STREAM_STDOUT, this.stdoutTail);
+    this.pipeOutput(child.stderr!, STREAM_STDERR, this.stderrTail);
+    child.once('exit', (code, signal) => this.onExit(code, signal));
+    child.once('close', () => {
+      this.processClosed = true;
+      this.endLog();
+    });
+    if (req.timeoutMs > 0) {
+      this.timeoutTimer = setTimeout(() => {
+        this.timedOut = true;
+        this.terminate(req.killGraceMs);
+      }, req.timeoutMs);
+    }
+  }
+
+  private openLog(): void {
+    const log = fs.createWriteStream(this.req.logPath, { highWaterMark: LOG_HIGH_WATER_MARK });
+    this.log = log;
+    log.on('error', (err) => {
+      // Disk full, permissions...: the task keeps running (its exit status
+      // still matters); output only goes to the tails from now on.
+      this.logFailed = true;
+      this.opts.log?.(`log file ${this.req.logPath}: ${err.message}`);
+      this.resumeOutput();
+    });
+    log.once('close', () => {
+      this.logClosed = true;
+      this.settle();
+    });
+  }
+
+  private pipeOutput(stream: Readable, id: number, tail: TailBuffer): void {
+    stream.on('data', (chunk: Buffer) => {
+      tail.push(chunk);
+      if (this.logFailed) return;
+      const log = this.log!;
+      let ok = true;
+      // Header and data as two writes in one writev: no copy of the data.
+      log.cork();
+      for (let at = 0; at < chunk.length; at += MAX_FRAME_BYTES) {
+        const piece = at === 0 && chunk.length <= MAX_FRAME_BYTES ? chunk : chunk.subarray(at, at + MAX_FRAME_BYTES);
+        log.write(encodeFrameHeader(id, piece.length));
+        ok = log.write(piece, this.onWritten);
+      }
+      log.uncork();
+      if (!ok && !this.paused) {
+        this.paused = true;
+        this.child?.stdout?.pause();
+        this.child?.stderr?.pause();
+        log.once('drain', this.resumeOutput);
+      }
+    });
+  }
+
+  private readonly onWritten = (err?: Error | null): void => {
+    if (err || !this.log) return;
+    this.bytesWritten = this.log.bytesWritten;
+    this.emitProgress();
+  };
+
+  private readonly resumeOutput = (): void => {
+    if (!this.paused) return;
+    this.paused = false;
+    this.child?.stdout?.resume();
+    this.child?.stderr?.resume();
+  };
+
+  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    this.exited = true;
+    if (code !== null) this.exitCode = code;
+    if (signal !== null) this.exitSignal = signal;
+    clearTimeout(this.timeoutTimer);
+    clearTimeout(this.killTimer);
+    // The leader is gone; anything it left behind in its group (background
+    // jobs) would hold our pipes open and outlive the task: kill it.
+    this.signalGroup('SIGKILL');
+    if (this.child?.pid !== undefined) this.opts.reaper?.removeTask(this.child.pid);
+  }
+
+  /** SIGTERM now, SIGKILL after graceMs; a later call may only bring the SIGKILL forward. */
+  private terminate(graceMs: number): void {
+    if (this.exited) return;
+    if (graceMs <= 0) {
+      clearTimeout(this.killTimer);
+      this.signalGroup('SIGKILL');
+      return;
+    }
+    if (!this.termSent) {
+      this.termSent = true;
+      this.signalGroup('SIGTERM');
+    }
+    const killAt = Date.now() + graceMs;
+    if (this.killAt !== undefined && this.killAt <= killAt) return;
+    this.killAt = killAt;
+    clearTimeout(this.killTimer);
+    this.killTimer = setTimeout(() => this.signalGroup('SIGKILL'), graceMs);
+  }
+
+  private signalGroup(signal: NodeJS.Signals): void {
+    const pid = this.child?.pid;
+    if (pid === undefined) return;
+    try {
+      process.kill(-pid, signal);
+    } catch {
+      // ESRCH: the group is already empty.
+    }
+  }
+
+  private failStart(failure: StartFailure): void {
+    if (this.startFailure) return;
+    this.startFailure = failure;
+    this.child?.stdout?.destroy();
+    this.child?.stderr?.destroy();
+    this.processClosed = true;
+    this.endLog();
+  }
+
+  private endLog(): void {
+    const log = this.log;
+    if (!log || this.logClosed) return this.settle();
+    if (!log.destroyed) log.end();
+  }
+
+  private settle(): void {
+    if (this.settled || !this.processClosed || (this.log && !this.logClosed)) return;
+    this.settled = true;
+    this.resolveDone(this.result());
+    this.emitProgress();
+    this.listeners.clear();
+  }
+
+  private result(): RunResult {
+    const base: RunResult = {
+      timedOut: this.timedOut,
+      stdoutTail: this.stdoutTail.toBuffer(),
+      stderrTail: this.stderrTail.toBuffer(),
+      stdoutTruncated: this.stdoutTail.truncated,
+      stderrTruncated: this.stderrTail.truncated,
+      startedAtMs: this.startedAtMs,
+      finishedAtMs: Date.now(),
+    };
+    if (this.startFailure) {
+      base.error = this.startFailure.error;
+      base.errorExitCode = this.startFailure.exitCode;
+      return base;
+    }
+    if (this.exitCode !== undefined) base.exitCode = this.exitCode;
+    if (this.exitSignal !== undefined) base.signal = this.exitSignal;
+    if (this.stoppedFor !== undefined) base.stoppedFor = this.stoppedFor;
+    return base;
+  }
+
+  private emitProgress(): void {
+    for (const fn of this.listeners) {
+      try {
+        fn();
+      } catch (err) {
+        this.opts.log?.(`progress listener threw: ${(err as Error).message}`);
+      }
+    }
+  }
+}
+
+/** Failures we can tell before spawning: no command, a missing cwd. */
+function checkRequest(req: RunRequest): StartFailure | undefined {
+  if (req.argv.length === 0 || req.argv[0] === '') return { error: 'empty command', exitCode: 127 };
+  if (!req.cwd) return undefined;
+  // spawn reports a missing cwd as ENOENT, indistinguishable from a missing command.
+  let stat: fs.Stats | undefined;
+  try {
+    stat = fs.statSync(req.cwd);
+  } catch {
+    return { error: `working directory not found: ${req.cwd}`, exitCode: 126 };
+  }
+  if (!stat.isDirectory()) return { error: `working directory is not a directory: ${req.cwd}`, exitCode: 126 };
+  return undefined;
+}
+
+function describeSpawnError(err: NodeJS.ErrnoException, command: string): StartFailure {
+  switch (err.code) {
+    case 'ENOENT':
+      return { error: `command not found: ${command}`, exitCode: 127 };
+    case 'EACCES':
+      return { error: `permission denied: ${command}`, exitCode: 126 };
+    default:
+      return { error: `cannot start ${command}: ${err.message}`, exitCode: 126 };
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * The node's handle on its reaper process (see reaper-main.ts). Every task
+ * process group and the embedded etcd are registered here; heartbeats carry
+ * the time left on the node's lease, so if the node freezes the reaper kills
+ * its tasks before another node can steal them, and if the node dies (even
+ * SIGKILL) the reaper sees stdin close and kills everything.
+ */
+import { ChildProcess, spawn } from 'child_process';
+import * as path from 'path';
+
+export interface ReaperOptions {
+  log?: (message: string) => void;
+}
+
+export class Reaper {
+  private readonly child: ChildProcess;
+  private readonly log: (message: string) => void;
+  private readonly fencedListeners: Array<(count: number) => void> = [];
+  private readonly exited: Promise<void>;
+  private hasExited = false;
+  private warnedLost = false;
+  private closing = false;
+
+  private constructor(opts: ReaperOptions) {
+    this.log = opts.log ?? (() => undefined);
+    const main = path.join(__dirname, 'reaper-main.js');
+    // detached: its own session, so a Ctrl-C to the node's process group does
+    // not reach it; it must outlive the node long enough to clean up.
+    this.child = spawn(process.execPath, [main], {
+      detached: true,
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    this.exited = new Promise((resolve) => {
+      this.child.once('exit', (code, signal) => {
+        this.hasExited = true;
+        if (!this.closing) this.lost(`reaper exited unexpectedly (code ${code}, signal ${signal})`);
+        resolve();
+      });
+      this.child.once('error', (err) => {
+        // Spawn failure: 'exit' may never come.
+        this.hasExited = true;
+        this.lost(`reaper failed: ${err.message}`);
+        resolve();
+      });
+    });
+    this.child.stdin?.on('error', (err) => this.lost(`reaper stdin: ${err.message}`));
+    this.readEvents();
+    // The reaper must not keep the node alive on its own: when the node exits,
+    // the reaper sees EOF and cleans up, which is exactly what we want.
+    this.child.unref();
+    unrefStream(this.child.stdin);
+    unrefStream(this.child.stdout);
+  }
+
+  static start(opts: ReaperOptions = {}): Reaper {
+    return new Reaper(opts);
+  }
+
+  /** The reaper's own pid (for diagnostics and tests). */
+  get pid(): number | undefined {
+    return this.child.pid;
+  }
+
+  addTask(pgid: number): void {
+    this.send(`task ${pgid}`);
+  }
+
+  removeTask(pgid: number): void {
+    this.send(`done ${pgid}`);
+  }
+
+  addMember(pid: number): void {
+    this.send(`member ${pid}`);
+  }
+
+  /**
+   * Tasks are killed unless another heartbeat arrives within remainingMs.
+   * A non-positive value means the time is already up: fence at once.
+   */
+  heartbeat(remainingMs: number): void {
+    if (!Number.isFinite(remainingMs)) return this.clearHeartbeat();
+    this.send(`hb ${Math.max(1, Math.ceil(remainingMs))}`);
+  }
+
+  /** No deadline (e.g. while the node shuts down cleanly). */
+  clearHeartbeat(): void {
+    this.send('nohb');
+  }
+
+  /** Called with the number of task groups killed when a deadline passed. */
+  onFenced(fn: (count: number) => void): void {
+    this.fencedListeners.push(fn);
+  }
+
+  /** Ends stdin (the reaper kills everything registered) and waits for it to exit. */
+  async close(): Promise<void> {
+    this.closing = true;
+    if (!this.hasExited) {
+      this.child.ref(); // keep the loop alive until the exit arrives
+      this.child.stdin?.end();
+    }
+    await this.exited;
+  }
+
+  /**
+   * Writes go straight to the pipe: with an empty write queue Node hands the
+   * bytes to the kernel within write() itself, so a registration is not lost
+   * if the node is killed right after. A dead reaper never makes this throw.
+   */
+  private send(line: string): void {
+    const stdin = this.child.stdin;
+    if (this.closing) return; // tasks still exiting during shutdown: the reaper is killing them anyway
+    if (this.hasExited || !stdin || stdin.destroyed || !stdin.writable) {
+      this.lost(`reaper unavailable; dropped command: ${line}`);
+      return;
+    }
+    try {
+      stdin.write(line + '\n');
+    } catch (err) {
+      this.lost(`reaper write failed: ${(err as Error).message}`);
+    }
+  }
+
+  private readEvents(): void {
+    const stdout = this.child.stdout;
+    if (!stdout) return;
+    stdout.setEncoding('latin1');
+    let partial = '';
+    stdout.on('data', (chunk: string) => {
+      const lines = (partial + chunk).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const match = /^fenced (\d+)$/.exec(line.trim());
+        if (!match) continue;
+        const count = Number(match[1]);
+        this.log(`reaper fenced: killed ${count} task group(s)`);
+        for (const fn of this.fencedListeners) {
+          try {
+            fn(count);
+          } catch (err) {
+            this.log(`onFenced listener threw: ${(err as Error).message}`);
+          }
+        }
+      }
+    });
+    stdout.on('error', () => undefined);
+  }
+
+  /** Logs the first sign that the reaper is gone; later ones would only repeat it. */
+  private lost(message: string): void {
+    if (this.warnedLost) return;
+    this.warnedLost = true;
+    this.log(message);
+  }
+}
+
+function unrefStream(stream: unknown): void {
+  const s = stream as { unref?: () => void } | null;
+  s?.unref?.();
+}

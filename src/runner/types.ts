@@ -1,0 +1,62 @@
+/**
+ * What the node asks of a runner, and what it gets back. Runners know
+ * nothing of etcd; they run one attempt of one task and report.
+ */
+
+export interface RunRequest {
+  /** argv[0] is resolved on env.PATH; no shell. */
+  argv: string[];
+  /** The complete environment the task sees (nothing is inherited). */
+  env: Record<string, string>;
+  /** Working directory; '' = the runner's default (the node's data dir). */
+  cwd: string;
+  /** Framed log file (see log-file.ts) this attempt's output is written to. */
+  logPath: string;
+  /** 0 = none. On expiry: SIGTERM, killGraceMs, SIGKILL; result.timedOut. */
+  timeoutMs: number;
+  killGraceMs: number;
+  /** Bytes of each stream kept in memory for the result (the retained tail). */
+  tailBytes: number;
+}
+
+export type StopReason = 'cancel' | 'shutdown' | 'fence';
+
+export interface RunResult {
+  /** Set when the process exited normally. */
+  exitCode?: number;
+  /** Set when the process was killed by a signal, e.g. "SIGKILL". */
+  signal?: string;
+  timedOut: boolean;
+  /** Why the runner stopped it, if it did (stop() was called). */
+  stoppedFor?: StopReason;
+  /** The task could not start (e.g. "command not found: foo"). */
+  error?: string;
+  /** Exit status a shell would report for `error` (127 not found, 126 not executable). */
+  errorExitCode?: number;
+  stdoutTail: Buffer;
+  stderrTail: Buffer;
+  stdoutTruncated: boolean;
+  stderrTruncated: boolean;
+  startedAtMs: number;
+  finishedAtMs: number;
+}
+
+export interface RunHandle {
+  /** Process id (and process group id) of the task, once started. */
+  readonly pid: number | undefined;
+  /** Settles once the process has exited and the log file is flushed and closed. Never rejects. */
+  readonly done: Promise<RunResult>;
+  /**
+   * Stop the task: SIGTERM to its process group, then SIGKILL after graceMs
+   * (graceMs 0 = SIGKILL at once). Idempotent; a task already gone is fine.
+   */
+  stop(reason: StopReason, graceMs: number): void;
+  /** Bytes written to the log file so far (framing included). */
+  readonly logBytes: number;
+  /** Subscribe to "more bytes are in the log file" / "exited". Returns unsubscribe. */
+  onProgress(fn: () => void): () => void;
+}
+
+export interface Runner {
+  start(req: RunRequest): RunHandle;
+}

@@ -1,0 +1,132 @@
+/**
+ * Connection to etcd and the one place that turns etcd/gRPC failures into
+ * LoomErrors. Every call has a deadline; callers may pass an AbortSignal.
+ */
+import { Etcd3, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
+import { LoomError } from '../core/errors';
+
+export type { IKeyValue, IRequestOp, ITxnResponse };
+
+export interface EtcdOptions {
+  endpoints: string[];
+  /** Deadline of a unary call. */
+  callTimeoutMs?: number;
+}
+
+export function connectEtcd(opts: EtcdOptions): Etcd3 {
+  return new Etcd3({
+    hosts: opts.endpoints,
+    dialTimeout: 3000,
+    grpcOptions: {
+      'grpc.max_receive_message_length': 64 * 1024 * 1024,
+      'grpc.max_send_message_length': 16 * 1024 * 1024,
+    },
+    // We retry where it is safe ourselves (guarded transactions re-read).
+    faultHandling: {},
+  });
+}
+
+const DEFAULT_TIMEOUT_MS = 5000;
+
+export function etcdError(err: unknown, what: string): LoomError {
+  if (err instanceof LoomError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  if (/too many operations in txn request|request is too large|duplicate key/i.test(message)) {
+    return new LoomError('INVALID_ARGUMENT', `${what}: etcd refused the request: ${message}`);
+  }
+  if (/required revision has been compacted/i.test(message)) {
+    return new LoomError('INVALID_STATE', `${what}: revision compacted`);
+  }
+  return new LoomError('UNAVAILABLE', `${what}: etcd unavailable: ${message}`);
+}
+
+function withAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new LoomError('CANCELLED', `${what}: aborted`));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(new LoomError('CANCELLED', `${what}: aborted`));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
+
+/** Thin typed layer over the raw KV RPCs (keys as strings or Buffers). */
+export class Kv {
+  constructor(
+    readonly client: Etcd3,
+    private readonly timeoutMs = DEFAULT_TIMEOUT_MS,
+  ) {}
+
+  private opts() {
+    return { deadline: Date.now() + this.timeoutMs };
+  }
+
+  async txn(req: ITxnRequest, what: string, signal?: AbortSignal): Promise<ITxnResponse> {
+    try {
+      return await withAbort(this.client.kv.txn(req, this.opts()), signal, what);
+    } catch (err) {
+      throw etcdError(err, what);
+    }
+  }
+
+  async range(req: IRangeRequest, what: string, signal?: AbortSignal): Promise<IRangeResponse> {
+    try {
+      return await withAbort(this.client.kv.range(req, this.opts()), signal, what);
+    } catch (err) {
+      throw etcdError(err, what);
+    }
+  }
+
+  async get(key: string, what: string, signal?: AbortSignal): Promise<IKeyValue | undefined> {
+    const res = await this.range({ key: Buffer.from(key) }, what, signal);
+    return res.kvs[0];
+  }
+}
+
+// ---- builders for raw transaction pieces ----
+
+export const b = (key: string): Buffer => Buffer.from(key);
+
+export const put = (key: string, value: Buffer | string, lease?: string): IRequestOp => ({
+  request_put: { key: b(key), value: typeof value === 'string' ? b(value) : value, lease },
+});
+
+export const del = (key: string): IRequestOp => ({ request_delete_range: { key: b(key) } });
+
+export const nested = (txn: ITxnRequest): IRequestOp => ({ request_txn: txn });
+
+export const ifModRevision = (key: string, rev: string) => ({
+  key: b(key), target: 'Mod' as const, result: 'Equal' as const, mod_revision: rev,
+});
+
+export const ifValue = (key: string, value: string) => ({
+  key: b(key), target: 'Value' as const, result: 'Equal' as const, value: b(value),
+});
+
+export const ifExists = (key: string) => ({
+  key: b(key), target: 'Version' as const, result: 'Greater' as const, version: 0,
+});
+
+export const ifMissing = (key: string) => ({
+  key: b(key), target: 'Version' as const, result: 'Equal' as const, version: 0,
+});
+
+/** True when `key` is attached to lease `lease` (false if missing). */
+export const ifLease = (key: string, lease: string) => ({
+  key: b(key), target: 'Lease' as const, result: 'Equal' as const, lease,
+});
+
+export const ifNotLease = (key: string, lease: string) => ({
+  key: b(key), target: 'Lease' as const, result: 'NotEqual' as const, lease,
+});
+
+export const rangeOp = (key: string): IRequestOp => ({ request_range: { key: b(key) } });

@@ -1,0 +1,178 @@
+/**
+ * The key schema — the single place that builds or parses etcd keys.
+ *
+ *   /task/<id>                               Task record (protobuf)
+ *   /task/status/queued/<ppp>/<id>           queued; value = record snapshot
+ *   /task/status/running/<node>/<id>         running; value = owner lease id
+ *   /task/status/<terminal>/<ms13>/<id>      completed|failed|cancelled|lost
+ *   /node/<name>                             NodeInfo, under the node's lease
+ *   /cancel/<node>/<id>                      cancel request for a running task
+ *   /tail/<id>                               LogTail: retained output tail
+ *
+ * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
+ * priority first. Task ids are UUIDv7, whose text sorts by creation time, so
+ * within a priority a scan is submit order (FIFO). <ms13> is the finish time
+ * in ms, zero-padded to 13 digits so string order is time order.
+ *
+ * Records live in [/task/0, /task/g): ids are lower-case hex, which keeps
+ * "/task/status/" outside the record range.
+ *
+ * Every key is under an optional root (e.g. "/loom-test-1a2b") so that tests
+ * can share one etcd and each own a prefix.
+ */
+import { invalid } from '../core/errors';
+import { stateName, TaskState } from '../core/lifecycle';
+import { PRIORITY_MAX } from '../core/spec';
+
+const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function isTaskId(text: string): boolean {
+  return ID.test(text);
+}
+
+export function checkTaskId(text: string): string {
+  if (!ID.test(text)) throw invalid(`"${text.slice(0, 80)}" is not a task id (a UUID)`);
+  return text;
+}
+
+export function pad(n: number, width: number): string {
+  const s = String(Math.max(0, Math.trunc(n)));
+  return s.length >= width ? s : '0'.repeat(width - s.length) + s;
+}
+
+export const TERMINAL_KEY_STATES = [
+  TaskState.COMPLETED,
+  TaskState.FAILED,
+  TaskState.CANCELLED,
+  TaskState.LOST,
+] as const;
+
+export class Keys {
+  readonly taskRangeStart: string;
+  readonly taskRangeEnd: string;
+  readonly queuedPrefix: string;
+  readonly runningPrefix: string;
+  readonly statusPrefix: string;
+  readonly nodePrefix: string;
+  readonly cancelPrefix: string;
+
+  constructor(readonly root = '') {
+    if (root !== '' && !/^\/[A-Za-z0-9_.-]+$/.test(root)) {
+      throw invalid(`invalid key root "${root}"`);
+    }
+    this.taskRangeStart = `${root}/task/0`;
+    this.taskRangeEnd = `${root}/task/g`;
+    this.statusPrefix = `${root}/task/status/`;
+    this.queuedPrefix = `${root}/task/status/queued/`;
+    this.runningPrefix = `${root}/task/status/running/`;
+    this.nodePrefix = `${root}/node/`;
+    this.cancelPrefix = `${root}/cancel/`;
+  }
+
+  task(id: string): string {
+    return `${this.root}/task/${id}`;
+  }
+
+  tail(id: string): string {
+    return `${this.root}/tail/${id}`;
+  }
+
+  queued(priority: number, id: string): string {
+    return `${this.queuedPrefix}${pad(PRIORITY_MAX - priority, 3)}/${id}`;
+  }
+
+  running(node: string, id: string): string {
+    return `${this.runningPrefix}${node}/${id}`;
+  }
+
+  runningOf(node: string): string {
+    return `${this.runningPrefix}${node}/`;
+  }
+
+  terminal(state: TaskState, finishedAtMs: number, id: string): string {
+    return `${this.statusPrefix}${stateName(state)}/${pad(finishedAtMs, 13)}/${id}`;
+  }
+
+  terminalPrefix(state: TaskState): string {
+    return `${this.statusPrefix}${stateName(state)}/`;
+  }
+
+  /** The status index key a record in this state must have. */
+  statusKeyFor(t: { id: string; state: TaskState; node: string; priority: number; finishedAtMs: number }): string {
+    switch (t.state) {
+      case TaskState.QUEUED:
+        return this.queued(t.priority, t.id);
+      case TaskState.RUNNING:
+        return this.running(t.node, t.id);
+      default:
+        return this.terminal(t.state, t.finishedAtMs, t.id);
+    }
+  }
+
+  node(name: string): string {
+    return `${this.nodePrefix}${name}`;
+  }
+
+  cancel(node: string, id: string): string {
+    return `${this.cancelPrefix}${node}/${id}`;
+  }
+
+  cancelOf(node: string): string {
+    return `${this.cancelPrefix}${node}/`;
+  }
+
+  // ---- parsers: each returns undefined for a key of another shape ----
+
+  parseTask(key: string): string | undefined {
+    const rest = strip(key, `${this.root}/task/`);
+    return rest !== undefined && ID.test(rest) ? rest : undefined;
+  }
+
+  parseQueued(key: string): { priority: number; id: string } | undefined {
+    const m = /^(\d{3})\/([^/]+)$/.exec(strip(key, this.queuedPrefix) ?? '');
+    if (!m || !ID.test(m[2])) return undefined;
+    return { priority: PRIORITY_MAX - Number(m[1]), id: m[2] };
+  }
+
+  parseRunning(key: string): { node: string; id: string } | undefined {
+    const m = /^([^/]+)\/([^/]+)$/.exec(strip(key, this.runningPrefix) ?? '');
+    if (!m || !ID.test(m[2])) return undefined;
+    return { node: m[1], id: m[2] };
+  }
+
+  parseStatus(key: string): { state: string; id: string } | undefined {
+    const rest = strip(key, this.statusPrefix);
+    if (rest === undefined) return undefined;
+    const parts = rest.split('/');
+    const id = parts[parts.length - 1];
+    if (parts.length !== 3 || !ID.test(id)) return undefined;
+    return { state: parts[0], id };
+  }
+
+  parseNode(key: string): string | undefined {
+    const rest = strip(key, this.nodePrefix);
+    return rest && !rest.includes('/') ? rest : undefined;
+  }
+
+  parseCancel(key: string): { node: string; id: string } | undefined {
+    const m = /^([^/]+)\/([^/]+)$/.exec(strip(key, this.cancelPrefix) ?? '');
+    if (!m || !ID.test(m[2])) return undefined;
+    return { node: m[1], id: m[2] };
+  }
+}
+
+function strip(key: string, prefix: string): string | undefined {
+  return key.startsWith(prefix) ? key.slice(prefix.length) : undefined;
+}
+
+/** The smallest key greater than every key with this prefix (etcd range end). */
+export function prefixEnd(prefix: string): string {
+  const buf = Buffer.from(prefix);
+  for (let i = buf.length - 1; i >= 0; i--) {
+    if (buf[i] < 0xff) {
+      buf[i] += 1;
+      return buf.subarray(0, i + 1).toString('latin1');
+    }
+  }
+  return '\0';
+}

@@ -1,0 +1,240 @@
+/**
+ * Membership: one lease per node incarnation, /node/<name> under it, kept
+ * alive by our own keepalive loop.
+ *
+ * Fencing. etcd expires a lease TTL seconds after the last keepalive it
+ * received; that is never earlier than (send time of the last acknowledged
+ * keepalive) + TTL. We fence ourselves at that bound minus a margin, using
+ * only our own clock, so a node that cannot reach etcd stops acting *before*
+ * survivors can requeue its work. The etcd3 client's own `lost` event comes
+ * later than that, so we do not rely on it.
+ *
+ * An Incarnation exposes an AbortSignal: it fires on fence, on lease loss
+ * reported by etcd, or on leave(). Everything the node does under that
+ * lease obeys it.
+ */
+import { promises as fs } from 'fs';
+import { NodeInfo } from '../gen/loom';
+import { LoomError } from '../core/errors';
+import { encodeNode } from './codec';
+import { ifLease, Kv, put } from './etcd';
+import { Keys } from './keys';
+
+export interface Incarnation {
+  readonly lease: string;
+  readonly signal: AbortSignal;
+  /** Local time (ms, Date.now clock) at which this node fences itself. */
+  fenceAtMs(): number;
+}
+
+export interface MembershipOptions {
+  name: string;
+  ttlSeconds: number;
+  /** Where the current lease id is remembered, so a restart can revoke it. */
+  leaseFile?: string;
+  /** Called after each acknowledged keepalive with the new fence time. */
+  onAck?: (fenceAtMs: number) => void;
+  log?: (msg: string) => void;
+}
+
+type KeepAliveStream = {
+  write(req: { ID: string }): boolean;
+  on(event: 'data', fn: (res: { ID: string; TTL: string }) => void): unknown;
+  on(event: 'error' | 'end', fn: (err?: Error) => void): unknown;
+  end(): void;
+};
+
+export function fenceMarginMs(ttlMs: number): number {
+  return Math.max(1000, ttlMs * 0.25);
+}
+
+class LeaseKeeper implements Incarnation {
+  private readonly controller = new AbortController();
+  private stream: KeepAliveStream | undefined;
+  private pending: number[] = [];
+  private lastAckSentMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private readonly ttlMs: number;
+
+  constructor(
+    private readonly kv: Kv,
+    readonly lease: string,
+    grantedSentMs: number,
+    private readonly opts: MembershipOptions,
+  ) {
+    this.ttlMs = opts.ttlSeconds * 1000;
+    this.lastAckSentMs = grantedSentMs;
+  }
+
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  fenceAtMs(): number {
+    return this.lastAckSentMs + this.ttlMs - fenceMarginMs(this.ttlMs);
+  }
+
+  start(): void {
+    const interval = Math.max(200, Math.floor(this.ttlMs / 6));
+    const tick = () => {
+      if (this.signal.aborted) return;
+      if (Date.now() >= this.fenceAtMs()) {
+        this.stop(new LoomError('FENCED', `no keepalive acknowledged for ${Date.now() - this.lastAckSentMs} ms; fenced`));
+        return;
+      }
+      void this.send();
+      this.timer = setTimeout(tick, interval);
+    };
+    this.opts.onAck?.(this.fenceAtMs());
+    tick();
+  }
+
+  private async send(): Promise<void> {
+    try {
+      if (!this.stream) {
+        const s = (await this.kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream;
+        if (this.signal.aborted) return s.end();
+        s.on('data', (res) => this.onData(res));
+        const drop = () => {
+          if (this.stream === s) {
+            this.stream = undefined;
+            this.pending = [];
+          }
+        };
+        s.on('error', drop);
+        s.on('end', drop);
+        this.stream = s;
+      }
+      this.pending.push(Date.now());
+      this.stream.write({ ID: this.lease });
+    } catch {
+      this.stream = undefined;
+      this.pending = [];
+    }
+  }
+
+  private onData(res: { ID: string; TTL: string }): void {
+    const sentMs = this.pending.shift();
+    if (this.signal.aborted) return;
+    if (Number(res.TTL) <= 0) {
+      this.stop(new LoomError('FENCED', `lease ${this.lease} expired in etcd; fenced`));
+      return;
+    }
+    if (sentMs !== undefined && sentMs > this.lastAckSentMs) {
+      this.lastAckSentMs = sentMs;
+      this.opts.onAck?.(this.fenceAtMs());
+    }
+  }
+
+  stop(reason: LoomError): void {
+    if (this.signal.aborted) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.stream?.end();
+    this.stream = undefined;
+    this.controller.abort(reason);
+  }
+}
+
+export class Membership {
+  private current: LeaseKeeper | undefined;
+
+  constructor(
+    private readonly kv: Kv,
+    private readonly keys: Keys,
+    private readonly opts: MembershipOptions,
+  ) {}
+
+  get incarnation(): Incarnation | undefined {
+    return this.current && !this.current.signal.aborted ? this.current : undefined;
+  }
+
+  /**
+   * Grants a lease and publishes /node/<name> under it. If the key is held by
+   * the lease this node remembered from a previous run (it crashed), that
+   * lease is revoked first so survivors requeue its tasks at once. If another
+   * live node holds the name, waits for it to go, then fails.
+   */
+  async join(info: () => NodeInfo, signal?: AbortSignal): Promise<Incarnation> {
+    await this.revokeRemembered();
+    const ttl = this.opts.ttlSeconds;
+    const sentMs = Date.now();
+    let lease: string;
+    try {
+      const res = await this.kv.client.leaseClient.leaseGrant({ TTL: ttl }, { deadline: Date.now() + 5000 });
+      lease = String(res.ID);
+    } catch (err) {
+      throw new LoomError('UNAVAILABLE', `cannot grant a lease: ${(err as Error).message}`);
+    }
+    const keeper = new LeaseKeeper(this.kv, lease, sentMs, this.opts);
+    const nodeKey = this.keys.node(this.opts.name);
+    const deadline = Date.now() + (ttl + 2) * 1000;
+    for (;;) {
+      const res = await this.kv.txn(
+        {
+          compare: [{ key: Buffer.from(nodeKey), target: 'Version', result: 'Equal', version: 0 }],
+          success: [put(nodeKey, encodeNode({ ...info(), lease }), lease)],
+          failure: [{ request_range: { key: Buffer.from(nodeKey) } }],
+        },
+        'join',
+        signal,
+      );
+      if (res.succeeded) break;
+      const holder = res.responses[0]?.response_range?.kvs[0];
+      if (Date.now() > deadline) {
+        await this.revoke(lease);
+        throw new LoomError('INVALID_STATE', `another live node is named "${this.opts.name}" (lease ${holder?.lease}); pick another --name`);
+      }
+      this.opts.log?.(`node name "${this.opts.name}" is still held by lease ${holder?.lease}; waiting for it to expire`);
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    if (this.opts.leaseFile) await fs.writeFile(this.opts.leaseFile, lease).catch(() => undefined);
+    this.current = keeper;
+    keeper.start();
+    return keeper;
+  }
+
+  /** Rewrites /node/<name> (load, draining) if we still hold it. */
+  async publish(info: NodeInfo): Promise<boolean> {
+    const inc = this.incarnation;
+    if (!inc) return false;
+    const nodeKey = this.keys.node(this.opts.name);
+    const res = await this.kv.txn(
+      { compare: [ifLease(nodeKey, inc.lease)], success: [put(nodeKey, encodeNode({ ...info, lease: inc.lease }), inc.lease)] },
+      'publish node',
+    );
+    return res.succeeded;
+  }
+
+  /** Stops keepalives and revokes the lease (its keys vanish at once). */
+  async leave(reason = 'leaving'): Promise<void> {
+    const keeper = this.current;
+    if (!keeper) return;
+    keeper.stop(new LoomError('CANCELLED', reason));
+    await this.revoke(keeper.lease);
+    if (this.opts.leaseFile) await fs.rm(this.opts.leaseFile, { force: true }).catch(() => undefined);
+  }
+
+  /** Fences the current incarnation now (e.g. lease found gone by a txn). */
+  fence(reason: string): void {
+    this.current?.stop(new LoomError('FENCED', reason));
+  }
+
+  private async revoke(lease: string): Promise<void> {
+    try {
+      await this.kv.client.leaseClient.leaseRevoke({ ID: lease }, { deadline: Date.now() + 3000 });
+    } catch {
+      // expired already, or etcd unreachable: it will expire on its own
+    }
+  }
+
+  private async revokeRemembered(): Promise<void> {
+    if (!this.opts.leaseFile) return;
+    const old = (await fs.readFile(this.opts.leaseFile, 'utf8').catch(() => '')).trim();
+    if (!/^\d+$/.test(old)) return;
+    const kv = await this.kv.get(this.keys.node(this.opts.name), 'join');
+    if (kv && String(kv.lease) === old) {
+      this.opts.log?.(`revoking lease ${old} of this node's previous run`);
+      await this.revoke(old);
+    }
+  }
+}

@@ -1,0 +1,156 @@
+/** Read-only access to tasks, tails and nodes. */
+import { LogTail, NodeInfo, Task, TaskState } from '../gen/loom';
+import { LoomError, notFound } from '../core/errors';
+import { stateName } from '../core/lifecycle';
+import { decodeNode, decodeTail, decodeTask } from './codec';
+import { b, Kv, rangeOp } from './etcd';
+import { checkTaskId, Keys, prefixEnd } from './keys';
+import { HeldTask } from './transitions';
+
+export interface ListQuery {
+  state?: TaskState;
+  node?: string;
+  pageSize: number;
+  /** Opaque: the last key of the previous page. */
+  pageToken?: string;
+}
+
+export interface RunningKey {
+  node: string;
+  id: string;
+  lease: string;
+}
+
+const MAX_PAGE = 1000;
+
+export class TaskQueries {
+  constructor(
+    private readonly kv: Kv,
+    readonly keys: Keys,
+  ) {}
+
+  async get(id: string, signal?: AbortSignal): Promise<HeldTask> {
+    checkTaskId(id);
+    const kv = await this.kv.get(this.keys.task(id), 'get task', signal);
+    if (!kv) throw notFound(`no task ${id}`, id);
+    return { task: decodeTask(kv.value, id), revision: kv.mod_revision };
+  }
+
+  async tail(id: string): Promise<LogTail | undefined> {
+    const kv = await this.kv.get(this.keys.tail(id), 'get log tail');
+    return kv ? decodeTail(kv.value) : undefined;
+  }
+
+  /**
+   * One page of tasks. Without a state, pages through the records in id
+   * (= submit time) order; with a state, through that state's index in
+   * dispatch (queued) or finish-time order, fetching the records in one txn.
+   */
+  async list(q: ListQuery): Promise<{ tasks: Task[]; nextPageToken: string }> {
+    const limit = Math.min(Math.max(1, q.pageSize || 100), MAX_PAGE);
+    let start: string;
+    let end: string;
+    if (q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED) {
+      start = this.keys.taskRangeStart;
+      end = this.keys.taskRangeEnd;
+    } else {
+      const prefix =
+        q.state === TaskState.RUNNING
+          ? q.node ? this.keys.runningOf(q.node) : this.keys.runningPrefix
+          : q.state === TaskState.QUEUED ? this.keys.queuedPrefix : this.keys.terminalPrefix(q.state);
+      start = prefix;
+      end = prefixEnd(prefix);
+    }
+    if (q.pageToken) {
+      const after = Buffer.from(q.pageToken, 'base64url').toString('utf8');
+      if (after < start || after >= end) throw new LoomError('INVALID_ARGUMENT', 'invalid page token');
+      start = after + '\0';
+    }
+    const res = await this.kv.range(
+      { key: b(start), range_end: b(end), limit, keys_only: q.state !== undefined && q.state !== TaskState.TASK_STATE_UNSPECIFIED },
+      'list tasks',
+    );
+    let tasks: Task[];
+    if (q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED) {
+      tasks = res.kvs.map((kv) => decodeTask(kv.value));
+    } else {
+      const ids = res.kvs.map((kv) => kv.key.toString().split('/').pop()!);
+      tasks = await this.getMany(ids);
+    }
+    if (q.node) tasks = tasks.filter((t) => t.node === q.node);
+    const last = res.kvs[res.kvs.length - 1];
+    return {
+      tasks,
+      nextPageToken: res.more && last ? Buffer.from(last.key).toString('base64url') : '',
+    };
+  }
+
+  /** Records for ids, in order, skipping any that vanished. */
+  async getMany(ids: string[]): Promise<Task[]> {
+    const out: Task[] = [];
+    for (let i = 0; i < ids.length; i += 128) {
+      const chunk = ids.slice(i, i + 128);
+      const res = await this.kv.txn({ compare: [], success: chunk.map((id) => rangeOp(this.keys.task(id))) }, 'get tasks');
+      for (const r of res.responses) {
+        const kv = r.response_range?.kvs[0];
+        if (kv) out.push(decodeTask(kv.value));
+      }
+    }
+    return out;
+  }
+
+  async nodes(): Promise<NodeInfo[]> {
+    const res = await this.kv.range(
+      { key: b(this.keys.nodePrefix), range_end: b(prefixEnd(this.keys.nodePrefix)) },
+      'list nodes',
+    );
+    const out: NodeInfo[] = [];
+    for (const kv of res.kvs) {
+      const name = this.keys.parseNode(kv.key.toString());
+      if (name === undefined) continue;
+      try {
+        out.push({ ...decodeNode(kv.value, name), lease: kv.lease });
+      } catch {
+        // a corrupt node record is skipped, not fatal
+      }
+    }
+    return out;
+  }
+
+  /** node name -> lease id of its live incarnation. */
+  async liveLeases(): Promise<Map<string, string>> {
+    const res = await this.kv.range(
+      { key: b(this.keys.nodePrefix), range_end: b(prefixEnd(this.keys.nodePrefix)), keys_only: true },
+      'list nodes',
+    );
+    const out = new Map<string, string>();
+    for (const kv of res.kvs) {
+      const name = this.keys.parseNode(kv.key.toString());
+      if (name !== undefined) out.set(name, String(kv.lease));
+    }
+    return out;
+  }
+
+  /** Every running index key (bounded by the cluster's total slots). */
+  async runningKeys(node?: string): Promise<RunningKey[]> {
+    const prefix = node ? this.keys.runningOf(node) : this.keys.runningPrefix;
+    const res = await this.kv.range({ key: b(prefix), range_end: b(prefixEnd(prefix)) }, 'list running');
+    const out: RunningKey[] = [];
+    for (const kv of res.kvs) {
+      const parsed = this.keys.parseRunning(kv.key.toString());
+      if (parsed) out.push({ ...parsed, lease: kv.value.toString() });
+    }
+    return out;
+  }
+
+  /** Counts of index keys per state (keys only; cheap enough for status). */
+  async countByState(): Promise<Record<string, number>> {
+    const out: Record<string, number> = {};
+    for (const state of [TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.LOST]) {
+      const prefix = state === TaskState.QUEUED ? this.keys.queuedPrefix : state === TaskState.RUNNING ? this.keys.runningPrefix : this.keys.terminalPrefix(state);
+      const res = await this.kv.range({ key: b(prefix), range_end: b(prefixEnd(prefix)), count_only: true }, 'count');
+      out[stateName(state)] = Number(res.count);
+    }
+    return out;
+  }
+}

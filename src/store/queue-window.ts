@@ -1,0 +1,144 @@
+/**
+ * A bounded, ordered view of the head of the queue: the first `size` queued
+ * keys in dispatch order (priority, then submit order), kept current by a
+ * list-then-watch. Memory stays bounded however many tasks are queued: puts
+ * that sort after the window's last key are ignored while the window is full
+ * (`more` is set), and the window is re-listed when it runs dry.
+ */
+import { IKeyValue } from 'etcd3';
+import { decodeTask } from './codec';
+import { Kv } from './etcd';
+import { Keys } from './keys';
+import { PrefixWatch } from './prefix-watch';
+import { QueuedEntry } from './transitions';
+
+export interface WindowEntry extends QueuedEntry {
+  priority: number;
+  /** Local time this node first saw the entry (for the steal delay). */
+  seenAtMs: number;
+}
+
+export class QueueWindow {
+  private entries: WindowEntry[] = [];
+  private more = false;
+  private readonly watch: PrefixWatch;
+  private listeners: (() => void)[] = [];
+
+  constructor(
+    kv: Kv,
+    private readonly keys: Keys,
+    private readonly size = 1000,
+    private readonly log?: (msg: string) => void,
+  ) {
+    this.watch = new PrefixWatch(
+      kv,
+      keys.queuedPrefix,
+      {
+        reset: (kvs) => this.reset(kvs),
+        put: (kv) => this.put(kv),
+        delete: (kv) => this.remove(kv.key.toString()),
+        batch: () => this.notify(),
+      },
+      { limit: size, log },
+    );
+  }
+
+  start(signal?: AbortSignal): Promise<void> {
+    return this.watch.start(signal);
+  }
+
+  stop(): Promise<void> {
+    return this.watch.stop();
+  }
+
+  /** Entries in dispatch order (do not mutate). */
+  view(): readonly WindowEntry[] {
+    return this.entries;
+  }
+
+  get length(): number {
+    return this.entries.length;
+  }
+
+  /** True when keys beyond the window may exist. */
+  get hasMore(): boolean {
+    return this.more;
+  }
+
+  onChange(fn: () => void): void {
+    this.listeners.push(fn);
+  }
+
+  /** Forget an entry locally (a claim for it failed or succeeded). */
+  drop(key: string): void {
+    this.remove(key);
+  }
+
+  /** Re-list when the window ran dry but more keys exist. */
+  async refill(): Promise<void> {
+    await this.watch.refresh();
+    this.notify();
+  }
+
+  private notify(): void {
+    for (const fn of this.listeners) fn();
+  }
+
+  private toEntry(kv: IKeyValue, seenAtMs: number): WindowEntry | undefined {
+    const key = kv.key.toString();
+    const parsed = this.keys.parseQueued(key);
+    if (!parsed) return undefined;
+    try {
+      const snapshot = decodeTask(kv.value, parsed.id);
+      return { id: parsed.id, key, modRevision: kv.mod_revision, snapshot, priority: parsed.priority, seenAtMs };
+    } catch (err) {
+      this.log?.(`skipping corrupt queued key ${key}: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
+  private reset(kvs: IKeyValue[]): void {
+    const now = Date.now();
+    const previous = new Map(this.entries.map((e) => [e.key, e.seenAtMs]));
+    this.entries = [];
+    for (const kv of kvs) {
+      const entry = this.toEntry(kv, previous.get(kv.key.toString()) ?? now);
+      if (entry) this.entries.push(entry);
+    }
+    this.more = kvs.length >= this.size;
+    this.notify();
+  }
+
+  private indexOf(key: string): { found: boolean; index: number } {
+    let lo = 0;
+    let hi = this.entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const k = this.entries[mid].key;
+      if (k === key) return { found: true, index: mid };
+      if (k < key) lo = mid + 1;
+      else hi = mid;
+    }
+    return { found: false, index: lo };
+  }
+
+  private put(kv: IKeyValue): void {
+    const key = kv.key.toString();
+    const last = this.entries[this.entries.length - 1];
+    if (this.more && last && key > last.key) return;
+    const entry = this.toEntry(kv, Date.now());
+    if (!entry) return;
+    const { found, index } = this.indexOf(key);
+    if (found) this.entries[index] = entry;
+    else this.entries.splice(index, 0, entry);
+    if (this.entries.length > this.size) {
+      this.entries.pop();
+      this.more = true;
+    }
+  }
+
+  private remove(key: string): void {
+    const { found, index } = this.indexOf(key);
+    if (found) this.entries.splice(index, 1);
+  }
+}

@@ -1,0 +1,412 @@
+/**
+ * Every change of a task's state, each as ONE guarded etcd transaction. No
+ * other code writes task keys. Each function's header lists what it compares
+ * and what it writes; a failed compare means someone else acted first, and
+ * the caller re-reads instead of overwriting.
+ *
+ * Invariants kept by every transaction here:
+ *  - the record and its status index key change together;
+ *  - a queued key's value is the record as it was queued, and the record is
+ *    not changed while it is queued without deleting that key; so a claim can
+ *    build the RUNNING record from a watch event, with no read;
+ *  - only the holder of the running key's lease, while its /node/<name> key is
+ *    still under that lease, may write a result (fencing).
+ */
+import { v7 as uuidv7 } from 'uuid';
+import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
+import { LoomError } from '../core/errors';
+import { isTerminal, nextState, TaskEvent } from '../core/lifecycle';
+import { encodeTail, encodeTask } from './codec';
+import {
+  Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
+} from './etcd';
+import { Keys } from './keys';
+
+/** Tasks per submit transaction: 2 ops each, within etcd's default 128. */
+export const SUBMIT_CHUNK = 64;
+/** Claims or results per transaction (nested transactions, one per task). */
+export const BATCH_CHUNK = 64;
+const HISTORY_KEEP = 20;
+
+export interface NodeIdentity {
+  node: string;
+  lease: string;
+}
+
+/** A queued task as seen in a list or watch: its key, revision and snapshot. */
+export interface QueuedEntry {
+  id: string;
+  key: string;
+  modRevision: string;
+  snapshot: Task;
+}
+
+/** A task this node holds, with the record's revision (for guarded writes). */
+export interface HeldTask {
+  task: Task;
+  revision: string;
+}
+
+export interface Outcome {
+  event: Extract<TaskEvent, 'succeed' | 'fail' | 'cancel'>;
+  exitCode?: number;
+  signal?: string;
+  reason: string;
+  finishedAtMs: number;
+  tail?: LogTail;
+}
+
+function priorityOf(task: Task): number {
+  return task.spec?.priority ?? 100;
+}
+
+function ctxOf(task: Task) {
+  return {
+    attempt: task.attempt,
+    retries: task.spec?.retries ?? 0,
+    restartOnNodeFailure: task.spec?.restartOnNodeFailure ?? true,
+  };
+}
+
+function withAttempt(task: Task, outcome: string, finishedAtMs: number): Attempt[] {
+  const entry: Attempt = {
+    number: task.attempt,
+    node: task.node,
+    startedAtMs: task.startedAtMs,
+    finishedAtMs,
+    outcome,
+  };
+  return [...task.history, entry].slice(-HISTORY_KEEP);
+}
+
+export class TaskTransitions {
+  constructor(
+    private readonly kv: Kv,
+    readonly keys: Keys,
+  ) {}
+
+  /** Ops that put `task` and its status index key (queued keys carry the record). */
+  private writeRecord(task: Task): IRequestOp[] {
+    const value = encodeTask(task);
+    const k = this.keys;
+    switch (task.state) {
+      case TaskState.QUEUED:
+        return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id), value)];
+      case TaskState.RUNNING:
+        return [put(k.task(task.id), value), put(k.running(task.node, task.id), task.lease)];
+      default:
+        return [
+          put(k.task(task.id), value),
+          put(k.terminal(task.state, task.finishedAtMs, task.id), ''),
+        ];
+    }
+  }
+
+  newRecord(spec: TaskSpec, owner: string, nowMs: number): Task {
+    return {
+      id: uuidv7(),
+      spec,
+      state: TaskState.QUEUED,
+      node: '',
+      lease: '',
+      attempt: 0,
+      submittedAtMs: nowMs,
+      startedAtMs: 0,
+      finishedAtMs: 0,
+      exitCode: undefined,
+      signal: '',
+      reason: '',
+      cancelRequested: false,
+      owner,
+      history: [],
+      notBeforeMs: 0,
+    };
+  }
+
+  private runningRecord(snapshot: Task, me: NodeIdentity, nowMs: number): Task {
+    return {
+      ...snapshot,
+      state: TaskState.RUNNING,
+      node: me.node,
+      lease: me.lease,
+      attempt: snapshot.attempt + 1,
+      startedAtMs: nowMs,
+      finishedAtMs: 0,
+      exitCode: undefined,
+      signal: '',
+      reason: '',
+      cancelRequested: false,
+    };
+  }
+
+  /**
+   * submit: queue new tasks, SUBMIT_CHUNK per transaction.
+   *   compare: /task/<id> missing (ids are fresh UUIDv7s; this only guards)
+   *   then:    put /task/<id> (QUEUED), put queued key = same record
+   * Chunks are independent: if one fails, earlier chunks stay queued and the
+   * error names how many were queued.
+   */
+  async submit(records: Task[], signal?: AbortSignal): Promise<void> {
+    const chunks: Task[][] = [];
+    for (let i = 0; i < records.length; i += SUBMIT_CHUNK) chunks.push(records.slice(i, i + SUBMIT_CHUNK));
+    let done = 0;
+    const results = await Promise.allSettled(
+      chunks.map(async (chunk) => {
+        const res = await this.kv.txn(
+          {
+            compare: chunk.map((t) => ifMissing(this.keys.task(t.id))),
+            success: chunk.flatMap((t) => this.writeRecord(t)),
+          },
+          'submit',
+          signal,
+        );
+        if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
+        done += chunk.length;
+      }),
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) {
+      const err = failed.reason as LoomError;
+      throw new LoomError(err.code ?? 'UNAVAILABLE', `${done} of ${records.length} tasks queued; ${err.message}`);
+    }
+  }
+
+  /**
+   * submitClaimed: queue-and-claim one task on the submitting node when it
+   * has room (the low-latency path: no watch round trip).
+   *   compare: /task/<id> missing; /node/<me> under my lease
+   *   then:    put /task/<id> (RUNNING on me), put running key = my lease
+   * Returns the held task, or undefined if the node is fenced (caller queues).
+   */
+  async submitClaimed(record: Task, me: NodeIdentity, nowMs: number): Promise<HeldTask | undefined> {
+    const running = this.runningRecord(record, me, nowMs);
+    const res = await this.kv.txn(
+      {
+        compare: [ifMissing(this.keys.task(record.id)), ifLease(this.keys.node(me.node), me.lease)],
+        success: this.writeRecord(running),
+      },
+      'submit',
+    );
+    return res.succeeded ? { task: running, revision: res.header.revision } : undefined;
+  }
+
+  /**
+   * claim: steal queued tasks, one nested transaction per task so each
+   * succeeds or fails on its own, all in one round trip.
+   *   compare: queued key and /task/<id> both at the queued revision
+   *            (nobody claimed, cancelled or changed it); /node/<me> under my lease
+   *   then:    delete queued key; put running key = my lease;
+   *            put /task/<id> (RUNNING, node, lease, attempt+1, startedAt)
+   * Returns, per entry, the held task or undefined when the race was lost.
+   */
+  async claim(entries: QueuedEntry[], me: NodeIdentity, nowMs: number, signal?: AbortSignal): Promise<(HeldTask | undefined)[]> {
+    const out: (HeldTask | undefined)[] = [];
+    for (let i = 0; i < entries.length; i += BATCH_CHUNK) {
+      const chunk = entries.slice(i, i + BATCH_CHUNK);
+      const records = chunk.map((e) => this.runningRecord(e.snapshot, me, nowMs));
+      const res = await this.kv.txn(
+        {
+          compare: [],
+          success: chunk.map((e, j) =>
+            nested({
+              compare: [
+                ifModRevision(e.key, e.modRevision),
+                ifModRevision(this.keys.task(e.id), e.modRevision),
+                ifLease(this.keys.node(me.node), me.lease),
+              ],
+              success: [del(e.key), ...this.writeRecord(records[j])],
+            }),
+          ),
+        },
+        'claim',
+        signal,
+      );
+      chunk.forEach((_, j) => {
+        const ok = res.responses[j]?.response_txn?.succeeded === true;
+        out.push(ok ? { task: records[j], revision: res.header.revision } : undefined);
+      });
+    }
+    return out;
+  }
+
+  /** The record a finished attempt leads to. */
+  resultRecord(held: Task, outcome: Outcome): Task {
+    const event: TaskEvent = held.cancelRequested && outcome.event === 'fail' ? 'cancel' : outcome.event;
+    const state = nextState(TaskState.RUNNING, event, ctxOf(held));
+    if (state === undefined) throw new LoomError('INTERNAL', `no transition RUNNING --${event}-->`);
+    const label = outcome.signal ? `signal ${outcome.signal}` : outcome.exitCode !== undefined ? `exit ${outcome.exitCode}` : outcome.reason;
+    return {
+      ...held,
+      state,
+      lease: '',
+      finishedAtMs: isTerminal(state) ? outcome.finishedAtMs : 0,
+      exitCode: outcome.exitCode,
+      signal: outcome.signal ?? '',
+      reason: state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason,
+      history: withAttempt(held, event === 'cancel' ? 'cancelled' : outcome.reason || label, outcome.finishedAtMs),
+    };
+  }
+
+  /**
+   * finish: record results of attempts this node ran (batched, nested).
+   *   compare: /task/<id> at the held revision; running key = my lease;
+   *            /node/<me> under my lease (a fenced node cannot write)
+   *   then:    delete running key and any cancel request; put /task/<id>
+   *            (terminal, or QUEUED for a retry) and its status key; put /tail/<id>
+   * Returns per item whether it committed; on false the caller re-reads.
+   */
+  async finish(items: { held: HeldTask; outcome: Outcome }[], me: NodeIdentity): Promise<boolean[]> {
+    const out: boolean[] = [];
+    for (let i = 0; i < items.length; i += BATCH_CHUNK) {
+      const chunk = items.slice(i, i + BATCH_CHUNK);
+      const res = await this.kv.txn(
+        {
+          compare: [],
+          success: chunk.map(({ held, outcome }) => {
+            const t = held.task;
+            const next = this.resultRecord(t, outcome);
+            const ops = [
+              del(this.keys.running(me.node, t.id)),
+              del(this.keys.cancel(me.node, t.id)),
+              ...this.writeRecord(next),
+            ];
+            if (outcome.tail) ops.push(put(this.keys.tail(t.id), encodeTail(outcome.tail)));
+            return nested({
+              compare: [
+                ifModRevision(this.keys.task(t.id), held.revision),
+                ifValue(this.keys.running(me.node, t.id), me.lease),
+                ifLease(this.keys.node(me.node), me.lease),
+              ],
+              success: ops,
+            });
+          }),
+        },
+        'finish',
+      );
+      chunk.forEach((_, j) => out.push(res.responses[j]?.response_txn?.succeeded === true));
+    }
+    return out;
+  }
+
+  /**
+   * release: this node gives a running task back (shutdown, drain deadline,
+   * or it found itself fenced while its running key survives).
+   *   compare: /task/<id> at the held revision; running key = my lease
+   *   then:    delete running key and cancel request; put /task/<id> QUEUED
+   *            (CANCELLED if a cancel was requested) and its status key
+   */
+  async release(held: HeldTask, me: NodeIdentity, reason: string, nowMs: number): Promise<boolean> {
+    const t = held.task;
+    const event: TaskEvent = t.cancelRequested ? 'cancel' : 'release';
+    const state = nextState(TaskState.RUNNING, event, ctxOf(t))!;
+    const next: Task = {
+      ...t,
+      state,
+      lease: '',
+      finishedAtMs: isTerminal(state) ? nowMs : 0,
+      reason: event === 'cancel' ? 'cancelled' : reason,
+      history: withAttempt(t, reason, nowMs),
+    };
+    const res = await this.kv.txn(
+      {
+        compare: [
+          ifModRevision(this.keys.task(t.id), held.revision),
+          ifValue(this.keys.running(me.node, t.id), me.lease),
+        ],
+        success: [del(this.keys.running(me.node, t.id)), del(this.keys.cancel(me.node, t.id)), ...this.writeRecord(next)],
+      },
+      'release',
+    );
+    return res.succeeded;
+  }
+
+  /**
+   * requeueLost: a survivor puts back a task whose node incarnation is gone.
+   *   compare: /task/<id> at the revision read (still RUNNING under the dead
+   *            lease); running key = the dead lease; /node/<node> NOT under
+   *            that lease (the incarnation really is gone)
+   *   then:    delete running key and cancel request; put /task/<id> QUEUED
+   *            (LOST if restartOnNodeFailure=false, CANCELLED if cancel was
+   *            requested) and its status key
+   * Exactly one survivor wins per task; the others' compares fail quietly.
+   */
+  async requeueLost(held: HeldTask, nowMs: number): Promise<Task | undefined> {
+    const t = held.task;
+    const event: TaskEvent = t.cancelRequested ? 'cancel' : 'node_lost';
+    const state = nextState(TaskState.RUNNING, event, ctxOf(t))!;
+    const why = `node ${t.node} lost`;
+    const next: Task = {
+      ...t,
+      state,
+      lease: '',
+      finishedAtMs: isTerminal(state) ? nowMs : 0,
+      reason: event === 'cancel' ? 'cancelled' : state === TaskState.LOST ? `${why} (restartOnNodeFailure=false)` : why,
+      history: withAttempt(t, 'node lost', nowMs),
+    };
+    const res = await this.kv.txn(
+      {
+        compare: [
+          ifModRevision(this.keys.task(t.id), held.revision),
+          ifValue(this.keys.running(t.node, t.id), t.lease),
+          ifNotLease(this.keys.node(t.node), t.lease),
+        ],
+        success: [del(this.keys.running(t.node, t.id)), del(this.keys.cancel(t.node, t.id)), ...this.writeRecord(next)],
+      },
+      'requeue',
+    );
+    return res.succeeded ? next : undefined;
+  }
+
+  /**
+   * dropStaleRunningKey: remove a running index key whose record says the
+   * task is elsewhere (only possible after manual edits; keeps the index true).
+   *   compare: running key still has the value seen; /node/<node> not under it
+   *   then:    delete the running key
+   */
+  async dropStaleRunningKey(node: string, id: string, lease: string): Promise<boolean> {
+    const key = this.keys.running(node, id);
+    const res = await this.kv.txn(
+      { compare: [ifValue(key, lease), ifNotLease(this.keys.node(node), lease)], success: [del(key)] },
+      'drop stale running key',
+    );
+    return res.succeeded;
+  }
+
+  /**
+   * cancelQueued: compare /task/<id> at the revision read and its queued key
+   * exists; then delete the queued key, put /task/<id> CANCELLED + terminal key.
+   */
+  async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
+    const t = held.task;
+    const next: Task = { ...t, state: TaskState.CANCELLED, finishedAtMs: nowMs, reason: 'cancelled before it ran' };
+    const queuedKey = this.keys.queued(priorityOf(t), t.id);
+    const res = await this.kv.txn(
+      {
+        compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
+        success: [del(queuedKey), ...this.writeRecord(next)],
+      },
+      'cancel',
+    );
+    return res.succeeded ? next : undefined;
+  }
+
+  /**
+   * requestCancel: ask the owner of a running task to stop it.
+   *   compare: /task/<id> at the revision read (RUNNING)
+   *   then:    put /task/<id> with cancel_requested; put /cancel/<node>/<id>
+   * The owner watches /cancel/<node>/, kills the task and records CANCELLED;
+   * the cancel key's revision is the record's new revision.
+   */
+  async requestCancel(held: HeldTask): Promise<Task | undefined> {
+    const t = held.task;
+    const next: Task = { ...t, cancelRequested: true };
+    const res = await this.kv.txn(
+      {
+        compare: [ifModRevision(this.keys.task(t.id), held.revision)],
+        success: [put(this.keys.task(t.id), encodeTask(next)), put(this.keys.cancel(t.node, t.id), t.lease)],
+      },
+      'cancel',
+    );
+    return res.succeeded ? next : undefined;
+  }
+}

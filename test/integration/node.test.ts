@@ -1,0 +1,112 @@
+/** A real in-process node (real etcd, real processes) driven through its gRPC API. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { TaskState } from '../../src/gen/loom';
+import { uniqueRoot, waitFor } from '../support/etcd';
+import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
+
+jest.setTimeout(60_000);
+
+describe('a node', () => {
+  let n: TestNode;
+  beforeAll(async () => {
+    n = await startNode(uniqueRoot(), 'solo', { slots: 2 });
+  });
+  afterAll(() => stopNode(n));
+
+  it('runs a command, records its exit code and serves its output', async () => {
+    const [id] = await n.api.submit([spec(['sh', '-c', 'echo out; echo err >&2; exit 3'])]);
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.FAILED);
+    expect(t.exitCode).toBe(3);
+    expect(await collectLogs(n.api, id)).toEqual({ stdout: 'out\n', stderr: 'err\n' });
+  });
+
+  it('keeps non-UTF-8 output as bytes', async () => {
+    const [id] = await n.api.submit([spec(['printf', '\\377\\376ok'])]);
+    await n.api.wait(id);
+    const chunks: Buffer[] = [];
+    for await (const c of n.api.logs(id, false)) chunks.push(Buffer.from(c.data));
+    expect(Buffer.concat(chunks)).toEqual(Buffer.from([0xff, 0xfe, 0x6f, 0x6b]));
+  });
+
+  it('enforces a timeout', async () => {
+    const [id] = await n.api.submit([spec(['sleep', '30'], { timeoutMs: 300 })]);
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.FAILED);
+    expect(t.reason).toMatch(/timeout/);
+  });
+
+  it('retries a failing task and records every attempt', async () => {
+    const [id] = await n.api.submit([spec(['sh', '-c', 'echo attempt $LOOM_ATTEMPT; exit 1'], { retries: 2 })]);
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.FAILED);
+    expect(t.attempt).toBe(3);
+    expect(t.history.map((h) => h.outcome)).toEqual(['exit 1', 'exit 1', 'exit 1']);
+  });
+
+  it('reports a missing program clearly', async () => {
+    const [id] = await n.api.submit([spec(['no-such-program-xyz'])]);
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.FAILED);
+    expect(t.reason).toMatch(/not found/);
+  });
+
+  it('cancels a queued task and a running one', async () => {
+    const ids = await n.api.submit([spec(['sleep', '30']), spec(['sleep', '30']), spec(['sleep', '30'])]);
+    await waitFor(async () => (await Promise.all(ids.map((i) => n.api.get(i)))).filter((t) => t.state === TaskState.RUNNING).length === 2, { what: 'two running' });
+    const tasks = await Promise.all(ids.map((i) => n.api.get(i)));
+    const queued = tasks.find((t) => t.state === TaskState.QUEUED)!;
+    expect((await n.api.cancel(queued.id)).state).toBe(TaskState.CANCELLED);
+    for (const t of tasks.filter((x) => x.state === TaskState.RUNNING)) await n.api.cancel(t.id);
+    for (const t of tasks.filter((x) => x.state === TaskState.RUNNING)) {
+      expect((await n.api.wait(t.id)).state).toBe(TaskState.CANCELLED);
+    }
+    await expect(n.api.cancel(queued.id)).rejects.toMatchObject({ code: 'INVALID_STATE' });
+  });
+
+  it('answers bad requests with stable codes', async () => {
+    await expect(n.api.get('not-an-id')).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(n.api.get('01890000-0000-7000-8000-000000000000')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    await expect(n.api.submit([spec(['true']), { ...spec(['true']), command: [] }])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(n.api.submit([{ ...spec(['x']), command: ['x', 'y'.repeat(200_000)] }])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+});
+
+describe('two nodes sharing a queue', () => {
+  it('spreads work and requeues the tasks of a node whose lease lapses (fencing)', async () => {
+    const root = uniqueRoot();
+    const { TcpProxy } = await import('../support/tcp-proxy');
+    const { testEtcdEndpoint } = await import('../support/etcd');
+    const proxy = TcpProxy.fromUrl(testEtcdEndpoint());
+    await proxy.start();
+    const a = await startNode(root, 'a', { slots: 2, leaseTtlSeconds: 2, etcdEndpoints: [proxy.url] });
+    const pidFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'loom-pids-')), 'pids');
+    let b: TestNode | undefined;
+    try {
+      const ids = await a.api.submit([
+        spec(['sh', '-c', `echo $$ >> ${pidFile}; exec sleep 30`]),
+        spec(['sh', '-c', `echo $$ >> ${pidFile}; exec sleep 30`]),
+      ]);
+      await waitFor(async () => (await Promise.all(ids.map((i) => a.api.get(i)))).every((t) => t.state === TaskState.RUNNING && t.node === 'a'), { what: 'both running on a' });
+      await waitFor(() => fs.existsSync(pidFile) && fs.readFileSync(pidFile, 'utf8').trim().split('\n').length === 2, { what: 'pids written' });
+      b = await startNode(root, 'b', { slots: 2 });
+      const firstPids = fs.readFileSync(pidFile, 'utf8').trim().split('\n').map(Number);
+      proxy.partition();
+      // a fences itself (kills its copies) before its lease can expire; b requeues and runs them.
+      await waitFor(async () => (await Promise.all(ids.map((i) => b!.api.get(i)))).every((t) => t.state === TaskState.RUNNING && t.node === 'b' && t.attempt === 2), { what: 'tasks running again on b', timeoutMs: 20_000 });
+      for (const pid of firstPids) expect(() => process.kill(pid, 0)).toThrow();
+      const t = await b.api.get(ids[0]);
+      expect(t.history[0]).toMatchObject({ node: 'a', outcome: 'node lost' });
+      expect(a.logs.some((l) => /FENCED/.test(l))).toBe(true);
+      proxy.heal();
+      await waitFor(() => a.logs.some((l) => /rejoined/.test(l)), { what: 'a rejoins', timeoutMs: 20_000 });
+      for (const id of ids) await b.api.cancel(id);
+    } finally {
+      if (b) await stopNode(b);
+      await stopNode(a);
+      await proxy.stop();
+    }
+  });
+});

@@ -1,0 +1,205 @@
+/** The store's transactions against a real etcd, each test under its own key root. */
+import { Etcd3 } from 'etcd3';
+import { TaskState } from '../../src/gen/loom';
+import { connectEtcd, Kv } from '../../src/store/etcd';
+import { Keys } from '../../src/store/keys';
+import { TaskQueries } from '../../src/store/queries';
+import { QueueWindow } from '../../src/store/queue-window';
+import { QueuedEntry, TaskTransitions } from '../../src/store/transitions';
+import { validateSpec } from '../../src/core/spec';
+import { encodeNode } from '../../src/store/codec';
+import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { TcpProxy } from '../support/tcp-proxy';
+
+let client: Etcd3;
+let kv: Kv;
+
+beforeAll(() => {
+  client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
+  kv = new Kv(client);
+});
+afterAll(() => client.close());
+
+function setup() {
+  const keys = new Keys(uniqueRoot());
+  return { keys, tr: new TaskTransitions(kv, keys), q: new TaskQueries(kv, keys) };
+}
+
+async function register(keys: Keys, name: string): Promise<string> {
+  const lease = client.lease(30, { autoKeepAlive: true });
+  const id = await lease.grant();
+  await lease.put(keys.node(name)).value(encodeNode({ name, address: '', slots: 1, running: 0, labels: {}, startedAtMs: 0, lease: id, version: '', pid: 0, draining: false }));
+  return id;
+}
+
+const spec = (cmd = ['true']) => validateSpec({ name: '', command: cmd, env: {}, cwd: '', timeoutMs: 0, retries: 0 });
+
+async function queuedEntries(keys: Keys): Promise<QueuedEntry[]> {
+  const w = new QueueWindow(kv, keys, 100);
+  await w.start();
+  const out = [...w.view()];
+  await w.stop();
+  return out;
+}
+
+describe('store transitions', () => {
+  it('submits tasks in dispatch order and lets exactly one of two claimers win', async () => {
+    const { keys, tr, q } = setup();
+    const lo = tr.newRecord(spec(), 'me', Date.now());
+    const hi = tr.newRecord({ ...spec(), priority: 500 }, 'me', Date.now());
+    await tr.submit([lo, hi]);
+    const entries = await queuedEntries(keys);
+    expect(entries.map((e) => e.id)).toEqual([hi.id, lo.id]);
+
+    const l1 = await register(keys, 'n1');
+    const l2 = await register(keys, 'n2');
+    const [a, b] = await Promise.all([
+      tr.claim([entries[0]], { node: 'n1', lease: l1 }, Date.now()),
+      tr.claim([entries[0]], { node: 'n2', lease: l2 }, Date.now()),
+    ]);
+    const winners = [a[0], b[0]].filter(Boolean);
+    expect(winners).toHaveLength(1);
+    const held = await q.get(hi.id);
+    expect(held.task.state).toBe(TaskState.RUNNING);
+    expect(held.task.attempt).toBe(1);
+    expect((await q.runningKeys()).map((r) => r.id)).toEqual([hi.id]);
+    expect((await queuedEntries(keys)).map((e) => e.id)).toEqual([lo.id]);
+  });
+
+  it('refuses a claim from a node whose /node key is not under its lease (fenced)', async () => {
+    const { keys, tr } = setup();
+    const t = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([t]);
+    const [entry] = await queuedEntries(keys);
+    const res = await tr.claim([entry], { node: 'ghost', lease: '12345' }, Date.now());
+    expect(res[0]).toBeUndefined();
+  });
+
+  it('writes a result only while the node holds the task, and retries a failure', async () => {
+    const { keys, tr, q } = setup();
+    const lease = await register(keys, 'n1');
+    const me = { node: 'n1', lease };
+    const t = tr.newRecord({ ...spec(['false']), retries: 1 }, 'me', Date.now());
+    await tr.submit([t]);
+    let [held] = await tr.claim(await queuedEntries(keys), me, Date.now());
+    const fail = { event: 'fail' as const, exitCode: 1, reason: 'exit 1', finishedAtMs: Date.now() };
+    expect(await tr.finish([{ held: held!, outcome: fail }], me)).toEqual([true]);
+    expect((await q.get(t.id)).task.state).toBe(TaskState.QUEUED);
+    // A stale result for the same attempt is refused.
+    expect(await tr.finish([{ held: held!, outcome: fail }], me)).toEqual([false]);
+    [held] = await tr.claim(await queuedEntries(keys), me, Date.now());
+    expect(held!.task.attempt).toBe(2);
+    // Another lease (a fenced incarnation) cannot write.
+    expect(await tr.finish([{ held: held!, outcome: fail }], { node: 'n1', lease: '999' })).toEqual([false]);
+    expect(await tr.finish([{ held: held!, outcome: fail }], me)).toEqual([true]);
+    const final = (await q.get(t.id)).task;
+    expect(final.state).toBe(TaskState.FAILED);
+    expect(final.history.map((h) => h.number)).toEqual([1, 2]);
+    const counts = await q.countByState();
+    expect(counts).toMatchObject({ queued: 0, running: 0, failed: 1 });
+  });
+
+  it('requeues the task of a lost incarnation exactly once', async () => {
+    const { keys, tr, q } = setup();
+    const lease = await register(keys, 'n1');
+    const t = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([t]);
+    const [held] = await tr.claim(await queuedEntries(keys), { node: 'n1', lease }, Date.now());
+    // While the owner is live, requeue is refused.
+    expect(await tr.requeueLost(held!, Date.now())).toBeUndefined();
+    await client.leaseClient.leaseRevoke({ ID: lease });
+    const results = await Promise.all([tr.requeueLost(held!, Date.now()), tr.requeueLost(held!, Date.now())]);
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const after = (await q.get(t.id)).task;
+    expect(after.state).toBe(TaskState.QUEUED);
+    expect(after.reason).toMatch(/node n1 lost/);
+    expect(await q.runningKeys()).toEqual([]);
+  });
+
+  it('cancels a queued task, and marks a running one for its owner', async () => {
+    const { keys, tr, q } = setup();
+    const lease = await register(keys, 'n1');
+    const a = tr.newRecord(spec(), 'me', Date.now());
+    const b = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([a, b]);
+    expect((await tr.cancelQueued(await q.get(a.id), Date.now()))!.state).toBe(TaskState.CANCELLED);
+    const [held] = await tr.claim(await queuedEntries(keys), { node: 'n1', lease }, Date.now());
+    expect(held!.task.id).toBe(b.id);
+    const marked = await tr.requestCancel(await q.get(b.id));
+    expect(marked!.cancelRequested).toBe(true);
+    const cancelKey = await kv.get(keys.cancel('n1', b.id), 'test');
+    expect(cancelKey).toBeDefined();
+  });
+
+  it('pages through tasks by state and overall', async () => {
+    const { tr, q } = setup();
+    const records = Array.from({ length: 130 }, () => tr.newRecord(spec(), 'me', Date.now()));
+    await tr.submit(records);
+    const seen: string[] = [];
+    let token = '';
+    do {
+      const page = await q.list({ state: TaskState.QUEUED, pageSize: 50, pageToken: token });
+      seen.push(...page.tasks.map((t) => t.id));
+      token = page.nextPageToken;
+    } while (token);
+    expect(seen).toEqual(records.map((r) => r.id));
+    const all = await q.list({ pageSize: 1000 });
+    expect(all.tasks).toHaveLength(130);
+    expect(all.nextPageToken).toBe('');
+  });
+});
+
+describe('queue window', () => {
+  it('sees tasks queued before it started, then new ones by watch', async () => {
+    const { keys, tr } = setup();
+    const before = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([before]);
+    const w = new QueueWindow(kv, keys, 100);
+    await w.start();
+    expect(w.view().map((e) => e.id)).toEqual([before.id]);
+    const after = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([after]);
+    await waitFor(() => w.length === 2, { what: 'watch delivers the new task' });
+    await w.stop();
+  });
+
+  it('stays bounded and refills in order when more are queued than it holds', async () => {
+    const { keys, tr } = setup();
+    const records = Array.from({ length: 30 }, () => tr.newRecord(spec(), 'me', Date.now()));
+    await tr.submit(records);
+    const w = new QueueWindow(kv, keys, 10);
+    await w.start();
+    expect(w.view().map((e) => e.id)).toEqual(records.slice(0, 10).map((r) => r.id));
+    expect(w.hasMore).toBe(true);
+    const urgent = tr.newRecord({ ...spec(), priority: 900 }, 'me', Date.now());
+    await tr.submit([urgent]);
+    await waitFor(() => w.view()[0]?.id === urgent.id, { what: 'high priority task enters the full window' });
+    expect(w.length).toBe(10);
+    await w.stop();
+  });
+
+  it('re-lists after its watch resumes past a compaction', async () => {
+    const { keys, tr } = setup();
+    const proxy = TcpProxy.fromUrl(testEtcdEndpoint());
+    await proxy.start();
+    const viaProxy = connectEtcd({ endpoints: [proxy.url] });
+    const w = new QueueWindow(new Kv(viaProxy), keys, 100);
+    try {
+      await w.start();
+      const first = tr.newRecord(spec(), 'me', Date.now());
+      await tr.submit([first]);
+      await waitFor(() => w.length === 1, { what: 'first task' });
+      proxy.partition();
+      const second = tr.newRecord(spec(), 'me', Date.now());
+      await tr.submit([second]);
+      const rev = (await kv.range({ key: Buffer.from(keys.task(second.id)) }, 'rev')).header.revision;
+      await client.kv.compact({ revision: rev, physical: true });
+      proxy.heal();
+      await waitFor(() => w.view().some((e) => e.id === second.id), { what: 'task queued during the partition', timeoutMs: 20_000 });
+    } finally {
+      await w.stop();
+      viaProxy.close();
+      await proxy.stop();
+    }
+  });
+});

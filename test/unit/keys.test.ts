@@ -1,0 +1,67 @@
+import { v7 as uuidv7 } from 'uuid';
+import { Keys, pad, prefixEnd, checkTaskId } from '../../src/store/keys';
+import { TaskState } from '../../src/gen/loom';
+
+describe('key schema', () => {
+  const k = new Keys('');
+  const id = uuidv7();
+
+  it('builds and parses every key shape', () => {
+    expect(k.task(id)).toBe(`/task/${id}`);
+    expect(k.parseTask(k.task(id))).toBe(id);
+    expect(k.parseQueued(k.queued(90, id))).toEqual({ priority: 90, id });
+    expect(k.parseRunning(k.running('node2', id))).toEqual({ node: 'node2', id });
+    expect(k.parseStatus(k.terminal(TaskState.COMPLETED, 1700000000000, id))).toEqual({ state: 'completed', id });
+    expect(k.parseNode(k.node('n1'))).toBe('n1');
+    expect(k.parseCancel(k.cancel('n1', id))).toEqual({ node: 'n1', id });
+  });
+
+  it('rejects keys of other shapes', () => {
+    expect(k.parseTask('/task/status/queued/100/x')).toBeUndefined();
+    expect(k.parseQueued(`/task/status/queued/1/${id}`)).toBeUndefined();
+    expect(k.parseQueued(`/task/status/queued/100/not-an-id`)).toBeUndefined();
+    expect(k.parseRunning(`/task/status/running/${id}`)).toBeUndefined();
+    expect(k.parseNode('/node/a/b')).toBeUndefined();
+  });
+
+  it('queued keys sort by priority (high first), then submit order', () => {
+    const ids = Array.from({ length: 50 }, () => uuidv7());
+    const keys = [
+      ...ids.map((i) => k.queued(10, i)),
+      k.queued(90, ids[49]),
+      k.queued(999, ids[10]),
+      k.queued(0, ids[0]),
+    ];
+    const sorted = [...keys].sort();
+    expect(sorted[0]).toBe(k.queued(999, ids[10]));
+    expect(sorted[1]).toBe(k.queued(90, ids[49]));
+    expect(sorted.slice(2, 52)).toEqual(ids.map((i) => k.queued(10, i)));
+    expect(sorted[52]).toBe(k.queued(0, ids[0]));
+  });
+
+  it('terminal keys sort by finish time; epochs are fixed width', () => {
+    const a = k.terminal(TaskState.FAILED, 999, id);
+    const b = k.terminal(TaskState.FAILED, 1000, id);
+    expect(a < b).toBe(true);
+    expect(pad(42, 13)).toHaveLength(13);
+  });
+
+  it('keeps records apart from the status index', () => {
+    expect(k.task(id) >= k.taskRangeStart && k.task(id) < k.taskRangeEnd).toBe(true);
+    for (const key of [k.queued(1, id), k.running('n', id), k.terminal(TaskState.LOST, 1, id)]) {
+      expect(key >= k.taskRangeStart && key < k.taskRangeEnd).toBe(false);
+    }
+  });
+
+  it('uses a root for every key and validates it', () => {
+    const r = new Keys('/t-1');
+    expect(r.task(id).startsWith('/t-1/task/')).toBe(true);
+    expect(r.parseQueued(r.queued(5, id))).toEqual({ priority: 5, id });
+    expect(() => new Keys('bad root')).toThrow(/invalid key root/);
+  });
+
+  it('computes prefix range ends', () => {
+    expect(prefixEnd('/a/')).toBe('/a0');
+    expect(() => checkTaskId('nope')).toThrow(/not a task id/);
+  });
+});

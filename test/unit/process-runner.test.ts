@@ -1,0 +1,261 @@
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { readFrames, STREAM_STDERR, STREAM_STDOUT } from '../../src/runner/log-file';
+import { ProcessRunner } from '../../src/runner/process-runner';
+import { RunHandle, RunRequest } from '../../src/runner/types';
+
+const PATH = process.env.PATH ?? '/usr/bin:/bin';
+
+/** Polls a condition (a wait on state, not a fixed sleep); fails after timeoutMs. */
+async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Gone, or a zombie nobody reaps yet (PID 1 in a container may not). */
+function isGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+async function frames(file: string) {
+  const out: Array<{ stream: number; text: string }> = [];
+  for await (const f of readFrames(file, {})) out.push({ stream: f.stream, text: f.data.toString('latin1') });
+  return out;
+}
+
+/** Concatenates consecutive frames of the same stream (chunking is up to the OS). */
+function merged(list: Array<{ stream: number; text: string }>) {
+  const out: Array<{ stream: number; text: string }> = [];
+  for (const f of list) {
+    const last = out[out.length - 1];
+    if (last && last.stream === f.stream) last.text += f.text;
+    else out.push({ ...f });
+  }
+  return out;
+}
+
+/** Waits until the task has written something to its log. */
+function firstOutput(h: RunHandle): Promise<void> {
+  return new Promise((resolve) => {
+    if (h.logBytes > 0) return resolve();
+    const off = h.onProgress(() => {
+      if (h.logBytes > 0) {
+        off();
+        resolve();
+      }
+    });
+  });
+}
+
+describe('ProcessRunner', () => {
+  let dir: string;
+  let runner: ProcessRunner;
+  let n = 0;
+
+  function req(argv: string[], extra: Partial<RunRequest> = {}): RunRequest {
+    return {
+      argv,
+      env: { PATH },
+      cwd: '',
+      logPath: path.join(dir, 'logs', `attempt-${n++}.log`), // 'logs' does not exist yet
+      timeoutMs: 0,
+      killGraceMs: 1000,
+      tailBytes: 4096,
+      ...extra,
+    };
+  }
+
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-runner-'));
+    runner = new ProcessRunner({ defaultCwd: dir });
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('reports the exit code and the tails', async () => {
+    const h = runner.start(req(['sh', '-c', 'printf out; printf err >&2; exit 3']));
+    expect(h.pid).toBeGreaterThan(0);
+    const r = await h.done;
+    expect(r.exitCode).toBe(3);
+    expect(r.signal).toBeUndefined();
+    expect(r.error).toBeUndefined();
+    expect(r.timedOut).toBe(false);
+    expect(r.stdoutTail.toString()).toBe('out');
+    expect(r.stderrTail.toString()).toBe('err');
+    expect(r.stdoutTruncated).toBe(false);
+    expect(r.finishedAtMs).toBeGreaterThanOrEqual(r.startedAtMs);
+  });
+
+  test('writes stdout and stderr interleaved, in order, bytes intact', async () => {
+    // Each step waits until the previous output reached the log, so the order is deterministic.
+    const script = [
+      // The log file is opened asynchronously, so it may not exist yet on the first check.
+      'w() { until grep -qa "$1" "$LOG" 2>/dev/null; do sleep 0.01; done; }',
+      'echo one', 'w one', 'echo two >&2', 'w two', "printf '\\377\\376three\\n'", 'w three', 'echo four >&2',
+    ].join('; ');
+    const r0 = req(['sh', '-c', script]);
+    r0.env.LOG = r0.logPath;
+    const h = runner.start(r0);
+    const r = await h.done;
+    expect(r.exitCode).toBe(0);
+    expect(merged(await frames(r0.logPath))).toEqual([
+      { stream: STREAM_STDOUT, text: 'one\n' },
+      { stream: STREAM_STDERR, text: 'two\n' },
+      { stream: STREAM_STDOUT, text: '\xff\xfethree\n' },
+      { stream: STREAM_STDERR, text: 'four\n' },
+    ]);
+    expect(h.logBytes).toBe(fs.statSync(r0.logPath).size);
+  });
+
+  test('the environment is exactly the one given', async () => {
+    const h = runner.start(req(['env'], { env: { FOO: 'bar baz', PATH: '/usr/bin:/bin' } }));
+    const r = await h.done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTail.toString().trim().split('\n').sort()).toEqual(['FOO=bar baz', 'PATH=/usr/bin:/bin']);
+  });
+
+  test('runs in the given cwd, or the default one', async () => {
+    const sub = fs.mkdtempSync(path.join(dir, 'cwd-'));
+    const a = await runner.start(req(['pwd'], { cwd: sub })).done;
+    expect(fs.realpathSync(a.stdoutTail.toString().trim())).toBe(fs.realpathSync(sub));
+    const b = await runner.start(req(['pwd'])).done;
+    expect(fs.realpathSync(b.stdoutTail.toString().trim())).toBe(fs.realpathSync(dir));
+  });
+
+  test('a task killed by a signal reports the signal', async () => {
+    const r = await runner.start(req(['sh', '-c', 'kill -9 $$'])).done;
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.exitCode).toBeUndefined();
+  });
+
+  test('timeout: SIGTERM to the group and timedOut', async () => {
+    const r = await runner.start(req(['sleep', '30'], { timeoutMs: 200, killGraceMs: 5000 })).done;
+    expect(r.timedOut).toBe(true);
+    expect(r.signal).toBe('SIGTERM');
+    expect(r.finishedAtMs - r.startedAtMs).toBeLessThan(5000);
+  });
+
+  test('stop escalates to SIGKILL when SIGTERM is ignored', async () => {
+    const h = runner.start(req(['sh', '-c', 'trap "" TERM; echo ready; while :; do sleep 0.05; done']));
+    await firstOutput(h);
+    h.stop('cancel', 200);
+    h.stop('shutdown', 10_000); // idempotent, and cannot postpone the SIGKILL
+    const r = await h.done;
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.stoppedFor).toBe('cancel');
+    expect(r.timedOut).toBe(false);
+  });
+
+  test('stop kills the whole process group, grandchildren included', async () => {
+    const rq = req(['sh', '-c', 'sleep 30 & echo $!; wait']);
+    const h = runner.start(rq);
+    await firstOutput(h);
+    const grandchild = Number((await frames(rq.logPath))[0].text.trim());
+    expect(grandchild).toBeGreaterThan(0);
+    expect(isGone(grandchild)).toBe(false);
+    h.stop('fence', 2000);
+    const r = await h.done;
+    expect(r.stoppedFor).toBe('fence');
+    expect(r.signal).toBe('SIGTERM');
+    await waitFor(() => isGone(grandchild));
+    h.stop('cancel', 0); // after exit: a no-op, never throws
+  });
+
+  test('background jobs left behind by the task are killed when it exits', async () => {
+    const h = runner.start(req(['sh', '-c', 'sleep 30 & echo $!']));
+    const r = await h.done; // would hang 30 s if the orphan kept the pipe open
+    expect(r.exitCode).toBe(0);
+    await waitFor(() => isGone(Number(r.stdoutTail.toString().trim())));
+  });
+
+  test('command not found: error and 127, no exit code', async () => {
+    const h = runner.start(req(['loom-no-such-command-xyz']));
+    expect(h.pid).toBeUndefined();
+    h.stop('cancel', 0); // harmless
+    const r = await h.done;
+    expect(r.error).toBe('command not found: loom-no-such-command-xyz');
+    expect(r.errorExitCode).toBe(127);
+    expect(r.exitCode).toBeUndefined();
+    expect(r.signal).toBeUndefined();
+  });
+
+  test('not executable: permission denied and 126', async () => {
+    const file = path.join(dir, 'script.sh');
+    fs.writeFileSync(file, '#!/bin/sh\necho hi\n', { mode: 0o644 });
+    const r = await runner.start(req([file])).done;
+    expect(r.error).toBe(`permission denied: ${file}`);
+    expect(r.errorExitCode).toBe(126);
+  });
+
+  test('missing cwd: error naming the cwd and 126', async () => {
+    const missing = path.join(dir, 'nope');
+    const r = await runner.start(req(['true'], { cwd: missing })).done;
+    expect(r.error).toContain(missing);
+    expect(r.errorExitCode).toBe(126);
+    expect(r.exitCode).toBeUndefined();
+  });
+
+  test('an unwritable log does not stop the task; output still reaches the tails', async () => {
+    const logs: string[] = [];
+    const r2 = new ProcessRunner({ defaultCwd: dir, log: (m) => logs.push(m) });
+    const r = await r2.start(req(['sh', '-c', 'echo hi; exit 4'], { logPath: dir })).done; // a directory
+    expect(r.exitCode).toBe(4);
+    expect(r.stdoutTail.toString()).toBe('hi\n');
+    expect(logs.join('\n')).toContain('EISDIR');
+  });
+
+  test('an impossible log directory is a start failure', async () => {
+    const file = path.join(dir, 'plain-file');
+    fs.writeFileSync(file, '');
+    const r = await runner.start(req(['true'], { logPath: path.join(file, 'sub', 'a.log') })).done;
+    expect(r.error).toContain('cannot create log directory');
+    expect(r.errorExitCode).toBe(126);
+    expect(r.exitCode).toBeUndefined();
+  });
+
+  test('progress fires after writes and at exit; unsubscribe works', async () => {
+    const h = runner.start(req(['sh', '-c', 'echo a']));
+    let calls = 0;
+    let removedCalls = 0;
+    h.onProgress(() => calls++);
+    const off = h.onProgress(() => removedCalls++);
+    off();
+    await h.done;
+    expect(calls).toBeGreaterThanOrEqual(2); // one write + exit
+    expect(removedCalls).toBe(0);
+    expect(h.logBytes).toBe(5 + 2);
+  });
+
+  test('200 MB of output: bounded memory, exact tail', async () => {
+    const tailBytes = 1000;
+    const rssBefore = process.memoryUsage.rss();
+    let rssMax = rssBefore;
+    const rq = req(['head', '-c', '200000000', '/dev/zero'], { tailBytes });
+    const h = runner.start(rq);
+    h.onProgress(() => {
+      rssMax = Math.max(rssMax, process.memoryUsage.rss());
+    });
+    const r = await h.done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTail.equals(Buffer.alloc(tailBytes))).toBe(true);
+    expect(r.stdoutTruncated).toBe(true);
+    expect(r.stderrTail.length).toBe(0);
+    const size = fs.statSync(rq.logPath).size;
+    expect(h.logBytes).toBe(size);
+    expect(size).toBeGreaterThan(200_000_000);
+    expect(rssMax - rssBefore).toBeLessThan(100 * 1024 * 1024);
+  }, 120_000);
+});

@@ -1,0 +1,222 @@
+import { ChildProcess, spawn } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { ProcessRunner } from '../../src/runner/process-runner';
+import { Reaper } from '../../src/runner/reaper';
+
+async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/** Gone, or a zombie nobody reaps yet (PID 1 in a container may not). */
+function isGone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] === 'Z';
+  } catch {
+    return true;
+  }
+}
+
+/** A `sleep 30` in its own process group (pgid = pid), like a task. */
+function sleeper(detached = true): ChildProcess {
+  return spawn('sleep', ['30'], { detached, stdio: 'ignore' });
+}
+
+function exitOf(child: ChildProcess): Promise<NodeJS.Signals | number | null> {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve(child.signalCode ?? child.exitCode);
+    child.once('exit', (code, signal) => resolve(signal ?? code));
+  });
+}
+
+function nextFenced(reaper: Reaper): Promise<number> {
+  return new Promise((resolve) => reaper.onFenced(resolve));
+}
+
+describe('Reaper', () => {
+  const cleanup: Array<() => void> = [];
+  afterEach(() => {
+    for (const fn of cleanup.splice(0)) fn();
+  });
+  function track(child: ChildProcess): ChildProcess {
+    cleanup.push(() => {
+      try {
+        child.kill('SIGKILL');
+      } catch {
+        // already gone
+      }
+    });
+    return child;
+  }
+
+  test('kills registered task groups when heartbeats stop', async () => {
+    const reaper = Reaper.start();
+    try {
+      const a = track(sleeper());
+      const b = track(sleeper());
+      reaper.addTask(a.pid!);
+      reaper.addTask(b.pid!);
+      reaper.removeTask(b.pid!);
+      const fenced = nextFenced(reaper);
+      reaper.heartbeat(100);
+      expect(await fenced).toBe(1);
+      expect(await exitOf(a)).toBe('SIGKILL');
+      expect(b.exitCode).toBeNull(); // unregistered: left alone
+      expect(b.signalCode).toBeNull();
+    } finally {
+      await reaper.close();
+    }
+  });
+
+  test('a task survives while heartbeats continue', async () => {
+    const reaper = Reaper.start();
+    try {
+      const a = track(sleeper());
+      reaper.addTask(a.pid!);
+      let fencedCount = 0;
+      reaper.onFenced(() => fencedCount++);
+      for (let i = 0; i < 20; i++) {
+        reaper.heartbeat(300);
+        await new Promise((r) => setTimeout(r, 50)); // the heartbeat cadence itself
+      }
+      reaper.clearHeartbeat();
+      expect(fencedCount).toBe(0);
+      expect(a.exitCode).toBeNull();
+      expect(a.signalCode).toBeNull();
+      const exit = exitOf(a);
+      await reaper.close(); // stdin EOF: everything dies
+      expect(await exit).toBe('SIGKILL');
+    } finally {
+      await reaper.close();
+    }
+  });
+
+  test('close kills all task groups and terminates members', async () => {
+    const reaper = Reaper.start();
+    const tasks = [track(sleeper()), track(sleeper())];
+    const member = track(sleeper(false));
+    for (const t of tasks) reaper.addTask(t.pid!);
+    reaper.addMember(member.pid!);
+    const exits = Promise.all([...tasks, member].map(exitOf));
+    await reaper.close();
+    expect(await exits).toEqual(['SIGKILL', 'SIGKILL', 'SIGTERM']);
+    reaper.addTask(12345); // after close: dropped, never throws
+  });
+
+  test('ignores SIGTERM/SIGINT/SIGHUP and keeps working', async () => {
+    const reaper = Reaper.start();
+    try {
+      // A first fence round proves the reaper is up (its handlers are installed before it reads stdin).
+      const ready = nextFenced(reaper);
+      reaper.heartbeat(1);
+      expect(await ready).toBe(0);
+      for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.kill(reaper.pid!, sig);
+      const a = track(sleeper());
+      reaper.addTask(a.pid!);
+      const fenced = nextFenced(reaper);
+      reaper.heartbeat(50);
+      expect(await fenced).toBe(1);
+      expect(await exitOf(a)).toBe('SIGKILL');
+    } finally {
+      await reaper.close();
+    }
+  });
+
+  test('a dead reaper does not make commands throw', async () => {
+    const logs: string[] = [];
+    const reaper = Reaper.start({ log: (m) => logs.push(m) });
+    process.kill(reaper.pid!, 'SIGKILL');
+    await waitFor(() => logs.length > 0);
+    expect(() => {
+      reaper.addTask(12345);
+      reaper.heartbeat(10);
+      reaper.removeTask(12345);
+    }).not.toThrow();
+    expect(logs).toHaveLength(1); // logged once
+    await reaper.close();
+  });
+
+  test('fences ProcessRunner tasks; the runner reports the kill', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-reaper-'));
+    const reaper = Reaper.start();
+    try {
+      const runner = new ProcessRunner({ reaper, defaultCwd: dir });
+      const h = runner.start({
+        argv: ['sh', '-c', 'sleep 30 & wait'],
+        env: { PATH: process.env.PATH ?? '/usr/bin:/bin' },
+        cwd: '',
+        logPath: path.join(dir, 'a.log'),
+        timeoutMs: 0,
+        killGraceMs: 1000,
+        tailBytes: 100,
+      });
+      const fenced = nextFenced(reaper);
+      reaper.heartbeat(100);
+      expect(await fenced).toBe(1);
+      expect((await h.done).signal).toBe('SIGKILL');
+    } finally {
+      await reaper.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  describe('when the node process dies or freezes', () => {
+    // A stand-in node: starts a reaper, runs a task group, prints the task pid.
+    const nodeScript = (heartbeat: boolean) => `
+      const { spawn } = require('child_process');
+      const { Reaper } = require(${JSON.stringify(path.join(__dirname, '../../src/runner/reaper.js'))});
+      const reaper = Reaper.start();
+      const task = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
+      reaper.addTask(task.pid);
+      if (${heartbeat}) {
+        reaper.heartbeat(300); // a deadline is in force before we report ready
+        setInterval(() => reaper.heartbeat(300), 50);
+      } else {
+        setInterval(() => {}, 1000);
+      }
+      console.log(task.pid);
+    `;
+
+    function startNode(heartbeat: boolean): Promise<{ node: ChildProcess; taskPid: number }> {
+      const node = track(spawn(process.execPath, ['-e', nodeScript(heartbeat)], { stdio: ['ignore', 'pipe', 'inherit'] }));
+      return new Promise((resolve, reject) => {
+        let out = '';
+        node.stdout!.on('data', (d) => {
+          out += d;
+          if (out.includes('\n')) resolve({ node, taskPid: Number(out.trim()) });
+        });
+        node.once('exit', () => reject(new Error('node exited early')));
+      });
+    }
+
+    test('SIGKILL of the node kills its tasks', async () => {
+      const { node, taskPid } = await startNode(false);
+      expect(isGone(taskPid)).toBe(false);
+      node.kill('SIGKILL');
+      await waitFor(() => isGone(taskPid));
+    });
+
+    test('SIGSTOP of the node kills its tasks once the heartbeat lapses', async () => {
+      const { node, taskPid } = await startNode(true);
+      expect(isGone(taskPid)).toBe(false);
+      node.kill('SIGSTOP');
+      try {
+        await waitFor(() => isGone(taskPid));
+      } finally {
+        node.kill('SIGCONT');
+        node.kill('SIGKILL');
+      }
+    });
+  });
+});
