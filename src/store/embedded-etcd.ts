@@ -1,0 +1,776 @@
+/**
+ * Supervises the one etcd member a loom node embeds, as a child process.
+ *
+ *   const etcd = await EmbeddedEtcd.start(opts);   // spawns, returns at once
+ *   await etcd.waitHealthy({ timeoutMs: 60_000 });  // polls GET /health
+ *   ...
+ *   await etcd.stop();                              // SIGTERM, then SIGKILL
+ *
+ * etcd's own output goes to <dataDir>/etcd.log (appended). When etcd dies
+ * before it is healthy, or never becomes healthy, the error says why in one
+ * line, read off the tail of that log (port in use, data dir of another
+ * cluster, ...), and names the log.
+ *
+ * etcd ignores its --initial-cluster flags once its data dir exists, so a data
+ * dir reused under another name or for another cluster starts "fine" and
+ * splits the cluster. Two guards catch that: a marker file written beside the
+ * data dir when it is bootstrapped (checked before spawning), and, once
+ * healthy, a comparison of etcd's member list with the configured peers.
+ */
+import { spawn, ChildProcess } from 'node:child_process';
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as path from 'node:path';
+import { LoomError, invalid } from '../core/errors';
+import { validateNodeName } from '../core/config';
+
+export interface EtcdPeer {
+  name: string;
+  url: string;
+}
+
+export interface EmbeddedEtcdOptions {
+  /** Member name (the node name). */
+  name: string;
+  /** The node's data dir; etcd uses <dataDir>/etcd and logs to <dataDir>/etcd.log. */
+  dataDir: string;
+  /** http://host:port etcd listens on for, and advertises to, its peers. */
+  peerListen: string;
+  /** http://host:port etcd listens on for, and advertises to, clients. */
+  clientListen: string;
+  /** The other members; may include this one (same name, URL = peerListen). */
+  peers: EtcdPeer[];
+  /** Path of the etcd binary, or a bare name to look up on PATH ('etcd'). */
+  etcdBin: string;
+  log?: (msg: string) => void;
+}
+
+export interface WaitHealthyOptions {
+  timeoutMs: number;
+  signal?: AbortSignal;
+  /** Called about every 2 s while etcd is not healthy yet, with the time waited. */
+  onWaiting?: (ms: number) => void;
+}
+
+export type EtcdExitListener = (code: number | null, signal: string | null) => void;
+
+interface ExitInfo {
+  code: number | null;
+  signal: string | null;
+}
+
+/** What start() checked and derived from the options. */
+interface Resolved {
+  name: string;
+  dataDir: string;
+  etcdDir: string;
+  logPath: string;
+  markerPath: string;
+  peerListen: string;
+  clientListen: string;
+  /** All members, this one included, sorted by name. */
+  members: EtcdPeer[];
+  bin: string;
+  args: string[];
+  log: (msg: string) => void;
+}
+
+interface ClusterMarker {
+  name: string;
+  clusterToken: string;
+  members: string[];
+  createdAt?: string;
+}
+
+const CLUSTER_TOKEN = 'loom';
+const MARKER_FILE = 'etcd-cluster.json';
+const POLL_MS = 100;
+const WAITING_EVERY_MS = 2000;
+const HEALTH_REQUEST_MS = 1500;
+const MEMBER_LIST_REQUEST_MS = 3000;
+const LOG_TAIL_BYTES = 256 * 1024;
+
+const INSTALL_HINT =
+  'install it with `apt-get install -y etcd-server` or pass --etcd-bin / LOOM_ETCD_BIN';
+
+export class EmbeddedEtcd {
+  /** URL clients use to reach this member (its --advertise-client-urls). */
+  readonly clientUrl: string;
+  readonly pid: number;
+  /** Where etcd's stdout and stderr go. */
+  readonly logPath: string;
+  /** etcd's --data-dir. */
+  readonly etcdDir: string;
+
+  private exitInfo: ExitInfo | undefined;
+  private readonly exited: Promise<ExitInfo>;
+  private readonly exitListeners: EtcdExitListener[] = [];
+  private stopping: Promise<void> | undefined;
+  private membershipChecked = false;
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly cfg: Resolved,
+    /** Size of etcd.log when this run started: diagnosis reads only past it. */
+    private readonly logOffset: number,
+  ) {
+    this.clientUrl = cfg.clientListen;
+    this.pid = child.pid as number;
+    this.logPath = cfg.logPath;
+    this.etcdDir = cfg.etcdDir;
+    this.exited = new Promise<ExitInfo>((resolve) => {
+      child.once('exit', (code, signal) => {
+        const info: ExitInfo = { code, signal: signal ?? null };
+        this.exitInfo = info;
+        cfg.log(
+          `etcd (pid ${this.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}`,
+        );
+        resolve(info);
+        for (const fn of this.exitListeners.splice(0)) this.callExitListener(fn, info);
+      });
+    });
+  }
+
+  /**
+   * Validates the options, finds the binary and spawns etcd. Resolves once the
+   * process exists; it is not healthy yet: call waitHealthy().
+   */
+  static async start(opts: EmbeddedEtcdOptions, signal?: AbortSignal): Promise<EmbeddedEtcd> {
+    throwIfAborted(signal, 'starting etcd');
+    const cfg = resolveOptions(opts);
+    cfg.bin = await resolveEtcdBinary(opts.etcdBin);
+    throwIfAborted(signal, 'starting etcd');
+
+    fs.mkdirSync(cfg.dataDir, { recursive: true });
+    if (isBootstrapped(cfg.etcdDir)) {
+      checkMarker(cfg);
+    } else {
+      writeMarker(cfg);
+    }
+
+    const env: NodeJS.ProcessEnv = { ...process.env };
+    const unsupported = unsupportedArch();
+    if (unsupported && env.ETCD_UNSUPPORTED_ARCH === undefined) {
+      env.ETCD_UNSUPPORTED_ARCH = unsupported;
+    }
+
+    const fd = fs.openSync(cfg.logPath, 'a');
+    let child: ChildProcess;
+    let offset: number;
+    try {
+      fs.writeSync(
+        fd,
+        `--- loom ${new Date().toISOString()}: starting ${cfg.bin} ${cfg.args.join(' ')}\n`,
+      );
+      offset = fs.fstatSync(fd).size;
+      child = spawn(cfg.bin, cfg.args, {
+        cwd: cfg.dataDir,
+        env,
+        // Own process group: a Ctrl-C at the node's terminal must not kill
+        // etcd before the node has shut down cleanly.
+        detached: true,
+        stdio: ['ignore', fd, fd],
+      });
+      await new Promise<void>((resolve, reject) => {
+        child.once('spawn', resolve);
+        child.once('error', reject);
+      });
+    } catch (err) {
+      const why = err instanceof Error ? err.message : String(err);
+      throw new LoomError('UNAVAILABLE', `could not start etcd (${cfg.bin}): ${why}`);
+    } finally {
+      fs.closeSync(fd);
+    }
+    // Later errors (a failed kill) must not become unhandled 'error' events.
+    child.on('error', (err) => cfg.log(`etcd process error: ${err.message}`));
+
+    const etcd = new EmbeddedEtcd(child, cfg, offset);
+    cfg.log(`etcd member "${cfg.name}" started (pid ${etcd.pid}), log: ${cfg.logPath}`);
+    if (signal?.aborted) {
+      await etcd.stop();
+      throw new LoomError('CANCELLED', 'starting etcd: aborted');
+    }
+    return etcd;
+  }
+
+  /**
+   * Polls GET <clientUrl>/health every 100 ms until etcd reports healthy
+   * (for a multi-member cluster: once a quorum is up), then checks that etcd's
+   * member list is the configured one. Rejects with UNAVAILABLE when etcd
+   * exits first, on timeout, or when the data dir belongs to another cluster;
+   * with CANCELLED when the signal fires. Does not stop etcd on rejection.
+   */
+  async waitHealthy(opts: WaitHealthyOptions): Promise<void> {
+    const started = Date.now();
+    const deadline = started + opts.timeoutMs;
+    let nextWaiting = started + WAITING_EVERY_MS;
+    let lastProblem = 'no answer yet';
+    for (;;) {
+      if (this.exitInfo) throw this.exitError(this.exitInfo);
+      throwIfAborted(opts.signal, 'waiting for etcd');
+      const left = deadline - Date.now();
+      if (left <= 0) throw this.timeoutError(Date.now() - started, lastProblem);
+
+      const problem = await this.checkHealth(Math.min(HEALTH_REQUEST_MS, left), opts.signal);
+      if (problem === undefined) {
+        if (this.exitInfo) throw this.exitError(this.exitInfo);
+        await this.checkMembership();
+        return;
+      }
+      lastProblem = problem;
+
+      const now = Date.now();
+      if (now >= nextWaiting) {
+        nextWaiting = now + WAITING_EVERY_MS;
+        try {
+          opts.onWaiting?.(now - started);
+        } catch (err) {
+          this.cfg.log(`onWaiting callback threw: ${String(err)}`);
+        }
+      }
+      await this.pause(Math.min(POLL_MS, Math.max(0, deadline - Date.now())), opts.signal);
+    }
+  }
+
+  /** Calls fn once when the etcd process exits (at once if it already has). */
+  onExit(fn: EtcdExitListener): void {
+    const info = this.exitInfo;
+    if (info) {
+      queueMicrotask(() => this.callExitListener(fn, info));
+    } else {
+      this.exitListeners.push(fn);
+    }
+  }
+
+  /** True until the etcd process has exited. */
+  get running(): boolean {
+    return this.exitInfo === undefined;
+  }
+
+  /** SIGTERM, up to graceMs for etcd to exit, then SIGKILL. Idempotent. */
+  stop(graceMs = 5000): Promise<void> {
+    if (!this.stopping) this.stopping = this.doStop(graceMs);
+    return this.stopping;
+  }
+
+  private async doStop(graceMs: number): Promise<void> {
+    if (this.exitInfo) return;
+    this.kill('SIGTERM');
+    if (await this.waitExit(graceMs)) return;
+    this.cfg.log(`etcd (pid ${this.pid}) still running ${graceMs} ms after SIGTERM; sending SIGKILL`);
+    this.kill('SIGKILL');
+    if (!(await this.waitExit(5000))) {
+      this.cfg.log(`etcd (pid ${this.pid}) did not exit after SIGKILL`);
+    }
+  }
+
+  private kill(sig: NodeJS.Signals): void {
+    try {
+      this.child.kill(sig);
+    } catch (err) {
+      this.cfg.log(`could not send ${sig} to etcd (pid ${this.pid}): ${String(err)}`);
+    }
+  }
+
+  private waitExit(ms: number): Promise<boolean> {
+    if (this.exitInfo) return Promise.resolve(true);
+    return new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), ms);
+      void this.exited.then(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  /** Sleeps ms, waking early when etcd exits or the signal fires. */
+  private pause(ms: number, signal?: AbortSignal): Promise<void> {
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal?.addEventListener('abort', done, { once: true });
+      void this.exited.then(done);
+    });
+  }
+
+  private callExitListener(fn: EtcdExitListener, info: ExitInfo): void {
+    try {
+      fn(info.code, info.signal);
+    } catch (err) {
+      this.cfg.log(`etcd exit listener threw: ${String(err)}`);
+    }
+  }
+
+  /** undefined when healthy, else what is wrong, in a few words. */
+  private async checkHealth(timeoutMs: number, signal?: AbortSignal): Promise<string | undefined> {
+    // Give up on the request as soon as etcd exits or the caller aborts.
+    const ac = new AbortController();
+    const abort = () => ac.abort();
+    void this.exited.then(abort);
+    signal?.addEventListener('abort', abort, { once: true });
+    try {
+      const url = `${localUrl(this.clientUrl)}/health`;
+      const res = await httpRequest('GET', url, undefined, timeoutMs, ac.signal);
+      let health: unknown;
+      try {
+        health = (JSON.parse(res.body) as { health?: unknown }).health;
+      } catch {
+        return `unexpected /health answer (HTTP ${res.status}): ${oneLine(res.body, 200)}`;
+      }
+      if (health === 'true' || health === true) return undefined;
+      return `etcd reports unhealthy (HTTP ${res.status}): ${oneLine(res.body, 200)}`;
+    } catch (err) {
+      return `health check failed: ${err instanceof Error ? err.message : String(err)}`;
+    } finally {
+      signal?.removeEventListener('abort', abort);
+    }
+  }
+
+  /**
+   * etcd restarted from an existing data dir uses the membership stored there
+   * and ignores --initial-cluster: compare what it runs with what we asked for.
+   */
+  private async checkMembership(): Promise<void> {
+    if (this.membershipChecked) return;
+    let members: { name?: string; peerURLs?: string[] }[];
+    try {
+      const res = await httpRequest(
+        'POST',
+        `${localUrl(this.clientUrl)}/v3/cluster/member/list`,
+        '{}',
+        MEMBER_LIST_REQUEST_MS,
+      );
+      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${oneLine(res.body, 200)}`);
+      members = (JSON.parse(res.body) as { members?: typeof members }).members ?? [];
+    } catch (err) {
+      // An extra check only: not being able to make it is no reason to fail.
+      this.cfg.log(`could not check etcd's member list: ${String(err)}`);
+      return;
+    }
+    this.membershipChecked = true;
+    const actual = [...new Set(members.flatMap((m) => m.peerURLs ?? []))].sort();
+    const expected = this.cfg.members.map((m) => m.url).sort();
+    if (actual.join(' ') === expected.join(' ')) return;
+    const have = members
+      .map((m) => `${m.name || '(unstarted)'}=${(m.peerURLs ?? []).join('|')}`)
+      .join(', ');
+    throw new LoomError(
+      'UNAVAILABLE',
+      `etcd data dir ${this.etcdDir} belongs to another cluster: its members are [${have}] ` +
+        `but this node is configured for [${memberList(this.cfg.members).join(', ')}] ` +
+        `(etcd ignores --peer flags once its data dir exists); restore the original flags, or ` +
+        `remove ${this.etcdDir} to bootstrap this member afresh (this deletes its data); log: ${this.logPath}`,
+    );
+  }
+
+  private exitError(info: ExitInfo): LoomError {
+    const how = info.signal ? `signal ${info.signal}` : `code ${info.code}`;
+    const lines = readLogLines(this.logPath, this.logOffset);
+    const reason = diagnoseEtcdLog(lines, this.cfg) ?? lastErrorLine(lines) ?? 'no reason in its log';
+    return new LoomError(
+      'UNAVAILABLE',
+      `${reason} (etcd exited with ${how} before it was healthy; log: ${this.logPath})`,
+    );
+  }
+
+  private timeoutError(waitedMs: number, lastProblem: string): LoomError {
+    const lines = readLogLines(this.logPath, this.logOffset);
+    let reason = diagnoseEtcdLog(lines, this.cfg);
+    if (!reason) {
+      const n = this.cfg.members.length;
+      reason =
+        n > 1
+          ? `no quorum: at least ${Math.floor(n / 2) + 1} of the ${n} members ` +
+            `(${this.cfg.members.map((m) => m.name).join(', ')}) must be running (last: ${lastProblem})`
+          : lastProblem;
+    }
+    return new LoomError(
+      'UNAVAILABLE',
+      `etcd member "${this.cfg.name}" (${this.clientUrl}) not healthy after ` +
+        `${(waitedMs / 1000).toFixed(1)} s: ${reason}; log: ${this.logPath}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Options, binary, data dir
+
+const LISTEN_URL = /^http:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
+
+function checkUrl(url: string, what: string): string {
+  const m = LISTEN_URL.exec(url);
+  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+    throw invalid(
+      `invalid ${what} "${url}": expected http://HOST:PORT (the embedded etcd speaks plain http)`,
+    );
+  }
+  return url;
+}
+
+function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
+  const name = validateNodeName(opts.name);
+  if (!opts.dataDir) throw invalid('the data dir must not be empty');
+  const peerListen = checkUrl(opts.peerListen, '--peer-listen');
+  const clientListen = checkUrl(opts.clientListen, '--client-listen');
+  if (peerListen === clientListen) {
+    throw invalid(`--peer-listen and --client-listen must differ (both are ${peerListen})`);
+  }
+
+  const byName = new Map<string, string>([[name, peerListen]]);
+  for (const peer of opts.peers) {
+    validateNodeName(peer.name);
+    checkUrl(peer.url, `--peer ${peer.name}`);
+    const known = byName.get(peer.name);
+    if (known === undefined) {
+      byName.set(peer.name, peer.url);
+    } else if (known !== peer.url) {
+      throw invalid(
+        peer.name === name
+          ? `--peer ${peer.name}=${peer.url} names this node, but its URL differs from --peer-listen ${peerListen}`
+          : `--peer ${peer.name} is given twice with different URLs (${known} and ${peer.url})`,
+      );
+    }
+  }
+  const members = [...byName].map(([n, url]) => ({ name: n, url }));
+  members.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const byUrl = new Map<string, string>();
+  for (const m of members) {
+    const other = byUrl.get(m.url);
+    if (other !== undefined) {
+      throw invalid(`members ${other} and ${m.name} have the same peer URL ${m.url}`);
+    }
+    byUrl.set(m.url, m.name);
+  }
+
+  const dataDir = path.resolve(opts.dataDir);
+  const etcdDir = path.join(dataDir, 'etcd');
+  const args = [
+    '--name', name,
+    '--data-dir', etcdDir,
+    '--listen-peer-urls', peerListen,
+    '--initial-advertise-peer-urls', peerListen,
+    '--listen-client-urls', clientListen,
+    '--advertise-client-urls', clientListen,
+    '--initial-cluster', memberList(members).join(','),
+    '--initial-cluster-state', 'new',
+    '--initial-cluster-token', CLUSTER_TOKEN,
+    '--auto-compaction-mode', 'periodic',
+    '--auto-compaction-retention', '5m',
+    '--quota-backend-bytes', '4294967296',
+    '--max-txn-ops', '1024',
+    '--max-request-bytes', '10485760',
+    '--snapshot-count', '20000',
+    '--heartbeat-interval', '100',
+    '--election-timeout', '1000',
+    '--logger', 'zap',
+    '--log-outputs', 'stderr',
+  ];
+  return {
+    name,
+    dataDir,
+    etcdDir,
+    logPath: path.join(dataDir, 'etcd.log'),
+    markerPath: path.join(dataDir, MARKER_FILE),
+    peerListen,
+    clientListen,
+    members,
+    bin: opts.etcdBin,
+    args,
+    log: opts.log ?? (() => {}),
+  };
+}
+
+function memberList(members: EtcdPeer[]): string[] {
+  return members.map((m) => `${m.name}=${m.url}`);
+}
+
+function isExecutableFile(file: string): boolean {
+  try {
+    if (!fs.statSync(file).isFile()) return false;
+    fs.accessSync(file, fs.constants.X_OK);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * An explicit path (anything with a slash) must be an executable file; a bare
+ * name is looked up on PATH. Throws UNAVAILABLE with an install hint.
+ */
+export async function resolveEtcdBinary(bin: string): Promise<string> {
+  const wanted = bin.trim() || 'etcd';
+  if (wanted.includes('/')) {
+    const abs = path.resolve(wanted);
+    if (isExecutableFile(abs)) return abs;
+    throw new LoomError(
+      'UNAVAILABLE',
+      `etcd binary not found: "${abs}" is not an executable file; ${INSTALL_HINT}`,
+    );
+  }
+  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+    if (!dir) continue;
+    const candidate = path.join(dir, wanted);
+    if (isExecutableFile(candidate)) return candidate;
+  }
+  throw new LoomError(
+    'UNAVAILABLE',
+    `etcd binary not found (looked for "${wanted}" on PATH); ${INSTALL_HINT}`,
+  );
+}
+
+/** The Go architecture to name in ETCD_UNSUPPORTED_ARCH, when etcd needs it. */
+function unsupportedArch(): string | undefined {
+  // etcd refuses to start on architectures it does not "support" unless
+  // ETCD_UNSUPPORTED_ARCH names the architecture; amd64 and ppc64le never need it.
+  const goArch: Record<string, string> = {
+    arm: 'arm',
+    arm64: 'arm64',
+    ia32: '386',
+    mips: 'mips',
+    mipsel: 'mipsle',
+    ppc: 'ppc',
+    riscv64: 'riscv64',
+    s390x: 's390x',
+    loong64: 'loong64',
+  };
+  if (process.arch === 'x64' || process.arch === 'ppc64') return undefined;
+  return goArch[process.arch] ?? process.arch;
+}
+
+/** etcd restarts from its data dir (ignoring --initial-*) once it has a WAL. */
+function isBootstrapped(etcdDir: string): boolean {
+  try {
+    return fs.readdirSync(path.join(etcdDir, 'member', 'wal')).some((f) => f.endsWith('.wal'));
+  } catch {
+    return false;
+  }
+}
+
+function markerFor(cfg: Resolved): ClusterMarker {
+  return { name: cfg.name, clusterToken: CLUSTER_TOKEN, members: memberList(cfg.members) };
+}
+
+function writeMarker(cfg: Resolved): void {
+  const marker = { ...markerFor(cfg), createdAt: new Date().toISOString() };
+  const tmp = `${cfg.markerPath}.tmp`;
+  fs.writeFileSync(tmp, JSON.stringify(marker, null, 2) + '\n');
+  fs.renameSync(tmp, cfg.markerPath);
+}
+
+function checkMarker(cfg: Resolved): void {
+  let marker: ClusterMarker;
+  try {
+    marker = JSON.parse(fs.readFileSync(cfg.markerPath, 'utf8')) as ClusterMarker;
+  } catch {
+    // No marker (a data dir from before markers, or made by hand): the
+    // member-list check in waitHealthy still catches another cluster.
+    return;
+  }
+  const fix = `remove ${cfg.etcdDir} to bootstrap this member afresh (this deletes its data)`;
+  if (marker.name !== cfg.name) {
+    throw new LoomError(
+      'UNAVAILABLE',
+      `etcd data dir ${cfg.etcdDir} was bootstrapped as member "${marker.name}", not "${cfg.name}"; ` +
+        `start with --name ${marker.name}, use another --data-dir, or ${fix}`,
+    );
+  }
+  const want = markerFor(cfg).members;
+  const had = Array.isArray(marker.members) ? [...marker.members].sort() : [];
+  if (had.join(',') !== [...want].sort().join(',')) {
+    throw new LoomError(
+      'UNAVAILABLE',
+      `etcd data dir ${cfg.etcdDir} was bootstrapped for cluster [${had.join(', ')}], ` +
+        `not [${want.join(', ')}] (etcd ignores --peer flags once its data dir exists); ` +
+        `restore the original --peer/--peer-listen flags, or ${fix}`,
+    );
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Reading etcd's log
+
+/** The messages of etcd's log past offset (zap JSON lines decoded to "msg: error"). */
+function readLogLines(logPath: string, offset: number): string[] {
+  let text: string;
+  try {
+    const fd = fs.openSync(logPath, 'r');
+    try {
+      const size = fs.fstatSync(fd).size;
+      const from = Math.max(offset, size - LOG_TAIL_BYTES);
+      const buf = Buffer.alloc(Math.max(0, size - from));
+      fs.readSync(fd, buf, 0, buf.length, from);
+      text = buf.toString('utf8');
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return [];
+  }
+  return text
+    .split('\n')
+    .map((line) => line.trim())
+    .filter((line) => line.length > 0)
+    .map(decodeLogLine);
+}
+
+function decodeLogLine(line: string): string {
+  if (!line.startsWith('{')) return line;
+  try {
+    const o = JSON.parse(line) as Record<string, unknown>;
+    const level = typeof o.level === 'string' ? o.level : '';
+    const msg = typeof o.msg === 'string' ? o.msg : '';
+    const error = typeof o.error === 'string' ? o.error : '';
+    return `${level ? `[${level}] ` : ''}${msg}${error ? `: ${error}` : ''}`;
+  } catch {
+    return line;
+  }
+}
+
+export interface DiagnoseContext {
+  name: string;
+  etcdDir: string;
+  peerListen: string;
+  clientListen: string;
+}
+
+/** Which of our URLs etcd meant by "host:port" in a listen error. */
+function urlForAddress(addr: string, ctx: DiagnoseContext): string {
+  const urls = [ctx.clientListen, ctx.peerListen];
+  const exact = urls.find((u) => u === `http://${addr}`);
+  if (exact) return exact;
+  const port = addr.slice(addr.lastIndexOf(':') + 1);
+  const samePort = urls.filter((u) => u.endsWith(`:${port}`));
+  return samePort.length === 1 ? samePort[0] : `http://${addr}`;
+}
+
+const RULES: { re: RegExp; say: (m: RegExpExecArray, ctx: DiagnoseContext) => string }[] = [
+  {
+    re: /listen tcp (\S+): bind: address already in use/,
+    say: (m, c) =>
+      `etcd could not listen on ${urlForAddress(m[1], c)}: address already in use ` +
+      `(is another etcd or loom node running?)`,
+  },
+  {
+    re: /listen tcp (\S+): bind: cannot assign requested address/,
+    say: (m, c) =>
+      `etcd could not listen on ${urlForAddress(m[1], c)}: cannot assign requested address ` +
+      `(not an address of this machine)`,
+  },
+  {
+    re: /listen tcp (\S+): bind: permission denied/,
+    say: (m, c) => `etcd could not listen on ${urlForAddress(m[1], c)}: permission denied`,
+  },
+  {
+    re: /member ([0-9a-f]+) has already been bootstrapped/,
+    say: (m, c) =>
+      `etcd member "${c.name}" (id ${m[1]}) has already been bootstrapped: the other members know it, ` +
+      `but its data dir ${c.etcdDir} is new (was it deleted, or is --data-dir wrong?); ` +
+      `restore its data dir, or recreate the whole cluster`,
+  },
+  {
+    re: /cluster ID mismatch/,
+    say: (_m, c) =>
+      `etcd data dir ${c.etcdDir} belongs to a different cluster than its peers (cluster ID mismatch); ` +
+      `use the data dir this member was created with, or remove it to bootstrap afresh`,
+  },
+  {
+    re: /couldn't find local name "([^"]*)" in the initial cluster configuration/,
+    say: (m) => `etcd member name "${m[1]}" is not in the initial cluster configuration`,
+  },
+  {
+    re: /unsupported (?:platform|architecture)[^:]*/,
+    say: (m) => `etcd refuses this architecture (${m[0]})`,
+  },
+  {
+    re: /(?:cannot access|create) data directory[^:]*: (.*permission denied.*)/,
+    say: (m, c) => `etcd cannot use its data dir ${c.etcdDir}: ${m[1]}`,
+  },
+];
+
+/**
+ * A one-line explanation for a recognised etcd failure in these log lines
+ * (decoded messages, oldest first), or undefined.
+ */
+export function diagnoseEtcdLog(lines: string[], ctx: DiagnoseContext): string | undefined {
+  for (const rule of RULES) {
+    for (let i = lines.length - 1; i >= 0; i--) {
+      const m = rule.re.exec(lines[i]);
+      if (m) return rule.say(m, ctx);
+    }
+  }
+  return undefined;
+}
+
+function lastErrorLine(lines: string[]): string | undefined {
+  for (let i = lines.length - 1; i >= 0; i--) {
+    const m = /^\[(?:fatal|panic|error|dpanic)\] (.*)$/.exec(lines[i]);
+    if (m) return `etcd: ${oneLine(m[1], 300)}`;
+  }
+  const last = lines[lines.length - 1];
+  return last ? `etcd: ${oneLine(last, 300)}` : undefined;
+}
+
+// ---------------------------------------------------------------------------
+// Small helpers
+
+function oneLine(text: string, max: number): string {
+  const s = text.replace(/\s+/g, ' ').trim();
+  return s.length > max ? `${s.slice(0, max - 1)}…` : s;
+}
+
+function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new LoomError('CANCELLED', `${what}: aborted`);
+}
+
+/** A URL we can connect to: a wildcard listen host becomes loopback. */
+function localUrl(url: string): string {
+  return url.replace(/^http:\/\/(0\.0\.0\.0|\[::\])(?=:)/, (_all, host: string) =>
+    host === '0.0.0.0' ? 'http://127.0.0.1' : 'http://[::1]',
+  );
+}
+
+function httpRequest(
+  method: string,
+  url: string,
+  body: string | undefined,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(
+      url,
+      {
+        method,
+        agent: false,
+        signal,
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
+        });
+        res.on('error', (err) => {
+          clearTimeout(timer);
+          reject(err);
+        });
+      },
+    );
+    const timer = setTimeout(
+      () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)),
+      Math.max(1, timeoutMs),
+    );
+    req.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    req.end(body);
+  });
+}

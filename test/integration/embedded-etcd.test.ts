@@ -1,0 +1,277 @@
+/**
+ * EmbeddedEtcd against the real etcd binary: one member, a port in use, a
+ * three-member cluster, data dirs of another member or cluster.
+ */
+import * as fs from 'node:fs';
+import * as http from 'node:http';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { LoomError } from '../../src/core/errors';
+import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/store/embedded-etcd';
+import { freePort, processAlive, testEtcdEndpoint } from '../support/etcd';
+
+const ETCD_BIN = process.env.LOOM_ETCD_BIN || 'etcd';
+
+const running: EmbeddedEtcd[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  // One at a time: etcd stopping as leader tries to hand leadership to a peer
+  // first, which takes seconds when that peer is stopping too.
+  for (const e of running.splice(0)) await e.stop(3000);
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(label: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `loom-eetcd-${label}-`));
+  dirs.push(dir);
+  return dir;
+}
+
+/** n distinct free ports. */
+async function ports(n: number): Promise<number[]> {
+  const out = new Set<number>();
+  while (out.size < n) out.add(await freePort());
+  return [...out];
+}
+
+function options(
+  name: string,
+  dataDir: string,
+  peerPort: number,
+  clientPort: number,
+  peers: { name: string; url: string }[] = [],
+): EmbeddedEtcdOptions {
+  return {
+    name,
+    dataDir,
+    peerListen: `http://127.0.0.1:${peerPort}`,
+    clientListen: `http://127.0.0.1:${clientPort}`,
+    peers,
+    etcdBin: ETCD_BIN,
+    log: (m) => process.env.DEBUG_ETCD && process.stderr.write(`${Date.now() % 100000} ${m}\n`),
+  };
+}
+
+async function launch(opts: EmbeddedEtcdOptions): Promise<EmbeddedEtcd> {
+  const etcd = await EmbeddedEtcd.start(opts);
+  running.push(etcd);
+  return etcd;
+}
+
+function request(method: string, url: string, body?: string): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(url, { method, agent: false, timeout: 3000 }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(text) }));
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${url}: timeout`)));
+    req.on('error', reject);
+    req.end(body);
+  });
+}
+
+async function health(clientUrl: string): Promise<unknown> {
+  return (await request('GET', `${clientUrl}/health`)).json.health;
+}
+
+async function memberNames(clientUrl: string): Promise<string[]> {
+  const res = await request('POST', `${clientUrl}/v3/cluster/member/list`, '{}');
+  return (res.json.members as { name: string }[]).map((m) => m.name).sort();
+}
+
+/** Awaits a rejection and returns it as a LoomError. */
+async function loomError(p: Promise<unknown>): Promise<LoomError> {
+  try {
+    await p;
+  } catch (err) {
+    expect(err).toBeInstanceOf(LoomError);
+    return err as LoomError;
+  }
+  throw new Error('expected a rejection, got success');
+}
+
+it('the shared test etcd started by globalSetup is healthy', async () => {
+  expect(await health(testEtcdEndpoint())).toBe('true');
+});
+
+it('starts one member, reports healthy, and stops it (idempotently)', async () => {
+  const dir = tempDir('one');
+  const [peer, client] = await ports(2);
+  const etcd = await launch(options('solo', dir, peer, client));
+  expect(etcd.pid).toBeGreaterThan(0);
+  expect(etcd.clientUrl).toBe(`http://127.0.0.1:${client}`);
+  expect(etcd.logPath).toBe(path.join(dir, 'etcd.log'));
+
+  const aborted = new AbortController();
+  aborted.abort();
+  const cancelled = await loomError(etcd.waitHealthy({ timeoutMs: 5000, signal: aborted.signal }));
+  expect(cancelled.code).toBe('CANCELLED');
+
+  await etcd.waitHealthy({ timeoutMs: 15_000 });
+  expect(await health(etcd.clientUrl)).toBe('true');
+  expect(fs.existsSync(path.join(dir, 'etcd', 'member'))).toBe(true);
+
+  const exits: [number | null, string | null][] = [];
+  etcd.onExit((code, signal) => exits.push([code, signal]));
+  await etcd.stop();
+  expect(etcd.running).toBe(false);
+  expect(processAlive(etcd.pid)).toBe(false);
+  expect(exits).toHaveLength(1);
+  await etcd.stop(); // again: no-op
+  const late = await new Promise((resolve) => etcd.onExit((code, signal) => resolve([code, signal])));
+  expect(late).toEqual(exits[0]);
+  expect(fs.readFileSync(etcd.logPath, 'utf8')).toContain('--- loom ');
+}, 20_000);
+
+it('says which URL is in use when a port is taken', async () => {
+  const blocker = net.createServer((socket) => socket.destroy());
+  const [taken, other] = await ports(2);
+  await new Promise<void>((resolve) => blocker.listen(taken, '127.0.0.1', resolve));
+  try {
+    // client port taken
+    const dir1 = tempDir('busy-client');
+    const e1 = await launch(options('busy1', dir1, other, taken));
+    const err1 = await loomError(e1.waitHealthy({ timeoutMs: 10_000 }));
+    expect(err1.code).toBe('UNAVAILABLE');
+    expect(err1.message).toContain(
+      `etcd could not listen on http://127.0.0.1:${taken}: address already in use`,
+    );
+    expect(err1.message).toContain(path.join(dir1, 'etcd.log'));
+    expect(err1.message).not.toContain('\n');
+
+    // peer port taken
+    const dir2 = tempDir('busy-peer');
+    const e2 = await launch(options('busy2', dir2, taken, other));
+    const err2 = await loomError(e2.waitHealthy({ timeoutMs: 10_000 }));
+    expect(err2.message).toContain(
+      `etcd could not listen on http://127.0.0.1:${taken}: address already in use`,
+    );
+  } finally {
+    await new Promise((resolve) => blocker.close(resolve));
+  }
+}, 20_000);
+
+it('forms a three-member cluster once a quorum is up; a wiped member is refused', async () => {
+  const [p1, p2, p3, c1, c2, c3] = await ports(6);
+  const all = [
+    { name: 'm1', url: `http://127.0.0.1:${p1}` },
+    { name: 'm2', url: `http://127.0.0.1:${p2}` },
+    { name: 'm3', url: `http://127.0.0.1:${p3}` },
+  ];
+  const d1 = tempDir('m1');
+  const d2 = tempDir('m2');
+  const d3 = tempDir('m3');
+
+  // Alone, m1 has no quorum: the wait times out, saying so, after onWaiting.
+  const e1 = await launch(options('m1', d1, p1, c1, all));
+  const waited: number[] = [];
+  const noQuorum = await loomError(
+    e1.waitHealthy({ timeoutMs: 2300, onWaiting: (ms) => waited.push(ms) }),
+  );
+  expect(noQuorum.code).toBe('UNAVAILABLE');
+  expect(noQuorum.message).toMatch(/not healthy after .*no quorum: at least 2 of the 3 members/);
+  expect(waited.length).toBeGreaterThanOrEqual(1);
+  expect(waited[0]).toBeGreaterThanOrEqual(1900);
+
+  // m2's peers leave itself out, m3's include it: both are fine.
+  const e2 = await launch(options('m2', d2, p2, c2, all.filter((m) => m.name !== 'm2')));
+  let e3 = await launch(options('m3', d3, p3, c3, all));
+  await Promise.all([e1, e2, e3].map((e) => e.waitHealthy({ timeoutMs: 15_000 })));
+  for (const e of [e1, e2, e3]) expect(await health(e.clientUrl)).toBe('true');
+  expect(await memberNames(e1.clientUrl)).toEqual(['m1', 'm2', 'm3']);
+
+  // m3 loses its data dir: the others remember it, so etcd refuses to start.
+  await e3.stop();
+  fs.rmSync(path.join(d3, 'etcd'), { recursive: true, force: true });
+  e3 = await launch(options('m3', d3, p3, c3, all));
+  const wiped = await loomError(e3.waitHealthy({ timeoutMs: 10_000 }));
+  expect(wiped.code).toBe('UNAVAILABLE');
+  expect(wiped.message).toMatch(/etcd member "m3" \(id [0-9a-f]+\) has already been bootstrapped/);
+  expect(wiped.message).toContain(path.join(d3, 'etcd'));
+  expect(wiped.message).toContain(path.join(d3, 'etcd.log'));
+
+  await e2.stop();
+  await e1.stop();
+  for (const e of [e1, e2, e3]) expect(processAlive(e.pid)).toBe(false);
+}, 30_000);
+
+it('refuses a data dir bootstrapped under another name or for another cluster', async () => {
+  const dir = tempDir('reuse');
+  const [peer, client, x, y] = await ports(4);
+  const first = await launch(options('solo', dir, peer, client));
+  await first.waitHealthy({ timeoutMs: 15_000 });
+  await first.stop();
+
+  // Another name: refused before etcd is even spawned.
+  const renamed = await loomError(EmbeddedEtcd.start(options('other', dir, peer, client)));
+  expect(renamed.code).toBe('UNAVAILABLE');
+  expect(renamed.message).toContain(
+    `etcd data dir ${path.join(dir, 'etcd')} was bootstrapped as member "solo", not "other"`,
+  );
+
+  // Same name, but now in a three-member cluster: refused too.
+  const bigger = [
+    { name: 'x', url: `http://127.0.0.1:${x}` },
+    { name: 'y', url: `http://127.0.0.1:${y}` },
+  ];
+  const moved = await loomError(EmbeddedEtcd.start(options('solo', dir, peer, client, bigger)));
+  expect(moved.code).toBe('UNAVAILABLE');
+  expect(moved.message).toMatch(/was bootstrapped for cluster \[solo=http:\/\/127\.0\.0\.1:\d+\], not \[solo=/);
+
+  // Without loom's marker, etcd itself starts as the old one-member cluster
+  // (it ignores --initial-cluster): the member-list check catches that.
+  fs.rmSync(path.join(dir, 'etcd-cluster.json'));
+  const split = await launch(options('solo', dir, peer, client, bigger));
+  const err = await loomError(split.waitHealthy({ timeoutMs: 15_000 }));
+  expect(err.code).toBe('UNAVAILABLE');
+  expect(err.message).toContain(`etcd data dir ${path.join(dir, 'etcd')} belongs to another cluster`);
+}, 30_000);
+
+it('names the missing binary and how to install it', async () => {
+  const dir = tempDir('nobin');
+  const savedPath = process.env.PATH;
+  process.env.PATH = path.join(dir, 'empty-bin');
+  try {
+    const err = await loomError(EmbeddedEtcd.start({ ...options('n', dir, 1, 2), etcdBin: 'etcd' }));
+    expect(err.code).toBe('UNAVAILABLE');
+    expect(err.message).toBe(
+      'etcd binary not found (looked for "etcd" on PATH); install it with ' +
+        '`apt-get install -y etcd-server` or pass --etcd-bin / LOOM_ETCD_BIN',
+    );
+  } finally {
+    process.env.PATH = savedPath;
+  }
+  const missing = path.join(dir, 'no-such-etcd');
+  const err2 = await loomError(EmbeddedEtcd.start({ ...options('n', dir, 1, 2), etcdBin: missing }));
+  expect(err2.code).toBe('UNAVAILABLE');
+  expect(err2.message).toContain(`"${missing}" is not an executable file`);
+});
+
+it('rejects peers that contradict the member itself', async () => {
+  const dir = tempDir('bad');
+  const self = await loomError(
+    EmbeddedEtcd.start(options('a', dir, 2380, 2379, [{ name: 'a', url: 'http://127.0.0.1:9999' }])),
+  );
+  expect(self.code).toBe('INVALID_ARGUMENT');
+  expect(self.message).toContain('names this node');
+
+  const twice = await loomError(
+    EmbeddedEtcd.start(
+      options('a', dir, 2380, 2379, [
+        { name: 'b', url: 'http://127.0.0.2:2380' },
+        { name: 'b', url: 'http://127.0.0.3:2380' },
+      ]),
+    ),
+  );
+  expect(twice.code).toBe('INVALID_ARGUMENT');
+
+  const badUrl = await loomError(
+    EmbeddedEtcd.start({ ...options('a', dir, 2380, 2379), clientListen: '127.0.0.1:2379' }),
+  );
+  expect(badUrl.code).toBe('INVALID_ARGUMENT');
+  expect(fs.readdirSync(dir)).toEqual([]); // nothing written for invalid options
+});
