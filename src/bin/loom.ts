@@ -96,4 +96,6 @@ async function runClient(argv: string[]): Promise<void> {
 }
 
 const argv = process.argv.slice(2);
-void (argv[0] === 'node' ? runNode(argv.slice(1)) : runClient(argv));
+// `loom node drain|resume NAME` is a client command; `loom node [flags]` runs a node.
+const isNodeDaemon = argv[0] === 'node' && argv[1] !== 'drain' && argv[1] !== 'resume';
+void (isNodeDaemon ? runNode(argv.slice(1)) : runClient(argv));

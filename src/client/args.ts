@@ -50,6 +50,7 @@ export type Command =
   | ({ kind: 'logs'; id: string; follow: boolean } & GlobalArgs)
   | ({ kind: 'list' } & ListArgs)
   | ({ kind: 'nodes' } & GlobalArgs)
+  | ({ kind: 'drain'; name: string; drain: boolean; deadlineMs: number } & GlobalArgs)
   | { kind: 'node' };
 
 type Env = Record<string, string | undefined>;
@@ -240,7 +241,7 @@ function mainParser(env: Env): Argv {
     .command('cancel <id>', 'cancel a task')
     .command('wait <id>', 'wait for a task to end; exit with its status')
     .command('nodes', "list the cluster's nodes")
-    .command('node', 'run a loom node (see `loom node --help`)')
+    .command('node', 'run a loom node (see `loom node --help`); `loom node drain|resume NAME`')
     .demandCommand(1, 'no command given')
     .recommendCommands()
     .strict()
@@ -319,6 +320,9 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
     if (run.output !== undefined) return { kind: 'output', text: run.output };
     return { kind: 'run', ...buildRun(run.argv, pre, env) };
   }
+  if (command === 'node' && (words[1] === 'drain' || words[1] === 'resume')) {
+    return parseDrain(argv, env);
+  }
   if (command !== undefined && !COMMANDS.has(command)) {
     throw invalid(`unknown command "${command}" (see \`loom --help\`)`);
   }
@@ -348,6 +352,31 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
     default:
       throw invalid(`unknown command "${String(p._[0])}" (see \`loom --help\`)`);
   }
+}
+
+/** `loom node drain NAME [--deadline 5m]` and `loom node resume NAME`. */
+function parseDrain(argv: string[], env: Env): Command {
+  const parsed = parseWith(
+    base()
+      .usage('$0 node drain <name> [--deadline 5m]\n$0 node resume <name>\n\nStop a node taking new work (running tasks finish, or are requeued at the deadline), or let it take work again.')
+      .option('node', { alias: 'N', type: 'string', requiresArg: true })
+      .option('json', { type: 'boolean' })
+      .option('deadline', { type: 'string', requiresArg: true, describe: 'requeue tasks still running after this long' })
+      .command('node <verb> <name>', false)
+      .strict()
+      .help()
+      .version(false),
+    argv,
+    'loom node drain',
+  );
+  if (parsed.output !== undefined) return { kind: 'output', text: parsed.output };
+  const p = parsed.argv;
+  const name = str(p.name) ?? '';
+  if (!name.trim()) throw invalid('node name is empty');
+  const drain = String(p.verb) === 'drain';
+  const deadline = str(p.deadline);
+  if (!drain && deadline !== undefined) throw invalid('--deadline goes with `loom node drain`');
+  return { kind: 'drain', name, drain, deadlineMs: deadline === undefined ? 0 : parseDurationMs(deadline), ...globals(p, env) };
 }
 
 /**

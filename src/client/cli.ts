@@ -54,6 +54,12 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return await waitCommand(cmd, api, io);
       case 'nodes':
         return await nodesCommand(cmd, api, io);
+      case 'drain': {
+        const res = await api.drain(cmd.name, cmd.drain, cmd.deadlineMs);
+        if (cmd.json) await printJson(io, res);
+        else await out(io, cmd.drain ? `node ${cmd.name} draining${cmd.deadlineMs ? `; tasks still running in ${cmd.deadlineMs} ms will be requeued` : ''}` : `node ${cmd.name} takes work again`);
+        return 0;
+      }
       default:
         throw new LoomError('INTERNAL', `unhandled command ${(cmd as { kind: string }).kind}`);
     }

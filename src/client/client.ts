@@ -11,6 +11,7 @@ import {
   LogsRequest,
   LoomClient,
   type ListResponse,
+  type DrainResponse,
   type NodeInfo,
   type Task,
   type TaskSpec,
@@ -90,6 +91,11 @@ export class LoomApi {
   async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {
     const res = await this.unary(this.client.nodes, {}, { deadline: true, signal });
     return res.nodes;
+  }
+
+  /** Drain (or resume) the node named `name`; deadlineMs 0 = let tasks finish. */
+  async drain(name: string, drain: boolean, deadlineMs = 0, signal?: AbortSignal): Promise<DrainResponse> {
+    return this.unary(this.client.drain, { name, drain, deadlineMs }, { deadline: true, signal });
   }
 
   /**

@@ -215,11 +215,36 @@ export interface NodeInfo {
   version: string;
   pid: number;
   draining: boolean;
+  /** Counters since the node started (for `loom nodes` and benchmarks). */
+  claimed: number;
+  lostClaims: number;
+  claimTxns: number;
+  /** Local time at which a drain deadline requeues what still runs (0 = none). */
+  drainDeadlineMs: number;
 }
 
 export interface NodeInfo_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** Stored at /control/<node>: operator's wishes for a node, kept across restarts. */
+export interface NodeControl {
+  drain: boolean;
+  /** Absolute time (ms) at which running tasks are requeued; 0 = let them finish. */
+  deadlineMs: number;
+}
+
+export interface DrainRequest {
+  name: string;
+  /** true = drain, false = resume. */
+  drain: boolean;
+  /** Requeue what still runs after this long (0 = let tasks finish). */
+  deadlineMs: number;
+}
+
+export interface DrainResponse {
+  control: NodeControl | undefined;
 }
 
 export interface SubmitRequest {
@@ -1245,6 +1270,10 @@ function createBaseNodeInfo(): NodeInfo {
     version: "",
     pid: 0,
     draining: false,
+    claimed: 0,
+    lostClaims: 0,
+    claimTxns: 0,
+    drainDeadlineMs: 0,
   };
 }
 
@@ -1279,6 +1308,18 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.draining !== false) {
       writer.uint32(80).bool(message.draining);
+    }
+    if (message.claimed !== 0) {
+      writer.uint32(88).uint64(message.claimed);
+    }
+    if (message.lostClaims !== 0) {
+      writer.uint32(96).uint64(message.lostClaims);
+    }
+    if (message.claimTxns !== 0) {
+      writer.uint32(104).uint64(message.claimTxns);
+    }
+    if (message.drainDeadlineMs !== 0) {
+      writer.uint32(112).int64(message.drainDeadlineMs);
     }
     return writer;
   },
@@ -1379,6 +1420,38 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.draining = reader.bool();
             continue;
           }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.claimed = longToNumber(reader.uint64());
+            continue;
+          }
+          case 12: {
+            if (tag !== 96) {
+              break;
+            }
+
+            message.lostClaims = longToNumber(reader.uint64());
+            continue;
+          }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.claimTxns = longToNumber(reader.uint64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.drainDeadlineMs = longToNumber(reader.int64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1420,6 +1493,22 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       version: isSet(object.version) ? globalThis.String(object.version) : "",
       pid: isSet(object.pid) ? globalThis.Number(object.pid) : 0,
       draining: isSet(object.draining) ? globalThis.Boolean(object.draining) : false,
+      claimed: isSet(object.claimed) ? globalThis.Number(object.claimed) : 0,
+      lostClaims: isSet(object.lostClaims)
+        ? globalThis.Number(object.lostClaims)
+        : isSet(object.lost_claims)
+        ? globalThis.Number(object.lost_claims)
+        : 0,
+      claimTxns: isSet(object.claimTxns)
+        ? globalThis.Number(object.claimTxns)
+        : isSet(object.claim_txns)
+        ? globalThis.Number(object.claim_txns)
+        : 0,
+      drainDeadlineMs: isSet(object.drainDeadlineMs)
+        ? globalThis.Number(object.drainDeadlineMs)
+        : isSet(object.drain_deadline_ms)
+        ? globalThis.Number(object.drain_deadline_ms)
+        : 0,
     };
   },
 
@@ -1461,6 +1550,18 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.draining !== false) {
       obj.draining = message.draining;
     }
+    if (message.claimed !== 0) {
+      obj.claimed = Math.round(message.claimed);
+    }
+    if (message.lostClaims !== 0) {
+      obj.lostClaims = Math.round(message.lostClaims);
+    }
+    if (message.claimTxns !== 0) {
+      obj.claimTxns = Math.round(message.claimTxns);
+    }
+    if (message.drainDeadlineMs !== 0) {
+      obj.drainDeadlineMs = Math.round(message.drainDeadlineMs);
+    }
     return obj;
   },
 
@@ -1487,6 +1588,10 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.version = object.version ?? "";
     message.pid = object.pid ?? 0;
     message.draining = object.draining ?? false;
+    message.claimed = object.claimed ?? 0;
+    message.lostClaims = object.lostClaims ?? 0;
+    message.claimTxns = object.claimTxns ?? 0;
+    message.drainDeadlineMs = object.drainDeadlineMs ?? 0;
     return message;
   },
 };
@@ -1572,6 +1677,269 @@ export const NodeInfo_LabelsEntry: MessageFns<NodeInfo_LabelsEntry> = {
     const message = createBaseNodeInfo_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeControl(): NodeControl {
+  return { drain: false, deadlineMs: 0 };
+}
+
+export const NodeControl: MessageFns<NodeControl> = {
+  encode(message: NodeControl, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.drain !== false) {
+      writer.uint32(8).bool(message.drain);
+    }
+    if (message.deadlineMs !== 0) {
+      writer.uint32(16).int64(message.deadlineMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeControl {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeControl();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.drain = reader.bool();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.deadlineMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeControl {
+    return {
+      drain: isSet(object.drain) ? globalThis.Boolean(object.drain) : false,
+      deadlineMs: isSet(object.deadlineMs)
+        ? globalThis.Number(object.deadlineMs)
+        : isSet(object.deadline_ms)
+        ? globalThis.Number(object.deadline_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: NodeControl): unknown {
+    const obj: any = {};
+    if (message.drain !== false) {
+      obj.drain = message.drain;
+    }
+    if (message.deadlineMs !== 0) {
+      obj.deadlineMs = Math.round(message.deadlineMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<NodeControl>): NodeControl {
+    return NodeControl.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NodeControl>): NodeControl {
+    const message = createBaseNodeControl();
+    message.drain = object.drain ?? false;
+    message.deadlineMs = object.deadlineMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseDrainRequest(): DrainRequest {
+  return { name: "", drain: false, deadlineMs: 0 };
+}
+
+export const DrainRequest: MessageFns<DrainRequest> = {
+  encode(message: DrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.drain !== false) {
+      writer.uint32(16).bool(message.drain);
+    }
+    if (message.deadlineMs !== 0) {
+      writer.uint32(24).int64(message.deadlineMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.drain = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.deadlineMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      drain: isSet(object.drain) ? globalThis.Boolean(object.drain) : false,
+      deadlineMs: isSet(object.deadlineMs)
+        ? globalThis.Number(object.deadlineMs)
+        : isSet(object.deadline_ms)
+        ? globalThis.Number(object.deadline_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: DrainRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.drain !== false) {
+      obj.drain = message.drain;
+    }
+    if (message.deadlineMs !== 0) {
+      obj.deadlineMs = Math.round(message.deadlineMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainRequest>): DrainRequest {
+    return DrainRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainRequest>): DrainRequest {
+    const message = createBaseDrainRequest();
+    message.name = object.name ?? "";
+    message.drain = object.drain ?? false;
+    message.deadlineMs = object.deadlineMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseDrainResponse(): DrainResponse {
+  return { control: undefined };
+}
+
+export const DrainResponse: MessageFns<DrainResponse> = {
+  encode(message: DrainResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.control !== undefined) {
+      NodeControl.encode(message.control, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDrainResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.control = NodeControl.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DrainResponse {
+    return { control: isSet(object.control) ? NodeControl.fromJSON(object.control) : undefined };
+  },
+
+  toJSON(message: DrainResponse): unknown {
+    const obj: any = {};
+    if (message.control !== undefined) {
+      obj.control = NodeControl.toJSON(message.control);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainResponse>): DrainResponse {
+    return DrainResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainResponse>): DrainResponse {
+    const message = createBaseDrainResponse();
+    message.control = (object.control !== undefined && object.control !== null)
+      ? NodeControl.fromPartial(object.control)
+      : undefined;
     return message;
   },
 };
@@ -2512,6 +2880,16 @@ export const LoomService = {
     responseSerialize: (value: NodesResponse): Buffer => Buffer.from(NodesResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): NodesResponse => NodesResponse.decode(value),
   },
+  /** Stop (or resume) a node taking new work; see NodeControl. */
+  drain: {
+    path: "/loom.v1.Loom/Drain" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: DrainRequest): Buffer => Buffer.from(DrainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainRequest => DrainRequest.decode(value),
+    responseSerialize: (value: DrainResponse): Buffer => Buffer.from(DrainResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainResponse => DrainResponse.decode(value),
+  },
 } as const;
 
 export interface LoomServer extends UntypedServiceImplementation {
@@ -2523,6 +2901,8 @@ export interface LoomServer extends UntypedServiceImplementation {
   wait: handleUnaryCall<WaitRequest, Task>;
   logs: handleServerStreamingCall<LogsRequest, LogChunk>;
   nodes: handleUnaryCall<NodesRequest, NodesResponse>;
+  /** Stop (or resume) a node taking new work; see NodeControl. */
+  drain: handleUnaryCall<DrainRequest, DrainResponse>;
 }
 
 export interface LoomClient extends Client {
@@ -2606,6 +2986,22 @@ export interface LoomClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: NodesResponse) => void,
+  ): ClientUnaryCall;
+  /** Stop (or resume) a node taking new work; see NodeControl. */
+  drain(
+    request: DrainRequest,
+    callback: (error: ServiceError | null, response: DrainResponse) => void,
+  ): ClientUnaryCall;
+  drain(
+    request: DrainRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DrainResponse) => void,
+  ): ClientUnaryCall;
+  drain(
+    request: DrainRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DrainResponse) => void,
   ): ClientUnaryCall;
 }
 

@@ -3,11 +3,14 @@ import * as grpc from '@grpc/grpc-js';
 import {
   CancelRequest, GetRequest, ListRequest, ListResponse, LoomService, LoomServer, NodesResponse,
   SubmitRequest, SubmitResponse, Task, TaskState, WaitRequest, LogsRequest, LogChunk, NodesRequest,
+  DrainRequest, DrainResponse,
 } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
 import { LIMITS, validateBatch } from '../core/spec';
 import { checkTaskId } from '../store/keys';
+import { setNodeControl } from '../store/node-control';
+import { validateNodeName } from '../core/config';
 import { nextChange } from '../store/key-watch';
 import { Kv } from '../store/etcd';
 import { decodeTask } from '../store/codec';
@@ -100,6 +103,18 @@ export class ApiServer {
         }
       }, onError),
       nodes: unary(async (_req: NodesRequest): Promise<NodesResponse> => ({ nodes: await d.queries.nodes() }), onError),
+      drain: unary(async (req: DrainRequest): Promise<DrainResponse> => {
+        validateNodeName(req.name);
+        const live = await d.queries.nodes();
+        if (!live.some((n) => n.name === req.name)) {
+          throw new LoomError('NOT_FOUND', `no live node named "${req.name}"`, req.name);
+        }
+        const deadline = Number(req.deadlineMs ?? 0);
+        if (!Number.isFinite(deadline) || deadline < 0) throw new LoomError('INVALID_ARGUMENT', 'deadline must be >= 0');
+        const control = { drain: req.drain, deadlineMs: req.drain && deadline > 0 ? Date.now() + deadline : 0 };
+        await setNodeControl(d.kv, d.queries.keys, req.name, control);
+        return { control };
+      }, onError),
     };
   }
 

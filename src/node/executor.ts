@@ -126,10 +126,11 @@ export class Executor {
   private async settle(exec: Execution, r: RunResult): Promise<void> {
     const t = exec.held.task;
     const fenced = exec.inc.signal.aborted || Date.now() >= exec.inc.fenceAtMs();
-    if (fenced || r.stoppedFor === 'fence' || r.stoppedFor === 'shutdown') {
+    if (fenced || r.stoppedFor === 'fence' || r.stoppedFor === 'shutdown' || r.stoppedFor === 'drain') {
       // No result: the attempt did not end on its own. Hand it back if we
       // still hold it; otherwise a survivor has requeued it already.
-      const why = r.stoppedFor === 'shutdown' && !fenced ? `node ${this.deps.nodeName} shut down` : `node ${this.deps.nodeName} fenced`;
+      const node = this.deps.nodeName;
+      const why = fenced || r.stoppedFor === 'fence' ? `node ${node} fenced` : r.stoppedFor === 'drain' ? `node ${node} drained` : `node ${node} shut down`;
       const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now()).catch(() => false);
       this.deps.log(`task ${t.id}: ${why}; ${ok ? 'requeued' : 'left to the survivors'}`);
       return;

@@ -5,7 +5,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 import { Etcd3 } from 'etcd3';
-import { NodeInfo, Task } from '../gen/loom';
+import { NodeControl, NodeInfo, Task } from '../gen/loom';
 import { NodeConfig } from '../core/config';
 import { LoomError } from '../core/errors';
 import { connectEtcd, Kv } from '../store/etcd';
@@ -13,6 +13,7 @@ import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
 import { Incarnation, Membership } from '../store/membership';
 import { NodeDirectory } from '../store/node-directory';
+import { watchNodeControl } from '../store/node-control';
 import { PrefixWatch } from '../store/prefix-watch';
 import { TaskQueries } from '../store/queries';
 import { QueueWindow } from '../store/queue-window';
@@ -38,7 +39,10 @@ export class LoomNode {
   private inc: Incarnation | undefined;
   private me: NodeIdentity | undefined;
   private publishTimer: NodeJS.Timeout | undefined;
-  private lastPublishedRunning = -1;
+  private lastPublished = '';
+  private control: NodeControl = { drain: false, deadlineMs: 0 };
+  private drainTimer: NodeJS.Timeout | undefined;
+  private controlWatch: PrefixWatch | undefined;
   private readonly startedAtMs = Date.now();
   port = 0;
 
@@ -144,6 +148,8 @@ export class LoomNode {
     await this.directory.start();
     await this.window.start();
     await this.cancels.start();
+    this.controlWatch = watchNodeControl(this.kv, this.keys, config.name, (c) => this.applyControl(c), opts.log);
+    await this.controlWatch.start();
     this.port = await this.api.listen(config.listen);
     await this.join();
     this.requeuer.start();
@@ -169,8 +175,33 @@ export class LoomNode {
       lease: '',
       version: VERSION,
       pid: process.pid,
-      draining: this.stopping,
+      draining: this.stopping || this.control.drain,
+      claimed: this.steal.stats.claimed,
+      lostClaims: this.steal.stats.lost,
+      claimTxns: this.steal.stats.claimTxns,
+      drainDeadlineMs: this.control.deadlineMs,
     };
+  }
+
+  /** Drain: stop claiming; at the deadline, requeue what still runs. Resume undoes it. */
+  private applyControl(c: NodeControl): void {
+    this.control = c;
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    this.drainTimer = undefined;
+    if (c.drain) {
+      this.opts.log(`draining${c.deadlineMs ? ` (deadline ${new Date(c.deadlineMs).toISOString()})` : ''}`);
+      this.steal.setPaused(true);
+      if (c.deadlineMs > 0) {
+        this.drainTimer = setTimeout(() => {
+          this.opts.log(`drain deadline: requeueing ${this.executor.count} task(s)`);
+          void this.executor.stopAll('drain', this.config.killGraceMs);
+        }, Math.max(0, c.deadlineMs - Date.now()));
+      }
+    } else if (!this.stopping) {
+      this.opts.log('resumed: taking work again');
+      this.steal.setPaused(false);
+    }
+    void this.publish(true);
   }
 
   private async join(): Promise<void> {
@@ -216,14 +247,16 @@ export class LoomNode {
   }
 
   private schedulePublish(): void {
-    if (this.executor.count === 0 && this.lastPublishedRunning !== 0) void this.publish();
+    if (this.executor.count === 0) void this.publish();
   }
 
-  private async publish(): Promise<void> {
-    const running = this.executor.count;
-    if (running === this.lastPublishedRunning && !this.stopping) return;
+  /** Rewrites /node/<name> when what it shows changed (or when forced). */
+  private async publish(force = false): Promise<void> {
+    const info = this.info();
+    const digest = JSON.stringify({ ...info, startedAtMs: 0 });
+    if (digest === this.lastPublished && !force) return;
     try {
-      if (await this.membership.publish(this.info())) this.lastPublishedRunning = running;
+      if (await this.membership.publish(info)) this.lastPublished = digest;
     } catch {
       // transient; next tick retries
     }
@@ -236,7 +269,8 @@ export class LoomNode {
     const log = this.opts.log;
     this.steal.setPaused(true);
     if (this.publishTimer) clearInterval(this.publishTimer);
-    await this.publish();
+    if (this.drainTimer) clearTimeout(this.drainTimer);
+    await this.publish(true);
     if (this.executor.count > 0) {
       log(`stopping: ${this.executor.count} task(s) running; waiting up to ${opts.graceMs} ms`);
       await this.executor.drain(opts.graceMs);
@@ -246,7 +280,9 @@ export class LoomNode {
     await this.api.close(1000);
     this.logs.close();
     await this.membership.leave('node stopped');
-    await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop()]);
+    await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
+    const st = this.steal.stats;
+    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued}`);
     this.client.close();
     await this.etcd?.stop();
     await this.reaper.close();

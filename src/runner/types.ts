@@ -19,7 +19,7 @@ export interface RunRequest {
   tailBytes: number;
 }
 
-export type StopReason = 'cancel' | 'shutdown' | 'fence';
+export type StopReason = 'cancel' | 'shutdown' | 'drain' | 'fence';
 
 export interface RunResult {
   /** Set when the process exited normally. */

@@ -103,8 +103,10 @@ export class EmbeddedEtcd {
   readonly etcdDir: string;
 
   private exitInfo: ExitInfo | undefined;
-  private readonly exited: Promise<ExitInfo>;
+  /** Public onExit listeners, called once. */
   private readonly exitListeners: EtcdExitListener[] = [];
+  /** Internal wake-ups (polls, waits) that unsubscribe when done. */
+  private readonly exitWaiters = new Set<() => void>();
   private stopping: Promise<void> | undefined;
   private membershipChecked = false;
 
@@ -118,17 +120,20 @@ export class EmbeddedEtcd {
     this.pid = child.pid as number;
     this.logPath = cfg.logPath;
     this.etcdDir = cfg.etcdDir;
-    this.exited = new Promise<ExitInfo>((resolve) => {
-      child.once('exit', (code, signal) => {
-        const info: ExitInfo = { code, signal: signal ?? null };
-        this.exitInfo = info;
-        cfg.log(
-          `etcd (pid ${this.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}`,
-        );
-        resolve(info);
-        for (const fn of this.exitListeners.splice(0)) this.callExitListener(fn, info);
-      });
+    child.once('exit', (code, signal) => {
+      const info: ExitInfo = { code, signal: signal ?? null };
+      this.exitInfo = info;
+      cfg.log(`etcd (pid ${this.pid}) exited with ${signal ? `signal ${signal}` : `code ${code}`}`);
+      for (const wake of [...this.exitWaiters]) wake();
+      this.exitWaiters.clear();
+      for (const fn of this.exitListeners.splice(0)) this.callExitListener(fn, info);
     });
+  }
+
+  /** Runs fn when etcd exits (not if it already has); returns an unsubscribe. */
+  private whenExited(fn: () => void): () => void {
+    this.exitWaiters.add(fn);
+    return () => this.exitWaiters.delete(fn);
   }
 
   /**
@@ -275,25 +280,30 @@ export class EmbeddedEtcd {
   private waitExit(ms: number): Promise<boolean> {
     if (this.exitInfo) return Promise.resolve(true);
     return new Promise<boolean>((resolve) => {
-      const timer = setTimeout(() => resolve(false), ms);
-      void this.exited.then(() => {
+      const unsubscribe = this.whenExited(() => {
         clearTimeout(timer);
         resolve(true);
       });
+      const timer = setTimeout(() => {
+        unsubscribe();
+        resolve(false);
+      }, ms);
     });
   }
 
   /** Sleeps ms, waking early when etcd exits or the signal fires. */
   private pause(ms: number, signal?: AbortSignal): Promise<void> {
     return new Promise<void>((resolve) => {
+      if (this.exitInfo || signal?.aborted) return resolve();
       const done = () => {
         clearTimeout(timer);
         signal?.removeEventListener('abort', done);
+        unsubscribe();
         resolve();
       };
       const timer = setTimeout(done, ms);
       signal?.addEventListener('abort', done, { once: true });
-      void this.exited.then(done);
+      const unsubscribe = this.whenExited(done);
     });
   }
 
@@ -310,7 +320,7 @@ export class EmbeddedEtcd {
     // Give up on the request as soon as etcd exits or the caller aborts.
     const ac = new AbortController();
     const abort = () => ac.abort();
-    void this.exited.then(abort);
+    const unsubscribe = this.whenExited(abort);
     signal?.addEventListener('abort', abort, { once: true });
     try {
       const url = `${localUrl(this.clientUrl)}/health`;
@@ -326,6 +336,7 @@ export class EmbeddedEtcd {
     } catch (err) {
       return `health check failed: ${err instanceof Error ? err.message : String(err)}`;
     } finally {
+      unsubscribe();
       signal?.removeEventListener('abort', abort);
     }
   }
@@ -514,7 +525,7 @@ export async function resolveEtcdBinary(bin: string): Promise<string> {
   }
   for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
     if (!dir) continue;
-    const candidate = path.join(dir, wanted);
+    const candidate = path.resolve(dir, wanted);
     if (isExecutableFile(candidate)) return candidate;
   }
   throw new LoomError(

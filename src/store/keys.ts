@@ -8,6 +8,7 @@
  *   /node/<name>                             NodeInfo, under the node's lease
  *   /cancel/<node>/<id>                      cancel request for a running task
  *   /tail/<id>                               LogTail: retained output tail
+ *   /control/<node>                          NodeControl: drain wishes, kept across restarts
  *
  * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
  * priority first. Task ids are UUIDv7, whose text sorts by creation time, so
@@ -115,6 +116,10 @@ export class Keys {
 
   cancel(node: string, id: string): string {
     return `${this.cancelPrefix}${node}/${id}`;
+  }
+
+  control(node: string): string {
+    return `${this.root}/control/${node}`;
   }
 
   cancelOf(node: string): string {

@@ -110,3 +110,32 @@ describe('two nodes sharing a queue', () => {
     }
   });
 });
+
+describe('drain', () => {
+  it('moves no new work to a drained node and requeues its tasks at the deadline', async () => {
+    const root = uniqueRoot();
+    const a = await startNode(root, 'da', { slots: 2 });
+    let b: TestNode | undefined;
+    try {
+      const [long] = await a.api.submit([spec(['sleep', '30'])]);
+      await waitFor(async () => (await a.api.get(long)).state === TaskState.RUNNING, { what: 'running on da' });
+      b = await startNode(root, 'db', { slots: 2 });
+      await a.api.drain('da', true, 300);
+      await waitFor(async () => (await b!.api.nodes()).find((n) => n.name === 'da')?.draining === true, { what: 'da shows draining' });
+      const ids = await b.api.submit(Array.from({ length: 6 }, () => spec(['true'])));
+      for (const id of ids) expect((await b.api.wait(id)).node).toBe('db');
+      await waitFor(async () => {
+        const t = await b!.api.get(long);
+        return t.state === TaskState.RUNNING && t.node === 'db';
+      }, { what: 'the long task requeued at the deadline and running on db' });
+      expect((await b.api.get(long)).history[0]).toMatchObject({ node: 'da', outcome: 'node da drained' });
+      await a.api.drain('da', false);
+      await waitFor(async () => (await b!.api.nodes()).find((n) => n.name === 'da')?.draining === false, { what: 'da resumed' });
+      await expect(a.api.drain('nope', true)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+      await b.api.cancel(long);
+    } finally {
+      if (b) await stopNode(b);
+      await stopNode(a);
+    }
+  });
+});

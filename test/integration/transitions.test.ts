@@ -1,6 +1,6 @@
 /** The store's transactions against a real etcd, each test under its own key root. */
 import { Etcd3 } from 'etcd3';
-import { TaskState } from '../../src/gen/loom';
+import { NodeInfo, TaskState } from '../../src/gen/loom';
 import { connectEtcd, Kv } from '../../src/store/etcd';
 import { Keys } from '../../src/store/keys';
 import { TaskQueries } from '../../src/store/queries';
@@ -28,7 +28,7 @@ function setup() {
 async function register(keys: Keys, name: string): Promise<string> {
   const lease = client.lease(30, { autoKeepAlive: true });
   const id = await lease.grant();
-  await lease.put(keys.node(name)).value(encodeNode({ name, address: '', slots: 1, running: 0, labels: {}, startedAtMs: 0, lease: id, version: '', pid: 0, draining: false }));
+  await lease.put(keys.node(name)).value(encodeNode(NodeInfo.fromPartial({ name, slots: 1, lease: id })));
   return id;
 }
 

@@ -1,5 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
-import { Task, TaskState } from '../../src/gen/loom';
+import { NodeInfo, Task, TaskState } from '../../src/gen/loom';
 import { decodeTask, encodeTask, decodeNode, encodeNode } from '../../src/store/codec';
 import { LoomError } from '../../src/core/errors';
 
@@ -29,7 +29,7 @@ describe('codec', () => {
   });
 
   it('round-trips node info and checks its name', () => {
-    const n = { name: 'n1', address: '127.0.0.1:8080', slots: 2, running: 0, labels: {}, startedAtMs: 5, lease: '', version: 'x', pid: 1, draining: false };
+    const n = NodeInfo.fromPartial({ name: 'n1', address: '127.0.0.1:8080', slots: 2, startedAtMs: 5, version: 'x', pid: 1 });
     expect(decodeNode(encodeNode(n), 'n1')).toEqual(n);
     expect(() => decodeNode(encodeNode(n), 'n2')).toThrow(LoomError);
   });

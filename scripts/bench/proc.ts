@@ -1,0 +1,118 @@
+/** Process helpers: /proc reads, descendants, stopping by PID, free ports. */
+import { ChildProcess } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+
+export function alive(proc: ChildProcess): boolean {
+  return proc.exitCode === null && proc.signalCode === null;
+}
+
+/** Resident set size of a process in KiB (VmRSS), or undefined if it is gone. */
+export function rssKb(pid: number): number | undefined {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function cmdline(pid: number): string | undefined {
+  try {
+    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every live descendant of pid (children, grandchildren, ...). */
+export function descendants(pid: number): number[] {
+  const children = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      const list = children.get(ppid) ?? [];
+      list.push(Number(entry));
+      children.set(ppid, list);
+    } catch {
+      // exited while we looked
+    }
+  }
+  const out: number[] = [];
+  const todo = [...(children.get(pid) ?? [])];
+  while (todo.length > 0) {
+    const p = todo.pop()!;
+    out.push(p);
+    todo.push(...(children.get(p) ?? []));
+  }
+  return out;
+}
+
+/** A process we started (directly or through a node), remembered with its command line. */
+export interface ProcRef {
+  pid: number;
+  cmdline: string;
+}
+
+export function procRef(pid: number): ProcRef | undefined {
+  const c = cmdline(pid);
+  return c ? { pid, cmdline: c } : undefined;
+}
+
+/** SIGKILLs a remembered process if that PID still runs the same command line. */
+export function killIfSame(ref: ProcRef): boolean {
+  if (cmdline(ref.pid) !== ref.cmdline) return false;
+  try {
+    process.kill(ref.pid, 'SIGKILL');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function exited(proc: ChildProcess, ms: number): Promise<boolean> {
+  if (!alive(proc)) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      proc.off('exit', onExit);
+      resolve(false);
+    }, ms);
+    const onExit = () => {
+      clearTimeout(t);
+      resolve(true);
+    };
+    proc.once('exit', onExit);
+  });
+}
+
+/** SIGTERM, then SIGKILL after graceMs. Resolves true if the process stopped by itself. */
+export async function stopProcess(proc: ChildProcess, graceMs: number): Promise<boolean> {
+  if (!alive(proc)) return true;
+  proc.kill('SIGTERM');
+  if (await exited(proc, graceMs)) return true;
+  proc.kill('SIGKILL');
+  await exited(proc, 5000);
+  return false;
+}
+
+/** n distinct free TCP ports on 127.0.0.1 (all held open until every one is chosen). */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers: net.Server[] = [];
+  try {
+    for (let i = 0; i < n; i++) {
+      const srv = net.createServer();
+      await new Promise<void>((resolve, reject) => {
+        srv.once('error', reject);
+        srv.listen(0, '127.0.0.1', () => resolve());
+      });
+      servers.push(srv);
+    }
+    return servers.map((s) => (s.address() as net.AddressInfo).port);
+  } finally {
+    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+  }
+}
+
+export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

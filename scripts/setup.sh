@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Installs what loom needs on a fresh Debian machine, then builds it.
+# Idempotent: steps already done are skipped. Safe with CI=true and no stdin.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf 'setup: %s\n' "$*"; }
+die() {
+  printf 'setup: ERROR: %s\n' "$*" >&2
+  exit 1
+}
+trap 'die "command failed (exit $?) at scripts/setup.sh line $LINENO: $BASH_COMMAND"' ERR
+
+# --- Node.js ----------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "Node.js 20 or newer is required (node not found on PATH)"
+command -v npm >/dev/null 2>&1 || die "npm is required (not found on PATH)"
+node_major=$(node -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node.js 20 or newer is required (found $(node --version))"
+step "node $(node --version), npm $(npm --version 2>/dev/null)"
+
+# --- etcd -------------------------------------------------------------------
+if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then
+  step "etcd: $(command -v etcd) ($(etcd --version 2>/dev/null | head -n 1))"
+else
+  command -v apt-get >/dev/null 2>&1 ||
+    die "etcd is not installed and apt-get is not available: install etcd (server and etcdctl) yourself, or pass --etcd-bin / LOOM_ETCD_BIN"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "etcd is not installed; run as root or install sudo (apt-get install -y etcd-server etcd-client)"
+    sudo=(sudo -n)
+  fi
+  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
+  step "etcd: not found; installing etcd-server and etcd-client with apt-get (output: $apt_log)"
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
+    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      etcd-server etcd-client </dev/null >>"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2 || true
+    die "installing etcd with apt-get failed (full output in $apt_log)"
+  fi
+  command -v etcd >/dev/null 2>&1 || die "apt-get installed etcd-server but etcd is still not on PATH"
+  rm -f "$apt_log"
+  step "etcd: installed $(command -v etcd) ($(etcd --version 2>/dev/null | head -n 1))"
+  # Where systemd runs, the package starts a system etcd on 127.0.0.1:2379/2380,
+  # which would take the ports of a local loom node: loom runs its own members.
+  if [ -d /run/systemd/system ] && systemctl is-active --quiet etcd 2>/dev/null; then
+    step "etcd: stopping and disabling the etcd system service the package started"
+    "${sudo[@]}" systemctl disable --now etcd >/dev/null 2>&1 ||
+      printf 'setup: warning: could not stop the etcd system service; it may hold ports 2379/2380\n' >&2
+  fi
+fi
+
+# --- npm dependencies ---------------------------------------------------------
+# npm ci writes node_modules/.package-lock.json; a newer package-lock.json
+# means the dependencies changed since.
+if [ ! -d node_modules ] || [ ! -f node_modules/.package-lock.json ] ||
+  [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  step "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error </dev/null ||
+    die "npm ci failed (see the npm output above)"
+else
+  step "npm dependencies: up to date"
+fi
+
+# --- build --------------------------------------------------------------------
+# src/gen is committed: the build is tsc only (no buf generate).
+step "build (tsc -p tsconfig.json -> dist/)"
+npm run --silent build </dev/null || die "the TypeScript build failed (see the errors above)"
+step "done"
