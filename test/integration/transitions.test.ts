@@ -13,12 +13,16 @@ import { TcpProxy } from '../support/tcp-proxy';
 
 let client: Etcd3;
 let kv: Kv;
+const leases: { revoke(): Promise<void> }[] = [];
 
 beforeAll(() => {
   client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
   kv = new Kv(client);
 });
-afterAll(() => client.close());
+afterAll(async () => {
+  await Promise.all(leases.map((l) => l.revoke().catch(() => undefined)));
+  client.close();
+});
 
 function setup() {
   const keys = new Keys(uniqueRoot());
@@ -27,6 +31,7 @@ function setup() {
 
 async function register(keys: Keys, name: string): Promise<string> {
   const lease = client.lease(30, { autoKeepAlive: true });
+  leases.push(lease);
   const id = await lease.grant();
   await lease.put(keys.node(name)).value(encodeNode(NodeInfo.fromPartial({ name, slots: 1, lease: id })));
   return id;
