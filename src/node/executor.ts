@@ -56,7 +56,10 @@ function describe(r: RunResult, timeoutMs: number): string {
 }
 
 export class Executor {
+  /** Claimed tasks until their result is written (or handed back). */
   private readonly running = new Map<string, Execution>();
+  /** Tasks whose process is still alive: what occupies a slot. */
+  private live = 0;
   private readonly results: ResultWriter;
   private slotListeners: (() => void)[] = [];
   private resultListeners: ((id: string) => void)[] = [];
@@ -65,7 +68,13 @@ export class Executor {
     this.results = new ResultWriter(deps.transitions);
   }
 
+  /** Slots in use: live processes. A finished task's result write does not hold a slot. */
   get count(): number {
+    return this.live;
+  }
+
+  /** Claimed tasks not yet settled (live, or exited with the result pending). */
+  get held(): number {
     return this.running.size;
   }
 
@@ -93,13 +102,17 @@ export class Executor {
     });
     const exec: Execution = { held, me, inc, handle, finished: Promise.resolve() };
     this.running.set(t.id, exec);
+    this.live++;
     exec.finished = handle.done
-      .then((result) => this.settle(exec, result))
-      .catch((err) => this.deps.log(`task ${t.id}: result not recorded: ${(err as Error).message}`))
-      .finally(() => {
-        this.running.delete(t.id);
+      .then((result) => {
+        // The slot frees as soon as the process is gone; the result write
+        // overlaps with the next claim.
+        this.live--;
         for (const fn of this.slotListeners) fn();
-      });
+        return this.settle(exec, result);
+      })
+      .catch((err) => this.deps.log(`task ${t.id}: result not recorded: ${(err as Error).message}`))
+      .finally(() => this.running.delete(t.id));
   }
 
   /** A cancel request for a task of ours arrived (its revision = the record's). */

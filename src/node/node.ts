@@ -271,7 +271,7 @@ export class LoomNode {
     if (this.publishTimer) clearInterval(this.publishTimer);
     if (this.drainTimer) clearTimeout(this.drainTimer);
     await this.publish(true);
-    if (this.executor.count > 0) {
+    if (this.executor.held > 0) {
       log(`stopping: ${this.executor.count} task(s) running; waiting up to ${opts.graceMs} ms`);
       await this.executor.drain(opts.graceMs);
       await this.executor.stopAll('shutdown', this.config.killGraceMs);

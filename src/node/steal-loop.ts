@@ -95,6 +95,49 @@ export class StealLoop {
     return preferred;
   }
 
+  /**
+   * Picks what to claim, band by band (a band = one priority, in FIFO order):
+   * first the band's tasks this node is preferred for, from the front; then,
+   * if slots remain, tasks of other nodes whose steal delay has passed, from
+   * the BACK of the band (the preferred nodes work from the front, so a
+   * thief rarely races them). A lower band is only looked at once nothing in
+   * the higher bands is waiting, so priority holds across the cluster.
+   */
+  private choose(entries: readonly WindowEntry[], free: number, running: number, slots: number, now: number): { chosen: WindowEntry[]; nextAt: number } {
+    const me = this.me!;
+    const nodes = this.deps.liveNodes();
+    const version = this.deps.nodesVersion();
+    const chosen: WindowEntry[] = [];
+    let nextAt = Infinity;
+    let i = 0;
+    while (i < entries.length && chosen.length < free) {
+      const priority = entries[i].priority;
+      const stealable: WindowEntry[] = [];
+      let waiting = false;
+      for (; i < entries.length && entries[i].priority === priority; i++) {
+        const entry = entries[i];
+        if (entry.snapshot.notBeforeMs > now) {
+          nextAt = Math.min(nextAt, entry.snapshot.notBeforeMs);
+          continue;
+        }
+        if (nodes.length <= 1 || this.isPreferred(entry, nodes, version)) {
+          if (chosen.length < free) chosen.push(entry);
+          continue;
+        }
+        const jitter = () => fnv1a(`${me.node}/${entry.id}`) / 0x1_0000_0000;
+        const at = entry.seenAtMs + claimDelayMs({ preferred: false, running, slots }, this.deps.policy, jitter);
+        if (at <= now) stealable.push(entry);
+        else {
+          waiting = true;
+          nextAt = Math.min(nextAt, at);
+        }
+      }
+      for (let k = stealable.length - 1; k >= 0 && chosen.length < free; k--) chosen.push(stealable[k]);
+      if (waiting) break;
+    }
+    return { chosen, nextAt };
+  }
+
   private async pass(): Promise<void> {
     const inc = this.inc;
     const me = this.me;
@@ -112,23 +155,7 @@ export class StealLoop {
       return;
     }
     const now = Date.now();
-    const nodes = this.deps.liveNodes();
-    const version = this.deps.nodesVersion();
-    const chosen: WindowEntry[] = [];
-    let nextAt = Infinity;
-    for (const entry of w.view()) {
-      if (chosen.length >= free) break;
-      if (entry.snapshot.notBeforeMs > now) {
-        nextAt = Math.min(nextAt, entry.snapshot.notBeforeMs);
-        continue;
-      }
-      const preferred = nodes.length <= 1 || this.isPreferred(entry, nodes, version);
-      const jitter = () => fnv1a(`${me.node}/${entry.id}`) / 0x1_0000_0000;
-      const delay = claimDelayMs({ preferred, running: running + chosen.length, slots }, this.deps.policy, jitter);
-      const at = entry.seenAtMs + delay;
-      if (at <= now) chosen.push(entry);
-      else nextAt = Math.min(nextAt, at);
-    }
+    const { chosen, nextAt } = this.choose(w.view(), free, running, slots, now);
     if (chosen.length === 0) {
       if (nextAt < Infinity) this.schedule(nextAt);
       return;
