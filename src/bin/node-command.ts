@@ -7,11 +7,18 @@ import yargs from 'yargs';
 import { defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, validateNodeConfig } from '../core/config';
 import { LoomError, toLoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
+import { parseBytes } from '../core/fit';
 import { LoomNode } from '../node/node';
 
 function list(value: unknown): string[] {
   if (value === undefined) return [];
   return (Array.isArray(value) ? value : [value]).map(String);
+}
+
+function bytesFlag(text: string, flag: string): number {
+  const n = parseBytes(text);
+  if (n === undefined) throw new LoomError('INVALID_ARGUMENT', `invalid ${flag} "${text}" (examples: 512M, 8G)`);
+  return n;
 }
 
 export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
@@ -30,7 +37,11 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
     .option('slots', { type: 'number', default: d.slots, describe: 'tasks run at once (default: CPU count)' })
     .option('lease-ttl', { type: 'number', default: d.leaseTtlSeconds, describe: 'membership lease TTL in seconds' })
-    .option('label', { type: 'string', array: true, describe: 'k=v label (repeatable)' })
+    .option('label', { type: 'string', array: true, describe: 'k=v label (repeatable; arch, os, hostname and node are automatic)' })
+    .option('cpu', { type: 'number', describe: 'CPU cores offered to tasks (default: detected, cgroup limits included)' })
+    .option('memory', { type: 'string', describe: 'memory offered to tasks, e.g. 8G (default: detected)' })
+    .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
+    .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
     .option('kill-grace', { type: 'string', default: '3s', describe: 'SIGTERM -> SIGKILL wait when a task is stopped' })
     .strict()
@@ -59,7 +70,14 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     labels: Object.fromEntries(list(args.label).map(parseLabel)),
     shutdownGraceMs: parseDurationMs(args['shutdown-grace']),
     killGraceMs: parseDurationMs(args['kill-grace']),
+    capacity: {
+      cpu: args.cpu ?? 0,
+      memoryBytes: args.memory ? bytesFlag(args.memory, '--memory') : 0,
+      diskBytes: args.disk ? bytesFlag(args.disk, '--disk') : 0,
+    },
+    starveAfterMs: parseDurationMs(args['starve-after']),
   };
+  if (!Number.isFinite(config.capacity.cpu) || config.capacity.cpu < 0) throw new LoomError('INVALID_ARGUMENT', '--cpu must be a positive number of cores');
   return validateNodeConfig(config);
 }
 

@@ -15,6 +15,7 @@ import type { Argv } from 'yargs';
 import { invalid, LoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
 import { parseHostPort } from '../core/config';
+import { parseBytes } from '../core/fit';
 import { parseStateName, TaskState } from '../core/lifecycle';
 import { LIMITS, PRIORITY_MAX, PRIORITY_MIN, validateSpec } from '../core/spec';
 import type { TaskSpec } from '../gen/loom';
@@ -154,7 +155,16 @@ function runOptions(y: Argv): Argv {
       default: true,
       describe: 'requeue if its node dies (--no-restart: mark it lost)',
     })
-    .option('detach', { alias: 'd', type: 'boolean', nargs: 0, default: false, describe: 'print the task id and exit' });
+    .option('detach', { alias: 'd', type: 'boolean', nargs: 0, default: false, describe: 'print the task id and exit' })
+    .option('cpu', { type: 'string', requiresArg: true, describe: 'CPU cores the task needs free (fractional)' })
+    .option('memory', { type: 'string', requiresArg: true, describe: 'memory the task needs, e.g. 256M (also its limit)' })
+    .option('disk', { type: 'string', requiresArg: true, describe: 'disk the task needs, e.g. 1G' })
+    .option('constraint', { type: 'string', requiresArg: true, describe: 'node label k=v or k!=v (repeatable)' })
+    .option('on', { type: 'string', requiresArg: true, describe: 'run only on this node' })
+    .option('image', { type: 'string', requiresArg: true, describe: 'run in a Docker container of this image' })
+    .option('pull', { type: 'string', requiresArg: true, describe: 'image pull policy: never|missing|always (default missing)' })
+    .option('mount', { type: 'string', requiresArg: true, describe: 'host:container[:ro] bind mount (repeatable; --image only)' })
+    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none)' });
 }
 
 const RUN_USAGE =
@@ -197,9 +207,47 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
     retries: intArg(str(opts.retries), '--retries', 0, LIMITS.maxRetries) ?? 0,
     priority: intArg(str(opts.priority), '--priority', PRIORITY_MIN, PRIORITY_MAX),
     restartOnNodeFailure: Boolean(last(opts.restart)),
+    resources: {
+      cpu: numberArg(str(opts.cpu), '--cpu'),
+      memoryBytes: bytesArg(str(opts.memory), '--memory'),
+      diskBytes: bytesArg(str(opts.disk), '--disk'),
+    },
+    constraints: list(opts.constraint).map(parseConstraint),
+    pinNode: str(opts.on) ?? '',
+    container: str(opts.image) !== undefined || opts.mount !== undefined || opts.network !== undefined || opts.pull !== undefined
+      ? { image: str(opts.image) ?? '', pull: str(opts.pull) ?? '', mounts: list(opts.mount).map(parseMount), network: str(opts.network) ?? '' }
+      : undefined,
   });
   const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json']) } as Parsed, env);
   return { ...g, spec, detach: Boolean(last(opts.detach)) };
+}
+
+function numberArg(text: string | undefined, flag: string): number {
+  if (text === undefined) return 0;
+  const n = Number(text);
+  if (!Number.isFinite(n) || n < 0) throw invalid(`invalid ${flag} "${text}": expected a number >= 0`);
+  return n;
+}
+
+function bytesArg(text: string | undefined, flag: string): number {
+  if (text === undefined) return 0;
+  const n = parseBytes(text);
+  if (n === undefined) throw invalid(`invalid ${flag} "${text}" (examples: 256M, 1.5G)`);
+  return n;
+}
+
+export function parseConstraint(text: string): { key: string; op: string; value: string } {
+  const m = /^([^=!]+)(!=|=)(.*)$/.exec(text);
+  if (!m) throw invalid(`invalid --constraint "${text}": expected k=v or k!=v`);
+  return { key: m[1], op: m[2], value: m[3] };
+}
+
+export function parseMount(text: string): { host: string; container: string; readOnly: boolean } {
+  const parts = text.split(':');
+  if (parts.length < 2 || parts.length > 3 || (parts[2] !== undefined && parts[2] !== 'ro' && parts[2] !== 'rw')) {
+    throw invalid(`invalid --mount "${text}": expected /host/path:/container/path[:ro]`);
+  }
+  return { host: parts[0], container: parts[1], readOnly: parts[2] === 'ro' };
 }
 
 function definedOnly(obj: Parsed, keys: string[]): Record<string, unknown> {

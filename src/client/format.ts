@@ -1,4 +1,5 @@
 /** Human output of the CLI: tables, task summaries, durations. Pure. */
+import { formatBytes } from '../core/fit';
 import { formatDurationMs } from '../core/duration';
 import { isTerminal, stateName } from '../core/lifecycle';
 import type { NodeInfo, Task } from '../gen/loom';
@@ -149,16 +150,21 @@ export function formatLabels(labels: Record<string, string>): string {
 
 export function formatNodesTable(nodes: NodeInfo[], now: number): string {
   const sorted = [...nodes].sort((a, b) => a.name.localeCompare(b.name));
+  const userLabels = (l: Record<string, string>) =>
+    Object.fromEntries(Object.entries(l).filter(([k]) => !['arch', 'os', 'hostname', 'node'].includes(k)));
   return table(
-    ['NAME', 'ADDRESS', 'SLOTS', 'RUNNING', 'LABELS', 'UPTIME', 'DRAINING'],
+    ['NAME', 'ADDRESS', 'RUNNING', 'CPU%', 'LOAD', 'MEM AVAIL', 'FREE CPU/MEM', 'LABELS', 'UPTIME', 'STATE'],
     sorted.map((n) => [
       n.name,
       n.address || '-',
-      String(n.slots),
-      String(n.running),
-      truncate(formatLabels(n.labels), 40),
+      `${n.running}/${n.slots}`,
+      n.metrics ? `${Math.round(n.metrics.cpuUtilization * 100)}%` : '-',
+      n.metrics ? n.metrics.load1.toFixed(2) : '-',
+      n.metrics ? `${formatBytes(n.metrics.memoryAvailableBytes)}/${formatBytes(n.metrics.memoryTotalBytes)}` : '-',
+      n.free ? `${Math.round(n.free.cpu * 100) / 100}/${formatBytes(n.free.memoryBytes)}` : '-',
+      truncate(formatLabels(userLabels(n.labels)), 30),
       n.startedAtMs ? formatDurationMs(Math.max(0, now - n.startedAtMs)) : '-',
-      n.draining ? 'yes' : 'no',
+      n.draining ? (n.drainDeadlineMs ? `draining (deadline ${new Date(n.drainDeadlineMs).toISOString().slice(11, 19)}Z)` : 'draining') : 'ready',
     ]),
   );
 }

@@ -29,6 +29,10 @@ export interface NodeConfig {
   /** SIGTERM -> SIGKILL wait when a task is stopped. */
   killGraceMs: number;
   steal: StealPolicy;
+  /** Capacity overrides (--cpu, --memory, --disk); 0 = detect. */
+  capacity: { cpu: number; memoryBytes: number; diskBytes: number };
+  /** Waiting this long, a task that fits a node's capacity makes that node stop taking smaller work until it fits. */
+  starveAfterMs: number;
 }
 
 export function defaultNodeConfig(cpuCount: number): NodeConfig {
@@ -48,6 +52,8 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     shutdownGraceMs: 10_000,
     killGraceMs: 3_000,
     steal: DEFAULT_STEAL_POLICY,
+    capacity: { cpu: 0, memoryBytes: 0, diskBytes: 0 },
+    starveAfterMs: 30_000,
   };
 }
 

@@ -2,7 +2,7 @@
  * Validation and normalisation of what users submit. Every limit is named
  * here, documented in the README, and reported with its value.
  */
-import { TaskSpec } from '../gen/loom';
+import { ContainerSpec, Resources, TaskSpec, Constraint } from '../gen/loom';
 import { invalid, LoomError } from './errors';
 
 export const LIMITS = {
@@ -31,8 +31,56 @@ function bytes(s: string): number {
   return Buffer.byteLength(s, 'utf8');
 }
 
+/** What a caller may give: any subset of a TaskSpec. */
+export type SpecInput = Partial<TaskSpec>;
+
+const LABEL_KEY = /^[A-Za-z0-9_.\/-]{1,63}$/;
+const PULL = new Set(['never', 'missing', 'always']);
+
+function validateResources(r: Resources | undefined): Resources {
+  const cpu = Number(r?.cpu ?? 0);
+  const memoryBytes = Number(r?.memoryBytes ?? 0);
+  const diskBytes = Number(r?.diskBytes ?? 0);
+  if (!Number.isFinite(cpu) || cpu < 0 || cpu > 4096) throw invalid(`cpu must be from 0 to 4096 cores (got ${r?.cpu})`);
+  for (const [name, v] of [['memory', memoryBytes], ['disk', diskBytes]] as const) {
+    if (!Number.isSafeInteger(v) || v < 0) throw invalid(`${name} must be a non-negative number of bytes`);
+  }
+  return { cpu, memoryBytes, diskBytes };
+}
+
+function validateConstraints(list: Constraint[] | undefined): Constraint[] {
+  const out = (list ?? []).map((c) => {
+    if (!LABEL_KEY.test(c.key ?? '')) throw invalid(`invalid constraint key "${String(c.key).slice(0, 64)}"`);
+    if (c.op !== '=' && c.op !== '!=') throw invalid(`invalid constraint operator "${c.op}" (use = or !=)`);
+    if (typeof c.value !== 'string' || c.value.length > 256) throw invalid(`invalid constraint value for ${c.key}`);
+    return { key: c.key, op: c.op, value: c.value };
+  });
+  if (out.length > 64) throw invalid(`too many constraints: ${out.length} > limit 64`);
+  return out;
+}
+
+function validateContainer(c: ContainerSpec | undefined): ContainerSpec | undefined {
+  if (!c || !c.image) {
+    if (c && (c.mounts?.length || c.network || c.pull)) throw invalid('container options need --image');
+    return undefined;
+  }
+  if (c.image.length > 512 || /\s/.test(c.image)) throw invalid(`invalid image "${c.image.slice(0, 80)}"`);
+  const pull = c.pull || 'missing';
+  if (!PULL.has(pull)) throw invalid(`invalid pull policy "${pull}" (never, missing or always)`);
+  const mounts = (c.mounts ?? []).map((m) => {
+    if (!m.host?.startsWith('/') || !m.container?.startsWith('/')) {
+      throw invalid(`invalid mount "${m.host}:${m.container}": both paths must be absolute`);
+    }
+    return { host: m.host, container: m.container, readOnly: Boolean(m.readOnly) };
+  });
+  if (mounts.length > 64) throw invalid('too many mounts (limit 64)');
+  const network = c.network ?? '';
+  if (network.length > 128 || /\s/.test(network)) throw invalid(`invalid network "${network.slice(0, 80)}"`);
+  return { image: c.image, pull, mounts, network };
+}
+
 /** Returns a normalised copy of `spec` or throws INVALID_ARGUMENT. */
-export function validateSpec(spec: TaskSpec | undefined): TaskSpec {
+export function validateSpec(spec: SpecInput | undefined): TaskSpec {
   if (!spec) throw invalid('task spec is missing');
   const command = spec.command ?? [];
   if (command.length === 0 || command[0] === '') {
@@ -96,10 +144,19 @@ export function validateSpec(spec: TaskSpec | undefined): TaskSpec {
     retries,
     priority,
     restartOnNodeFailure: spec.restartOnNodeFailure ?? true,
+    resources: validateResources(spec.resources),
+    constraints: validateConstraints(spec.constraints),
+    pinNode: validatePin(spec.pinNode ?? ''),
+    container: validateContainer(spec.container),
   };
 }
 
-export function validateBatch(specs: TaskSpec[] | undefined): TaskSpec[] {
+function validatePin(node: string): string {
+  if (node !== '' && !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(node)) throw invalid(`invalid node name "${node.slice(0, 64)}" for --on`);
+  return node;
+}
+
+export function validateBatch(specs: SpecInput[] | undefined): TaskSpec[] {
   if (!specs || specs.length === 0) throw invalid('no tasks given');
   if (specs.length > LIMITS.tasksPerSubmit) {
     throw new LoomError(

@@ -151,12 +151,53 @@ export interface TaskSpec {
     | number
     | undefined;
   /** Requeue when the running node is lost (default true). false -> LOST. */
-  restartOnNodeFailure?: boolean | undefined;
+  restartOnNodeFailure?:
+    | boolean
+    | undefined;
+  /** What the task needs free on a node (0 = not requested). */
+  resources:
+    | Resources
+    | undefined;
+  /** Node labels the task requires (k=v) or refuses (k!=v). */
+  constraints: Constraint[];
+  /** Run only on this node (`--on NODE`). */
+  pinNode: string;
+  /** Run in a container instead of as a process. */
+  container: ContainerSpec | undefined;
 }
 
 export interface TaskSpec_EnvEntry {
   key: string;
   value: string;
+}
+
+export interface Resources {
+  /** CPU cores (fractional). */
+  cpu: number;
+  memoryBytes: number;
+  diskBytes: number;
+}
+
+export interface Constraint {
+  key: string;
+  /** "=" or "!=" */
+  op: string;
+  value: string;
+}
+
+export interface Mount {
+  host: string;
+  container: string;
+  readOnly: boolean;
+}
+
+export interface ContainerSpec {
+  image: string;
+  /** "never" | "missing" (default) | "always" */
+  pull: string;
+  mounts: Mount[];
+  /** Docker network mode; "" = none. */
+  network: string;
 }
 
 /** One execution of a task, kept in the record's history. */
@@ -192,6 +233,8 @@ export interface Task {
   history: Attempt[];
   /** Earliest time a retry may start (backoff); 0 = now. */
   notBeforeMs: number;
+  /** The attempt's process was killed for exceeding its memory limit. */
+  oomKilled: boolean;
 }
 
 /** Stored at /task/tail/<id> once the task has finished an attempt. */
@@ -221,11 +264,27 @@ export interface NodeInfo {
   claimTxns: number;
   /** Local time at which a drain deadline requeues what still runs (0 = none). */
   drainDeadlineMs: number;
+  capacity: Resources | undefined;
+  free: Resources | undefined;
+  metrics:
+    | NodeMetrics
+    | undefined;
+  /** Whether this node can run container tasks (its Docker daemon answers). */
+  docker: boolean;
 }
 
 export interface NodeInfo_LabelsEntry {
   key: string;
   value: string;
+}
+
+export interface NodeMetrics {
+  /** Busy fraction of all CPUs over the last interval, from /proc/stat (0..1). */
+  cpuUtilization: number;
+  memoryTotalBytes: number;
+  memoryAvailableBytes: number;
+  load1: number;
+  sampledAtMs: number;
 }
 
 /** Stored at /control/<node>: operator's wishes for a node, kept across restarts. */
@@ -315,6 +374,10 @@ function createBaseTaskSpec(): TaskSpec {
     retries: 0,
     priority: undefined,
     restartOnNodeFailure: undefined,
+    resources: undefined,
+    constraints: [],
+    pinNode: "",
+    container: undefined,
   };
 }
 
@@ -343,6 +406,18 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.restartOnNodeFailure !== undefined) {
       writer.uint32(64).bool(message.restartOnNodeFailure);
+    }
+    if (message.resources !== undefined) {
+      Resources.encode(message.resources, writer.uint32(74).fork()).join();
+    }
+    for (const v of message.constraints) {
+      Constraint.encode(v!, writer.uint32(82).fork()).join();
+    }
+    if (message.pinNode !== "") {
+      writer.uint32(90).string(message.pinNode);
+    }
+    if (message.container !== undefined) {
+      ContainerSpec.encode(message.container, writer.uint32(98).fork()).join();
     }
     return writer;
   },
@@ -427,6 +502,38 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.restartOnNodeFailure = reader.bool();
             continue;
           }
+          case 9: {
+            if (tag !== 74) {
+              break;
+            }
+
+            message.resources = Resources.decode(reader, reader.uint32());
+            continue;
+          }
+          case 10: {
+            if (tag !== 82) {
+              break;
+            }
+
+            message.constraints.push(Constraint.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 11: {
+            if (tag !== 90) {
+              break;
+            }
+
+            message.pinNode = reader.string();
+            continue;
+          }
+          case 12: {
+            if (tag !== 98) {
+              break;
+            }
+
+            message.container = ContainerSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -470,6 +577,16 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : isSet(object.restart_on_node_failure)
         ? globalThis.Boolean(object.restart_on_node_failure)
         : undefined,
+      resources: isSet(object.resources) ? Resources.fromJSON(object.resources) : undefined,
+      constraints: globalThis.Array.isArray(object?.constraints)
+        ? object.constraints.map((e: any) => Constraint.fromJSON(e))
+        : [],
+      pinNode: isSet(object.pinNode)
+        ? globalThis.String(object.pinNode)
+        : isSet(object.pin_node)
+        ? globalThis.String(object.pin_node)
+        : "",
+      container: isSet(object.container) ? ContainerSpec.fromJSON(object.container) : undefined,
     };
   },
 
@@ -505,6 +622,18 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.restartOnNodeFailure !== undefined) {
       obj.restartOnNodeFailure = message.restartOnNodeFailure;
     }
+    if (message.resources !== undefined) {
+      obj.resources = Resources.toJSON(message.resources);
+    }
+    if (message.constraints?.length) {
+      obj.constraints = message.constraints.map((e) => Constraint.toJSON(e));
+    }
+    if (message.pinNode !== "") {
+      obj.pinNode = message.pinNode;
+    }
+    if (message.container !== undefined) {
+      obj.container = ContainerSpec.toJSON(message.container);
+    }
     return obj;
   },
 
@@ -529,6 +658,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.retries = object.retries ?? 0;
     message.priority = object.priority ?? undefined;
     message.restartOnNodeFailure = object.restartOnNodeFailure ?? undefined;
+    message.resources = (object.resources !== undefined && object.resources !== null)
+      ? Resources.fromPartial(object.resources)
+      : undefined;
+    message.constraints = object.constraints?.map((e) => Constraint.fromPartial(e)) || [];
+    message.pinNode = object.pinNode ?? "";
+    message.container = (object.container !== undefined && object.container !== null)
+      ? ContainerSpec.fromPartial(object.container)
+      : undefined;
     return message;
   },
 };
@@ -614,6 +751,438 @@ export const TaskSpec_EnvEntry: MessageFns<TaskSpec_EnvEntry> = {
     const message = createBaseTaskSpec_EnvEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseResources(): Resources {
+  return { cpu: 0, memoryBytes: 0, diskBytes: 0 };
+}
+
+export const Resources: MessageFns<Resources> = {
+  encode(message: Resources, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cpu !== 0) {
+      writer.uint32(9).double(message.cpu);
+    }
+    if (message.memoryBytes !== 0) {
+      writer.uint32(16).uint64(message.memoryBytes);
+    }
+    if (message.diskBytes !== 0) {
+      writer.uint32(24).uint64(message.diskBytes);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Resources {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseResources();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.cpu = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.memoryBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.diskBytes = longToNumber(reader.uint64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Resources {
+    return {
+      cpu: isSet(object.cpu) ? globalThis.Number(object.cpu) : 0,
+      memoryBytes: isSet(object.memoryBytes)
+        ? globalThis.Number(object.memoryBytes)
+        : isSet(object.memory_bytes)
+        ? globalThis.Number(object.memory_bytes)
+        : 0,
+      diskBytes: isSet(object.diskBytes)
+        ? globalThis.Number(object.diskBytes)
+        : isSet(object.disk_bytes)
+        ? globalThis.Number(object.disk_bytes)
+        : 0,
+    };
+  },
+
+  toJSON(message: Resources): unknown {
+    const obj: any = {};
+    if (message.cpu !== 0) {
+      obj.cpu = floatToJson(message.cpu);
+    }
+    if (message.memoryBytes !== 0) {
+      obj.memoryBytes = Math.round(message.memoryBytes);
+    }
+    if (message.diskBytes !== 0) {
+      obj.diskBytes = Math.round(message.diskBytes);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Resources>): Resources {
+    return Resources.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Resources>): Resources {
+    const message = createBaseResources();
+    message.cpu = object.cpu ?? 0;
+    message.memoryBytes = object.memoryBytes ?? 0;
+    message.diskBytes = object.diskBytes ?? 0;
+    return message;
+  },
+};
+
+function createBaseConstraint(): Constraint {
+  return { key: "", op: "", value: "" };
+}
+
+export const Constraint: MessageFns<Constraint> = {
+  encode(message: Constraint, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.op !== "") {
+      writer.uint32(18).string(message.op);
+    }
+    if (message.value !== "") {
+      writer.uint32(26).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Constraint {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseConstraint();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.op = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Constraint {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      op: isSet(object.op) ? globalThis.String(object.op) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Constraint): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.op !== "") {
+      obj.op = message.op;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Constraint>): Constraint {
+    return Constraint.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Constraint>): Constraint {
+    const message = createBaseConstraint();
+    message.key = object.key ?? "";
+    message.op = object.op ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseMount(): Mount {
+  return { host: "", container: "", readOnly: false };
+}
+
+export const Mount: MessageFns<Mount> = {
+  encode(message: Mount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.host !== "") {
+      writer.uint32(10).string(message.host);
+    }
+    if (message.container !== "") {
+      writer.uint32(18).string(message.container);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(24).bool(message.readOnly);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Mount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.host = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.container = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Mount {
+    return {
+      host: isSet(object.host) ? globalThis.String(object.host) : "",
+      container: isSet(object.container) ? globalThis.String(object.container) : "",
+      readOnly: isSet(object.readOnly)
+        ? globalThis.Boolean(object.readOnly)
+        : isSet(object.read_only)
+        ? globalThis.Boolean(object.read_only)
+        : false,
+    };
+  },
+
+  toJSON(message: Mount): unknown {
+    const obj: any = {};
+    if (message.host !== "") {
+      obj.host = message.host;
+    }
+    if (message.container !== "") {
+      obj.container = message.container;
+    }
+    if (message.readOnly !== false) {
+      obj.readOnly = message.readOnly;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Mount>): Mount {
+    return Mount.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Mount>): Mount {
+    const message = createBaseMount();
+    message.host = object.host ?? "";
+    message.container = object.container ?? "";
+    message.readOnly = object.readOnly ?? false;
+    return message;
+  },
+};
+
+function createBaseContainerSpec(): ContainerSpec {
+  return { image: "", pull: "", mounts: [], network: "" };
+}
+
+export const ContainerSpec: MessageFns<ContainerSpec> = {
+  encode(message: ContainerSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.image !== "") {
+      writer.uint32(10).string(message.image);
+    }
+    if (message.pull !== "") {
+      writer.uint32(18).string(message.pull);
+    }
+    for (const v of message.mounts) {
+      Mount.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.network !== "") {
+      writer.uint32(34).string(message.network);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.image = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pull = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.mounts.push(Mount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.network = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerSpec {
+    return {
+      image: isSet(object.image) ? globalThis.String(object.image) : "",
+      pull: isSet(object.pull) ? globalThis.String(object.pull) : "",
+      mounts: globalThis.Array.isArray(object?.mounts) ? object.mounts.map((e: any) => Mount.fromJSON(e)) : [],
+      network: isSet(object.network) ? globalThis.String(object.network) : "",
+    };
+  },
+
+  toJSON(message: ContainerSpec): unknown {
+    const obj: any = {};
+    if (message.image !== "") {
+      obj.image = message.image;
+    }
+    if (message.pull !== "") {
+      obj.pull = message.pull;
+    }
+    if (message.mounts?.length) {
+      obj.mounts = message.mounts.map((e) => Mount.toJSON(e));
+    }
+    if (message.network !== "") {
+      obj.network = message.network;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerSpec>): ContainerSpec {
+    return ContainerSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerSpec>): ContainerSpec {
+    const message = createBaseContainerSpec();
+    message.image = object.image ?? "";
+    message.pull = object.pull ?? "";
+    message.mounts = object.mounts?.map((e) => Mount.fromPartial(e)) || [];
+    message.network = object.network ?? "";
     return message;
   },
 };
@@ -777,6 +1346,7 @@ function createBaseTask(): Task {
     owner: "",
     history: [],
     notBeforeMs: 0,
+    oomKilled: false,
   };
 }
 
@@ -829,6 +1399,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.notBeforeMs !== 0) {
       writer.uint32(128).int64(message.notBeforeMs);
+    }
+    if (message.oomKilled !== false) {
+      writer.uint32(136).bool(message.oomKilled);
     }
     return writer;
   },
@@ -974,6 +1547,14 @@ export const Task: MessageFns<Task> = {
             message.notBeforeMs = longToNumber(reader.int64());
             continue;
           }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.oomKilled = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1030,6 +1611,11 @@ export const Task: MessageFns<Task> = {
         : isSet(object.not_before_ms)
         ? globalThis.Number(object.not_before_ms)
         : 0,
+      oomKilled: isSet(object.oomKilled)
+        ? globalThis.Boolean(object.oomKilled)
+        : isSet(object.oom_killed)
+        ? globalThis.Boolean(object.oom_killed)
+        : false,
     };
   },
 
@@ -1083,6 +1669,9 @@ export const Task: MessageFns<Task> = {
     if (message.notBeforeMs !== 0) {
       obj.notBeforeMs = Math.round(message.notBeforeMs);
     }
+    if (message.oomKilled !== false) {
+      obj.oomKilled = message.oomKilled;
+    }
     return obj;
   },
 
@@ -1107,6 +1696,7 @@ export const Task: MessageFns<Task> = {
     message.owner = object.owner ?? "";
     message.history = object.history?.map((e) => Attempt.fromPartial(e)) || [];
     message.notBeforeMs = object.notBeforeMs ?? 0;
+    message.oomKilled = object.oomKilled ?? false;
     return message;
   },
 };
@@ -1274,6 +1864,10 @@ function createBaseNodeInfo(): NodeInfo {
     lostClaims: 0,
     claimTxns: 0,
     drainDeadlineMs: 0,
+    capacity: undefined,
+    free: undefined,
+    metrics: undefined,
+    docker: false,
   };
 }
 
@@ -1320,6 +1914,18 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.drainDeadlineMs !== 0) {
       writer.uint32(112).int64(message.drainDeadlineMs);
+    }
+    if (message.capacity !== undefined) {
+      Resources.encode(message.capacity, writer.uint32(122).fork()).join();
+    }
+    if (message.free !== undefined) {
+      Resources.encode(message.free, writer.uint32(130).fork()).join();
+    }
+    if (message.metrics !== undefined) {
+      NodeMetrics.encode(message.metrics, writer.uint32(138).fork()).join();
+    }
+    if (message.docker !== false) {
+      writer.uint32(144).bool(message.docker);
     }
     return writer;
   },
@@ -1452,6 +2058,38 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.drainDeadlineMs = longToNumber(reader.int64());
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.capacity = Resources.decode(reader, reader.uint32());
+            continue;
+          }
+          case 16: {
+            if (tag !== 130) {
+              break;
+            }
+
+            message.free = Resources.decode(reader, reader.uint32());
+            continue;
+          }
+          case 17: {
+            if (tag !== 138) {
+              break;
+            }
+
+            message.metrics = NodeMetrics.decode(reader, reader.uint32());
+            continue;
+          }
+          case 18: {
+            if (tag !== 144) {
+              break;
+            }
+
+            message.docker = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1509,6 +2147,10 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         : isSet(object.drain_deadline_ms)
         ? globalThis.Number(object.drain_deadline_ms)
         : 0,
+      capacity: isSet(object.capacity) ? Resources.fromJSON(object.capacity) : undefined,
+      free: isSet(object.free) ? Resources.fromJSON(object.free) : undefined,
+      metrics: isSet(object.metrics) ? NodeMetrics.fromJSON(object.metrics) : undefined,
+      docker: isSet(object.docker) ? globalThis.Boolean(object.docker) : false,
     };
   },
 
@@ -1562,6 +2204,18 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.drainDeadlineMs !== 0) {
       obj.drainDeadlineMs = Math.round(message.drainDeadlineMs);
     }
+    if (message.capacity !== undefined) {
+      obj.capacity = Resources.toJSON(message.capacity);
+    }
+    if (message.free !== undefined) {
+      obj.free = Resources.toJSON(message.free);
+    }
+    if (message.metrics !== undefined) {
+      obj.metrics = NodeMetrics.toJSON(message.metrics);
+    }
+    if (message.docker !== false) {
+      obj.docker = message.docker;
+    }
     return obj;
   },
 
@@ -1592,6 +2246,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.lostClaims = object.lostClaims ?? 0;
     message.claimTxns = object.claimTxns ?? 0;
     message.drainDeadlineMs = object.drainDeadlineMs ?? 0;
+    message.capacity = (object.capacity !== undefined && object.capacity !== null)
+      ? Resources.fromPartial(object.capacity)
+      : undefined;
+    message.free = (object.free !== undefined && object.free !== null) ? Resources.fromPartial(object.free) : undefined;
+    message.metrics = (object.metrics !== undefined && object.metrics !== null)
+      ? NodeMetrics.fromPartial(object.metrics)
+      : undefined;
+    message.docker = object.docker ?? false;
     return message;
   },
 };
@@ -1677,6 +2339,155 @@ export const NodeInfo_LabelsEntry: MessageFns<NodeInfo_LabelsEntry> = {
     const message = createBaseNodeInfo_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseNodeMetrics(): NodeMetrics {
+  return { cpuUtilization: 0, memoryTotalBytes: 0, memoryAvailableBytes: 0, load1: 0, sampledAtMs: 0 };
+}
+
+export const NodeMetrics: MessageFns<NodeMetrics> = {
+  encode(message: NodeMetrics, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cpuUtilization !== 0) {
+      writer.uint32(9).double(message.cpuUtilization);
+    }
+    if (message.memoryTotalBytes !== 0) {
+      writer.uint32(16).uint64(message.memoryTotalBytes);
+    }
+    if (message.memoryAvailableBytes !== 0) {
+      writer.uint32(24).uint64(message.memoryAvailableBytes);
+    }
+    if (message.load1 !== 0) {
+      writer.uint32(33).double(message.load1);
+    }
+    if (message.sampledAtMs !== 0) {
+      writer.uint32(40).int64(message.sampledAtMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeMetrics {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseNodeMetrics();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 9) {
+              break;
+            }
+
+            message.cpuUtilization = reader.double();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.memoryTotalBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.memoryAvailableBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.load1 = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.sampledAtMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): NodeMetrics {
+    return {
+      cpuUtilization: isSet(object.cpuUtilization)
+        ? globalThis.Number(object.cpuUtilization)
+        : isSet(object.cpu_utilization)
+        ? globalThis.Number(object.cpu_utilization)
+        : 0,
+      memoryTotalBytes: isSet(object.memoryTotalBytes)
+        ? globalThis.Number(object.memoryTotalBytes)
+        : isSet(object.memory_total_bytes)
+        ? globalThis.Number(object.memory_total_bytes)
+        : 0,
+      memoryAvailableBytes: isSet(object.memoryAvailableBytes)
+        ? globalThis.Number(object.memoryAvailableBytes)
+        : isSet(object.memory_available_bytes)
+        ? globalThis.Number(object.memory_available_bytes)
+        : 0,
+      load1: isSet(object.load1) ? globalThis.Number(object.load1) : 0,
+      sampledAtMs: isSet(object.sampledAtMs)
+        ? globalThis.Number(object.sampledAtMs)
+        : isSet(object.sampled_at_ms)
+        ? globalThis.Number(object.sampled_at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: NodeMetrics): unknown {
+    const obj: any = {};
+    if (message.cpuUtilization !== 0) {
+      obj.cpuUtilization = floatToJson(message.cpuUtilization);
+    }
+    if (message.memoryTotalBytes !== 0) {
+      obj.memoryTotalBytes = Math.round(message.memoryTotalBytes);
+    }
+    if (message.memoryAvailableBytes !== 0) {
+      obj.memoryAvailableBytes = Math.round(message.memoryAvailableBytes);
+    }
+    if (message.load1 !== 0) {
+      obj.load1 = floatToJson(message.load1);
+    }
+    if (message.sampledAtMs !== 0) {
+      obj.sampledAtMs = Math.round(message.sampledAtMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<NodeMetrics>): NodeMetrics {
+    return NodeMetrics.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NodeMetrics>): NodeMetrics {
+    const message = createBaseNodeMetrics();
+    message.cpuUtilization = object.cpuUtilization ?? 0;
+    message.memoryTotalBytes = object.memoryTotalBytes ?? 0;
+    message.memoryAvailableBytes = object.memoryAvailableBytes ?? 0;
+    message.load1 = object.load1 ?? 0;
+    message.sampledAtMs = object.sampledAtMs ?? 0;
     return message;
   },
 };
@@ -3017,6 +3828,10 @@ function bytesFromBase64(b64: string): Uint8Array {
 
 function base64FromBytes(arr: Uint8Array): string {
   return globalThis.Buffer.from(arr).toString("base64");
+}
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
 }
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;

@@ -11,6 +11,7 @@ import { LIMITS, validateBatch } from '../core/spec';
 import { checkTaskId } from '../store/keys';
 import { setNodeControl } from '../store/node-control';
 import { validateNodeName } from '../core/config';
+import { explainUnplaceable } from '../core/fit';
 import { nextChange } from '../store/key-watch';
 import { Kv } from '../store/etcd';
 import { decodeTask } from '../store/codec';
@@ -81,7 +82,13 @@ export class ApiServer {
         await d.transitions.submit(records);
         return { ids: records.map((r) => r.id) };
       }, onError),
-      get: unary(async (req: GetRequest) => (await d.queries.get(req.id)).task, onError),
+      get: unary(async (req: GetRequest) => {
+        const t = (await d.queries.get(req.id)).task;
+        if (t.state !== TaskState.QUEUED) return t;
+        // Say why a queued task waits, when no live node could run it.
+        const why = explainUnplaceable(t.spec!, await d.queries.nodes());
+        return why ? { ...t, reason: `waiting: ${why}` } : t;
+      }, onError),
       list: unary(async (req: ListRequest): Promise<ListResponse> => {
         if (req.state === TaskState.UNRECOGNIZED || req.state < 0 || req.state > TaskState.LOST) {
           throw new LoomError('INVALID_ARGUMENT', `unknown state ${req.state}`);

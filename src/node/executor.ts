@@ -6,7 +6,8 @@
  * writes no result, it only hands the task back if it still holds it).
  */
 import * as path from 'path';
-import { Task } from '../gen/loom';
+import { Resources, Task } from '../gen/loom';
+import { addResources, NO_RESOURCES } from '../core/fit';
 import { LIMITS } from '../core/spec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, NodeIdentity, Outcome, TaskTransitions } from '../store/transitions';
@@ -51,6 +52,7 @@ export function taskEnv(task: Task, node: string): Record<string, string> {
 function describe(r: RunResult, timeoutMs: number): string {
   if (r.error) return r.error;
   if (r.timedOut) return `timeout after ${timeoutMs} ms`;
+  if (r.oomKilled) return 'killed: out of memory (over its memory limit)';
   if (r.signal) return `killed by ${r.signal}`;
   return `exit ${r.exitCode}`;
 }
@@ -60,6 +62,8 @@ export class Executor {
   private readonly running = new Map<string, Execution>();
   /** Tasks whose process is still alive: what occupies a slot. */
   private live = 0;
+  /** Resources requested by live tasks. */
+  private used: Resources = NO_RESOURCES;
   private readonly results: ResultWriter;
   private slotListeners: (() => void)[] = [];
   private resultListeners: ((id: string) => void)[] = [];
@@ -71,6 +75,10 @@ export class Executor {
   /** Slots in use: live processes. A finished task's result write does not hold a slot. */
   get count(): number {
     return this.live;
+  }
+
+  get inUse(): Resources {
+    return this.used;
   }
 
   /** Claimed tasks not yet settled (live, or exited with the result pending). */
@@ -103,11 +111,14 @@ export class Executor {
     const exec: Execution = { held, me, inc, handle, finished: Promise.resolve() };
     this.running.set(t.id, exec);
     this.live++;
+    const want = spec.resources ?? NO_RESOURCES;
+    this.used = addResources(this.used, want);
     exec.finished = handle.done
       .then((result) => {
         // The slot frees as soon as the process is gone; the result write
         // overlaps with the next claim.
         this.live--;
+        this.used = addResources(this.used, want, -1);
         for (const fn of this.slotListeners) fn();
         return this.settle(exec, result);
       })
@@ -151,6 +162,7 @@ export class Executor {
     const outcome: Outcome = {
       event: r.stoppedFor === 'cancel' ? 'cancel' : r.exitCode === 0 && !r.timedOut ? 'succeed' : 'fail',
       exitCode: r.exitCode ?? (r.error ? r.errorExitCode : undefined),
+      oomKilled: r.oomKilled,
       signal: r.signal,
       reason: describe(r, t.spec!.timeoutMs),
       finishedAtMs: r.finishedAtMs,

@@ -5,7 +5,9 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 import { Etcd3 } from 'etcd3';
-import { NodeControl, NodeInfo, Task } from '../gen/loom';
+import { NodeControl, NodeInfo, Resources, Task } from '../gen/loom';
+import { addResources, fits, NO_RESOURCES, refusal } from '../core/fit';
+import { automaticLabels, machineCapacity, MetricsSampler } from './machine';
 import { NodeConfig } from '../core/config';
 import { LoomError } from '../core/errors';
 import { connectEtcd, Kv } from '../store/etcd';
@@ -44,6 +46,10 @@ export class LoomNode {
   private drainTimer: NodeJS.Timeout | undefined;
   private controlWatch: PrefixWatch | undefined;
   private readonly startedAtMs = Date.now();
+  private readonly metrics = new MetricsSampler();
+  private capacity: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 };
+  private labels: Record<string, string> = {};
+  private docker = false;
   port = 0;
 
   private constructor(
@@ -108,6 +114,7 @@ export class LoomNode {
       transitions, queries, runner, dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
     });
     const steal = new StealLoop({
+      self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
       window, transitions, executor, slots: () => config.slots,
       liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log,
     });
@@ -144,6 +151,9 @@ export class LoomNode {
 
   private async boot(): Promise<void> {
     const { config, opts } = this;
+    this.capacity = machineCapacity(config.dataDir, config.capacity);
+    this.labels = { ...automaticLabels(config.name), ...config.labels };
+    this.metrics.sample();
     this.directory.onGone((name, lease) => this.requeuer.nodeGone(name, lease));
     await this.directory.start();
     await this.window.start();
@@ -154,7 +164,10 @@ export class LoomNode {
     await this.join();
     this.requeuer.start();
     this.executor.onSlotFree(() => this.schedulePublish());
-    this.publishTimer = setInterval(() => void this.publish(), 2000);
+    this.publishTimer = setInterval(() => {
+      this.metrics.sample();
+      void this.publish();
+    }, 3000);
     this.publishTimer.unref();
     opts.log(`node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}`);
   }
@@ -170,7 +183,7 @@ export class LoomNode {
       address: this.address,
       slots: this.config.slots,
       running: this.executor.count,
-      labels: this.config.labels,
+      labels: this.labels,
       startedAtMs: this.startedAtMs,
       lease: '',
       version: VERSION,
@@ -180,7 +193,15 @@ export class LoomNode {
       lostClaims: this.steal.stats.lost,
       claimTxns: this.steal.stats.claimTxns,
       drainDeadlineMs: this.control.deadlineMs,
+      capacity: this.capacity,
+      free: addResources(this.capacity, this.executor.inUse, -1),
+      metrics: this.metrics.latest,
+      docker: this.docker,
     };
+  }
+
+  selfInfo() {
+    return { name: this.config.name, labels: this.labels, capacity: this.capacity, docker: this.docker };
   }
 
   /** Drain: stop claiming; at the deadline, requeue what still runs. Resume undoes it. */
@@ -234,7 +255,10 @@ export class LoomNode {
   async tryRunHere(record: Task): Promise<boolean> {
     const inc = this.inc;
     const me = this.me;
-    if (!inc || !me || inc.signal.aborted || this.stopping || this.executor.count >= this.config.slots) return false;
+    if (!inc || !me || inc.signal.aborted || this.stopping || this.control.drain || this.executor.count >= this.config.slots) return false;
+    const spec = record.spec!;
+    const free = addResources(this.capacity, this.executor.inUse, -1);
+    if (refusal(spec, this.selfInfo()) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());
     if (!held) return false;
     this.executor.start(held, me, inc);

@@ -8,13 +8,28 @@
  *   N1 (preferred) claims at once: compare queued key @r -> ok, T is N1's.
  *   N2 waits its steal delay, claims: compare queued key @r fails -> quiet.
  */
+import { NodeInfo, Resources } from '../gen/loom';
 import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
+import { addResources, fits, NO_RESOURCES, refusal as refusal_ } from '../core/fit';
 import { Incarnation } from '../store/membership';
 import { QueueWindow, WindowEntry } from '../store/queue-window';
 import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { Executor } from './executor';
 
+export interface SelfInfo {
+  name: string;
+  labels: Record<string, string>;
+  capacity: Resources;
+  docker: boolean;
+}
+
+const subtract = (a: Resources, b: Resources) => addResources(a, b, -1);
+
 export interface StealDeps {
+  self: () => SelfInfo;
+  nodeInfos: () => NodeInfo[];
+  inUse: () => Resources;
+  starveAfterMs: number;
   window: QueueWindow;
   transitions: TaskTransitions;
   executor: Executor;
@@ -40,6 +55,7 @@ export class StealLoop {
   private timerAt = Infinity;
   private paused = false;
   private prefCache = new Map<string, { version: number; preferred: boolean }>();
+  private refusals = new Map<string, { docker: boolean; refusal: string | undefined }>();
   readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0 };
 
   constructor(private readonly deps: StealDeps) {
@@ -86,10 +102,26 @@ export class StealLoop {
     }, Math.max(1, atMs - Date.now()));
   }
 
-  private isPreferred(entry: WindowEntry, nodes: string[], version: number): boolean {
+  /** Why this node can never run the entry (cached: the spec and this node's labels are fixed). */
+  private refusalFor(entry: WindowEntry, self: SelfInfo): string | undefined {
+    const cached = this.refusals.get(entry.key);
+    if (cached && cached.docker === self.docker) return cached.refusal;
+    const refusal = refusal_(entry.snapshot.spec!, self);
+    if (this.refusals.size > 20_000) this.refusals.clear();
+    this.refusals.set(entry.key, { docker: self.docker, refusal });
+    return refusal;
+  }
+
+  /** Is this node the rendezvous choice among the live nodes that could run the entry? */
+  private isPreferred(entry: WindowEntry, version: number): boolean {
     const cached = this.prefCache.get(entry.key);
     if (cached && cached.version === version) return cached.preferred;
-    const preferred = preferredNode(entry.id, nodes) === this.me!.node;
+    const spec = entry.snapshot.spec!;
+    const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
+    const names = placed
+      ? this.deps.nodeInfos().filter((n) => !n.draining && refusal_(spec, n) === undefined).map((n) => n.name)
+      : this.deps.liveNodes();
+    const preferred = names.length <= 1 || preferredNode(entry.id, names) === this.me!.node;
     if (this.prefCache.size > 20_000) this.prefCache.clear();
     this.prefCache.set(entry.key, { version, preferred });
     return preferred;
@@ -98,30 +130,49 @@ export class StealLoop {
   /**
    * Picks what to claim, band by band (a band = one priority, in FIFO order):
    * first the band's tasks this node is preferred for, from the front; then,
-   * if slots remain, tasks of other nodes whose steal delay has passed, from
+   * if room remains, tasks of other nodes whose steal delay has passed, from
    * the BACK of the band (the preferred nodes work from the front, so a
    * thief rarely races them). A lower band is only looked at once nothing in
    * the higher bands is waiting, so priority holds across the cluster.
+   * A task must fit what is free in every dimension. A task that has waited
+   * longer than starveAfterMs and fits this node's capacity (this node being
+   * its preferred capable node) is a barrier: nothing behind it is taken
+   * until it fits, so big tasks are not starved by a stream of small ones.
    */
-  private choose(entries: readonly WindowEntry[], free: number, running: number, slots: number, now: number): { chosen: WindowEntry[]; nextAt: number } {
+  private choose(entries: readonly WindowEntry[], freeSlots: number, now: number): { chosen: WindowEntry[]; nextAt: number } {
     const me = this.me!;
-    const nodes = this.deps.liveNodes();
+    const self = this.deps.self();
     const version = this.deps.nodesVersion();
+    let free = subtract(self.capacity, this.deps.inUse());
+    const running = this.deps.executor.count;
+    const slots = this.deps.slots();
     const chosen: WindowEntry[] = [];
     let nextAt = Infinity;
+    const take = (e: WindowEntry): boolean => {
+      const want = e.snapshot.spec!.resources ?? NO_RESOURCES;
+      if (chosen.length >= freeSlots || !fits(want, free)) return false;
+      chosen.push(e);
+      free = subtract(free, want);
+      return true;
+    };
     let i = 0;
-    while (i < entries.length && chosen.length < free) {
+    while (i < entries.length && chosen.length < freeSlots) {
       const priority = entries[i].priority;
       const stealable: WindowEntry[] = [];
       let waiting = false;
+      let barrier = false;
       for (; i < entries.length && entries[i].priority === priority; i++) {
         const entry = entries[i];
         if (entry.snapshot.notBeforeMs > now) {
           nextAt = Math.min(nextAt, entry.snapshot.notBeforeMs);
           continue;
         }
-        if (nodes.length <= 1 || this.isPreferred(entry, nodes, version)) {
-          if (chosen.length < free) chosen.push(entry);
+        if (this.refusalFor(entry, self) !== undefined) continue;
+        if (this.isPreferred(entry, version)) {
+          if (!take(entry) && now - entry.seenAtMs > this.deps.starveAfterMs && chosen.length < freeSlots) {
+            barrier = true;
+            break;
+          }
           continue;
         }
         const jitter = () => fnv1a(`${me.node}/${entry.id}`) / 0x1_0000_0000;
@@ -132,7 +183,8 @@ export class StealLoop {
           nextAt = Math.min(nextAt, at);
         }
       }
-      for (let k = stealable.length - 1; k >= 0 && chosen.length < free; k--) chosen.push(stealable[k]);
+      if (barrier) break;
+      for (let k = stealable.length - 1; k >= 0 && chosen.length < freeSlots; k--) take(stealable[k]);
       if (waiting) break;
     }
     return { chosen, nextAt };
@@ -155,7 +207,7 @@ export class StealLoop {
       return;
     }
     const now = Date.now();
-    const { chosen, nextAt } = this.choose(w.view(), free, running, slots, now);
+    const { chosen, nextAt } = this.choose(w.view(), free, now);
     if (chosen.length === 0) {
       if (nextAt < Infinity) this.schedule(nextAt);
       return;
@@ -167,6 +219,7 @@ export class StealLoop {
       results.forEach((held, i) => {
         this.deps.window.drop(chosen[i].key);
         this.prefCache.delete(chosen[i].key);
+        this.refusals.delete(chosen[i].key);
         if (held) {
           this.stats.claimed++;
           this.deps.executor.start(held, me, inc);

@@ -6,15 +6,11 @@
  */
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
-import * as path from 'path';
 import { Readable } from 'stream';
-import { encodeFrameHeader, MAX_FRAME_BYTES, STREAM_STDERR, STREAM_STDOUT } from './log-file';
+import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
+import { OutputSink, prepareLogDir } from './output-sink';
 import { Reaper } from './reaper';
-import { TailBuffer } from './tail-buffer';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
-
-/** Bytes queued for the log file before the task's pipes are paused. */
-const LOG_HIGH_WATER_MARK = 512 * 1024;
 
 export interface ProcessRunnerOptions {
   reaper?: Reaper;
@@ -41,12 +37,10 @@ class ProcessRun implements RunHandle {
   readonly done: Promise<RunResult>;
   private resolveDone!: (result: RunResult) => void;
   private child: ChildProcess | undefined;
-  private log: fs.WriteStream | undefined;
-  private readonly stdoutTail: TailBuffer;
-  private readonly stderrTail: TailBuffer;
+  /** Undefined until opened, and for good if the log directory cannot be made. */
+  private sink: OutputSink | undefined;
   private readonly listeners = new Set<() => void>();
   private readonly startedAtMs = Date.now();
-  private bytesWritten = 0;
 
   private exitCode: number | undefined;
   private exitSignal: string | undefined;
@@ -57,8 +51,6 @@ class ProcessRun implements RunHandle {
   private exited = false;
   private processClosed = false;
   private logClosed = false;
-  private logFailed = false;
-  private paused = false;
   private settled = false;
   private termSent = false;
   private killAt: number | undefined;
@@ -70,8 +62,6 @@ class ProcessRun implements RunHandle {
     private readonly opts: ProcessRunnerOptions,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
-    this.stdoutTail = new TailBuffer(req.tailBytes);
-    this.stderrTail = new TailBuffer(req.tailBytes);
     try {
       this.launch();
     } catch (err) {
@@ -85,7 +75,7 @@ class ProcessRun implements RunHandle {
   }
 
   get logBytes(): number {
-    return this.bytesWritten;
+    return this.sink?.bytesWritten ?? 0;
   }
 
   onProgress(fn: () => void): () => void {
@@ -103,12 +93,8 @@ class ProcessRun implements RunHandle {
   private launch(): void {
     const req = this.req;
     const cwd = req.cwd || this.opts.defaultCwd;
-    const logDir = path.dirname(req.logPath);
-    try {
-      fs.mkdirSync(logDir, { recursive: true });
-    } catch (err) {
-      return this.failStart({ error: `cannot create log directory ${logDir}: ${(err as Error).message}`, exitCode: 126 });
-    }
+    const dirError = prepareLogDir(req.logPath);
+    if (dirError) return this.failStart({ error: dirError, exitCode: 126 });
     this.openLog();
 
     const failure = checkRequest(req);
@@ -130,8 +116,8 @@ class ProcessRun implements RunHandle {
 
     this.opts.reaper?.addTask(child.pid);
     child.on('error', (err) => this.opts.log?.(`task ${child.pid}: ${err.message}`));
-    this.pipeOutput(child.stdout!, STREAM_STDOUT, this.stdoutTail);
-    this.pipeOutput(child.stderr!, STREAM_STDERR, this.stderrTail);
+    this.pipeOutput(child.stdout!, STREAM_STDOUT);
+    this.pipeOutput(child.stderr!, STREAM_STDERR);
     child.once('exit', (code, signal) => this.onExit(code, signal));
     child.once('close', () => {
       this.processClosed = true;
@@ -146,56 +132,32 @@ class ProcessRun implements RunHandle {
   }
 
   private openLog(): void {
-    const log = fs.createWriteStream(this.req.logPath, { highWaterMark: LOG_HIGH_WATER_MARK });
-    this.log = log;
-    log.on('error', (err) => {
+    const sink = new OutputSink({
+      logPath: this.req.logPath,
+      tailBytes: this.req.tailBytes,
       // Disk full, permissions...: the task keeps running (its exit status
-      // still matters); output only goes to the tails from now on.
-      this.logFailed = true;
-      this.opts.log?.(`log file ${this.req.logPath}: ${err.message}`);
-      this.resumeOutput();
+      // still matters); output only goes to the tails from then on.
+      log: this.opts.log,
+      pause: () => {
+        this.child?.stdout?.pause();
+        this.child?.stderr?.pause();
+      },
+      resume: () => {
+        this.child?.stdout?.resume();
+        this.child?.stderr?.resume();
+      },
+      onProgress: () => this.emitProgress(),
     });
-    log.once('close', () => {
+    this.sink = sink;
+    void sink.closed.then(() => {
       this.logClosed = true;
       this.settle();
     });
   }
 
-  private pipeOutput(stream: Readable, id: number, tail: TailBuffer): void {
-    stream.on('data', (chunk: Buffer) => {
-      tail.push(chunk);
-      if (this.logFailed) return;
-      const log = this.log!;
-      let ok = true;
-      // Header and data as two writes in one writev: no copy of the data.
-      log.cork();
-      for (let at = 0; at < chunk.length; at += MAX_FRAME_BYTES) {
-        const piece = at === 0 && chunk.length <= MAX_FRAME_BYTES ? chunk : chunk.subarray(at, at + MAX_FRAME_BYTES);
-        log.write(encodeFrameHeader(id, piece.length));
-        ok = log.write(piece, this.onWritten);
-      }
-      log.uncork();
-      if (!ok && !this.paused) {
-        this.paused = true;
-        this.child?.stdout?.pause();
-        this.child?.stderr?.pause();
-        log.once('drain', this.resumeOutput);
-      }
-    });
+  private pipeOutput(stream: Readable, id: typeof STREAM_STDOUT | typeof STREAM_STDERR): void {
+    stream.on('data', (chunk: Buffer) => this.sink?.write(id, chunk));
   }
-
-  private readonly onWritten = (err?: Error | null): void => {
-    if (err || !this.log) return;
-    this.bytesWritten = this.log.bytesWritten;
-    this.emitProgress();
-  };
-
-  private readonly resumeOutput = (): void => {
-    if (!this.paused) return;
-    this.paused = false;
-    this.child?.stdout?.resume();
-    this.child?.stderr?.resume();
-  };
 
   private onExit(code: number | null, signal: NodeJS.Signals | null): void {
     this.exited = true;
@@ -248,13 +210,12 @@ class ProcessRun implements RunHandle {
   }
 
   private endLog(): void {
-    const log = this.log;
-    if (!log || this.logClosed) return this.settle();
-    if (!log.destroyed) log.end();
+    if (!this.sink || this.logClosed) return this.settle();
+    void this.sink.end();
   }
 
   private settle(): void {
-    if (this.settled || !this.processClosed || (this.log && !this.logClosed)) return;
+    if (this.settled || !this.processClosed || (this.sink && !this.logClosed)) return;
     this.settled = true;
     this.resolveDone(this.result());
     this.emitProgress();
@@ -262,12 +223,14 @@ class ProcessRun implements RunHandle {
   }
 
   private result(): RunResult {
+    const stdout = this.sink?.stdoutTail;
+    const stderr = this.sink?.stderrTail;
     const base: RunResult = {
       timedOut: this.timedOut,
-      stdoutTail: this.stdoutTail.toBuffer(),
-      stderrTail: this.stderrTail.toBuffer(),
-      stdoutTruncated: this.stdoutTail.truncated,
-      stderrTruncated: this.stderrTail.truncated,
+      stdoutTail: stdout?.toBuffer() ?? Buffer.alloc(0),
+      stderrTail: stderr?.toBuffer() ?? Buffer.alloc(0),
+      stdoutTruncated: stdout?.truncated ?? false,
+      stderrTruncated: stderr?.truncated ?? false,
       startedAtMs: this.startedAtMs,
       finishedAtMs: Date.now(),
     };

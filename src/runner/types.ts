@@ -27,6 +27,8 @@ export interface RunResult {
   /** Set when the process was killed by a signal, e.g. "SIGKILL". */
   signal?: string;
   timedOut: boolean;
+  /** Killed for exceeding its memory limit (cgroup or container OOM). */
+  oomKilled?: boolean;
   /** Why the runner stopped it, if it did (stop() was called). */
   stoppedFor?: StopReason;
   /** The task could not start (e.g. "command not found: foo"). */

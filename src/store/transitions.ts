@@ -50,6 +50,7 @@ export interface HeldTask {
 export interface Outcome {
   event: Extract<TaskEvent, 'succeed' | 'fail' | 'cancel'>;
   exitCode?: number;
+  oomKilled?: boolean;
   signal?: string;
   reason: string;
   finishedAtMs: number;
@@ -120,6 +121,7 @@ export class TaskTransitions {
       owner,
       history: [],
       notBeforeMs: 0,
+      oomKilled: false,
     };
   }
 
@@ -136,6 +138,7 @@ export class TaskTransitions {
       signal: '',
       reason: '',
       cancelRequested: false,
+      oomKilled: false,
     };
   }
 
@@ -241,6 +244,7 @@ export class TaskTransitions {
       lease: '',
       finishedAtMs: isTerminal(state) ? outcome.finishedAtMs : 0,
       exitCode: outcome.exitCode,
+      oomKilled: outcome.oomKilled ?? false,
       signal: outcome.signal ?? '',
       reason: state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason,
       history: withAttempt(held, event === 'cancel' ? 'cancelled' : outcome.reason || label, outcome.finishedAtMs),

@@ -269,6 +269,6 @@ describe('other commands', () => {
     expect(t.stdout()).toBe('hello\n');
     t = capture();
     expect(await runCli(['-N', addr, 'nodes'], t.io)).toBe(0);
-    expect(t.stdout()).toMatch(/^NAME\s+ADDRESS\s+SLOTS\s+RUNNING\s+LABELS\s+UPTIME\s+DRAINING\nn1\s+127\.0\.0\.1:8080\s+4\s+1\s+gpu=1\s+1m\ds\s+no\n$/);
+    expect(t.stdout()).toMatch(/^NAME\s+ADDRESS\s+RUNNING\s+CPU%\s+LOAD\s+MEM AVAIL\s+FREE CPU\/MEM\s+LABELS\s+UPTIME\s+STATE\nn1\s+127\.0\.0\.1:8080\s+1\/4\s+-\s+-\s+-\s+-\s+gpu=1\s+1m\ds\s+ready\n$/);
   });
 });

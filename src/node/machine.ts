@@ -1,0 +1,81 @@
+/** Reads the machine's capacity and metrics (/proc, cgroups, statfs). */
+import * as fs from 'fs';
+import * as os from 'os';
+import { NodeMetrics, Resources } from '../gen/loom';
+import {
+  CpuTimes, cpuUtilization, detectCapacity, parseCfsQuota, parseCpuMax, parseMemoryLimit, parseMeminfo, parseProcStat,
+} from '../core/capacity';
+
+function read(path: string): string | undefined {
+  try {
+    return fs.readFileSync(path, 'utf8');
+  } catch {
+    return undefined;
+  }
+}
+
+/** The cgroup (v2 unified, else v1 memory/cpu) this process is in, as paths. */
+function cgroupFiles(): { memory?: string; cpuMax?: string; cfsQuota?: string; cfsPeriod?: string } {
+  const self = read('/proc/self/cgroup') ?? '';
+  const v2 = /^0::(.*)$/m.exec(self)?.[1];
+  const v1mem = /^\d+:memory:(.*)$/m.exec(self)?.[1];
+  const v1cpu = /^\d+:(?:[^:]*,)?cpu(?:,[^:]*)?:(.*)$/m.exec(self)?.[1];
+  if (fs.existsSync('/sys/fs/cgroup/cgroup.controllers') && v2 !== undefined) {
+    return { memory: `/sys/fs/cgroup${v2}/memory.max`, cpuMax: `/sys/fs/cgroup${v2}/cpu.max` };
+  }
+  return {
+    memory: v1mem !== undefined ? `/sys/fs/cgroup/memory${v1mem}/memory.limit_in_bytes` : undefined,
+    cfsQuota: v1cpu !== undefined ? `/sys/fs/cgroup/cpu${v1cpu}/cpu.cfs_quota_us` : undefined,
+    cfsPeriod: v1cpu !== undefined ? `/sys/fs/cgroup/cpu${v1cpu}/cpu.cfs_period_us` : undefined,
+  };
+}
+
+export function machineCapacity(dataDir: string, override: Partial<Resources>): Resources {
+  const files = cgroupFiles();
+  const mem = parseMeminfo(read('/proc/meminfo') ?? '');
+  let diskBytes = 0;
+  try {
+    const st = fs.statfsSync(dataDir);
+    diskBytes = st.bavail * st.bsize;
+  } catch {
+    // unknown: 0 means tasks requesting disk will not fit unless --disk is given
+  }
+  return detectCapacity({
+    cpuCount: os.availableParallelism?.() ?? os.cpus().length,
+    memTotalBytes: mem?.totalBytes ?? os.totalmem(),
+    cgroupCpus: files.cpuMax ? parseCpuMax(read(files.cpuMax)) : parseCfsQuota(files.cfsQuota && read(files.cfsQuota), files.cfsPeriod && read(files.cfsPeriod)),
+    cgroupMemoryBytes: files.memory ? parseMemoryLimit(read(files.memory)) : undefined,
+    diskBytes,
+    override,
+  });
+}
+
+/** Samples CPU utilisation between calls, plus memory and load. */
+export class MetricsSampler {
+  private prev: CpuTimes | undefined = parseProcStat(read('/proc/stat') ?? '');
+  private last: NodeMetrics = { cpuUtilization: 0, memoryTotalBytes: 0, memoryAvailableBytes: 0, load1: 0, sampledAtMs: 0 };
+
+  sample(): NodeMetrics {
+    const cur = parseProcStat(read('/proc/stat') ?? '');
+    const mem = parseMeminfo(read('/proc/meminfo') ?? '');
+    const util = cur && this.prev ? cpuUtilization(this.prev, cur) : 0;
+    if (cur) this.prev = cur;
+    this.last = {
+      cpuUtilization: Math.round(util * 1000) / 1000,
+      memoryTotalBytes: mem?.totalBytes ?? os.totalmem(),
+      memoryAvailableBytes: mem?.availableBytes ?? os.freemem(),
+      load1: Math.round(os.loadavg()[0] * 100) / 100,
+      sampledAtMs: Date.now(),
+    };
+    return this.last;
+  }
+
+  get latest(): NodeMetrics {
+    return this.last;
+  }
+}
+
+/** Labels every node carries. */
+export function automaticLabels(name: string): Record<string, string> {
+  return { arch: os.arch(), os: os.platform(), hostname: os.hostname(), node: name };
+}

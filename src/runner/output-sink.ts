@@ -1,0 +1,126 @@
+/**
+ * Where one attempt's output goes, whatever runs it (a process, a
+ * container): framed into the attempt's log file (log-file.ts) with
+ * backpressure, and the last bytes of each stream kept in TailBuffers for the
+ * result.
+ *
+ * Backpressure: when the file's write queue passes LOG_HIGH_WATER_MARK the
+ * sink calls opts.pause() (the runner stops reading the task's output, so a
+ * task printing gigabytes blocks on its pipe instead of growing the node's
+ * heap) and opts.resume() once the queue drained. A failing log file (disk
+ * full, permissions) is logged once; output then only reaches the tails and
+ * the task keeps running.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { encodeFrameHeader, MAX_FRAME_BYTES, STREAM_STDERR, STREAM_STDOUT } from './log-file';
+import { TailBuffer } from './tail-buffer';
+
+/** Bytes queued for the log file before the task's output is paused. */
+export const LOG_HIGH_WATER_MARK = 512 * 1024;
+
+export interface OutputSinkOptions {
+  logPath: string;
+  /** Bytes of each stream kept in memory (RunRequest.tailBytes). */
+  tailBytes: number;
+  /** Stop reading the task's output: the log file is behind. */
+  pause: () => void;
+  /** Read again: the log file caught up (or failed). */
+  resume: () => void;
+  /** More bytes reached the log file. */
+  onProgress: () => void;
+  log?: (message: string) => void;
+}
+
+/**
+ * Creates the log file's directory. Returns an error message (a start
+ * failure for the task) or undefined.
+ */
+export function prepareLogDir(logPath: string): string | undefined {
+  const logDir = path.dirname(logPath);
+  try {
+    fs.mkdirSync(logDir, { recursive: true });
+    return undefined;
+  } catch (err) {
+    return `cannot create log directory ${logDir}: ${(err as Error).message}`;
+  }
+}
+
+export class OutputSink {
+  readonly stdoutTail: TailBuffer;
+  readonly stderrTail: TailBuffer;
+  /** Settles once the log file is closed (flushed, or failed). Never rejects. */
+  readonly closed: Promise<void>;
+  private readonly file: fs.WriteStream;
+  private failed = false;
+  private paused = false;
+  private ended = false;
+  private written = 0;
+
+  /** Opens (creates or truncates) the log file; its directory must exist (prepareLogDir). */
+  constructor(private readonly opts: OutputSinkOptions) {
+    this.stdoutTail = new TailBuffer(opts.tailBytes);
+    this.stderrTail = new TailBuffer(opts.tailBytes);
+    const file = fs.createWriteStream(opts.logPath, { highWaterMark: LOG_HIGH_WATER_MARK });
+    this.file = file;
+    file.on('error', (err) => {
+      this.failed = true;
+      opts.log?.(`log file ${opts.logPath}: ${err.message}`);
+      this.resumeOutput();
+    });
+    this.closed = new Promise((resolve) => file.once('close', () => resolve()));
+  }
+
+  /** Bytes written to the log file so far (framing included). */
+  get bytesWritten(): number {
+    return this.written;
+  }
+
+  /**
+   * Appends a chunk of stdout (STREAM_STDOUT) or stderr (STREAM_STDERR).
+   * The chunk is not copied: the caller must not reuse its memory.
+   */
+  write(stream: typeof STREAM_STDOUT | typeof STREAM_STDERR, chunk: Buffer): void {
+    if (chunk.length === 0) return;
+    (stream === STREAM_STDOUT ? this.stdoutTail : this.stderrTail).push(chunk);
+    if (this.failed || this.ended) return;
+    const file = this.file;
+    let ok = true;
+    // Header and data as two writes in one writev: no copy of the data.
+    file.cork();
+    for (let at = 0; at < chunk.length; at += MAX_FRAME_BYTES) {
+      const piece = at === 0 && chunk.length <= MAX_FRAME_BYTES ? chunk : chunk.subarray(at, at + MAX_FRAME_BYTES);
+      file.write(encodeFrameHeader(stream, piece.length));
+      ok = file.write(piece, this.onWritten);
+    }
+    file.uncork();
+    if (!ok && !this.paused) {
+      this.paused = true;
+      this.opts.pause();
+      file.once('drain', this.resumeOutput);
+    }
+  }
+
+  /** No more output: flushes and closes the log file. Resolves with `closed`. */
+  end(): Promise<void> {
+    if (!this.ended) {
+      this.ended = true;
+      this.resumeOutput();
+      if (!this.file.destroyed) this.file.end();
+    }
+    return this.closed;
+  }
+
+  private readonly onWritten = (err?: Error | null): void => {
+    if (err) return;
+    this.written = this.file.bytesWritten;
+    this.opts.onProgress();
+  };
+
+  private readonly resumeOutput = (): void => {
+    if (!this.paused) return;
+    this.paused = false;
+    this.file.removeListener('drain', this.resumeOutput);
+    this.opts.resume();
+  };
+}
