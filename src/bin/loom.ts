@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 /**
  * The `loom` executable: `loom node ...` runs a node (src/bin/node-command),
- * anything else is the client CLI. The only client file that touches
+ * `loom certs ...` makes certificates (src/bin/certs-command), anything else
+ * is the client CLI, which uses LOOM_TLS_CA/CERT/KEY for mutual TLS. The only client file that touches
  * `process`: it wires streams and signals, sets the exit status, and lets
  * the process end on its own so piped output is never cut off.
  */
 import type * as CliModule from '../client/cli';
+import type * as ClientTlsModule from '../client/tls';
 
 interface NodeCommandModule {
   main(argv: string[]): Promise<number>;
@@ -35,6 +37,16 @@ async function runNode(argv: string[]): Promise<void> {
     process.exitCode = await mod.main(argv);
   } catch (err) {
     process.stderr.write(`loom: ${describe(err)}\n`);
+    process.exitCode = exitStatusOf(err);
+  }
+}
+
+async function runCerts(argv: string[]): Promise<void> {
+  try {
+    const mod = require('./certs-command') as NodeCommandModule;
+    process.exitCode = await mod.main(argv);
+  } catch (err) {
+    process.stderr.write(`loom certs: ${describe(err)}\n`);
     process.exitCode = exitStatusOf(err);
   }
 }
@@ -74,6 +86,9 @@ async function runClient(argv: string[]): Promise<void> {
 
   let code: number;
   try {
+    // LOOM_TLS_CA/CERT/KEY: every LoomApi the CLI makes uses them (read on first use).
+    const tls = require('../client/tls') as typeof ClientTlsModule;
+    tls.setDefaultClientTls(tls.tlsFilesFromEnv(process.env));
     const cli = require('../client/cli') as typeof CliModule;
     code = await cli.runCli(argv, {
       stdout: process.stdout,
@@ -95,7 +110,23 @@ async function runClient(argv: string[]): Promise<void> {
   setTimeout(() => process.exit(code), 1000).unref();
 }
 
+/**
+ * grpc-js gives TLS the dialled host as server name, an IP address included;
+ * Node ignores such a name but warns once (DEP0123), which the user can do
+ * nothing about. Only that warning is dropped.
+ */
+function dropIpServerNameWarning(): void {
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((...args: unknown[]) => {
+    const opt = args[1];
+    const code = typeof opt === 'object' && opt !== null ? (opt as { code?: unknown }).code : args[2];
+    if (code === 'DEP0123') return;
+    emit(...args);
+  }) as typeof process.emitWarning;
+}
+
+dropIpServerNameWarning();
 const argv = process.argv.slice(2);
 // `loom node drain|resume NAME` is a client command; `loom node [flags]` runs a node.
 const isNodeDaemon = argv[0] === 'node' && argv[1] !== 'drain' && argv[1] !== 'resume';
-void (isNodeDaemon ? runNode(argv.slice(1)) : runClient(argv));
+void (isNodeDaemon ? runNode(argv.slice(1)) : argv[0] === 'certs' ? runCerts(argv.slice(1)) : runClient(argv));

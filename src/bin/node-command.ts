@@ -4,7 +4,9 @@
  */
 import * as os from 'os';
 import yargs from 'yargs';
-import { defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, validateNodeConfig } from '../core/config';
+import {
+  defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, plaintextExposure, TlsFiles, validateNodeConfig,
+} from '../core/config';
 import { LoomError, toLoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
 import { parseBytes } from '../core/fit';
@@ -19,6 +21,16 @@ function bytesFlag(text: string, flag: string): number {
   const n = parseBytes(text);
   if (n === undefined) throw new LoomError('INVALID_ARGUMENT', `invalid ${flag} "${text}" (examples: 512M, 8G)`);
   return n;
+}
+
+/** --tls-ca/--tls-cert/--tls-key: all three or none. */
+function tlsFlags(caFile: string | undefined, certFile: string | undefined, keyFile: string | undefined): TlsFiles | undefined {
+  if (!caFile && !certFile && !keyFile) return undefined;
+  const missing = [['--tls-ca', caFile], ['--tls-cert', certFile], ['--tls-key', keyFile]].filter(([, v]) => !v).map(([k]) => k);
+  if (missing.length > 0) {
+    throw new LoomError('INVALID_ARGUMENT', `${missing.join(' and ')} missing: mutual TLS needs --tls-ca, --tls-cert and --tls-key together`);
+  }
+  return { caFile: caFile!, certFile: certFile!, keyFile: keyFile! };
 }
 
 export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
@@ -44,6 +56,11 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
     .option('kill-grace', { type: 'string', default: '3s', describe: 'SIGTERM -> SIGKILL wait when a task is stopped' })
+    .option('tls-ca', { type: 'string', describe: 'cluster CA certificate (PEM): mutual TLS for the API, node-to-node calls and etcd' })
+    .option('tls-cert', { type: 'string', describe: "this node's certificate (PEM; `loom certs issue node NAME`)" })
+    .option('tls-key', { type: 'string', describe: "this node's private key (PEM)" })
+    .option('insecure', { type: 'boolean', default: false, describe: 'allow plaintext on non-loopback addresses (anyone who can reach the node can run commands)' })
+    .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log and drain nodes (repeatable, or comma-separated)' })
     .strict()
     .help()
     .version(false)
@@ -54,6 +71,8 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
   const listen = args.listen;
   const { host } = parseHostPort(listen, '--listen');
   const urlHost = host === '0.0.0.0' ? '127.0.0.1' : host;
+  const tls = tlsFlags(args['tls-ca'], args['tls-cert'], args['tls-key']);
+  const scheme = tls ? 'https' : 'http';
   const config: NodeConfig = {
     ...d,
     name: args.name,
@@ -61,8 +80,8 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     advertise: args.advertise ?? '',
     dataDir: args['data-dir'],
     peers: list(args.peer).map(parsePeer),
-    peerListen: args['peer-listen'] ?? `http://${urlHost}:2380`,
-    clientListen: args['client-listen'] ?? `http://${urlHost}:2379`,
+    peerListen: args['peer-listen'] ?? `${scheme}://${urlHost}:2380`,
+    clientListen: args['client-listen'] ?? `${scheme}://${urlHost}:2379`,
     etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
     etcdBin: args['etcd-bin'],
     slots: args.slots,
@@ -76,6 +95,9 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
       diskBytes: args.disk ? bytesFlag(args.disk, '--disk') : 0,
     },
     starveAfterMs: parseDurationMs(args['starve-after']),
+    tls,
+    insecure: args.insecure,
+    admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),
   };
   if (!Number.isFinite(config.capacity.cpu) || config.capacity.cpu < 0) throw new LoomError('INVALID_ARGUMENT', '--cpu must be a positive number of cores');
   return validateNodeConfig(config);
@@ -92,6 +114,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${config.name} ${msg}\n`);
   process.on('unhandledRejection', (err) => log(`unhandled rejection (kept running): ${(err as Error)?.stack ?? err}`));
+  const exposed = plaintextExposure(config);
+  if (exposed.length > 0) {
+    log(`WARNING: --insecure: ${exposed.join(', ')} without TLS; anyone who can reach it can run commands as ${os.userInfo().username} and read or change all cluster state`);
+  }
   let node: LoomNode;
   try {
     node = await LoomNode.start(config, { log });

@@ -19,6 +19,7 @@ import { parseBytes } from '../core/fit';
 import { parseStateName, TaskState } from '../core/lifecycle';
 import { LIMITS, PRIORITY_MAX, PRIORITY_MIN, validateSpec } from '../core/spec';
 import type { TaskSpec } from '../gen/loom';
+import type { JobCommand } from './job-cli';
 
 export const DEFAULT_NODE = '127.0.0.1:8080';
 
@@ -32,6 +33,8 @@ export interface RunArgs extends GlobalArgs {
   /** Validated and normalised (validateSpec). */
   spec: TaskSpec;
   detach: boolean;
+  /** --array N: run N copies as a job (0 = a single task). */
+  array: number;
 }
 
 export interface ListArgs extends GlobalArgs {
@@ -52,6 +55,7 @@ export type Command =
   | ({ kind: 'list' } & ListArgs)
   | ({ kind: 'nodes' } & GlobalArgs)
   | ({ kind: 'drain'; name: string; drain: boolean; deadlineMs: number } & GlobalArgs)
+  | ({ kind: 'job'; job: JobCommand } & GlobalArgs)
   | { kind: 'node' };
 
 type Env = Record<string, string | undefined>;
@@ -164,7 +168,8 @@ function runOptions(y: Argv): Argv {
     .option('image', { type: 'string', requiresArg: true, describe: 'run in a Docker container of this image' })
     .option('pull', { type: 'string', requiresArg: true, describe: 'image pull policy: never|missing|always (default missing)' })
     .option('mount', { type: 'string', requiresArg: true, describe: 'host:container[:ro] bind mount (repeatable; --image only)' })
-    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none)' });
+    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none)' })
+    .option('array', { type: 'string', requiresArg: true, describe: 'run N copies as an array job (LOOM_TASK_INDEX=0..N-1, {{index}} in args)' });
 }
 
 const RUN_USAGE =
@@ -219,7 +224,7 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
       : undefined,
   });
   const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json']) } as Parsed, env);
-  return { ...g, spec, detach: Boolean(last(opts.detach)) };
+  return { ...g, spec, detach: Boolean(last(opts.detach)), array: intArg(str(opts.array), '--array', 1, 100_000) ?? 0 };
 }
 
 function numberArg(text: string | undefined, flag: string): number {
@@ -289,6 +294,7 @@ function mainParser(env: Env): Argv {
     .command('cancel <id>', 'cancel a task')
     .command('wait <id>', 'wait for a task to end; exit with its status')
     .command('nodes', "list the cluster's nodes")
+    .command('job', 'job files, arrays and dependencies (see `loom job --help`)')
     .command('node', 'run a loom node (see `loom node --help`); `loom node drain|resume NAME`')
     .demandCommand(1, 'no command given')
     .recommendCommands()
@@ -303,7 +309,7 @@ function mainParser(env: Env): Argv {
   return version ? y.version(version) : y.version(false);
 }
 
-const COMMANDS = new Set(['run', 'status', 'list', 'logs', 'cancel', 'wait', 'nodes', 'node']);
+const COMMANDS = new Set(['run', 'status', 'list', 'logs', 'cancel', 'wait', 'nodes', 'node', 'job']);
 
 /** `list --node NAME` filters by node; -N (and --node before `list`) is the address. */
 function rewriteListArgs(rest: string[]): string[] {
@@ -368,6 +374,7 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
     if (run.output !== undefined) return { kind: 'output', text: run.output };
     return { kind: 'run', ...buildRun(run.argv, pre, env) };
   }
+  if (command === 'job') return parseJobCommand(argv, env);
   if (command === 'node' && (words[1] === 'drain' || words[1] === 'resume')) {
     return parseDrain(argv, env);
   }
@@ -400,6 +407,51 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
     default:
       throw invalid(`unknown command "${String(p._[0])}" (see \`loom --help\`)`);
   }
+}
+
+/** `loom job submit FILE | status JOB | list | cancel JOB | logs JOB --index N`. */
+function parseJobCommand(argv: string[], env: Env): Command {
+  const parsed = parseWith(
+    base()
+      .usage('$0 job <submit|status|list|cancel|logs> ...')
+      .option('node', { alias: 'N', type: 'string', requiresArg: true })
+      .option('json', { type: 'boolean' })
+      .command('job submit <file>', 'submit a job file (YAML or JSON)', (y) => y.option('wait', { type: 'boolean', default: false, describe: 'wait for the job(s) to end' }))
+      .command('job status <job>', "show a job's state and task counts", (y) => y.option('watch', { alias: 'w', type: 'boolean', default: false, describe: 'follow until it ends' }))
+      .command('job list', 'list jobs', (y) => y.option('limit', { type: 'string' }).option('page-token', { type: 'string' }))
+      .command('job cancel <job>', 'cancel every task of a job')
+      .command('job logs <job>', "print one task's output", (y) => y.option('index', { type: 'string', demandOption: true }).option('follow', { alias: 'f', type: 'boolean', default: false }))
+      .demandCommand(2)
+      .strict()
+      .help()
+      .version(false),
+    argv,
+    'loom job',
+  );
+  if (parsed.output !== undefined) return { kind: 'output', text: parsed.output };
+  const p = parsed.argv;
+  const verb = String(p._[1]);
+  let job: JobCommand;
+  switch (verb) {
+    case 'submit':
+      job = { verb, file: str(p.file) ?? '', wait: Boolean(last(p.wait)) };
+      break;
+    case 'status':
+      job = { verb, job: str(p.job) ?? '', watch: Boolean(last(p.watch)) };
+      break;
+    case 'list':
+      job = { verb, limit: intArg(str(p.limit), '--limit', 1, 1000) ?? 100, pageToken: str(p['page-token']) ?? '' };
+      break;
+    case 'cancel':
+      job = { verb, job: str(p.job) ?? '' };
+      break;
+    case 'logs':
+      job = { verb, job: str(p.job) ?? '', index: intArg(str(p.index), '--index', 0, 100_000) ?? 0, follow: Boolean(last(p.follow)) };
+      break;
+    default:
+      throw invalid(`unknown job command "${verb}" (submit, status, list, cancel, logs)`);
+  }
+  return { kind: 'job', job, ...globals(p, env) };
 }
 
 /** `loom node drain NAME [--deadline 5m]` and `loom node resume NAME`. */

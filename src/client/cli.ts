@@ -3,6 +3,7 @@
  * process and never prints a stack trace: every failure becomes
  * `loom: <message>` on stderr and the LoomError's exit status.
  */
+import { runJobCommand, submitArray } from './job-cli';
 import { invalid, LoomError, toLoomError } from '../core/errors';
 import { isTerminal, stateName, TaskState } from '../core/lifecycle';
 import { NodeInfo, Task } from '../gen/loom';
@@ -54,6 +55,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return await waitCommand(cmd, api, io);
       case 'nodes':
         return await nodesCommand(cmd, api, io);
+      case 'job':
+        return await runJobCommand(cmd.job, api, { stdout: io.stdout, stderr: io.stderr, isTTY: io.isTTY }, cmd.json);
       case 'drain': {
         const res = await api.drain(cmd.name, cmd.drain, cmd.deadlineMs);
         if (cmd.json) await printJson(io, res);
@@ -103,6 +106,7 @@ function worthExplaining(task: Task): boolean {
 }
 
 async function runCommand(cmd: Cmd<'run'>, api: LoomApi, io: CliIo): Promise<number> {
+  if (cmd.array > 0) return submitArray(api, cmd.spec, cmd.array, { stdout: io.stdout, stderr: io.stderr, isTTY: io.isTTY }, cmd.json, cmd.detach);
   const ctrl = new AbortController();
   let id: string | undefined;
   let signals = 0;

@@ -12,17 +12,27 @@ import {
   LoomClient,
   type ListResponse,
   type DrainResponse,
+  type JobSpec,
+  type JobStatus,
+  type ListJobsResponse,
   type NodeInfo,
   type Task,
   type TaskSpec,
 } from '../gen/loom';
 import { cancelledError, fromGrpcError } from './errors';
+import { channelCredentials, defaultClientTls, type TlsMaterial } from './tls';
 
 export const DEFAULT_DEADLINE_MS = 10_000;
 
 export interface LoomApiOptions {
   /** Deadline of unary calls other than Wait (default 10 s). */
   deadlineMs?: number;
+  /**
+   * Mutual TLS identity (see ./tls). Default: the process-wide one
+   * (setDefaultClientTls; the CLI sets it from LOOM_TLS_*), else plaintext.
+   * null: plaintext whatever the default.
+   */
+  tls?: TlsMaterial | null;
 }
 
 type UnaryMethod<Req, Res> = (
@@ -40,13 +50,17 @@ interface CallOpts {
 
 export class LoomApi {
   readonly address: string;
+  /** Does this client speak TLS? (Error messages differ.) */
+  readonly secure: boolean;
   private readonly client: LoomClient;
   private readonly deadlineMs: number;
 
   constructor(address: string, opts: LoomApiOptions = {}) {
     this.address = address;
     this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
-    this.client = new LoomClient(address, grpc.credentials.createInsecure(), {
+    const tls = opts.tls === undefined ? defaultClientTls() : opts.tls;
+    this.secure = Boolean(tls);
+    this.client = new LoomClient(address, tls ? channelCredentials(tls) : grpc.credentials.createInsecure(), {
       'grpc.max_receive_message_length': LIMITS.requestBytes,
       'grpc.max_send_message_length': LIMITS.requestBytes,
       // Notice a silently dead node during a long Wait / Logs follow.
@@ -93,6 +107,22 @@ export class LoomApi {
     return res.nodes;
   }
 
+  async submitJob(spec: JobSpec, signal?: AbortSignal): Promise<JobStatus> {
+    return this.unary(this.client.submitJob, { spec }, { deadline: false, signal });
+  }
+
+  async getJob(job: string, signal?: AbortSignal): Promise<JobStatus> {
+    return this.unary(this.client.getJob, { job }, { deadline: true, signal });
+  }
+
+  async listJobs(pageSize: number, pageToken: string, signal?: AbortSignal): Promise<ListJobsResponse> {
+    return this.unary(this.client.listJobs, { pageSize, pageToken }, { deadline: true, signal });
+  }
+
+  async cancelJob(job: string, signal?: AbortSignal): Promise<JobStatus> {
+    return this.unary(this.client.cancelJob, { job }, { deadline: true, signal });
+  }
+
   /** Drain (or resume) the node named `name`; deadlineMs 0 = let tasks finish. */
   async drain(name: string, drain: boolean, deadlineMs = 0, signal?: AbortSignal): Promise<DrainResponse> {
     return this.unary(this.client.drain, { name, drain, deadlineMs }, { deadline: true, signal });
@@ -109,7 +139,7 @@ export class LoomApi {
     try {
       call = this.client.logs(LogsRequest.fromPartial({ id, follow }));
     } catch (err) {
-      throw fromGrpcError(err, this.address);
+      throw fromGrpcError(err, this.address, this.secure);
     }
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -122,7 +152,7 @@ export class LoomApi {
     } catch (err) {
       finished = true;
       if (signal?.aborted) throw cancelledError();
-      throw fromGrpcError(err, this.address);
+      throw fromGrpcError(err, this.address, this.secure);
     } finally {
       signal?.removeEventListener('abort', onAbort);
       // The consumer stopped early: tell the node we are gone.
@@ -149,11 +179,11 @@ export class LoomApi {
       try {
         call = method.call(this.client, request, new grpc.Metadata(), options, (err, res) => {
           signal?.removeEventListener('abort', onAbort);
-          if (err) reject(signal?.aborted ? cancelledError() : fromGrpcError(err, this.address));
+          if (err) reject(signal?.aborted ? cancelledError() : fromGrpcError(err, this.address, this.secure));
           else resolve(res);
         });
       } catch (err) {
-        reject(fromGrpcError(err, this.address));
+        reject(fromGrpcError(err, this.address, this.secure));
         return;
       }
       signal?.addEventListener('abort', onAbort, { once: true });

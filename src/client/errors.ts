@@ -45,6 +45,33 @@ function connectReason(details: string): string {
   return text || 'connection failed';
 }
 
+/**
+ * Why a TLS connection failed, from this client's side, or undefined when the
+ * failure is not about TLS. The fixes are named (LOOM_TLS_*, --host).
+ */
+function tlsReason(details: string, secure: boolean): string | undefined {
+  if (/presented (a client|a non-loom) certificate/.test(details)) {
+    const m = /(the server at .*? certificate), not a loom node certificate/.exec(details);
+    return `${m ? m[1] : 'the server did not present a node certificate'}, not a loom node certificate`;
+  }
+  if (!secure) return undefined;
+  if (/self[- ]signed certificate|unable to (get|verify)[^.]*(issuer|certificate)|certificate signature failure/i.test(details)) {
+    return "its certificate is not signed by the CA in LOOM_TLS_CA (is that this cluster's CA?)";
+  }
+  if (/certificate has expired/i.test(details)) return 'its certificate has expired (reissue it with `loom certs issue`)';
+  if (/certificate is not yet valid/i.test(details)) return 'its certificate is not valid yet (check the clocks)';
+  if (/Hostname\/IP does not match certificate's altnames|does not match certificate/i.test(details)) {
+    return 'its certificate does not name the address dialled (reissue it with `loom certs issue ... node NAME --host ADDRESS`)';
+  }
+  if (/wrong version number|packet length too long|http request|unexpected eof|disconnected before secure TLS connection/i.test(details)) {
+    return 'it does not speak TLS (is the node running without --tls-*? then unset LOOM_TLS_*)';
+  }
+  if (/alert (unknown ca|bad certificate|certificate unknown|certificate expired|handshake failure)/i.test(details)) {
+    return `it refused this client's certificate during the TLS handshake (${/alert [a-z ]+/i.exec(details)![0]})`;
+  }
+  return undefined;
+}
+
 /** Did a DEADLINE_EXCEEDED happen before any connection was made? */
 function neverConnected(details: string): boolean {
   return !/remote_addr=/.test(details);
@@ -52,9 +79,10 @@ function neverConnected(details: string): boolean {
 
 /**
  * Maps anything a LoomApi call throws to a LoomError. `address` is the
- * host:port the client talks to, used in connection-failure messages.
+ * host:port the client talks to, used in connection-failure messages;
+ * `secure`: the client speaks TLS (TLS failures are then explained).
  */
-export function fromGrpcError(err: unknown, address: string): LoomError {
+export function fromGrpcError(err: unknown, address: string, secure = false): LoomError {
   if (err instanceof LoomError) return err;
   if (!isServiceError(err)) {
     const message = err instanceof Error ? err.message : String(err);
@@ -67,6 +95,8 @@ export function fromGrpcError(err: unknown, address: string): LoomError {
     return new LoomError(loomCode, details || loomCode.toLowerCase(), subject || undefined);
   }
   const code = codeForGrpcStatus(err.code);
+  const tls = code === 'UNAVAILABLE' || code === 'DEADLINE_EXCEEDED' ? tlsReason(details, secure) : undefined;
+  if (tls) return new LoomError('UNAVAILABLE', `cannot talk to loom node at ${address}: ${tls}`);
   if (code === 'UNAVAILABLE' || (code === 'DEADLINE_EXCEEDED' && neverConnected(details))) {
     return new LoomError(
       'UNAVAILABLE',

@@ -1,4 +1,5 @@
 /** Node configuration: the shape, the defaults, and their validation. */
+import { isIP } from 'net';
 import { invalid } from './errors';
 import { StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
 
@@ -6,6 +7,20 @@ export interface PeerSpec {
   name: string;
   url: string;
 }
+
+/** PEM files of a mutual-TLS identity: the cluster CA, this party's certificate and key. */
+export interface TlsFiles {
+  caFile: string;
+  certFile: string;
+  keyFile: string;
+}
+
+/** Limits on `--label k=v` (node labels), documented in the README. */
+export const LABEL_LIMITS = {
+  count: 64,
+  keyChars: 63,
+  valueChars: 256,
+} as const;
 
 export interface NodeConfig {
   name: string;
@@ -33,6 +48,16 @@ export interface NodeConfig {
   capacity: { cpu: number; memoryBytes: number; diskBytes: number };
   /** Waiting this long, a task that fits a node's capacity makes that node stop taking smaller work until it fits. */
   starveAfterMs: number;
+  /**
+   * Mutual TLS (--tls-ca/--tls-cert/--tls-key): the API, node-to-node calls
+   * and etcd (embedded member, or https:// --etcd endpoints). Unset: plaintext,
+   * allowed on loopback addresses only unless `insecure`.
+   */
+  tls?: TlsFiles;
+  /** --insecure: plaintext on non-loopback addresses, explicitly accepted. */
+  insecure?: boolean;
+  /** --admin: identities (certificate CNs) that may cancel any task, read any task's logs, drain nodes. */
+  admins?: string[];
 }
 
 export function defaultNodeConfig(cpuCount: number): NodeConfig {
@@ -54,6 +79,8 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     steal: DEFAULT_STEAL_POLICY,
     capacity: { cpu: 0, memoryBytes: 0, diskBytes: 0 },
     starveAfterMs: 30_000,
+    insecure: false,
+    admins: [],
   };
 }
 
@@ -80,13 +107,62 @@ export function parsePeer(text: string): PeerSpec {
   return { name, url };
 }
 
-/** Parses "k=v" labels. */
+/** Parses "k=v" labels (LABEL_LIMITS). */
 export function parseLabel(text: string): [string, string] {
   const at = text.indexOf('=');
-  if (at <= 0) throw invalid(`invalid label "${text}": expected KEY=VALUE`);
+  if (at <= 0) throw invalid(`invalid label "${text.slice(0, 80)}": expected KEY=VALUE`);
   const key = text.slice(0, at);
-  if (!/^[A-Za-z0-9_.\/-]{1,63}$/.test(key)) throw invalid(`invalid label key "${key}"`);
-  return [key, text.slice(at + 1)];
+  if (!/^[A-Za-z0-9_.\/-]{1,63}$/.test(key)) {
+    throw invalid(`invalid label key "${key.slice(0, 80)}": 1-${LABEL_LIMITS.keyChars} characters of letters, digits, "_", ".", "/" or "-"`);
+  }
+  const value = text.slice(at + 1);
+  if (value.length > LABEL_LIMITS.valueChars) {
+    throw invalid(`label ${key} value is ${value.length} characters > limit ${LABEL_LIMITS.valueChars}`);
+  }
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw invalid(`label ${key} value contains a control character`);
+  return [key, value];
+}
+
+/** Certificate identities (client and node names): what --admin and `loom certs issue` accept. */
+const IDENTITY = /^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$/;
+
+export function validateIdentityName(name: string, what = 'identity'): string {
+  if (!IDENTITY.test(name)) {
+    throw invalid(`invalid ${what} "${name.slice(0, 80)}": 1-64 characters of letters, digits, "_", ".", "@" or "-"`);
+  }
+  return name;
+}
+
+/** Is host (as in host:port or a URL, brackets allowed) a loopback address? */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[(.*)\]$/, '$1').toLowerCase();
+  if (h === 'localhost' || h === '::1') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  return false;
+}
+
+function urlHost(url: string): string {
+  const m = /^[a-z]+:\/\/(\[[^\]]*\]|[^:/]*)/i.exec(url);
+  return m ? m[1] : url;
+}
+
+/**
+ * What this config serves or talks to in plaintext beyond loopback: the
+ * addresses `--insecure` must accept explicitly. Empty when nothing is exposed.
+ */
+export function plaintextExposure(c: NodeConfig): string[] {
+  const out: string[] = [];
+  if (!c.tls) {
+    if (!isLoopbackHost(parseHostPort(c.listen, '--listen').host)) out.push(`--listen ${c.listen}`);
+    if (c.etcdEndpoints.length === 0) {
+      if (!isLoopbackHost(urlHost(c.peerListen))) out.push(`--peer-listen ${c.peerListen}`);
+      if (!isLoopbackHost(urlHost(c.clientListen))) out.push(`--client-listen ${c.clientListen}`);
+    }
+  }
+  for (const url of c.etcdEndpoints) {
+    if (url.startsWith('http://') && !isLoopbackHost(urlHost(url))) out.push(`--etcd ${url}`);
+  }
+  return out;
 }
 
 export function parseHostPort(text: string, what: string): { host: string; port: number } {
@@ -109,5 +185,40 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   for (const url of c.etcdEndpoints) {
     if (!/^https?:\/\/[^/\s]+$/.test(url)) throw invalid(`invalid --etcd endpoint "${url}"`);
   }
+  const labels = Object.keys(c.labels);
+  if (labels.length > LABEL_LIMITS.count) {
+    throw invalid(`too many labels: ${labels.length} > limit ${LABEL_LIMITS.count}`);
+  }
+  for (const admin of c.admins ?? []) validateIdentityName(admin, '--admin identity');
+  validateTransport(c);
   return c;
+}
+
+/** TLS all-or-nothing, URL schemes that match it, and the --insecure rule. */
+function validateTransport(c: NodeConfig): void {
+  if (c.tls) {
+    for (const [flag, file] of [['--tls-ca', c.tls.caFile], ['--tls-cert', c.tls.certFile], ['--tls-key', c.tls.keyFile]]) {
+      if (!file) throw invalid(`${flag} is missing: mutual TLS needs --tls-ca, --tls-cert and --tls-key together`);
+    }
+  }
+  const schemes = new Set(c.etcdEndpoints.map((u) => u.slice(0, u.indexOf(':'))));
+  if (schemes.size > 1) throw invalid('--etcd endpoints mix http:// and https://; use one scheme');
+  if (schemes.has('https') && !c.tls) {
+    throw invalid('--etcd https:// endpoints need --tls-ca, --tls-cert and --tls-key (the node connects with its certificate)');
+  }
+  if (c.etcdEndpoints.length === 0) {
+    const scheme = c.tls ? 'https' : 'http';
+    const why = c.tls ? 'with --tls-* the embedded etcd member speaks TLS' : 'without --tls-* the embedded etcd member speaks plain http';
+    const urls: [string, string][] = [['--peer-listen', c.peerListen], ['--client-listen', c.clientListen], ...c.peers.map((p): [string, string] => [`--peer ${p.name}`, p.url])];
+    for (const [flag, url] of urls) {
+      if (!url.startsWith(`${scheme}://`)) throw invalid(`${flag} ${url} must be an ${scheme}:// URL (${why})`);
+    }
+  }
+  const exposed = plaintextExposure(c);
+  if (exposed.length > 0 && !c.insecure) {
+    throw invalid(
+      `refusing to use ${exposed.join(', ')} without TLS (not a loopback address): pass --tls-ca, --tls-cert and --tls-key ` +
+        '(see `loom certs`), or --insecure to accept that anyone who can reach it can run commands as this node\'s user',
+    );
+  }
 }

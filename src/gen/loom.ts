@@ -96,6 +96,73 @@ export function taskStateToJSON(object: TaskState): string {
   }
 }
 
+export enum JobState {
+  JOB_STATE_UNSPECIFIED = 0,
+  /** BLOCKED - Waiting for the jobs it depends on. */
+  BLOCKED = 1,
+  /** SUBMITTING - Its tasks are being written (resumable by any node). */
+  SUBMITTING = 2,
+  /** ACTIVE - Its tasks exist; running/queued/done is derived from them. */
+  ACTIVE = 3,
+  JOB_COMPLETED = 4,
+  JOB_FAILED = 5,
+  /** KILLED - Cancelled by a user. */
+  KILLED = 6,
+  UNRECOGNIZED = -1,
+}
+
+export function jobStateFromJSON(object: any): JobState {
+  switch (object) {
+    case 0:
+    case "JOB_STATE_UNSPECIFIED":
+      return JobState.JOB_STATE_UNSPECIFIED;
+    case 1:
+    case "BLOCKED":
+      return JobState.BLOCKED;
+    case 2:
+    case "SUBMITTING":
+      return JobState.SUBMITTING;
+    case 3:
+    case "ACTIVE":
+      return JobState.ACTIVE;
+    case 4:
+    case "JOB_COMPLETED":
+      return JobState.JOB_COMPLETED;
+    case 5:
+    case "JOB_FAILED":
+      return JobState.JOB_FAILED;
+    case 6:
+    case "KILLED":
+      return JobState.KILLED;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return JobState.UNRECOGNIZED;
+  }
+}
+
+export function jobStateToJSON(object: JobState): string {
+  switch (object) {
+    case JobState.JOB_STATE_UNSPECIFIED:
+      return "JOB_STATE_UNSPECIFIED";
+    case JobState.BLOCKED:
+      return "BLOCKED";
+    case JobState.SUBMITTING:
+      return "SUBMITTING";
+    case JobState.ACTIVE:
+      return "ACTIVE";
+    case JobState.JOB_COMPLETED:
+      return "JOB_COMPLETED";
+    case JobState.JOB_FAILED:
+      return "JOB_FAILED";
+    case JobState.KILLED:
+      return "KILLED";
+    case JobState.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 export enum LogStream {
   LOG_STREAM_UNSPECIFIED = 0,
   STDOUT = 1,
@@ -235,6 +302,80 @@ export interface Task {
   notBeforeMs: number;
   /** The attempt's process was killed for exceeding its memory limit. */
   oomKilled: boolean;
+  /** Set for tasks of a job: the job and this task's index in it. */
+  jobId: string;
+  index: number;
+}
+
+export interface JobSpec {
+  name: string;
+  owner: string;
+  /** Tasks 0..count-1 are `template` with {{index}} substituted, then overrides[index]. */
+  template: TaskSpec | undefined;
+  count: number;
+  overrides: { [key: number]: TaskSpec };
+  /** Run once all of these jobs (names) COMPLETED. */
+  after: string[];
+  /** Run once all of these jobs finished, whatever their outcome. */
+  afterAny: string[];
+  labels: { [key: string]: string };
+}
+
+export interface JobSpec_OverridesEntry {
+  key: number;
+  value: TaskSpec | undefined;
+}
+
+export interface JobSpec_LabelsEntry {
+  key: string;
+  value: string;
+}
+
+/** Stored at /job/<id>. */
+export interface Job {
+  id: string;
+  spec: JobSpec | undefined;
+  state: JobState;
+  submittedAtMs: number;
+  finishedAtMs: number;
+  reason: string;
+  /** Job ids of `after` / `after_any`, resolved at submit. */
+  afterIds: string[];
+  afterAnyIds: string[];
+}
+
+export interface JobCounts {
+  queued: number;
+  running: number;
+  completed: number;
+  failed: number;
+  cancelled: number;
+  lost: number;
+  blocked: number;
+}
+
+export interface JobStatus {
+  job: Job | undefined;
+  counts: JobCounts | undefined;
+}
+
+export interface SubmitJobRequest {
+  spec: JobSpec | undefined;
+}
+
+export interface JobRequest {
+  /** Job id or name. */
+  job: string;
+}
+
+export interface ListJobsRequest {
+  pageSize: number;
+  pageToken: string;
+}
+
+export interface ListJobsResponse {
+  jobs: Job[];
+  nextPageToken: string;
 }
 
 /** Stored at /task/tail/<id> once the task has finished an attempt. */
@@ -1347,6 +1488,8 @@ function createBaseTask(): Task {
     history: [],
     notBeforeMs: 0,
     oomKilled: false,
+    jobId: "",
+    index: 0,
   };
 }
 
@@ -1402,6 +1545,12 @@ export const Task: MessageFns<Task> = {
     }
     if (message.oomKilled !== false) {
       writer.uint32(136).bool(message.oomKilled);
+    }
+    if (message.jobId !== "") {
+      writer.uint32(146).string(message.jobId);
+    }
+    if (message.index !== 0) {
+      writer.uint32(152).uint32(message.index);
     }
     return writer;
   },
@@ -1555,6 +1704,22 @@ export const Task: MessageFns<Task> = {
             message.oomKilled = reader.bool();
             continue;
           }
+          case 18: {
+            if (tag !== 146) {
+              break;
+            }
+
+            message.jobId = reader.string();
+            continue;
+          }
+          case 19: {
+            if (tag !== 152) {
+              break;
+            }
+
+            message.index = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1616,6 +1781,12 @@ export const Task: MessageFns<Task> = {
         : isSet(object.oom_killed)
         ? globalThis.Boolean(object.oom_killed)
         : false,
+      jobId: isSet(object.jobId)
+        ? globalThis.String(object.jobId)
+        : isSet(object.job_id)
+        ? globalThis.String(object.job_id)
+        : "",
+      index: isSet(object.index) ? globalThis.Number(object.index) : 0,
     };
   },
 
@@ -1672,6 +1843,12 @@ export const Task: MessageFns<Task> = {
     if (message.oomKilled !== false) {
       obj.oomKilled = message.oomKilled;
     }
+    if (message.jobId !== "") {
+      obj.jobId = message.jobId;
+    }
+    if (message.index !== 0) {
+      obj.index = Math.round(message.index);
+    }
     return obj;
   },
 
@@ -1697,6 +1874,1201 @@ export const Task: MessageFns<Task> = {
     message.history = object.history?.map((e) => Attempt.fromPartial(e)) || [];
     message.notBeforeMs = object.notBeforeMs ?? 0;
     message.oomKilled = object.oomKilled ?? false;
+    message.jobId = object.jobId ?? "";
+    message.index = object.index ?? 0;
+    return message;
+  },
+};
+
+function createBaseJobSpec(): JobSpec {
+  return { name: "", owner: "", template: undefined, count: 0, overrides: {}, after: [], afterAny: [], labels: {} };
+}
+
+export const JobSpec: MessageFns<JobSpec> = {
+  encode(message: JobSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.owner !== "") {
+      writer.uint32(18).string(message.owner);
+    }
+    if (message.template !== undefined) {
+      TaskSpec.encode(message.template, writer.uint32(26).fork()).join();
+    }
+    if (message.count !== 0) {
+      writer.uint32(32).uint32(message.count);
+    }
+    globalThis.Object.entries(message.overrides).forEach(([key, value]: [string, TaskSpec]) => {
+      JobSpec_OverridesEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
+    });
+    for (const v of message.after) {
+      writer.uint32(50).string(v!);
+    }
+    for (const v of message.afterAny) {
+      writer.uint32(58).string(v!);
+    }
+    globalThis.Object.entries(message.labels).forEach(([key, value]: [string, string]) => {
+      JobSpec_LabelsEntry.encode({ key: key as any, value }, writer.uint32(66).fork()).join();
+    });
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.template = TaskSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.count = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            const entry5 = JobSpec_OverridesEntry.decode(reader, reader.uint32());
+            if (entry5.value !== undefined) {
+              message.overrides[entry5.key] = entry5.value;
+            }
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.after.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.afterAny.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            const entry8 = JobSpec_LabelsEntry.decode(reader, reader.uint32());
+            if (entry8.value !== undefined) {
+              message.labels[entry8.key] = entry8.value;
+            }
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobSpec {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
+      template: isSet(object.template) ? TaskSpec.fromJSON(object.template) : undefined,
+      count: isSet(object.count) ? globalThis.Number(object.count) : 0,
+      overrides: isObject(object.overrides)
+        ? (globalThis.Object.entries(object.overrides) as [string, any][]).reduce(
+          (acc: { [key: number]: TaskSpec }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, globalThis.Number(key), {
+              value: TaskSpec.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      after: globalThis.Array.isArray(object?.after) ? object.after.map((e: any) => globalThis.String(e)) : [],
+      afterAny: globalThis.Array.isArray(object?.afterAny)
+        ? object.afterAny.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.after_any)
+        ? object.after_any.map((e: any) => globalThis.String(e))
+        : [],
+      labels: isObject(object.labels)
+        ? (globalThis.Object.entries(object.labels) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: globalThis.String(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+    };
+  },
+
+  toJSON(message: JobSpec): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.owner !== "") {
+      obj.owner = message.owner;
+    }
+    if (message.template !== undefined) {
+      obj.template = TaskSpec.toJSON(message.template);
+    }
+    if (message.count !== 0) {
+      obj.count = Math.round(message.count);
+    }
+    if (message.overrides) {
+      const entries = globalThis.Object.entries(message.overrides) as [string, TaskSpec][];
+      if (entries.length > 0) {
+        obj.overrides = {};
+        entries.forEach(([k, v]) => {
+          obj.overrides[k] = TaskSpec.toJSON(v);
+        });
+      }
+    }
+    if (message.after?.length) {
+      obj.after = message.after;
+    }
+    if (message.afterAny?.length) {
+      obj.afterAny = message.afterAny;
+    }
+    if (message.labels) {
+      const entries = globalThis.Object.entries(message.labels) as [string, string][];
+      if (entries.length > 0) {
+        obj.labels = {};
+        entries.forEach(([k, v]) => {
+          obj.labels[k] = v;
+        });
+      }
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobSpec>): JobSpec {
+    return JobSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobSpec>): JobSpec {
+    const message = createBaseJobSpec();
+    message.name = object.name ?? "";
+    message.owner = object.owner ?? "";
+    message.template = (object.template !== undefined && object.template !== null)
+      ? TaskSpec.fromPartial(object.template)
+      : undefined;
+    message.count = object.count ?? 0;
+    message.overrides = (globalThis.Object.entries(object.overrides ?? {}) as [string, TaskSpec][]).reduce(
+      (acc: { [key: number]: TaskSpec }, [key, value]: [string, TaskSpec]) => {
+        if (value !== undefined) {
+          acc[globalThis.Number(key)] = TaskSpec.fromPartial(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.after = object.after?.map((e) => e) || [];
+    message.afterAny = object.afterAny?.map((e) => e) || [];
+    message.labels = (globalThis.Object.entries(object.labels ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseJobSpec_OverridesEntry(): JobSpec_OverridesEntry {
+  return { key: 0, value: undefined };
+}
+
+export const JobSpec_OverridesEntry: MessageFns<JobSpec_OverridesEntry> = {
+  encode(message: JobSpec_OverridesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== 0) {
+      writer.uint32(8).uint32(message.key);
+    }
+    if (message.value !== undefined) {
+      TaskSpec.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobSpec_OverridesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobSpec_OverridesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.key = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = TaskSpec.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobSpec_OverridesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.Number(object.key) : 0,
+      value: isSet(object.value) ? TaskSpec.fromJSON(object.value) : undefined,
+    };
+  },
+
+  toJSON(message: JobSpec_OverridesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== 0) {
+      obj.key = Math.round(message.key);
+    }
+    if (message.value !== undefined) {
+      obj.value = TaskSpec.toJSON(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobSpec_OverridesEntry>): JobSpec_OverridesEntry {
+    return JobSpec_OverridesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobSpec_OverridesEntry>): JobSpec_OverridesEntry {
+    const message = createBaseJobSpec_OverridesEntry();
+    message.key = object.key ?? 0;
+    message.value = (object.value !== undefined && object.value !== null)
+      ? TaskSpec.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseJobSpec_LabelsEntry(): JobSpec_LabelsEntry {
+  return { key: "", value: "" };
+}
+
+export const JobSpec_LabelsEntry: MessageFns<JobSpec_LabelsEntry> = {
+  encode(message: JobSpec_LabelsEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobSpec_LabelsEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobSpec_LabelsEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobSpec_LabelsEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: JobSpec_LabelsEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobSpec_LabelsEntry>): JobSpec_LabelsEntry {
+    return JobSpec_LabelsEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobSpec_LabelsEntry>): JobSpec_LabelsEntry {
+    const message = createBaseJobSpec_LabelsEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseJob(): Job {
+  return {
+    id: "",
+    spec: undefined,
+    state: 0,
+    submittedAtMs: 0,
+    finishedAtMs: 0,
+    reason: "",
+    afterIds: [],
+    afterAnyIds: [],
+  };
+}
+
+export const Job: MessageFns<Job> = {
+  encode(message: Job, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.spec !== undefined) {
+      JobSpec.encode(message.spec, writer.uint32(18).fork()).join();
+    }
+    if (message.state !== 0) {
+      writer.uint32(24).int32(message.state);
+    }
+    if (message.submittedAtMs !== 0) {
+      writer.uint32(32).int64(message.submittedAtMs);
+    }
+    if (message.finishedAtMs !== 0) {
+      writer.uint32(40).int64(message.finishedAtMs);
+    }
+    if (message.reason !== "") {
+      writer.uint32(50).string(message.reason);
+    }
+    for (const v of message.afterIds) {
+      writer.uint32(58).string(v!);
+    }
+    for (const v of message.afterAnyIds) {
+      writer.uint32(66).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Job {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJob();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.spec = JobSpec.decode(reader, reader.uint32());
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.state = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.submittedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.finishedAtMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.afterIds.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.afterAnyIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): Job {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      spec: isSet(object.spec) ? JobSpec.fromJSON(object.spec) : undefined,
+      state: isSet(object.state) ? jobStateFromJSON(object.state) : 0,
+      submittedAtMs: isSet(object.submittedAtMs)
+        ? globalThis.Number(object.submittedAtMs)
+        : isSet(object.submitted_at_ms)
+        ? globalThis.Number(object.submitted_at_ms)
+        : 0,
+      finishedAtMs: isSet(object.finishedAtMs)
+        ? globalThis.Number(object.finishedAtMs)
+        : isSet(object.finished_at_ms)
+        ? globalThis.Number(object.finished_at_ms)
+        : 0,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      afterIds: globalThis.Array.isArray(object?.afterIds)
+        ? object.afterIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.after_ids)
+        ? object.after_ids.map((e: any) => globalThis.String(e))
+        : [],
+      afterAnyIds: globalThis.Array.isArray(object?.afterAnyIds)
+        ? object.afterAnyIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.after_any_ids)
+        ? object.after_any_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: Job): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.spec !== undefined) {
+      obj.spec = JobSpec.toJSON(message.spec);
+    }
+    if (message.state !== 0) {
+      obj.state = jobStateToJSON(message.state);
+    }
+    if (message.submittedAtMs !== 0) {
+      obj.submittedAtMs = Math.round(message.submittedAtMs);
+    }
+    if (message.finishedAtMs !== 0) {
+      obj.finishedAtMs = Math.round(message.finishedAtMs);
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.afterIds?.length) {
+      obj.afterIds = message.afterIds;
+    }
+    if (message.afterAnyIds?.length) {
+      obj.afterAnyIds = message.afterAnyIds;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Job>): Job {
+    return Job.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Job>): Job {
+    const message = createBaseJob();
+    message.id = object.id ?? "";
+    message.spec = (object.spec !== undefined && object.spec !== null) ? JobSpec.fromPartial(object.spec) : undefined;
+    message.state = object.state ?? 0;
+    message.submittedAtMs = object.submittedAtMs ?? 0;
+    message.finishedAtMs = object.finishedAtMs ?? 0;
+    message.reason = object.reason ?? "";
+    message.afterIds = object.afterIds?.map((e) => e) || [];
+    message.afterAnyIds = object.afterAnyIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseJobCounts(): JobCounts {
+  return { queued: 0, running: 0, completed: 0, failed: 0, cancelled: 0, lost: 0, blocked: 0 };
+}
+
+export const JobCounts: MessageFns<JobCounts> = {
+  encode(message: JobCounts, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.queued !== 0) {
+      writer.uint32(8).uint32(message.queued);
+    }
+    if (message.running !== 0) {
+      writer.uint32(16).uint32(message.running);
+    }
+    if (message.completed !== 0) {
+      writer.uint32(24).uint32(message.completed);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(32).uint32(message.failed);
+    }
+    if (message.cancelled !== 0) {
+      writer.uint32(40).uint32(message.cancelled);
+    }
+    if (message.lost !== 0) {
+      writer.uint32(48).uint32(message.lost);
+    }
+    if (message.blocked !== 0) {
+      writer.uint32(56).uint32(message.blocked);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobCounts {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobCounts();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.queued = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.running = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.completed = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.failed = reader.uint32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.cancelled = reader.uint32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.lost = reader.uint32();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.blocked = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobCounts {
+    return {
+      queued: isSet(object.queued) ? globalThis.Number(object.queued) : 0,
+      running: isSet(object.running) ? globalThis.Number(object.running) : 0,
+      completed: isSet(object.completed) ? globalThis.Number(object.completed) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+      cancelled: isSet(object.cancelled) ? globalThis.Number(object.cancelled) : 0,
+      lost: isSet(object.lost) ? globalThis.Number(object.lost) : 0,
+      blocked: isSet(object.blocked) ? globalThis.Number(object.blocked) : 0,
+    };
+  },
+
+  toJSON(message: JobCounts): unknown {
+    const obj: any = {};
+    if (message.queued !== 0) {
+      obj.queued = Math.round(message.queued);
+    }
+    if (message.running !== 0) {
+      obj.running = Math.round(message.running);
+    }
+    if (message.completed !== 0) {
+      obj.completed = Math.round(message.completed);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    if (message.cancelled !== 0) {
+      obj.cancelled = Math.round(message.cancelled);
+    }
+    if (message.lost !== 0) {
+      obj.lost = Math.round(message.lost);
+    }
+    if (message.blocked !== 0) {
+      obj.blocked = Math.round(message.blocked);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobCounts>): JobCounts {
+    return JobCounts.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobCounts>): JobCounts {
+    const message = createBaseJobCounts();
+    message.queued = object.queued ?? 0;
+    message.running = object.running ?? 0;
+    message.completed = object.completed ?? 0;
+    message.failed = object.failed ?? 0;
+    message.cancelled = object.cancelled ?? 0;
+    message.lost = object.lost ?? 0;
+    message.blocked = object.blocked ?? 0;
+    return message;
+  },
+};
+
+function createBaseJobStatus(): JobStatus {
+  return { job: undefined, counts: undefined };
+}
+
+export const JobStatus: MessageFns<JobStatus> = {
+  encode(message: JobStatus, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.job !== undefined) {
+      Job.encode(message.job, writer.uint32(10).fork()).join();
+    }
+    if (message.counts !== undefined) {
+      JobCounts.encode(message.counts, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobStatus {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobStatus();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.job = Job.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.counts = JobCounts.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobStatus {
+    return {
+      job: isSet(object.job) ? Job.fromJSON(object.job) : undefined,
+      counts: isSet(object.counts) ? JobCounts.fromJSON(object.counts) : undefined,
+    };
+  },
+
+  toJSON(message: JobStatus): unknown {
+    const obj: any = {};
+    if (message.job !== undefined) {
+      obj.job = Job.toJSON(message.job);
+    }
+    if (message.counts !== undefined) {
+      obj.counts = JobCounts.toJSON(message.counts);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobStatus>): JobStatus {
+    return JobStatus.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobStatus>): JobStatus {
+    const message = createBaseJobStatus();
+    message.job = (object.job !== undefined && object.job !== null) ? Job.fromPartial(object.job) : undefined;
+    message.counts = (object.counts !== undefined && object.counts !== null)
+      ? JobCounts.fromPartial(object.counts)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseSubmitJobRequest(): SubmitJobRequest {
+  return { spec: undefined };
+}
+
+export const SubmitJobRequest: MessageFns<SubmitJobRequest> = {
+  encode(message: SubmitJobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.spec !== undefined) {
+      JobSpec.encode(message.spec, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): SubmitJobRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseSubmitJobRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.spec = JobSpec.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): SubmitJobRequest {
+    return { spec: isSet(object.spec) ? JobSpec.fromJSON(object.spec) : undefined };
+  },
+
+  toJSON(message: SubmitJobRequest): unknown {
+    const obj: any = {};
+    if (message.spec !== undefined) {
+      obj.spec = JobSpec.toJSON(message.spec);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<SubmitJobRequest>): SubmitJobRequest {
+    return SubmitJobRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<SubmitJobRequest>): SubmitJobRequest {
+    const message = createBaseSubmitJobRequest();
+    message.spec = (object.spec !== undefined && object.spec !== null) ? JobSpec.fromPartial(object.spec) : undefined;
+    return message;
+  },
+};
+
+function createBaseJobRequest(): JobRequest {
+  return { job: "" };
+}
+
+export const JobRequest: MessageFns<JobRequest> = {
+  encode(message: JobRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.job !== "") {
+      writer.uint32(10).string(message.job);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.job = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobRequest {
+    return { job: isSet(object.job) ? globalThis.String(object.job) : "" };
+  },
+
+  toJSON(message: JobRequest): unknown {
+    const obj: any = {};
+    if (message.job !== "") {
+      obj.job = message.job;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobRequest>): JobRequest {
+    return JobRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobRequest>): JobRequest {
+    const message = createBaseJobRequest();
+    message.job = object.job ?? "";
+    return message;
+  },
+};
+
+function createBaseListJobsRequest(): ListJobsRequest {
+  return { pageSize: 0, pageToken: "" };
+}
+
+export const ListJobsRequest: MessageFns<ListJobsRequest> = {
+  encode(message: ListJobsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.pageSize !== 0) {
+      writer.uint32(8).uint32(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      writer.uint32(18).string(message.pageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListJobsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListJobsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.pageSize = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.pageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListJobsRequest {
+    return {
+      pageSize: isSet(object.pageSize)
+        ? globalThis.Number(object.pageSize)
+        : isSet(object.page_size)
+        ? globalThis.Number(object.page_size)
+        : 0,
+      pageToken: isSet(object.pageToken)
+        ? globalThis.String(object.pageToken)
+        : isSet(object.page_token)
+        ? globalThis.String(object.page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListJobsRequest): unknown {
+    const obj: any = {};
+    if (message.pageSize !== 0) {
+      obj.pageSize = Math.round(message.pageSize);
+    }
+    if (message.pageToken !== "") {
+      obj.pageToken = message.pageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListJobsRequest>): ListJobsRequest {
+    return ListJobsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListJobsRequest>): ListJobsRequest {
+    const message = createBaseListJobsRequest();
+    message.pageSize = object.pageSize ?? 0;
+    message.pageToken = object.pageToken ?? "";
+    return message;
+  },
+};
+
+function createBaseListJobsResponse(): ListJobsResponse {
+  return { jobs: [], nextPageToken: "" };
+}
+
+export const ListJobsResponse: MessageFns<ListJobsResponse> = {
+  encode(message: ListJobsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.jobs) {
+      Job.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.nextPageToken !== "") {
+      writer.uint32(18).string(message.nextPageToken);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ListJobsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseListJobsResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.jobs.push(Job.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.nextPageToken = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ListJobsResponse {
+    return {
+      jobs: globalThis.Array.isArray(object?.jobs) ? object.jobs.map((e: any) => Job.fromJSON(e)) : [],
+      nextPageToken: isSet(object.nextPageToken)
+        ? globalThis.String(object.nextPageToken)
+        : isSet(object.next_page_token)
+        ? globalThis.String(object.next_page_token)
+        : "",
+    };
+  },
+
+  toJSON(message: ListJobsResponse): unknown {
+    const obj: any = {};
+    if (message.jobs?.length) {
+      obj.jobs = message.jobs.map((e) => Job.toJSON(e));
+    }
+    if (message.nextPageToken !== "") {
+      obj.nextPageToken = message.nextPageToken;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ListJobsResponse>): ListJobsResponse {
+    return ListJobsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ListJobsResponse>): ListJobsResponse {
+    const message = createBaseListJobsResponse();
+    message.jobs = object.jobs?.map((e) => Job.fromPartial(e)) || [];
+    message.nextPageToken = object.nextPageToken ?? "";
     return message;
   },
 };
@@ -3701,6 +5073,42 @@ export const LoomService = {
     responseSerialize: (value: DrainResponse): Buffer => Buffer.from(DrainResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DrainResponse => DrainResponse.decode(value),
   },
+  submitJob: {
+    path: "/loom.v1.Loom/SubmitJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: SubmitJobRequest): Buffer => Buffer.from(SubmitJobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): SubmitJobRequest => SubmitJobRequest.decode(value),
+    responseSerialize: (value: JobStatus): Buffer => Buffer.from(JobStatus.encode(value).finish()),
+    responseDeserialize: (value: Buffer): JobStatus => JobStatus.decode(value),
+  },
+  getJob: {
+    path: "/loom.v1.Loom/GetJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: JobRequest): Buffer => Buffer.from(JobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): JobRequest => JobRequest.decode(value),
+    responseSerialize: (value: JobStatus): Buffer => Buffer.from(JobStatus.encode(value).finish()),
+    responseDeserialize: (value: Buffer): JobStatus => JobStatus.decode(value),
+  },
+  listJobs: {
+    path: "/loom.v1.Loom/ListJobs" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: ListJobsRequest): Buffer => Buffer.from(ListJobsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ListJobsRequest => ListJobsRequest.decode(value),
+    responseSerialize: (value: ListJobsResponse): Buffer => Buffer.from(ListJobsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ListJobsResponse => ListJobsResponse.decode(value),
+  },
+  cancelJob: {
+    path: "/loom.v1.Loom/CancelJob" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: JobRequest): Buffer => Buffer.from(JobRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): JobRequest => JobRequest.decode(value),
+    responseSerialize: (value: JobStatus): Buffer => Buffer.from(JobStatus.encode(value).finish()),
+    responseDeserialize: (value: Buffer): JobStatus => JobStatus.decode(value),
+  },
 } as const;
 
 export interface LoomServer extends UntypedServiceImplementation {
@@ -3714,6 +5122,10 @@ export interface LoomServer extends UntypedServiceImplementation {
   nodes: handleUnaryCall<NodesRequest, NodesResponse>;
   /** Stop (or resume) a node taking new work; see NodeControl. */
   drain: handleUnaryCall<DrainRequest, DrainResponse>;
+  submitJob: handleUnaryCall<SubmitJobRequest, JobStatus>;
+  getJob: handleUnaryCall<JobRequest, JobStatus>;
+  listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
+  cancelJob: handleUnaryCall<JobRequest, JobStatus>;
 }
 
 export interface LoomClient extends Client {
@@ -3813,6 +5225,60 @@ export interface LoomClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DrainResponse) => void,
+  ): ClientUnaryCall;
+  submitJob(
+    request: SubmitJobRequest,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  submitJob(
+    request: SubmitJobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  submitJob(
+    request: SubmitJobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  getJob(request: JobRequest, callback: (error: ServiceError | null, response: JobStatus) => void): ClientUnaryCall;
+  getJob(
+    request: JobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  getJob(
+    request: JobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  listJobs(
+    request: ListJobsRequest,
+    callback: (error: ServiceError | null, response: ListJobsResponse) => void,
+  ): ClientUnaryCall;
+  listJobs(
+    request: ListJobsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ListJobsResponse) => void,
+  ): ClientUnaryCall;
+  listJobs(
+    request: ListJobsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ListJobsResponse) => void,
+  ): ClientUnaryCall;
+  cancelJob(request: JobRequest, callback: (error: ServiceError | null, response: JobStatus) => void): ClientUnaryCall;
+  cancelJob(
+    request: JobRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
+  ): ClientUnaryCall;
+  cancelJob(
+    request: JobRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: JobStatus) => void,
   ): ClientUnaryCall;
 }
 

@@ -1,4 +1,14 @@
-/** The gRPC API every node serves. Handlers return or throw; see grpc-adapter. */
+/**
+ * The gRPC API every node serves. Handlers return or throw; see grpc-adapter.
+ *
+ * Who may do what (identities come from client certificates, src/node/tls.ts;
+ * without TLS everyone is the same local user and may do everything):
+ *  - anyone authenticated: submit (and own what they submit), get, list, wait, nodes;
+ *    a task's env values are shown to its owner and admins only;
+ *  - the task's owner or an admin (--admin, or any node certificate): cancel, logs;
+ *  - an admin: drain/resume a node;
+ *  - a node certificate only: Logs of one attempt (attempt > 0), the node-to-node log proxy.
+ */
 import * as grpc from '@grpc/grpc-js';
 import {
   CancelRequest, GetRequest, ListRequest, ListResponse, LoomService, LoomServer, NodesResponse,
@@ -11,14 +21,18 @@ import { LIMITS, validateBatch } from '../core/spec';
 import { checkTaskId } from '../store/keys';
 import { setNodeControl } from '../store/node-control';
 import { validateNodeName } from '../core/config';
+import type { TlsMaterial } from '../client/tls';
 import { explainUnplaceable } from '../core/fit';
 import { nextChange } from '../store/key-watch';
 import { Kv } from '../store/etcd';
 import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';
-import { serverStream, unary } from './grpc-adapter';
+import { AdapterOptions, serverStream, unary } from './grpc-adapter';
+import { Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
 import { LogService } from './logs';
+import { jobHandlers } from './job-api';
+import { JobStore } from '../store/jobs';
 
 export interface ApiDeps {
   kv: Kv;
@@ -28,15 +42,35 @@ export interface ApiDeps {
   /** Claims a freshly submitted task locally when this node has room. */
   tryRunHere: (record: Task) => Promise<boolean>;
   log: (msg: string) => void;
+  jobs: JobStore;
+  /** This node's name, for messages. */
+  nodeName?: string;
+  /** Mutual TLS: the node's own identity. Unset: plaintext, every caller is 'local'. */
+  tls?: TlsMaterial;
+  /** Identities that may cancel any task, read any task's logs and drain nodes (--admin). */
+  admins?: string[];
 }
 
-const MAX_LOG_STREAMS = 10_000;
+/** Per-node and per-client limits of the API (documented in the README). */
+export const API_LIMITS = {
+  /** Concurrent log streams served by one node. */
+  logStreamsPerNode: 10_000,
+  /** Concurrent log streams and waits of one client identity (TLS mode). */
+  streamsPerClient: 1_000,
+} as const;
 
 export class ApiServer {
   private server: grpc.Server | undefined;
+  private listener: SecureListener | undefined;
   private logStreams = 0;
+  private readonly perClient = new Map<string, number>();
+  private readonly admins: Set<string>;
+  private readonly denials: RateLimitedLog;
 
-  constructor(private readonly deps: ApiDeps) {}
+  constructor(private readonly deps: ApiDeps) {
+    this.admins = new Set(deps.admins ?? []);
+    this.denials = new RateLimitedLog(deps.log, 'permission denials');
+  }
 
   async listen(address: string): Promise<number> {
     const server = new grpc.Server({
@@ -44,6 +78,23 @@ export class ApiServer {
       'grpc.max_send_message_length': 64 * 1024 * 1024,
     });
     server.addService(LoomService, this.handlers());
+    const tls = this.deps.tls;
+    if (tls) {
+      // TLS is terminated by SecureListener, which hands only verified
+      // connections to this server (and explains every refusal).
+      const listener = new SecureListener({ tls, server, nodeName: this.deps.nodeName ?? '', log: this.deps.log });
+      const m = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(address);
+      if (!m) throw new LoomError('INVALID_ARGUMENT', `invalid listen address "${address}": expected host:port`);
+      try {
+        const port = await listener.listen(m[1], Number(m[2]));
+        this.server = server;
+        this.listener = listener;
+        return port;
+      } catch (err) {
+        await listener.close();
+        throw new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${(err as Error).message}`);
+      }
+    }
     const port = await new Promise<number>((resolve, reject) =>
       server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
         err ? reject(new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${err.message}`)) : resolve(p),
@@ -51,6 +102,49 @@ export class ApiServer {
     );
     this.server = server;
     return port;
+  }
+
+  /** May this identity act on every task and node? Without TLS everyone may. */
+  private isAdmin(id: Identity): boolean {
+    return !this.deps.tls || id.role === 'node' || this.admins.has(id.name);
+  }
+
+  /** Throws PERMISSION_DENIED unless `id` owns the task or is an admin. */
+  private checkOwner(t: Task, id: Identity, what: string): void {
+    if (this.isAdmin(id) || t.owner === id.name) return;
+    throw new LoomError(
+      'PERMISSION_DENIED',
+      `${id.name} may not ${what} task ${t.id}: it belongs to ${t.owner || 'nobody'} (only its owner or an admin, see --admin, may)`,
+      t.id,
+    );
+  }
+
+  /** The task as `id` may see it: env values are its owner's and admins' business. */
+  private visible(t: Task, id: Identity): Task {
+    if (this.isAdmin(id) || t.owner === id.name || !t.spec || Object.keys(t.spec.env).length === 0) return t;
+    const env = Object.fromEntries(Object.keys(t.spec.env).map((k) => [k, '(hidden)']));
+    return { ...t, spec: { ...t.spec, env } };
+  }
+
+  /** Counts a long call (log stream, wait) against its client's limit; returns the release. */
+  private holdClientSlot(id: Identity): () => void {
+    if (!this.deps.tls || id.role === 'node') return () => undefined;
+    const n = this.perClient.get(id.name) ?? 0;
+    if (n >= API_LIMITS.streamsPerClient) {
+      throw new LoomError(
+        'RESOURCE_EXHAUSTED',
+        `too many concurrent log streams and waits for ${id.name} on this node (limit ${API_LIMITS.streamsPerClient})`,
+      );
+    }
+    this.perClient.set(id.name, n + 1);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      const left = (this.perClient.get(id.name) ?? 1) - 1;
+      if (left <= 0) this.perClient.delete(id.name);
+      else this.perClient.set(id.name, left);
+    };
   }
 
   async close(graceMs = 2000): Promise<void> {
@@ -66,51 +160,81 @@ export class ApiServer {
         resolve();
       });
     });
+    await this.listener?.close();
   }
 
   private handlers(): LoomServer {
     const d = this.deps;
     const onError = (err: unknown) => {
       if (!(err instanceof LoomError) || err.code === 'INTERNAL') d.log(`api error: ${(err as Error).stack ?? err}`);
+      else if (err.code === 'PERMISSION_DENIED') this.denials.write(`denied: ${err.message}`);
     };
+    const opts: AdapterOptions = { onError, identify: d.tls ? identityOfCall : undefined };
     return {
-      submit: unary(async (req: SubmitRequest): Promise<SubmitResponse> => {
+      ...jobHandlers({ jobs: d.jobs, cancelTask: (id) => this.cancel(id) }, onError),
+      submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => {
         const specs = validateBatch(req.tasks);
         const now = Date.now();
-        const records = specs.map((s) => d.transitions.newRecord(s, 'local', now));
+        const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now));
         if (records.length === 1 && (await d.tryRunHere(records[0]))) return { ids: [records[0].id] };
         await d.transitions.submit(records);
         return { ids: records.map((r) => r.id) };
-      }, onError),
-      get: unary(async (req: GetRequest) => {
-        const t = (await d.queries.get(req.id)).task;
+      }, opts),
+      get: unary(async (req: GetRequest, { identity }) => {
+        const t = this.visible((await d.queries.get(req.id)).task, identity);
         if (t.state !== TaskState.QUEUED) return t;
         // Say why a queued task waits, when no live node could run it.
         const why = explainUnplaceable(t.spec!, await d.queries.nodes());
         return why ? { ...t, reason: `waiting: ${why}` } : t;
-      }, onError),
-      list: unary(async (req: ListRequest): Promise<ListResponse> => {
+      }, opts),
+      list: unary(async (req: ListRequest, { identity }): Promise<ListResponse> => {
         if (req.state === TaskState.UNRECOGNIZED || req.state < 0 || req.state > TaskState.LOST) {
           throw new LoomError('INVALID_ARGUMENT', `unknown state ${req.state}`);
         }
-        return d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken });
-      }, onError),
-      cancel: unary(async (req: CancelRequest) => this.cancel(req.id), onError),
-      wait: unary(async (req: WaitRequest, signal) => this.wait(req.id, signal), onError),
-      logs: serverStream(async (req: LogsRequest, write: (m: LogChunk) => Promise<void>, signal) => {
+        const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken });
+        return { ...res, tasks: res.tasks.map((t) => this.visible(t, identity)) };
+      }, opts),
+      cancel: unary(async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity), opts),
+      wait: unary(async (req: WaitRequest, { signal, identity }) => {
         checkTaskId(req.id);
-        if (this.logStreams >= MAX_LOG_STREAMS) {
-          throw new LoomError('RESOURCE_EXHAUSTED', `too many log streams on this node (limit ${MAX_LOG_STREAMS})`);
+        const release = this.holdClientSlot(identity);
+        try {
+          return this.visible(await this.wait(req.id, signal), identity);
+        } finally {
+          release();
         }
+      }, opts),
+      logs: serverStream(async (req: LogsRequest, write: (m: LogChunk) => Promise<void>, { signal, identity }) => {
+        checkTaskId(req.id);
+        if (req.attempt > 0) {
+          // One attempt's file, straight from this node: the log proxy between nodes.
+          if (d.tls && identity.role !== 'node') {
+            throw new LoomError(
+              'PERMISSION_DENIED',
+              `Logs of one attempt is a node-to-node call; ${identity.name} presented a ${identity.role} certificate, not a node certificate`,
+              req.id,
+            );
+          }
+        } else if (!this.isAdmin(identity)) {
+          this.checkOwner((await d.queries.get(req.id, signal)).task, identity, 'read the logs of');
+        }
+        if (this.logStreams >= API_LIMITS.logStreamsPerNode) {
+          throw new LoomError('RESOURCE_EXHAUSTED', `too many log streams on this node (limit ${API_LIMITS.logStreamsPerNode})`);
+        }
+        const release = this.holdClientSlot(identity);
         this.logStreams++;
         try {
           await d.logs.stream(req.id, req.follow, req.attempt, write, signal);
         } finally {
           this.logStreams--;
+          release();
         }
-      }, onError),
-      nodes: unary(async (_req: NodesRequest): Promise<NodesResponse> => ({ nodes: await d.queries.nodes() }), onError),
-      drain: unary(async (req: DrainRequest): Promise<DrainResponse> => {
+      }, opts),
+      nodes: unary(async (_req: NodesRequest): Promise<NodesResponse> => ({ nodes: await d.queries.nodes() }), opts),
+      drain: unary(async (req: DrainRequest, { identity }): Promise<DrainResponse> => {
+        if (!this.isAdmin(identity)) {
+          throw new LoomError('PERMISSION_DENIED', `${identity.name} may not drain or resume nodes (only an admin, see --admin, may)`);
+        }
         validateNodeName(req.name);
         const live = await d.queries.nodes();
         if (!live.some((n) => n.name === req.name)) {
@@ -121,14 +245,16 @@ export class ApiServer {
         const control = { drain: req.drain, deadlineMs: req.drain && deadline > 0 ? Date.now() + deadline : 0 };
         await setNodeControl(d.kv, d.queries.keys, req.name, control);
         return { control };
-      }, onError),
+      }, opts),
     };
   }
 
-  private async cancel(id: string): Promise<Task> {
+  /** Cancels a task; with `identity`, only for its owner or an admin (internal callers pass none). */
+  private async cancel(id: string, identity?: Identity): Promise<Task> {
     for (let i = 0; i < 10; i++) {
       const held: HeldTask = await this.deps.queries.get(id);
       const t = held.task;
+      if (identity) this.checkOwner(t, identity, 'cancel');
       if (isTerminal(t.state)) {
         throw new LoomError('INVALID_STATE', `task ${id} is already ${stateName(t.state)}`, id);
       }

@@ -46,6 +46,7 @@ export function taskEnv(task: Task, node: string): Record<string, string> {
     LOOM_TASK_ID: task.id,
     LOOM_ATTEMPT: String(task.attempt),
     LOOM_NODE: node,
+    ...(task.jobId ? { LOOM_JOB_ID: task.jobId, LOOM_TASK_INDEX: String(task.index) } : {}),
   };
 }
 
@@ -66,7 +67,7 @@ export class Executor {
   private used: Resources = NO_RESOURCES;
   private readonly results: ResultWriter;
   private slotListeners: (() => void)[] = [];
-  private resultListeners: ((id: string) => void)[] = [];
+  private resultListeners: ((task: Task) => void)[] = [];
 
   constructor(private readonly deps: ExecutorDeps) {
     this.results = new ResultWriter(deps.transitions);
@@ -90,6 +91,11 @@ export class Executor {
   handle(id: string): { attempt: number; handle: RunHandle } | undefined {
     const e = this.running.get(id);
     return e ? { attempt: e.held.task.attempt, handle: e.handle } : undefined;
+  }
+
+  /** Called after a result is recorded. */
+  onResult(fn: (task: Task) => void): void {
+    this.resultListeners.push(fn);
   }
 
   onSlotFree(fn: () => void): void {
@@ -185,7 +191,7 @@ export class Executor {
         continue;
       }
       if (ok) {
-        for (const fn of this.resultListeners) fn(t.id);
+        for (const fn of this.resultListeners) fn(t);
         return;
       }
       // The compare failed: re-read. If still ours (a cancel request changed

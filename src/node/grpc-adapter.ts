@@ -2,9 +2,29 @@
  * The one adapter between async handlers and grpc-js callbacks: a handler
  * returns or throws; the adapter answers exactly once, and maps every error
  * through the single code table (code in `loom-code` metadata).
+ *
+ * A handler gets a CallContext: an AbortSignal that fires when the client
+ * goes away, and the caller's identity, which the adapter derives through
+ * AdapterOptions.identify (src/node/tls.ts) — the only place it is derived.
  */
 import * as grpc from '@grpc/grpc-js';
 import { LoomError, toLoomError } from '../core/errors';
+import { Identity, LOCAL_IDENTITY } from './tls';
+
+export interface CallContext {
+  signal: AbortSignal;
+  identity: Identity;
+}
+
+export interface AdapterOptions {
+  onError?: (err: unknown) => void;
+  /** Who is calling (may throw PERMISSION_DENIED); default: everyone is the local user. */
+  identify?: (call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>) => Identity;
+}
+
+function options(o: AdapterOptions | ((err: unknown) => void) | undefined): AdapterOptions {
+  return typeof o === 'function' ? { onError: o } : (o ?? {});
+}
 
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const e = toLoomError(err);
@@ -22,14 +42,15 @@ function callSignal(call: grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWr
 }
 
 export function unary<Req, Res>(
-  fn: (req: Req, signal: AbortSignal) => Promise<Res>,
-  onError?: (err: unknown) => void,
+  fn: (req: Req, ctx: CallContext) => Promise<Res>,
+  opts?: AdapterOptions | ((err: unknown) => void),
 ): grpc.handleUnaryCall<Req, Res> {
+  const { onError, identify } = options(opts);
   return (call, callback) => {
     const { signal, done } = callSignal(call as never);
     let answered = false;
     Promise.resolve()
-      .then(() => fn(call.request, signal))
+      .then(() => fn(call.request, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
       .then(
         (res) => {
           if (!answered) {
@@ -50,9 +71,10 @@ export function unary<Req, Res>(
 }
 
 export function serverStream<Req, Res>(
-  fn: (req: Req, write: (msg: Res) => Promise<void>, signal: AbortSignal) => Promise<void>,
-  onError?: (err: unknown) => void,
+  fn: (req: Req, write: (msg: Res) => Promise<void>, ctx: CallContext) => Promise<void>,
+  opts?: AdapterOptions | ((err: unknown) => void),
 ): grpc.handleServerStreamingCall<Req, Res> {
+  const { onError, identify } = options(opts);
   return (call) => {
     const { signal, done } = callSignal(call as never);
     const write = (msg: Res): Promise<void> => {
@@ -72,7 +94,7 @@ export function serverStream<Req, Res>(
       });
     };
     Promise.resolve()
-      .then(() => fn(call.request, write, signal))
+      .then(() => fn(call.request, write, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
       .then(
         () => {
           if (!signal.aborted) call.end();

@@ -6,6 +6,8 @@
  *    retained tail stored with the task (which outlives its node).
  * With follow, it streams attempt after attempt until the task is terminal.
  * Nothing is buffered beyond one read chunk, whatever the task prints.
+ * With TLS, the proxy calls its peers with this node's certificate (peers
+ * serve one attempt's log only to node certificates).
  */
 import { existsSync } from 'fs';
 import * as grpc from '@grpc/grpc-js';
@@ -18,6 +20,7 @@ import { Kv } from '../store/etcd';
 import { NodeDirectory } from '../store/node-directory';
 import { readFrames, STREAM_STDERR } from '../runner/log-file';
 import { Executor, logPathFor } from './executor';
+import { fromGrpcError } from '../client/errors';
 
 export interface LogDeps {
   kv: Kv;
@@ -26,6 +29,8 @@ export interface LogDeps {
   directory: NodeDirectory;
   self: string;
   dataDir: string;
+  /** Credentials for calls to other nodes (TLS: this node's certificate); default plaintext. */
+  credentials?: grpc.ChannelCredentials;
 }
 
 type Write = (chunk: LogChunk) => Promise<void>;
@@ -143,7 +148,7 @@ export class LogService {
     if (!info) throw new LoomError('UNAVAILABLE', `node ${t.node} is not live`);
     let c = this.peers.get(info.address);
     if (!c) {
-      c = new LoomClient(info.address, grpc.credentials.createInsecure());
+      c = new LoomClient(info.address, this.deps.credentials ?? grpc.credentials.createInsecure());
       this.peers.set(info.address, c);
     }
     return c;
@@ -166,7 +171,7 @@ export class LogService {
       }
     } catch (err) {
       if (!signal.aborted) {
-        await write(notice(`lost the log stream from node ${t.node}: ${(err as Error).message}`));
+        await write(notice(`lost the log stream from node ${t.node}: ${fromGrpcError(err, `${t.node} (${this.deps.directory.get(t.node)?.address ?? '?'})`).message}`));
       }
     } finally {
       signal.removeEventListener('abort', cancel);

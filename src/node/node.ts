@@ -23,10 +23,14 @@ import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { ProcessRunner } from '../runner/process-runner';
 import { Reaper } from '../runner/reaper';
 import { ApiServer } from './api-server';
+import { JobStore } from '../store/jobs';
+import { JobSweeper } from './job-sweeper';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
 import { StealLoop } from './steal-loop';
+import { channelCredentials, TlsMaterial } from '../client/tls';
+import { loadNodeTls } from './tls';
 
 export const VERSION = '0.1.0';
 
@@ -71,10 +75,12 @@ export class LoomNode {
     private readonly cancels: PrefixWatch,
     private readonly logs: LogService,
     private readonly api: ApiServer,
+    private readonly jobSweeper: JobSweeper,
   ) {}
 
   static async start(config: NodeConfig, opts: NodeOptions): Promise<LoomNode> {
     const log = opts.log;
+    const tls = config.tls ? loadNodeTls(config.tls, config.name) : undefined;
     await fs.mkdir(config.dataDir, { recursive: true });
     const reaper = Reaper.start({ log });
     let etcd: EmbeddedEtcd | undefined;
@@ -89,20 +95,21 @@ export class LoomNode {
           peers: config.peers,
           etcdBin: config.etcdBin,
           log,
+          tls: config.tls,
         });
         reaper.addMember(etcd.pid);
         await etcd.waitHealthy({
           timeoutMs: 180_000,
           onWaiting: (ms) => log(`waiting for etcd quorum (${Math.round(ms / 1000)}s); are the other --peer nodes up?`),
         });
-        endpoints = await memberClientUrls(etcd.clientUrl);
+        endpoints = await memberClientUrls(etcd.clientUrl, tls);
       }
     } catch (err) {
       await etcd?.stop().catch(() => undefined);
       await reaper.close();
       throw err;
     }
-    const client = connectEtcd({ endpoints });
+    const client = connectEtcd({ endpoints, tls });
     const kv = new Kv(client);
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
@@ -131,14 +138,16 @@ export class LoomNode {
       put: (c) => node.onCancel(c.key.toString(), c.mod_revision),
       delete: () => undefined,
     }, { log });
-    const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir });
+    const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir, credentials: tls && channelCredentials(tls) });
+    const jobs = new JobStore(kv, keys, transitions, log);
     const api = new ApiServer({
-      kv, queries, transitions, logs, log,
+      kv, queries, transitions, logs, log, jobs,
       tryRunHere: (record) => node.tryRunHere(record),
+      nodeName: config.name, tls, admins: config.admins,
     });
     const node: LoomNode = new LoomNode(
       config, opts, etcd, reaper, client, kv, keys, queries, transitions, directory, window, executor, steal,
-      requeuer, membership, cancels, logs, api,
+      requeuer, membership, cancels, logs, api, new JobSweeper(jobs, log),
     );
     try {
       await node.boot();
@@ -163,6 +172,8 @@ export class LoomNode {
     this.port = await this.api.listen(config.listen);
     await this.join();
     this.requeuer.start();
+    this.jobSweeper.start();
+    this.executor.onResult((t) => t.jobId && this.jobSweeper.taskEnded(t.jobId));
     this.executor.onSlotFree(() => this.schedulePublish());
     this.publishTimer = setInterval(() => {
       this.metrics.sample();
@@ -301,6 +312,7 @@ export class LoomNode {
       await this.executor.stopAll('shutdown', this.config.killGraceMs);
     }
     this.requeuer.stop();
+    this.jobSweeper.stop();
     await this.api.close(1000);
     this.logs.close();
     await this.membership.leave('node stopped');
@@ -315,8 +327,8 @@ export class LoomNode {
 }
 
 /** Client URLs of every member of the cluster, the local one first. */
-async function memberClientUrls(local: string): Promise<string[]> {
-  const client = connectEtcd({ endpoints: [local] });
+async function memberClientUrls(local: string, tls?: TlsMaterial): Promise<string[]> {
+  const client = connectEtcd({ endpoints: [local], tls });
   try {
     const res = await client.cluster.memberList({}, { deadline: Date.now() + 5000 });
     const urls = res.members.flatMap((m) => m.clientURLs ?? []);

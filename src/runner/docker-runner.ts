@@ -633,7 +633,9 @@ function engineMessage(err: unknown): string {
     return ((json as { message: string }).message).trim();
   }
   if (typeof json === 'string' && json.trim()) return json.trim();
-  return String(e?.message ?? err).trim();
+  return String(e?.message ?? err)
+    .replace(/^\(HTTP code \d+\) [^-]*- /, '')
+    .trim();
 }
 
 function describeEngineError(err: unknown, socketPath: string): string {

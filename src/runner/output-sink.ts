@@ -39,7 +39,8 @@ export interface OutputSinkOptions {
 export function prepareLogDir(logPath: string): string | undefined {
   const logDir = path.dirname(logPath);
   try {
-    fs.mkdirSync(logDir, { recursive: true });
+    // Task output is private to the node's user: directories 0700, files 0600.
+    fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
     return undefined;
   } catch (err) {
     return `cannot create log directory ${logDir}: ${(err as Error).message}`;
@@ -61,7 +62,7 @@ export class OutputSink {
   constructor(private readonly opts: OutputSinkOptions) {
     this.stdoutTail = new TailBuffer(opts.tailBytes);
     this.stderrTail = new TailBuffer(opts.tailBytes);
-    const file = fs.createWriteStream(opts.logPath, { highWaterMark: LOG_HIGH_WATER_MARK });
+    const file = fs.createWriteStream(opts.logPath, { highWaterMark: LOG_HIGH_WATER_MARK, mode: 0o600 });
     this.file = file;
     file.on('error', (err) => {
       this.failed = true;

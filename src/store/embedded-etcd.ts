@@ -16,11 +16,18 @@
  * splits the cluster. Two guards catch that: a marker file written beside the
  * data dir when it is bootstrapped (checked before spawning), and, once
  * healthy, a comparison of etcd's member list with the configured peers.
+ *
+ * With `tls` (the node's --tls-* files) the member speaks only TLS on both
+ * ports: https:// URLs, client-cert auth and peer TLS against the cluster CA,
+ * and it admits only node certificates (their `loom-node` DNS name, see
+ * --client-cert-allowed-hostname): a loom client certificate cannot reach etcd.
  */
 import { spawn, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
+import * as https from 'node:https';
 import * as path from 'node:path';
+import { Etcd3 } from 'etcd3';
 import { LoomError, invalid } from '../core/errors';
 import { validateNodeName } from '../core/config';
 
@@ -43,6 +50,18 @@ export interface EmbeddedEtcdOptions {
   /** Path of the etcd binary, or a bare name to look up on PATH ('etcd'). */
   etcdBin: string;
   log?: (msg: string) => void;
+  /** Mutual TLS for clients and peers (PEM files: cluster CA, node certificate and key); URLs are then https://. */
+  tls?: { caFile: string; certFile: string; keyFile: string };
+}
+
+/** DNS name every node certificate carries (src/bin/certs-command.ts); etcd admits only such certificates. */
+export const ETCD_ALLOWED_HOSTNAME = 'loom-node';
+
+/** What the health and member-list requests present with TLS. */
+interface HttpTls {
+  ca: Buffer;
+  cert: Buffer;
+  key: Buffer;
 }
 
 export interface WaitHealthyOptions {
@@ -73,6 +92,7 @@ interface Resolved {
   bin: string;
   args: string[];
   log: (msg: string) => void;
+  tls: HttpTls | undefined;
 }
 
 interface ClusterMarker {
@@ -324,7 +344,7 @@ export class EmbeddedEtcd {
     signal?.addEventListener('abort', abort, { once: true });
     try {
       const url = `${localUrl(this.clientUrl)}/health`;
-      const res = await httpRequest('GET', url, undefined, timeoutMs, ac.signal);
+      const res = await httpRequest('GET', url, undefined, timeoutMs, ac.signal, this.cfg.tls);
       let health: unknown;
       try {
         health = (JSON.parse(res.body) as { health?: unknown }).health;
@@ -349,14 +369,7 @@ export class EmbeddedEtcd {
     if (this.membershipChecked) return;
     let members: { name?: string; peerURLs?: string[] }[];
     try {
-      const res = await httpRequest(
-        'POST',
-        `${localUrl(this.clientUrl)}/v3/cluster/member/list`,
-        '{}',
-        MEMBER_LIST_REQUEST_MS,
-      );
-      if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${oneLine(res.body, 200)}`);
-      members = (JSON.parse(res.body) as { members?: typeof members }).members ?? [];
+      members = this.cfg.tls ? await this.memberListTls(this.cfg.tls) : await this.memberListHttp();
     } catch (err) {
       // An extra check only: not being able to make it is no reason to fail.
       this.cfg.log(`could not check etcd's member list: ${String(err)}`);
@@ -376,6 +389,32 @@ export class EmbeddedEtcd {
         `(etcd ignores --peer flags once its data dir exists); restore the original flags, or ` +
         `remove ${this.etcdDir} to bootstrap this member afresh (this deletes its data); log: ${this.logPath}`,
     );
+  }
+
+  private async memberListHttp(): Promise<{ name?: string; peerURLs?: string[] }[]> {
+    const res = await httpRequest('POST', `${localUrl(this.clientUrl)}/v3/cluster/member/list`, '{}', MEMBER_LIST_REQUEST_MS);
+    if (res.status !== 200) throw new Error(`HTTP ${res.status}: ${oneLine(res.body, 200)}`);
+    return (JSON.parse(res.body) as { members?: { name?: string; peerURLs?: string[] }[] }).members ?? [];
+  }
+
+  /**
+   * With TLS, over gRPC: etcd 3.4's HTTP gateway cannot dial its own gRPC
+   * server once client certificates are restricted to node certificates.
+   * The name checked is the one every node certificate carries.
+   */
+  private async memberListTls(tls: HttpTls): Promise<{ name?: string; peerURLs?: string[] }[]> {
+    const client = new Etcd3({
+      hosts: [localUrl(this.clientUrl)],
+      credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key },
+      grpcOptions: { 'grpc.ssl_target_name_override': ETCD_ALLOWED_HOSTNAME },
+      faultHandling: {},
+    });
+    try {
+      const res = await client.cluster.memberList({}, { deadline: Date.now() + MEMBER_LIST_REQUEST_MS });
+      return res.members.map((m) => ({ name: m.name, peerURLs: m.peerURLs }));
+    } finally {
+      client.close();
+    }
   }
 
   private exitError(info: ExitInfo): LoomError {
@@ -410,23 +449,35 @@ export class EmbeddedEtcd {
 // ---------------------------------------------------------------------------
 // Options, binary, data dir
 
-const LISTEN_URL = /^http:\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
+const LISTEN_URL = /^(https?):\/\/(\[[0-9a-fA-F:.]+\]|[^\s:/[\]]+):(\d{1,5})$/;
 
-function checkUrl(url: string, what: string): string {
+function checkUrl(url: string, what: string, secure = false): string {
   const m = LISTEN_URL.exec(url);
-  if (!m || Number(m[2]) < 1 || Number(m[2]) > 65535) {
+  const scheme = secure ? 'https' : 'http';
+  if (!m || m[1] !== scheme || Number(m[3]) < 1 || Number(m[3]) > 65535) {
     throw invalid(
-      `invalid ${what} "${url}": expected http://HOST:PORT (the embedded etcd speaks plain http)`,
+      secure
+        ? `invalid ${what} "${url}": expected https://HOST:PORT (with TLS the embedded etcd speaks https)`
+        : `invalid ${what} "${url}": expected http://HOST:PORT (the embedded etcd speaks plain http; use https:// with --tls-*)`,
     );
   }
   return url;
 }
 
+function readTlsFile(file: string, flag: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw invalid(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`);
+  }
+}
+
 function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
   const name = validateNodeName(opts.name);
   if (!opts.dataDir) throw invalid('the data dir must not be empty');
-  const peerListen = checkUrl(opts.peerListen, '--peer-listen');
-  const clientListen = checkUrl(opts.clientListen, '--client-listen');
+  const secure = opts.tls !== undefined;
+  const peerListen = checkUrl(opts.peerListen, '--peer-listen', secure);
+  const clientListen = checkUrl(opts.clientListen, '--client-listen', secure);
   if (peerListen === clientListen) {
     throw invalid(`--peer-listen and --client-listen must differ (both are ${peerListen})`);
   }
@@ -434,7 +485,7 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
   const byName = new Map<string, string>([[name, peerListen]]);
   for (const peer of opts.peers) {
     validateNodeName(peer.name);
-    checkUrl(peer.url, `--peer ${peer.name}`);
+    checkUrl(peer.url, `--peer ${peer.name}`, secure);
     const known = byName.get(peer.name);
     if (known === undefined) {
       byName.set(peer.name, peer.url);
@@ -480,6 +531,20 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
     '--logger', 'zap',
     '--log-outputs', 'stderr',
   ];
+  let tls: HttpTls | undefined;
+  if (opts.tls) {
+    // etcd runs in the data dir: give it absolute paths.
+    const ca = path.resolve(opts.tls.caFile);
+    const cert = path.resolve(opts.tls.certFile);
+    const key = path.resolve(opts.tls.keyFile);
+    tls = { ca: readTlsFile(ca, '--tls-ca'), cert: readTlsFile(cert, '--tls-cert'), key: readTlsFile(key, '--tls-key') };
+    args.push(
+      '--cert-file', cert, '--key-file', key, '--trusted-ca-file', ca, '--client-cert-auth',
+      '--client-cert-allowed-hostname', ETCD_ALLOWED_HOSTNAME,
+      '--peer-cert-file', cert, '--peer-key-file', key, '--peer-trusted-ca-file', ca, '--peer-client-cert-auth',
+      '--peer-cert-allowed-hostname', ETCD_ALLOWED_HOSTNAME,
+    );
+  }
   return {
     name,
     dataDir,
@@ -492,6 +557,7 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
     bin: opts.etcdBin,
     args,
     log: opts.log ?? (() => {}),
+    tls,
   };
 }
 
@@ -740,8 +806,8 @@ function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
 
 /** A URL we can connect to: a wildcard listen host becomes loopback. */
 function localUrl(url: string): string {
-  return url.replace(/^http:\/\/(0\.0\.0\.0|\[::\])(?=:)/, (_all, host: string) =>
-    host === '0.0.0.0' ? 'http://127.0.0.1' : 'http://[::1]',
+  return url.replace(/^(https?):\/\/(0\.0\.0\.0|\[::\])(?=:)/, (_all, scheme: string, host: string) =>
+    host === '0.0.0.0' ? `${scheme}://127.0.0.1` : `${scheme}://[::1]`,
   );
 }
 
@@ -751,15 +817,21 @@ function httpRequest(
   body: string | undefined,
   timeoutMs: number,
   signal?: AbortSignal,
+  tls?: HttpTls,
 ): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = http.request(
+    const secure = url.startsWith('https://');
+    const request = secure ? https.request : http.request;
+    const req = request(
       url,
       {
         method,
         agent: false,
         signal,
         headers: body === undefined ? {} : { 'content-type': 'application/json' },
+        // Our own member on a local URL: verify the chain against the cluster
+        // CA, not the name (a wildcard listen host is dialled as loopback).
+        ...(secure && tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: () => undefined } : {}),
       },
       (res) => {
         const chunks: Buffer[] = [];

@@ -11,11 +11,21 @@ export interface EtcdOptions {
   endpoints: string[];
   /** Deadline of a unary call. */
   callTimeoutMs?: number;
+  /**
+   * Client certificate (PEM) for https:// endpoints: etcd runs with
+   * --client-cert-auth and trusts the cluster CA. Unused for http:// endpoints.
+   */
+  tls?: { ca: Buffer; cert: Buffer; key: Buffer };
 }
 
 export function connectEtcd(opts: EtcdOptions): Etcd3 {
+  const secure = opts.endpoints.some((e) => e.startsWith('https://'));
+  if (secure && !opts.tls) {
+    throw new LoomError('INVALID_ARGUMENT', `etcd endpoint ${opts.endpoints.join(',')} uses TLS: give the node --tls-ca, --tls-cert and --tls-key`);
+  }
   return new Etcd3({
     hosts: opts.endpoints,
+    credentials: secure && opts.tls ? { rootCertificate: opts.tls.ca, certChain: opts.tls.cert, privateKey: opts.tls.key } : undefined,
     dialTimeout: 3000,
     grpcOptions: {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,

@@ -9,6 +9,11 @@
  *   /cancel/<node>/<id>                      cancel request for a running task
  *   /tail/<id>                               LogTail: retained output tail
  *   /control/<node>                          NodeControl: drain wishes, kept across restarts
+ *   /job/<job-id>                            Job record
+ *   /jobname/<name>                          job id (names are unique)
+ *   /jobopen/<job-id>                        empty; while the job is BLOCKED, SUBMITTING or ACTIVE
+ *   /jobdone/<job-id>/<index12>              state name; written with the task's terminal record
+ *   /jobwait/<upstream-id>/<downstream-id>   empty; downstream waits on upstream
  *
  * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
  * priority first. Task ids are UUIDv7, whose text sorts by creation time, so
@@ -122,6 +127,42 @@ export class Keys {
     return `${this.root}/control/${node}`;
   }
 
+  job(id: string): string {
+    return `${this.root}/job/${id}`;
+  }
+
+  get jobPrefix(): string {
+    return `${this.root}/job/`;
+  }
+
+  jobName(name: string): string {
+    return `${this.root}/jobname/${name}`;
+  }
+
+  jobOpen(id: string): string {
+    return `${this.root}/jobopen/${id}`;
+  }
+
+  get jobOpenPrefix(): string {
+    return `${this.root}/jobopen/`;
+  }
+
+  jobDone(jobId: string, index: number): string {
+    return `${this.root}/jobdone/${jobId}/${pad(index, 12)}`;
+  }
+
+  jobDoneOf(jobId: string): string {
+    return `${this.root}/jobdone/${jobId}/`;
+  }
+
+  jobWait(upstream: string, downstream: string): string {
+    return `${this.root}/jobwait/${upstream}/${downstream}`;
+  }
+
+  jobWaitOf(upstream: string): string {
+    return `${this.root}/jobwait/${upstream}/`;
+  }
+
   cancelOf(node: string): string {
     return `${this.cancelPrefix}${node}/`;
   }
@@ -165,6 +206,8 @@ export class Keys {
     return { node: m[1], id: m[2] };
   }
 }
+
+export { jobTaskId, jobTaskIdRange } from '../core/ids';
 
 function strip(key: string, prefix: string): string | undefined {
   return key.startsWith(prefix) ? key.slice(prefix.length) : undefined;

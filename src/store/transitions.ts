@@ -15,7 +15,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
 import { LoomError } from '../core/errors';
-import { isTerminal, nextState, TaskEvent } from '../core/lifecycle';
+import { isTerminal, nextState, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
@@ -95,11 +95,12 @@ export class TaskTransitions {
         return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id), value)];
       case TaskState.RUNNING:
         return [put(k.task(task.id), value), put(k.running(task.node, task.id), task.lease)];
-      default:
-        return [
-          put(k.task(task.id), value),
-          put(k.terminal(task.state, task.finishedAtMs, task.id), ''),
-        ];
+      default: {
+        const ops = [put(k.task(task.id), value), put(k.terminal(task.state, task.finishedAtMs, task.id), '')];
+        // A job's tasks leave a mark, so the job's end is one count query.
+        if (task.jobId) ops.push(put(k.jobDone(task.jobId, task.index), stateName(task.state)));
+        return ops;
+      }
     }
   }
 
@@ -122,6 +123,8 @@ export class TaskTransitions {
       history: [],
       notBeforeMs: 0,
       oomKilled: false,
+      jobId: '',
+      index: 0,
     };
   }
 
@@ -171,6 +174,26 @@ export class TaskTransitions {
     if (failed) {
       const err = failed.reason as LoomError;
       throw new LoomError(err.code ?? 'UNAVAILABLE', `${done} of ${records.length} tasks queued; ${err.message}`);
+    }
+  }
+
+  /**
+   * materialize: write a job's tasks (QUEUED, or already terminal when the
+   * job failed before running), one nested transaction per task.
+   *   compare: /task/<id> missing (job task ids are deterministic, so a
+   *            resumed materialization skips what was written)
+   *   then:    put /task/<id> and its status key (and job mark if terminal)
+   */
+  async materialize(records: Task[]): Promise<void> {
+    for (let i = 0; i < records.length; i += BATCH_CHUNK) {
+      const chunk = records.slice(i, i + BATCH_CHUNK);
+      await this.kv.txn(
+        {
+          compare: [],
+          success: chunk.map((t) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) })),
+        },
+        'materialize job',
+      );
     }
   }
 

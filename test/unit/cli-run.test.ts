@@ -35,6 +35,10 @@ const unimplemented: LoomServer = {
   logs: (call) => call.emit('error', loomError('INTERNAL', 'not scripted')),
   nodes: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   drain: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
+  submitJob: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
+  getJob: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
+  listJobs: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
+  cancelJob: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
 };
 
 let server: grpc.Server | undefined;

@@ -1,0 +1,64 @@
+/** The job endpoints of the API (see src/store/jobs.ts for the transactions). */
+import * as grpc from '@grpc/grpc-js';
+import { Job, JobRequest, JobSpec, JobState, JobStatus, ListJobsRequest, ListJobsResponse, SubmitJobRequest } from '../gen/loom';
+import { invalid, LoomError } from '../core/errors';
+import { checkGraph, MAX_JOB_TASKS } from '../core/job-spec';
+import { validateSpec } from '../core/spec';
+import { JobStore } from '../store/jobs';
+import { unary } from './grpc-adapter';
+
+export interface JobApiDeps {
+  jobs: JobStore;
+  /** Cancels one task (queued: at once; running: asks its owner). */
+  cancelTask: (id: string) => Promise<unknown>;
+}
+
+/** Re-validates a job spec on the server (clients may be anything). */
+export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSpec {
+  if (!spec) throw invalid('job spec is missing');
+  if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(spec.name ?? '')) throw invalid(`invalid job name "${String(spec.name).slice(0, 80)}"`);
+  if (!Number.isInteger(spec.count) || spec.count < 1 || spec.count > MAX_JOB_TASKS) {
+    throw invalid(`count must be from 1 to ${MAX_JOB_TASKS}`);
+  }
+  const template = validateSpec(spec.template);
+  const overrides: Record<number, ReturnType<typeof validateSpec>> = {};
+  for (const [k, o] of Object.entries(spec.overrides ?? {})) {
+    const i = Number(k);
+    if (!Number.isInteger(i) || i < 0 || i >= spec.count) throw invalid(`override index ${k} out of range`);
+    overrides[i] = validateSpec(o);
+  }
+  const out: JobSpec = { ...spec, owner: spec.owner || owner, template, overrides, after: spec.after ?? [], afterAny: spec.afterAny ?? [], labels: spec.labels ?? {} };
+  checkGraph([out], new Set([...out.after, ...out.afterAny]));
+  return out;
+}
+
+async function status(jobs: JobStore, ref: string): Promise<JobStatus> {
+  const { job } = await jobs.get(ref);
+  return { job, counts: await jobs.counts(job) };
+}
+
+export function jobHandlers(d: JobApiDeps, onError: (e: unknown) => void) {
+  return {
+    submitJob: unary(async (req: SubmitJobRequest): Promise<JobStatus> => {
+      const spec = validateJobSpec(req.spec, 'local');
+      let held = await d.jobs.create(spec, Date.now());
+      if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
+      return { job: held.job, counts: await d.jobs.counts(held.job) };
+    }, onError) as grpc.handleUnaryCall<SubmitJobRequest, JobStatus>,
+    getJob: unary(async (req: JobRequest) => status(d.jobs, req.job), onError),
+    listJobs: unary(async (req: ListJobsRequest): Promise<ListJobsResponse> => d.jobs.list(req.pageSize, req.pageToken), onError),
+    cancelJob: unary(async (req: JobRequest): Promise<JobStatus> => {
+      const held = await d.jobs.get(req.job);
+      const job: Job = held.job;
+      if ([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED].includes(job.state)) {
+        throw new LoomError('INVALID_STATE', `job ${job.spec!.name} has already ended`);
+      }
+      if (!(await d.jobs.killBlocked(held))) {
+        for (const id of await d.jobs.openTaskIds(job)) {
+          await d.cancelTask(id).catch(() => undefined); // already finished: fine
+        }
+      }
+      return status(d.jobs, job.id);
+    }, onError),
+  };
+}

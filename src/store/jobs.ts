@@ -1,0 +1,293 @@
+/**
+ * Jobs: a named group of tasks from a template, with dependencies, managed
+ * with no coordinator. Every step is a guarded transaction any node may
+ * perform, and every step is resumable, so a node dying mid-way loses
+ * nothing (the sweep finishes what it started):
+ *
+ *   create      BLOCKED | SUBMITTING (compare: name free, upstream records unchanged)
+ *   materialize SUBMITTING -> ACTIVE (tasks written with deterministic ids, then the flip)
+ *   finalize    ACTIVE -> COMPLETED | FAILED | KILLED once every task left its mark
+ *   promote     BLOCKED -> SUBMITTING when all upstream jobs are done (one winner)
+ *
+ * A failed batch never leaves a half-submitted job: the job record is written
+ * first and is the intent; its tasks are rolled forward by whichever node
+ * sweeps it next, never rolled back.
+ */
+import { v7 as uuidv7 } from 'uuid';
+import { Job, JobCounts, JobSpec, JobState, Task, TaskState } from '../gen/loom';
+import { LoomError, notFound } from '../core/errors';
+import { stateName } from '../core/lifecycle';
+import { expandTask } from '../core/job-spec';
+import { b, del, ifMissing, ifModRevision, Kv, put } from './etcd';
+import { decodeTask } from './codec';
+import { isTaskId, jobTaskId, jobTaskIdRange, Keys, prefixEnd } from './keys';
+import { TaskTransitions } from './transitions';
+
+const FINISHED = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
+const MATERIALIZE_CHUNK = 1000;
+
+export interface HeldJob {
+  job: Job;
+  revision: string;
+}
+
+function encodeJob(job: Job): Buffer {
+  return Buffer.from(Job.encode(job).finish());
+}
+
+function decodeJob(value: Uint8Array): Job {
+  try {
+    return Job.decode(value);
+  } catch (e) {
+    throw new LoomError('INTERNAL', `corrupt job record: ${(e as Error).message}`);
+  }
+}
+
+export class JobStore {
+  constructor(
+    private readonly kv: Kv,
+    private readonly keys: Keys,
+    private readonly transitions: TaskTransitions,
+    private readonly log: (m: string) => void = () => undefined,
+  ) {}
+
+  async get(ref: string): Promise<HeldJob> {
+    let id = ref;
+    if (!isTaskId(ref)) {
+      const byName = await this.kv.get(this.keys.jobName(ref), 'get job');
+      if (!byName) throw notFound(`no job named "${ref}"`, ref);
+      id = byName.value.toString();
+    }
+    const kv = await this.kv.get(this.keys.job(id), 'get job');
+    if (!kv) throw notFound(`no job ${ref}`, ref);
+    return { job: decodeJob(kv.value), revision: kv.mod_revision };
+  }
+
+  /** Names that exist, for the submit-time dependency check. */
+  async existing(names: string[]): Promise<Map<string, HeldJob>> {
+    const out = new Map<string, HeldJob>();
+    for (const n of new Set(names)) {
+      try {
+        out.set(n, await this.get(n));
+      } catch (e) {
+        if (!(e instanceof LoomError && e.code === 'NOT_FOUND')) throw e;
+      }
+    }
+    return out;
+  }
+
+  /** Creates the job record (the commit point) and its dependency edges. */
+  async create(spec: JobSpec, nowMs: number): Promise<HeldJob> {
+    for (let attempt = 0; attempt < 5; attempt++) {
+      const ups = await this.existing([...spec.after, ...spec.afterAny]);
+      for (const n of [...spec.after, ...spec.afterAny]) {
+        if (!ups.has(n)) throw new LoomError('INVALID_ARGUMENT', `job "${spec.name}" depends on unknown job "${n}"`);
+      }
+      const job: Job = {
+        id: uuidv7(),
+        spec,
+        state: JobState.BLOCKED,
+        submittedAtMs: nowMs,
+        finishedAtMs: 0,
+        reason: '',
+        afterIds: spec.after.map((n) => ups.get(n)!.job.id),
+        afterAnyIds: spec.afterAny.map((n) => ups.get(n)!.job.id),
+      };
+      const verdict = this.readiness(job, [...ups.values()].map((u) => u.job));
+      if (verdict.ready) job.state = JobState.SUBMITTING;
+      if (verdict.failed) Object.assign(job, { state: JobState.SUBMITTING, reason: verdict.failed });
+      const res = await this.kv.txn(
+        {
+          compare: [ifMissing(this.keys.jobName(spec.name)), ...[...ups.values()].map((u) => ifModRevision(this.keys.job(u.job.id), u.revision))],
+          success: [
+            put(this.keys.job(job.id), encodeJob(job)),
+            put(this.keys.jobName(spec.name), job.id),
+            put(this.keys.jobOpen(job.id), ''),
+            ...[...job.afterIds, ...job.afterAnyIds].map((u) => put(this.keys.jobWait(u, job.id), '')),
+          ],
+          failure: [{ request_range: { key: b(this.keys.jobName(spec.name)) } }],
+        },
+        'create job',
+      );
+      if (res.succeeded) return { job, revision: res.header.revision };
+      if (res.responses[0]?.response_range?.kvs.length) {
+        throw new LoomError('INVALID_STATE', `a job named "${spec.name}" already exists`, spec.name);
+      }
+      // An upstream job changed while we read it: read again.
+    }
+    throw new LoomError('CONFLICT', `job "${spec.name}": its dependencies kept changing; try again`);
+  }
+
+  /** Whether a blocked job may start, or why it must fail. */
+  private readiness(job: Job, ups: Job[]): { ready: boolean; failed?: string } {
+    const byId = new Map(ups.map((u) => [u.id, u]));
+    for (const id of job.afterIds) {
+      const u = byId.get(id);
+      if (u && (u.state === JobState.JOB_FAILED || u.state === JobState.KILLED)) return { ready: false, failed: `dependency ${u.spec!.name} failed` };
+    }
+    const ready = job.afterIds.every((id) => byId.get(id)?.state === JobState.JOB_COMPLETED) && job.afterAnyIds.every((id) => FINISHED.has(byId.get(id)?.state ?? JobState.BLOCKED));
+    return { ready };
+  }
+
+  /** Writes the job's tasks (idempotent), then flips SUBMITTING -> ACTIVE. */
+  async materialize(held: HeldJob, onProgress?: (done: number, total: number) => void): Promise<HeldJob> {
+    const { job } = held;
+    if (job.state !== JobState.SUBMITTING) return held;
+    const spec = job.spec!;
+    const now = Date.now();
+    for (let i = 0; i < spec.count; i += MATERIALIZE_CHUNK) {
+      const records: Task[] = [];
+      for (let index = i; index < Math.min(spec.count, i + MATERIALIZE_CHUNK); index++) {
+        const t = this.transitions.newRecord(expandTask(spec, index), spec.owner, now);
+        t.id = jobTaskId(job.id, index);
+        t.jobId = job.id;
+        t.index = index;
+        if (job.reason) Object.assign(t, { state: TaskState.FAILED, finishedAtMs: now, reason: job.reason });
+        records.push(t);
+      }
+      await Promise.all(chunks(records, 64).map((c) => this.transitions.materialize(c)));
+      onProgress?.(Math.min(spec.count, i + MATERIALIZE_CHUNK), spec.count);
+    }
+    const next: Job = { ...job, state: JobState.ACTIVE };
+    const res = await this.kv.txn(
+      { compare: [ifModRevision(this.keys.job(job.id), held.revision)], success: [put(this.keys.job(job.id), encodeJob(next))] },
+      'activate job',
+    );
+    if (!res.succeeded) return this.get(job.id);
+    const active = { job: next, revision: res.header.revision };
+    if (job.reason) await this.finalizeIfDone(job.id);
+    return active;
+  }
+
+  /** Task counts per state, from the job's task records (paged). */
+  async counts(job: Job): Promise<JobCounts> {
+    const c: JobCounts = { queued: 0, running: 0, completed: 0, failed: 0, cancelled: 0, lost: 0, blocked: 0 };
+    if (job.state === JobState.BLOCKED) {
+      c.blocked = job.spec!.count;
+      return c;
+    }
+    const [start, end] = jobTaskIdRange(job.id);
+    let from = this.keys.task(start);
+    for (;;) {
+      const res = await this.kv.range({ key: b(from), range_end: b(this.keys.task(end)), limit: 1000 }, 'job counts');
+      for (const kv of res.kvs) {
+        const t = decodeTask(kv.value);
+        const k = stateName(t.state) as keyof JobCounts;
+        if (k in c) c[k]++;
+      }
+      if (!res.more || res.kvs.length === 0) break;
+      from = res.kvs[res.kvs.length - 1].key.toString() + '\0';
+    }
+    const written = c.queued + c.running + c.completed + c.failed + c.cancelled + c.lost;
+    c.blocked = Math.max(0, job.spec!.count - written);
+    return c;
+  }
+
+  /** If every task of an ACTIVE job has ended: record the job's outcome, then wake its dependents. */
+  async finalizeIfDone(jobId: string): Promise<void> {
+    const held = await this.get(jobId);
+    const { job } = held;
+    if (job.state !== JobState.ACTIVE) return;
+    const prefix = this.keys.jobDoneOf(jobId);
+    const count = await this.kv.range({ key: b(prefix), range_end: b(prefixEnd(prefix)), count_only: true }, 'job progress');
+    if (Number(count.count) < job.spec!.count) return;
+    const marks = await this.kv.range({ key: b(prefix), range_end: b(prefixEnd(prefix)) }, 'job marks');
+    const states = new Set(marks.kvs.map((kv) => kv.value.toString()));
+    const state = states.has('cancelled') ? JobState.KILLED : states.has('failed') || states.has('lost') ? JobState.JOB_FAILED : JobState.JOB_COMPLETED;
+    const next: Job = { ...job, state, finishedAtMs: Date.now(), reason: job.reason || (state === JobState.JOB_FAILED ? 'a task failed' : '') };
+    const res = await this.kv.txn(
+      {
+        compare: [ifModRevision(this.keys.job(jobId), held.revision)],
+        success: [put(this.keys.job(jobId), encodeJob(next)), del(this.keys.jobOpen(jobId))],
+      },
+      'finalize job',
+    );
+    if (!res.succeeded) return; // another node finalized it (or it changed): it promotes
+    this.log(`job ${job.spec!.name} ${JobState[state].toLowerCase().replace('job_', '')}`);
+    await this.promoteDependents(jobId);
+  }
+
+  /** Re-evaluates every job waiting on `jobId`. */
+  async promoteDependents(jobId: string): Promise<void> {
+    const prefix = this.keys.jobWaitOf(jobId);
+    const res = await this.kv.range({ key: b(prefix), range_end: b(prefixEnd(prefix)), keys_only: true }, 'job dependents');
+    for (const kv of res.kvs) {
+      const downstream = kv.key.toString().slice(prefix.length);
+      await this.reevaluate(downstream).catch((e) => this.log(`job ${downstream}: ${(e as Error).message}`));
+    }
+  }
+
+  /** BLOCKED -> SUBMITTING (guarded: two nodes racing promote it once), then materialize. */
+  async reevaluate(jobId: string): Promise<void> {
+    let held = await this.get(jobId);
+    if (held.job.state === JobState.BLOCKED) {
+      const ups = await Promise.all([...held.job.afterIds, ...held.job.afterAnyIds].map((id) => this.get(id).then((h) => h.job)));
+      const verdict = this.readiness(held.job, ups);
+      if (!verdict.ready && !verdict.failed) return;
+      const next: Job = { ...held.job, state: JobState.SUBMITTING, reason: verdict.failed ?? '' };
+      const res = await this.kv.txn(
+        { compare: [ifModRevision(this.keys.job(jobId), held.revision)], success: [put(this.keys.job(jobId), encodeJob(next))] },
+        'promote job',
+      );
+      if (!res.succeeded) return;
+      this.log(`job ${next.spec!.name} ${verdict.failed ? `fails: ${verdict.failed}` : 'promoted: its dependencies are done'}`);
+      held = { job: next, revision: res.header.revision };
+    }
+    if (held.job.state === JobState.SUBMITTING) held = await this.materialize(held);
+    if (held.job.state === JobState.ACTIVE) await this.finalizeIfDone(jobId);
+  }
+
+  /** Finishes whatever open jobs need (resume submits, finalize, promote). */
+  async sweep(): Promise<void> {
+    const prefix = this.keys.jobOpenPrefix;
+    const res = await this.kv.range({ key: b(prefix), range_end: b(prefixEnd(prefix)), keys_only: true }, 'open jobs');
+    for (const kv of res.kvs) {
+      const id = kv.key.toString().slice(prefix.length);
+      await this.reevaluate(id).catch((e) => this.log(`job sweep ${id}: ${(e as Error).message}`));
+    }
+  }
+
+  /** Lists jobs in submit order, paged. */
+  async list(pageSize: number, pageToken: string): Promise<{ jobs: Job[]; nextPageToken: string }> {
+    const prefix = this.keys.jobPrefix;
+    const start = pageToken ? Buffer.from(pageToken, 'base64url').toString() + '\0' : prefix;
+    if (!start.startsWith(prefix)) throw new LoomError('INVALID_ARGUMENT', 'invalid page token');
+    const res = await this.kv.range({ key: b(start), range_end: b(prefixEnd(prefix)), limit: Math.min(Math.max(pageSize || 100, 1), 1000) }, 'list jobs');
+    const last = res.kvs[res.kvs.length - 1];
+    return { jobs: res.kvs.map((kv) => decodeJob(kv.value)), nextPageToken: res.more && last ? last.key.toString('base64url') : '' };
+  }
+
+  /** Marks a blocked job killed, or returns the ids of an active job's tasks to cancel. */
+  async killBlocked(held: HeldJob): Promise<boolean> {
+    if (held.job.state !== JobState.BLOCKED) return false;
+    const next: Job = { ...held.job, state: JobState.KILLED, finishedAtMs: Date.now(), reason: 'cancelled' };
+    const res = await this.kv.txn(
+      { compare: [ifModRevision(this.keys.job(held.job.id), held.revision)], success: [put(this.keys.job(held.job.id), encodeJob(next)), del(this.keys.jobOpen(held.job.id))] },
+      'cancel job',
+    );
+    if (res.succeeded) await this.promoteDependents(held.job.id);
+    return res.succeeded;
+  }
+
+  /** Ids of a job's tasks that are not finished. */
+  async openTaskIds(job: Job): Promise<string[]> {
+    const [start, end] = jobTaskIdRange(job.id);
+    const out: string[] = [];
+    let from = this.keys.task(start);
+    for (;;) {
+      const res = await this.kv.range({ key: b(from), range_end: b(this.keys.task(end)), limit: 1000 }, 'job tasks');
+      for (const kv of res.kvs) {
+        const t = decodeTask(kv.value);
+        if (t.state === TaskState.QUEUED || t.state === TaskState.RUNNING) out.push(t.id);
+      }
+      if (!res.more || res.kvs.length === 0) return out;
+      from = res.kvs[res.kvs.length - 1].key.toString() + '\0';
+    }
+  }
+}
+
+function chunks<T>(xs: T[], n: number): T[][] {
+  const out: T[][] = [];
+  for (let i = 0; i < xs.length; i += n) out.push(xs.slice(i, i + n));
+  return out;
+}

@@ -1,0 +1,370 @@
+/**
+ * DockerRunner against a real Docker engine: the private one
+ * scripts/docker-up.sh starts (socket $LOOM_DOCKER_SOCK, default
+ * /tmp/loom-docker/docker.sock) with the offline test image loom-busybox.
+ * When docker-up.sh exits 3 (no docker here: cannot install, dockerd cannot
+ * start, ...) every engine test is skipped and the reason printed once.
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import Docker from 'dockerode';
+import { readFrames, STREAM_STDERR, STREAM_STDOUT } from '../../src/runner/log-file';
+import { ContainerRequest, DockerRunner, LABEL_NODE, LABEL_TASK } from '../../src/runner/docker-runner';
+import { Reaper } from '../../src/runner/reaper';
+import { RunHandle } from '../../src/runner/types';
+
+const SOCK = process.env.LOOM_DOCKER_SOCK || '/tmp/loom-docker/docker.sock';
+const IMAGE = 'loom-busybox:latest';
+const NODE = `test-node-${process.pid}`;
+
+/** The repo root, from src (ts-jest) or dist/test/integration (compiled). */
+function repoRoot(): string {
+  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    if (fs.existsSync(path.join(dir, 'scripts', 'docker-up.sh'))) return dir;
+  }
+  return process.cwd();
+}
+
+/**
+ * 0: an engine answers on SOCK and has the test image; 1: it answers, no
+ * image; 2: no engine. (Synchronous: it decides describe vs describe.skip.)
+ */
+function probeEngine(): number {
+  const probe = `
+    const http = require('http');
+    const get = (p) => new Promise((res) => {
+      const r = http.get({ socketPath: ${JSON.stringify(SOCK)}, path: p, timeout: 3000 }, (m) => { m.resume(); res(m.statusCode); });
+      r.on('error', () => res(0)); r.on('timeout', () => { r.destroy(); res(0); });
+    });
+    (async () => {
+      if ((await get('/_ping')) !== 200) process.exit(2);
+      process.exit((await get('/images/${IMAGE}/json')) === 200 ? 0 : 1);
+    })();`;
+  return spawnSync(process.execPath, ['-e', probe], { timeout: 10_000 }).status ?? 2;
+}
+
+interface Availability {
+  available: boolean;
+  /** Why the engine tests are skipped (exit 3), or why docker-up.sh broke (other exits). */
+  reason?: string;
+  broken?: boolean;
+  /** docker-up.sh started the engine for this file: stop it afterwards. */
+  startedHere?: boolean;
+}
+
+function bringUpDocker(): Availability {
+  const before = probeEngine();
+  if (before === 0) return { available: true };
+  const script = path.join(repoRoot(), 'scripts', 'docker-up.sh');
+  const r = spawnSync('bash', [script], {
+    env: { ...process.env, LOOM_DOCKER_SOCK: SOCK },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    encoding: 'utf8',
+    timeout: 600_000, // a fresh machine installs docker.io first
+  });
+  const output = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
+  if (r.status === 0) return { available: true, startedHere: before === 2 };
+  if (r.status === 3) {
+    const lines = (r.stderr ?? '').trim().split('\n');
+    return { available: false, reason: lines[lines.length - 1] || 'docker-up.sh exited 3' };
+  }
+  return {
+    available: false,
+    broken: true,
+    reason: `scripts/docker-up.sh failed (exit ${r.status ?? r.signal ?? r.error?.message}):\n${output}`,
+  };
+}
+
+const availability = bringUpDocker();
+if (!availability.available) {
+  console.warn(`docker-runner tests skipped: ${availability.reason}`);
+}
+const d = availability.available ? describe : describe.skip;
+
+if (availability.broken) {
+  // Not "no docker here" but a broken script: that must not pass as a skip.
+  test('scripts/docker-up.sh works', () => {
+    throw new Error(availability.reason);
+  });
+}
+
+const dirs: string[] = [];
+function tempDir(label: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `loom-docker-${label}-`));
+  dirs.push(dir);
+  return dir;
+}
+
+let seq = 0;
+function request(over: Partial<ContainerRequest> & { argv: string[] }): ContainerRequest {
+  const taskId = `task-${process.pid}-${++seq}`;
+  return {
+    env: {},
+    cwd: '',
+    logPath: path.join(tempDir('log'), 'attempt.log'),
+    timeoutMs: 0,
+    killGraceMs: 1000,
+    tailBytes: 64 * 1024,
+    image: IMAGE,
+    pull: 'never',
+    mounts: [],
+    network: 'none',
+    taskId,
+    ...over,
+  };
+}
+
+async function streams(file: string): Promise<{ stdout: string; stderr: string }> {
+  let stdout = '';
+  let stderr = '';
+  for await (const f of readFrames(file)) {
+    if (f.stream === STREAM_STDOUT) stdout += f.data.toString('latin1');
+    if (f.stream === STREAM_STDERR) stderr += f.data.toString('latin1');
+  }
+  return { stdout, stderr };
+}
+
+/** Resolves once the run has written something to its log. */
+function firstOutput(h: RunHandle): Promise<void> {
+  return new Promise((resolve) => {
+    if (h.logBytes > 0) return resolve();
+    const off = h.onProgress(() => {
+      if (h.logBytes > 0) {
+        off();
+        resolve();
+      }
+    });
+  });
+}
+
+afterAll(() => {
+  for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
+  if (availability.startedHere) {
+    // The engine's data (the imported image) stays for the next run.
+    spawnSync('bash', [path.join(repoRoot(), 'scripts', 'docker-down.sh')], {
+      env: { ...process.env, LOOM_DOCKER_SOCK: SOCK },
+      stdio: 'ignore',
+      timeout: 60_000,
+    });
+  }
+});
+
+describe('DockerRunner without an engine', () => {
+  const runner = new DockerRunner({ socketPath: '/nonexistent/loom-docker.sock', nodeName: NODE });
+
+  test('ping is false and a run fails naming the socket', async () => {
+    expect(await runner.ping()).toBe(false);
+    const r = await runner.startContainer(request({ argv: ['true'] })).done;
+    expect(r.error).toMatch(/^docker daemon unreachable at \/nonexistent\/loom-docker\.sock: /);
+    expect(r.errorExitCode).toBe(125);
+    expect(r.exitCode).toBeUndefined();
+  });
+
+  test('a plain RunRequest (no image) is refused', async () => {
+    const { image: _image, ...plain } = request({ argv: ['true'] });
+    const r = await runner.start(plain).done;
+    expect(r.error).toMatch(/needs an image/);
+  });
+});
+
+d('DockerRunner with a real engine', () => {
+  jest.setTimeout(30_000);
+  const docker = new Docker({ socketPath: SOCK });
+  const runner = new DockerRunner({ socketPath: SOCK, nodeName: NODE });
+
+  async function containersOf(taskId: string): Promise<Docker.ContainerInfo[]> {
+    return docker.listContainers({ all: true, filters: { label: [`${LABEL_TASK}=${taskId}`] } });
+  }
+
+  afterAll(async () => {
+    const left = await docker.listContainers({ all: true, filters: { label: [`${LABEL_NODE}=${NODE}`] } });
+    await Promise.all(left.map((c) => docker.getContainer(c.Id).remove({ force: true }).catch(() => undefined)));
+  });
+
+  test('ping', async () => {
+    expect(await runner.ping()).toBe(true);
+  });
+
+  test('output, exit code, log file; the container is removed', async () => {
+    const req = request({ argv: ['sh', '-c', 'echo hi; echo err >&2; exit 4'] });
+    const h = runner.startContainer(req);
+    const r = await h.done;
+    expect(r.error).toBeUndefined();
+    expect(r.exitCode).toBe(4);
+    expect(r.signal).toBeUndefined();
+    expect(r.oomKilled).toBeUndefined();
+    expect(r.timedOut).toBe(false);
+    expect(r.stdoutTail.toString()).toBe('hi\n');
+    expect(r.stderrTail.toString()).toBe('err\n');
+    expect(await streams(req.logPath)).toEqual({ stdout: 'hi\n', stderr: 'err\n' });
+    expect(h.logBytes).toBe(fs.statSync(req.logPath).size);
+    expect(await containersOf(req.taskId)).toEqual([]);
+  });
+
+  test('env and cwd; network none by default (only lo)', async () => {
+    const req = request({
+      argv: ['sh', '-c', 'echo "$FOO"; pwd; ls /sys/class/net'],
+      env: { FOO: 'bar baz' },
+      cwd: '/tmp',
+      network: '',
+    });
+    const r = await runner.startContainer(req).done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTail.toString()).toBe('bar baz\n/tmp\nlo\n');
+  });
+
+  test('bind mounts, read-only and read-write', async () => {
+    const ro = tempDir('ro');
+    const rw = tempDir('rw');
+    fs.writeFileSync(path.join(ro, 'in.txt'), 'from host\n');
+    const req = request({
+      argv: ['sh', '-c', 'cat /in/in.txt; echo x > /in/new 2>/dev/null && echo ro-writable; echo out > /out/new.txt'],
+      mounts: [
+        { host: ro, container: '/in', readOnly: true },
+        { host: rw, container: '/out', readOnly: false },
+      ],
+    });
+    const r = await runner.startContainer(req).done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTail.toString()).toBe('from host\n');
+    expect(fs.readFileSync(path.join(rw, 'new.txt'), 'utf8')).toBe('out\n');
+  });
+
+  test('over its memory limit: oomKilled', async () => {
+    // The shell itself holds 100 MB of command substitution: the cgroup (16 MiB, no swap) OOM-kills it.
+    const req = request({
+      argv: ['sh', '-c', 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}'],
+      memoryBytes: 16 * 1024 * 1024,
+    });
+    const r = await runner.startContainer(req).done;
+    expect(r.error).toBeUndefined();
+    expect(r.oomKilled).toBe(true);
+    expect(r.exitCode).toBe(137);
+    expect(r.signal).toBeUndefined(); // not killed by us
+    expect(await containersOf(req.taskId)).toEqual([]);
+  });
+
+  test('stop: SIGTERM ignored by init, SIGKILL after the grace; container removed; idempotent', async () => {
+    const req = request({ argv: ['sh', '-c', 'echo up; exec sleep 30'] });
+    const h = runner.startContainer(req);
+    await firstOutput(h);
+    expect(await containersOf(req.taskId)).toHaveLength(1);
+    const t0 = Date.now();
+    h.stop('cancel', 500);
+    h.stop('shutdown', 5000); // a later stop never delays the kill, nor changes the reason
+    const r = await h.done;
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    expect(r.stoppedFor).toBe('cancel');
+    expect(r.signal).toBe('SIGKILL');
+    expect(r.exitCode).toBeUndefined();
+    expect(r.stdoutTail.toString()).toBe('up\n');
+    expect(await containersOf(req.taskId)).toEqual([]);
+    h.stop('cancel', 0); // after the end: a no-op
+  });
+
+  test('timeout: SIGTERM reaches a task that handles it', async () => {
+    const req = request({
+      argv: ['sh', '-c', 'trap "echo term; exit 143" TERM; echo up; sleep 30 & wait'],
+      timeoutMs: 1500,
+      killGraceMs: 10_000,
+    });
+    const r = await runner.startContainer(req).done;
+    expect(r.timedOut).toBe(true);
+    expect(r.signal).toBe('SIGTERM');
+    expect(r.stdoutTail.toString()).toBe('up\nterm\n');
+    expect(r.finishedAtMs - r.startedAtMs).toBeLessThan(8000);
+  });
+
+  test('stop before the container runs: never started, nothing left', async () => {
+    const req = request({ argv: ['sh', '-c', 'echo should-not-run'] });
+    const h = runner.startContainer(req);
+    h.stop('cancel', 1000);
+    const r = await h.done;
+    expect(r.stoppedFor).toBe('cancel');
+    expect(r.error).toMatch(/before the container started/);
+    expect(r.stdoutTail.length).toBe(0);
+    expect(await containersOf(req.taskId)).toEqual([]);
+  });
+
+  test('20 MB of output: every byte framed into the log, exact tail', async () => {
+    const req = request({ argv: ['sh', '-c', 'yes 0123456789abcdef | head -c 20000000'], tailBytes: 1000 });
+    const r = await runner.startContainer(req).done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTruncated).toBe(true);
+    const expected = '0123456789abcdef\n'.repeat(Math.ceil(20_000_000 / 17)).slice(0, 20_000_000);
+    expect(r.stdoutTail.toString()).toBe(expected.slice(-1000));
+    let bytes = 0;
+    for await (const f of readFrames(req.logPath)) {
+      expect(f.stream).toBe(STREAM_STDOUT);
+      bytes += f.data.length;
+    }
+    expect(bytes).toBe(20_000_000);
+  });
+
+  test('with a reaper: a missed heartbeat kills the container (fencing)', async () => {
+    const reaper = Reaper.start();
+    try {
+      const fenced = new Promise<number>((resolve) => reaper.onFenced(resolve));
+      const withReaper = new DockerRunner({ socketPath: SOCK, nodeName: NODE, reaper });
+      const req = request({ argv: ['sh', '-c', 'echo up; exec sleep 30'] });
+      const h = withReaper.startContainer(req);
+      const deadline = Date.now() + 10_000;
+      while (h.pid === undefined && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      expect(h.pid).toBeGreaterThan(1);
+      reaper.heartbeat(100); // and no other: the node "froze"
+      expect(await fenced).toBe(1);
+      const r = await h.done;
+      expect(r.exitCode).toBe(137); // killed, but not by the runner
+      expect(await containersOf(req.taskId)).toEqual([]);
+    } finally {
+      await reaper.close();
+    }
+  });
+
+  test('command not found: 127', async () => {
+    const r = await runner.startContainer(request({ argv: ['no-such-command'] })).done;
+    expect(r.error).toBe('command not found: no-such-command');
+    expect(r.errorExitCode).toBe(127);
+  });
+
+  test("pull 'never' with a missing image: a clear error", async () => {
+    const req = request({ argv: ['true'], image: 'loom-no-such-image:v0', pull: 'never' });
+    const r = await runner.startContainer(req).done;
+    expect(r.error).toBe("image loom-no-such-image:v0 is not present on this node and pull is 'never'");
+    expect(r.errorExitCode).toBe(125);
+    expect(await containersOf(req.taskId)).toEqual([]);
+  });
+
+  test("pull 'missing' from an unreachable registry: cannot pull", async () => {
+    const req = request({ argv: ['true'], image: '127.0.0.1:1/loom/nope:v0', pull: 'missing' });
+    const r = await runner.startContainer(req).done;
+    expect(r.error).toMatch(/^cannot pull 127\.0\.0\.1:1\/loom\/nope:v0: ./);
+  });
+
+  test('reapOrphans removes only this node\'s containers of unknown tasks', async () => {
+    const make = (node: string, task: string) =>
+      docker.createContainer({
+        Image: IMAGE,
+        Cmd: ['sleep', '30'],
+        Labels: { [LABEL_NODE]: node, [LABEL_TASK]: task },
+        HostConfig: { NetworkMode: 'none' },
+      });
+    const orphan = await make(NODE, `orphan-${process.pid}`);
+    await orphan.start();
+    const known = await make(NODE, `known-${process.pid}`);
+    const other = await make(`${NODE}-other`, `orphan-${process.pid}`);
+    try {
+      expect(await runner.reapOrphans(new Set([`known-${process.pid}`]))).toBe(1);
+      const ids = (await docker.listContainers({ all: true })).map((c) => c.Id);
+      expect(ids).not.toContain(orphan.id);
+      expect(ids).toContain(known.id);
+      expect(ids).toContain(other.id);
+      expect(await runner.reapOrphans(new Set([`known-${process.pid}`]))).toBe(0);
+    } finally {
+      await known.remove({ force: true }).catch(() => undefined);
+      await other.remove({ force: true }).catch(() => undefined);
+    }
+  });
+});
