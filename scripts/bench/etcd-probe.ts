@@ -81,8 +81,6 @@ export interface StateCounts {
   lost: number;
 }
 
-export const TERMINAL = ['completed', 'failed', 'cancelled', 'lost'] as const;
-
 export function terminalTotal(c: StateCounts): number {
   return c.completed + c.failed + c.cancelled + c.lost;
 }
@@ -123,18 +121,16 @@ export class TaskCounter {
   }
 
   /**
-   * Polls until `n` more tasks than `baseline` are terminal; returns the
-   * counts then. Throws after timeoutMs with the counts seen.
+   * Polls until `n` more tasks than `baseline` are terminal or the deadline
+   * (ms since epoch) passes; says how many were done and when it stopped.
    */
-  async waitTerminal(baseline: number, n: number, timeoutMs: number, pollMs = 100, onPoll?: (c: StateCounts) => void): Promise<StateCounts> {
-    const deadline = Date.now() + timeoutMs;
+  async waitTerminalUntil(baseline: number, n: number, deadlineMs: number, pollMs = 100): Promise<{ counts: StateCounts; done: number; timedOut: boolean; atMs: number }> {
     for (;;) {
       const c = await this.counts();
-      onPoll?.(c);
-      if (terminalTotal(c) - baseline >= n) return c;
-      if (Date.now() > deadline) {
-        throw new Error(`timed out after ${Math.round(timeoutMs / 1000)} s waiting for ${n} tasks: ${JSON.stringify(c)} (baseline ${baseline} terminal)`);
-      }
+      const atMs = Date.now();
+      const done = terminalTotal(c) - baseline;
+      if (done >= n) return { counts: c, done, timedOut: false, atMs };
+      if (atMs > deadlineMs) return { counts: c, done, timedOut: true, atMs };
       await sleep(pollMs);
     }
   }

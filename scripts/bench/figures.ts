@@ -27,7 +27,7 @@ export interface Figure {
 
 export interface FigureLine {
   scenario: string;
-  figure: string;
+  figure?: string;
   unit?: string;
   median?: number;
   min?: number;

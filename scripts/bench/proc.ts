@@ -61,6 +61,17 @@ export function procRef(pid: number): ProcRef | undefined {
   return c ? { pid, cmdline: c } : undefined;
 }
 
+/** True while the remembered process still runs (same PID, same command line, not a zombie). */
+export function isRunning(ref: ProcRef): boolean {
+  if (cmdline(ref.pid) !== ref.cmdline) return false;
+  try {
+    const stat = fs.readFileSync(`/proc/${ref.pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
 /** SIGKILLs a remembered process if that PID still runs the same command line. */
 export function killIfSame(ref: ProcRef): boolean {
   if (cmdline(ref.pid) !== ref.cmdline) return false;
@@ -87,9 +98,14 @@ function exited(proc: ChildProcess, ms: number): Promise<boolean> {
   });
 }
 
-/** SIGTERM, then SIGKILL after graceMs. Resolves true if the process stopped by itself. */
+/** SIGTERM, then SIGKILL after graceMs (at once if graceMs <= 0). Resolves true if the process stopped by itself. */
 export async function stopProcess(proc: ChildProcess, graceMs: number): Promise<boolean> {
   if (!alive(proc)) return true;
+  if (graceMs <= 0) {
+    proc.kill('SIGKILL');
+    await exited(proc, 5000);
+    return false;
+  }
   proc.kill('SIGTERM');
   if (await exited(proc, graceMs)) return true;
   proc.kill('SIGKILL');

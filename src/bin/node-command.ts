@@ -53,6 +53,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('cpu', { type: 'number', describe: 'CPU cores offered to tasks (default: detected, cgroup limits included)' })
     .option('memory', { type: 'string', describe: 'memory offered to tasks, e.g. 8G (default: detected)' })
     .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
+    .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
     .option('kill-grace', { type: 'string', default: '3s', describe: 'SIGTERM -> SIGKILL wait when a task is stopped' })
@@ -95,6 +96,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
       diskBytes: args.disk ? bytesFlag(args.disk, '--disk') : 0,
     },
     starveAfterMs: parseDurationMs(args['starve-after']),
+    dockerSocket: args['docker-socket'],
     tls,
     insecure: args.insecure,
     admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),

@@ -48,6 +48,8 @@ export interface NodeConfig {
   capacity: { cpu: number; memoryBytes: number; diskBytes: number };
   /** Waiting this long, a task that fits a node's capacity makes that node stop taking smaller work until it fits. */
   starveAfterMs: number;
+  /** Docker engine socket for container tasks ('' = $LOOM_DOCKER_SOCK or /var/run/docker.sock). */
+  dockerSocket: string;
   /**
    * Mutual TLS (--tls-ca/--tls-cert/--tls-key): the API, node-to-node calls
    * and etcd (embedded member, or https:// --etcd endpoints). Unset: plaintext,
@@ -79,6 +81,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     steal: DEFAULT_STEAL_POLICY,
     capacity: { cpu: 0, memoryBytes: 0, diskBytes: 0 },
     starveAfterMs: 30_000,
+    dockerSocket: '',
     insecure: false,
     admins: [],
   };

@@ -28,7 +28,7 @@ import { Kv } from '../store/etcd';
 import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';
-import { AdapterOptions, serverStream, unary } from './grpc-adapter';
+import { AdapterOptions, serverStream, tolerantService, unary } from './grpc-adapter';
 import { Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
 import { LogService } from './logs';
 import { jobHandlers } from './job-api';
@@ -43,6 +43,8 @@ export interface ApiDeps {
   tryRunHere: (record: Task) => Promise<boolean>;
   log: (msg: string) => void;
   jobs: JobStore;
+  /** Settles when a task held by this node has its result recorded (undefined if not held here). */
+  settledHere?: (id: string) => Promise<void> | undefined;
   /** This node's name, for messages. */
   nodeName?: string;
   /** Mutual TLS: the node's own identity. Unset: plaintext, every caller is 'local'. */
@@ -77,7 +79,7 @@ export class ApiServer {
       'grpc.max_receive_message_length': LIMITS.requestBytes,
       'grpc.max_send_message_length': 64 * 1024 * 1024,
     });
-    server.addService(LoomService, this.handlers());
+    server.addService(tolerantService(LoomService), this.handlers());
     const tls = this.deps.tls;
     if (tls) {
       // TLS is terminated by SecureListener, which hands only verified
@@ -271,6 +273,13 @@ export class ApiServer {
   private async wait(id: string, signal: AbortSignal): Promise<Task> {
     let held = await this.deps.queries.get(id, signal);
     while (!isTerminal(held.task.state)) {
+      // A task running here: its result is known locally first (no watch round trip).
+      const local = this.deps.settledHere?.(id);
+      if (local) {
+        await local;
+        held = await this.deps.queries.get(id, signal);
+        continue;
+      }
       const kv = await nextChange(this.deps.kv, this.deps.queries.keys.task(id), held.revision, signal);
       if (!kv) throw new LoomError('NOT_FOUND', `task ${id} was deleted`, id);
       held = { task: decodeTask(kv.value, id), revision: kv.mod_revision };

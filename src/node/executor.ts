@@ -13,6 +13,17 @@ import { TaskQueries } from '../store/queries';
 import { HeldTask, NodeIdentity, Outcome, TaskTransitions } from '../store/transitions';
 import { Incarnation } from '../store/membership';
 import { RunHandle, RunResult, Runner, StopReason } from '../runner/types';
+import { DockerRunner, PullPolicy } from '../runner/docker-runner';
+
+/** A handle for an attempt that could not start at all. */
+function failedHandle(error: string, errorExitCode: number): RunHandle {
+  const now = Date.now();
+  const done = Promise.resolve<RunResult>({
+    timedOut: false, error, errorExitCode, stdoutTail: Buffer.alloc(0), stderrTail: Buffer.alloc(0),
+    stdoutTruncated: false, stderrTruncated: false, startedAtMs: now, finishedAtMs: now,
+  });
+  return { pid: undefined, done, stop: () => undefined, logBytes: 0, onProgress: () => () => undefined };
+}
 import { ResultWriter } from './result-writer';
 import { LoomError } from '../core/errors';
 
@@ -20,6 +31,8 @@ export interface ExecutorDeps {
   transitions: TaskTransitions;
   queries: TaskQueries;
   runner: Runner;
+  /** Container runner, when this node's Docker engine answers. */
+  docker?: DockerRunner;
   dataDir: string;
   nodeName: string;
   killGraceMs: number;
@@ -93,6 +106,11 @@ export class Executor {
     return e ? { attempt: e.held.task.attempt, handle: e.handle } : undefined;
   }
 
+  /** Settles when the held task `id` is settled here; undefined if not held here. */
+  settled(id: string): Promise<void> | undefined {
+    return this.running.get(id)?.finished;
+  }
+
   /** Called after a result is recorded. */
   onResult(fn: (task: Task) => void): void {
     this.resultListeners.push(fn);
@@ -105,15 +123,29 @@ export class Executor {
   start(held: HeldTask, me: NodeIdentity, inc: Incarnation): void {
     const t = held.task;
     const spec = t.spec!;
-    const handle = this.deps.runner.start({
+    const base = {
       argv: spec.command,
-      env: taskEnv(t, this.deps.nodeName),
       cwd: spec.cwd,
       logPath: logPathFor(this.deps.dataDir, t.id, t.attempt),
       timeoutMs: spec.timeoutMs,
       killGraceMs: this.deps.killGraceMs,
       tailBytes: LIMITS.tailBytes,
-    });
+    };
+    const c = spec.container;
+    let handle: RunHandle;
+    if (c?.image) {
+      // In a container the image's own PATH applies; loom adds only its variables.
+      const { PATH: _path, ...env } = taskEnv(t, this.deps.nodeName);
+      handle = this.deps.docker
+        ? this.deps.docker.startContainer({
+            ...base, env: spec.env.PATH ? { ...env, PATH: spec.env.PATH } : env,
+            image: c.image, pull: (c.pull || 'missing') as PullPolicy, mounts: c.mounts, network: c.network || 'none',
+            taskId: t.id, memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
+          })
+        : failedHandle('this node has no Docker engine', 125);
+    } else {
+      handle = this.deps.runner.start({ ...base, env: taskEnv(t, this.deps.nodeName) });
+    }
     const exec: Execution = { held, me, inc, handle, finished: Promise.resolve() };
     this.running.set(t.id, exec);
     this.live++;

@@ -26,6 +26,39 @@ function options(o: AdapterOptions | ((err: unknown) => void) | undefined): Adap
   return typeof o === 'function' ? { onError: o } : (o ?? {});
 }
 
+/** What a request that could not be decoded becomes (answered INVALID_ARGUMENT by the adapter). */
+class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
+
+/**
+ * The service definition with request decoding that never throws: grpc-js
+ * would answer a malformed message with a bare INTERNAL; the adapter answers
+ * INVALID_ARGUMENT with loom's code instead.
+ */
+export function tolerantService<S extends grpc.ServiceDefinition>(service: S): S {
+  const out: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const [name, def] of Object.entries(service)) {
+    const m = def as grpc.MethodDefinition<unknown, unknown>;
+    out[name] = {
+      ...m,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return m.requestDeserialize(bytes);
+        } catch (err) {
+          return new MalformedRequest((err as Error)?.message ?? String(err));
+        }
+      },
+    };
+  }
+  return out as S;
+}
+
+function request<Req>(req: Req | MalformedRequest): Req {
+  if (req instanceof MalformedRequest) throw new LoomError('INVALID_ARGUMENT', `malformed request: ${req.reason.slice(0, 200)}`);
+  return req;
+}
+
 export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
   const e = toLoomError(err);
   const metadata = new grpc.Metadata();
@@ -50,7 +83,7 @@ export function unary<Req, Res>(
     const { signal, done } = callSignal(call as never);
     let answered = false;
     Promise.resolve()
-      .then(() => fn(call.request, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
+      .then(() => fn(request(call.request), { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
       .then(
         (res) => {
           if (!answered) {
@@ -94,7 +127,7 @@ export function serverStream<Req, Res>(
       });
     };
     Promise.resolve()
-      .then(() => fn(call.request, write, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
+      .then(() => fn(request(call.request), write, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
       .then(
         () => {
           if (!signal.aborted) call.end();

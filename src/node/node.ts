@@ -22,6 +22,7 @@ import { QueueWindow } from '../store/queue-window';
 import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { ProcessRunner } from '../runner/process-runner';
 import { Reaper } from '../runner/reaper';
+import { DockerRunner } from '../runner/docker-runner';
 import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
@@ -53,7 +54,7 @@ export class LoomNode {
   private readonly metrics = new MetricsSampler();
   private capacity: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 };
   private labels: Record<string, string> = {};
-  private docker = false;
+  docker = false;
   port = 0;
 
   private constructor(
@@ -117,8 +118,14 @@ export class LoomNode {
     const directory = new NodeDirectory(kv, keys, log);
     const window = new QueueWindow(kv, keys, 1000, log);
     const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd() });
+    const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
+    const docker = (await dockerRunner.ping()) ? dockerRunner : undefined;
+    if (docker) {
+      const reaped = await docker.reapOrphans(new Set()).catch(() => 0);
+      log(`docker engine found${reaped ? `; removed ${reaped} container(s) left by an earlier run` : ''}`);
+    }
     const executor = new Executor({
-      transitions, queries, runner, dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
+      transitions, queries, runner, docker, dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
     });
     const steal = new StealLoop({
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
@@ -141,7 +148,7 @@ export class LoomNode {
     const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir, credentials: tls && channelCredentials(tls) });
     const jobs = new JobStore(kv, keys, transitions, log);
     const api = new ApiServer({
-      kv, queries, transitions, logs, log, jobs,
+      kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins,
     });
@@ -150,7 +157,8 @@ export class LoomNode {
       requeuer, membership, cancels, logs, api, new JobSweeper(jobs, log),
     );
     try {
-      await node.boot();
+      node.docker = docker !== undefined;
+    await node.boot();
     } catch (err) {
       await node.stop({ graceMs: 0 }).catch(() => undefined);
       throw err;

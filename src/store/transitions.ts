@@ -24,6 +24,8 @@ import { Keys } from './keys';
 
 /** Tasks per submit transaction: 2 ops each, within etcd's default 128. */
 export const SUBMIT_CHUNK = 64;
+/** Submit transactions in flight at once. */
+export const SUBMIT_IN_FLIGHT = 8;
 /** Claims or results per transaction (nested transactions, one per task). */
 export const BATCH_CHUNK = 64;
 const HISTORY_KEEP = 20;
@@ -155,25 +157,31 @@ export class TaskTransitions {
   async submit(records: Task[], signal?: AbortSignal): Promise<void> {
     const chunks: Task[][] = [];
     for (let i = 0; i < records.length; i += SUBMIT_CHUNK) chunks.push(records.slice(i, i + SUBMIT_CHUNK));
+    // At most SUBMIT_IN_FLIGHT transactions at once (a 10,000-task submit is
+    // 157 of them; all at once would time out behind each other), in order;
+    // after a failure no new chunk starts, so what is queued is a prefix.
     let done = 0;
-    const results = await Promise.allSettled(
-      chunks.map(async (chunk) => {
-        const res = await this.kv.txn(
-          {
-            compare: chunk.map((t) => ifMissing(this.keys.task(t.id))),
-            success: chunk.flatMap((t) => this.writeRecord(t)),
-          },
-          'submit',
-          signal,
-        );
-        if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
-        done += chunk.length;
-      }),
-    );
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) {
-      const err = failed.reason as LoomError;
-      throw new LoomError(err.code ?? 'UNAVAILABLE', `${done} of ${records.length} tasks queued; ${err.message}`);
+    let next = 0;
+    let failure: LoomError | undefined;
+    const worker = async () => {
+      while (!failure && next < chunks.length) {
+        const chunk = chunks[next++];
+        try {
+          const res = await this.kv.txn(
+            { compare: chunk.map((t) => ifMissing(this.keys.task(t.id))), success: chunk.flatMap((t) => this.writeRecord(t)) },
+            'submit',
+            signal,
+          );
+          if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
+          done += chunk.length;
+        } catch (err) {
+          failure ??= err as LoomError;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(SUBMIT_IN_FLIGHT, chunks.length) }, worker));
+    if (failure) {
+      throw new LoomError(failure.code ?? 'UNAVAILABLE', `${done} of ${records.length} tasks queued; ${failure.message}`);
     }
   }
 
@@ -292,12 +300,11 @@ export class TaskTransitions {
           success: chunk.map(({ held, outcome }) => {
             const t = held.task;
             const next = this.resultRecord(t, outcome);
-            const ops = [
-              del(this.keys.running(me.node, t.id)),
-              del(this.keys.cancel(me.node, t.id)),
-              ...this.writeRecord(next),
-            ];
-            if (outcome.tail) ops.push(put(this.keys.tail(t.id), encodeTail(outcome.tail)));
+            const ops = [del(this.keys.running(me.node, t.id)), ...this.writeRecord(next)];
+            // Only what exists is deleted or written: fewer ops per task.
+            if (t.cancelRequested) ops.push(del(this.keys.cancel(me.node, t.id)));
+            const tail = outcome.tail;
+            if (tail && (tail.stdout.length > 0 || tail.stderr.length > 0)) ops.push(put(this.keys.tail(t.id), encodeTail(tail)));
             return nested({
               compare: [
                 ifModRevision(this.keys.task(t.id), held.revision),

@@ -1,0 +1,33 @@
+# loom node image: Node 20 + etcd (the embedded member) + the built project.
+#
+#   docker build -t loom .
+#   docker run --rm loom node --help
+#   docker compose up -d          # 3-node cluster, see docker-compose.yml
+FROM node:20-bookworm-slim
+
+# etcd-server: the member each node embeds; etcd-client: etcdctl for debugging.
+# No systemd in the image, so the package starts no etcd service of its own.
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      etcd-server etcd-client ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /opt/loom
+
+# Dependencies first, so a source change does not reinstall them. (ssh2's
+# optional native addons, pulled in by dockerode, fail to build here without
+# a compiler; npm skips them and ssh2 falls back to pure JS.)
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+
+COPY . .
+RUN npm run build
+
+ENV NODE_ENV=production
+# Task logs, the lease file and the embedded etcd member.
+VOLUME ["/data"]
+# gRPC API, etcd client, etcd peer.
+EXPOSE 8080 2379 2380
+
+ENTRYPOINT ["node", "dist/src/bin/loom.js"]
+CMD ["--help"]

@@ -1,0 +1,26 @@
+/** What main gives each scenario. */
+import { Budget } from './budget';
+import { Figure } from './figures';
+
+export interface BenchContext {
+  /** Small sizes for a smoke run. */
+  quick: boolean;
+  /** Repetitions per figure. */
+  reps: number;
+  /** Progress for humans (stderr). */
+  log: (msg: string) => void;
+  /** Records a figure and prints its JSON line. */
+  emit: (f: Figure) => void;
+  /** Records a figure that could not be measured, with the reason. */
+  fail: (scenario: string, figure: string, label: string, reason: string) => void;
+  /** A time budget of `seconds` (unlimited with --no-budget). */
+  budget: (seconds: number) => Budget;
+  /** Method notes and caveats shown under the scenario in BENCHMARKS.md. */
+  note: (scenario: string, text: string) => void;
+}
+
+export interface Scenario {
+  name: string;
+  title: string;
+  run: (ctx: BenchContext) => Promise<void>;
+}

@@ -1,0 +1,86 @@
+/**
+ * 2. Latency on an idle cluster, through the client library: sequential
+ * tasks `true`, one submit then one wait each. submit→completed is the client
+ * wall clock from before submit() to wait() returning; submit→running is the
+ * record's startedAtMs minus the time taken before submit() (same machine
+ * clock). One-member etcd (1 node) and 3-member etcd (3 nodes).
+ */
+import { TaskState } from '../../../src/gen/loom';
+import { LoomApi } from '../../../src/client/client';
+import { repeat } from '../budget';
+import { BenchCluster } from '../cluster';
+import { BenchContext, Scenario } from '../context';
+import { percentile } from '../stats';
+import { spec, wallNow } from '../tasks';
+
+const S = 'latency';
+
+export interface LatencySample {
+  runningMs: number;
+  completedMs: number;
+}
+
+/** n sequential submit → wait round trips of `true` through api. */
+export async function sequentialLatency(api: LoomApi, n: number, priority?: number): Promise<LatencySample[]> {
+  const out: LatencySample[] = [];
+  const s = spec(['true'], priority);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    const wall0 = wallNow();
+    const [id] = await api.submit([s]);
+    const task = await api.wait(id, AbortSignal.timeout(60_000)).catch((err: Error) => {
+      throw new Error(`task ${id}: no result within 60 s (${err.message})`);
+    });
+    const completedMs = performance.now() - t0;
+    if (task.state !== TaskState.COMPLETED) throw new Error(`task ${id} ended ${TaskState[task.state]}: ${task.reason}`);
+    out.push({ runningMs: task.startedAtMs - wall0, completedMs });
+  }
+  return out;
+}
+
+export const latency: Scenario = {
+  name: S,
+  title: 'Idle latency',
+  async run(ctx: BenchContext) {
+    const n = ctx.quick ? 50 : 500;
+    const warmup = ctx.quick ? 10 : 30;
+    for (const members of [1, 3]) {
+      const c = await BenchCluster.start({ name: `lat${members}m`, nodes: members, etcd: 'embedded' }, ctx.log);
+      const p: Record<string, number[]> = { r50: [], r99: [], c50: [], c99: [] };
+      try {
+        const api = c.api(0);
+        await sequentialLatency(api, warmup);
+        const budget = ctx.budget(ctx.quick ? 8 : 40);
+        await repeat(ctx, S, `${members}-member`, budget, async (rep) => {
+          const samples = await sequentialLatency(api, n);
+          const running = samples.map((x) => x.runningMs);
+          const completed = samples.map((x) => x.completedMs);
+          p.r50.push(percentile(running, 50));
+          p.r99.push(percentile(running, 99));
+          p.c50.push(percentile(completed, 50));
+          p.c99.push(percentile(completed, 99));
+          ctx.log(`${S} ${members}-member rep ${rep + 1}: completed p50 ${p.c50[rep].toFixed(2)} ms p99 ${p.c99[rep].toFixed(2)} ms`);
+        });
+      } finally {
+        await c.stop();
+      }
+      const one = members === 1;
+      const topo = one ? '1 node, one-member etcd' : '3 nodes, 3-member etcd';
+      const extra = { tasks: n, nodes: members, etcdMembers: members };
+      ctx.emit({ scenario: S, figure: `submit_running_p50_${members}m`, label: `submit→running p50 (${topo})`, unit: 'ms', values: p.r50, extra });
+      ctx.emit({ scenario: S, figure: `submit_running_p99_${members}m`, label: `submit→running p99 (${topo})`, unit: 'ms', values: p.r99, extra });
+      ctx.emit({
+        scenario: S, figure: `submit_completed_p50_${members}m`, label: `submit→completed p50 (${topo})`, unit: 'ms', values: p.c50, extra,
+        target: one ? { op: '<=', value: 5, text: '≤ 5 ms' } : undefined,
+      });
+      ctx.emit({
+        scenario: S, figure: `submit_completed_p99_${members}m`, label: `submit→completed p99 (${topo})`, unit: 'ms', values: p.c99, extra,
+        target: one ? { op: '<=', value: 20, text: '≤ 20 ms' } : undefined,
+      });
+    }
+    ctx.note(S, `${n} sequential tasks \`true\` per repetition (after ${warmup} warm-up tasks), each LoomApi.submit([one]) to node 1 then ` +
+      'LoomApi.wait(id). submit→completed: client wall clock (performance.now) before submit() to wait() returning. ' +
+      "submit→running: the record's startedAtMs minus the wall clock taken before submit() (ms resolution of the node's clock). " +
+      'Percentiles are nearest-rank; each repetition gives one p50 and one p99, the table shows their median and spread.');
+  },
+};
