@@ -12,12 +12,12 @@ import {
   LoomClient,
   type ListResponse,
   type DrainResponse,
-  type JobSpec,
+  JobSpec,
   type JobStatus,
   type ListJobsResponse,
   type NodeInfo,
   type Task,
-  type TaskSpec,
+  TaskSpec,
 } from '../gen/loom';
 import { cancelledError, fromGrpcError } from './errors';
 import { channelCredentials, defaultClientTls, type TlsMaterial } from './tls';
@@ -75,7 +75,7 @@ export class LoomApi {
     if (specs.length > LIMITS.tasksPerSubmit) {
       throw invalid(`${specs.length} tasks in one submit > limit ${LIMITS.tasksPerSubmit}`);
     }
-    const res = await this.unary(this.client.submit, { tasks: specs }, { deadline: true, signal });
+    const res = await this.unary(this.client.submit, { tasks: specs.map((t) => TaskSpec.fromPartial(t)) }, { deadline: true, signal });
     if (res.ids.length !== specs.length) {
       throw new LoomError(
         'INTERNAL',
@@ -108,7 +108,7 @@ export class LoomApi {
   }
 
   async submitJob(spec: JobSpec, signal?: AbortSignal): Promise<JobStatus> {
-    return this.unary(this.client.submitJob, { spec }, { deadline: false, signal });
+    return this.unary(this.client.submitJob, { spec: JobSpec.fromPartial(spec) }, { deadline: false, signal });
   }
 
   async getJob(job: string, signal?: AbortSignal): Promise<JobStatus> {

@@ -50,6 +50,8 @@ export interface NodeConfig {
   starveAfterMs: number;
   /** Docker engine socket for container tasks ('' = $LOOM_DOCKER_SOCK or /var/run/docker.sock). */
   dockerSocket: string;
+  /** Finished tasks and jobs are deleted this long after they end. */
+  retentionMs: number;
   /**
    * Mutual TLS (--tls-ca/--tls-cert/--tls-key): the API, node-to-node calls
    * and etcd (embedded member, or https:// --etcd endpoints). Unset: plaintext,
@@ -82,6 +84,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     capacity: { cpu: 0, memoryBytes: 0, diskBytes: 0 },
     starveAfterMs: 30_000,
     dockerSocket: '',
+    retentionMs: 24 * 3_600_000,
     insecure: false,
     admins: [],
   };

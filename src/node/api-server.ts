@@ -51,15 +51,22 @@ export interface ApiDeps {
   tls?: TlsMaterial;
   /** Identities that may cancel any task, read any task's logs and drain nodes (--admin). */
   admins?: string[];
+  /** Overrides of API_LIMITS (tests). */
+  limits?: Partial<ApiLimits>;
+}
+
+export interface ApiLimits {
+  logStreamsPerNode: number;
+  streamsPerClient: number;
 }
 
 /** Per-node and per-client limits of the API (documented in the README). */
-export const API_LIMITS = {
+export const API_LIMITS: Readonly<ApiLimits> = {
   /** Concurrent log streams served by one node. */
   logStreamsPerNode: 10_000,
   /** Concurrent log streams and waits of one client identity (TLS mode). */
   streamsPerClient: 1_000,
-} as const;
+};
 
 export class ApiServer {
   private server: grpc.Server | undefined;
@@ -68,9 +75,11 @@ export class ApiServer {
   private readonly perClient = new Map<string, number>();
   private readonly admins: Set<string>;
   private readonly denials: RateLimitedLog;
+  private readonly limits: ApiLimits;
 
   constructor(private readonly deps: ApiDeps) {
     this.admins = new Set(deps.admins ?? []);
+    this.limits = { ...API_LIMITS, ...deps.limits };
     this.denials = new RateLimitedLog(deps.log, 'permission denials');
   }
 
@@ -132,10 +141,10 @@ export class ApiServer {
   private holdClientSlot(id: Identity): () => void {
     if (!this.deps.tls || id.role === 'node') return () => undefined;
     const n = this.perClient.get(id.name) ?? 0;
-    if (n >= API_LIMITS.streamsPerClient) {
+    if (n >= this.limits.streamsPerClient) {
       throw new LoomError(
         'RESOURCE_EXHAUSTED',
-        `too many concurrent log streams and waits for ${id.name} on this node (limit ${API_LIMITS.streamsPerClient})`,
+        `too many concurrent log streams and waits for ${id.name} on this node (limit ${this.limits.streamsPerClient})`,
       );
     }
     this.perClient.set(id.name, n + 1);
@@ -220,8 +229,8 @@ export class ApiServer {
         } else if (!this.isAdmin(identity)) {
           this.checkOwner((await d.queries.get(req.id, signal)).task, identity, 'read the logs of');
         }
-        if (this.logStreams >= API_LIMITS.logStreamsPerNode) {
-          throw new LoomError('RESOURCE_EXHAUSTED', `too many log streams on this node (limit ${API_LIMITS.logStreamsPerNode})`);
+        if (this.logStreams >= this.limits.logStreamsPerNode) {
+          throw new LoomError('RESOURCE_EXHAUSTED', `too many log streams on this node (limit ${this.limits.logStreamsPerNode})`);
         }
         const release = this.holdClientSlot(identity);
         this.logStreams++;

@@ -26,6 +26,7 @@ import { DockerRunner } from '../runner/docker-runner';
 import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
+import { RetentionSweeper } from './retention-sweeper';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
@@ -77,6 +78,7 @@ export class LoomNode {
     private readonly logs: LogService,
     private readonly api: ApiServer,
     private readonly jobSweeper: JobSweeper,
+    readonly retention: RetentionSweeper,
   ) {}
 
   static async start(config: NodeConfig, opts: NodeOptions): Promise<LoomNode> {
@@ -155,6 +157,7 @@ export class LoomNode {
     const node: LoomNode = new LoomNode(
       config, opts, etcd, reaper, client, kv, keys, queries, transitions, directory, window, executor, steal,
       requeuer, membership, cancels, logs, api, new JobSweeper(jobs, log),
+      new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
     try {
       node.docker = docker !== undefined;
@@ -181,6 +184,7 @@ export class LoomNode {
     await this.join();
     this.requeuer.start();
     this.jobSweeper.start();
+    this.retention.start();
     this.executor.onResult((t) => t.jobId && this.jobSweeper.taskEnded(t.jobId));
     this.executor.onSlotFree(() => this.schedulePublish());
     this.publishTimer = setInterval(() => {
@@ -321,12 +325,13 @@ export class LoomNode {
     }
     this.requeuer.stop();
     this.jobSweeper.stop();
+    this.retention.stop();
     await this.api.close(1000);
     this.logs.close();
     await this.membership.leave('node stopped');
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
-    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued}`);
+    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued} retentionDeletedTasks=${this.retention.deletedTasks}`);
     this.client.close();
     await this.etcd?.stop();
     await this.reaper.close();

@@ -7,7 +7,7 @@
 import * as fc from 'fast-check';
 import * as grpc from '@grpc/grpc-js';
 import { v7 as uuidv7 } from 'uuid';
-import { Etcd3 } from 'etcd3';
+import { fakeEtcd } from '../support/fake-etcd';
 import {
   CancelRequest, DrainRequest, GetRequest, ListRequest, LogsRequest, LoomService, NodeInfo, SubmitRequest, Task, TaskState, WaitRequest,
 } from '../../src/gen/loom';
@@ -32,30 +32,11 @@ function record(id: string, state: TaskState): Task {
   return Task.fromPartial({ id, spec: { command: ['true'], env: { SECRET: 'x' }, priority: 100 }, state, owner: 'local', submittedAtMs: 1, attempt: state === TaskState.QUEUED ? 0 : 1 });
 }
 
-/** Just enough of an etcd client: exact-key reads of two stored tasks, transactions that succeed, no watches. */
-function fakeEtcd(): Etcd3 {
-  const store = new Map<string, Buffer>([
+function fakeStore(): Map<string, Buffer> {
+  return new Map<string, Buffer>([
     [keys.task(QUEUED_ID), encodeTask(record(QUEUED_ID, TaskState.QUEUED))],
     [keys.task(DONE_ID), encodeTask(record(DONE_ID, TaskState.COMPLETED))],
   ]);
-  const header = { revision: '7', cluster_id: '1', member_id: '1', raft_term: '1' };
-  return {
-    kv: {
-      range: async (req: { key: Buffer; range_end?: Buffer }) => {
-        const value = req.range_end ? undefined : store.get(req.key.toString());
-        const kvs = value ? [{ key: req.key, value, mod_revision: '5', create_revision: '5', version: '1', lease: '0' }] : [];
-        return { header, kvs, more: false, count: String(kvs.length) };
-      },
-      txn: async (req: { success?: unknown[] }) => ({
-        header,
-        succeeded: true,
-        responses: (req.success ?? []).map(() => ({ response_put: { header } })),
-      }),
-    },
-    watch: () => {
-      throw new Error('no watches in this test');
-    },
-  } as unknown as Etcd3;
 }
 
 /** A client whose requests are raw bytes and whose answers stay bytes. */
@@ -121,7 +102,7 @@ describe('API handlers under arbitrary input', () => {
 
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled);
-    const kv = new Kv(fakeEtcd());
+    const kv = new Kv(fakeEtcd(fakeStore()));
     const queries = new TaskQueries(kv, keys);
     const transitions = new TaskTransitions(kv, keys);
     const logService = { stream: async () => undefined, close: () => undefined } as unknown as LogService;

@@ -1,0 +1,120 @@
+/**
+ * Retention: deletes finished tasks (record, status key, log tail) and
+ * finished jobs (record, name, marks, edges) older than the retention
+ * period. Safe to run on several nodes at once: each delete is guarded by
+ * the revision it read; normally only one node (rendezvous choice) sweeps.
+ *
+ *   compare: /task/<id> at the revision read (still the finished record)
+ *   then:    delete /task/<id>, its terminal status key, /tail/<id>
+ */
+import { Job, JobState } from '../gen/loom';
+import { decodeTask } from './codec';
+import { b, del, ifModRevision, Kv, rangeOp } from './etcd';
+import { jobTaskIdRange, Keys, pad, prefixEnd, TERMINAL_KEY_STATES } from './keys';
+
+const PAGE = 100;
+const FINISHED_JOB = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
+
+export interface SweepResult {
+  tasks: number;
+  jobs: number;
+}
+
+export async function sweepFinished(kv: Kv, keys: Keys, retentionMs: number, nowMs: number, signal?: AbortSignal): Promise<SweepResult> {
+  const cutoff = nowMs - retentionMs;
+  const out: SweepResult = { tasks: 0, jobs: 0 };
+  for (const state of TERMINAL_KEY_STATES) {
+    const prefix = keys.terminalPrefix(state);
+    // Terminal keys sort by finish time: everything before `end` is old enough.
+    const end = `${prefix}${pad(cutoff, 13)}`;
+    let from = prefix;
+    for (;;) {
+      if (signal?.aborted) return out;
+      const page = await kv.range({ key: b(from), range_end: b(end), limit: PAGE, keys_only: true }, 'retention scan');
+      if (page.kvs.length === 0) break;
+      const ids = page.kvs.map((k) => k.key.toString().split('/').pop()!);
+      const recs = await kv.txn({ compare: [], success: ids.map((id) => rangeOp(keys.task(id))) }, 'retention read');
+      const ops = page.kvs.map((statusKv, i) => {
+        const id = ids[i];
+        const rec = recs.responses[i]?.response_range?.kvs[0];
+        const statusKey = statusKv.key.toString();
+        if (!rec) return { request_txn: { compare: [], success: [del(statusKey), del(keys.tail(id))] } };
+        const t = decodeTask(rec.value);
+        // Tasks of an open job stay until the job has finished (its marks count them).
+        if (t.jobId) return undefined;
+        return {
+          request_txn: {
+            compare: [ifModRevision(keys.task(id), rec.mod_revision)],
+            success: [del(keys.task(id)), del(statusKey), del(keys.tail(id))],
+          },
+        };
+      });
+      const live = ops.filter((o): o is NonNullable<typeof o> => o !== undefined);
+      if (live.length) {
+        const res = await kv.txn({ compare: [], success: live }, 'retention delete');
+        out.tasks += res.responses.filter((r) => r.response_txn?.succeeded).length;
+      }
+      // Tasks of jobs are skipped (the job sweep takes them with their job).
+      if (!page.more) break;
+      from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
+    }
+  }
+  out.jobs = await sweepJobs(kv, keys, cutoff, out, signal);
+  return out;
+}
+
+/** Finished jobs older than the cutoff: the job and all its tasks go together. */
+async function sweepJobs(kv: Kv, keys: Keys, cutoff: number, out: SweepResult, signal?: AbortSignal): Promise<number> {
+  let jobs = 0;
+  let from = keys.jobPrefix;
+  for (;;) {
+    if (signal?.aborted) return jobs;
+    const page = await kv.range({ key: b(from), range_end: b(prefixEnd(keys.jobPrefix)), limit: PAGE }, 'retention jobs');
+    for (const jkv of page.kvs) {
+      const job = Job.decode(jkv.value);
+      if (!FINISHED_JOB.has(job.state) || !job.finishedAtMs || job.finishedAtMs >= cutoff) continue;
+      out.tasks += await deleteJobTasks(kv, keys, job);
+      const edges = keys.jobWaitOf(job.id);
+      const marks = keys.jobDoneOf(job.id);
+      const res = await kv.txn(
+        {
+          compare: [ifModRevision(keys.job(job.id), jkv.mod_revision)],
+          success: [
+            del(keys.job(job.id)),
+            del(keys.jobName(job.spec!.name)),
+            { request_delete_range: { key: b(marks), range_end: b(prefixEnd(marks)) } },
+            { request_delete_range: { key: b(edges), range_end: b(prefixEnd(edges)) } },
+          ],
+        },
+        'retention job',
+      );
+      if (res.succeeded) jobs++;
+    }
+    if (!page.more || page.kvs.length === 0) return jobs;
+    from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
+  }
+}
+
+async function deleteJobTasks(kv: Kv, keys: Keys, job: Job): Promise<number> {
+  const [start, end] = jobTaskIdRange(job.id);
+  let n = 0;
+  for (;;) {
+    const page = await kv.range({ key: b(keys.task(start)), range_end: b(keys.task(end)), limit: PAGE }, 'retention job tasks');
+    if (page.kvs.length === 0) return n;
+    const ops = page.kvs.map((rec) => {
+      const t = decodeTask(rec.value);
+      const statusKey = keys.statusKeyFor({ id: t.id, state: t.state, node: t.node, priority: t.spec?.priority ?? 100, finishedAtMs: t.finishedAtMs });
+      return {
+        request_txn: {
+          compare: [ifModRevision(keys.task(t.id), rec.mod_revision)],
+          success: [del(keys.task(t.id)), del(statusKey), del(keys.tail(t.id))],
+        },
+      };
+    });
+    const res = await kv.txn({ compare: [], success: ops }, 'retention job tasks');
+    const deleted = res.responses.filter((r) => r.response_txn?.succeeded).length;
+    n += deleted;
+    if (deleted === 0) return n; // something keeps changing them: next sweep
+  }
+}
+

@@ -1,0 +1,57 @@
+/** The retention sweep deletes only what finished long enough ago. */
+import { TaskState } from '../../src/gen/loom';
+import { connectEtcd, Kv } from '../../src/store/etcd';
+import { Keys } from '../../src/store/keys';
+import { TaskQueries } from '../../src/store/queries';
+import { TaskTransitions } from '../../src/store/transitions';
+import { JobStore } from '../../src/store/jobs';
+import { sweepFinished } from '../../src/store/retention';
+import { validateSpec } from '../../src/core/spec';
+import { testEtcdEndpoint, uniqueRoot } from '../support/etcd';
+
+test('retention deletes old finished tasks and jobs, and nothing else', async () => {
+  const client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
+  try {
+    const kv = new Kv(client);
+    const keys = new Keys(uniqueRoot());
+    const tr = new TaskTransitions(kv, keys);
+    const q = new TaskQueries(kv, keys);
+    const now = Date.now();
+    const hour = 3_600_000;
+    const spec = validateSpec({ command: ['true'] });
+    const finished = (ageMs: number, state: TaskState) => ({ ...tr.newRecord(spec, 'me', now), state, finishedAtMs: now - ageMs });
+    const old = [finished(2 * hour, TaskState.COMPLETED), finished(3 * hour, TaskState.FAILED), finished(5 * hour, TaskState.CANCELLED)];
+    const recent = [finished(10 * 60_000, TaskState.COMPLETED)];
+    const queued = tr.newRecord(spec, 'me', now - 10 * hour);
+    await tr.materialize([...old, ...recent]);
+    await tr.submit([queued]);
+    for (const t of old) await kv.txn({ compare: [], success: [{ request_put: { key: Buffer.from(keys.tail(t.id)), value: Buffer.from('x') } }] }, 'tail');
+
+    // A job that finished long ago goes whole; one that finished recently stays.
+    const jobs = new JobStore(kv, keys, tr);
+    const oldJob = await jobs.create({ name: 'old-job', owner: 'me', template: spec, count: 3, overrides: {}, after: [], afterAny: [], labels: {} }, now);
+    await jobs.materialize(oldJob);
+    const { job } = await jobs.get('old-job');
+    const { Job, JobState } = await import('../../src/gen/loom');
+    await kv.txn({ compare: [], success: [{ request_put: { key: Buffer.from(keys.job(job.id)), value: Buffer.from(Job.encode({ ...job, state: JobState.JOB_COMPLETED, finishedAtMs: now - 2 * hour }).finish()) } }] }, 'age job');
+    for (const id of await jobs.openTaskIds(job)) {
+      const held = await q.get(id);
+      await tr.cancelQueued(held, now - 2 * hour);
+    }
+
+    const res = await sweepFinished(kv, keys, hour, now);
+    expect(res.jobs).toBe(1);
+    expect(res.tasks).toBe(3 + 3);
+    for (const t of old) await expect(q.get(t.id)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    for (const t of old) expect(await q.tail(t.id)).toBeUndefined();
+    expect((await q.get(recent[0].id)).task.state).toBe(TaskState.COMPLETED);
+    expect((await q.get(queued.id)).task.state).toBe(TaskState.QUEUED);
+    await expect(jobs.get('old-job')).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    const counts = await q.countByState();
+    expect(counts).toMatchObject({ completed: 1, failed: 0, cancelled: 0, queued: 1 });
+    // A second sweep finds nothing more.
+    expect(await sweepFinished(kv, keys, hour, now)).toEqual({ tasks: 0, jobs: 0 });
+  } finally {
+    client.close();
+  }
+});
