@@ -120,7 +120,13 @@ export async function main(argv: string[]): Promise<number> {
   process.on('unhandledRejection', (err) => log(`unhandled rejection (kept running): ${(err as Error)?.stack ?? err}`));
   const exposed = plaintextExposure(config);
   if (exposed.length > 0) {
-    log(`WARNING: --insecure: ${exposed.join(', ')} without TLS; anyone who can reach it can run commands as ${os.userInfo().username} and read or change all cluster state`);
+    let user = `uid ${process.getuid?.() ?? '?'}`;
+    try {
+      user = os.userInfo().username;
+    } catch {
+      // no passwd entry: keep the uid
+    }
+    log(`WARNING: --insecure: ${exposed.join(', ')} without TLS; anyone who can reach it can run commands as ${user} and read or change all cluster state`);
   }
   let node: LoomNode;
   try {

@@ -23,7 +23,7 @@ export type TaskEvent =
   | 'release'; // the running node hands the task back (shutdown, drain)
 
 export interface TransitionContext {
-  /** Attempts already started, including the one that just ended. */
+  /** Failed attempts so far, including the one that just ended (node losses do not count). */
   attempt: number;
   /** Extra attempts the spec allows after the first. */
   retries: number;

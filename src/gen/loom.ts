@@ -305,6 +305,11 @@ export interface Task {
   /** Set for tasks of a job: the job and this task's index in it. */
   jobId: string;
   index: number;
+  /**
+   * Attempts that failed (non-zero exit, timeout, runner error). Attempts
+   * lost to node failures do not count against `retries`.
+   */
+  failures: number;
 }
 
 export interface JobSpec {
@@ -1490,6 +1495,7 @@ function createBaseTask(): Task {
     oomKilled: false,
     jobId: "",
     index: 0,
+    failures: 0,
   };
 }
 
@@ -1551,6 +1557,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.index !== 0) {
       writer.uint32(152).uint32(message.index);
+    }
+    if (message.failures !== 0) {
+      writer.uint32(160).uint32(message.failures);
     }
     return writer;
   },
@@ -1720,6 +1729,14 @@ export const Task: MessageFns<Task> = {
             message.index = reader.uint32();
             continue;
           }
+          case 20: {
+            if (tag !== 160) {
+              break;
+            }
+
+            message.failures = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1787,6 +1804,7 @@ export const Task: MessageFns<Task> = {
         ? globalThis.String(object.job_id)
         : "",
       index: isSet(object.index) ? globalThis.Number(object.index) : 0,
+      failures: isSet(object.failures) ? globalThis.Number(object.failures) : 0,
     };
   },
 
@@ -1849,6 +1867,9 @@ export const Task: MessageFns<Task> = {
     if (message.index !== 0) {
       obj.index = Math.round(message.index);
     }
+    if (message.failures !== 0) {
+      obj.failures = Math.round(message.failures);
+    }
     return obj;
   },
 
@@ -1876,6 +1897,7 @@ export const Task: MessageFns<Task> = {
     message.oomKilled = object.oomKilled ?? false;
     message.jobId = object.jobId ?? "";
     message.index = object.index ?? 0;
+    message.failures = object.failures ?? 0;
     return message;
   },
 };

@@ -161,6 +161,7 @@ export class ApiServer {
   async close(graceMs = 2000): Promise<void> {
     const s = this.server;
     if (!s) return;
+    this.listener?.stopAccepting();
     await new Promise<void>((resolve) => {
       const t = setTimeout(() => {
         s.forceShutdown();

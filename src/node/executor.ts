@@ -15,11 +15,11 @@ import { Incarnation } from '../store/membership';
 import { RunHandle, RunResult, Runner, StopReason } from '../runner/types';
 import { DockerRunner, PullPolicy } from '../runner/docker-runner';
 
-/** A handle for an attempt that could not start at all. */
-function failedHandle(error: string, errorExitCode: number): RunHandle {
+/** A handle for an attempt that could not start at all (or must not: fenced). */
+function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason): RunHandle {
   const now = Date.now();
   const done = Promise.resolve<RunResult>({
-    timedOut: false, error, errorExitCode, stdoutTail: Buffer.alloc(0), stderrTail: Buffer.alloc(0),
+    timedOut: false, error, errorExitCode, stoppedFor, stdoutTail: Buffer.alloc(0), stderrTail: Buffer.alloc(0),
     stdoutTruncated: false, stderrTruncated: false, startedAtMs: now, finishedAtMs: now,
   });
   return { pid: undefined, done, stop: () => undefined, logBytes: 0, onProgress: () => () => undefined };
@@ -133,7 +133,11 @@ export class Executor {
     };
     const c = spec.container;
     let handle: RunHandle;
-    if (c?.image) {
+    if (inc.signal.aborted || Date.now() >= inc.fenceAtMs()) {
+      // The claim's reply was handled after this node's fence deadline (e.g.
+      // it was frozen in between): never spawn; hand the task back if we can.
+      handle = failedHandle('node fenced before the task started', 0, 'fence');
+    } else if (c?.image) {
       // In a container the image's own PATH applies; loom adds only its variables.
       const { PATH: _path, ...env } = taskEnv(t, this.deps.nodeName);
       handle = this.deps.docker
@@ -144,7 +148,10 @@ export class Executor {
           })
         : failedHandle('this node has no Docker engine', 125);
     } else {
-      handle = this.deps.runner.start({ ...base, env: taskEnv(t, this.deps.nodeName) });
+      handle = this.deps.runner.start({
+        ...base, env: taskEnv(t, this.deps.nodeName),
+        memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
+      });
     }
     const exec: Execution = { held, me, inc, handle, finished: Promise.resolve() };
     this.running.set(t.id, exec);
@@ -212,14 +219,21 @@ export class Executor {
         attempt: t.attempt,
       },
     };
-    for (let tries = 0; tries < 5; tries++) {
+    // Keep trying while this node's lease lives: giving up would leave the
+    // task RUNNING under a live lease, which nobody else may touch. Once the
+    // lease is gone, the survivors requeue it.
+    const backoff = (tries: number) => new Promise((res) => setTimeout(res, Math.min(2000, 100 * 2 ** Math.min(tries, 5))));
+    for (let tries = 0; ; tries++) {
+      if (exec.inc.signal.aborted) {
+        this.deps.log(`task ${t.id}: result not recorded, the node was fenced; the survivors requeue it`);
+        return;
+      }
       let ok: boolean;
       try {
         ok = await this.results.write(exec.held, outcome, exec.me);
       } catch (err) {
-        if (exec.inc.signal.aborted) return;
-        this.deps.log(`task ${t.id}: result write failed (${(err as Error).message}); retrying`);
-        await new Promise((res) => setTimeout(res, 200 * (tries + 1)));
+        if (tries % 10 === 0) this.deps.log(`task ${t.id}: result write failed (${(err as Error).message}); retrying`);
+        await backoff(tries);
         continue;
       }
       if (ok) {
@@ -231,6 +245,7 @@ export class Executor {
       const fresh = await this.deps.queries.get(t.id).catch((e: LoomError) => e);
       if (fresh instanceof LoomError) {
         if (fresh.code === 'NOT_FOUND') return;
+        await backoff(tries);
         continue;
       }
       const f = fresh.task;
@@ -240,6 +255,10 @@ export class Executor {
       }
       exec.held = fresh;
     }
-    this.deps.log(`task ${t.id}: gave up recording its result`);
+  }
+
+  /** Whether this node holds the task (running, or its result being written). */
+  holds(id: string): boolean {
+    return this.running.has(id);
   }
 }

@@ -187,9 +187,11 @@ export class LoomNode {
     this.retention.start();
     this.executor.onResult((t) => t.jobId && this.jobSweeper.taskEnded(t.jobId));
     this.executor.onSlotFree(() => this.schedulePublish());
+    let tick = 0;
     this.publishTimer = setInterval(() => {
       this.metrics.sample();
       void this.publish();
+      if (++tick % 3 === 0) void this.reconcileOwn();
     }, 3000);
     this.publishTimer.unref();
     opts.log(`node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}`);
@@ -255,6 +257,30 @@ export class LoomNode {
     inc.signal.addEventListener('abort', () => void this.onFenced(inc), { once: true });
     this.steal.activate(inc, this.me);
     void this.window.refill();
+  }
+
+  /**
+   * Tasks RUNNING under this node's live lease that its executor does not
+   * hold: a claim (or submit-and-claim) that committed but whose reply was
+   * lost (etcd timeout). Nobody else may requeue them while our lease lives,
+   * so we hand them back ourselves. Only keys older than any claim in flight.
+   */
+  private async reconcileOwn(): Promise<void> {
+    const me = this.me;
+    if (!me || this.stopping) return;
+    try {
+      const mine = await this.queries.runningKeys(this.config.name);
+      for (const k of mine) {
+        if (k.lease !== me.lease || this.executor.holds(k.id)) continue;
+        const held = await this.queries.get(k.id);
+        const t = held.task;
+        if (t.node !== me.node || t.lease !== me.lease || Date.now() - t.startedAtMs < 10_000 || this.executor.holds(k.id)) continue;
+        const ok = await this.transitions.release(held, me, 'claim outcome lost in an etcd error; requeued', Date.now());
+        if (ok) this.opts.log(`task ${k.id}: claimed by this node but never started (etcd error); requeued`);
+      }
+    } catch (err) {
+      this.opts.log(`reconcile failed: ${(err as Error).message}`);
+    }
   }
 
   private async onFenced(inc: Incarnation): Promise<void> {

@@ -21,9 +21,6 @@ import { TlsFiles, validateIdentityName } from '../core/config';
 import { LoomError } from '../core/errors';
 import { readTlsFiles, roleOf, TlsMaterial, type CertRole } from '../client/tls';
 
-/** DNS SAN every node certificate carries: etcd admits only these (--client-cert-allowed-hostname). */
-export const NODE_SAN = 'loom-node';
-
 /** Who is calling. Without TLS everyone is the same local user. */
 export interface Identity {
   /** The certificate's CN, or 'local'. Recorded as a task's owner. */
@@ -82,7 +79,7 @@ export function identityOfCall(call: { getAuthContext?: () => { sslPeerCertifica
   return id;
 }
 
-/** Why a verified-or-not TLS client is refused, in words, or undefined when it is fine. */
+/** A TLS client after its handshake: refused (and why, in words for the client), or who it is. */
 function refusalOf(socket: tls.TLSSocket, nodeName: string): { reason: string } | { identity: Identity } {
   const cert = socket.getPeerCertificate();
   const hasCert = Boolean(cert && cert.raw);
@@ -178,6 +175,7 @@ export class SecureListener {
   private readonly refusals: RateLimitedLog;
   /** Connections not (yet) handed to the API: closed on close(). */
   private readonly pending = new Set<net.Socket>();
+  private closed: Promise<void> = Promise.resolve();
   /** host:port of each raw connection, for messages. */
   private readonly peers = new WeakMap<net.Socket, string>();
 
@@ -219,14 +217,21 @@ export class SecureListener {
     });
   }
 
-  /** Stops accepting; the API's own shutdown closes the sessions it was given. */
-  async close(): Promise<void> {
+  /** Stops accepting new connections; those open go on (the API's shutdown closes them). */
+  stopAccepting(): void {
     const server = this.net;
+    if (!server) return;
+    this.closed = new Promise<void>((resolve) => server.close(() => resolve()));
     this.net = undefined;
+  }
+
+  /** Stops accepting and drops whatever connection is left. */
+  async close(): Promise<void> {
+    this.stopAccepting();
     for (const s of this.pending) s.destroy();
     this.pending.clear();
     this.injector.destroy();
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.closed;
   }
 
   private onConnection(socket: net.Socket): void {
@@ -276,7 +281,7 @@ export class SecureListener {
     }
     const verdict = refusalOf(t, this.opts.nodeName);
     if ('reason' in verdict) {
-      this.refusals.write(`refused TLS connection from ${peer}: ${verdict.reason.replace(/^node \S+ /, '')}`);
+      this.refusals.write(`refused TLS connection from ${peer}: ${verdict.reason.replace(/^node \S+ (refused )?/, '')}`);
       this.refuse(t, verdict.reason);
       return;
     }

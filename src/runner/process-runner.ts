@@ -10,6 +10,7 @@ import { Readable } from 'stream';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
 import { Reaper } from './reaper';
+import { CgroupLimiter, TaskLimits, TaskLimitsRun } from './cgroup';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
 
 export interface ProcessRunnerOptions {
@@ -18,13 +19,22 @@ export interface ProcessRunnerOptions {
   defaultCwd: string;
   /** Diagnostics that do not belong to a result, e.g. a failing log file. */
   log?: (message: string) => void;
+  /**
+   * Enforces RunRequest.memoryBytes/cpus. Default: detected on the first request with a
+   * limit (cgroup v2/v1 where writable, else rlimits). null: never use cgroups.
+   */
+  limiter?: CgroupLimiter | null;
 }
 
 export class ProcessRunner implements Runner {
-  constructor(private readonly opts: ProcessRunnerOptions) {}
+  private readonly limits: TaskLimits;
+
+  constructor(private readonly opts: ProcessRunnerOptions) {
+    this.limits = new TaskLimits({ limiter: opts.limiter, log: opts.log });
+  }
 
   start(req: RunRequest): RunHandle {
-    return new ProcessRun(req, this.opts);
+    return new ProcessRun(req, this.opts, this.limits);
   }
 }
 
@@ -56,10 +66,14 @@ class ProcessRun implements RunHandle {
   private killAt: number | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
   private killTimer: NodeJS.Timeout | undefined;
+  /** The task's memory/CPU limits (a cgroup, or an rlimit), when it asked for any. */
+  private limited: TaskLimitsRun | undefined;
+  private killedByRunner = false;
 
   constructor(
     private readonly req: RunRequest,
     private readonly opts: ProcessRunnerOptions,
+    private readonly limits: TaskLimits,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     try {
@@ -100,10 +114,15 @@ class ProcessRun implements RunHandle {
     const failure = checkRequest(req);
     if (failure) return this.failStart(failure);
 
+    // The group is made before the spawn so that only moving the pid in is left for after it.
+    const env = req.env;
+    const key = env.LOOM_TASK_ID ? `${env.LOOM_TASK_ID}.${env.LOOM_ATTEMPT ?? 0}` : 'task';
+    this.limited = this.limits.begin({ memoryBytes: req.memoryBytes, cpus: req.cpus }, key, env.LOOM_NODE);
+
     const command = req.argv[0];
     const child = spawn(command, req.argv.slice(1), {
       cwd,
-      env: req.env,
+      env: this.opts.reaper ? { ...req.env, LOOM_REAPER_TAG: this.opts.reaper.tag } : req.env,
       detached: true, // setsid: pgid = pid, so the whole group can be signalled
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -114,6 +133,8 @@ class ProcessRun implements RunHandle {
       return;
     }
 
+    // Races the task's first instructions: see "Placement race" in cgroup.ts.
+    this.limited?.attach(child.pid);
     this.opts.reaper?.addTask(child.pid);
     child.on('error', (err) => this.opts.log?.(`task ${child.pid}: ${err.message}`));
     this.pipeOutput(child.stdout!, STREAM_STDOUT);
@@ -193,6 +214,7 @@ class ProcessRun implements RunHandle {
   private signalGroup(signal: NodeJS.Signals): void {
     const pid = this.child?.pid;
     if (pid === undefined) return;
+    if (!this.exited) this.killedByRunner = true;
     try {
       process.kill(-pid, signal);
     } catch {
@@ -217,9 +239,21 @@ class ProcessRun implements RunHandle {
   private settle(): void {
     if (this.settled || !this.processClosed || (this.sink && !this.logClosed)) return;
     this.settled = true;
-    this.resolveDone(this.result());
-    this.emitProgress();
-    this.listeners.clear();
+    const result = this.result();
+    const finish = () => {
+      this.resolveDone(result);
+      this.emitProgress();
+      this.listeners.clear();
+    };
+    const limited = this.limited;
+    if (!limited) return finish();
+    // Read the group's OOM count and remove the group before reporting.
+    const exit = { signal: result.signal, exitCode: result.exitCode, killedByRunner: this.killedByRunner };
+    void limited.finish(exit).then((oom) => {
+      if (oom && !result.error) result.oomKilled = true;
+      result.finishedAtMs = Date.now();
+      finish();
+    });
   }
 
   private result(): RunResult {

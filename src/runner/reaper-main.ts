@@ -16,6 +16,15 @@
  * Only Node built-ins, nothing from the project: it has to start fast.
  */
 import { performance } from 'perf_hooks';
+import * as fs from 'fs';
+
+/**
+ * Every task the node starts carries LOOM_REAPER_TAG=<tag> in its
+ * environment (argv[2] here). A task spawned but not yet registered (the
+ * node was killed or frozen between spawn and `task <pgid>`) is found by a
+ * /proc scan for that tag, so it cannot escape.
+ */
+const TAG = process.argv[2] ?? '';
 
 const CHECK_INTERVAL_MS = 25;
 const MEMBER_KILL_GRACE_MS = 3000;
@@ -25,6 +34,8 @@ const taskGroups = new Set<number>();
 const members = new Set<number>();
 /** Monotonic deadline (performance.now()) or undefined when disabled. */
 let deadline: number | undefined;
+/** The deadline fired and no heartbeat came since: tasks registered now die at once. */
+let fenced = false;
 let shuttingDown = false;
 
 function sendSignal(target: number, signal: NodeJS.Signals): void {
@@ -42,7 +53,32 @@ function parseId(text: string | undefined): number | undefined {
   return id > 1 && id !== process.pid && Number.isSafeInteger(id) ? id : undefined;
 }
 
+/** Process groups of live processes whose environment carries our tag. */
+function taggedGroups(): Set<number> {
+  const out = new Set<number>();
+  if (!TAG) return out;
+  const needle = Buffer.from(`LOOM_REAPER_TAG=${TAG}\0`);
+  let pids: string[];
+  try {
+    pids = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return out;
+  }
+  for (const p of pids) {
+    try {
+      if (!fs.readFileSync(`/proc/${p}/environ`).includes(needle)) continue;
+      const stat = fs.readFileSync(`/proc/${p}/stat`, 'latin1');
+      const pgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
+      out.add(pgid > 1 ? pgid : Number(p));
+    } catch {
+      // gone, or not readable: skip
+    }
+  }
+  return out;
+}
+
 function killAllTasks(): number {
+  for (const pgid of taggedGroups()) taskGroups.add(pgid);
   const count = taskGroups.size;
   for (const pgid of taskGroups) sendSignal(-pgid, 'SIGKILL');
   taskGroups.clear();
@@ -54,7 +90,11 @@ function handleCommand(line: string): void {
   switch (cmd) {
     case 'task': {
       const pgid = parseId(arg);
-      if (pgid !== undefined) taskGroups.add(pgid);
+      if (pgid === undefined) break;
+      // Registered after the fence deadline passed (the node woke from a
+      // freeze and spawned before noticing): kill it now.
+      if (fenced) sendSignal(-pgid, 'SIGKILL');
+      else taskGroups.add(pgid);
       break;
     }
     case 'done': {
@@ -71,6 +111,7 @@ function handleCommand(line: string): void {
       const ms = Number(arg);
       if (!Number.isFinite(ms) || ms < 0) break;
       deadline = ms === 0 ? undefined : performance.now() + ms;
+      fenced = false;
       break;
     }
     case 'nohb':
@@ -85,6 +126,7 @@ function handleCommand(line: string): void {
 function checkDeadline(): void {
   if (deadline === undefined || performance.now() < deadline) return;
   deadline = undefined;
+  fenced = true;
   const count = killAllTasks();
   process.stdout.write(`fenced ${count}\n`);
 }
@@ -103,12 +145,15 @@ function shutdown(): void {
   shuttingDown = true;
   clearInterval(deadlineTimer);
   killAllTasks();
+  // A task the node was spawning when it died may exec a moment later.
+  setTimeout(killAllTasks, 200);
+  setTimeout(killAllTasks, 1000);
   for (const pid of members) sendSignal(pid, 'SIGTERM');
   // Give members (etcd) a chance to exit cleanly, then make sure.
   const giveUpAt = performance.now() + MEMBER_KILL_GRACE_MS;
   const poll = (): void => {
     for (const pid of members) if (!isAlive(pid)) members.delete(pid);
-    if (members.size === 0) return process.exit(0);
+    if (members.size === 0) return void setTimeout(() => process.exit(0), Math.max(0, 1100 - (performance.now() - (giveUpAt - MEMBER_KILL_GRACE_MS))));
     if (performance.now() >= giveUpAt) {
       for (const pid of members) sendSignal(pid, 'SIGKILL');
       return process.exit(0);

@@ -5,6 +5,7 @@
  * its tasks before another node can steal them, and if the node dies (even
  * SIGKILL) the reaper sees stdin close and kills everything.
  */
+import { randomBytes } from 'crypto';
 import { ChildProcess, spawn } from 'child_process';
 import * as path from 'path';
 
@@ -20,13 +21,15 @@ export class Reaper {
   private hasExited = false;
   private warnedLost = false;
   private closing = false;
+  /** Marker put in every task's environment (LOOM_REAPER_TAG) so the reaper can find unregistered ones. */
+  readonly tag = `${process.pid}-${randomBytes(6).toString('hex')}`;
 
   private constructor(opts: ReaperOptions) {
     this.log = opts.log ?? (() => undefined);
     const main = path.join(__dirname, 'reaper-main.js');
     // detached: its own session, so a Ctrl-C to the node's process group does
     // not reach it; it must outlive the node long enough to clean up.
-    this.child = spawn(process.execPath, [main], {
+    this.child = spawn(process.execPath, [main, this.tag], {
       detached: true,
       stdio: ['pipe', 'pipe', 'inherit'],
     });

@@ -17,6 +17,13 @@ export interface RunRequest {
   killGraceMs: number;
   /** Bytes of each stream kept in memory for the result (the retained tail). */
   tailBytes: number;
+  /**
+   * Memory limit in bytes (undefined or 0 = none): a cgroup where the node can create one
+   * (a task over it is OOM-killed and reported oomKilled), else RLIMIT_AS (see cgroup.ts).
+   */
+  memoryBytes?: number;
+  /** CPU limit in cores, fractional (undefined or 0 = none): a cgroup CPU quota, if available. */
+  cpus?: number;
 }
 
 export type StopReason = 'cancel' | 'shutdown' | 'drain' | 'fence';

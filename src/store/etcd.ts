@@ -2,7 +2,8 @@
  * Connection to etcd and the one place that turns etcd/gRPC failures into
  * LoomErrors. Every call has a deadline; callers may pass an AbortSignal.
  */
-import { Etcd3, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
+import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from 'cockatiel';
+import { Etcd3, isRecoverableError, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
 import { LoomError } from '../core/errors';
 
 export type { IKeyValue, IRequestOp, ITxnResponse };
@@ -18,6 +19,11 @@ export interface EtcdOptions {
   tls?: { ca: Buffer; cert: Buffer; key: Buffer };
 }
 
+/** An error that means the request never left this process (no connection). */
+function neverSent(err: Error): boolean {
+  return /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
+}
+
 export function connectEtcd(opts: EtcdOptions): Etcd3 {
   const secure = opts.endpoints.some((e) => e.startsWith('https://'));
   if (secure && !opts.tls) {
@@ -31,8 +37,15 @@ export function connectEtcd(opts: EtcdOptions): Etcd3 {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
       'grpc.max_send_message_length': 16 * 1024 * 1024,
     },
-    // We retry where it is safe ourselves (guarded transactions re-read).
-    faultHandling: {},
+    faultHandling: {
+      // Retry only failures that certainly never reached etcd (no connection
+      // to that member): another member is tried. A timeout is ambiguous (a
+      // claim may have committed), so it is never retried blindly; callers
+      // retry where it is safe (guarded transactions re-read).
+      global: retry(handleWhen(neverSent), { maxAttempts: 3 }),
+      // A dead member is skipped quickly and tried again a second later.
+      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(2) }),
+    },
   });
 }
 

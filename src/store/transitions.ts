@@ -127,6 +127,7 @@ export class TaskTransitions {
       oomKilled: false,
       jobId: '',
       index: 0,
+      failures: 0,
     };
   }
 
@@ -266,7 +267,8 @@ export class TaskTransitions {
   /** The record a finished attempt leads to. */
   resultRecord(held: Task, outcome: Outcome): Task {
     const event: TaskEvent = held.cancelRequested && outcome.event === 'fail' ? 'cancel' : outcome.event;
-    const state = nextState(TaskState.RUNNING, event, ctxOf(held));
+    const failures = held.failures + (event === 'fail' ? 1 : 0);
+    const state = nextState(TaskState.RUNNING, event, { ...ctxOf(held), attempt: failures });
     if (state === undefined) throw new LoomError('INTERNAL', `no transition RUNNING --${event}-->`);
     const label = outcome.signal ? `signal ${outcome.signal}` : outcome.exitCode !== undefined ? `exit ${outcome.exitCode}` : outcome.reason;
     return {
@@ -275,6 +277,7 @@ export class TaskTransitions {
       lease: '',
       finishedAtMs: isTerminal(state) ? outcome.finishedAtMs : 0,
       exitCode: outcome.exitCode,
+      failures,
       oomKilled: outcome.oomKilled ?? false,
       signal: outcome.signal ?? '',
       reason: state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason,

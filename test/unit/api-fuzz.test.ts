@@ -21,6 +21,7 @@ import { JobStore } from '../../src/store/jobs';
 import { decodeNode, decodeTail, decodeTask, encodeNode, encodeTask } from '../../src/store/codec';
 import { ERROR_CODES, isErrorCode, LoomError } from '../../src/core/errors';
 import { LOOM_CODE_KEY } from '../../src/client/errors';
+import { LIMITS } from '../../src/core/spec';
 
 jest.setTimeout(120_000);
 
@@ -179,6 +180,12 @@ describe('API handlers under arbitrary input', () => {
       { numRuns: 400 },
     );
     expect(logs.filter((l) => l.startsWith('api error'))).toEqual([]);
+  });
+
+  it('refuses a request over the size limit with RESOURCE_EXHAUSTED and the limit', async () => {
+    const o = await call(raw, 'submit', Buffer.alloc(LIMITS.requestBytes + 1));
+    expect(o).toMatchObject({ ok: false, code: `grpc:${grpc.status.RESOURCE_EXHAUSTED}` });
+    expect(o.message).toContain(String(LIMITS.requestBytes));
   });
 
   it('maps a malformed request to INVALID_ARGUMENT, not a bare INTERNAL', async () => {

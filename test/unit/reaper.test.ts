@@ -123,6 +123,7 @@ describe('Reaper', () => {
       expect(await ready).toBe(0);
       for (const sig of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) process.kill(reaper.pid!, sig);
       const a = track(sleeper());
+      reaper.heartbeat(10_000); // a fresh heartbeat ends the fenced state
       reaper.addTask(a.pid!);
       const fenced = nextFenced(reaper);
       reaper.heartbeat(50);
@@ -218,5 +219,34 @@ describe('Reaper', () => {
         node.kill('SIGKILL');
       }
     });
+  });
+
+  test('a task registered after the fence deadline, before a new heartbeat, is killed at once', async () => {
+    const reaper = Reaper.start();
+    try {
+      const fenced = nextFenced(reaper);
+      reaper.heartbeat(1);
+      await fenced;
+      const late = track(sleeper());
+      reaper.addTask(late.pid!);
+      expect(await exitOf(late)).toBe('SIGKILL');
+    } finally {
+      await reaper.close();
+    }
+  });
+
+  test('finds and kills a tagged task that was never registered', async () => {
+    const reaper = Reaper.start();
+    try {
+      const { spawn } = await import('child_process');
+      const orphan = spawn('sleep', ['30'], { detached: true, stdio: 'ignore', env: { ...process.env, LOOM_REAPER_TAG: reaper.tag } });
+      const exited = new Promise<string | null>((r) => orphan.once('exit', (_c, sig) => r(sig)));
+      const fenced = nextFenced(reaper);
+      reaper.heartbeat(20);
+      expect(await fenced).toBe(1);
+      expect(await exited).toBe('SIGKILL');
+    } finally {
+      await reaper.close();
+    }
   });
 });
