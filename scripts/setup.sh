@@ -50,6 +50,30 @@ else
   fi
 fi
 
+# --- openssl (`loom certs` makes certificates with it) -------------------------
+if command -v openssl >/dev/null 2>&1; then
+  step "openssl: $(openssl version 2>/dev/null)"
+else
+  command -v apt-get >/dev/null 2>&1 ||
+    die "openssl is not installed and apt-get is not available: install openssl yourself (loom certs needs it)"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "openssl is not installed; run as root or install sudo (apt-get install -y openssl)"
+    sudo=(sudo -n)
+  fi
+  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
+  step "openssl: not found; installing it with apt-get (output: $apt_log)"
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
+    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      openssl </dev/null >>"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2 || true
+    die "installing openssl with apt-get failed (full output in $apt_log)"
+  fi
+  command -v openssl >/dev/null 2>&1 || die "apt-get installed openssl but it is still not on PATH"
+  rm -f "$apt_log"
+  step "openssl: installed ($(openssl version 2>/dev/null))"
+fi
+
 # --- npm dependencies ---------------------------------------------------------
 # npm ci writes node_modules/.package-lock.json; a newer package-lock.json
 # means the dependencies changed since.

@@ -183,7 +183,7 @@ export class ApiServer {
     };
     const opts: AdapterOptions = { onError, identify: d.tls ? identityOfCall : undefined };
     return {
-      ...jobHandlers({ jobs: d.jobs, cancelTask: (id) => this.cancel(id) }, onError),
+      ...jobHandlers({ jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i) }, opts),
       submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => {
         const specs = validateBatch(req.tasks);
         const now = Date.now();

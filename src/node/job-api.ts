@@ -5,15 +5,17 @@ import { invalid, LoomError } from '../core/errors';
 import { checkGraph, MAX_JOB_TASKS } from '../core/job-spec';
 import { validateSpec } from '../core/spec';
 import { JobStore } from '../store/jobs';
-import { unary } from './grpc-adapter';
+import { AdapterOptions, unary } from './grpc-adapter';
+import { Identity } from './tls';
 
 export interface JobApiDeps {
   jobs: JobStore;
-  /** Cancels one task (queued: at once; running: asks its owner). */
-  cancelTask: (id: string) => Promise<unknown>;
+  /** Cancels one task (queued: at once; running: asks its owner), as `identity`. */
+  cancelTask: (id: string, identity: Identity) => Promise<unknown>;
+  isAdmin: (identity: Identity) => boolean;
 }
 
-/** Re-validates a job spec on the server (clients may be anything). */
+/** Re-validates a job spec on the server (clients may be anything); the owner is the caller. */
 export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSpec {
   if (!spec) throw invalid('job spec is missing');
   if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(spec.name ?? '')) throw invalid(`invalid job name "${String(spec.name).slice(0, 80)}"`);
@@ -27,7 +29,7 @@ export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSp
     if (!Number.isInteger(i) || i < 0 || i >= spec.count) throw invalid(`override index ${k} out of range`);
     overrides[i] = validateSpec(o);
   }
-  const out: JobSpec = { ...spec, owner: spec.owner || owner, template, overrides, after: spec.after ?? [], afterAny: spec.afterAny ?? [], labels: spec.labels ?? {} };
+  const out: JobSpec = { ...spec, owner, template, overrides, after: spec.after ?? [], afterAny: spec.afterAny ?? [], labels: spec.labels ?? {} };
   checkGraph([out], new Set([...out.after, ...out.afterAny]));
   return out;
 }
@@ -37,28 +39,31 @@ async function status(jobs: JobStore, ref: string): Promise<JobStatus> {
   return { job, counts: await jobs.counts(job) };
 }
 
-export function jobHandlers(d: JobApiDeps, onError: (e: unknown) => void) {
+export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
   return {
-    submitJob: unary(async (req: SubmitJobRequest): Promise<JobStatus> => {
-      const spec = validateJobSpec(req.spec, 'local');
+    submitJob: unary(async (req: SubmitJobRequest, { identity }): Promise<JobStatus> => {
+      const spec = validateJobSpec(req.spec, identity.name);
       let held = await d.jobs.create(spec, Date.now());
       if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
       return { job: held.job, counts: await d.jobs.counts(held.job) };
-    }, onError) as grpc.handleUnaryCall<SubmitJobRequest, JobStatus>,
-    getJob: unary(async (req: JobRequest) => status(d.jobs, req.job), onError),
-    listJobs: unary(async (req: ListJobsRequest): Promise<ListJobsResponse> => d.jobs.list(req.pageSize, req.pageToken), onError),
-    cancelJob: unary(async (req: JobRequest): Promise<JobStatus> => {
+    }, opts) as grpc.handleUnaryCall<SubmitJobRequest, JobStatus>,
+    getJob: unary(async (req: JobRequest) => status(d.jobs, req.job), opts),
+    listJobs: unary(async (req: ListJobsRequest): Promise<ListJobsResponse> => d.jobs.list(req.pageSize, req.pageToken), opts),
+    cancelJob: unary(async (req: JobRequest, { identity }): Promise<JobStatus> => {
       const held = await d.jobs.get(req.job);
       const job: Job = held.job;
+      if (job.spec!.owner !== identity.name && !d.isAdmin(identity)) {
+        throw new LoomError('PERMISSION_DENIED', `${identity.name} may not cancel job ${job.spec!.name} (owner ${job.spec!.owner})`);
+      }
       if ([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED].includes(job.state)) {
         throw new LoomError('INVALID_STATE', `job ${job.spec!.name} has already ended`);
       }
       if (!(await d.jobs.killBlocked(held))) {
         for (const id of await d.jobs.openTaskIds(job)) {
-          await d.cancelTask(id).catch(() => undefined); // already finished: fine
+          await d.cancelTask(id, identity).catch(() => undefined); // already finished: fine
         }
       }
       return status(d.jobs, job.id);
-    }, onError),
+    }, opts),
   };
 }

@@ -339,15 +339,11 @@ export class CgroupLimiter {
       if (mode) return CgroupLimiter.finish(mode, log);
     }
     const v1 = CgroupLimiter.tryV1(mounts, self, name, notes);
-    if (v1?.memory) return CgroupLimiter.finish(v1, log);
+    if (v1) return CgroupLimiter.finish(v1, log);
     if (v2 && !v2.wanted.includes('memory')) {
       const mode = CgroupLimiter.setupV2(v2, name, notes);
-      if (mode) {
-        if (v1?.cpu) CgroupLimiter.dropParent(v1.cpu.parent);
-        return CgroupLimiter.finish(mode, log);
-      }
+      if (mode) return CgroupLimiter.finish(mode, log);
     }
-    if (v1?.cpu) return CgroupLimiter.finish(v1, log);
     log(`cgroups: cannot create groups (${notes.join('; ') || 'no cgroup memory or cpu controller mounted'})`);
     return undefined;
   }
@@ -545,8 +541,20 @@ abstract class BasePlacement implements Placement {
   abstract oomKilled(signal?: string): boolean;
 
   add(pid: number): void {
-    const files = this.paths.map((dir) => path.join(dir, 'cgroup.procs'));
-    for (const file of files) write(file, String(pid));
+    // Throws only if no group took the task (then none holds it, and release() kills nothing of it).
+    const files: string[] = [];
+    let firstError: unknown;
+    for (const file of this.paths.map((dir) => path.join(dir, 'cgroup.procs'))) {
+      try {
+        write(file, String(pid));
+        files.push(file);
+      } catch (err) {
+        firstError ??= err;
+        if ((err as NodeJS.ErrnoException).code === 'ESRCH') break; // gone: see TaskLimits
+        this.log(`cgroups: cannot move task ${pid} into ${path.dirname(file)}: ${errMessage(err)}`);
+      }
+    }
+    if (files.length === 0) throw firstError;
     for (const child of descendants(pid)) {
       for (const file of files) {
         try {

@@ -65,6 +65,21 @@ const skipReason = !limiter
 if (skipReason) console.log(`cgroup-limits: skipping the real-cgroup tests: ${skipReason}`);
 const withCgroups = skipReason ? describe.skip : describe;
 
+/** Removes this process's (empty) parent groups; a normal exit does that, jest's does not always. */
+function removeOwnParents(probe: CgroupLimiter | undefined): void {
+  for (const dir of new Set((probe?.parents ?? []).map((p) => path.dirname(p)))) {
+    for (const name of fs.readdirSync(dir)) {
+      if (!name.startsWith(`loom_${process.pid}_`)) continue;
+      try {
+        fs.rmdirSync(path.join(dir, name));
+      } catch {
+        // busy: left to the next detect()
+      }
+    }
+  }
+}
+afterAll(() => removeOwnParents(limiter));
+
 let dir: string;
 let n = 0;
 beforeEach(() => {

@@ -1,0 +1,304 @@
+/**
+ * Faults: a seeded schedule and the code that injects each fault.
+ *
+ * Faults run one at a time: wait the planned gap, inject, hold, lift, and
+ * wait until the cluster has recovered (node up again, paused node rejoined
+ * under a new lease, member healthy) before the next one. So etcd keeps its
+ * quorum (at most one member down) and every fault hits a healthy cluster.
+ *
+ *   kill-node   SIGKILL a node's own process; after `holdMs` restart it with
+ *               the same arguments and data dir. A short hold restarts it
+ *               before its lease expires (the restart revokes the old lease),
+ *               a long one after.
+ *   pause-node  SIGSTOP only the node's own process (its reaper, its etcd
+ *               member and its tasks keep running) for 2x the lease TTL, then
+ *               SIGCONT. Its lease expires meanwhile; its reaper must kill its
+ *               tasks at the fence deadline, before the lease can expire.
+ *   kill-etcd   SIGKILL one embedded etcd member (pid from the node's log);
+ *               after `holdMs` the harness restarts it with the command line,
+ *               environment and cwd read from /proc before the kill (the node
+ *               does not restart its member itself).
+ *   drain-node  `loom node drain NAME --deadline D`, then after `holdMs`
+ *               `loom node resume NAME` (through another node's API). Only if
+ *               enabled and the CLI has `node drain`.
+ *
+ * Every fault is recorded with its kind, target, start (injected), end
+ * (lifted) and recovery times.
+ */
+import { ChaosCluster, ChaosNode, loomCli, sleep } from './cluster';
+import { Rng } from './rng';
+
+export type FaultKind = 'kill-node' | 'pause-node' | 'kill-etcd' | 'drain-node';
+export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'kill-etcd', 'drain-node'];
+
+export interface PlannedFault {
+  seq: number;
+  kind: FaultKind;
+  target: string;
+  /** Wait before injecting. */
+  gapMs: number;
+  /** How long the fault lasts (down time, pause, drained time). */
+  holdMs: number;
+  /** drain-node: --deadline. */
+  deadlineMs?: number;
+  /**
+   * kill-node / pause-node: 'timer' strikes at a random moment; 'claim'
+   * strikes the instant the harness sees (by an etcd watch) a new running key
+   * of that node, i.e. while the node is processing the claim's response and
+   * spawning the task: the moment a claim can come back to a node that is
+   * already past its fence deadline, or a task can be spawned but not yet
+   * registered with the reaper.
+   */
+  trigger?: 'timer' | 'claim';
+}
+
+export interface FaultRecord extends PlannedFault {
+  status: 'done' | 'skipped' | 'error';
+  startMs: number;
+  endMs: number;
+  recoveredMs: number;
+  note: string;
+  /** The target's lease (/node/<name>) before the fault and after recovery. */
+  leaseBefore?: string;
+  leaseAfter?: string;
+  /** The target logged FENCED during the fault or its recovery. */
+  fenced?: boolean;
+  /** drain-node: when `loom node drain` returned (the drain was acknowledged). */
+  ackMs?: number;
+  /** Recovery failed: the node/member did not come back (a violation). */
+  recoveryError?: string;
+}
+
+export interface SchedulePlanOptions {
+  kinds: FaultKind[];
+  nodes: string[];
+  members: string[];
+  leaseTtlMs: number;
+  intervalMs: number;
+  /** Run each enabled kind once (in seeded order) before random picks. */
+  coverFirst: boolean;
+}
+
+/** The seq-th fault of the schedule; a pure function of the rng stream. */
+export class FaultSchedule {
+  private cover: FaultKind[];
+  private seq = 0;
+
+  constructor(
+    private readonly rng: Rng,
+    private readonly o: SchedulePlanOptions,
+  ) {
+    this.cover = o.coverFirst ? rng.shuffle(o.kinds) : [];
+  }
+
+  next(): PlannedFault {
+    const { rng, o } = this;
+    const seq = ++this.seq;
+    const kind = this.cover.shift() ?? rng.pick(o.kinds);
+    const target = rng.pick(kind === 'kill-etcd' ? o.members : o.nodes);
+    const gapMs = rng.int(Math.round(o.intervalMs * 0.5), Math.round(o.intervalMs * 1.5));
+    const ttl = o.leaseTtlMs;
+    switch (kind) {
+      case 'kill-node':
+        // Half restart at once (old lease revoked on rejoin), half after it expired.
+        return {
+          seq, kind, target, gapMs,
+          holdMs: rng.chance(0.5) ? rng.int(0, 500) : rng.int(ttl + 500, ttl + 2000),
+          trigger: rng.chance(0.5) ? 'claim' : 'timer',
+        };
+      case 'pause-node':
+        return { seq, kind, target, gapMs, holdMs: 2 * ttl, trigger: rng.chance(0.5) ? 'claim' : 'timer' };
+      case 'kill-etcd':
+        return { seq, kind, target, gapMs, holdMs: rng.int(1000, 5000) };
+      case 'drain-node':
+        return { seq, kind, target, gapMs, holdMs: rng.int(2000, 6000), deadlineMs: rng.int(300, 2500) };
+    }
+  }
+}
+
+export interface InjectorDeps {
+  cluster: ChaosCluster;
+  /** Lease of /node/<name> now, or undefined if the key is absent. */
+  nodeLease: (name: string) => Promise<string | undefined>;
+  /** Calls onPut at each new running key of the node; resolves to a cancel. */
+  watchClaims: (node: string, onPut: () => void) => Promise<() => Promise<void>>;
+  /** Called right after a paused node is resumed (the sampler watches closely). */
+  afterResume?: (node: string) => void;
+  drainAvailable: boolean;
+  leaseTtlMs: number;
+  log: (msg: string) => void;
+}
+
+export class FaultInjector {
+  constructor(private readonly d: InjectorDeps) {}
+
+  async inject(f: PlannedFault): Promise<FaultRecord> {
+    const rec: FaultRecord = { ...f, status: 'done', startMs: Date.now(), endMs: 0, recoveredMs: 0, note: '' };
+    const n = this.d.cluster.node(f.target);
+    try {
+      switch (f.kind) {
+        case 'kill-node':
+          await this.killNode(n, rec);
+          break;
+        case 'pause-node':
+          await this.pauseNode(n, rec);
+          break;
+        case 'kill-etcd':
+          await this.killEtcd(n, rec);
+          break;
+        case 'drain-node':
+          await this.drainNode(n, rec);
+          break;
+      }
+    } catch (err) {
+      rec.status = 'error';
+      rec.recoveryError = (err as Error).message;
+      rec.note = rec.note || (err as Error).message.split('\n')[0];
+    }
+    if (!rec.endMs) rec.endMs = Date.now();
+    if (!rec.recoveredMs) rec.recoveredMs = Date.now();
+    return rec;
+  }
+
+  private lease(name: string): Promise<string | undefined> {
+    return this.d.nodeLease(name).catch(() => undefined);
+  }
+
+  /** Did the node log FENCED since `offsetText` length of its output? */
+  private fencedSince(n: ChaosNode, before: number): boolean {
+    return /FENCED/.test(n.output().slice(before));
+  }
+
+  /**
+   * Runs `hit` (SIGSTOP/SIGKILL the node) now, or, with the 'claim' trigger,
+   * from inside the etcd watch callback that sees the node's next claim
+   * (at most 5 s later). Sets rec.startMs; returns how it was timed.
+   */
+  private async strike(n: ChaosNode, rec: FaultRecord, hit: () => void): Promise<string> {
+    let done = false;
+    const now = () => {
+      if (done) return;
+      done = true;
+      hit();
+      rec.startMs = Date.now();
+    };
+    if (rec.trigger !== 'claim') {
+      now();
+      return 'at a random moment';
+    }
+    let cancel: (() => Promise<void>) | undefined;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 5000);
+      this.d
+        .watchClaims(n.name, () => {
+          now();
+          clearTimeout(timer);
+          resolve();
+        })
+        .then((c) => (cancel = c), () => resolve());
+    });
+    const how = done ? 'right as it claimed a task' : 'after 5 s without seeing a claim';
+    now();
+    await cancel?.().catch(() => undefined);
+    return how;
+  }
+
+  private async killNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    rec.leaseBefore = await this.lease(n.name);
+    const how = await this.strike(n, rec, () => n.signal('SIGKILL'));
+    await this.d.cluster.killNode(n);
+    await sleep(rec.holdMs);
+    rec.endMs = Date.now();
+    await this.d.cluster.restartNode(n);
+    rec.recoveredMs = Date.now();
+    rec.leaseAfter = await this.lease(n.name);
+    rec.note = `killed ${how}, down ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, up again after ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s`;
+  }
+
+  private async pauseNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    rec.leaseBefore = await this.lease(n.name);
+    const before = n.output().length;
+    const how = await this.strike(n, rec, () => n.signal('SIGSTOP'));
+    try {
+      await sleep(rec.holdMs - (Date.now() - rec.startMs));
+    } finally {
+      n.signal('SIGCONT');
+      rec.endMs = Date.now();
+    }
+    this.d.afterResume?.(n.name);
+    // Recovered once /node/<name> is back under a lease other than the old one.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const lease = await this.lease(n.name);
+      if (lease !== undefined && lease !== rec.leaseBefore) {
+        rec.leaseAfter = lease;
+        break;
+      }
+      if (Date.now() > deadline) {
+        rec.leaseAfter = lease;
+        throw new Error(
+          `paused node ${n.name} did not rejoin under a new lease within 60 s of SIGCONT (lease before ${rec.leaseBefore}, now ${lease ?? 'none'})`,
+        );
+      }
+      await sleep(100);
+    }
+    rec.recoveredMs = Date.now();
+    rec.fenced = this.fencedSince(n, before);
+    rec.note = `paused ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, rejoined ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after SIGCONT${rec.fenced ? ' (logged FENCED)' : ''}`;
+  }
+
+  private async killEtcd(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    const before = n.output().length;
+    rec.leaseBefore = await this.lease(n.name);
+    rec.startMs = Date.now();
+    const saved = this.d.cluster.killMember(n);
+    await sleep(rec.holdMs);
+    rec.endMs = Date.now();
+    await this.d.cluster.restartMember(n, saved);
+    rec.recoveredMs = Date.now();
+    // Give the node a moment to show whether it kept its lease.
+    await sleep(500);
+    rec.leaseAfter = await this.lease(n.name);
+    rec.fenced = this.fencedSince(n, before);
+    rec.note =
+      `member pid ${saved.pid} down ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, restarted by the harness; ` +
+      `node ${rec.fenced ? 'was FENCED meanwhile' : 'kept working'}` +
+      (rec.leaseAfter !== rec.leaseBefore ? ` (lease ${rec.leaseBefore} -> ${rec.leaseAfter ?? 'none'})` : '');
+  }
+
+  private async drainNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    if (!this.d.drainAvailable) {
+      rec.status = 'skipped';
+      rec.note = '`loom node drain` is not available in this build';
+      return;
+    }
+    const via = this.d.cluster.nodes.find((x) => x !== n && x.running && !x.paused) ?? n;
+    rec.startMs = Date.now();
+    const d = await loomCli(['node', 'drain', n.name, '-N', via.api, '--deadline', `${rec.deadlineMs}ms`]);
+    rec.ackMs = Date.now();
+    if (d.code !== 0) {
+      rec.status = 'error';
+      rec.note = `drain failed (exit ${d.code}): ${d.out.split('\n')[0]}`;
+      return;
+    }
+    await sleep(rec.holdMs);
+    rec.endMs = Date.now();
+    const r = await loomCli(['node', 'resume', n.name, '-N', via.api]);
+    rec.recoveredMs = Date.now();
+    if (r.code !== 0) {
+      rec.status = 'error';
+      rec.note = `resume failed (exit ${r.code}): ${r.out.split('\n')[0]}`;
+      return;
+    }
+    rec.note =
+      `drained ${((rec.endMs - rec.ackMs) / 1000).toFixed(1)}s (deadline ${rec.deadlineMs} ms) via ${via.name}; ` +
+      `the drain command took ${((rec.ackMs - rec.startMs) / 1000).toFixed(1)}s`;
+  }
+}
+
+/** Is `loom node drain` implemented in this build? */
+export async function probeDrain(): Promise<boolean> {
+  const r = await loomCli(['node', 'drain', '--help'], 20_000);
+  // The daemon's own `loom node --help` has no --deadline; the drain command has.
+  return r.code === 0 && /--deadline/.test(r.out);
+}
