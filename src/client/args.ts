@@ -149,6 +149,7 @@ function runOptions(y: Argv): Argv {
   return y
     .option('timeout', { type: 'string', requiresArg: true, describe: 'kill the task after this long (30s, 5m, 1h30m)' })
     .option('retries', { type: 'string', requiresArg: true, describe: 'extra attempts after a failure [0..100]' })
+    .option('backoff', { type: 'string', requiresArg: true, describe: 'wait before each retry, e.g. 5s; prefix exp: to double it per failure (exp:1s)' })
     .option('priority', { type: 'string', requiresArg: true, describe: 'higher runs first [0..999, default 100]' })
     .option('env', { type: 'string', describe: 'set an environment variable (repeatable)', requiresArg: true })
     .option('cwd', { type: 'string', requiresArg: true, describe: 'working directory on the node' })
@@ -212,6 +213,7 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
     retries: intArg(str(opts.retries), '--retries', 0, LIMITS.maxRetries) ?? 0,
     priority: intArg(str(opts.priority), '--priority', PRIORITY_MIN, PRIORITY_MAX),
     restartOnNodeFailure: Boolean(last(opts.restart)),
+    ...parseBackoff(str(opts.backoff)),
     resources: {
       cpu: numberArg(str(opts.cpu), '--cpu'),
       memoryBytes: bytesArg(str(opts.memory), '--memory'),
@@ -239,6 +241,12 @@ function bytesArg(text: string | undefined, flag: string): number {
   const n = parseBytes(text);
   if (n === undefined) throw invalid(`invalid ${flag} "${text}" (examples: 256M, 1.5G)`);
   return n;
+}
+
+function parseBackoff(text: string | undefined): { backoffMs: number; backoffExponential: boolean } {
+  if (text === undefined) return { backoffMs: 0, backoffExponential: false };
+  const exp = text.startsWith('exp:');
+  return { backoffMs: parseDurationMs(exp ? text.slice(4) : text), backoffExponential: exp };
 }
 
 export function parseConstraint(text: string): { key: string; op: string; value: string } {
@@ -295,6 +303,7 @@ function mainParser(env: Env): Argv {
     .command('wait <id>', 'wait for a task to end; exit with its status')
     .command('nodes', "list the cluster's nodes")
     .command('job', 'job files, arrays and dependencies (see `loom job --help`)')
+    .command('certs', 'make a cluster CA and node/client certificates (see `loom certs --help`)')
     .command('node', 'run a loom node (see `loom node --help`); `loom node drain|resume NAME`')
     .demandCommand(1, 'no command given')
     .recommendCommands()

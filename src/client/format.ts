@@ -98,6 +98,14 @@ export function formatTaskSummary(task: Task, now: number): string {
     rows.push(['retry in', formatDurationMs(task.notBeforeMs - now)]);
   }
   rows.push(['command', formatCommand(spec?.command ?? [])]);
+  if (task.owner) rows.push(['owner', task.owner]);
+  if (task.jobId) rows.push(['job', `${task.jobId} (index ${task.index})`]);
+  if (spec?.container?.image) rows.push(['image', spec.container.image]);
+  const r = spec?.resources;
+  if (r && (r.cpu || r.memoryBytes || r.diskBytes)) rows.push(['resources', `cpu ${r.cpu || '-'}, memory ${r.memoryBytes ? formatBytes(r.memoryBytes) : '-'}, disk ${r.diskBytes ? formatBytes(r.diskBytes) : '-'}`]);
+  if (spec?.constraints.length) rows.push(['constraints', spec.constraints.map((c) => `${c.key}${c.op}${c.value}`).join(' ')]);
+  if (spec?.pinNode) rows.push(['on', spec.pinNode]);
+  if (task.oomKilled) rows.push(['oom', 'yes: killed for exceeding its memory limit']);
   if (spec?.cwd) rows.push(['cwd', spec.cwd]);
   const env = Object.entries(spec?.env ?? {});
   if (env.length) rows.push(['env', env.map(([k, v]) => quoteArg(`${k}=${v}`)).join(' ')]);

@@ -39,6 +39,7 @@ const taskFields = {
   cwd: z.string().optional(),
   timeout: duration.optional(),
   retries: z.number().int().min(0).max(LIMITS.maxRetries).optional(),
+  backoff: z.object({ delay: duration, kind: z.enum(['fixed', 'exponential']).default('fixed') }).strict().optional(),
   priority: z.number().int().min(PRIORITY_MIN).max(PRIORITY_MAX).optional(),
   restartOnNodeFailure: z.boolean().optional(),
   cpu: z.number().nonnegative().optional(),
@@ -105,6 +106,8 @@ function toTaskSpec(f: TaskFields, base?: TaskSpec): TaskSpec {
     cwd: f.cwd ?? base?.cwd,
     timeoutMs: f.timeout ?? base?.timeoutMs,
     retries: f.retries ?? base?.retries,
+    backoffMs: f.backoff ? f.backoff.delay : base?.backoffMs,
+    backoffExponential: f.backoff ? f.backoff.kind === 'exponential' : base?.backoffExponential,
     priority: f.priority ?? base?.priority,
     restartOnNodeFailure: f.restartOnNodeFailure ?? base?.restartOnNodeFailure,
     resources: {

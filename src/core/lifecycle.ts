@@ -47,6 +47,13 @@ const TABLE: Partial<Record<TaskState, Partial<Record<TaskEvent, Rule>>>> = {
   },
 };
 
+/** Delay before retry number `failures` (1 = first retry), capped at 1 h. */
+export function retryDelayMs(backoffMs: number, exponential: boolean, failures: number): number {
+  if (backoffMs <= 0) return 0;
+  const d = exponential ? backoffMs * 2 ** Math.max(0, Math.min(failures - 1, 30)) : backoffMs;
+  return Math.min(d, 3_600_000);
+}
+
 export const TERMINAL_STATES: ReadonlySet<TaskState> = new Set([
   TaskState.COMPLETED,
   TaskState.FAILED,

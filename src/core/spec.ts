@@ -148,7 +148,15 @@ export function validateSpec(spec: SpecInput | undefined): TaskSpec {
     constraints: validateConstraints(spec.constraints),
     pinNode: validatePin(spec.pinNode ?? ''),
     container: validateContainer(spec.container),
+    backoffMs: validateBackoff(spec.backoffMs),
+    backoffExponential: Boolean(spec.backoffExponential),
   };
+}
+
+function validateBackoff(ms: number | undefined): number {
+  const v = Number(ms ?? 0);
+  if (!Number.isFinite(v) || v < 0 || v > 3_600_000) throw invalid('backoff must be from 0 to 1h');
+  return Math.round(v);
 }
 
 function validatePin(node: string): string {

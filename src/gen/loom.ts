@@ -230,7 +230,12 @@ export interface TaskSpec {
   /** Run only on this node (`--on NODE`). */
   pinNode: string;
   /** Run in a container instead of as a process. */
-  container: ContainerSpec | undefined;
+  container:
+    | ContainerSpec
+    | undefined;
+  /** Wait before a retry: backoff_ms, doubled per failure when exponential. */
+  backoffMs: number;
+  backoffExponential: boolean;
 }
 
 export interface TaskSpec_EnvEntry {
@@ -524,6 +529,8 @@ function createBaseTaskSpec(): TaskSpec {
     constraints: [],
     pinNode: "",
     container: undefined,
+    backoffMs: 0,
+    backoffExponential: false,
   };
 }
 
@@ -564,6 +571,12 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.container !== undefined) {
       ContainerSpec.encode(message.container, writer.uint32(98).fork()).join();
+    }
+    if (message.backoffMs !== 0) {
+      writer.uint32(104).int64(message.backoffMs);
+    }
+    if (message.backoffExponential !== false) {
+      writer.uint32(112).bool(message.backoffExponential);
     }
     return writer;
   },
@@ -680,6 +693,22 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.container = ContainerSpec.decode(reader, reader.uint32());
             continue;
           }
+          case 13: {
+            if (tag !== 104) {
+              break;
+            }
+
+            message.backoffMs = longToNumber(reader.int64());
+            continue;
+          }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.backoffExponential = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -733,6 +762,16 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         ? globalThis.String(object.pin_node)
         : "",
       container: isSet(object.container) ? ContainerSpec.fromJSON(object.container) : undefined,
+      backoffMs: isSet(object.backoffMs)
+        ? globalThis.Number(object.backoffMs)
+        : isSet(object.backoff_ms)
+        ? globalThis.Number(object.backoff_ms)
+        : 0,
+      backoffExponential: isSet(object.backoffExponential)
+        ? globalThis.Boolean(object.backoffExponential)
+        : isSet(object.backoff_exponential)
+        ? globalThis.Boolean(object.backoff_exponential)
+        : false,
     };
   },
 
@@ -780,6 +819,12 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.container !== undefined) {
       obj.container = ContainerSpec.toJSON(message.container);
     }
+    if (message.backoffMs !== 0) {
+      obj.backoffMs = Math.round(message.backoffMs);
+    }
+    if (message.backoffExponential !== false) {
+      obj.backoffExponential = message.backoffExponential;
+    }
     return obj;
   },
 
@@ -812,6 +857,8 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     message.container = (object.container !== undefined && object.container !== null)
       ? ContainerSpec.fromPartial(object.container)
       : undefined;
+    message.backoffMs = object.backoffMs ?? 0;
+    message.backoffExponential = object.backoffExponential ?? false;
     return message;
   },
 };

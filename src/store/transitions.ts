@@ -15,7 +15,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
 import { LoomError } from '../core/errors';
-import { isTerminal, nextState, stateName, TaskEvent } from '../core/lifecycle';
+import { isTerminal, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
@@ -278,6 +278,8 @@ export class TaskTransitions {
       finishedAtMs: isTerminal(state) ? outcome.finishedAtMs : 0,
       exitCode: outcome.exitCode,
       failures,
+      // A retry waits its backoff; nodes skip it in the queue until then.
+      notBeforeMs: state === TaskState.QUEUED && event === 'fail' ? outcome.finishedAtMs + retryDelayMs(held.spec?.backoffMs ?? 0, held.spec?.backoffExponential ?? false, failures) : 0,
       oomKilled: outcome.oomKilled ?? false,
       signal: outcome.signal ?? '',
       reason: state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason,

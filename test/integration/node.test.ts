@@ -46,6 +46,15 @@ describe('a node', () => {
     expect(t.history.map((h) => h.outcome)).toEqual(['exit 1', 'exit 1', 'exit 1']);
   });
 
+  it('waits the backoff before each retry (exponential doubles it)', async () => {
+    const [id] = await n.api.submit([spec(['sh', '-c', 'exit 1'], { retries: 2, backoffMs: 200, backoffExponential: true })]);
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.FAILED);
+    expect(t.history).toHaveLength(3);
+    expect(t.history[1].startedAtMs - t.history[0].finishedAtMs).toBeGreaterThanOrEqual(200);
+    expect(t.history[2].startedAtMs - t.history[1].finishedAtMs).toBeGreaterThanOrEqual(400);
+  });
+
   it('reports a missing program clearly', async () => {
     const [id] = await n.api.submit([spec(['no-such-program-xyz'])]);
     const t = await n.api.wait(id);

@@ -41,6 +41,11 @@ overrides:
     expect(expandTask(job, 3).resources!.memoryBytes).toBe(256 * 1024 * 1024);
   });
 
+  it('reads retry backoff', () => {
+    const [job] = parseJobFile('name: b\ntask: {command: [x], retries: 3, backoff: {delay: 2s, kind: exponential}}', 'me');
+    expect(expandTask(job, 0)).toMatchObject({ retries: 3, backoffMs: 2000, backoffExponential: true });
+  });
+
   it('accepts JSON and a string command (run by sh -c)', () => {
     const [job] = parseJobFile('{"name":"j","task":{"command":"echo hi > /tmp/x"}}', 'me');
     expect(job.count).toBe(1);

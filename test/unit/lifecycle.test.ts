@@ -1,4 +1,4 @@
-import { isTerminal, nextState, TaskEvent, TaskState, parseStateName, stateName } from '../../src/core/lifecycle';
+import { isTerminal, nextState, retryDelayMs, TaskEvent, TaskState, parseStateName, stateName } from '../../src/core/lifecycle';
 
 const EVENTS: TaskEvent[] = ['claim', 'succeed', 'fail', 'cancel', 'node_lost', 'release'];
 const STATES = [TaskState.QUEUED, TaskState.RUNNING, TaskState.COMPLETED, TaskState.FAILED, TaskState.CANCELLED, TaskState.LOST];
@@ -29,6 +29,13 @@ describe('task lifecycle', () => {
     expect(nextState(TaskState.RUNNING, 'fail', { ...ctx, attempt: 1, retries: 2 })).toBe(TaskState.QUEUED);
     expect(nextState(TaskState.RUNNING, 'fail', { ...ctx, attempt: 2, retries: 2 })).toBe(TaskState.QUEUED);
     expect(nextState(TaskState.RUNNING, 'fail', { ...ctx, attempt: 3, retries: 2 })).toBe(TaskState.FAILED);
+  });
+
+  it('computes retry backoff, fixed or exponential, capped', () => {
+    expect(retryDelayMs(0, true, 3)).toBe(0);
+    expect(retryDelayMs(500, false, 3)).toBe(500);
+    expect([1, 2, 3].map((f) => retryDelayMs(500, true, f))).toEqual([500, 1000, 2000]);
+    expect(retryDelayMs(1000, true, 40)).toBe(3_600_000);
   });
 
   it('marks a task LOST on node loss when it must not restart', () => {
