@@ -36,6 +36,13 @@ export interface ExecutorDeps {
   dataDir: string;
   nodeName: string;
   killGraceMs: number;
+  /**
+   * Resolves once every kill by the node's watchdog (the reaper) that
+   * happened before now has fenced this node. Awaited before recording a
+   * failure, so a task the watchdog killed is handed back, never reported
+   * as failed.
+   */
+  syncWatchdog?: () => Promise<void>;
   log: (msg: string) => void;
 }
 
@@ -194,6 +201,8 @@ export class Executor {
 
   private async settle(exec: Execution, r: RunResult): Promise<void> {
     const t = exec.held.task;
+    // A watchdog kill never looks like success; only failures pay the round trip.
+    if (!r.stoppedFor && r.exitCode !== 0 && this.deps.syncWatchdog) await this.deps.syncWatchdog();
     const fenced = exec.inc.signal.aborted || Date.now() >= exec.inc.fenceAtMs();
     if (fenced || r.stoppedFor === 'fence' || r.stoppedFor === 'shutdown' || r.stoppedFor === 'drain') {
       // No result: the attempt did not end on its own. Hand it back if we

@@ -128,6 +128,7 @@ export class LoomNode {
     }
     const executor = new Executor({
       transitions, queries, runner, docker, dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
+      syncWatchdog: () => reaper.sync(),
     });
     const steal = new StealLoop({
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
@@ -142,6 +143,9 @@ export class LoomNode {
       onAck: (fenceAt) => reaper.heartbeat(Math.max(1, fenceAt - Date.now())),
       log,
     });
+    // The reaper killed our tasks because the heartbeat deadline passed: the
+    // incarnation is over even if a late keepalive acknowledgement arrives.
+    reaper.onFenced((count) => membership.fence(`watchdog deadline passed; it killed ${count} task group(s)`));
     const cancels = new PrefixWatch(kv, keys.cancelOf(config.name), {
       reset: (kvs) => kvs.forEach((c) => node.onCancel(c.key.toString(), c.mod_revision)),
       put: (c) => node.onCancel(c.key.toString(), c.mod_revision),

@@ -10,6 +10,7 @@
  *   member <pid>  register a helper (embedded etcd) that dies with the node
  *   hb <ms>       kill all task groups unless another hb arrives within ms
  *   hb 0 | nohb   no deadline
+ *   ping <n>      answer `pong <n>` (everything reported before it was already written)
  * Output on stdout: `fenced <n>` when the deadline passed and n groups were killed.
  * stdin EOF (the node exited or died): kill everything, then exit 0.
  *
@@ -116,6 +117,13 @@ function handleCommand(line: string): void {
     }
     case 'nohb':
       deadline = undefined;
+      break;
+    case 'ping':
+      // Commands are handled in order and the deadline is checked before
+      // each answer, so a `fenced` caused by a kill the node already saw
+      // always reaches the node before this `pong`.
+      checkDeadline();
+      if (arg !== undefined && /^\d+$/.test(arg)) process.stdout.write(`pong ${arg}\n`);
       break;
     default:
       // Unknown or empty line: ignore, so an older reaper tolerates a newer node.

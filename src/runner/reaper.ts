@@ -21,6 +21,10 @@ export class Reaper {
   private hasExited = false;
   private warnedLost = false;
   private closing = false;
+  private pingSeq = 0;
+  private readonly pongWaiters = new Map<number, () => void>();
+  /** How many times the reaper's deadline passed and it killed this node's tasks. */
+  fenceCount = 0;
   /** Marker put in every task's environment (LOOM_REAPER_TAG) so the reaper can find unregistered ones. */
   readonly tag = `${process.pid}-${randomBytes(6).toString('hex')}`;
 
@@ -36,12 +40,14 @@ export class Reaper {
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.hasExited = true;
+        this.flushPongs();
         if (!this.closing) this.lost(`reaper exited unexpectedly (code ${code}, signal ${signal})`);
         resolve();
       });
       this.child.once('error', (err) => {
         // Spawn failure: 'exit' may never come.
         this.hasExited = true;
+        this.flushPongs();
         this.lost(`reaper failed: ${err.message}`);
         resolve();
       });
@@ -90,6 +96,29 @@ export class Reaper {
     this.send('nohb');
   }
 
+  /**
+   * Resolves once every event the reaper reported before now has been
+   * handled here: a task that just died of SIGKILL was killed by the reaper
+   * exactly when an `onFenced` listener has run by the time this resolves.
+   * Resolves at once if the reaper is gone, and after timeoutMs at worst.
+   */
+  sync(timeoutMs = 2000): Promise<void> {
+    if (this.hasExited || this.closing) return Promise.resolve();
+    const seq = ++this.pingSeq;
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pongWaiters.delete(seq);
+        resolve();
+      }, timeoutMs);
+      timer.unref();
+      this.pongWaiters.set(seq, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.send(`ping ${seq}`);
+    });
+  }
+
   /** Called with the number of task groups killed when a deadline passed. */
   onFenced(fn: (count: number) => void): void {
     this.fencedListeners.push(fn);
@@ -133,9 +162,17 @@ export class Reaper {
       const lines = (partial + chunk).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
+        const pong = /^pong (\d+)$/.exec(line.trim());
+        if (pong) {
+          const waiter = this.pongWaiters.get(Number(pong[1]));
+          this.pongWaiters.delete(Number(pong[1]));
+          waiter?.();
+          continue;
+        }
         const match = /^fenced (\d+)$/.exec(line.trim());
         if (!match) continue;
         const count = Number(match[1]);
+        this.fenceCount++;
         this.log(`reaper fenced: killed ${count} task group(s)`);
         for (const fn of this.fencedListeners) {
           try {
@@ -147,6 +184,12 @@ export class Reaper {
       }
     });
     stdout.on('error', () => undefined);
+  }
+
+  private flushPongs(): void {
+    const waiters = [...this.pongWaiters.values()];
+    this.pongWaiters.clear();
+    for (const w of waiters) w();
   }
 
   /** Logs the first sign that the reaper is gone; later ones would only repeat it. */

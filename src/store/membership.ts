@@ -76,17 +76,32 @@ class LeaseKeeper implements Incarnation {
 
   start(): void {
     const interval = Math.max(200, Math.floor(this.ttlMs / 6));
+    let nextSendMs = 0;
     const tick = () => {
       if (this.signal.aborted) return;
-      if (Date.now() >= this.fenceAtMs()) {
-        this.stop(new LoomError('FENCED', `no keepalive acknowledged for ${Date.now() - this.lastAckSentMs} ms; fenced`));
-        return;
+      if (this.fenceIfDue()) return;
+      if (Date.now() >= nextSendMs) {
+        nextSendMs = Date.now() + interval;
+        void this.send();
       }
-      void this.send();
-      this.timer = setTimeout(tick, interval);
+      // Wake for the next keepalive or exactly at the fence deadline,
+      // whichever comes first: the node fences on time, not a tick late.
+      const wait = Math.min(nextSendMs, this.fenceAtMs()) - Date.now();
+      this.timer = setTimeout(tick, Math.max(1, wait));
     };
     this.opts.onAck?.(this.fenceAtMs());
     tick();
+  }
+
+  /**
+   * Fences once the deadline has passed. Called before any extension too: an
+   * acknowledgement that arrives after the deadline must not revive the
+   * incarnation, because the reaper has killed its tasks by then.
+   */
+  private fenceIfDue(): boolean {
+    if (Date.now() < this.fenceAtMs()) return false;
+    this.stop(new LoomError('FENCED', `no keepalive acknowledged for ${Date.now() - this.lastAckSentMs} ms; fenced`));
+    return true;
   }
 
   private async send(): Promise<void> {
@@ -120,6 +135,7 @@ class LeaseKeeper implements Incarnation {
       this.stop(new LoomError('FENCED', `lease ${this.lease} expired in etcd; fenced`));
       return;
     }
+    if (this.fenceIfDue()) return;
     if (sentMs !== undefined && sentMs > this.lastAckSentMs) {
       this.lastAckSentMs = sentMs;
       this.opts.onAck?.(this.fenceAtMs());

@@ -79,6 +79,36 @@ describe('Reaper', () => {
     }
   });
 
+  test('sync: once a killed task\'s exit is seen, the fence report is in before sync resolves', async () => {
+    const reaper = Reaper.start();
+    try {
+      for (let round = 0; round < 5; round++) {
+        const a = track(sleeper());
+        reaper.addTask(a.pid!);
+        let reported = 0;
+        reaper.onFenced(() => reported++);
+        const before = reaper.fenceCount;
+        reaper.heartbeat(5 + round * 7);
+        expect(await exitOf(a)).toBe('SIGKILL');
+        // The executor does exactly this before recording a failure.
+        await reaper.sync();
+        expect(reaper.fenceCount).toBe(before + 1);
+        expect(reported).toBe(1);
+        reaper.heartbeat(60_000); // un-fence for the next round
+      }
+      // No kill pending: sync still answers.
+      await reaper.sync();
+    } finally {
+      await reaper.close();
+    }
+  });
+
+  test('sync resolves at once when the reaper is closed', async () => {
+    const reaper = Reaper.start();
+    await reaper.close();
+    await reaper.sync();
+  });
+
   test('a task survives while heartbeats continue', async () => {
     const reaper = Reaper.start();
     try {
