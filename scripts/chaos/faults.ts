@@ -18,6 +18,14 @@
  *               after `holdMs` the harness restarts it with the command line,
  *               environment and cwd read from /proc before the kill (the node
  *               does not restart its member itself).
+ *   etcd-outage SIGKILL every etcd member at once (no quorum, no etcd at
+ *               all) for `holdMs` (10 s), then restart them all. Meanwhile
+ *               the harness runs `loom list` and `loom run true` against a
+ *               node and records what a user sees. Nodes stop claiming, fence
+ *               themselves once their lease could have expired (killing their
+ *               tasks), and rejoin when etcd is back. Not in the default
+ *               kinds (`--kinds etcd-outage`): it breaks the one-member-down
+ *               rule above on purpose.
  *   drain-node  `loom node drain NAME --deadline D`, then after `holdMs`
  *               `loom node resume NAME` (through another node's API). Only if
  *               enabled and the CLI has `node drain`.
@@ -28,8 +36,10 @@
 import { ChaosCluster, ChaosNode, loomCli, sleep } from './cluster';
 import { Rng } from './rng';
 
-export type FaultKind = 'kill-node' | 'pause-node' | 'kill-etcd' | 'drain-node';
+export type FaultKind = 'kill-node' | 'pause-node' | 'kill-etcd' | 'drain-node' | 'etcd-outage';
+/** Kinds run by default; etcd-outage only on request. */
 export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'kill-etcd', 'drain-node'];
+export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage'];
 
 export interface PlannedFault {
   seq: number;
@@ -95,7 +105,7 @@ export class FaultSchedule {
     const { rng, o } = this;
     const seq = ++this.seq;
     const kind = this.cover.shift() ?? rng.pick(o.kinds);
-    const target = rng.pick(kind === 'kill-etcd' ? o.members : o.nodes);
+    const target = rng.pick(kind === 'kill-etcd' || kind === 'etcd-outage' ? o.members : o.nodes);
     const gapMs = rng.int(Math.round(o.intervalMs * 0.5), Math.round(o.intervalMs * 1.5));
     const ttl = o.leaseTtlMs;
     switch (kind) {
@@ -112,6 +122,8 @@ export class FaultSchedule {
         return { seq, kind, target, gapMs, holdMs: rng.int(1000, 5000) };
       case 'drain-node':
         return { seq, kind, target, gapMs, holdMs: rng.int(2000, 6000), deadlineMs: rng.int(300, 2500) };
+      case 'etcd-outage':
+        return { seq, kind, target, gapMs, holdMs: 10_000 };
     }
   }
 }
@@ -148,6 +160,9 @@ export class FaultInjector {
           break;
         case 'drain-node':
           await this.drainNode(n, rec);
+          break;
+        case 'etcd-outage':
+          await this.etcdOutage(n, rec);
           break;
       }
     } catch (err) {
@@ -264,6 +279,45 @@ export class FaultInjector {
       `member pid ${saved.pid} down ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, restarted by the harness; ` +
       `node ${rec.fenced ? 'was FENCED meanwhile' : 'kept working'}` +
       (rec.leaseAfter !== rec.leaseBefore ? ` (lease ${rec.leaseBefore} -> ${rec.leaseAfter ?? 'none'})` : '');
+  }
+
+  private async etcdOutage(via: ChaosNode, rec: FaultRecord): Promise<void> {
+    const nodes = this.d.cluster.nodes.filter((x) => x.running);
+    const before = new Map(nodes.map((x) => [x.name, x.output().length]));
+    const members = nodes.filter((x) => x.role === 'member' && x.memberPid() !== undefined);
+    rec.leaseBefore = await this.lease(via.name);
+    rec.startMs = Date.now();
+    const saved = members.map((m) => ({ m, s: this.d.cluster.killMember(m) }));
+    // What a user sees meanwhile (run concurrently with the hold).
+    const firstLine = (r: { code: number; out: string }) => `exit ${r.code}: ${JSON.stringify(r.out.split('\n')[0].slice(0, 160))}`;
+    const t0 = Date.now();
+    const [list, run] = await Promise.all([
+      loomCli(['list', '-N', via.api, '--limit', '5']),
+      loomCli(['run', '-N', via.api, 'true']),
+    ]);
+    const seenAfterS = ((Date.now() - t0) / 1000).toFixed(1);
+    await sleep(rec.holdMs - (Date.now() - rec.startMs));
+    rec.endMs = Date.now();
+    await Promise.all(saved.map(({ m, s }) => this.d.cluster.restartMember(m, s)));
+    // Recovered once every node is back under a lease.
+    const deadline = Date.now() + 60_000;
+    for (;;) {
+      const leases = await Promise.all(nodes.map((x) => this.lease(x.name)));
+      if (leases.every((l) => l !== undefined)) break;
+      if (Date.now() > deadline) {
+        const missing = nodes.filter((_, i) => leases[i] === undefined).map((x) => x.name);
+        throw new Error(`after the etcd outage, node(s) ${missing.join(', ')} did not rejoin within 60 s`);
+      }
+      await sleep(200);
+    }
+    rec.recoveredMs = Date.now();
+    rec.leaseAfter = await this.lease(via.name);
+    const fenced = nodes.filter((x) => /FENCED/.test(x.output().slice(before.get(x.name)!))).map((x) => x.name);
+    rec.fenced = fenced.includes(via.name);
+    rec.note =
+      `all ${members.length} etcd members down ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s; ` +
+      `meanwhile \`loom list\` ${firstLine(list)}, \`loom run true\` ${firstLine(run)} (both answered within ${seenAfterS}s); ` +
+      `fenced: ${fenced.length ? fenced.join(',') : 'none'}; every node under a lease again ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after the restart`;
   }
 
   private async drainNode(n: ChaosNode, rec: FaultRecord): Promise<void> {

@@ -25,7 +25,7 @@ import { Etcd3 } from 'etcd3';
 import { LoomApi } from '../../src/client/client';
 import { check, readStore, SubmittedTask } from './checker';
 import { ChaosCluster, LOOM_BIN, sleep } from './cluster';
-import { FAULT_KINDS, FaultInjector, FaultKind, FaultRecord, FaultSchedule, probeDrain } from './faults';
+import { ALL_FAULT_KINDS, FAULT_KINDS, FaultInjector, FaultKind, FaultRecord, FaultSchedule, probeDrain } from './faults';
 import { jsonReport, RunInfo, textReport } from './report';
 import { randomSeed, Rng } from './rng';
 import { ConcurrentSighting, LiveTaskProcess, Observation, ProcessSampler } from './sampler';
@@ -67,7 +67,7 @@ function parseArgs(argv: string[]): Options & { selfTest: boolean; recheck?: str
     .option('slots', { type: 'number', default: 3, describe: 'slots per node' })
     .option('lease-ttl', { type: 'number', describe: 'node lease TTL in seconds (default 5; --quick 4)' })
     .option('drain', { type: 'boolean', default: true, describe: 'include drain/resume faults (skipped if `loom node drain` is missing); --no-drain to leave them out' })
-    .option('kinds', { type: 'string', describe: `comma-separated fault kinds (default all: ${FAULT_KINDS.join(',')})` })
+    .option('kinds', { type: 'string', describe: `comma-separated fault kinds (default: ${FAULT_KINDS.join(',')}; also etcd-outage: every etcd member down for 10 s)` })
     .option('long', { type: 'number', default: 0.05, describe: 'fraction of long tasks (--long-min-ms..--long-max-ms): they outlive a paused node\'s fence deadline' })
     .option('long-min-ms', { type: 'number', default: 3000 })
     .option('long-max-ms', { type: 'number', default: 8000 })
@@ -85,7 +85,7 @@ function parseArgs(argv: string[]): Options & { selfTest: boolean; recheck?: str
     .parseSync();
   const q = a.quick;
   const kinds = (a.kinds ? a.kinds.split(',').map((k) => k.trim()) : FAULT_KINDS) as FaultKind[];
-  for (const k of kinds) if (!FAULT_KINDS.includes(k)) throw new Error(`unknown fault kind "${k}" (known: ${FAULT_KINDS.join(', ')})`);
+  for (const k of kinds) if (!ALL_FAULT_KINDS.includes(k)) throw new Error(`unknown fault kind "${k}" (known: ${ALL_FAULT_KINDS.join(', ')})`);
   const o = {
     tasks: a.tasks ?? (q ? 500 : 5000),
     seed: a.seed ?? randomSeed(),
@@ -124,7 +124,7 @@ function replayCommand(o: Options): string {
     '--fault-interval', String(o.faultIntervalMs), '--duration-min-ms', String(o.durationMinMs),
     '--duration-max-ms', String(o.durationMaxMs), '--slots', String(o.slots), '--lease-ttl', String(o.leaseTtlS),
     ...(o.drain ? [] : ['--no-drain']),
-    ...(o.kinds.length !== FAULT_KINDS.length && (o.drain || o.kinds.length !== FAULT_KINDS.length - 1) ? ['--kinds', o.kinds.join(',')] : []),
+    ...(o.kinds.join(',') !== (o.drain ? FAULT_KINDS : FAULT_KINDS.filter((k) => k !== 'drain-node')).join(',') ? ['--kinds', o.kinds.join(',')] : []),
     ...(o.flaky !== 0.04 ? ['--flaky', String(o.flaky)] : []),
     ...(o.fail !== 0.02 ? ['--fail', String(o.fail)] : []),
     ...(o.long !== 0.05 ? ['--long', String(o.long)] : []),

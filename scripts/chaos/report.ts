@@ -1,6 +1,6 @@
 /** The chaos run's summary: human text and a JSON document. */
 import { CheckResult } from './checker';
-import { FaultRecord, FAULT_KINDS } from './faults';
+import { FaultRecord, ALL_FAULT_KINDS } from './faults';
 import { PlannedTask } from './tasks';
 
 export interface RunInfo {
@@ -62,11 +62,11 @@ export function textReport(run: RunInfo, res: CheckResult, maxViolations = 30): 
       `${st.claims} claims (${st.claimedNeverStarted} never started); sampler ${run.samplerScans} scans, max gap ${run.samplerMaxGapMs} ms`,
   );
   out.push(
-    `faults:      planned ${run.plannedFaults}; injected: ${line(fs.injected, FAULT_KINDS as string[])}` +
+    `faults:      planned ${run.plannedFaults}; injected: ${line(fs.injected, ALL_FAULT_KINDS as string[])}` +
       `${Object.keys(fs.skipped).length ? `; skipped: ${line(fs.skipped)}` : ''}${Object.keys(fs.errors).length ? `; errors: ${line(fs.errors)}` : ''}`,
   );
   for (const f of run.faults) {
-    out.push(`  #${String(f.seq).padEnd(2)} +${s(f.startMs - run.startedAtMs).padStart(7)}  ${f.kind.padEnd(10)} ${f.target.padEnd(3)} ${f.status === 'done' ? '' : `[${f.status}] `}${f.note}`);
+    out.push(`  #${String(f.seq).padEnd(2)} +${s(f.startMs - run.startedAtMs).padStart(7)}  ${f.kind.padEnd(11)} ${f.target.padEnd(3)} ${f.status === 'done' ? '' : `[${f.status}] `}${f.note}`);
   }
   out.push(`re-executions: ${st.extraAttempts} extra attempt(s) in ${st.reExecutedTasks} task(s)`);
   out.push(`  causes:    ${line(st.causes)}`);

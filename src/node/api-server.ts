@@ -228,7 +228,7 @@ export class ApiServer {
             );
           }
         } else if (!this.isAdmin(identity)) {
-          this.checkOwner((await d.queries.get(req.id, signal)).task, identity, 'read the logs of');
+          this.checkOwner((await d.queries.getShared(req.id, signal)).task, identity, 'read the logs of');
         }
         if (this.logStreams >= this.limits.logStreamsPerNode) {
           throw new LoomError('RESOURCE_EXHAUSTED', `too many log streams on this node (limit ${this.limits.logStreamsPerNode})`);

@@ -55,7 +55,7 @@ export class LogService {
     if (attempt > 0) return this.localAttempt(id, attempt, follow, write, signal);
     let streamedAttempt = 0;
     for (;;) {
-      const held = await this.deps.queries.get(id, signal);
+      const held = await this.deps.queries.getShared(id, signal);
       const t = held.task;
       if (isTerminal(t.state)) {
         if (t.attempt > streamedAttempt) await this.finished(t, write, signal);
@@ -131,7 +131,13 @@ export class LogService {
     while (!signal.aborted) {
       let wake: () => void = () => undefined;
       const progressed = new Promise<void>((r) => (wake = r));
-      const off = handle.onProgress(() => wake());
+      const offProgress = handle.onProgress(() => wake());
+      // A follower that goes away frees its stream now, not at the task's next output.
+      signal.addEventListener('abort', wake, { once: true });
+      const off = () => {
+        offProgress();
+        signal.removeEventListener('abort', wake);
+      };
       const doneNow = exited;
       offset = await this.fromFile(path, write, signal, offset);
       if (!follow || doneNow) {

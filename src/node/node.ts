@@ -63,7 +63,7 @@ export class LoomNode {
     private readonly opts: NodeOptions,
     private readonly etcd: EmbeddedEtcd | undefined,
     private readonly reaper: Reaper,
-    private readonly client: Etcd3,
+    private readonly memberKv: Kv,
     readonly kv: Kv,
     readonly keys: Keys,
     readonly queries: TaskQueries,
@@ -114,6 +114,9 @@ export class LoomNode {
     }
     const client = connectEtcd({ endpoints, tls });
     const kv = new Kv(client);
+    // Membership (lease keepalives) on its own connection: a flood of API
+    // reads must not delay the heartbeats that keep this node unfenced.
+    const memberKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true }));
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
     const transitions = new TaskTransitions(kv, keys);
@@ -136,7 +139,7 @@ export class LoomNode {
       liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log,
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
-    const membership = new Membership(kv, keys, {
+    const membership = new Membership(memberKv, keys, {
       name: config.name,
       ttlSeconds: config.leaseTtlSeconds,
       leaseFile: path.join(config.dataDir, 'lease'),
@@ -159,7 +162,7 @@ export class LoomNode {
       nodeName: config.name, tls, admins: config.admins,
     });
     const node: LoomNode = new LoomNode(
-      config, opts, etcd, reaper, client, kv, keys, queries, transitions, directory, window, executor, steal,
+      config, opts, etcd, reaper, memberKv, kv, keys, queries, transitions, directory, window, executor, steal,
       requeuer, membership, cancels, logs, api, new JobSweeper(jobs, log),
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
@@ -362,7 +365,8 @@ export class LoomNode {
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
     log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued} retentionDeletedTasks=${this.retention.deletedTasks}`);
-    this.client.close();
+    this.kv.close();
+    this.memberKv.close();
     await this.etcd?.stop();
     await this.reaper.close();
     log(`node ${this.config.name} stopped`);

@@ -24,7 +24,7 @@ function neverSent(err: Error): boolean {
   return /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
 }
 
-export function connectEtcd(opts: EtcdOptions): Etcd3 {
+export function connectEtcd(opts: EtcdOptions & { ownConnection?: boolean }): Etcd3 {
   const secure = opts.endpoints.some((e) => e.startsWith('https://'));
   if (secure && !opts.tls) {
     throw new LoomError('INVALID_ARGUMENT', `etcd endpoint ${opts.endpoints.join(',')} uses TLS: give the node --tls-ca, --tls-cert and --tls-key`);
@@ -36,6 +36,10 @@ export function connectEtcd(opts: EtcdOptions): Etcd3 {
     grpcOptions: {
       'grpc.max_receive_message_length': 64 * 1024 * 1024,
       'grpc.max_send_message_length': 16 * 1024 * 1024,
+      // grpc-js shares connections between clients with the same target;
+      // the node's lease keepalives get a connection of their own, so they
+      // never queue behind bulk traffic.
+      ...(opts.ownConnection ? { 'grpc.use_local_subchannel_pool': 1 } : {}),
     },
     faultHandling: {
       // Retry only failures that certainly never reached etcd (no connection
@@ -82,8 +86,20 @@ function withAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined, what
   });
 }
 
+/**
+ * Reads in flight at once per Kv. A burst of API calls (say 10,000 log
+ * streams opened together) would otherwise put 10,000 requests on one
+ * HTTP/2 connection, time them all out and trip the host circuit breaker;
+ * beyond this many, reads wait here in order (abortable) instead.
+ */
+const MAX_READS_IN_FLIGHT = 128;
+
 /** Thin typed layer over the raw KV RPCs (keys as strings or Buffers). */
 export class Kv {
+  private closed = false;
+  private reads = 0;
+  private readonly readWaiters: Array<() => void> = [];
+
   constructor(
     readonly client: Etcd3,
     private readonly timeoutMs = DEFAULT_TIMEOUT_MS,
@@ -93,7 +109,19 @@ export class Kv {
     return { deadline: Date.now() + this.timeoutMs };
   }
 
+  /** Closes the client; later calls fail with UNAVAILABLE instead of reaching a closed client. */
+  close(): void {
+    this.closed = true;
+    this.client.close();
+    for (const wake of this.readWaiters.splice(0)) wake();
+  }
+
+  private checkOpen(what: string): void {
+    if (this.closed) throw new LoomError('UNAVAILABLE', `${what}: the etcd client is closed (node stopping)`);
+  }
+
   async txn(req: ITxnRequest, what: string, signal?: AbortSignal): Promise<ITxnResponse> {
+    this.checkOpen(what);
     try {
       return await withAbort(this.client.kv.txn(req, this.opts()), signal, what);
     } catch (err) {
@@ -102,11 +130,44 @@ export class Kv {
   }
 
   async range(req: IRangeRequest, what: string, signal?: AbortSignal): Promise<IRangeResponse> {
+    await this.acquireRead(what, signal);
     try {
+      this.checkOpen(what);
       return await withAbort(this.client.kv.range(req, this.opts()), signal, what);
     } catch (err) {
       throw etcdError(err, what);
+    } finally {
+      this.releaseRead();
     }
+  }
+
+  private async acquireRead(what: string, signal?: AbortSignal): Promise<void> {
+    this.checkOpen(what);
+    if (this.reads < MAX_READS_IN_FLIGHT) {
+      this.reads++;
+      return;
+    }
+    if (signal?.aborted) throw new LoomError('CANCELLED', `${what}: aborted`);
+    await new Promise<void>((resolve, reject) => {
+      const wake = () => {
+        signal?.removeEventListener('abort', onAbort);
+        resolve();
+      };
+      const onAbort = () => {
+        const i = this.readWaiters.indexOf(wake);
+        if (i >= 0) this.readWaiters.splice(i, 1);
+        reject(new LoomError('CANCELLED', `${what}: aborted`));
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.readWaiters.push(wake);
+    });
+    // Woken: the slot was handed over by releaseRead (reads unchanged).
+  }
+
+  private releaseRead(): void {
+    const next = this.readWaiters.shift();
+    if (next) next();
+    else this.reads--;
   }
 
   async get(key: string, what: string, signal?: AbortSignal): Promise<IKeyValue | undefined> {

@@ -24,6 +24,8 @@ export interface RunningKey {
 const MAX_PAGE = 1000;
 
 export class TaskQueries {
+  private readonly inFlight = new Map<string, Promise<HeldTask>>();
+
   constructor(
     private readonly kv: Kv,
     readonly keys: Keys,
@@ -34,6 +36,28 @@ export class TaskQueries {
     const kv = await this.kv.get(this.keys.task(id), 'get task', signal);
     if (!kv) throw notFound(`no task ${id}`, id);
     return { task: decodeTask(kv.value, id), revision: kv.mod_revision };
+  }
+
+  /**
+   * Like get, but concurrent callers for the same id share one read (the
+   * first caller's; it is not aborted by another caller's signal). For
+   * readers that only follow a task (log streams): many followers of one
+   * task cost one etcd read, not one each. Not for compare-and-set paths.
+   */
+  getShared(id: string, signal?: AbortSignal): Promise<HeldTask> {
+    checkTaskId(id);
+    let shared = this.inFlight.get(id);
+    if (!shared) {
+      shared = this.get(id).finally(() => this.inFlight.delete(id));
+      this.inFlight.set(id, shared);
+    }
+    if (!signal) return shared;
+    if (signal.aborted) return Promise.reject(new LoomError('CANCELLED', 'get task: aborted'));
+    return new Promise<HeldTask>((resolve, reject) => {
+      const onAbort = () => reject(new LoomError('CANCELLED', 'get task: aborted'));
+      signal.addEventListener('abort', onAbort, { once: true });
+      shared!.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
+    });
   }
 
   async tail(id: string): Promise<LogTail | undefined> {
