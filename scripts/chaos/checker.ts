@@ -579,13 +579,14 @@ export function check(input: CheckInput): CheckResult {
 /** The injected fault that explains a node-loss restart, if any (the latest matching one). */
 function attribute(faults: FaultRecord[], a: Attempt, cause: RestartCause, ttlMs: number): FaultRecord | undefined {
   const within = (f: FaultRecord) => a.finishedAtMs >= f.startMs - 500 && a.finishedAtMs <= f.recoveredMs + 2 * ttlMs + 5000;
-  const kinds: string[] = cause === 'node drained' ? ['drain-node'] : cause === 'node shut down' ? [] : ['kill-node', 'pause-node', 'kill-etcd'];
+  const kinds: string[] = cause === 'node drained' ? ['drain-node'] : cause === 'node shut down' ? [] : ['kill-node', 'pause-node', 'kill-etcd', 'etcd-outage'];
   const latest = (list: FaultRecord[]) => list.sort((x, y) => y.startMs - x.startMs)[0];
   const done = faults.filter((f) => f.status !== 'skipped' && within(f) && (kinds.length === 0 || kinds.includes(f.kind)));
   return (
     latest(done.filter((f) => f.target === a.node)) ??
-    // An etcd member's death can fence nodes other than its own (their client used it).
-    latest(done.filter((f) => f.kind === 'kill-etcd'))
+    // An etcd member's death can fence nodes other than its own (their
+    // client used it); an outage of all members fences every node.
+    latest(done.filter((f) => f.kind === 'kill-etcd' || f.kind === 'etcd-outage'))
   );
 }
 

@@ -418,28 +418,67 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
   }
 }
 
-/** `loom job submit FILE | status JOB | list | cancel JOB | logs JOB --index N`. */
+/** The word after `job`, skipping options (and -N/--node's value). */
+function jobVerb(argv: string[]): string | undefined {
+  let i = argv.indexOf('job') + 1;
+  while (i > 0 && i < argv.length) {
+    const a = argv[i];
+    if (a === '-N' || a === '--node') i += 2;
+    else if (a.startsWith('-')) i += 1;
+    else return a;
+  }
+  return undefined;
+}
+
+const JOB_USAGE = `$0 job <verb> ...
+
+  loom job submit FILE [--wait]      submit a job file (YAML or JSON)
+  loom job status JOB [--watch]      a job's state and task counts
+  loom job list [--limit N]          list jobs
+  loom job cancel JOB                cancel every task of a job
+  loom job logs JOB --index N [-f]   one task's output`;
+
+/**
+ * `loom job submit FILE | status JOB | list | cancel JOB | logs JOB --index N`.
+ * One parser per verb: yargs takes only the first word of a command string
+ * as the command, so five `job <verb>` commands on one parser would all be
+ * "job" and the last would swallow every verb.
+ */
 function parseJobCommand(argv: string[], env: Env): Command {
-  const parsed = parseWith(
-    base()
-      .usage('$0 job <submit|status|list|cancel|logs> ...')
-      .option('node', { alias: 'N', type: 'string', requiresArg: true })
-      .option('json', { type: 'boolean' })
-      .command('job submit <file>', 'submit a job file (YAML or JSON)', (y) => y.option('wait', { type: 'boolean', default: false, describe: 'wait for the job(s) to end' }))
-      .command('job status <job>', "show a job's state and task counts", (y) => y.option('watch', { alias: 'w', type: 'boolean', default: false, describe: 'follow until it ends' }))
-      .command('job list', 'list jobs', (y) => y.option('limit', { type: 'string' }).option('page-token', { type: 'string' }))
-      .command('job cancel <job>', 'cancel every task of a job')
-      .command('job logs <job>', "print one task's output", (y) => y.option('index', { type: 'string', demandOption: true }).option('follow', { alias: 'f', type: 'boolean', default: false }))
-      .demandCommand(2)
-      .strict()
-      .help()
-      .version(false),
-    argv,
-    'loom job',
-  );
+  const verbArg = jobVerb(argv);
+  let y = base()
+    .usage(JOB_USAGE)
+    .option('node', { alias: 'N', type: 'string', requiresArg: true })
+    .option('json', { type: 'boolean' })
+    .strict()
+    .help()
+    .version(false);
+  switch (verbArg) {
+    case 'submit':
+      y = y.command('job submit <file>', 'submit a job file (YAML or JSON)', (c) => c.option('wait', { type: 'boolean', default: false, describe: 'wait for the job(s) to end' }));
+      break;
+    case 'status':
+      y = y.command('job status <job>', "show a job's state and task counts", (c) => c.option('watch', { alias: 'w', type: 'boolean', default: false, describe: 'follow until it ends' }));
+      break;
+    case 'list':
+      y = y.command('job list', 'list jobs', (c) => c.option('limit', { type: 'string' }).option('page-token', { type: 'string' }));
+      break;
+    case 'cancel':
+      y = y.command('job cancel <job>', 'cancel every task of a job');
+      break;
+    case 'logs':
+      y = y.command('job logs <job>', "print one task's output", (c) =>
+        c.option('index', { type: 'string', demandOption: true }).option('follow', { alias: 'f', type: 'boolean', default: false }));
+      break;
+    default:
+      if (verbArg === undefined && (argv.includes('--help') || argv.includes('-h'))) break;
+      if (verbArg === undefined) throw invalid('missing job command: submit, status, list, cancel or logs (see `loom job --help`)');
+      throw invalid(`unknown job command "${verbArg}" (submit, status, list, cancel, logs; see \`loom job --help\`)`);
+  }
+  const parsed = parseWith(y, argv, `loom job ${verbArg && !verbArg.startsWith('-') ? verbArg : ''}`.trimEnd());
   if (parsed.output !== undefined) return { kind: 'output', text: parsed.output };
   const p = parsed.argv;
-  const verb = String(p._[1]);
+  const verb = verbArg;
   let job: JobCommand;
   switch (verb) {
     case 'submit':

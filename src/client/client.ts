@@ -120,7 +120,9 @@ export class LoomApi {
   }
 
   async cancelJob(job: string, signal?: AbortSignal): Promise<JobStatus> {
-    return this.unary(this.client.cancelJob, { job }, { deadline: true, signal });
+    // Like submitJob: the work grows with the job (one guarded transaction
+    // per open task), so no fixed deadline; the node finishes it either way.
+    return this.unary(this.client.cancelJob, { job }, { deadline: false, signal });
   }
 
   /** Drain (or resume) the node named `name`; deadlineMs 0 = let tasks finish. */

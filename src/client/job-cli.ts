@@ -100,10 +100,12 @@ export async function runJobCommand(cmd: JobCommand, api: LoomApi, io: JobIo, js
       const results: JobStatus[] = [];
       for (const spec of specs) {
         let timer: NodeJS.Timeout | undefined;
+        let submitted = false;
         if (io.isTTY && !json && spec.count >= 1000) {
           timer = setInterval(() => {
             api.getJob(spec.name).then(
-              (st) => write(io.stderr, `\rsubmitting ${spec.name} ${progressBar(spec.count - st.counts!.blocked, spec.count)}`),
+              // A poll answered after the submit returned would redraw a stale bar.
+              (st) => void (submitted || write(io.stderr, `\rsubmitting ${spec.name} ${progressBar(spec.count - st.counts!.blocked, spec.count)}`)),
               () => undefined,
             );
           }, 300);
@@ -111,6 +113,7 @@ export async function runJobCommand(cmd: JobCommand, api: LoomApi, io: JobIo, js
         try {
           results.push(await api.submitJob(spec));
         } finally {
+          submitted = true;
           if (timer) {
             clearInterval(timer);
             await write(io.stderr, '\n');
@@ -148,7 +151,7 @@ export async function runJobCommand(cmd: JobCommand, api: LoomApi, io: JobIo, js
     }
     case 'cancel': {
       const st = await api.cancelJob(cmd.job);
-      await write(io.stdout, json ? `${JSON.stringify(JobStatus.toJSON(st))}\n` : `job ${st.job!.spec!.name}: cancelling ${st.counts!.queued + st.counts!.running} task(s)\n`);
+      await write(io.stdout, json ? `${JSON.stringify(JobStatus.toJSON(st))}\n` : `job ${st.job!.spec!.name}: ${st.counts!.cancelled} task(s) cancelled, ${st.counts!.running} still stopping, ${st.counts!.completed + st.counts!.failed + st.counts!.lost} had ended\n`);
       return 0;
     }
     case 'logs': {

@@ -64,6 +64,10 @@ export function etcdError(err: unknown, what: string): LoomError {
   if (/required revision has been compacted/i.test(message)) {
     return new LoomError('INVALID_STATE', `${what}: revision compacted`);
   }
+  if (/circuit breaker is open/i.test(message)) {
+    // etcd3's per-member breaker: every member failed just now; each is tried again after a second.
+    return new LoomError('UNAVAILABLE', `${what}: etcd unavailable: no etcd member answered recently (each is retried about once a second)`);
+  }
   return new LoomError('UNAVAILABLE', `${what}: etcd unavailable: ${message}`);
 }
 

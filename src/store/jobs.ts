@@ -167,6 +167,13 @@ export class JobStore {
       return c;
     }
     const [start, end] = jobTaskIdRange(job.id);
+    if (job.state === JobState.SUBMITTING) {
+      // Mid-submit (a progress bar polls this): a count of the records
+      // written so far is enough, and cheap; they are all queued or blocked.
+      const res = await this.kv.range({ key: b(this.keys.task(start)), range_end: b(this.keys.task(end)), count_only: true }, 'job counts');
+      const written = Math.min(job.spec!.count, Number(res.count));
+      return { ...c, queued: written, blocked: job.spec!.count - written };
+    }
     let from = this.keys.task(start);
     for (;;) {
       const res = await this.kv.range({ key: b(from), range_end: b(this.keys.task(end)), limit: 1000 }, 'job counts');

@@ -186,3 +186,29 @@ describe('runCli', () => {
     expect(t.stdout()).toMatch(/Commands:/);
   });
 });
+
+describe('loom job argv', () => {
+  const parse = (args: string) => parseCommandLine(args.split(' '), {});
+  it('parses every verb with its own options', () => {
+    expect(parse('job submit big.yaml --wait')).toMatchObject({ kind: 'job', job: { verb: 'submit', file: 'big.yaml', wait: true } });
+    expect(parse('job status big -w')).toMatchObject({ job: { verb: 'status', job: 'big', watch: true } });
+    expect(parse('job list --limit 5')).toMatchObject({ job: { verb: 'list', limit: 5 } });
+    expect(parse('job cancel big')).toMatchObject({ job: { verb: 'cancel', job: 'big' } });
+    expect(parse('job logs big --index 3 -f')).toMatchObject({ job: { verb: 'logs', job: 'big', index: 3, follow: true } });
+  });
+  it('takes -N before or after `job`', () => {
+    expect(parse('-N h:1 job submit f.yaml')).toMatchObject({ node: 'h:1', job: { verb: 'submit', file: 'f.yaml' } });
+    expect(parse('job -N h:2 status x --json')).toMatchObject({ node: 'h:2', json: true, job: { verb: 'status', job: 'x' } });
+  });
+  it('rejects a missing or unknown verb and options of another verb', () => {
+    expect(usageError(() => parse('job')).message).toMatch(/missing job command/);
+    expect(usageError(() => parse('job frob x')).message).toMatch(/unknown job command "frob"/);
+    expect(usageError(() => parse('job logs big')).message).toMatch(/index/);
+    expect(usageError(() => parse('job submit f.yaml --index 3')).code).toBe('INVALID_ARGUMENT');
+  });
+  it('prints help listing the verbs', () => {
+    const r = parse('job --help');
+    expect(r.kind).toBe('output');
+    expect((r as { text: string }).text).toMatch(/job submit FILE[\s\S]*job logs JOB --index N/);
+  });
+});
