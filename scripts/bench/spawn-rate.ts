@@ -5,7 +5,7 @@
  */
 import { spawn } from 'child_process';
 
-function runOnce(command: string): Promise<void> {
+export function runOnce(command: string): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, [], { detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     child.stdout!.on('data', () => undefined);

@@ -5,6 +5,7 @@
  * record's startedAtMs minus the time taken before submit() (same machine
  * clock). One-member etcd (1 node) and 3-member etcd (3 nodes).
  */
+import { runOnce } from '../spawn-rate';
 import { TaskState } from '../../../src/gen/loom';
 import { LoomApi } from '../../../src/client/client';
 import { repeat } from '../budget';
@@ -44,6 +45,22 @@ export const latency: Scenario = {
   async run(ctx: BenchContext) {
     const n = ctx.quick ? 50 : 500;
     const warmup = ctx.quick ? 10 : 30;
+    // The floor: the same sequential round trip with no loom at all, one
+    // spawn of `true` (as a node spawns it) to its exit, from this process.
+    const floor: Record<string, number[]> = { p50: [], p99: [] };
+    await repeat(ctx, S, 'raw spawn floor', ctx.budget(ctx.quick ? 4 : 15), async () => {
+      const xs: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now();
+        await runOnce('true');
+        xs.push(performance.now() - t0);
+      }
+      floor.p50.push(percentile(xs, 50));
+      floor.p99.push(percentile(xs, 99));
+    });
+    const floorExtra = { tasks: n, note: 'no loom: spawn(true) detached with stdout/stderr piped, awaited to close, sequentially, from the benchmark process' };
+    ctx.emit({ scenario: S, figure: 'raw_spawn_p50', label: 'floor: one `true` spawned and awaited, no loom, p50', unit: 'ms', values: floor.p50, extra: floorExtra });
+    ctx.emit({ scenario: S, figure: 'raw_spawn_p99', label: 'floor: one `true` spawned and awaited, no loom, p99', unit: 'ms', values: floor.p99, extra: floorExtra });
     for (const members of [1, 3]) {
       const c = await BenchCluster.start({ name: `lat${members}m`, nodes: members, etcd: 'embedded' }, ctx.log);
       const p: Record<string, number[]> = { r50: [], r99: [], c50: [], c99: [] };
@@ -81,6 +98,8 @@ export const latency: Scenario = {
     ctx.note(S, `${n} sequential tasks \`true\` per repetition (after ${warmup} warm-up tasks), each LoomApi.submit([one]) to node 1 then ` +
       'LoomApi.wait(id). submit→completed: client wall clock (performance.now) before submit() to wait() returning. ' +
       "submit→running: the record's startedAtMs minus the wall clock taken before submit() (ms resolution of the node's clock). " +
-      'Percentiles are nearest-rank; each repetition gives one p50 and one p99, the table shows their median and spread.');
+      'Percentiles are nearest-rank; each repetition gives one p50 and one p99, the table shows their median and spread. ' +
+      'The floor figures time the same sequential round trip with no loom at all (one `true` spawned the way a node spawns it, awaited to exit): ' +
+      'submit→completed can never be faster than this on the machine.');
   },
 };
