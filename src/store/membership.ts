@@ -48,7 +48,8 @@ export function fenceMarginMs(ttlMs: number): number {
   return Math.max(1000, ttlMs * 0.25);
 }
 
-class LeaseKeeper implements Incarnation {
+/** Exported for tests of the fence timing; nodes get it through Membership.join. */
+export class LeaseKeeper implements Incarnation {
   private readonly controller = new AbortController();
   private stream: KeepAliveStream | undefined;
   private pending: number[] = [];

@@ -1,0 +1,71 @@
+/**
+ * The fence deadline of a lease keeper, driven through a scripted keepalive
+ * stream: timing logic only (the real stream is exercised by the node and
+ * chaos tests, which cannot place an acknowledgement at an exact instant).
+ */
+import { EventEmitter } from 'events';
+import { LeaseKeeper } from '../../src/store/membership';
+import { Kv } from '../../src/store/etcd';
+
+class ScriptedStream extends EventEmitter {
+  writes = 0;
+  write(): boolean {
+    this.writes++;
+    return true;
+  }
+  end(): void {
+    this.emit('end');
+  }
+}
+
+/** The lease was granted `grantedAgoMs` ago (its grant request's send time bounds the first deadline). */
+function keeper(ttlSeconds: number, onAck?: (fenceAt: number) => void, grantedAgoMs = 100): { k: LeaseKeeper; stream: ScriptedStream } {
+  const stream = new ScriptedStream();
+  const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
+  const k = new LeaseKeeper(kv, '42', Date.now() - grantedAgoMs, { name: 'n', ttlSeconds, onAck });
+  return { k, stream };
+}
+
+const busyUntil = (ms: number) => {
+  while (Date.now() < ms) {
+    // a frozen event loop: no timer can fire
+  }
+};
+
+describe('LeaseKeeper', () => {
+  it('an acknowledgement handled after the fence deadline fences instead of extending the lease', async () => {
+    const acks: number[] = [];
+    const { k, stream } = keeper(2, (f) => acks.push(f));
+    k.start();
+    await new Promise((r) => setImmediate(r));
+    expect(stream.writes).toBe(1); // the first keepalive went out (sent before the deadline)
+    const deadline = k.fenceAtMs();
+    busyUntil(deadline + 20); // the loop was stuck past the deadline...
+    stream.emit('data', { ID: '42', TTL: '2' }); // ...and the ack is handled before the fence timer
+    expect(k.signal.aborted).toBe(true);
+    expect((k.signal.reason as Error).message).toMatch(/fenced/);
+    expect(acks).toHaveLength(1); // only the initial deadline was ever published
+  });
+
+  it('an acknowledgement in time moves the deadline forward', async () => {
+    const { k, stream } = keeper(2);
+    k.start();
+    await new Promise((r) => setImmediate(r));
+    const before = k.fenceAtMs();
+    await new Promise((r) => setTimeout(r, 50));
+    stream.emit('data', { ID: '42', TTL: '2' });
+    expect(k.signal.aborted).toBe(false);
+    expect(k.fenceAtMs()).toBeGreaterThan(before);
+    k.stop(new Error('done') as never);
+  });
+
+  it('fences at the deadline when no acknowledgement comes', async () => {
+    const { k } = keeper(2);
+    k.start();
+    const deadline = k.fenceAtMs();
+    await new Promise<void>((resolve) => k.signal.addEventListener('abort', () => resolve(), { once: true }));
+    // The timer wakes at the deadline itself, not a keepalive interval later.
+    expect(Date.now()).toBeGreaterThanOrEqual(deadline);
+    expect(Date.now() - deadline).toBeLessThan(200);
+  });
+});
