@@ -71,7 +71,8 @@ export function etcdError(err: unknown, what: string): LoomError {
   return new LoomError('UNAVAILABLE', `${what}: etcd unavailable: ${message}`);
 }
 
-function withAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+/** `promise`, or a CANCELLED rejection as soon as `signal` aborts (the promise itself runs on). */
+export function withAbort<T>(promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
   if (!signal) return promise;
   if (signal.aborted) return Promise.reject(new LoomError('CANCELLED', `${what}: aborted`));
   return new Promise<T>((resolve, reject) => {

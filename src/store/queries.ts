@@ -3,7 +3,7 @@ import { LogTail, NodeInfo, Task, TaskState } from '../gen/loom';
 import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { decodeNode, decodeTail, decodeTask } from './codec';
-import { b, Kv, rangeOp } from './etcd';
+import { b, Kv, rangeOp, withAbort } from './etcd';
 import { checkTaskId, Keys, prefixEnd } from './keys';
 import { HeldTask } from './transitions';
 
@@ -51,13 +51,7 @@ export class TaskQueries {
       shared = this.get(id).finally(() => this.inFlight.delete(id));
       this.inFlight.set(id, shared);
     }
-    if (!signal) return shared;
-    if (signal.aborted) return Promise.reject(new LoomError('CANCELLED', 'get task: aborted'));
-    return new Promise<HeldTask>((resolve, reject) => {
-      const onAbort = () => reject(new LoomError('CANCELLED', 'get task: aborted'));
-      signal.addEventListener('abort', onAbort, { once: true });
-      shared!.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
-    });
+    return withAbort(shared, signal, 'get task');
   }
 
   async tail(id: string): Promise<LogTail | undefined> {
