@@ -150,4 +150,27 @@ describe('priority and promotion races', () => {
       client.close();
     }
   });
+  it('counts a job that is still being submitted from a count of its written records', async () => {
+    const client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
+    const kv = new Kv(client);
+    const keys = new Keys(uniqueRoot());
+    const store = new JobStore(kv, keys, new TaskTransitions(kv, keys));
+    try {
+      const held = await store.create(job('sub', ['true'], { count: 1500 }), Date.now());
+      expect(held.job.state).toBe(JobState.SUBMITTING);
+      expect(await store.counts(held.job)).toMatchObject({ queued: 0, blocked: 1500 });
+      await store.materialize(held);
+      // The same job seen mid-submit (state still SUBMITTING) once every record is written.
+      expect(await store.counts(held.job)).toMatchObject({ queued: 1500, blocked: 0, completed: 0 });
+    } finally {
+      client.close();
+    }
+  });
+
+  it('a closed Kv refuses calls with UNAVAILABLE instead of reaching the closed client', async () => {
+    const kv = new Kv(connectEtcd({ endpoints: [testEtcdEndpoint()] }));
+    kv.close();
+    await expect(kv.get('/x', 'get x')).rejects.toMatchObject({ code: 'UNAVAILABLE', message: expect.stringMatching(/closed/) });
+    await expect(kv.txn({ compare: [], success: [] }, 'txn x')).rejects.toMatchObject({ code: 'UNAVAILABLE' });
+  });
 });
