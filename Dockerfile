@@ -29,5 +29,6 @@ VOLUME ["/data"]
 # gRPC API, etcd client, etcd peer.
 EXPOSE 8080 2379 2380
 
-ENTRYPOINT ["node", "dist/src/bin/loom.js"]
+# --max-semi-space-size=2: see src/bin/runtime-flags.ts (node RSS after bursts).
+ENTRYPOINT ["node", "--max-semi-space-size=2", "dist/src/bin/loom.js"]
 CMD ["--help"]

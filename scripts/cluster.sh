@@ -10,6 +10,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 LOOM=(node dist/src/bin/loom.js)
+# Node daemons start with the V8 flags of src/bin/runtime-flags.ts (smaller young
+# generation: far less RSS kept after bursts).
+LOOM_NODE=(node --max-semi-space-size=2 dist/src/bin/loom.js)
 STATE_DIR=.loom
 START_TIMEOUT=60
 STOP_TIMEOUT=30
@@ -89,7 +92,7 @@ cmd_start() {
       [ "$j" -eq "$i" ] || args+=(--peer "node$j=http://127.0.0.$j:2380")
     done
     printf -- '--- %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${LOOM[*]} ${args[*]}" >>"$dir/node.log"
-    nohup "${LOOM[@]}" "${args[@]}" </dev/null >>"$dir/node.log" 2>&1 &
+    nohup "${LOOM_NODE[@]}" "${args[@]}" </dev/null >>"$dir/node.log" 2>&1 &
     echo $! >"$dir/node.pid"
     say "started node$i (pid $!) on 127.0.0.$i:8080, log $dir/node.log"
   done

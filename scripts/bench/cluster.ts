@@ -19,6 +19,7 @@ import { LoomApi } from '../../src/client/client';
 import { procCpu } from './cpu';
 import { httpGet } from './etcd-probe';
 import { alive, descendants, freePorts, isRunning, killIfSame, ProcRef, procRef, rssKb, sleep, stopProcess } from './proc';
+import { NODE_RUNTIME_FLAGS } from '../../src/bin/runtime-flags';
 
 export const LOOM_BIN = path.resolve(__dirname, '../../src/bin/loom.js');
 const ETCD_BIN = process.env.LOOM_ETCD_BIN ?? 'etcd';
@@ -298,7 +299,7 @@ function launchNode(name: string, api: string, dataDir: string, args: string[], 
   fs.mkdirSync(dataDir, { recursive: true });
   const logFile = path.join(dataDir, 'node.log');
   const fd = fs.openSync(logFile, 'a');
-  const proc = spawn(process.execPath, [LOOM_BIN, 'node', ...args], { stdio: ['ignore', fd, fd], cwd: dataDir });
+  const proc = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...args], { stdio: ['ignore', fd, fd], cwd: dataDir });
   fs.closeSync(fd);
   return { name, api, dataDir, logFile, proc, pid: proc.pid!, etcdClientUrl, helpers: [] };
 }

@@ -14,6 +14,7 @@ import * as fs from 'fs';
 import * as http from 'http';
 import * as net from 'net';
 import * as path from 'path';
+import { NODE_RUNTIME_FLAGS } from '../../src/bin/runtime-flags';
 
 export const LOOM_BIN = path.resolve(__dirname, '../../src/bin/loom.js');
 
@@ -85,7 +86,7 @@ export class ChaosNode {
     this.logOffset = fs.fstatSync(fd).size;
     fs.writeSync(fd, `--- chaos harness ${new Date().toISOString()}: starting node ${this.name} (start #${this.starts + 1})\n`);
     this.logOffset = fs.fstatSync(fd).size;
-    const proc = spawn(process.execPath, [LOOM_BIN, 'node', ...this.args], { stdio: ['ignore', fd, fd] });
+    const proc = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...this.args], { stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     this.proc = proc;
     this.paused = false;

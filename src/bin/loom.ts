@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=2
 /**
  * The `loom` executable: `loom node ...` runs a node (src/bin/node-command),
  * `loom certs ...` makes certificates (src/bin/certs-command), anything else
