@@ -48,6 +48,11 @@ export function fenceMarginMs(ttlMs: number): number {
   return Math.max(1000, ttlMs * 0.25);
 }
 
+/** How long a keepalive may wait for its acknowledgement before its stream is replaced. */
+export function staleAfterMs(ttlMs: number): number {
+  return Math.max(500, ttlMs / 5);
+}
+
 /** Exported for tests of the fence timing; nodes get it through Membership.join. */
 export class LeaseKeeper implements Incarnation {
   private readonly controller = new AbortController();
@@ -83,6 +88,7 @@ export class LeaseKeeper implements Incarnation {
       if (this.fenceIfDue()) return;
       if (Date.now() >= nextSendMs) {
         nextSendMs = Date.now() + interval;
+        this.abandonStaleStream();
         void this.send();
       }
       // Wake for the next keepalive or exactly at the fence deadline,
@@ -105,12 +111,32 @@ export class LeaseKeeper implements Incarnation {
     return true;
   }
 
+  /**
+   * A stream whose oldest keepalive has waited longer than staleAfterMs for
+   * its acknowledgement is given up, so the next send opens a new one (the
+   * etcd3 client picks a random member for it). A stream opened on a member
+   * that just died can otherwise hang until the fence deadline while the
+   * other members would answer at once.
+   */
+  private abandonStaleStream(): void {
+    const oldest = this.pending[0];
+    if (!this.stream || oldest === undefined || Date.now() - oldest < staleAfterMs(this.ttlMs)) return;
+    const s = this.stream;
+    this.stream = undefined;
+    this.pending = [];
+    s.end();
+  }
+
   private async send(): Promise<void> {
     try {
       if (!this.stream) {
         const s = (await this.kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream;
         if (this.signal.aborted) return s.end();
-        s.on('data', (res) => this.onData(res));
+        // Acks are matched to send times per stream: one from a stream given up must not
+        // consume the send time of a keepalive on its successor.
+        s.on('data', (res) => {
+          if (this.stream === s) this.onData(res);
+        });
         const drop = () => {
           if (this.stream === s) {
             this.stream = undefined;

@@ -59,6 +59,45 @@ describe('LeaseKeeper', () => {
     k.stop(new Error('done') as never);
   });
 
+  it('replaces a stream whose keepalive goes unacknowledged, and ignores acks from the old one', async () => {
+    const streams: ScriptedStream[] = [];
+    const ended: ScriptedStream[] = [];
+    const kv = {
+      client: {
+        leaseClient: {
+          leaseKeepAlive: async () => {
+            const st = new ScriptedStream();
+            st.on('end', () => ended.push(st));
+            streams.push(st);
+            return st;
+          },
+        },
+      },
+    } as unknown as Kv;
+    const k = new LeaseKeeper(kv, '42', Date.now() - 100, { name: 'n', ttlSeconds: 4 });
+    k.start();
+    try {
+      const until = async (cond: () => boolean, what: string) => {
+        const give = Date.now() + 3000;
+        while (!cond()) {
+          if (Date.now() > give) throw new Error(`timed out waiting for ${what}`);
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      };
+      // The first stream (a member that died) never answers: given up after staleAfterMs.
+      await until(() => streams.length === 2 && streams[1].writes > 0, 'a second stream');
+      expect(ended).toContain(streams[0]);
+      expect(k.signal.aborted).toBe(false);
+      const before = k.fenceAtMs();
+      streams[0].emit('data', { ID: '42', TTL: '4' }); // late ack on the abandoned stream
+      expect(k.fenceAtMs()).toBe(before);
+      streams[1].emit('data', { ID: '42', TTL: '4' }); // the live member answers
+      expect(k.fenceAtMs()).toBeGreaterThan(before);
+    } finally {
+      k.stop(new Error('done') as never);
+    }
+  });
+
   it('fences at the deadline when no acknowledgement comes', async () => {
     const { k } = keeper(2);
     k.start();
