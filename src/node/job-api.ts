@@ -7,6 +7,7 @@ import { validateSpec } from '../core/spec';
 import { JobStore } from '../store/jobs';
 import { AdapterOptions, unary } from './grpc-adapter';
 import { Identity } from './tls';
+import { forEachLimited } from '../core/limited';
 
 export interface JobApiDeps {
   jobs: JobStore;
@@ -64,15 +65,9 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
       if (!(await d.jobs.killBlocked(held))) {
         // One guarded transaction per task, CANCEL_PARALLELISM at a time: a
         // 10,000-task job is cancelled in seconds, not minutes.
-        const ids = await d.jobs.openTaskIds(job);
-        let next = 0;
-        const worker = async (): Promise<void> => {
-          while (next < ids.length) {
-            const id = ids[next++];
-            await d.cancelTask(id, identity).catch(() => undefined); // already finished: fine
-          }
-        };
-        await Promise.all(Array.from({ length: Math.min(CANCEL_PARALLELISM, ids.length) }, worker));
+        await forEachLimited(await d.jobs.openTaskIds(job), CANCEL_PARALLELISM, async (id) => {
+          await d.cancelTask(id, identity).catch(() => undefined); // already finished: fine
+        });
       }
       return status(d.jobs, job.id);
     }, opts),

@@ -21,6 +21,7 @@ import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
 import { Keys } from './keys';
+import { forEachLimited } from '../core/limited';
 
 /** Tasks per submit transaction: 2 ops each, within etcd's default 128. */
 export const SUBMIT_CHUNK = 64;
@@ -162,26 +163,18 @@ export class TaskTransitions {
     // 157 of them; all at once would time out behind each other), in order;
     // after a failure no new chunk starts, so what is queued is a prefix.
     let done = 0;
-    let next = 0;
-    let failure: LoomError | undefined;
-    const worker = async () => {
-      while (!failure && next < chunks.length) {
-        const chunk = chunks[next++];
-        try {
-          const res = await this.kv.txn(
-            { compare: chunk.map((t) => ifMissing(this.keys.task(t.id))), success: chunk.flatMap((t) => this.writeRecord(t)) },
-            'submit',
-            signal,
-          );
-          if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
-          done += chunk.length;
-        } catch (err) {
-          failure ??= err as LoomError;
-        }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(SUBMIT_IN_FLIGHT, chunks.length) }, worker));
-    if (failure) {
+    try {
+      await forEachLimited(chunks, SUBMIT_IN_FLIGHT, async (chunk) => {
+        const res = await this.kv.txn(
+          { compare: chunk.map((t) => ifMissing(this.keys.task(t.id))), success: chunk.flatMap((t) => this.writeRecord(t)) },
+          'submit',
+          signal,
+        );
+        if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
+        done += chunk.length;
+      });
+    } catch (err) {
+      const failure = err as LoomError;
       throw new LoomError(failure.code ?? 'UNAVAILABLE', `${done} of ${records.length} tasks queued; ${failure.message}`);
     }
   }
