@@ -475,7 +475,7 @@ function parseJobCommand(argv: string[], env: Env): Command {
       if (verbArg === undefined) throw invalid('missing job command: submit, status, list, cancel or logs (see `loom job --help`)');
       throw invalid(`unknown job command "${verbArg}" (submit, status, list, cancel, logs; see \`loom job --help\`)`);
   }
-  const parsed = parseWith(y, argv, `loom job ${verbArg && !verbArg.startsWith('-') ? verbArg : ''}`.trimEnd());
+  const parsed = parseWith(y, argv, verbArg ? `loom job ${verbArg}` : 'loom job');
   if (parsed.output !== undefined) return { kind: 'output', text: parsed.output };
   const p = parsed.argv;
   const verb = verbArg;
