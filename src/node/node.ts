@@ -373,7 +373,7 @@ export class LoomNode {
     await this.membership.leave('node stopped');
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
-    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
+    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
     this.kv.close();
     this.memberKv.close();
     await this.etcd?.stop();

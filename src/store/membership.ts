@@ -11,9 +11,8 @@
  *
  * Heartbeats. An etcd leader that takes over restarts every lease at its full
  * TTL plus an election timeout, so lease expiry alone can leave a dead node's
- * work stranded for TTL + 2 s or more. A node therefore also rewrites
- * /node/<name> (a guarded put: a heartbeat) whenever it has not written it
- * for TTL/4 (load updates count too), and the node fences
+ * work stranded for TTL + 2 s or more. Each keepalive tick therefore also
+ * rewrites /node/<name> (a guarded put: a heartbeat), and the node fences
  * itself at min(last acknowledged keepalive, last committed heartbeat) sent
  * + TTL − margin. A survivor that has seen no new revision of /node/<name>
  * for a full TTL on its own clock knows the node has fenced, and deletes the
@@ -70,11 +69,6 @@ export function staleAfterMs(ttlMs: number): number {
  */
 export type Heartbeat = () => Promise<boolean>;
 
-/** A heartbeat is written when the node key has not been written for this long. */
-export function beatEveryMs(ttlMs: number): number {
-  return Math.max(300, ttlMs / 4);
-}
-
 /** Heartbeats in flight at once (a slow member must not stop the next one). */
 const MAX_BEATS_IN_FLIGHT = 3;
 
@@ -126,8 +120,7 @@ export class LeaseKeeper implements Incarnation {
         nextSendMs = Date.now() + interval;
         this.abandonStaleStream();
         void this.send();
-        // A node that published lately (load changes) needs no extra write.
-        if (Date.now() - this.lastBeatSentMs >= beatEveryMs(this.ttlMs)) void this.sendBeat();
+        void this.sendBeat();
       }
       // Wake for the next keepalive or exactly at the fence deadline,
       // whichever comes first: the node fences on time, not a tick late.
@@ -167,12 +160,7 @@ export class LeaseKeeper implements Incarnation {
       this.stop(new LoomError('FENCED', `node key no longer under lease ${this.lease} (declared dead by a survivor); fenced`));
       return;
     }
-    this.beatCommitted(sentMs);
-  }
-
-  /** A write of the node key under this lease, sent at `sentMs`, committed: it counts as a heartbeat. */
-  beatCommitted(sentMs: number): void {
-    if (!this.beat || this.signal.aborted || this.fenceIfDue()) return;
+    if (this.fenceIfDue()) return;
     if (sentMs > this.lastBeatSentMs) {
       this.lastBeatSentMs = sentMs;
       this.opts.onAck?.(this.fenceAtMs());
@@ -318,12 +306,10 @@ export class Membership {
    */
   private async putUnder(lease: string, info: NodeInfo): Promise<boolean> {
     const nodeKey = this.keys.node(this.opts.name);
-    const sentMs = Date.now();
     const res = await this.kv.txn(
       { compare: [ifLease(nodeKey, lease)], success: [put(nodeKey, encodeNode({ ...info, lease }), lease)] },
       'publish node',
     );
-    if (res.succeeded && this.current?.lease === lease) this.current.beatCommitted(sentMs);
     return res.succeeded;
   }
 

@@ -16,18 +16,13 @@ export interface Sighting {
   seenAtMs: number;
 }
 
-/** What placement and preference depend on: a change bumps `version`. */
-function placementOf(n: NodeInfo): string {
-  return JSON.stringify([n.lease, n.draining, n.docker, n.labels, n.capacity]);
-}
-
 export class NodeDirectory {
   private readonly nodes = new Map<string, NodeInfo>();
   private readonly sightings = new Map<string, Sighting>();
   private readonly watch: PrefixWatch;
   private goneListeners: ((name: string, lease: string) => void)[] = [];
   private changeListeners: (() => void)[] = [];
-  /** Bumped whenever the live nodes change in a way placement can see (not on heartbeats). */
+  /** Bumped whenever the set of live names changes. */
   version = 0;
 
   constructor(kv: Kv, private readonly keys: Keys, log?: (m: string) => void) {
@@ -60,9 +55,7 @@ export class NodeDirectory {
           this.upsert(kv.key.toString(), kv.value, String(kv.lease));
           if (name) this.observe(name, String(kv.lease), kv.mod_revision);
           if (name && old && old.lease !== String(kv.lease)) this.emitGone(name, old.lease);
-          // Most puts are heartbeats (load figures only): placement did not change.
-          const now = name ? this.nodes.get(name) : undefined;
-          if (!old || !now || placementOf(old) !== placementOf(now)) this.changed();
+          this.changed();
         },
         delete: (kv) => {
           const name = keys.parseNode(kv.key.toString());
