@@ -30,7 +30,6 @@ import { RetentionSweeper } from './retention-sweeper';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
-import { Liveness } from './liveness';
 import { StealLoop } from './steal-loop';
 import { channelCredentials, TlsMaterial } from '../client/tls';
 import { loadNodeTls } from './tls';
@@ -48,7 +47,6 @@ export class LoomNode {
   private inc: Incarnation | undefined;
   private me: NodeIdentity | undefined;
   private publishTimer: NodeJS.Timeout | undefined;
-  private liveness: Liveness | undefined;
   private lastPublished = '';
   private control: NodeControl = { drain: false, deadlineMs: 0 };
   private drainTimer: NodeJS.Timeout | undefined;
@@ -192,12 +190,6 @@ export class LoomNode {
     this.port = await this.api.listen(config.listen);
     await this.join();
     this.requeuer.start();
-    this.liveness = new Liveness({
-      directory: this.directory, membership: this.membership, self: config.name,
-      silentMs: config.leaseTtlSeconds * 1000, log: opts.log,
-      onDeclared: (name, lease) => this.requeuer.nodeDeclaredDead(name, lease),
-    });
-    this.liveness.start();
     this.jobSweeper.start();
     this.retention.start();
     this.executor.onResult((t) => t.jobId && this.jobSweeper.taskEnded(t.jobId));
@@ -365,7 +357,6 @@ export class LoomNode {
       await this.executor.stopAll('shutdown', this.config.killGraceMs);
     }
     this.requeuer.stop();
-    this.liveness?.stop();
     this.jobSweeper.stop();
     this.retention.stop();
     await this.api.close(1000);
@@ -373,7 +364,7 @@ export class LoomNode {
     await this.membership.leave('node stopped');
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
-    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
+    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued} retentionDeletedTasks=${this.retention.deletedTasks}`);
     this.kv.close();
     this.memberKv.close();
     await this.etcd?.stop();
