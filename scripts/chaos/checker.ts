@@ -27,8 +27,10 @@
  *  overlap             no two executions of one task overlap in time (rule below)
  *  unexplained-restart every attempt that was followed by another ended with a
  *                      recorded node loss ("node lost", "node X fenced|shut
- *                      down|drained") or a retryable failure (the exit code
- *                      this task kind gives on that attempt)
+ *                      down|drained"), a retryable failure (the exit code
+ *                      this task kind gives on that attempt), or a claim
+ *                      handed back because an etcd error lost its reply
+ *                      ("claim outcome lost ...") that never ran
  *  outcome             no result recorded for an execution loom killed (e.g.
  *                      "killed by SIGKILL"): our tasks only ever exit 0/3/7
  *  execution-unrecorded every execution in the log is an attempt the record
@@ -124,7 +126,7 @@ export interface CheckInput {
   snapshotAtMs?: number;
 }
 
-export type RestartCause = 'node lost' | 'node fenced' | 'node shut down' | 'node drained' | 'retry';
+export type RestartCause = 'node lost' | 'node fenced' | 'node shut down' | 'node drained' | 'retry' | 'claim lost';
 
 export interface CheckStats {
   tasks: number;
@@ -184,8 +186,12 @@ export function expectedStatusKey(t: Task): string {
 }
 
 /** Classifies a history outcome of an attempt that was followed by another. */
+/** The outcome loom records when it hands back a claim whose reply an etcd error lost (node.ts reconcileOwn). */
+const CLAIM_LOST = /^claim outcome lost in an etcd error/;
+
 function restartCause(a: Attempt): RestartCause | undefined {
   if (a.outcome === 'node lost') return 'node lost';
+  if (CLAIM_LOST.test(a.outcome)) return 'claim lost';
   const m = /^node (\S+) (fenced|shut down|drained)$/.exec(a.outcome);
   if (m && m[1] === a.node) return `node ${m[2]}` as RestartCause;
   if (/^exit [1-9]\d*$/.test(a.outcome)) return 'retry';
@@ -343,6 +349,12 @@ export function check(input: CheckInput): CheckResult {
       if (a.number < t.attempt) {
         if (a.outcome === 'exit 0') continue; // reported above
         const cause = restartCause(a);
+        // A claim handed back as never started is explained only if it really never ran.
+        const ran = (l: { attempt: number; node: string }) => l.attempt === a.number && l.node === a.node;
+        if (cause === 'claim lost' && ((linesById.get(id) ?? []).some(ran) || (obsById.get(id) ?? []).some(ran))) {
+          v('unexplained-restart', id, `attempt ${a.number} on ${a.node} was handed back as a claim that never started ("${a.outcome}"), but it ran`);
+          continue;
+        }
         if (!cause) {
           v('unexplained-restart', id, `attempt ${a.number} on ${a.node} ended "${a.outcome}" and the task was claimed again`);
           if (/kill|signal/i.test(a.outcome)) v('outcome', id, `a result was recorded for killed attempt ${a.number} on ${a.node}: "${a.outcome}"`);
@@ -579,7 +591,11 @@ export function check(input: CheckInput): CheckResult {
 /** The injected fault that explains a node-loss restart, if any (the latest matching one). */
 function attribute(faults: FaultRecord[], a: Attempt, cause: RestartCause, ttlMs: number): FaultRecord | undefined {
   const within = (f: FaultRecord) => a.finishedAtMs >= f.startMs - 500 && a.finishedAtMs <= f.recoveredMs + 2 * ttlMs + 5000;
-  const kinds: string[] = cause === 'node drained' ? ['drain-node'] : cause === 'node shut down' ? [] : ['kill-node', 'pause-node', 'kill-etcd', 'etcd-outage'];
+  const kinds: string[] =
+    cause === 'node drained' ? ['drain-node']
+    : cause === 'node shut down' ? []
+    : cause === 'claim lost' ? ['kill-etcd', 'etcd-outage']
+    : ['kill-node', 'pause-node', 'kill-etcd', 'etcd-outage'];
   const latest = (list: FaultRecord[]) => list.sort((x, y) => y.startMs - x.startMs)[0];
   const done = faults.filter((f) => f.status !== 'skipped' && within(f) && (kinds.length === 0 || kinds.includes(f.kind)));
   return (

@@ -101,6 +101,11 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
     log: [[1, 'w2', 105, 10, 'start'], [1, 'w2', 105, 300, 'end', 0], [2, 'n1', 106, 7200, 'start'], [2, 'n1', 106, 7900, 'end', 0]],
   }));
 
+  add('control: claim whose reply an etcd error lost, handed back unstarted', 'ok', [], (id) => ({
+    task: record(id, TaskState.COMPLETED, 'n2', [at(1, 'w1', 0, 12_000, 'claim outcome lost in an etcd error; requeued'), at(2, 'n2', 12_100, 13_000, 'exit 0')]),
+    log: [[2, 'n2', 107, 12_150, 'start'], [2, 'n2', 107, 12_900, 'end', 0]],
+  }));
+
   // Planted violations.
   add('completed twice', 'ok', ['completed-twice'], (id) => ({
     task: record(id, TaskState.COMPLETED, 'n2', [at(1, 'n1', 0, 1000, 'exit 0'), at(2, 'n2', 2000, 3000, 'exit 0')]),
@@ -137,6 +142,10 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
   add('restart without a node loss or retry', 'ok', ['unexplained-restart'], (id) => ({
     task: record(id, TaskState.COMPLETED, 'n2', [at(1, 'n1', 0, 1000, 'timeout after 5 ms'), at(2, 'n2', 1100, 2000, 'exit 0')]),
     log: [[1, 'n1', 212, 10, 'start'], [2, 'n2', 213, 1200, 'start'], [2, 'n2', 213, 1900, 'end', 0]],
+  }));
+  add('claim handed back as never started, but it ran', 'ok', ['unexplained-restart'], (id) => ({
+    task: record(id, TaskState.COMPLETED, 'n2', [at(1, 'w1', 0, 12_000, 'claim outcome lost in an etcd error; requeued'), at(2, 'n2', 12_100, 13_000, 'exit 0')]),
+    log: [[1, 'w1', 230, 10, 'start'], [1, 'w1', 230, 900, 'end', 0], [2, 'n2', 231, 12_150, 'start'], [2, 'n2', 231, 12_900, 'end', 0]],
   }));
   add('two copies seen alive at once by the sampler', 'ok', ['overlap'], (id) => ({
     task: record(id, TaskState.COMPLETED, 'n2', [at(1, 'n1', 0, 1000, 'node lost'), at(2, 'n2', 1100, 2000, 'exit 0')]),

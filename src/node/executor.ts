@@ -24,7 +24,7 @@ function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopRea
   });
   return { pid: undefined, done, stop: () => undefined, logBytes: 0, onProgress: () => () => undefined };
 }
-import { ResultWriter } from './result-writer';
+import { PendingResult, ResultWriter } from './result-writer';
 import { LoomError } from '../core/errors';
 
 export interface ExecutorDeps {
@@ -264,6 +264,11 @@ export class Executor {
       }
       exec.held = fresh;
     }
+  }
+
+  /** Pending results under `lease` for a caller's own transaction (see ResultWriter.take). */
+  takeResults(lease: string, max: number): PendingResult[] {
+    return this.results.take(lease, max);
   }
 
   /** Whether this node holds the task (running, or its result being written). */

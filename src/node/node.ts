@@ -30,6 +30,7 @@ import { RetentionSweeper } from './retention-sweeper';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
+import { Liveness } from './liveness';
 import { StealLoop } from './steal-loop';
 import { channelCredentials, TlsMaterial } from '../client/tls';
 import { loadNodeTls } from './tls';
@@ -47,6 +48,7 @@ export class LoomNode {
   private inc: Incarnation | undefined;
   private me: NodeIdentity | undefined;
   private publishTimer: NodeJS.Timeout | undefined;
+  private liveness: Liveness | undefined;
   private lastPublished = '';
   private control: NodeControl = { drain: false, deadlineMs: 0 };
   private drainTimer: NodeJS.Timeout | undefined;
@@ -190,6 +192,12 @@ export class LoomNode {
     this.port = await this.api.listen(config.listen);
     await this.join();
     this.requeuer.start();
+    this.liveness = new Liveness({
+      directory: this.directory, membership: this.membership, self: config.name,
+      silentMs: config.leaseTtlSeconds * 1000, log: opts.log,
+      onDeclared: (name, lease) => this.requeuer.nodeDeclaredDead(name, lease),
+    });
+    this.liveness.start();
     this.jobSweeper.start();
     this.retention.start();
     this.executor.onResult((t) => t.jobId && this.jobSweeper.taskEnded(t.jobId));
@@ -357,6 +365,7 @@ export class LoomNode {
       await this.executor.stopAll('shutdown', this.config.killGraceMs);
     }
     this.requeuer.stop();
+    this.liveness?.stop();
     this.jobSweeper.stop();
     this.retention.stop();
     await this.api.close(1000);
@@ -364,7 +373,7 @@ export class LoomNode {
     await this.membership.leave('node stopped');
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
-    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} requeued=${this.requeuer.requeued} retentionDeletedTasks=${this.retention.deletedTasks}`);
+    log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
     this.kv.close();
     this.memberKv.close();
     await this.etcd?.stop();

@@ -50,6 +50,11 @@ export class Requeuer {
     setTimeout(() => void this.requeueNode(name, lease), delay).unref();
   }
 
+  /** This node just deleted the key of a silent node (Liveness): requeue at once. */
+  nodeDeclaredDead(name: string, lease: string): void {
+    void this.requeueNode(name, lease);
+  }
+
   private async requeueNode(name: string, lease: string): Promise<void> {
     try {
       const keys = await this.deps.queries.runningKeys(name);

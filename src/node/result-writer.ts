@@ -2,44 +2,69 @@
  * Batches result writes: while one finish transaction is in flight, results
  * that arrive wait and go together in the next one (nested transactions, so
  * each commits or fails on its own). Per-item promises report the outcome.
+ *
+ * A result is sent on the next turn of the event loop, not at once: the slot
+ * its task freed wakes the steal loop in the same turn, and if that loop
+ * claims a task it takes the pending results into its claim transaction
+ * (take / settle), so the node records one task and starts the next in one
+ * round trip.
  */
-import { HeldTask, NodeIdentity, Outcome, TaskTransitions } from '../store/transitions';
+import { FinishItem, NodeIdentity, TaskTransitions } from '../store/transitions';
 
-interface Pending {
-  held: HeldTask;
-  outcome: Outcome;
+export interface PendingResult extends FinishItem {
   me: NodeIdentity;
   resolve: (ok: boolean) => void;
   reject: (err: unknown) => void;
 }
 
-const MAX_BATCH = 128;
+const MAX_BATCH = 64;
 
 export class ResultWriter {
-  private queue: Pending[] = [];
+  private queue: PendingResult[] = [];
   private flushing = false;
+  private scheduled = false;
 
   constructor(private readonly transitions: TaskTransitions) {}
 
-  write(held: HeldTask, outcome: Outcome, me: NodeIdentity): Promise<boolean> {
+  write(held: FinishItem['held'], outcome: FinishItem['outcome'], me: NodeIdentity): Promise<boolean> {
     return new Promise((resolve, reject) => {
       this.queue.push({ held, outcome, me, resolve, reject });
-      if (!this.flushing) void this.flush();
+      this.schedule();
+    });
+  }
+
+  /**
+   * Hands up to `max` pending results written under `lease` to a caller that
+   * records them in its own transaction; it must settle each one (resolve
+   * with whether it committed, or reject on an error).
+   */
+  take(lease: string, max: number): PendingResult[] {
+    if (max <= 0 || this.queue.length === 0) return [];
+    const taken: PendingResult[] = [];
+    const rest: PendingResult[] = [];
+    for (const p of this.queue) {
+      if (p.me.lease === lease && taken.length < max) taken.push(p);
+      else rest.push(p);
+    }
+    this.queue = rest;
+    return taken;
+  }
+
+  private schedule(): void {
+    if (this.flushing || this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => {
+      this.scheduled = false;
+      void this.flush();
     });
   }
 
   private async flush(): Promise<void> {
+    if (this.flushing) return;
     this.flushing = true;
     try {
       while (this.queue.length > 0) {
-        const lease = this.queue[0].me.lease;
-        const batch: Pending[] = [];
-        const rest: Pending[] = [];
-        for (const p of this.queue) {
-          if (p.me.lease === lease && batch.length < MAX_BATCH) batch.push(p);
-          else rest.push(p);
-        }
-        this.queue = rest;
+        const batch = this.take(this.queue[0].me.lease, MAX_BATCH);
         try {
           const results = await this.transitions.finish(batch, batch[0].me);
           batch.forEach((p, i) => p.resolve(results[i]));

@@ -13,7 +13,7 @@ import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-p
 import { addResources, fits, NO_RESOURCES, refusal as refusal_ } from '../core/fit';
 import { Incarnation } from '../store/membership';
 import { QueueWindow, WindowEntry } from '../store/queue-window';
-import { NodeIdentity, TaskTransitions } from '../store/transitions';
+import { BATCH_CHUNK, HeldTask, NodeIdentity, TaskTransitions } from '../store/transitions';
 import { Executor } from './executor';
 
 export interface SelfInfo {
@@ -44,6 +44,8 @@ export interface StealStats {
   claimed: number;
   lost: number;
   claimTxns: number;
+  /** Results recorded in a claim's transaction instead of one of their own. */
+  resultsInClaims: number;
 }
 
 export class StealLoop {
@@ -56,7 +58,7 @@ export class StealLoop {
   private paused = false;
   private prefCache = new Map<string, { version: number; preferred: boolean }>();
   private refusals = new Map<string, { docker: boolean; refusal: string | undefined }>();
-  readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0 };
+  readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0, resultsInClaims: 0 };
 
   constructor(private readonly deps: StealDeps) {
     deps.window.onChange(() => this.wake());
@@ -213,8 +215,21 @@ export class StealLoop {
       return;
     }
     this.claiming = true;
+    // Results waiting to be written ride along in the claim's transaction.
+    const finishes = chosen.length < BATCH_CHUNK ? this.deps.executor.takeResults(me.lease, BATCH_CHUNK - chosen.length) : [];
     try {
-      const results = await this.deps.transitions.claim(chosen, me, Date.now(), inc.signal);
+      let results: (HeldTask | undefined)[];
+      if (finishes.length > 0) {
+        const both = await this.deps.transitions.claimAndFinish(chosen, finishes, me, Date.now(), inc.signal).catch((err) => {
+          finishes.forEach((f) => f.reject(err));
+          throw err;
+        });
+        finishes.forEach((f, k) => f.resolve(both.finished[k]));
+        this.stats.resultsInClaims += finishes.length;
+        results = both.claimed;
+      } else {
+        results = await this.deps.transitions.claim(chosen, me, Date.now(), inc.signal);
+      }
       this.stats.claimTxns++;
       results.forEach((held, i) => {
         this.deps.window.drop(chosen[i].key);

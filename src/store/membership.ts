@@ -9,6 +9,17 @@
  * survivors can requeue its work. The etcd3 client's own `lost` event comes
  * later than that, so we do not rely on it.
  *
+ * Heartbeats. An etcd leader that takes over restarts every lease at its full
+ * TTL plus an election timeout, so lease expiry alone can leave a dead node's
+ * work stranded for TTL + 2 s or more. A node therefore also rewrites
+ * /node/<name> (a guarded put: a heartbeat) whenever it has not written it
+ * for TTL/4 (load updates count too), and the node fences
+ * itself at min(last acknowledged keepalive, last committed heartbeat) sent
+ * + TTL − margin. A survivor that has seen no new revision of /node/<name>
+ * for a full TTL on its own clock knows the node has fenced, and deletes the
+ * key (declareDead) guarded by the revision it saw: the dead node's work is
+ * requeued TTL after its last heartbeat, whatever etcd's leader did.
+ *
  * An Incarnation exposes an AbortSignal: it fires on fence, on lease loss
  * reported by etcd, or on leave(). Everything the node does under that
  * lease obeys it.
@@ -17,7 +28,7 @@ import { promises as fs } from 'fs';
 import { NodeInfo } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { encodeNode } from './codec';
-import { ifLease, Kv, put } from './etcd';
+import { del, IKeyValue, ifLease, ifModRevision, Kv, put, rangeOp } from './etcd';
 import { Keys } from './keys';
 
 export interface Incarnation {
@@ -53,12 +64,28 @@ export function staleAfterMs(ttlMs: number): number {
   return Math.max(500, ttlMs / 5);
 }
 
+/**
+ * Writes the heartbeat: resolves true once it committed, false if the node
+ * key is no longer under this lease (a survivor declared the node dead).
+ */
+export type Heartbeat = () => Promise<boolean>;
+
+/** A heartbeat is written when the node key has not been written for this long. */
+export function beatEveryMs(ttlMs: number): number {
+  return Math.max(300, ttlMs / 4);
+}
+
+/** Heartbeats in flight at once (a slow member must not stop the next one). */
+const MAX_BEATS_IN_FLIGHT = 3;
+
 /** Exported for tests of the fence timing; nodes get it through Membership.join. */
 export class LeaseKeeper implements Incarnation {
   private readonly controller = new AbortController();
   private stream: KeepAliveStream | undefined;
   private pending: number[] = [];
   private lastAckSentMs: number;
+  private lastBeatSentMs: number;
+  private beatsInFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly ttlMs: number;
 
@@ -67,17 +94,26 @@ export class LeaseKeeper implements Incarnation {
     readonly lease: string,
     grantedSentMs: number,
     private readonly opts: MembershipOptions,
+    private readonly beat?: Heartbeat,
   ) {
     this.ttlMs = opts.ttlSeconds * 1000;
     this.lastAckSentMs = grantedSentMs;
+    // The node key was written after the grant was sent: the grant's send
+    // time is a safe first bound for the heartbeat too.
+    this.lastBeatSentMs = grantedSentMs;
   }
 
   get signal(): AbortSignal {
     return this.controller.signal;
   }
 
+  /** Send time of the older of the last acknowledged keepalive and the last committed heartbeat. */
+  private lastProofMs(): number {
+    return this.beat ? Math.min(this.lastAckSentMs, this.lastBeatSentMs) : this.lastAckSentMs;
+  }
+
   fenceAtMs(): number {
-    return this.lastAckSentMs + this.ttlMs - fenceMarginMs(this.ttlMs);
+    return this.lastProofMs() + this.ttlMs - fenceMarginMs(this.ttlMs);
   }
 
   start(): void {
@@ -90,6 +126,8 @@ export class LeaseKeeper implements Incarnation {
         nextSendMs = Date.now() + interval;
         this.abandonStaleStream();
         void this.send();
+        // A node that published lately (load changes) needs no extra write.
+        if (Date.now() - this.lastBeatSentMs >= beatEveryMs(this.ttlMs)) void this.sendBeat();
       }
       // Wake for the next keepalive or exactly at the fence deadline,
       // whichever comes first: the node fences on time, not a tick late.
@@ -107,8 +145,38 @@ export class LeaseKeeper implements Incarnation {
    */
   private fenceIfDue(): boolean {
     if (Date.now() < this.fenceAtMs()) return false;
-    this.stop(new LoomError('FENCED', `no keepalive acknowledged for ${Date.now() - this.lastAckSentMs} ms; fenced`));
+    const what = this.beat && this.lastBeatSentMs < this.lastAckSentMs ? 'heartbeat committed' : 'keepalive acknowledged';
+    this.stop(new LoomError('FENCED', `no ${what} for ${Date.now() - this.lastProofMs()} ms; fenced`));
     return true;
+  }
+
+  private async sendBeat(): Promise<void> {
+    if (!this.beat || this.beatsInFlight >= MAX_BEATS_IN_FLIGHT) return;
+    const sentMs = Date.now();
+    this.beatsInFlight++;
+    let ok: boolean;
+    try {
+      ok = await this.beat();
+    } catch {
+      return; // transient (timeout, member down): the next tick sends another
+    } finally {
+      this.beatsInFlight--;
+    }
+    if (this.signal.aborted) return;
+    if (!ok) {
+      this.stop(new LoomError('FENCED', `node key no longer under lease ${this.lease} (declared dead by a survivor); fenced`));
+      return;
+    }
+    this.beatCommitted(sentMs);
+  }
+
+  /** A write of the node key under this lease, sent at `sentMs`, committed: it counts as a heartbeat. */
+  beatCommitted(sentMs: number): void {
+    if (!this.beat || this.signal.aborted || this.fenceIfDue()) return;
+    if (sentMs > this.lastBeatSentMs) {
+      this.lastBeatSentMs = sentMs;
+      this.opts.onAck?.(this.fenceAtMs());
+    }
   }
 
   /**
@@ -208,8 +276,8 @@ export class Membership {
     } catch (err) {
       throw new LoomError('UNAVAILABLE', `cannot grant a lease: ${(err as Error).message}`);
     }
-    const keeper = new LeaseKeeper(this.kv, lease, sentMs, this.opts);
     const nodeKey = this.keys.node(this.opts.name);
+    const keeper = new LeaseKeeper(this.kv, lease, sentMs, this.opts, () => this.putUnder(lease, info()));
     const deadline = Date.now() + (ttl + 2) * 1000;
     for (;;) {
       const res = await this.kv.txn(
@@ -240,12 +308,39 @@ export class Membership {
   async publish(info: NodeInfo): Promise<boolean> {
     const inc = this.incarnation;
     if (!inc) return false;
+    return this.putUnder(inc.lease, info);
+  }
+
+  /**
+   * publish / heartbeat: rewrite this node's key.
+   *   compare: /node/<name> under `lease` (a survivor may have deleted it)
+   *   then:    put /node/<name> = info, under `lease`
+   */
+  private async putUnder(lease: string, info: NodeInfo): Promise<boolean> {
     const nodeKey = this.keys.node(this.opts.name);
+    const sentMs = Date.now();
     const res = await this.kv.txn(
-      { compare: [ifLease(nodeKey, inc.lease)], success: [put(nodeKey, encodeNode({ ...info, lease: inc.lease }), inc.lease)] },
+      { compare: [ifLease(nodeKey, lease)], success: [put(nodeKey, encodeNode({ ...info, lease }), lease)] },
       'publish node',
     );
+    if (res.succeeded && this.current?.lease === lease) this.current.beatCommitted(sentMs);
     return res.succeeded;
+  }
+
+  /**
+   * declareDead: remove the key of a node that has not rewritten it for a
+   * full TTL of the caller's clock (so it has fenced itself: see above).
+   *   compare: /node/<name> still at the revision seen, under the lease seen
+   *   then:    delete /node/<name> (survivors requeue its tasks)
+   *   else:    read /node/<name>, so the caller restarts its clock from it
+   */
+  async declareDead(name: string, lease: string, modRevision: string): Promise<{ dead: boolean; current?: IKeyValue }> {
+    const nodeKey = this.keys.node(name);
+    const res = await this.kv.txn(
+      { compare: [ifModRevision(nodeKey, modRevision), ifLease(nodeKey, lease)], success: [del(nodeKey)], failure: [rangeOp(nodeKey)] },
+      'declare node dead',
+    );
+    return res.succeeded ? { dead: true } : { dead: false, current: res.responses[0]?.response_range?.kvs[0] };
   }
 
   /** Stops keepalives and revokes the lease (its keys vanish at once). */

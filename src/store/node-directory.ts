@@ -1,16 +1,33 @@
-/** The live nodes, mirrored from /node/ by list-then-watch. */
+/**
+ * The live nodes, mirrored from /node/ by list-then-watch, with when this
+ * node last saw each one's key change (its heartbeat: see membership.ts).
+ */
 import { NodeInfo } from '../gen/loom';
 import { decodeNode } from './codec';
 import { Kv } from './etcd';
 import { Keys } from './keys';
 import { PrefixWatch } from './prefix-watch';
 
+/** A node key's revision and the local time (Date.now) it was first seen. */
+export interface Sighting {
+  name: string;
+  lease: string;
+  modRevision: string;
+  seenAtMs: number;
+}
+
+/** What placement and preference depend on: a change bumps `version`. */
+function placementOf(n: NodeInfo): string {
+  return JSON.stringify([n.lease, n.draining, n.docker, n.labels, n.capacity]);
+}
+
 export class NodeDirectory {
   private readonly nodes = new Map<string, NodeInfo>();
+  private readonly sightings = new Map<string, Sighting>();
   private readonly watch: PrefixWatch;
   private goneListeners: ((name: string, lease: string) => void)[] = [];
   private changeListeners: (() => void)[] = [];
-  /** Bumped whenever the set of live names changes. */
+  /** Bumped whenever the live nodes change in a way placement can see (not on heartbeats). */
   version = 0;
 
   constructor(kv: Kv, private readonly keys: Keys, log?: (m: string) => void) {
@@ -20,8 +37,17 @@ export class NodeDirectory {
       {
         reset: (kvs) => {
           const before = new Map(this.nodes);
+          const seen = new Map(this.sightings);
           this.nodes.clear();
-          for (const kv of kvs) this.upsert(kv.key.toString(), kv.value, String(kv.lease));
+          this.sightings.clear();
+          for (const kv of kvs) {
+            this.upsert(kv.key.toString(), kv.value, String(kv.lease));
+            // A revision seen before keeps its first sighting (any sighting
+            // is after the write committed; the earliest is the most useful).
+            const name = keys.parseNode(kv.key.toString());
+            const was = name ? seen.get(name) : undefined;
+            if (name) this.sight(name, String(kv.lease), kv.mod_revision, was?.modRevision === kv.mod_revision ? was.seenAtMs : Date.now());
+          }
           for (const [name, info] of before) {
             const now = this.nodes.get(name);
             if (!now || now.lease !== info.lease) this.emitGone(name, info.lease);
@@ -32,12 +58,16 @@ export class NodeDirectory {
           const name = keys.parseNode(kv.key.toString());
           const old = name ? this.nodes.get(name) : undefined;
           this.upsert(kv.key.toString(), kv.value, String(kv.lease));
+          if (name) this.observe(name, String(kv.lease), kv.mod_revision);
           if (name && old && old.lease !== String(kv.lease)) this.emitGone(name, old.lease);
-          this.changed();
+          // Most puts are heartbeats (load figures only): placement did not change.
+          const now = name ? this.nodes.get(name) : undefined;
+          if (!old || !now || placementOf(old) !== placementOf(now)) this.changed();
         },
         delete: (kv) => {
           const name = keys.parseNode(kv.key.toString());
           const old = name ? this.nodes.get(name) : undefined;
+          if (name) this.sightings.delete(name);
           if (name && old) {
             this.nodes.delete(name);
             this.emitGone(name, old.lease);
@@ -68,6 +98,26 @@ export class NodeDirectory {
   /** Names of live nodes that take new work (not draining). */
   names(): string[] {
     return [...this.nodes.values()].filter((n) => !n.draining).map((n) => n.name);
+  }
+
+  /** Nodes other than `self` whose key has not changed for `silentMs` of local time. */
+  silent(self: string, silentMs: number, nowMs = Date.now()): Sighting[] {
+    return [...this.sightings.values()].filter((s) => s.name !== self && nowMs - s.seenAtMs >= silentMs);
+  }
+
+  /**
+   * Records a revision of a node's key seen now (from the watch, or read
+   * back by a failed declareDead). Older revisions than the one held are
+   * ignored, so a lagging watch never moves a sighting back.
+   */
+  observe(name: string, lease: string, modRevision: string): void {
+    const held = this.sightings.get(name);
+    if (held && BigInt(modRevision) <= BigInt(held.modRevision)) return;
+    this.sight(name, lease, modRevision, Date.now());
+  }
+
+  private sight(name: string, lease: string, modRevision: string, seenAtMs: number): void {
+    this.sightings.set(name, { name, lease, modRevision, seenAtMs });
   }
 
   onGone(fn: (name: string, lease: string) => void): void {

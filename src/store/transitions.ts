@@ -50,6 +50,12 @@ export interface HeldTask {
   revision: string;
 }
 
+/** A finished attempt's result, to be recorded by finish / claimAndFinish. */
+export interface FinishItem {
+  held: HeldTask;
+  outcome: Outcome;
+}
+
 export interface Outcome {
   event: Extract<TaskEvent, 'succeed' | 'fail' | 'cancel'>;
   exitCode?: number;
@@ -230,31 +236,51 @@ export class TaskTransitions {
   async claim(entries: QueuedEntry[], me: NodeIdentity, nowMs: number, signal?: AbortSignal): Promise<(HeldTask | undefined)[]> {
     const out: (HeldTask | undefined)[] = [];
     for (let i = 0; i < entries.length; i += BATCH_CHUNK) {
-      const chunk = entries.slice(i, i + BATCH_CHUNK);
-      const records = chunk.map((e) => this.runningRecord(e.snapshot, me, nowMs));
-      const res = await this.kv.txn(
-        {
-          compare: [],
-          success: chunk.map((e, j) =>
-            nested({
-              compare: [
-                ifModRevision(e.key, e.modRevision),
-                ifModRevision(this.keys.task(e.id), e.modRevision),
-                ifLease(this.keys.node(me.node), me.lease),
-              ],
-              success: [del(e.key), ...this.writeRecord(records[j])],
-            }),
-          ),
-        },
-        'claim',
-        signal,
-      );
-      chunk.forEach((_, j) => {
-        const ok = res.responses[j]?.response_txn?.succeeded === true;
-        out.push(ok ? { task: records[j], revision: res.header.revision } : undefined);
-      });
+      out.push(...(await this.claimAndFinish(entries.slice(i, i + BATCH_CHUNK), [], me, nowMs, signal)).claimed);
     }
     return out;
+  }
+
+  /**
+   * claimAndFinish: the claims of `claim` and the results of `finish` in ONE
+   * transaction (at most BATCH_CHUNK items in all). A node whose task just
+   * exited records it and takes the next task in one round trip instead of
+   * two. Each item is its own nested transaction with its own compares, so
+   * each commits or fails alone, exactly as in the separate calls.
+   */
+  async claimAndFinish(
+    entries: QueuedEntry[],
+    finishes: FinishItem[],
+    me: NodeIdentity,
+    nowMs: number,
+    signal?: AbortSignal,
+  ): Promise<{ claimed: (HeldTask | undefined)[]; finished: boolean[] }> {
+    if (entries.length + finishes.length > BATCH_CHUNK) throw new LoomError('INTERNAL', `more than ${BATCH_CHUNK} items in one transaction`);
+    const records = entries.map((e) => this.runningRecord(e.snapshot, me, nowMs));
+    const res = await this.kv.txn(
+      {
+        compare: [],
+        success: [...entries.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))],
+      },
+      finishes.length === 0 ? 'claim' : entries.length === 0 ? 'finish' : 'claim and finish',
+      signal,
+    );
+    const ok = (j: number) => res.responses[j]?.response_txn?.succeeded === true;
+    return {
+      claimed: entries.map((_, j) => (ok(j) ? { task: records[j], revision: res.header.revision } : undefined)),
+      finished: finishes.map((_, k) => ok(entries.length + k)),
+    };
+  }
+
+  private claimOp(e: QueuedEntry, running: Task, me: NodeIdentity): IRequestOp {
+    return nested({
+      compare: [
+        ifModRevision(e.key, e.modRevision),
+        ifModRevision(this.keys.task(e.id), e.modRevision),
+        ifLease(this.keys.node(me.node), me.lease),
+      ],
+      success: [del(e.key), ...this.writeRecord(running)],
+    });
   }
 
   /** The record a finished attempt leads to. */
@@ -288,36 +314,30 @@ export class TaskTransitions {
    *            (terminal, or QUEUED for a retry) and its status key; put /tail/<id>
    * Returns per item whether it committed; on false the caller re-reads.
    */
-  async finish(items: { held: HeldTask; outcome: Outcome }[], me: NodeIdentity): Promise<boolean[]> {
+  async finish(items: FinishItem[], me: NodeIdentity): Promise<boolean[]> {
     const out: boolean[] = [];
     for (let i = 0; i < items.length; i += BATCH_CHUNK) {
-      const chunk = items.slice(i, i + BATCH_CHUNK);
-      const res = await this.kv.txn(
-        {
-          compare: [],
-          success: chunk.map(({ held, outcome }) => {
-            const t = held.task;
-            const next = this.resultRecord(t, outcome);
-            const ops = [del(this.keys.running(me.node, t.id)), ...this.writeRecord(next)];
-            // Only what exists is deleted or written: fewer ops per task.
-            if (t.cancelRequested) ops.push(del(this.keys.cancel(me.node, t.id)));
-            const tail = outcome.tail;
-            if (tail && (tail.stdout.length > 0 || tail.stderr.length > 0)) ops.push(put(this.keys.tail(t.id), encodeTail(tail)));
-            return nested({
-              compare: [
-                ifModRevision(this.keys.task(t.id), held.revision),
-                ifValue(this.keys.running(me.node, t.id), me.lease),
-                ifLease(this.keys.node(me.node), me.lease),
-              ],
-              success: ops,
-            });
-          }),
-        },
-        'finish',
-      );
-      chunk.forEach((_, j) => out.push(res.responses[j]?.response_txn?.succeeded === true));
+      out.push(...(await this.claimAndFinish([], items.slice(i, i + BATCH_CHUNK), me, 0)).finished);
     }
     return out;
+  }
+
+  private finishOp({ held, outcome }: FinishItem, me: NodeIdentity): IRequestOp {
+    const t = held.task;
+    const next = this.resultRecord(t, outcome);
+    const ops = [del(this.keys.running(me.node, t.id)), ...this.writeRecord(next)];
+    // Only what exists is deleted or written: fewer ops per task.
+    if (t.cancelRequested) ops.push(del(this.keys.cancel(me.node, t.id)));
+    const tail = outcome.tail;
+    if (tail && (tail.stdout.length > 0 || tail.stderr.length > 0)) ops.push(put(this.keys.tail(t.id), encodeTail(tail)));
+    return nested({
+      compare: [
+        ifModRevision(this.keys.task(t.id), held.revision),
+        ifValue(this.keys.running(me.node, t.id), me.lease),
+        ifLease(this.keys.node(me.node), me.lease),
+      ],
+      success: ops,
+    });
   }
 
   /**

@@ -104,6 +104,28 @@ describe('store transitions', () => {
     expect(counts).toMatchObject({ queued: 0, running: 0, failed: 1 });
   });
 
+  it('records a result and claims the next task in one transaction, each part committing on its own', async () => {
+    const { keys, tr, q } = setup();
+    const lease = await register(keys, 'n1');
+    const me = { node: 'n1', lease };
+    const [a, b, c] = [tr.newRecord(spec(), 'me', Date.now()), tr.newRecord(spec(), 'me', Date.now()), tr.newRecord(spec(), 'me', Date.now())];
+    await tr.submit([a, b, c]);
+    const [first] = await queuedEntries(keys);
+    const [heldA] = await tr.claim([first], me, Date.now());
+    const ok = { event: 'succeed' as const, exitCode: 0, reason: 'exit 0', finishedAtMs: Date.now() };
+    const rev = await tr.claimAndFinish([(await queuedEntries(keys))[0]], [{ held: heldA!, outcome: ok }], me, Date.now());
+    expect(rev.finished).toEqual([true]);
+    expect(rev.claimed[0]!.task.id).toBe(b.id);
+    expect((await q.get(a.id)).task.state).toBe(TaskState.COMPLETED);
+    expect((await q.get(b.id)).task.state).toBe(TaskState.RUNNING);
+    // A stale result (already recorded) fails its own compare; the claim beside it still commits.
+    const again = await tr.claimAndFinish([(await queuedEntries(keys))[0]], [{ held: heldA!, outcome: ok }], me, Date.now());
+    expect(again.finished).toEqual([false]);
+    expect(again.claimed[0]!.task.id).toBe(c.id);
+    expect((await q.get(c.id)).task.state).toBe(TaskState.RUNNING);
+    expect((await q.runningKeys()).map((r) => r.id).sort()).toEqual([b.id, c.id].sort());
+  });
+
   it('requeues the task of a lost incarnation exactly once', async () => {
     const { keys, tr, q } = setup();
     const lease = await register(keys, 'n1');

@@ -106,4 +106,57 @@ describe('LeaseKeeper', () => {
     expect(Date.now()).toBeGreaterThanOrEqual(deadline);
     expect(Date.now() - deadline).toBeLessThan(200);
   });
+
+  it('with heartbeats, the deadline follows the older of the last keepalive ack and the last committed heartbeat', async () => {
+    const stream = new ScriptedStream();
+    const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
+    const beats: ((ok: boolean) => void)[] = [];
+    const beat = () => new Promise<boolean>((resolve) => beats.push(resolve));
+    // Granted 600 ms ago: older than beatEveryMs (500 ms at TTL 2 s), so the first tick writes a heartbeat.
+    const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, beat);
+    k.start();
+    try {
+      await new Promise((r) => setImmediate(r));
+      expect(stream.writes).toBe(1);
+      expect(beats).toHaveLength(1);
+      const fromGrant = k.fenceAtMs();
+      stream.emit('data', { ID: '42', TTL: '2' });
+      expect(k.fenceAtMs()).toBe(fromGrant); // the heartbeat has not committed: no extension
+      beats[0](true);
+      await new Promise((r) => setImmediate(r));
+      expect(k.fenceAtMs()).toBeGreaterThan(fromGrant);
+      expect(k.signal.aborted).toBe(false);
+    } finally {
+      k.stop(new Error('done') as never);
+    }
+  });
+
+  it('fences at once when a heartbeat finds its node key gone (declared dead)', async () => {
+    const stream = new ScriptedStream();
+    const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
+    const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, async () => false);
+    k.start();
+    await new Promise<void>((resolve) => k.signal.addEventListener('abort', () => resolve(), { once: true }));
+    expect((k.signal.reason as Error).message).toMatch(/declared dead/);
+    expect(Date.now()).toBeLessThan(k.fenceAtMs()); // long before the deadline
+  });
+
+  it('a committed write of the node key (a load update) counts as a heartbeat: no extra write', async () => {
+    const stream = new ScriptedStream();
+    const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
+    let beats = 0;
+    const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, async () => (beats++, true));
+    const fromGrant = k.fenceAtMs();
+    k.beatCommitted(Date.now());
+    k.start();
+    try {
+      await new Promise((r) => setImmediate(r));
+      expect(stream.writes).toBe(1);
+      expect(beats).toBe(0);
+      stream.emit('data', { ID: '42', TTL: '2' });
+      expect(k.fenceAtMs()).toBeGreaterThan(fromGrant);
+    } finally {
+      k.stop(new Error('done') as never);
+    }
+  });
 });
