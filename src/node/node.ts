@@ -13,7 +13,7 @@ import { LoomError } from '../core/errors';
 import { connectEtcd, Kv } from '../store/etcd';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
-import { Incarnation, Membership } from '../store/membership';
+import { Incarnation, Membership, staleAfterMs } from '../store/membership';
 import { NodeDirectory } from '../store/node-directory';
 import { watchNodeControl } from '../store/node-control';
 import { PrefixWatch } from '../store/prefix-watch';
@@ -119,6 +119,7 @@ export class LoomNode {
     // Membership (lease keepalives) on its own connection: a flood of API
     // reads must not delay the heartbeats that keep this node unfenced.
     const memberKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true }));
+    const beatKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true }), staleAfterMs(config.leaseTtlSeconds * 1000));
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
     const transitions = new TaskTransitions(kv, keys);
@@ -147,7 +148,7 @@ export class LoomNode {
       leaseFile: path.join(config.dataDir, 'lease'),
       onAck: (fenceAt) => reaper.heartbeat(Math.max(1, fenceAt - Date.now())),
       log,
-    });
+    }, beatKv);
     // The reaper killed our tasks because the heartbeat deadline passed: the
     // incarnation is over even if a late keepalive acknowledgement arrives.
     reaper.onFenced((count) => membership.fence(`watchdog deadline passed; it killed ${count} task group(s)`));

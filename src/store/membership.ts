@@ -12,8 +12,8 @@
  * Heartbeats. An etcd leader that takes over restarts every lease at its full
  * TTL plus an election timeout, so lease expiry alone can leave a dead node's
  * work stranded for TTL + 2 s or more. A node therefore also rewrites
- * /node/<name> (a guarded put: a heartbeat) whenever it has not written it
- * for TTL/4 (load updates count too), and the node fences
+ * /node/<name> (a guarded put: a heartbeat) on each keepalive tick unless a
+ * load update was written since the last one, and the node fences
  * itself at min(last acknowledged keepalive, last committed heartbeat) sent
  * + TTL − margin. A survivor that has seen no new revision of /node/<name>
  * for a full TTL on its own clock knows the node has fenced, and deletes the
@@ -70,9 +70,9 @@ export function staleAfterMs(ttlMs: number): number {
  */
 export type Heartbeat = () => Promise<boolean>;
 
-/** A heartbeat is written when the node key has not been written for this long. */
-export function beatEveryMs(ttlMs: number): number {
-  return Math.max(300, ttlMs / 4);
+/** Keepalives (and heartbeats) are sent this often. */
+export function keepaliveEveryMs(ttlMs: number): number {
+  return Math.max(200, Math.floor(ttlMs / 6));
 }
 
 /** Heartbeats in flight at once (a slow member must not stop the next one). */
@@ -117,7 +117,7 @@ export class LeaseKeeper implements Incarnation {
   }
 
   start(): void {
-    const interval = Math.max(200, Math.floor(this.ttlMs / 6));
+    const interval = keepaliveEveryMs(this.ttlMs);
     let nextSendMs = 0;
     const tick = () => {
       if (this.signal.aborted) return;
@@ -126,8 +126,9 @@ export class LeaseKeeper implements Incarnation {
         nextSendMs = Date.now() + interval;
         this.abandonStaleStream();
         void this.send();
-        // A node that published lately (load changes) needs no extra write.
-        if (Date.now() - this.lastBeatSentMs >= beatEveryMs(this.ttlMs)) void this.sendBeat();
+        // As often as keepalives (a heartbeat must prove liveness as recently
+        // as a keepalive does), unless a load update was written since the last tick.
+        if (Date.now() - this.lastBeatSentMs >= interval / 2) void this.sendBeat();
       }
       // Wake for the next keepalive or exactly at the fence deadline,
       // whichever comes first: the node fences on time, not a tick late.
@@ -249,10 +250,17 @@ export class LeaseKeeper implements Incarnation {
 export class Membership {
   private current: LeaseKeeper | undefined;
 
+  /**
+   * @param beatKv where heartbeats go (default: kv). Nodes give them a client
+   *   of their own with a short deadline: a heartbeat stuck on a member that
+   *   just died times out in time for the next one to try another member, and
+   *   its failure cannot reset the connection the keepalive stream uses.
+   */
   constructor(
     private readonly kv: Kv,
     private readonly keys: Keys,
     private readonly opts: MembershipOptions,
+    private readonly beatKv: Kv = kv,
   ) {}
 
   get incarnation(): Incarnation | undefined {
@@ -277,7 +285,7 @@ export class Membership {
       throw new LoomError('UNAVAILABLE', `cannot grant a lease: ${(err as Error).message}`);
     }
     const nodeKey = this.keys.node(this.opts.name);
-    const keeper = new LeaseKeeper(this.kv, lease, sentMs, this.opts, () => this.putUnder(lease, info()));
+    const keeper = new LeaseKeeper(this.kv, lease, sentMs, this.opts, () => this.putUnder(lease, info(), this.beatKv));
     const deadline = Date.now() + (ttl + 2) * 1000;
     for (;;) {
       const res = await this.kv.txn(
@@ -316,10 +324,10 @@ export class Membership {
    *   compare: /node/<name> under `lease` (a survivor may have deleted it)
    *   then:    put /node/<name> = info, under `lease`
    */
-  private async putUnder(lease: string, info: NodeInfo): Promise<boolean> {
+  private async putUnder(lease: string, info: NodeInfo, kv = this.kv): Promise<boolean> {
     const nodeKey = this.keys.node(this.opts.name);
     const sentMs = Date.now();
-    const res = await this.kv.txn(
+    const res = await kv.txn(
       { compare: [ifLease(nodeKey, lease)], success: [put(nodeKey, encodeNode({ ...info, lease }), lease)] },
       'publish node',
     );
@@ -349,6 +357,7 @@ export class Membership {
     if (!keeper) return;
     keeper.stop(new LoomError('CANCELLED', reason));
     await this.revoke(keeper.lease);
+    if (this.beatKv !== this.kv) this.beatKv.close();
     if (this.opts.leaseFile) await fs.rm(this.opts.leaseFile, { force: true }).catch(() => undefined);
   }
 

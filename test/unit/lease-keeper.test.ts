@@ -112,7 +112,7 @@ describe('LeaseKeeper', () => {
     const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
     const beats: ((ok: boolean) => void)[] = [];
     const beat = () => new Promise<boolean>((resolve) => beats.push(resolve));
-    // Granted 600 ms ago: older than beatEveryMs (500 ms at TTL 2 s), so the first tick writes a heartbeat.
+    // Granted 600 ms ago: more than half a keepalive interval (333 ms at TTL 2 s), so the first tick writes a heartbeat.
     const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, beat);
     k.start();
     try {
