@@ -351,14 +351,15 @@ export class Membership {
     return res.succeeded ? { dead: true } : { dead: false, current: res.responses[0]?.response_range?.kvs[0] };
   }
 
-  /** Stops keepalives and revokes the lease (its keys vanish at once). */
+  /** Stops keepalives and revokes the lease (its keys vanish at once). Closes the heartbeat client. */
   async leave(reason = 'leaving'): Promise<void> {
     const keeper = this.current;
-    if (!keeper) return;
-    keeper.stop(new LoomError('CANCELLED', reason));
-    await this.revoke(keeper.lease);
+    if (keeper) {
+      keeper.stop(new LoomError('CANCELLED', reason));
+      await this.revoke(keeper.lease);
+      if (this.opts.leaseFile) await fs.rm(this.opts.leaseFile, { force: true }).catch(() => undefined);
+    }
     if (this.beatKv !== this.kv) this.beatKv.close();
-    if (this.opts.leaseFile) await fs.rm(this.opts.leaseFile, { force: true }).catch(() => undefined);
   }
 
   /** Fences the current incarnation now (e.g. lease found gone by a txn). */
