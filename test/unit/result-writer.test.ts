@@ -1,0 +1,56 @@
+/**
+ * ResultWriter: results wait one event-loop turn so a claim transaction can
+ * take them; what nobody took goes out in one batched finish.
+ */
+import { ResultWriter } from '../../src/node/result-writer';
+import { FinishItem, NodeIdentity, TaskTransitions } from '../../src/store/transitions';
+import { Task } from '../../src/gen/loom';
+
+const me: NodeIdentity = { node: 'n1', lease: '7' };
+const item = (id: string): FinishItem => ({
+  held: { task: { id } as Task, revision: '1' },
+  outcome: { event: 'succeed', exitCode: 0, reason: 'exit 0', finishedAtMs: 0 },
+});
+
+function fakeTransitions() {
+  const calls: string[][] = [];
+  const t = {
+    finish: async (items: FinishItem[]) => {
+      calls.push(items.map((i) => i.held.task.id));
+      return items.map(() => true);
+    },
+  } as unknown as TaskTransitions;
+  return { t, calls };
+}
+
+describe('ResultWriter', () => {
+  it('batches results written in the same turn into one finish', async () => {
+    const { t, calls } = fakeTransitions();
+    const w = new ResultWriter(t);
+    const done = await Promise.all([w.write(item('a').held, item('a').outcome, me), w.write(item('b').held, item('b').outcome, me)]);
+    expect(done).toEqual([true, true]);
+    expect(calls).toEqual([['a', 'b']]);
+  });
+
+  it('lets a claim take pending results of its lease before they are flushed', async () => {
+    const { t, calls } = fakeTransitions();
+    const w = new ResultWriter(t);
+    const pa = w.write(item('a').held, item('a').outcome, me);
+    const pb = w.write(item('b').held, item('b').outcome, { node: 'n1', lease: 'old' });
+    const taken = w.take(me.lease, 10);
+    expect(taken.map((p) => p.held.task.id)).toEqual(['a']);
+    taken[0].resolve(true); // the claim transaction settles what it took
+    expect(await pa).toBe(true);
+    expect(await pb).toBe(true); // flushed on its own (another lease)
+    expect(calls).toEqual([['b']]);
+  });
+
+  it('take respects its limit and an empty queue', () => {
+    const { t } = fakeTransitions();
+    const w = new ResultWriter(t);
+    expect(w.take(me.lease, 5)).toEqual([]);
+    for (const id of ['a', 'b', 'c']) void w.write(item(id).held, item(id).outcome, me);
+    expect(w.take(me.lease, 2).map((p) => p.held.task.id)).toEqual(['a', 'b']);
+    expect(w.take(me.lease, 0)).toEqual([]);
+  });
+});
