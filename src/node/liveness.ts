@@ -32,7 +32,7 @@ export interface LivenessDeps {
 export class Liveness {
   private timer: NodeJS.Timeout | undefined;
   private readonly busy = new Set<string>();
-  /** Names not to try again before the given time (the key was already gone). */
+  /** Names not to try again before the given time (the last attempt failed or found the key changed or gone). */
   private readonly notBefore = new Map<string, number>();
   declared = 0;
 
@@ -57,6 +57,7 @@ export class Liveness {
         .then(({ dead, current }) => {
           if (dead) {
             this.declared++;
+            this.notBefore.delete(s.name);
             this.deps.log(`node ${s.name} declared dead: its key unchanged for ${Date.now() - s.seenAtMs} ms (lease ${s.lease})`);
             this.deps.onDeclared?.(s.name, s.lease);
           } else {

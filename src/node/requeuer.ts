@@ -26,6 +26,8 @@ export interface RequeuerDeps {
 export class Requeuer {
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
+  /** Incarnations this node declared dead and requeued itself (their delete event needs no second pass). */
+  private readonly declared = new Set<string>();
   requeued = 0;
 
   constructor(private readonly deps: RequeuerDeps) {}
@@ -43,15 +45,19 @@ export class Requeuer {
 
   /** A node's incarnation (lease) is gone: requeue what it was running. */
   nodeGone(name: string, lease: string): void {
-    if (name === this.deps.self) return;
+    if (name === this.deps.self || this.declared.delete(`${name}/${lease}`)) return;
     const survivors = this.deps.liveNodes().filter((n) => n !== name);
     const first = preferredNode(`${name}/${lease}`, survivors) === this.deps.self;
     const delay = first ? 0 : this.deps.backupDelayMs ?? 1000;
     setTimeout(() => void this.requeueNode(name, lease), delay).unref();
   }
 
-  /** This node just deleted the key of a silent node (Liveness): requeue at once. */
+  /**
+   * This node just deleted the key of a silent node (Liveness): requeue at
+   * once, and let the watch's delete event for that incarnation pass.
+   */
   nodeDeclaredDead(name: string, lease: string): void {
+    this.declared.add(`${name}/${lease}`);
     void this.requeueNode(name, lease);
   }
 
