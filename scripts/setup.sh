@@ -74,6 +74,30 @@ else
   step "openssl: installed ($(openssl version 2>/dev/null))"
 fi
 
+# --- C compiler (builds loom-spawner, the node's posix_spawn helper) -------------
+if command -v cc >/dev/null 2>&1 && [ -e /usr/include/spawn.h ]; then
+  step "C compiler: $(command -v cc)"
+else
+  command -v apt-get >/dev/null 2>&1 ||
+    die "no C compiler (cc) with C library headers and apt-get is not available: install one (e.g. gcc and libc6-dev) to build loom-spawner"
+  sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || die "no C compiler; run as root or install sudo (apt-get install -y gcc libc6-dev)"
+    sudo=(sudo -n)
+  fi
+  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
+  step "C compiler: not found; installing gcc and libc6-dev with apt-get (output: $apt_log)"
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
+    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      gcc libc6-dev </dev/null >>"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2 || true
+    die "installing gcc with apt-get failed (full output in $apt_log)"
+  fi
+  command -v cc >/dev/null 2>&1 || die "apt-get installed gcc but cc is still not on PATH"
+  rm -f "$apt_log"
+  step "C compiler: installed $(command -v cc)"
+fi
+
 # --- npm dependencies ---------------------------------------------------------
 # npm ci writes node_modules/.package-lock.json; a newer package-lock.json
 # means the dependencies changed since.
@@ -88,6 +112,6 @@ fi
 
 # --- build --------------------------------------------------------------------
 # src/gen is committed: the build is tsc only (no buf generate).
-step "build (tsc -p tsconfig.json -> dist/)"
+step "build (tsc -p tsconfig.json -> dist/, cc -> dist/src/runner/loom-spawner)"
 npm run --silent build </dev/null || die "the TypeScript build failed (see the errors above)"
 step "done"

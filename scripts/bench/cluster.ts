@@ -193,7 +193,9 @@ export class BenchCluster {
 
   /**
    * CPU ms used so far: node processes, their finished tasks, etcd members
-   * (embedded or shared), and other helpers (reapers).
+   * (embedded or shared), and other helpers (reaper, loom-spawner). Tasks
+   * are waited for by the node (Node's spawn) or by its loom-spawner: the
+   * children CPU of both counts as the tasks'.
    */
   cpu(): ClusterCpu {
     const out: ClusterCpu = { nodeMs: 0, tasksMs: 0, etcdMs: 0, helperMs: 0 };
@@ -202,9 +204,10 @@ export class BenchCluster {
       out.nodeMs += c.selfMs;
       out.tasksMs += c.childrenMs;
       for (const h of n.helpers) {
-        const hc = procCpu(h.pid).selfMs;
-        if (isEtcd(h)) out.etcdMs += hc;
-        else out.helperMs += hc;
+        const hc = procCpu(h.pid);
+        if (isEtcd(h)) out.etcdMs += hc.selfMs;
+        else out.helperMs += hc.selfMs;
+        if (/loom-spawner/.test(h.cmdline)) out.tasksMs += hc.childrenMs;
       }
     }
     if (this.sharedEtcd?.proc.pid) out.etcdMs += procCpu(this.sharedEtcd.proc.pid).selfMs;

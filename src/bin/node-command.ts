@@ -54,6 +54,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('memory', { type: 'string', describe: 'memory offered to tasks, e.g. 8G (default: detected)' })
     .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
     .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
+    .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
@@ -98,6 +99,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     },
     starveAfterMs: parseDurationMs(args['starve-after']),
     dockerSocket: args['docker-socket'],
+    spawner: args.spawner,
     retentionMs: parseDurationMs(args.retention),
     tls,
     insecure: args.insecure,

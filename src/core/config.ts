@@ -50,6 +50,8 @@ export interface NodeConfig {
   starveAfterMs: number;
   /** Docker engine socket for container tasks ('' = $LOOM_DOCKER_SOCK or /var/run/docker.sock). */
   dockerSocket: string;
+  /** Start plain process tasks through loom-spawner (posix_spawn) when it is built; false: Node's spawn. */
+  spawner: boolean;
   /** Finished tasks and jobs are deleted this long after they end. */
   retentionMs: number;
   /**
@@ -84,6 +86,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     capacity: { cpu: 0, memoryBytes: 0, diskBytes: 0 },
     starveAfterMs: 30_000,
     dockerSocket: '',
+    spawner: true,
     retentionMs: 24 * 3_600_000,
     insecure: false,
     admins: [],

@@ -22,6 +22,7 @@ import { QueueWindow } from '../store/queue-window';
 import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { ProcessRunner } from '../runner/process-runner';
 import { Reaper } from '../runner/reaper';
+import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
 import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
@@ -59,6 +60,8 @@ export class LoomNode {
   private labels: Record<string, string> = {};
   docker = false;
   port = 0;
+  /** The task-starting helper, when used (closed on stop). */
+  spawner: Spawner | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -125,7 +128,8 @@ export class LoomNode {
     const transitions = new TaskTransitions(kv, keys);
     const directory = new NodeDirectory(kv, keys, log);
     const window = new QueueWindow(kv, keys, 1000, log);
-    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd() });
+    const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log }) : undefined;
+    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner });
     const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
     const docker = (await dockerRunner.ping()) ? dockerRunner : undefined;
     if (docker) {
@@ -169,6 +173,7 @@ export class LoomNode {
       requeuer, membership, cancels, logs, api, new JobSweeper(jobs, log),
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
+    node.spawner = spawner;
     try {
       node.docker = docker !== undefined;
     await node.boot();
@@ -377,6 +382,7 @@ export class LoomNode {
     log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
     this.kv.close();
     this.memberKv.close();
+    await this.spawner?.close();
     await this.etcd?.stop();
     await this.reaper.close();
     log(`node ${this.config.name} stopped`);

@@ -4,13 +4,14 @@
  * backpressure (a task printing gigabytes never grows the node's heap), and
  * the last bytes of each stream kept for the result.
  */
-import { ChildProcess, spawn } from 'child_process';
+import { spawn } from 'child_process';
 import * as fs from 'fs';
 import { Readable } from 'stream';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
 import { Reaper } from './reaper';
 import { CgroupLimiter, TaskLimits, TaskLimitsRun } from './cgroup';
+import { Spawner } from './spawner';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
 
 export interface ProcessRunnerOptions {
@@ -24,6 +25,11 @@ export interface ProcessRunnerOptions {
    * limit (cgroup v2/v1 where writable, else rlimits). null: never use cgroups.
    */
   limiter?: CgroupLimiter | null;
+  /**
+   * Starts tasks without resource limits (posix_spawn, see spawner.ts); the
+   * others, and any it cannot start, are started with Node's spawn.
+   */
+  spawner?: Spawner;
 }
 
 export class ProcessRunner implements Runner {
@@ -46,7 +52,11 @@ interface StartFailure {
 class ProcessRun implements RunHandle {
   readonly done: Promise<RunResult>;
   private resolveDone!: (result: RunResult) => void;
-  private child: ChildProcess | undefined;
+  /** Set once the task runs; it leads its own process group. */
+  private pidValue: number | undefined;
+  private readonly streams: Readable[] = [];
+  /** The kill grace of a stop or timeout that came before the pid was known. */
+  private deferredGraceMs: number | undefined;
   /** Undefined until opened, and for good if the log directory cannot be made. */
   private sink: OutputSink | undefined;
   private readonly listeners = new Set<() => void>();
@@ -69,6 +79,8 @@ class ProcessRun implements RunHandle {
   /** The task's memory/CPU limits (a cgroup, or an rlimit), when it asked for any. */
   private limited: TaskLimitsRun | undefined;
   private killedByRunner = false;
+  /** Spawner streams closed so far (of 2). */
+  private streamsClosed = 0;
 
   constructor(
     private readonly req: RunRequest,
@@ -85,7 +97,7 @@ class ProcessRun implements RunHandle {
   }
 
   get pid(): number | undefined {
-    return this.child?.pid;
+    return this.pidValue;
   }
 
   get logBytes(): number {
@@ -98,7 +110,7 @@ class ProcessRun implements RunHandle {
   }
 
   stop(reason: StopReason, graceMs: number): void {
-    if (this.exited || this.child?.pid === undefined) return;
+    if (this.exited || this.startFailure) return;
     this.stoppedFor ??= reason;
     clearTimeout(this.timeoutTimer);
     this.terminate(graceMs);
@@ -115,28 +127,56 @@ class ProcessRun implements RunHandle {
     if (failure) return this.failStart(failure);
 
     // The group is made before the spawn so that only moving the pid in is left for after it.
-    const env = req.env;
-    const key = env.LOOM_TASK_ID ? `${env.LOOM_TASK_ID}.${env.LOOM_ATTEMPT ?? 0}` : 'task';
-    this.limited = this.limits.begin({ memoryBytes: req.memoryBytes, cpus: req.cpus }, key, env.LOOM_NODE);
+    const ids = req.env;
+    const key = ids.LOOM_TASK_ID ? `${ids.LOOM_TASK_ID}.${ids.LOOM_ATTEMPT ?? 0}` : 'task';
+    this.limited = this.limits.begin({ memoryBytes: req.memoryBytes, cpus: req.cpus }, key, ids.LOOM_NODE);
 
-    const command = req.argv[0];
-    const child = spawn(command, req.argv.slice(1), {
+    if (req.timeoutMs > 0) {
+      this.timeoutTimer = setTimeout(() => {
+        this.timedOut = true;
+        this.terminate(req.killGraceMs);
+      }, req.timeoutMs);
+    }
+    const env = this.opts.reaper ? { ...req.env, LOOM_REAPER_TAG: this.opts.reaper.tag } : req.env;
+    const spawner = this.opts.spawner;
+    // A limited task is placed in its cgroup right after it starts (cgroup.ts), which
+    // wants the pid at once: those use Node's spawn.
+    if (!spawner?.usable || this.limited) return this.spawnHere(cwd, env);
+    spawner.spawn({ argv: req.argv, env, cwd }, {
+      started: (pid) => this.onStarted(pid),
+      failed: () => this.spawnHere(cwd, env),
+      stream: (id, socket) => this.attachStream(socket, id === 1 ? STREAM_STDOUT : STREAM_STDERR),
+      exited: (code, signal) => this.onExit(code, signal),
+      lost: (why) => {
+        if (this.pidValue === undefined) return this.failStart({ error: `cannot start task: ${why}`, exitCode: 126 });
+        // Its exit status is gone: kill what is left and report that.
+        this.signalGroup('SIGKILL');
+        this.startFailure = { error: `${why}; the task was killed and its exit status is unknown`, exitCode: 125 };
+        this.onExit(null, 'SIGKILL');
+        for (const st of this.streams) st.destroy();
+        this.processClosed = true;
+        this.endLog();
+      },
+    });
+  }
+
+  /** Starts the task with Node's spawn (fork + exec). */
+  private spawnHere(cwd: string, env: Record<string, string>): void {
+    const command = this.req.argv[0];
+    const child = spawn(command, this.req.argv.slice(1), {
       cwd,
-      env: this.opts.reaper ? { ...req.env, LOOM_REAPER_TAG: this.opts.reaper.tag } : req.env,
+      env,
       detached: true, // setsid: pgid = pid, so the whole group can be signalled
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    this.child = child;
     if (child.pid === undefined) {
       // ENOENT/EACCES etc. arrive as an 'error' event on the next tick.
       child.once('error', (err) => this.failStart(describeSpawnError(err, command)));
       return;
     }
-
-    // Races the task's first instructions: see "Placement race" in cgroup.ts.
-    this.limited?.attach(child.pid);
-    this.opts.reaper?.addTask(child.pid);
     child.on('error', (err) => this.opts.log?.(`task ${child.pid}: ${err.message}`));
+    this.streams.push(child.stdout!, child.stderr!);
+    this.onStarted(child.pid);
     this.pipeOutput(child.stdout!, STREAM_STDOUT);
     this.pipeOutput(child.stderr!, STREAM_STDERR);
     child.once('exit', (code, signal) => this.onExit(code, signal));
@@ -144,12 +184,35 @@ class ProcessRun implements RunHandle {
       this.processClosed = true;
       this.endLog();
     });
-    if (req.timeoutMs > 0) {
-      this.timeoutTimer = setTimeout(() => {
-        this.timedOut = true;
-        this.terminate(req.killGraceMs);
-      }, req.timeoutMs);
-    }
+  }
+
+  private onStarted(pid: number): void {
+    this.pidValue = pid;
+    // Races the task's first instructions: see "Placement race" in cgroup.ts.
+    this.limited?.attach(pid);
+    this.opts.reaper?.addTask(pid);
+    const grace = this.deferredGraceMs;
+    this.deferredGraceMs = undefined;
+    if (grace !== undefined) this.terminate(grace);
+  }
+
+  /** A stream from the spawner: the output is complete when both have ended and the task exited. */
+  private attachStream(stream: Readable, id: typeof STREAM_STDOUT | typeof STREAM_STDERR): void {
+    this.streams.push(stream);
+    this.pipeOutput(stream, id);
+    stream.resume();
+    const closed = () => {
+      if (++this.streamsClosed === 2) this.maybeClosed();
+    };
+    // A task that printed nothing may have closed its end before we got here.
+    if (stream.closed || stream.destroyed) closed();
+    else stream.once('close', closed);
+  }
+
+  private maybeClosed(): void {
+    if (this.streamsClosed < 2 || !this.exited || this.processClosed) return;
+    this.processClosed = true;
+    this.endLog();
   }
 
   private openLog(): void {
@@ -159,14 +222,8 @@ class ProcessRun implements RunHandle {
       // Disk full, permissions...: the task keeps running (its exit status
       // still matters); output only goes to the tails from then on.
       log: this.opts.log,
-      pause: () => {
-        this.child?.stdout?.pause();
-        this.child?.stderr?.pause();
-      },
-      resume: () => {
-        this.child?.stdout?.resume();
-        this.child?.stderr?.resume();
-      },
+      pause: () => this.streams.forEach((st) => st.pause()),
+      resume: () => this.streams.forEach((st) => st.resume()),
       onProgress: () => this.emitProgress(),
     });
     this.sink = sink;
@@ -189,12 +246,17 @@ class ProcessRun implements RunHandle {
     // The leader is gone; anything it left behind in its group (background
     // jobs) would hold our pipes open and outlive the task: kill it.
     this.signalGroup('SIGKILL');
-    if (this.child?.pid !== undefined) this.opts.reaper?.removeTask(this.child.pid);
+    if (this.pidValue !== undefined) this.opts.reaper?.removeTask(this.pidValue);
+    this.maybeClosed();
   }
 
   /** SIGTERM now, SIGKILL after graceMs; a later call may only bring the SIGKILL forward. */
   private terminate(graceMs: number): void {
     if (this.exited) return;
+    if (this.pidValue === undefined) {
+      this.deferredGraceMs = Math.min(this.deferredGraceMs ?? graceMs, graceMs);
+      return;
+    }
     if (graceMs <= 0) {
       clearTimeout(this.killTimer);
       this.signalGroup('SIGKILL');
@@ -212,7 +274,7 @@ class ProcessRun implements RunHandle {
   }
 
   private signalGroup(signal: NodeJS.Signals): void {
-    const pid = this.child?.pid;
+    const pid = this.pidValue;
     if (pid === undefined) return;
     if (!this.exited) this.killedByRunner = true;
     try {
@@ -225,8 +287,8 @@ class ProcessRun implements RunHandle {
   private failStart(failure: StartFailure): void {
     if (this.startFailure) return;
     this.startFailure = failure;
-    this.child?.stdout?.destroy();
-    this.child?.stderr?.destroy();
+    clearTimeout(this.timeoutTimer);
+    for (const st of this.streams) st.destroy();
     this.processClosed = true;
     this.endLog();
   }

@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { readFrames, STREAM_STDERR, STREAM_STDOUT } from '../../src/runner/log-file';
 import { ProcessRunner } from '../../src/runner/process-runner';
+import { Spawner } from '../../src/runner/spawner';
 import { RunHandle, RunRequest } from '../../src/runner/types';
 
 const PATH = process.env.PATH ?? '/usr/bin:/bin';
@@ -61,10 +62,29 @@ function firstOutput(h: RunHandle): Promise<void> {
   });
 }
 
-describe('ProcessRunner', () => {
+// Every behaviour holds whichever way the task is started: Node's spawn, or
+// loom-spawner (posix_spawn; built by `npm run build`, see spawner.ts).
+describe.each([
+  ['Node spawn', false],
+  ['loom-spawner', true],
+])('ProcessRunner (%s)', (_how, useSpawner) => {
   let dir: string;
   let runner: ProcessRunner;
+  let spawner: Spawner | undefined;
+  let spawnerDir: string;
   let n = 0;
+
+  beforeAll(async () => {
+    if (!useSpawner) return;
+    spawnerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-spawner-'));
+    const log: string[] = [];
+    spawner = await Spawner.start({ socketPath: path.join(spawnerDir, 's.sock'), log: (m) => log.push(m) });
+    if (!spawner) throw new Error(`loom-spawner did not start: ${log.join('; ')}`);
+  });
+  afterAll(async () => {
+    await spawner?.close();
+    if (spawnerDir) fs.rmSync(spawnerDir, { recursive: true, force: true });
+  });
 
   function req(argv: string[], extra: Partial<RunRequest> = {}): RunRequest {
     return {
@@ -81,14 +101,14 @@ describe('ProcessRunner', () => {
 
   beforeEach(() => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-runner-'));
-    runner = new ProcessRunner({ defaultCwd: dir });
+    runner = new ProcessRunner({ defaultCwd: dir, spawner });
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
   test('reports the exit code and the tails', async () => {
     const h = runner.start(req(['sh', '-c', 'printf out; printf err >&2; exit 3']));
-    expect(h.pid).toBeGreaterThan(0);
     const r = await h.done;
+    expect(h.pid).toBeGreaterThan(0);
     expect(r.exitCode).toBe(3);
     expect(r.signal).toBeUndefined();
     expect(r.error).toBeUndefined();
@@ -239,6 +259,38 @@ describe('ProcessRunner', () => {
     expect(h.logBytes).toBe(5 + 2);
   });
 
+  test('a script without #! runs under /bin/sh, as execvp does', async () => {
+    const file = path.join(dir, 'plain-script');
+    fs.writeFileSync(file, 'echo "plain $1"\n', { mode: 0o755 });
+    const r = await runner.start(req([file, 'arg'])).done;
+    expect(r.error).toBeUndefined();
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTail.toString()).toBe('plain arg\n');
+  });
+
+  test('the task gets stdin from /dev/null and its own session (and, from loom-spawner, no other descriptor)', async () => {
+    const r = await runner.start(req(['sh', '-c', 'ls /proc/$$/fd; readlink /proc/$$/fd/0; ps -o sid= -o pgid= -p $$'])).done;
+    expect(r.exitCode).toBe(0);
+    const [fds, stdin, ids] = r.stdoutTail.toString().split(/\n(?=\/)|\n(?=\s*\d+\s+\d+\s*$)/);
+    // Node's spawn passes on what the node itself inherited without close-on-exec
+    // (e.g. from the shell that started it); loom-spawner closes all of it.
+    if (useSpawner) expect(fds.trim().split('\n').sort()).toEqual(['0', '1', '2']);
+    else expect(fds.trim().split('\n')).toEqual(expect.arrayContaining(['0', '1', '2']));
+    expect(stdin.trim()).toBe('/dev/null');
+    const [sid, pgid] = ids.trim().split(/\s+/).map(Number);
+    expect(sid).toBeGreaterThan(0);
+    expect(sid).toBe(pgid);
+    expect(sid).not.toBe(process.pid);
+  });
+
+  test('a stop asked for at once (before the pid may be known) still stops the task', async () => {
+    const h = runner.start(req(['sleep', '30']));
+    h.stop('cancel', 0);
+    const r = await h.done;
+    expect(r.stoppedFor).toBe('cancel');
+    expect(r.signal).toBe('SIGKILL');
+  });
+
   test('200 MB of output: bounded memory, exact tail', async () => {
     const tailBytes = 1000;
     const rssBefore = process.memoryUsage.rss();
@@ -258,4 +310,48 @@ describe('ProcessRunner', () => {
     expect(size).toBeGreaterThan(200_000_000);
     expect(rssMax - rssBefore).toBeLessThan(100 * 1024 * 1024);
   }, 120_000);
+});
+
+describe('loom-spawner failures', () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-spawner-fail-'));
+  });
+  afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+  test('the helper dying: its running task is killed and reported, later tasks start with Node spawn', async () => {
+    const log: string[] = [];
+    const spawner = await Spawner.start({ socketPath: path.join(dir, 's.sock'), log: (m) => log.push(m) });
+    expect(spawner).toBeDefined();
+    const runner = new ProcessRunner({ defaultCwd: dir, spawner });
+    const base = { env: { PATH }, cwd: '', timeoutMs: 0, killGraceMs: 100, tailBytes: 4096 };
+    const h = runner.start({ ...base, argv: ['sh', '-c', 'echo up; exec sleep 30'], logPath: path.join(dir, 'a.log') });
+    await firstOutput(h);
+    const pid = h.pid!;
+    expect(isGone(pid)).toBe(false);
+    process.kill(spawner!.helperPid!, 'SIGKILL');
+    const r = await h.done;
+    expect(r.error).toMatch(/^loom-spawner exited \(code null, signal SIGKILL\); the task was killed and its exit status is unknown$/);
+    expect(r.errorExitCode).toBe(125);
+    await waitFor(() => isGone(pid));
+    expect(spawner!.usable).toBe(false);
+    expect(log.join('\n')).toContain("tasks are started with Node's spawn from now on");
+    const r2 = await runner.start({ ...base, argv: ['sh', '-c', 'exit 4'], logPath: path.join(dir, 'b.log') }).done;
+    expect(r2.exitCode).toBe(4);
+    await spawner!.close();
+  });
+
+  test('no binary: start resolves undefined and says why', async () => {
+    const log: string[] = [];
+    const s = await Spawner.start({ socketPath: path.join(dir, 's.sock'), binary: path.join(dir, 'nope'), log: (m) => log.push(m) });
+    expect(s).toBeUndefined();
+    expect(log[0]).toMatch(/^spawner: not used \(no executable .*nope/);
+  });
+
+  test('a socket path too long for a unix socket: not used, says why', async () => {
+    const log: string[] = [];
+    const s = await Spawner.start({ socketPath: path.join(dir, 'x'.repeat(120)), log: (m) => log.push(m) });
+    expect(s).toBeUndefined();
+    expect(log[0]).toMatch(/socket path longer than 107 bytes/);
+  });
 });

@@ -5,7 +5,7 @@
  * record's startedAtMs minus the time taken before submit() (same machine
  * clock). One-member etcd (1 node) and 3-member etcd (3 nodes).
  */
-import { runOnce } from '../spawn-rate';
+import { benchSpawner, runOnce, runOnceSpawner } from '../spawn-rate';
 import { TaskState } from '../../../src/gen/loom';
 import { LoomApi } from '../../../src/client/client';
 import { repeat } from '../budget';
@@ -59,8 +59,28 @@ export const latency: Scenario = {
       floor.p99.push(percentile(xs, 99));
     });
     const floorExtra = { tasks: n, note: 'no loom: spawn(true) detached with stdout/stderr piped, awaited to close, sequentially, from the benchmark process' };
-    ctx.emit({ scenario: S, figure: 'raw_spawn_p50', label: 'floor: one `true` spawned and awaited, no loom, p50', unit: 'ms', values: floor.p50, extra: floorExtra });
-    ctx.emit({ scenario: S, figure: 'raw_spawn_p99', label: 'floor: one `true` spawned and awaited, no loom, p99', unit: 'ms', values: floor.p99, extra: floorExtra });
+    ctx.emit({ scenario: S, figure: 'raw_spawn_p50', label: 'floor: one `true` spawned (Node spawn) and awaited, no loom, p50', unit: 'ms', values: floor.p50, extra: floorExtra });
+    ctx.emit({ scenario: S, figure: 'raw_spawn_p99', label: 'floor: one `true` spawned (Node spawn) and awaited, no loom, p99', unit: 'ms', values: floor.p99, extra: floorExtra });
+    // The same through loom-spawner (posix_spawn), as nodes start plain tasks.
+    const viaSpawner: Record<string, number[]> = { p50: [], p99: [] };
+    const bs = await benchSpawner();
+    try {
+      await repeat(ctx, S, 'loom-spawner floor', ctx.budget(ctx.quick ? 3 : 8), async () => {
+        const xs: number[] = [];
+        for (let i = 0; i < n; i++) {
+          const t0 = performance.now();
+          await runOnceSpawner(bs.spawner, 'true');
+          xs.push(performance.now() - t0);
+        }
+        viaSpawner.p50.push(percentile(xs, 50));
+        viaSpawner.p99.push(percentile(xs, 99));
+      });
+    } finally {
+      await bs.close();
+    }
+    const spawnerExtra = { tasks: n, note: 'no loom: true started by a loom-spawner of the benchmark process, both output connections read to the end and the exit status received, sequentially' };
+    ctx.emit({ scenario: S, figure: 'raw_spawner_p50', label: 'floor: one `true` through loom-spawner (posix_spawn) and awaited, no loom, p50', unit: 'ms', values: viaSpawner.p50, extra: spawnerExtra });
+    ctx.emit({ scenario: S, figure: 'raw_spawner_p99', label: 'floor: one `true` through loom-spawner (posix_spawn) and awaited, no loom, p99', unit: 'ms', values: viaSpawner.p99, extra: spawnerExtra });
     for (const members of [1, 3]) {
       const c = await BenchCluster.start({ name: `lat${members}m`, nodes: members, etcd: 'embedded' }, ctx.log);
       const p: Record<string, number[]> = { r50: [], r99: [], c50: [], c99: [] };

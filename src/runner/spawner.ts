@@ -1,0 +1,246 @@
+/**
+ * The node's side of loom-spawner (spawner/loom-spawner.c): a small native
+ * helper that starts task processes with posix_spawn instead of Node's
+ * fork(). On virtual machines fork() of a large process is slow (here
+ * 5-13 ms of blocked event loop per task, against about 0.5 ms); the helper
+ * makes starting a task cheap for the node and for the task.
+ *
+ * The task's stdout and stderr are unix socket connections the helper makes
+ * to a server of ours before it spawns; each starts with a header naming the
+ * request. Exit statuses come back on the helper's stdout. Anything the
+ * helper cannot start (a missing command, a script without #!, a broken
+ * connection) is reported as `failed` and the caller starts the task itself,
+ * so behaviour and error messages stay those of Node's spawn.
+ *
+ * If the helper dies, tasks it started are reported `lost` (their exit status
+ * is gone) and the spawner stops taking requests.
+ */
+import { ChildProcess, spawn } from 'child_process';
+import { randomBytes } from 'crypto';
+import * as fs from 'fs';
+import * as net from 'net';
+import { constants } from 'os';
+import * as path from 'path';
+import { Readable } from 'stream';
+
+export interface SpawnRequest {
+  argv: string[];
+  env: Record<string, string>;
+  /** '' = the helper's working directory. */
+  cwd: string;
+}
+
+export interface SpawnCallbacks {
+  /** The task runs with this pid (its own session and process group). */
+  started(pid: number): void;
+  /** Not started; the caller should start it another way. */
+  failed(why: string): void;
+  /** Stream 1 (stdout) or 2 (stderr), after `started`. Reading it is the caller's job. */
+  stream(id: 1 | 2, socket: Readable): void;
+  exited(code: number | null, signal: NodeJS.Signals | null): void;
+  /** The helper died: the exit status of this started task will never come. */
+  lost(why: string): void;
+}
+
+const TOKEN_LEN = 32;
+const HEADER_LEN = TOKEN_LEN + 10;
+/** Longest unix socket path (sun_path is 108 bytes with its NUL). */
+const MAX_SOCKET_PATH = 107;
+
+interface Pending {
+  cb: SpawnCallbacks;
+  pid?: number;
+  /** Connections that arrived before the pid. */
+  early: Array<{ id: 1 | 2; socket: net.Socket }>;
+  streams: number;
+  exited: boolean;
+}
+
+const signalNames = new Map<number, NodeJS.Signals>(
+  Object.entries(constants.signals).map(([name, num]) => [num, name as NodeJS.Signals]),
+);
+
+export function spawnerBinary(): string {
+  return path.join(__dirname, 'loom-spawner');
+}
+
+export class Spawner {
+  private readonly bySeq = new Map<number, Pending>();
+  private readonly byPid = new Map<number, number>();
+  private seq = 0;
+  private dead = false;
+  private stdoutBuf = '';
+
+  private constructor(
+    private readonly child: ChildProcess,
+    private readonly server: net.Server,
+    private readonly socketPath: string,
+    private readonly token: string,
+    private readonly log: (message: string) => void,
+  ) {
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (chunk: string) => this.onReplies(chunk));
+    child.stdin!.on('error', () => undefined); // 'exit' reports the death
+    child.once('exit', (code, signal) => this.onDeath(`loom-spawner exited (code ${code}, signal ${signal})`));
+    child.once('error', (err) => this.onDeath(`loom-spawner failed: ${err.message}`));
+    server.on('connection', (socket) => this.onConnection(socket));
+    // Neither keeps the node alive: its shutdown closes them.
+    child.unref();
+    server.unref();
+  }
+
+  /**
+   * Starts the helper, its socket at `socketPath`. Resolves undefined (with
+   * the reason logged) when the helper cannot be used: no binary, a path too
+   * long for a unix socket, a failed listen.
+   */
+  static async start(opts: { socketPath: string; binary?: string; log: (message: string) => void }): Promise<Spawner | undefined> {
+    const binary = opts.binary ?? spawnerBinary();
+    const why = (reason: string) => {
+      opts.log(`spawner: not used (${reason}); tasks are started with Node's spawn`);
+      return undefined;
+    };
+    try {
+      fs.accessSync(binary, fs.constants.X_OK);
+    } catch {
+      return why(`no executable ${binary}; \`npm run build\` compiles it when a C compiler is installed`);
+    }
+    if (Buffer.byteLength(opts.socketPath) > MAX_SOCKET_PATH) return why(`socket path longer than ${MAX_SOCKET_PATH} bytes: ${opts.socketPath}`);
+    fs.rmSync(opts.socketPath, { force: true });
+    const server = net.createServer();
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(opts.socketPath, () => resolve());
+      });
+      fs.chmodSync(opts.socketPath, 0o600);
+    } catch (err) {
+      server.close();
+      return why(`cannot listen on ${opts.socketPath}: ${(err as Error).message}`);
+    }
+    const token = randomBytes(TOKEN_LEN / 2).toString('hex');
+    // Its own session: a Ctrl-C to the node's process group does not reach it.
+    const child = spawn(binary, [opts.socketPath], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
+    child.stdin!.write(`${token}\n`);
+    return new Spawner(child, server, opts.socketPath, token, opts.log);
+  }
+
+  /** Whether requests are taken (false once the helper died or close() ran). */
+  get usable(): boolean {
+    return !this.dead;
+  }
+
+  get helperPid(): number | undefined {
+    return this.child.pid;
+  }
+
+  spawn(req: SpawnRequest, cb: SpawnCallbacks): void {
+    if (this.dead) return cb.failed('loom-spawner is not running');
+    const seq = (this.seq = (this.seq + 1) % 0xffffffff);
+    const envEntries = Object.entries(req.env);
+    const fields = [String(seq), req.cwd, String(req.argv.length), ...req.argv, String(envEntries.length), ...envEntries.map(([k, v]) => `${k}=${v}`)];
+    if (fields.some((f) => f.includes('\0'))) return cb.failed('a NUL byte in argv, env or cwd');
+    const payload = Buffer.from(fields.join('\0') + '\0');
+    this.bySeq.set(seq, { cb, early: [], streams: 0, exited: false });
+    this.child.stdin!.write(`${payload.length}\n`);
+    this.child.stdin!.write(payload);
+  }
+
+  /** Stops the helper (running tasks are not touched) and the socket server. */
+  async close(): Promise<void> {
+    this.dead = true;
+    this.child.stdin!.end();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+    fs.rmSync(this.socketPath, { force: true });
+  }
+
+  private onReplies(chunk: string): void {
+    this.stdoutBuf += chunk;
+    let nl: number;
+    while ((nl = this.stdoutBuf.indexOf('\n')) >= 0) {
+      const line = this.stdoutBuf.slice(0, nl);
+      this.stdoutBuf = this.stdoutBuf.slice(nl + 1);
+      const [kind, a, b] = line.split(' ');
+      const x = Number(a);
+      const y = Number(b);
+      if (kind === 'pid') this.onStarted(x, y);
+      else if (kind === 'err') this.onFailed(x, y);
+      else if (kind === 'exit') this.onExited(x, y, null);
+      else if (kind === 'sig') this.onExited(x, null, signalNames.get(y) ?? null);
+      else this.log(`spawner: unexpected reply ${JSON.stringify(line)}`);
+    }
+  }
+
+  private onStarted(seq: number, pid: number): void {
+    const p = this.bySeq.get(seq);
+    if (!p) return;
+    p.pid = pid;
+    this.byPid.set(pid, seq);
+    p.cb.started(pid);
+    for (const { id, socket } of p.early.splice(0)) this.deliver(seq, p, id, socket);
+  }
+
+  private onFailed(seq: number, errno: number): void {
+    const p = this.bySeq.get(seq);
+    if (!p) return;
+    this.bySeq.delete(seq);
+    for (const { socket } of p.early) socket.destroy();
+    const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
+    p.cb.failed(name);
+  }
+
+  private onExited(pid: number, code: number | null, signal: NodeJS.Signals | null): void {
+    const seq = this.byPid.get(pid);
+    if (seq === undefined) return;
+    this.byPid.delete(pid);
+    const p = this.bySeq.get(seq)!;
+    p.exited = true;
+    this.forgetIfDone(seq, p);
+    p.cb.exited(code, signal);
+  }
+
+  private onConnection(socket: net.Socket): void {
+    socket.on('error', () => undefined); // a task's end of its output closing early is not our error
+    const readHeader = () => {
+      const header = socket.read(HEADER_LEN) as Buffer | null;
+      if (header === null) return;
+      socket.removeListener('readable', readHeader);
+      const text = header.toString('latin1');
+      const seq = parseInt(text.slice(TOKEN_LEN, TOKEN_LEN + 8), 16);
+      const id = text[TOKEN_LEN + 8] === '1' ? 1 : text[TOKEN_LEN + 8] === '2' ? 2 : 0;
+      const p = this.bySeq.get(seq);
+      if (text.slice(0, TOKEN_LEN) !== this.token || id === 0 || !p || text[HEADER_LEN - 1] !== '\n') {
+        socket.destroy();
+        return;
+      }
+      if (p.pid === undefined) p.early.push({ id, socket });
+      else this.deliver(seq, p, id, socket);
+    };
+    socket.on('readable', readHeader);
+  }
+
+  private deliver(seq: number, p: Pending, id: 1 | 2, socket: net.Socket): void {
+    p.streams++;
+    this.forgetIfDone(seq, p);
+    p.cb.stream(id, socket);
+  }
+
+  private forgetIfDone(seq: number, p: Pending): void {
+    if (p.exited && p.streams === 2) this.bySeq.delete(seq);
+  }
+
+  private onDeath(why: string): void {
+    const wasClosing = this.dead;
+    this.dead = true;
+    this.server.close();
+    const pending = [...this.bySeq.values()];
+    this.bySeq.clear();
+    this.byPid.clear();
+    if (!wasClosing) this.log(`spawner: ${why}; tasks are started with Node's spawn from now on`);
+    for (const p of pending) {
+      for (const { socket } of p.early) socket.destroy();
+      if (p.pid === undefined) p.cb.lost(`${why} before the task was started`);
+      else if (!p.exited) p.cb.lost(why);
+    }
+  }
+}
