@@ -44,7 +44,7 @@ export interface ApiDeps {
   log: (msg: string) => void;
   jobs: JobStore;
   /** Settles when a task held by this node has its result recorded (undefined if not held here). */
-  settledHere?: (id: string) => Promise<void> | undefined;
+  settledHere?: (id: string) => Promise<Task | undefined> | undefined;
   /** This node's name, for messages. */
   nodeName?: string;
   /** Mutual TLS: the node's own identity. Unset: plaintext, every caller is 'local'. */
@@ -286,7 +286,9 @@ export class ApiServer {
       // A task running here: its result is known locally first (no watch round trip).
       const local = this.deps.settledHere?.(id);
       if (local) {
-        await local;
+        // The record this node just committed: no read when it is final.
+        const written = await local;
+        if (written && isTerminal(written.state)) return written;
         held = await this.deps.queries.get(id, signal);
         continue;
       }

@@ -51,7 +51,8 @@ interface Execution {
   me: NodeIdentity;
   inc: Incarnation;
   handle: RunHandle;
-  finished: Promise<void>;
+  /** The record this node committed for the attempt's end; undefined if it wrote none. */
+  finished: Promise<Task | undefined>;
 }
 
 export function logPathFor(dataDir: string, id: string, attempt: number): string {
@@ -113,8 +114,11 @@ export class Executor {
     return e ? { attempt: e.held.task.attempt, handle: e.handle } : undefined;
   }
 
-  /** Settles when the held task `id` is settled here; undefined if not held here. */
-  settled(id: string): Promise<void> | undefined {
+  /**
+   * Settles when the held task `id` is settled here, with the record this node
+   * committed for it (undefined if it wrote none); undefined if not held here.
+   */
+  settled(id: string): Promise<Task | undefined> | undefined {
     return this.running.get(id)?.finished;
   }
 
@@ -160,7 +164,7 @@ export class Executor {
         memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
       });
     }
-    const exec: Execution = { held, me, inc, handle, finished: Promise.resolve() };
+    const exec: Execution = { held, me, inc, handle, finished: Promise.resolve(undefined) };
     this.running.set(t.id, exec);
     this.live++;
     const want = spec.resources ?? NO_RESOURCES;
@@ -174,7 +178,10 @@ export class Executor {
         for (const fn of this.slotListeners) fn();
         return this.settle(exec, result);
       })
-      .catch((err) => this.deps.log(`task ${t.id}: result not recorded: ${(err as Error).message}`))
+      .catch((err) => {
+        this.deps.log(`task ${t.id}: result not recorded: ${(err as Error).message}`);
+        return undefined;
+      })
       .finally(() => this.running.delete(t.id));
   }
 
@@ -199,7 +206,7 @@ export class Executor {
     await Promise.race([all, new Promise((r) => setTimeout(r, graceMs).unref())]);
   }
 
-  private async settle(exec: Execution, r: RunResult): Promise<void> {
+  private async settle(exec: Execution, r: RunResult): Promise<Task | undefined> {
     const t = exec.held.task;
     // A watchdog kill never looks like success; only failures pay the round trip.
     if (!r.stoppedFor && r.exitCode !== 0 && this.deps.syncWatchdog) await this.deps.syncWatchdog();
@@ -247,7 +254,8 @@ export class Executor {
       }
       if (ok) {
         for (const fn of this.resultListeners) fn(t);
-        return;
+        // What finishOp wrote: the same pure function of the held record and the outcome.
+        return this.deps.transitions.resultRecord(exec.held.task, outcome);
       }
       // The compare failed: re-read. If still ours (a cancel request changed
       // the record), retry against the new revision; otherwise drop quietly.

@@ -87,6 +87,7 @@ export class Spawner {
     // Neither keeps the node alive: its shutdown closes them.
     child.unref();
     server.unref();
+    for (const pipe of [child.stdin, child.stdout]) (pipe as unknown as { unref?: () => void } | null)?.unref?.();
   }
 
   /**
