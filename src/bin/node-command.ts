@@ -48,6 +48,8 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('etcd', { type: 'string', describe: 'URL,... of an existing etcd cluster to join instead of embedding a member' })
     .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
     .option('slots', { type: 'number', default: d.slots, describe: 'tasks run at once (default: CPU count)' })
+    .option('urgent-slots', { type: 'number', default: d.urgentSlots, describe: 'slots beyond --slots that only urgent tasks (priority >= --urgent-priority) may take' })
+    .option('urgent-priority', { type: 'number', default: d.urgentPriority, describe: 'lowest priority that may take an urgent slot' })
     .option('lease-ttl', { type: 'number', default: d.leaseTtlSeconds, describe: 'membership lease TTL in seconds' })
     .option('label', { type: 'string', array: true, describe: 'k=v label (repeatable; arch, os, hostname and node are automatic)' })
     .option('cpu', { type: 'number', describe: 'CPU cores offered to tasks (default: detected, cgroup limits included)' })
@@ -88,6 +90,8 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
     etcdBin: args['etcd-bin'],
     slots: args.slots,
+    urgentSlots: args['urgent-slots'],
+    urgentPriority: args['urgent-priority'],
     leaseTtlSeconds: args['lease-ttl'],
     labels: Object.fromEntries(list(args.label).map(parseLabel)),
     shutdownGraceMs: parseDurationMs(args['shutdown-grace']),

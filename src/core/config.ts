@@ -46,6 +46,13 @@ export interface NodeConfig {
   steal: StealPolicy;
   /** Capacity overrides (--cpu, --memory, --disk); 0 = detect. */
   capacity: { cpu: number; memoryBytes: number; diskBytes: number };
+  /**
+   * Slots beyond `slots` that only tasks of priority >= urgentPriority may
+   * take, so an urgent task starts at once on a busy node instead of waiting
+   * for a slot to free. Normal work never uses them.
+   */
+  urgentSlots: number;
+  urgentPriority: number;
   /** Waiting this long, a task that fits a node's capacity makes that node stop taking smaller work until it fits. */
   starveAfterMs: number;
   /** Docker engine socket for container tasks ('' = $LOOM_DOCKER_SOCK or /var/run/docker.sock). */
@@ -78,6 +85,8 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     etcdEndpoints: [],
     etcdBin: 'etcd',
     slots: Math.max(1, cpuCount),
+    urgentSlots: 1,
+    urgentPriority: 900,
     leaseTtlSeconds: 5,
     labels: {},
     shutdownGraceMs: 10_000,
@@ -187,6 +196,12 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   if (c.advertise) parseHostPort(c.advertise, '--advertise');
   if (!Number.isInteger(c.slots) || c.slots < 1 || c.slots > 4096) {
     throw invalid(`--slots must be an integer from 1 to 4096 (got ${c.slots})`);
+  }
+  if (!Number.isInteger(c.urgentSlots) || c.urgentSlots < 0 || c.urgentSlots > 64) {
+    throw invalid(`--urgent-slots must be an integer from 0 to 64 (got ${c.urgentSlots})`);
+  }
+  if (!Number.isInteger(c.urgentPriority) || c.urgentPriority < 0 || c.urgentPriority > 999) {
+    throw invalid(`--urgent-priority must be an integer from 0 to 999 (got ${c.urgentPriority})`);
   }
   if (!Number.isFinite(c.leaseTtlSeconds) || c.leaseTtlSeconds < 2 || c.leaseTtlSeconds > 300) {
     throw invalid(`--lease-ttl must be from 2 to 300 seconds (got ${c.leaseTtlSeconds})`);

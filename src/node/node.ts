@@ -142,7 +142,7 @@ export class LoomNode {
     });
     const steal = new StealLoop({
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
-      window, transitions, executor, slots: () => config.slots,
+      window, transitions, executor, slots: () => config.slots, urgentSlots: config.urgentSlots, urgentPriority: config.urgentPriority,
       liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log,
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
@@ -325,8 +325,11 @@ export class LoomNode {
   async tryRunHere(record: Task): Promise<boolean> {
     const inc = this.inc;
     const me = this.me;
-    if (!inc || !me || inc.signal.aborted || this.stopping || this.control.drain || this.executor.count >= this.config.slots) return false;
+    if (!inc || !me || inc.signal.aborted || this.stopping || this.control.drain) return false;
     const spec = record.spec!;
+    const { slots, urgentSlots, urgentPriority } = this.config;
+    const limit = (spec.priority ?? 0) >= urgentPriority ? slots + urgentSlots : slots;
+    if (this.executor.count >= limit) return false;
     const free = addResources(this.capacity, this.executor.inUse, -1);
     if (refusal(spec, this.selfInfo()) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());

@@ -34,6 +34,9 @@ export interface StealDeps {
   transitions: TaskTransitions;
   executor: Executor;
   slots: () => number;
+  /** Extra slots (beyond slots()) only tasks of priority >= urgentPriority may take. */
+  urgentSlots: number;
+  urgentPriority: number;
   liveNodes: () => string[];
   nodesVersion: () => number;
   policy: StealPolicy;
@@ -198,18 +201,27 @@ export class StealLoop {
     if (!inc || !me || inc.signal.aborted || this.paused || this.claiming) return;
     const slots = this.deps.slots();
     const running = this.deps.executor.count;
-    const free = slots - running;
-    if (free <= 0) return;
+    let free = slots - running;
+    const urgentFree = free + this.deps.urgentSlots;
+    if (urgentFree <= 0) return;
     const w = this.deps.window;
     if (w.length === 0) {
-      if (w.hasMore) {
+      if (w.hasMore && free > 0) {
         this.claiming = true;
         await w.refill().finally(() => (this.claiming = false));
       }
       return;
     }
+    let view = w.view();
+    if (free <= 0) {
+      // Full: only urgent tasks (the front of the window, which is in priority order) may go on.
+      const end = view.findIndex((e) => e.priority < this.deps.urgentPriority);
+      if (end === 0) return;
+      if (end > 0) view = view.slice(0, end);
+      free = urgentFree;
+    }
     const now = Date.now();
-    const { chosen, nextAt } = this.choose(w.view(), free, now);
+    const { chosen, nextAt } = this.choose(view, free, now);
     if (chosen.length === 0) {
       if (nextAt < Infinity) this.schedule(nextAt);
       return;

@@ -115,6 +115,29 @@ describe('priority and promotion races', () => {
     }
   });
 
+  it('an urgent task starts at once on a full node in its urgent slot; queued urgent tasks take it next; normal work waits', async () => {
+    const n = await startNode(uniqueRoot(), 'urgent', { slots: 1, urgentSlots: 1, urgentPriority: 900 });
+    try {
+      const [blocker] = await n.api.submit([spec(['sleep', '30'])]);
+      await waitFor(async () => (await n.api.get(blocker)).state === TaskState.RUNNING, { what: 'blocker running' });
+      const [normal] = await n.api.submit([spec(['true'], { priority: 899 })]);
+      // One task, and this node has a free urgent slot: claimed in the submit transaction itself.
+      const [urgent] = await n.api.submit([spec(['sleep', '30'], { priority: 900 })]);
+      expect((await n.api.get(urgent)).state).toBe(TaskState.RUNNING);
+      // Two in one submit are queued; the urgent slot is taken until `urgent` ends.
+      const more = await n.api.submit([spec(['true'], { priority: 950 }), spec(['true'], { priority: 950 })]);
+      await n.api.cancel(urgent);
+      for (const id of more) expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
+      // The normal slot is still the blocker's: the priority-899 task has not run.
+      expect((await n.api.get(normal)).state).toBe(TaskState.QUEUED);
+      expect((await n.api.get(blocker)).state).toBe(TaskState.RUNNING);
+      await n.api.cancel(blocker);
+      expect((await n.api.wait(normal)).state).toBe(TaskState.COMPLETED);
+    } finally {
+      await stopNode(n);
+    }
+  });
+
   it('two stores racing to promote a blocked job queue it once', async () => {
     const client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
     const kv = new Kv(client);

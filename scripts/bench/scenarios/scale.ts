@@ -52,11 +52,12 @@ export const scale: Scenario = {
     const n = ctx.quick ? 300 : 100_000;
     const budget = ctx.budget(ctx.quick ? 35 : 280);
     const samples = Math.max(3, ctx.reps);
-    ctx.note(S, `3 nodes, 3 embedded etcd members, default slots. A \`sleep 3600\` blocker (priority 999) first takes every slot, then ${n} tasks \`true\` ` +
+    ctx.note(S, `3 nodes, 3 embedded etcd members, default slots. A \`sleep 3600\` blocker (priority 500) first takes every slot, then ${n} tasks \`true\` ` +
       `are submitted in batches of ${SUBMIT_BATCH}, one lane per node (two 10,000-task submits at once failed with an etcd deadline error ` +
       'while this benchmark was written, after queueing part of the batch), and stay queued while RSS (VmRSS of each node process; its etcd member is reported apart), ' +
       'the first page of List (and of `loom list` run as a process), and etcd\'s db size (etcd_mvcc_db_total_size_in_bytes) are measured. ' +
-      'Then the blockers are cancelled; while the queue drains, new tasks of priority 999 are submitted one at a time and their ' +
+      'Then the blockers are cancelled; while the queue drains, new tasks of priority 999 (urgent: at or above the nodes\' default --urgent-priority 900, ' +
+      'so a node that receives one while its slots are busy starts it at once in its urgent slot) are submitted one at a time and their ' +
       "submit→running (record startedAtMs − client clock before submit) is compared with this cluster's idle submit→running p50 measured before the fill. " +
       'Repetitions here are repeated samples within one fill (one fill of the queue per run).');
     const c = await BenchCluster.start({ name: 'scale', nodes: 3, etcd: 'embedded', args: ['--shutdown-grace', '1s', '--kill-grace', '1s'] }, ctx.log);
@@ -103,7 +104,9 @@ export const scale: Scenario = {
 
       // Take every slot with a blocker so that the N tasks stay queued.
       const slots = await c.totalSlots();
-      const blockers = await c.api(0).submit(Array.from({ length: slots }, () => spec(['sleep', '3600'], 999)));
+      // Priority 500: above the N tasks (100), below --urgent-priority (900), so
+      // blockers take the normal slots only and the urgent ones stay free.
+      const blockers = await c.api(0).submit(Array.from({ length: slots }, () => spec(['sleep', '3600'], 500)));
       for (let t = Date.now(); (await counter.counts()).running < slots; await sleep(100)) {
         if (Date.now() - t > 30_000) throw new Error(`blockers not all running after 30 s: ${JSON.stringify(await counter.counts())}`);
       }
