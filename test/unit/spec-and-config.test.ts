@@ -54,6 +54,10 @@ describe('durations, peers, labels, node config', () => {
     expect(code(() => validateNodeConfig({ ...d, slots: 0 }))).toBe('INVALID_ARGUMENT');
     expect(code(() => validateNodeConfig({ ...d, listen: 'nope' }))).toBe('INVALID_ARGUMENT');
     expect(code(() => validateNodeConfig({ ...d, leaseTtlSeconds: 1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => validateNodeConfig({ ...d, urgentSlots: -1 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => validateNodeConfig({ ...d, urgentSlots: 1.5 }))).toBe('INVALID_ARGUMENT');
+    expect(code(() => validateNodeConfig({ ...d, urgentPriority: 1000 }))).toBe('INVALID_ARGUMENT');
+    expect(validateNodeConfig({ ...d, urgentSlots: 0 }).urgentSlots).toBe(0);
   });
 
   it('maps every code to a gRPC status and an exit status', () => {
