@@ -174,6 +174,43 @@ describe('store transitions', () => {
     expect(all.tasks).toHaveLength(130);
     expect(all.nextPageToken).toBe('');
   });
+
+  it('lists every task once, in id order, across ids years apart and an older id that appears after a first page', async () => {
+    const { keys, tr, q } = setup();
+    const now = Date.now();
+    // UUIDv7-shaped ids at chosen times: bursts and gaps the time windows must cross.
+    const idAt = (ms: number, n: number) => {
+      const h = ms.toString(16).padStart(12, '0');
+      return `${h.slice(0, 8)}-${h.slice(8)}-7000-8000-${n.toString(16).padStart(12, '0')}`;
+    };
+    const times = [
+      ...Array.from({ length: 7 }, (_, i) => now - 3 * 365 * 86_400_000 + i), // three years ago
+      ...Array.from({ length: 5 }, (_, i) => now - 40 * 86_400_000 + i * 3_600_000), // forty days ago, hourly
+      ...Array.from({ length: 30 }, (_, i) => now - 5000 + i), // a burst just now
+    ];
+    const records = times.map((ms, i) => ({ ...tr.newRecord(spec(), 'me', now), id: idAt(ms, i) }));
+    await tr.submit(records);
+    const pages = async (size: number) => {
+      const ids: string[] = [];
+      let token = '';
+      let n = 0;
+      do {
+        const page = await q.list({ pageSize: size, pageToken: token });
+        ids.push(...page.tasks.map((t) => t.id));
+        token = page.nextPageToken;
+        if (++n > 100) throw new Error('paging does not end');
+      } while (token);
+      return ids;
+    };
+    const sorted = records.map((r) => r.id).sort();
+    for (const size of [1, 4, 10, 42, 100]) expect(await pages(size)).toEqual(sorted);
+    // A task whose id is older than everything the last first page saw (a resumed job
+    // submit rewrites ids minted long ago) is on the next first page.
+    const older = { ...tr.newRecord(spec(), 'me', now), id: idAt(now - 4 * 365 * 86_400_000, 99) };
+    await tr.submit([older]);
+    expect((await q.list({ pageSize: 3 })).tasks.map((t) => t.id)).toEqual([older.id, ...sorted.slice(0, 2)]);
+    expect(await pages(5)).toEqual([older.id, ...sorted]);
+  });
 });
 
 describe('queue window', () => {
