@@ -190,7 +190,7 @@ class ProcessRun implements RunHandle {
     this.pidValue = pid;
     // Races the task's first instructions: see "Placement race" in cgroup.ts.
     this.limited?.attach(pid);
-    this.opts.reaper?.addTask(pid);
+    this.opts.reaper?.addTask(pid, { tagged: true });
     const grace = this.deferredGraceMs;
     this.deferredGraceMs = undefined;
     if (grace !== undefined) this.terminate(grace);

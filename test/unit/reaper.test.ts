@@ -204,12 +204,15 @@ describe('Reaper', () => {
 
   describe('when the node process dies or freezes', () => {
     // A stand-in node: starts a reaper, runs a task group, prints the task pid.
-    const nodeScript = (heartbeat: boolean) => `
+    // tagged: the task carries the reaper's tag and its registration is batched
+    // (it may not be written yet when the node dies: the reaper's scan must find it).
+    const nodeScript = (heartbeat: boolean, tagged = false) => `
       const { spawn } = require('child_process');
       const { Reaper } = require(${JSON.stringify(path.join(__dirname, '../../src/runner/reaper.js'))});
       const reaper = Reaper.start();
-      const task = spawn('sleep', ['30'], { detached: true, stdio: 'ignore' });
-      reaper.addTask(task.pid);
+      const env = ${tagged} ? { ...process.env, LOOM_REAPER_TAG: reaper.tag } : process.env;
+      const task = spawn('sleep', ['30'], { detached: true, stdio: 'ignore', env });
+      reaper.addTask(task.pid, { tagged: ${tagged} });
       if (${heartbeat}) {
         reaper.heartbeat(300); // a deadline is in force before we report ready
         setInterval(() => reaper.heartbeat(300), 50);
@@ -219,8 +222,8 @@ describe('Reaper', () => {
       console.log(task.pid);
     `;
 
-    function startNode(heartbeat: boolean): Promise<{ node: ChildProcess; taskPid: number }> {
-      const node = track(spawn(process.execPath, ['-e', nodeScript(heartbeat)], { stdio: ['ignore', 'pipe', 'inherit'] }));
+    function startNode(heartbeat: boolean, tagged = false): Promise<{ node: ChildProcess; taskPid: number }> {
+      const node = track(spawn(process.execPath, ['-e', nodeScript(heartbeat, tagged)], { stdio: ['ignore', 'pipe', 'inherit'] }));
       return new Promise((resolve, reject) => {
         let out = '';
         node.stdout!.on('data', (d) => {
@@ -235,6 +238,13 @@ describe('Reaper', () => {
       const { node, taskPid } = await startNode(false);
       expect(isGone(taskPid)).toBe(false);
       node.kill('SIGKILL');
+      await waitFor(() => isGone(taskPid));
+    });
+
+    test('SIGKILL of the node kills a tagged task whose registration was still batched', async () => {
+      const { node, taskPid } = await startNode(false, true);
+      expect(isGone(taskPid)).toBe(false);
+      node.kill('SIGKILL'); // within the batch window of its registration
       await waitFor(() => isGone(taskPid));
     });
 
