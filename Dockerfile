@@ -7,9 +7,10 @@ FROM node:20-bookworm-slim
 
 # etcd-server: the member each node embeds; etcd-client: etcdctl for debugging.
 # No systemd in the image, so the package starts no etcd service of its own.
+# gcc, libc6-dev: `npm run build` compiles loom-spawner (README "Starting a task").
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      etcd-server etcd-client ca-certificates \
+      etcd-server etcd-client ca-certificates gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/loom
