@@ -95,7 +95,15 @@ async function main(): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
-  process.on('exit', () => killAllClustersNow());
+  process.on('exit', (code) => {
+    killAllClustersNow();
+    // main() settles through process.exit; getting here otherwise means the
+    // event loop ran dry while a scenario still awaited something.
+    if (!settled && code === 0) {
+      process.stderr.write('bench: the event loop ran dry before the run finished (a scenario awaited something that holds no handle); no report written\n');
+      process.exitCode = 1;
+    }
+  });
 
   // A node prints its stats line as soon as it gets SIGTERM; the rest of a graceful stop
   // (mostly the last etcd member of a cluster waiting for its peers) is not worth waiting for in a smoke run.
@@ -142,9 +150,14 @@ async function main(): Promise<number> {
   return 0;
 }
 
+let settled = false;
 main().then(
-  (code) => process.exit(code),
+  (code) => {
+    settled = true;
+    process.exit(code);
+  },
   (err) => {
+    settled = true;
     process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
     killAllClustersNow();
     process.exit(1);

@@ -21,21 +21,26 @@ export function runOnce(command: string): Promise<void> {
   });
 }
 
-/** Tasks per second over about durationMs. */
-export async function rawSpawnRate(concurrency: number, durationMs: number, command = 'true'): Promise<number> {
+/** Tasks per second over about durationMs, `concurrency` at a time, each started and awaited by runOne. */
+async function rate(concurrency: number, durationMs: number, runOne: () => Promise<void>): Promise<number> {
   const t0 = performance.now();
   const stopAt = t0 + durationMs;
   let done = 0;
   let last = t0;
   const worker = async () => {
     while (performance.now() < stopAt) {
-      await runOnce(command);
+      await runOne();
       done++;
       last = performance.now();
     }
   };
   await Promise.all(Array.from({ length: concurrency }, worker));
   return done / ((last - t0) / 1000);
+}
+
+/** Tasks per second over about durationMs, spawned by this process (Node's spawn). */
+export function rawSpawnRate(concurrency: number, durationMs: number, command = 'true'): Promise<number> {
+  return rate(concurrency, durationMs, () => runOnce(command));
 }
 
 /**
@@ -63,20 +68,8 @@ export function runOnceSpawner(spawner: Spawner, command: string): Promise<void>
 }
 
 /** Like rawSpawnRate, through loom-spawner. */
-export async function rawSpawnerRate(spawner: Spawner, concurrency: number, durationMs: number, command = 'true'): Promise<number> {
-  const t0 = performance.now();
-  const stopAt = t0 + durationMs;
-  let done = 0;
-  let last = t0;
-  const worker = async () => {
-    while (performance.now() < stopAt) {
-      await runOnceSpawner(spawner, command);
-      done++;
-      last = performance.now();
-    }
-  };
-  await Promise.all(Array.from({ length: concurrency }, worker));
-  return done / ((last - t0) / 1000);
+export function rawSpawnerRate(spawner: Spawner, concurrency: number, durationMs: number, command = 'true'): Promise<number> {
+  return rate(concurrency, durationMs, () => runOnceSpawner(spawner, command));
 }
 
 /** A loom-spawner for the benchmark process itself (socket in a fresh temp dir). */

@@ -142,6 +142,7 @@ export class Spawner {
     const fields = [String(seq), req.cwd, String(req.argv.length), ...req.argv, String(envEntries.length), ...envEntries.map(([k, v]) => `${k}=${v}`)];
     if (fields.some((f) => f.includes('\0'))) return cb.failed('a NUL byte in argv, env or cwd');
     const payload = Buffer.from(fields.join('\0') + '\0');
+    if (this.bySeq.size === 0) this.holdLoop(true);
     this.bySeq.set(seq, { cb, early: [], streams: 0, exited: false });
     // One write: each one that wakes the helper costs real CPU on a VM.
     this.child.stdin!.write(Buffer.concat([Buffer.from(`${payload.length}\n`), payload]));
@@ -184,7 +185,7 @@ export class Spawner {
   private onFailed(seq: number, errno: number): void {
     const p = this.bySeq.get(seq);
     if (!p) return;
-    this.bySeq.delete(seq);
+    this.forget(seq);
     for (const { socket } of p.early) socket.destroy();
     const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
     p.cb.failed(name);
@@ -227,7 +228,23 @@ export class Spawner {
   }
 
   private forgetIfDone(seq: number, p: Pending): void {
-    if (p.exited && p.streams === 2) this.bySeq.delete(seq);
+    if (p.exited && p.streams === 2) this.forget(seq);
+  }
+
+  private forget(seq: number): void {
+    this.bySeq.delete(seq);
+    if (this.bySeq.size === 0) this.holdLoop(false);
+  }
+
+  /**
+   * The helper's pipes do not keep the process alive on their own, except
+   * while a request waits for its reply: a process whose only pending work
+   * is a spawn must not exit under it.
+   */
+  private holdLoop(hold: boolean): void {
+    const out = this.child.stdout as unknown as { ref?: () => void; unref?: () => void } | null;
+    if (hold) out?.ref?.();
+    else out?.unref?.();
   }
 
   private onDeath(why: string): void {
@@ -237,6 +254,7 @@ export class Spawner {
     const pending = [...this.bySeq.values()];
     this.bySeq.clear();
     this.byPid.clear();
+    this.holdLoop(false);
     if (!wasClosing) this.log(`spawner: ${why}; tasks are started with Node's spawn from now on`);
     for (const p of pending) {
       for (const { socket } of p.early) socket.destroy();

@@ -355,3 +355,28 @@ describe('loom-spawner failures', () => {
     expect(log[0]).toMatch(/socket path longer than 107 bytes/);
   });
 });
+
+describe('loom-spawner and the event loop', () => {
+  test('a process whose only pending work is a spawn does not exit before the task ends', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-spawner-loop-'));
+    try {
+      // Nothing but the spawn is pending in this child process.
+      const script = `
+        const { Spawner } = require(${JSON.stringify(path.join(__dirname, '../../src/runner/spawner.js'))});
+        Spawner.start({ socketPath: ${JSON.stringify(path.join(dir, 's.sock'))}, log: (m) => console.error(m) }).then((s) => {
+          let left = 3;
+          const done = () => { if (--left === 0) { console.log('done'); s.close(); } };
+          s.spawn({ argv: ['sleep', '0.2'], env: { PATH: process.env.PATH }, cwd: '' }, {
+            started: () => {}, failed: (w) => console.error('failed ' + w), lost: (w) => console.error('lost ' + w),
+            stream: (_id, sock) => { sock.resume(); sock.once('close', done); },
+            exited: done,
+          });
+        });`;
+      const { execFileSync } = await import('child_process');
+      const out = execFileSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 10_000 });
+      expect(out.trim()).toBe('done');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
