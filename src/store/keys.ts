@@ -79,21 +79,6 @@ export class Keys {
     return `${this.root}/task/${id}`;
   }
 
-  /**
-   * The smallest task key of an id minted at `ms` or later. Ids are UUIDv7:
-   * their first 48 bits are the Unix time in ms, so key order is time order.
-   */
-  taskKeyAtMs(ms: number): string {
-    const h = Math.max(0, Math.min(Math.floor(ms), 0xffff_ffff_ffff)).toString(16).padStart(12, '0');
-    return `${this.root}/task/${h.slice(0, 8)}-${h.slice(8)}`;
-  }
-
-  /** The time (ms) in a task key's id, or undefined if the key holds no UUIDv7-shaped time. */
-  msOfTaskKey(key: string): number | undefined {
-    const m = /^([0-9a-f]{8})-([0-9a-f]{4})/.exec(strip(key, `${this.root}/task/`) ?? '');
-    return m ? parseInt(m[1] + m[2], 16) : undefined;
-  }
-
   tail(id: string): string {
     return `${this.root}/tail/${id}`;
   }

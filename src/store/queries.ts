@@ -25,8 +25,6 @@ const MAX_PAGE = 1000;
 
 export class TaskQueries {
   private readonly inFlight = new Map<string, Promise<HeldTask>>();
-  /** The oldest task key the last first page found: where the next first page starts looking. */
-  private oldestHint: string | undefined;
 
   constructor(
     private readonly kv: Kv,
@@ -86,12 +84,12 @@ export class TaskQueries {
       if (after < start || after >= end) throw new LoomError('INVALID_ARGUMENT', 'invalid page token');
       start = after + '\0';
     }
-    const byId = q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED;
-    const res = byId
-      ? await this.idPage(start, end, limit, !q.pageToken)
-      : await this.kv.range({ key: b(start), range_end: b(end), limit, keys_only: true }, 'list tasks');
+    const res = await this.kv.range(
+      { key: b(start), range_end: b(end), limit, keys_only: q.state !== undefined && q.state !== TaskState.TASK_STATE_UNSPECIFIED },
+      'list tasks',
+    );
     let tasks: Task[];
-    if (byId) {
+    if (q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED) {
       tasks = res.kvs.map((kv) => decodeTask(kv.value));
     } else {
       const ids = res.kvs.map((kv) => kv.key.toString().split('/').pop()!);
@@ -103,42 +101,6 @@ export class TaskQueries {
       tasks,
       nextPageToken: res.more && last ? Buffer.from(last.key).toString('base64url') : '',
     };
-  }
-
-  /**
-   * The first `limit` task records with keys in [start, end), in key order.
-   * etcd 3.4 walks every key of a range in its index even when the range has
-   * a limit (3.5 stops at the limit): one read of a page over 100,000 tasks
-   * costs tens of ms however small the page. Task keys are in time order
-   * (UUIDv7 ids), so the page is read from windows [from, key at time of
-   * `from` + span), the span growing 8x from 1 s until the window holds a full
-   * page or reaches `end`; each read costs what its window holds. A first
-   * page starts from the oldest key the previous first page found, after a
-   * keys-only read of what lies below it (normally nothing: cheap) for tasks
-   * with older ids that appeared since. A full page gets a page token even
-   * when nothing follows (that page is then empty): proving there is nothing
-   * more would cost the walk this avoids.
-   */
-  private async idPage(start: string, end: string, limit: number, first: boolean): Promise<{ kvs: Array<{ key: Buffer; value: Buffer }>; more: boolean }> {
-    let from = start;
-    if (first) {
-      const hint = this.oldestHint !== undefined && this.oldestHint > start && this.oldestHint < end ? this.oldestHint : undefined;
-      const below = await this.kv.range({ key: b(start), range_end: b(hint ?? end), limit: 1, keys_only: true }, 'list tasks');
-      from = below.kvs[0]?.key.toString() ?? hint ?? end;
-      if (from >= end) return { kvs: [], more: false };
-    }
-    const t0 = this.keys.msOfTaskKey(from);
-    // Ids are minted from clocks; one far past now (a day of skew allowed) means "to the end".
-    const last = Date.now() + 86_400_000;
-    for (let span = 1000; ; span *= 8) {
-      const window = t0 === undefined || t0 + span > last ? end : this.keys.taskKeyAtMs(t0 + span);
-      const hi = window < end ? window : end;
-      const res = await this.kv.range({ key: b(from), range_end: b(hi), limit }, 'list tasks');
-      if (res.kvs.length >= limit || hi === end) {
-        if (first && res.kvs[0]) this.oldestHint = res.kvs[0].key.toString();
-        return { kvs: res.kvs, more: res.more || (res.kvs.length >= limit && hi !== end) };
-      }
-    }
   }
 
   /** Records for ids, in order, skipping any that vanished. */
