@@ -12,6 +12,30 @@ die() {
 }
 trap 'die "command failed (exit $?) at scripts/setup.sh line $LINENO: $BASH_COMMAND"' ERR
 
+# apt-get runs as root, or through `sudo -n` for another user.
+sudo=()
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo=(sudo -n); fi
+
+# apt_install WHAT HINT PACKAGE...: installs the packages for WHAT with apt-get,
+# or dies saying why it cannot (HINT: what to do instead without apt-get).
+apt_install() {
+  local what=$1 hint=$2 apt_log
+  shift 2
+  command -v apt-get >/dev/null 2>&1 || die "$what is not installed and apt-get is not available: $hint"
+  if [ "$(id -u)" -ne 0 ] && [ "${#sudo[@]}" -eq 0 ]; then
+    die "$what is not installed; run as root or install sudo (apt-get install -y $*)"
+  fi
+  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
+  step "$what: not found; installing $* with apt-get (output: $apt_log)"
+  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
+    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      "$@" </dev/null >>"$apt_log" 2>&1; then
+    tail -n 20 "$apt_log" >&2 || true
+    die "installing $what with apt-get failed (full output in $apt_log)"
+  fi
+  rm -f "$apt_log"
+}
+
 # --- Node.js ----------------------------------------------------------------
 command -v node >/dev/null 2>&1 || die "Node.js 20 or newer is required (node not found on PATH)"
 command -v npm >/dev/null 2>&1 || die "npm is required (not found on PATH)"
@@ -23,23 +47,8 @@ step "node $(node --version), npm $(npm --version 2>/dev/null)"
 if command -v etcd >/dev/null 2>&1 && command -v etcdctl >/dev/null 2>&1; then
   step "etcd: $(command -v etcd) ($(etcd --version 2>/dev/null | head -n 1))"
 else
-  command -v apt-get >/dev/null 2>&1 ||
-    die "etcd is not installed and apt-get is not available: install etcd (server and etcdctl) yourself, or pass --etcd-bin / LOOM_ETCD_BIN"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "etcd is not installed; run as root or install sudo (apt-get install -y etcd-server etcd-client)"
-    sudo=(sudo -n)
-  fi
-  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
-  step "etcd: not found; installing etcd-server and etcd-client with apt-get (output: $apt_log)"
-  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
-    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      etcd-server etcd-client </dev/null >>"$apt_log" 2>&1; then
-    tail -n 20 "$apt_log" >&2 || true
-    die "installing etcd with apt-get failed (full output in $apt_log)"
-  fi
+  apt_install etcd "install etcd (server and etcdctl) yourself, or pass --etcd-bin / LOOM_ETCD_BIN" etcd-server etcd-client
   command -v etcd >/dev/null 2>&1 || die "apt-get installed etcd-server but etcd is still not on PATH"
-  rm -f "$apt_log"
   step "etcd: installed $(command -v etcd) ($(etcd --version 2>/dev/null | head -n 1))"
   # Where systemd runs, the package starts a system etcd on 127.0.0.1:2379/2380,
   # which would take the ports of a local loom node: loom runs its own members.
@@ -54,23 +63,8 @@ fi
 if command -v openssl >/dev/null 2>&1; then
   step "openssl: $(openssl version 2>/dev/null)"
 else
-  command -v apt-get >/dev/null 2>&1 ||
-    die "openssl is not installed and apt-get is not available: install openssl yourself (loom certs needs it)"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "openssl is not installed; run as root or install sudo (apt-get install -y openssl)"
-    sudo=(sudo -n)
-  fi
-  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
-  step "openssl: not found; installing it with apt-get (output: $apt_log)"
-  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
-    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      openssl </dev/null >>"$apt_log" 2>&1; then
-    tail -n 20 "$apt_log" >&2 || true
-    die "installing openssl with apt-get failed (full output in $apt_log)"
-  fi
+  apt_install openssl "install openssl yourself (loom certs needs it)" openssl
   command -v openssl >/dev/null 2>&1 || die "apt-get installed openssl but it is still not on PATH"
-  rm -f "$apt_log"
   step "openssl: installed ($(openssl version 2>/dev/null))"
 fi
 
@@ -78,23 +72,8 @@ fi
 if command -v cc >/dev/null 2>&1 && [ -e /usr/include/spawn.h ]; then
   step "C compiler: $(command -v cc)"
 else
-  command -v apt-get >/dev/null 2>&1 ||
-    die "no C compiler (cc) with C library headers and apt-get is not available: install one (e.g. gcc and libc6-dev) to build loom-spawner"
-  sudo=()
-  if [ "$(id -u)" -ne 0 ]; then
-    command -v sudo >/dev/null 2>&1 || die "no C compiler; run as root or install sudo (apt-get install -y gcc libc6-dev)"
-    sudo=(sudo -n)
-  fi
-  apt_log=$(mktemp "${TMPDIR:-/tmp}/loom-apt.XXXXXX")
-  step "C compiler: not found; installing gcc and libc6-dev with apt-get (output: $apt_log)"
-  if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update >"$apt_log" 2>&1 ||
-    ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      gcc libc6-dev </dev/null >>"$apt_log" 2>&1; then
-    tail -n 20 "$apt_log" >&2 || true
-    die "installing gcc with apt-get failed (full output in $apt_log)"
-  fi
+  apt_install "C compiler" "install one (e.g. gcc and libc6-dev) to build loom-spawner" gcc libc6-dev
   command -v cc >/dev/null 2>&1 || die "apt-get installed gcc but cc is still not on PATH"
-  rm -f "$apt_log"
   step "C compiler: installed $(command -v cc)"
 fi
 
@@ -111,7 +90,7 @@ else
 fi
 
 # --- build --------------------------------------------------------------------
-# src/gen is committed: the build is tsc only (no buf generate).
+# src/gen is committed: the build is tsc and cc only (no buf generate).
 step "build (tsc -p tsconfig.json -> dist/, cc -> dist/src/runner/loom-spawner)"
-npm run --silent build </dev/null || die "the TypeScript build failed (see the errors above)"
+npm run --silent build </dev/null || die "the build failed (see the errors above)"
 step "done"
