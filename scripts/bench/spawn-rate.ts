@@ -55,6 +55,7 @@ export function runOnceSpawner(spawner: Spawner, command: string): Promise<void>
     spawner.spawn({ argv: [command], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, cwd: '' }, {
       started: () => undefined,
       failed: (why) => reject(new Error(`loom-spawner could not start ${command}: ${why}`)),
+      late: () => reject(new Error('loom-spawner: refused as late (no deadline was given)')),
       stream: (_id, socket) => {
         socket.on('data', () => undefined);
         socket.resume();

@@ -162,6 +162,7 @@ export class Executor {
       handle = this.deps.runner.start({
         ...base, env: taskEnv(t, this.deps.nodeName),
         memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
+        notAfterMs: inc.fenceAtMs(),
       });
     }
     const exec: Execution = { held, me, inc, handle, finished: Promise.resolve(undefined) };

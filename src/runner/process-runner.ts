@@ -125,6 +125,7 @@ class ProcessRun implements RunHandle {
 
     const failure = checkRequest(req);
     if (failure) return this.failStart(failure);
+    if (req.notAfterMs && Date.now() >= req.notAfterMs) return this.refuseLate();
 
     // The group is made before the spawn so that only moving the pid in is left for after it.
     const ids = req.env;
@@ -142,9 +143,10 @@ class ProcessRun implements RunHandle {
     // A limited task is placed in its cgroup right after it starts (cgroup.ts), which
     // wants the pid at once: those use Node's spawn.
     if (!spawner?.usable || this.limited) return this.spawnHere(cwd, env);
-    spawner.spawn({ argv: req.argv, env, cwd }, {
+    spawner.spawn({ argv: req.argv, env, cwd, notAfterMs: req.notAfterMs }, {
       started: (pid) => this.onStarted(pid),
       failed: () => this.spawnHere(cwd, env),
+      late: () => this.refuseLate(),
       stream: (id, socket) => this.attachStream(socket, id === 1 ? STREAM_STDOUT : STREAM_STDERR),
       exited: (code, signal) => this.onExit(code, signal),
       lost: (why) => {
@@ -158,6 +160,12 @@ class ProcessRun implements RunHandle {
         this.endLog();
       },
     });
+  }
+
+  /** Past notAfterMs (the node's fence deadline): never started; the executor hands the task back. */
+  private refuseLate(): void {
+    this.stoppedFor = 'fence';
+    this.failStart({ error: 'node fenced before the task started', exitCode: 0 });
   }
 
   /** Starts the task with Node's spawn (fork + exec). */
@@ -333,6 +341,8 @@ class ProcessRun implements RunHandle {
     if (this.startFailure) {
       base.error = this.startFailure.error;
       base.errorExitCode = this.startFailure.exitCode;
+      // Refused as too late: the executor hands the task back, records no failure.
+      if (this.stoppedFor === 'fence') base.stoppedFor = 'fence';
       return base;
     }
     if (this.exitCode !== undefined) base.exitCode = this.exitCode;

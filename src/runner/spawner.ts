@@ -28,6 +28,12 @@ export interface SpawnRequest {
   env: Record<string, string>;
   /** '' = the helper's working directory. */
   cwd: string;
+  /**
+   * Wall-clock ms past which the helper must not start it (the node's fence
+   * deadline). The node checks it too before asking, but it can be frozen
+   * between asking and the start; the helper checks at the start itself.
+   */
+  notAfterMs?: number;
 }
 
 export interface SpawnCallbacks {
@@ -35,6 +41,8 @@ export interface SpawnCallbacks {
   started(pid: number): void;
   /** Not started; the caller should start it another way. */
   failed(why: string): void;
+  /** Not started because notAfterMs had passed; it must not be started at all. */
+  late(): void;
   /** Stream 1 (stdout) or 2 (stderr), after `started`. Reading it is the caller's job. */
   stream(id: 1 | 2, socket: Readable): void;
   exited(code: number | null, signal: NodeJS.Signals | null): void;
@@ -139,7 +147,7 @@ export class Spawner {
     if (this.dead) return cb.failed('loom-spawner is not running');
     const seq = (this.seq = (this.seq + 1) % 0xffffffff);
     const envEntries = Object.entries(req.env);
-    const fields = [String(seq), req.cwd, String(req.argv.length), ...req.argv, String(envEntries.length), ...envEntries.map(([k, v]) => `${k}=${v}`)];
+    const fields = [String(seq), String(Math.max(0, Math.floor(req.notAfterMs ?? 0))), req.cwd, String(req.argv.length), ...req.argv, String(envEntries.length), ...envEntries.map(([k, v]) => `${k}=${v}`)];
     if (fields.some((f) => f.includes('\0'))) return cb.failed('a NUL byte in argv, env or cwd');
     const payload = Buffer.from(fields.join('\0') + '\0');
     if (this.bySeq.size === 0) this.holdLoop(true);
@@ -167,6 +175,7 @@ export class Spawner {
       const y = Number(b);
       if (kind === 'pid') this.onStarted(x, y);
       else if (kind === 'err') this.onFailed(x, y);
+      else if (kind === 'late') this.onLate(x);
       else if (kind === 'exit') this.onExited(x, y, null);
       else if (kind === 'sig') this.onExited(x, null, signalNames.get(y) ?? null);
       else this.log(`spawner: unexpected reply ${JSON.stringify(line)}`);
@@ -189,6 +198,14 @@ export class Spawner {
     for (const { socket } of p.early) socket.destroy();
     const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
     p.cb.failed(name);
+  }
+
+  private onLate(seq: number): void {
+    const p = this.bySeq.get(seq);
+    if (!p) return;
+    this.forget(seq);
+    for (const { socket } of p.early) socket.destroy();
+    p.cb.late();
   }
 
   private onExited(pid: number, code: number | null, signal: NodeJS.Signals | null): void {

@@ -24,6 +24,12 @@ export interface RunRequest {
   memoryBytes?: number;
   /** CPU limit in cores, fractional (undefined or 0 = none): a cgroup CPU quota, if available. */
   cpus?: number;
+  /**
+   * Wall-clock ms (the node's fence deadline) past which the task must not
+   * start. A runner that starts it asynchronously checks it at the start;
+   * one that is refused reports stoppedFor 'fence' with an error.
+   */
+  notAfterMs?: number;
 }
 
 export type StopReason = 'cancel' | 'shutdown' | 'drain' | 'fence';

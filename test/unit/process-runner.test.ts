@@ -283,6 +283,14 @@ describe.each([
     expect(sid).not.toBe(process.pid);
   });
 
+  test('a start past notAfterMs (the fence deadline) is refused and the command never runs', async () => {
+    const marker = path.join(dir, 'ran');
+    const r = await runner.start(req(['touch', marker], { notAfterMs: Date.now() - 1 })).done;
+    expect(r.stoppedFor).toBe('fence');
+    expect(r.error).toBe('node fenced before the task started');
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
   test('a stop asked for at once (before the pid may be known) still stops the task', async () => {
     const h = runner.start(req(['sleep', '30']));
     h.stop('cancel', 0);
@@ -341,6 +349,32 @@ describe('loom-spawner failures', () => {
     await spawner!.close();
   });
 
+  test('the helper itself refuses a request whose deadline passed while it was on its way', async () => {
+    const spawner = await Spawner.start({ socketPath: path.join(dir, 's.sock'), log: () => undefined });
+    const marker = path.join(dir, 'ran');
+    try {
+      // As if the node had been frozen between asking and the helper reading the request.
+      const outcome = await new Promise<string>((resolve) => {
+        spawner!.spawn({ argv: ['touch', marker], env: { PATH }, cwd: '', notAfterMs: Date.now() - 1 }, {
+          started: () => resolve('started'), failed: (w) => resolve(`failed ${w}`), late: () => resolve('late'),
+          stream: (_id, s) => s.resume(), exited: () => undefined, lost: (w) => resolve(`lost ${w}`),
+        });
+      });
+      expect(outcome).toBe('late');
+      // The same request with time left starts.
+      const ok = await new Promise<string>((resolve) => {
+        spawner!.spawn({ argv: ['touch', marker], env: { PATH }, cwd: '', notAfterMs: Date.now() + 60_000 }, {
+          started: () => undefined, failed: (w) => resolve(`failed ${w}`), late: () => resolve('late'),
+          stream: (_id, s) => s.resume(), exited: (code) => resolve(`exit ${code}`), lost: (w) => resolve(`lost ${w}`),
+        });
+      });
+      expect(ok).toBe('exit 0');
+      expect(fs.existsSync(marker)).toBe(true);
+    } finally {
+      await spawner!.close();
+    }
+  });
+
   test('no binary: start resolves undefined and says why', async () => {
     const log: string[] = [];
     const s = await Spawner.start({ socketPath: path.join(dir, 's.sock'), binary: path.join(dir, 'nope'), log: (m) => log.push(m) });
@@ -367,7 +401,7 @@ describe('loom-spawner and the event loop', () => {
           let left = 3;
           const done = () => { if (--left === 0) { console.log('done'); s.close(); } };
           s.spawn({ argv: ['sleep', '0.2'], env: { PATH: process.env.PATH }, cwd: '' }, {
-            started: () => {}, failed: (w) => console.error('failed ' + w), lost: (w) => console.error('lost ' + w),
+            started: () => {}, failed: (w) => console.error('failed ' + w), lost: (w) => console.error('lost ' + w), late: () => console.error('late'),
             stream: (_id, sock) => { sock.resume(); sock.once('close', done); },
             exited: done,
           });

@@ -10,7 +10,8 @@
  *
  * Protocol. First stdin line: the 32-character token, then requests:
  *   "<n>\n" followed by n bytes of NUL-terminated fields:
- *     seq, cwd ("" = inherit), argc, argv[0..argc), envc, env[0..envc)
+ *     seq, not-after (Unix ms; 0 = none), cwd ("" = inherit), argc,
+ *     argv[0..argc), envc, env[0..envc)
  * For each request the spawner connects twice to the node's unix socket
  * (argv[1]) and writes a 42-byte header "<token><seq as 8 hex><1|2>\n" on
  * each connection; the connections become the task's stdout and stderr.
@@ -19,6 +20,9 @@
  * Replies on stdout, one line each:
  *   pid <seq> <pid>        started
  *   err <seq> <errno>      not started (the node falls back to its own spawn)
+ *   late <seq>             not started: the clock passed not-after (the node's
+ *                          fence deadline; the node may have been frozen since
+ *                          it asked, and its lease may be gone)
  *   exit <pid> <code>      the task exited
  *   sig <pid> <signo>      the task was killed by a signal
  * stdin EOF: exit at once (tasks are not ours to kill: the reaper does it).
@@ -40,6 +44,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #define TOKEN_LEN 32
@@ -118,15 +123,16 @@ static void spawn_one(char *payload, size_t n) {
     return;
   }
   unsigned long seq = strtoul(f[0], NULL, 10);
-  const char *cwd = f[1];
-  long argc = strtol(f[2], NULL, 10);
-  if (argc < 1 || 3 + argc >= count) {
+  long long not_after = strtoll(f[1], NULL, 10);
+  const char *cwd = f[2];
+  long argc = strtol(f[3], NULL, 10);
+  if (count < 5 || argc < 1 || 4 + argc >= count) {
     reply("err %lu %d\n", seq, EINVAL);
     free(f);
     return;
   }
-  long envc = strtol(f[3 + argc], NULL, 10);
-  if (envc < 0 || 4 + argc + envc != count) {
+  long envc = strtol(f[4 + argc], NULL, 10);
+  if (envc < 0 || 5 + argc + envc != count) {
     reply("err %lu %d\n", seq, EINVAL);
     free(f);
     return;
@@ -138,14 +144,24 @@ static void spawn_one(char *payload, size_t n) {
     free(argv), free(envp), free(f);
     return;
   }
-  for (long i = 0; i < argc; i++) argv[i] = f[3 + i];
+  for (long i = 0; i < argc; i++) argv[i] = f[4 + i];
   argv[argc] = NULL;
   const char *path = NULL;
   for (long i = 0; i < envc; i++) {
-    envp[i] = f[4 + argc + i];
+    envp[i] = f[5 + argc + i];
     if (strncmp(envp[i], "PATH=", 5) == 0) path = envp[i] + 5;
   }
   envp[envc] = NULL;
+
+  if (not_after > 0) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    if ((long long)now.tv_sec * 1000 + now.tv_nsec / 1000000 >= not_after) {
+      reply("late %lu\n", seq);
+      free(argv), free(envp), free(f);
+      return;
+    }
+  }
 
   int out = connect_stream(seq, 1);
   int err = out < 0 ? -1 : connect_stream(seq, 2);
