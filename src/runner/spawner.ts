@@ -147,7 +147,8 @@ export class Spawner {
     if (this.dead) return cb.failed('loom-spawner is not running');
     const seq = (this.seq = (this.seq + 1) % 0xffffffff);
     const envEntries = Object.entries(req.env);
-    const fields = [String(seq), String(Math.max(0, Math.floor(req.notAfterMs ?? 0))), req.cwd, String(req.argv.length), ...req.argv, String(envEntries.length), ...envEntries.map(([k, v]) => `${k}=${v}`)];
+    const notAfter = req.notAfterMs !== undefined && Number.isFinite(req.notAfterMs) ? Math.max(0, Math.floor(req.notAfterMs)) : 0;
+    const fields = [String(seq), String(notAfter), req.cwd, String(req.argv.length), ...req.argv, String(envEntries.length), ...envEntries.map(([k, v]) => `${k}=${v}`)];
     if (fields.some((f) => f.includes('\0'))) return cb.failed('a NUL byte in argv, env or cwd');
     const payload = Buffer.from(fields.join('\0') + '\0');
     if (this.bySeq.size === 0) this.holdLoop(true);
