@@ -40,21 +40,25 @@ describe('jobs', () => {
 
   it('runs a 500-task array with each index exactly once', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-array-'));
-    const out = path.join(dir, 'ran');
-    const st = await a.api.submitJob(job('array500', ['sh', '-c', `echo "$LOOM_TASK_INDEX $LOOM_JOB_ID {{index}}" >> ${out}`], { count: 500 }));
-    expect(st.job!.state).toBe(JobState.ACTIVE);
-    const end = await finished('array500');
-    expect(end.job!.state).toBe(JobState.JOB_COMPLETED);
-    expect(end.counts!.completed).toBe(500);
-    const lines = fs.readFileSync(out, 'utf8').trim().split('\n');
-    expect(lines).toHaveLength(500);
-    const indexes = lines.map((l) => l.split(' ')).map(([i, j, sub]) => {
-      expect(j).toBe(st.job!.id);
-      expect(sub).toBe(i);
-      return Number(i);
-    });
-    expect(new Set(indexes).size).toBe(500);
-    expect(Math.max(...indexes)).toBe(499);
+    try {
+      const out = path.join(dir, 'ran');
+      const st = await a.api.submitJob(job('array500', ['sh', '-c', `echo "$LOOM_TASK_INDEX $LOOM_JOB_ID {{index}}" >> ${out}`], { count: 500 }));
+      expect(st.job!.state).toBe(JobState.ACTIVE);
+      const end = await finished('array500');
+      expect(end.job!.state).toBe(JobState.JOB_COMPLETED);
+      expect(end.counts!.completed).toBe(500);
+      const lines = fs.readFileSync(out, 'utf8').trim().split('\n');
+      expect(lines).toHaveLength(500);
+      const indexes = lines.map((l) => l.split(' ')).map(([i, j, sub]) => {
+        expect(j).toBe(st.job!.id);
+        expect(sub).toBe(i);
+        return Number(i);
+      });
+      expect(new Set(indexes).size).toBe(500);
+      expect(Math.max(...indexes)).toBe(499);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('runs a 3-stage pipeline in order, and a failure cascades without running dependents', async () => {
