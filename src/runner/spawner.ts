@@ -193,20 +193,21 @@ export class Spawner {
   }
 
   private onFailed(seq: number, errno: number): void {
-    const p = this.bySeq.get(seq);
-    if (!p) return;
-    this.forget(seq);
-    for (const { socket } of p.early) socket.destroy();
     const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
-    p.cb.failed(name);
+    this.dropUnstarted(seq)?.cb.failed(name);
   }
 
   private onLate(seq: number): void {
+    this.dropUnstarted(seq)?.cb.late();
+  }
+
+  /** A request that will not start: forgotten, with any connection it already made. */
+  private dropUnstarted(seq: number): Pending | undefined {
     const p = this.bySeq.get(seq);
-    if (!p) return;
+    if (!p) return undefined;
     this.forget(seq);
     for (const { socket } of p.early) socket.destroy();
-    p.cb.late();
+    return p;
   }
 
   private onExited(pid: number, code: number | null, signal: NodeJS.Signals | null): void {

@@ -375,6 +375,24 @@ describe('loom-spawner failures', () => {
     }
   });
 
+  test('malformed requests get an err reply naming their seq; the helper does not crash', async () => {
+    const { spawnSync } = await import('child_process');
+    const { spawnerBinary } = await import('../../src/runner/spawner');
+    const request = (fields: string[]) => {
+      const payload = Buffer.from(fields.join('\0') + '\0');
+      return Buffer.concat([Buffer.from(`${payload.length}\n`), payload]);
+    };
+    const input = Buffer.concat([
+      Buffer.from(`${'a'.repeat(32)}\n`),
+      request(['5', 'x']), // too few fields
+      request(['7', '0', '', '2', 'sh']), // argc says 2, one argument, no envc
+      request(['8', '0', '', '1', 'true', '5']), // envc says 5, none follow
+    ]);
+    const r = spawnSync(spawnerBinary(), [path.join(dir, 'none.sock')], { input, timeout: 5000 });
+    expect(r.status).toBe(0); // stdin EOF: a clean exit, not a crash
+    expect(r.stdout.toString().trim().split('\n')).toEqual(['err 5 22', 'err 7 22', 'err 8 22']);
+  });
+
   test('no binary: start resolves undefined and says why', async () => {
     const log: string[] = [];
     const s = await Spawner.start({ socketPath: path.join(dir, 's.sock'), binary: path.join(dir, 'nope'), log: (m) => log.push(m) });
