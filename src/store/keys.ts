@@ -14,6 +14,7 @@
  *   /jobopen/<job-id>                        empty; while the job is BLOCKED, SUBMITTING or ACTIVE
  *   /jobdone/<job-id>/<index12>              state name; written with the task's terminal record
  *   /jobwait/<upstream-id>/<downstream-id>   empty; downstream waits on upstream
+ *   /tasktime/<bucket>                       empty; some task id may fall in this 4 s bucket
  *
  * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
  * priority first. Task ids are UUIDv7, whose text sorts by creation time, so
@@ -22,6 +23,11 @@
  *
  * Records live in [/task/0, /task/g): ids are lower-case hex, which keeps
  * "/task/status/" outside the record range.
+ *
+ * /tasktime/ keys are hints for listing records in id order: etcd 3.4 walks
+ * every key of a range even when the range has a limit, so a list bounds its
+ * range by the next buckets that hold tasks (see TaskQueries.list). A missing
+ * or stale hint costs time, never a task: the ranges still tile the key space.
  *
  * Every key is under an optional root (e.g. "/loom-test-1a2b") so that tests
  * can share one etcd and each own a prefix.
@@ -61,6 +67,7 @@ export class Keys {
   readonly statusPrefix: string;
   readonly nodePrefix: string;
   readonly cancelPrefix: string;
+  readonly timeMarkerPrefix: string;
 
   constructor(readonly root = '') {
     if (root !== '' && !/^\/[A-Za-z0-9_.-]+$/.test(root)) {
@@ -73,10 +80,21 @@ export class Keys {
     this.runningPrefix = `${root}/task/status/running/`;
     this.nodePrefix = `${root}/node/`;
     this.cancelPrefix = `${root}/cancel/`;
+    this.timeMarkerPrefix = `${root}/tasktime/`;
   }
 
   task(id: string): string {
     return `${this.root}/task/${id}`;
+  }
+
+  /** The hint that task ids exist in a time bucket (see timeBucketOf). */
+  timeMarker(bucket: string): string {
+    return `${this.timeMarkerPrefix}${bucket}`;
+  }
+
+  /** The bucket a time marker key names. */
+  parseTimeMarker(key: string): string | undefined {
+    return strip(key, this.timeMarkerPrefix);
   }
 
   tail(id: string): string {

@@ -5,6 +5,7 @@ import { stateName } from '../core/lifecycle';
 import { decodeNode, decodeTail, decodeTask } from './codec';
 import { b, Kv, rangeOp, withAbort } from './etcd';
 import { checkTaskId, Keys, prefixEnd } from './keys';
+import { recordsInIdOrder } from './id-order';
 import { HeldTask } from './transitions';
 
 export interface ListQuery {
@@ -61,7 +62,7 @@ export class TaskQueries {
 
   /**
    * One page of tasks. Without a state, pages through the records in id
-   * (= submit time) order; with a state, through that state's index in
+   * (= submit time) order (bounded ranges: see id-order.ts); with a state, through that state's index in
    * dispatch (queued) or finish-time order, fetching the records in one txn.
    */
   async list(q: ListQuery): Promise<{ tasks: Task[]; nextPageToken: string }> {
@@ -84,12 +85,12 @@ export class TaskQueries {
       if (after < start || after >= end) throw new LoomError('INVALID_ARGUMENT', 'invalid page token');
       start = after + '\0';
     }
-    const res = await this.kv.range(
-      { key: b(start), range_end: b(end), limit, keys_only: q.state !== undefined && q.state !== TaskState.TASK_STATE_UNSPECIFIED },
-      'list tasks',
-    );
+    const byId = q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED;
+    const res = byId
+      ? await recordsInIdOrder(this.kv, this.keys, start, limit)
+      : await this.kv.range({ key: b(start), range_end: b(end), limit, keys_only: true }, 'list tasks');
     let tasks: Task[];
-    if (q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED) {
+    if (byId) {
       tasks = res.kvs.map((kv) => decodeTask(kv.value));
     } else {
       const ids = res.kvs.map((kv) => kv.key.toString().split('/').pop()!);

@@ -11,6 +11,7 @@ import { Job, JobState } from '../gen/loom';
 import { decodeTask } from './codec';
 import { b, del, ifModRevision, Kv, rangeOp } from './etcd';
 import { jobTaskIdRange, Keys, pad, prefixEnd, TERMINAL_KEY_STATES } from './keys';
+import { isTimeBucket, nextTimeBucket, timeBucketAt } from '../core/ids';
 
 const PAGE = 100;
 const FINISHED_JOB = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
@@ -18,11 +19,13 @@ const FINISHED_JOB = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobSt
 export interface SweepResult {
   tasks: number;
   jobs: number;
+  /** Time markers (list hints) of emptied buckets deleted. */
+  markers: number;
 }
 
 export async function sweepFinished(kv: Kv, keys: Keys, retentionMs: number, nowMs: number, signal?: AbortSignal): Promise<SweepResult> {
   const cutoff = nowMs - retentionMs;
-  const out: SweepResult = { tasks: 0, jobs: 0 };
+  const out: SweepResult = { tasks: 0, jobs: 0, markers: 0 };
   for (const state of TERMINAL_KEY_STATES) {
     const prefix = keys.terminalPrefix(state);
     // Terminal keys sort by finish time: everything before `end` is old enough.
@@ -60,7 +63,47 @@ export async function sweepFinished(kv: Kv, keys: Keys, retentionMs: number, now
     }
   }
   out.jobs = await sweepJobs(kv, keys, cutoff, out, signal);
+  out.markers = await sweepTimeMarkers(kv, keys, cutoff, signal);
   return out;
+}
+
+/**
+ * Time markers (list hints, see id-order.ts) of buckets older than the cutoff
+ * whose task records are all gone.
+ *   read:   count of /task/<id> in each bucket's id range
+ *   then:   delete the markers of empty buckets (no compare: a marker is only
+ *           a hint; if a task with a far-behind clock lands in a bucket as its
+ *           marker goes, lists take longer to reach it, they still list it)
+ */
+async function sweepTimeMarkers(kv: Kv, keys: Keys, cutoff: number, signal?: AbortSignal): Promise<number> {
+  const end = keys.timeMarker(timeBucketAt(cutoff));
+  let from = keys.timeMarkerPrefix;
+  let deleted = 0;
+  for (;;) {
+    if (signal?.aborted) return deleted;
+    const page = await kv.range({ key: b(from), range_end: b(end), limit: PAGE, keys_only: true }, 'retention scan markers');
+    const buckets = page.kvs
+      .map((k) => keys.parseTimeMarker(k.key.toString()))
+      .filter((bk): bk is string => bk !== undefined && isTimeBucket(bk));
+    if (buckets.length) {
+      const counts = await kv.txn(
+        {
+          compare: [],
+          success: buckets.map((bk) => ({
+            request_range: { key: b(keys.task(bk)), range_end: b(keys.task(nextTimeBucket(bk))), count_only: true },
+          })),
+        },
+        'retention count buckets',
+      );
+      const empty = buckets.filter((_, i) => Number(counts.responses[i]?.response_range?.count ?? 1) === 0);
+      if (empty.length) {
+        await kv.txn({ compare: [], success: empty.map((bk) => del(keys.timeMarker(bk))) }, 'retention delete markers');
+        deleted += empty.length;
+      }
+    }
+    if (!page.more || page.kvs.length === 0) return deleted;
+    from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
+  }
 }
 
 /** Finished jobs older than the cutoff: the job and all its tasks go together. */

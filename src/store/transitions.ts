@@ -22,9 +22,14 @@ import {
 } from './etcd';
 import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
+import { timeBucketOf } from '../core/ids';
 
-/** Tasks per submit transaction: 2 ops each, within etcd's default 128. */
-export const SUBMIT_CHUNK = 64;
+/** Tasks per submit transaction: 2 ops each + time markers, within etcd's default 128 ops. */
+export const SUBMIT_CHUNK = 63;
+/** Ops of one transaction: etcd's default --max-txn-ops. */
+const MAX_TXN_OPS = 128;
+/** Time buckets remembered as marked (a hint cache: forgetting one costs a put). */
+const MARKED_BUCKETS_MAX = 256;
 /** Submit transactions in flight at once. */
 export const SUBMIT_IN_FLIGHT = 8;
 /** Claims or results per transaction (nested transactions, one per task). */
@@ -90,10 +95,52 @@ function withAttempt(task: Task, outcome: string, finishedAtMs: number): Attempt
 }
 
 export class TaskTransitions {
+  /** Time buckets whose marker this process wrote (see Keys.timeMarker). */
+  private readonly markedBuckets = new Set<string>();
+
   constructor(
     private readonly kv: Kv,
     readonly keys: Keys,
   ) {}
+
+  /**
+   * Puts of the time markers of these new records' buckets that this process
+   * has not written lately (markers are hints: one left out costs a later
+   * list some time, never a task).
+   */
+  private markerOps(records: Task[]): { ops: IRequestOp[]; buckets: string[] } {
+    const buckets: string[] = [];
+    for (const t of records) {
+      const bucket = timeBucketOf(t.id);
+      if (!this.markedBuckets.has(bucket) && !buckets.includes(bucket)) buckets.push(bucket);
+    }
+    return { ops: buckets.map((bkt) => put(this.keys.timeMarker(bkt), '')), buckets };
+  }
+
+  /** Submit transactions: up to SUBMIT_CHUNK tasks, 2 ops each + one per new time bucket, ≤ MAX_TXN_OPS ops. */
+  private submitChunks(records: Task[]): Task[][] {
+    const chunks: Task[][] = [];
+    let chunk: Task[] = [];
+    let buckets = new Set<string>();
+    for (const t of records) {
+      const bucket = timeBucketOf(t.id);
+      const more = this.markedBuckets.has(bucket) || buckets.has(bucket) ? 0 : 1;
+      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || 2 * (chunk.length + 1) + buckets.size + more > MAX_TXN_OPS)) {
+        chunks.push(chunk);
+        chunk = [];
+        buckets = new Set();
+      }
+      chunk.push(t);
+      if (!this.markedBuckets.has(bucket)) buckets.add(bucket);
+    }
+    if (chunk.length) chunks.push(chunk);
+    return chunks;
+  }
+
+  private rememberMarked(buckets: string[]): void {
+    if (this.markedBuckets.size + buckets.length > MARKED_BUCKETS_MAX) this.markedBuckets.clear();
+    for (const bkt of buckets) this.markedBuckets.add(bkt);
+  }
 
   /** Ops that put `task` and its status index key (queued keys carry the record). */
   private writeRecord(task: Task): IRequestOp[] {
@@ -158,25 +205,30 @@ export class TaskTransitions {
   /**
    * submit: queue new tasks, SUBMIT_CHUNK per transaction.
    *   compare: /task/<id> missing (ids are fresh UUIDv7s; this only guards)
-   *   then:    put /task/<id> (QUEUED), put queued key = same record
+   *   then:    put /task/<id> (QUEUED), put queued key = same record,
+   *            put /tasktime/<bucket> for new buckets (list hints)
    * Chunks are independent: if one fails, earlier chunks stay queued and the
    * error names how many were queued.
    */
   async submit(records: Task[], signal?: AbortSignal): Promise<void> {
-    const chunks: Task[][] = [];
-    for (let i = 0; i < records.length; i += SUBMIT_CHUNK) chunks.push(records.slice(i, i + SUBMIT_CHUNK));
+    const chunks = this.submitChunks(records);
     // At most SUBMIT_IN_FLIGHT transactions at once (a 10,000-task submit is
     // 157 of them; all at once would time out behind each other), in order;
     // after a failure no new chunk starts, so what is queued is a prefix.
     let done = 0;
     try {
       await forEachLimited(chunks, SUBMIT_IN_FLIGHT, async (chunk) => {
+        const markers = this.markerOps(chunk);
         const res = await this.kv.txn(
-          { compare: chunk.map((t) => ifMissing(this.keys.task(t.id))), success: chunk.flatMap((t) => this.writeRecord(t)) },
+          {
+            compare: chunk.map((t) => ifMissing(this.keys.task(t.id))),
+            success: [...chunk.flatMap((t) => this.writeRecord(t)), ...markers.ops],
+          },
           'submit',
           signal,
         );
         if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
+        this.rememberMarked(markers.buckets);
         done += chunk.length;
       });
     } catch (err) {
@@ -190,18 +242,24 @@ export class TaskTransitions {
    * job failed before running), one nested transaction per task.
    *   compare: /task/<id> missing (job task ids are deterministic, so a
    *            resumed materialization skips what was written)
-   *   then:    put /task/<id> and its status key (and job mark if terminal)
+   *   then:    put /task/<id> and its status key (and job mark if terminal);
+   *            put /tasktime/<bucket> for new buckets (list hints)
    */
   async materialize(records: Task[]): Promise<void> {
     for (let i = 0; i < records.length; i += BATCH_CHUNK) {
       const chunk = records.slice(i, i + BATCH_CHUNK);
+      const markers = this.markerOps(chunk);
       await this.kv.txn(
         {
           compare: [],
-          success: chunk.map((t) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) })),
+          success: [
+            ...chunk.map((t) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) })),
+            ...markers.ops,
+          ],
         },
         'materialize job',
       );
+      this.rememberMarked(markers.buckets);
     }
   }
 
@@ -209,18 +267,21 @@ export class TaskTransitions {
    * submitClaimed: queue-and-claim one task on the submitting node when it
    * has room (the low-latency path: no watch round trip).
    *   compare: /task/<id> missing; /node/<me> under my lease
-   *   then:    put /task/<id> (RUNNING on me), put running key = my lease
+   *   then:    put /task/<id> (RUNNING on me), put running key = my lease,
+   *            put /tasktime/<bucket> if new (list hint)
    * Returns the held task, or undefined if the node is fenced (caller queues).
    */
   async submitClaimed(record: Task, me: NodeIdentity, nowMs: number): Promise<HeldTask | undefined> {
     const running = this.runningRecord(record, me, nowMs);
+    const markers = this.markerOps([record]);
     const res = await this.kv.txn(
       {
         compare: [ifMissing(this.keys.task(record.id)), ifLease(this.keys.node(me.node), me.lease)],
-        success: this.writeRecord(running),
+        success: [...this.writeRecord(running), ...markers.ops],
       },
       'submit',
     );
+    if (res.succeeded) this.rememberMarked(markers.buckets);
     return res.succeeded ? { task: running, revision: res.header.revision } : undefined;
   }
 

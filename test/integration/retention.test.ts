@@ -1,7 +1,8 @@
 /** The retention sweep deletes only what finished long enough ago. */
 import { TaskState } from '../../src/gen/loom';
 import { connectEtcd, Kv } from '../../src/store/etcd';
-import { Keys } from '../../src/store/keys';
+import { Keys, prefixEnd } from '../../src/store/keys';
+import { timeBucketOf } from '../../src/core/ids';
 import { TaskQueries } from '../../src/store/queries';
 import { TaskTransitions } from '../../src/store/transitions';
 import { JobStore } from '../../src/store/jobs';
@@ -50,7 +51,37 @@ test('retention deletes old finished tasks and jobs, and nothing else', async ()
     const counts = await q.countByState();
     expect(counts).toMatchObject({ completed: 1, failed: 0, cancelled: 0, queued: 1 });
     // A second sweep finds nothing more.
-    expect(await sweepFinished(kv, keys, hour, now)).toEqual({ tasks: 0, jobs: 0 });
+    expect(await sweepFinished(kv, keys, hour, now)).toEqual({ tasks: 0, jobs: 0, markers: 0 });
+  } finally {
+    client.close();
+  }
+});
+
+test('retention deletes the time markers of old buckets once their tasks are gone, and keeps the others', async () => {
+  const client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
+  try {
+    const kv = new Kv(client);
+    const keys = new Keys(uniqueRoot());
+    const tr = new TaskTransitions(kv, keys);
+    const now = Date.now();
+    const hour = 3_600_000;
+    const spec = validateSpec({ command: ['true'] });
+    const idAt = (ms: number, n: number) => {
+      const h = ms.toString(16).padStart(12, '0');
+      return `${h.slice(0, 8)}-${h.slice(8)}-7000-8000-${n.toString(16).padStart(12, '0')}`;
+    };
+    // Submitted 5 h ago and finished 2 h ago (goes), submitted 4 h ago and still
+    // queued (its bucket keeps its marker), submitted now (a recent bucket).
+    const gone = { ...tr.newRecord(spec, 'me', now), id: idAt(now - 5 * hour, 1), state: TaskState.COMPLETED, finishedAtMs: now - 2 * hour };
+    const waiting = { ...tr.newRecord(spec, 'me', now), id: idAt(now - 4 * hour, 2) };
+    const fresh = tr.newRecord(spec, 'me', now);
+    await tr.materialize([gone]);
+    await tr.submit([waiting, fresh]);
+    const markers = async () => (await kv.range({ key: Buffer.from(keys.timeMarkerPrefix), range_end: Buffer.from(prefixEnd(keys.timeMarkerPrefix)), keys_only: true }, 'test')).kvs.map((x) => keys.parseTimeMarker(x.key.toString()));
+    expect(await markers()).toEqual([timeBucketOf(gone.id), timeBucketOf(waiting.id), timeBucketOf(fresh.id)]);
+    const res = await sweepFinished(kv, keys, hour, now);
+    expect(res).toEqual({ tasks: 1, jobs: 0, markers: 1 });
+    expect(await markers()).toEqual([timeBucketOf(waiting.id), timeBucketOf(fresh.id)]);
   } finally {
     client.close();
   }

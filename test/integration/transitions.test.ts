@@ -2,7 +2,8 @@
 import { Etcd3 } from 'etcd3';
 import { NodeInfo, TaskState } from '../../src/gen/loom';
 import { connectEtcd, Kv } from '../../src/store/etcd';
-import { Keys } from '../../src/store/keys';
+import { Keys, prefixEnd } from '../../src/store/keys';
+import { nextTimeBucket, timeBucketAt, timeBucketOf } from '../../src/core/ids';
 import { TaskQueries } from '../../src/store/queries';
 import { QueueWindow } from '../../src/store/queue-window';
 import { QueuedEntry, TaskTransitions } from '../../src/store/transitions';
@@ -210,6 +211,60 @@ describe('store transitions', () => {
     await tr.submit([older]);
     expect((await q.list({ pageSize: 3 })).tasks.map((t) => t.id)).toEqual([older.id, ...sorted.slice(0, 2)]);
     expect(await pages(5)).toEqual([older.id, ...sorted]);
+  });
+
+  it('lists by bounded ranges ending at marked time buckets, and lists every task even when markers are missing or stale', async () => {
+    const { keys, tr } = setup();
+    const now = Date.now();
+    const idAt = (ms: number, n: number) => {
+      const h = ms.toString(16).padStart(12, '0');
+      return `${h.slice(0, 8)}-${h.slice(8)}-7000-8000-${n.toString(16).padStart(12, '0')}`;
+    };
+    // 12 buckets a minute apart, 5 tasks each.
+    const records = Array.from({ length: 60 }, (_, i) => ({
+      ...tr.newRecord(spec(), 'me', now),
+      id: idAt(now - 3_600_000 + Math.floor(i / 5) * 60_000 + (i % 5), i),
+    }));
+    await tr.submit(records);
+    const sorted = records.map((r) => r.id).sort();
+    const markers = async () => (await kv.range({ key: Buffer.from(keys.timeMarkerPrefix), range_end: Buffer.from(prefixEnd(keys.timeMarkerPrefix)), keys_only: true }, 'test')).kvs.map((x) => x.key.toString());
+    expect(await markers()).toEqual([...new Set(records.map((r) => keys.timeMarker(timeBucketOf(r.id))))].sort());
+
+    // Record the ranges a list asks for.
+    const ranges: string[] = [];
+    const spy: Kv = Object.create(kv);
+    spy.range = (req, what, signal) => {
+      if (what === 'list tasks') ranges.push(req.range_end!.toString());
+      return kv.range(req, what, signal);
+    };
+    const q = new TaskQueries(spy, keys);
+    const first = await q.list({ pageSize: 5 });
+    expect(first.tasks.map((t) => t.id)).toEqual(sorted.slice(0, 5));
+    // One range, up to the end of the first bucket: not over every record.
+    expect(ranges).toEqual([keys.task(nextTimeBucket(timeBucketOf(sorted[0])))]);
+    const pages = async (size: number) => {
+      const ids: string[] = [];
+      let token = '';
+      let n = 0;
+      do {
+        const page = await q.list({ pageSize: size, pageToken: token });
+        ids.push(...page.tasks.map((t) => t.id));
+        token = page.nextPageToken;
+        if (++n > 100) throw new Error('paging does not end');
+      } while (token);
+      return ids;
+    };
+    for (const size of [1, 7, 60, 100]) expect(await pages(size)).toEqual(sorted);
+
+    // Markers are hints: drop every other one and add stale ones (buckets with no task).
+    const all = await markers();
+    await kv.txn({ compare: [], success: all.filter((_, i) => i % 2 === 0).map((k) => ({ request_delete_range: { key: Buffer.from(k) } })) }, 'test');
+    const stale = [now - 7_200_000, now - 1_800_000 + 30_000, now + 3_600_000].map((ms) => keys.timeMarker(timeBucketAt(ms)));
+    await kv.txn({ compare: [], success: stale.map((k) => ({ request_put: { key: Buffer.from(k), value: Buffer.from('') } })) }, 'test');
+    for (const size of [1, 4, 5, 13, 100]) expect(await pages(size)).toEqual(sorted);
+    // No markers at all: one range over the rest, still every task.
+    await kv.txn({ compare: [], success: [{ request_delete_range: { key: Buffer.from(keys.timeMarkerPrefix), range_end: Buffer.from(prefixEnd(keys.timeMarkerPrefix)) } }] }, 'test');
+    for (const size of [3, 100]) expect(await pages(size)).toEqual(sorted);
   });
 });
 

@@ -1,4 +1,5 @@
 import { v7 as uuidv7 } from 'uuid';
+import { isTimeBucket, nextTimeBucket, timeBucketAt, timeBucketOf } from '../../src/core/ids';
 import { Keys, pad, prefixEnd, checkTaskId } from '../../src/store/keys';
 import { TaskState } from '../../src/gen/loom';
 
@@ -63,5 +64,40 @@ describe('key schema', () => {
   it('computes prefix range ends', () => {
     expect(prefixEnd('/a/')).toBe('/a0');
     expect(() => checkTaskId('nope')).toThrow(/not a task id/);
+  });
+});
+
+describe('time buckets of task ids', () => {
+  it('puts a UUIDv7 in the 4,096 ms bucket of its creation time', () => {
+    const ms = Date.UTC(2026, 10, 29, 12, 0, 0, 123);
+    const id = uuidv7({ msecs: ms });
+    expect(timeBucketOf(id)).toBe(timeBucketAt(ms));
+    expect(isTimeBucket(timeBucketOf(id))).toBe(true);
+    // Every id of the bucket sorts inside [bucket, next bucket).
+    const first = Math.floor(ms / 4096) * 4096;
+    for (const t of [first, first + 4095]) {
+      const other = uuidv7({ msecs: t });
+      expect(timeBucketOf(other)).toBe(timeBucketAt(ms));
+      expect(other >= timeBucketAt(ms) && other < nextTimeBucket(timeBucketAt(ms))).toBe(true);
+    }
+    expect(timeBucketOf(uuidv7({ msecs: first + 4096 }))).toBe(nextTimeBucket(timeBucketAt(ms)));
+    expect(timeBucketOf(uuidv7({ msecs: first - 1 }))).not.toBe(timeBucketAt(ms));
+  });
+
+  it('steps to the next bucket across the dash and at the end of time', () => {
+    expect(nextTimeBucket('01a229c0-7')).toBe('01a229c0-8');
+    expect(nextTimeBucket('01a229cf-f')).toBe('01a229d0-0');
+    expect(nextTimeBucket('0fffffff-f')).toBe('10000000-0');
+    expect(nextTimeBucket('ffffffff-f')).toBe('g');
+    expect(timeBucketAt(0)).toBe('00000000-0');
+    expect(isTimeBucket('01a229c0-')).toBe(false);
+    expect(isTimeBucket('01A229C0-7')).toBe(false);
+  });
+
+  it('names time markers under their own prefix, outside the record range', () => {
+    const k = new Keys('/r');
+    expect(k.timeMarker('01a229c0-7')).toBe('/r/tasktime/01a229c0-7');
+    expect(k.parseTimeMarker(k.timeMarker('01a229c0-7'))).toBe('01a229c0-7');
+    expect(k.timeMarker('01a229c0-7') >= k.taskRangeStart && k.timeMarker('01a229c0-7') < k.taskRangeEnd).toBe(false);
   });
 });
