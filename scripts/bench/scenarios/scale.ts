@@ -5,14 +5,16 @@
  * `loom list` (API call; the CLI process is timed beside it), etcd's db size.
  * Then the blockers are cancelled and, while the cluster drains the queue,
  * new high-priority tasks are submitted one at a time: their submit→running
- * is compared with the same cluster's idle figure. Once every task has
- * completed the same figures are taken again.
+ * is compared with the same cluster's idle figure. After a drain window the
+ * tasks still queued are cancelled (all run with --no-budget); once every task
+ * is final and the nodes' retention sweep has collected every record, the same
+ * figures are taken again.
  */
 import { execFile } from 'child_process';
 import { TaskState } from '../../../src/gen/loom';
 import { BenchCluster, LOOM_BIN } from '../cluster';
 import { BenchContext, Scenario } from '../context';
-import { dbSize, TaskCounter, terminalTotal } from '../etcd-probe';
+import { dbSize, TaskCounter } from '../etcd-probe';
 import { Target } from '../figures';
 import { sleep } from '../proc';
 import { percentile } from '../stats';
@@ -25,6 +27,34 @@ const MB = 1024 * 1024;
 const SUBMIT_BATCH = 2000;
 /** Longest wait for one task we submitted to end. */
 const WAIT_MS = 120_000;
+/** How long the queue drains on its own before the rest is cancelled (with a budget). */
+const DRAIN_WINDOW_MS = 40_000;
+/** The nodes' --retention here: finished tasks are collected during the run. */
+const RETENTION = '10s';
+/** Longest wait for garbage collection once every task is final. */
+const GC_WAIT_MS = 90_000;
+/** Cancel calls in flight at once. */
+const CANCEL_IN_FLIGHT = 48;
+
+/** Cancels every task of `ids` not already final; returns how many it cancelled. */
+async function cancelAll(c: BenchCluster, ids: string[]): Promise<number> {
+  let next = 0;
+  let cancelled = 0;
+  const lane = async (k: number) => {
+    while (next < ids.length) {
+      const id = ids[next++];
+      try {
+        const t = await c.api(k % c.nodes.length).cancel(id);
+        if (t.state === TaskState.CANCELLED) cancelled++;
+      } catch (err) {
+        // Already final (it ran, or finished as we asked): nothing to cancel.
+        if ((err as { code?: string }).code !== 'INVALID_STATE') throw err;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: CANCEL_IN_FLIGHT }, (_, k) => lane(k)));
+  return cancelled;
+}
 
 function timeCli(api: string): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -60,7 +90,7 @@ export const scale: Scenario = {
       'so a node that receives one while its slots are busy starts it at once in its urgent slot) are submitted one at a time and their ' +
       "submit→running (record startedAtMs − client clock before submit) is compared with this cluster's idle submit→running p50 measured before the fill. " +
       'Repetitions here are repeated samples within one fill (one fill of the queue per run).');
-    const c = await BenchCluster.start({ name: 'scale', nodes: 3, etcd: 'embedded', args: ['--shutdown-grace', '1s', '--kill-grace', '1s'] }, ctx.log);
+    const c = await BenchCluster.start({ name: 'scale', nodes: 3, etcd: 'embedded', args: ['--shutdown-grace', '1s', '--kill-grace', '1s', '--retention', RETENTION] }, ctx.log);
     const emit = (figure: string, label: string, unit: string, values: number[], target?: Target, extra?: Record<string, unknown>) =>
       ctx.emit({ scenario: S, figure, label, unit, values, target, extra: { queuedTasks: n, ...extra } });
     try {
@@ -70,7 +100,7 @@ export const scale: Scenario = {
       emit('idle_submit_running_p50_ms', 'idle submit→running p50 of this cluster, before the fill (baseline)', 'ms', [idleP50]);
       const twiceIdle: Target = { op: '<=', value: 2 * idleP50, text: `≤ 2 × idle = ${(2 * idleP50).toFixed(2)} ms` };
 
-      const measure = async (phase: 'queued' | 'completed', what: string) => {
+      const measure = async (phase: 'queued' | 'after_gc', what: string) => {
         await sleep(2000);
         const rss: number[][] = c.nodes.map(() => []);
         for (let i = 0; i < samples; i++) {
@@ -110,9 +140,8 @@ export const scale: Scenario = {
       for (let t = Date.now(); (await counter.counts()).running < slots; await sleep(100)) {
         if (Date.now() - t > 30_000) throw new Error(`blockers not all running after 30 s: ${JSON.stringify(await counter.counts())}`);
       }
-      const base = terminalTotal(await counter.counts());
       const t0 = Date.now();
-      await submitSpread(c, spec(['true']), n, SUBMIT_BATCH);
+      const ids = await submitSpread(c, spec(['true']), n, SUBMIT_BATCH);
       const submitS = (Date.now() - t0) / 1000;
       emit('submit_tasks_per_s', `submit rate of ${n} tasks (batches of ${SUBMIT_BATCH}, one lane per node)`, 'tasks/s', [n / submitS]);
       const queued = (await counter.counts()).queued;
@@ -123,7 +152,6 @@ export const scale: Scenario = {
       // Release the slots; while the queue drains, submit new high-priority tasks one at a time.
       const peak = c.nodes.map(() => 0);
       const sampler = setInterval(() => c.rss().forEach((r, k) => (peak[k] = Math.max(peak[k], (r.nodeKb ?? 0) / 1024))), 1000);
-      const completedAtStart = (await counter.counts()).completed;
       const drainT0 = Date.now();
       await Promise.all(blockers.map((id) => c.api(0).cancel(id)));
       const hot: number[] = [];
@@ -141,40 +169,73 @@ export const scale: Scenario = {
       }
       emit('new_task_running_ms_draining', `submit→running of a new priority-999 task while the ${n} drain`, 'ms', hot, twiceIdle,
         { queuedAtSubmit: depth });
-      const w = await counter.waitTerminalUntil(base, n + slots + hotCount, budget.deadline(10_000), 500);
+      // Drain rate, from the queued count (finished records are collected as
+      // the run goes, so completion counts would undercount).
+      const queuedAfterHot = (await counter.counts()).queued;
+      const unlimited = !Number.isFinite(budget.seconds);
+      const windowEnd = unlimited ? Infinity : drainT0 + (ctx.quick ? 5_000 : DRAIN_WINDOW_MS);
+      let last = await counter.counts();
+      while (last.queued + last.running > 0 && Date.now() < windowEnd) {
+        await sleep(500);
+        last = await counter.counts();
+      }
+      const drainS = (Date.now() - drainT0) / 1000;
+      const taken = n + hotCount - last.queued;
+      emit('drain_tasks_per_s', `drain rate of the ${n} queued tasks (tasks taken from the queue per second, blockers cancelled → ` +
+        `${last.queued === 0 ? 'queue empty' : `end of the ${Math.round(drainS)} s window`})`, 'tasks/s', [taken / drainS], undefined,
+        { queuedAfterHotTasks: queuedAfterHot, queuedAtEnd: last.queued, seconds: Math.round(drainS) });
+
+      // The rest reach a final state by cancel (running them all would take far
+      // longer than the budget); with --no-budget they all run.
+      let cancelled = 0;
+      if (last.queued > 0) {
+        const leftRun = last.queued / Math.max(taken / drainS, 0.001);
+        ctx.log(`${S}: ${last.queued} still queued after ${drainS.toFixed(0)} s (running them would take about ${about(leftRun)}); cancelling them`);
+        const c0 = Date.now();
+        cancelled = await cancelAll(c, ids);
+        const cancelS = (Date.now() - c0) / 1000;
+        emit('cancel_tasks_per_s', `cancel rate: the ${last.queued} tasks still queued after the drain window, one Cancel call each, ` +
+          `${CANCEL_IN_FLIGHT} in flight over the 3 nodes`, 'tasks/s', [cancelled / cancelS], undefined, { cancelled, seconds: Math.round(cancelS) });
+        ctx.note(S, `${taken} of the ${n} tasks ran in the ${Math.round(drainS)} s drain window; the ${cancelled} still queued were then cancelled ` +
+          `so that every task reached a final state within the time budget (running them all would have taken about ${about(n / Math.max(taken / drainS, 0.001))}; ` +
+          '`--no-budget` runs them all). The "after" figures below are taken once all of them are final and garbage-collected.');
+      }
+      for (let t = Date.now(); ; await sleep(500)) {
+        last = await counter.counts();
+        if (last.queued + last.running === 0) break;
+        if (Date.now() - t > 120_000) throw new Error(`tasks still not final 120 s after the cancels: ${JSON.stringify(last)}`);
+      }
       clearInterval(sampler);
-      const drainS = (w.atMs - drainT0) / 1000;
-      const drained = Math.max(0, w.counts.completed - completedAtStart - hotCount);
-      emit('drain_tasks_per_s', `drain rate of the ${n} queued tasks (blockers cancelled → all completed)`, 'tasks/s', [drained / drainS], undefined,
-        w.timedOut ? { partial: true, completedByBudget: drained } : undefined);
-      emit('rss_max_node_mb_peak_draining', 'largest node RSS while draining (sampled every second)', 'MB', [Math.max(...peak)], undefined,
+      emit('rss_max_node_mb_peak_draining', 'largest node RSS while draining and cancelling (sampled every second)', 'MB', [Math.max(...peak)], undefined,
         { perNodeMb: peak.map((x) => Math.round(x)) });
-      if (w.timedOut) {
-        const rate = drained / drainS;
-        const why = `the drain did not finish within the scenario's time budget (${budget.seconds} s): ${drained} of ${n} completed in ` +
-          `${drainS.toFixed(0)} s at ${rate.toFixed(0)} tasks/s; all ${n} would take about ${about(n / Math.max(rate, 0.001))} (rerun with --no-budget)`;
+      const finalWhat = `after all ${n} were final (${cancelled ? `${n - cancelled} ran, ${cancelled} cancelled` : 'all ran'}) and garbage-collected`;
+
+      // Garbage collection: the nodes run with --retention ${RETENTION}.
+      const gc0 = Date.now();
+      let records = await counter.records();
+      const gcDeadline = unlimited ? Infinity : budget.deadline(GC_WAIT_MS);
+      while (records > 0 && Date.now() < gcDeadline) {
+        await sleep(500);
+        records = await counter.records();
+      }
+      const gcS = (Date.now() - gc0) / 1000;
+      if (records > 0) {
+        const why = `garbage collection had not finished within the scenario's time budget (${budget.seconds} s): ${records} task records left ${gcS.toFixed(0)} s after the last task was final`;
         ctx.log(`${S}: ${why}`);
         for (const [figure, label] of [
-          ['rss_max_node_mb_completed', `largest node RSS, after all ${n} completed`],
-          ['list_first_page_ms_completed', `\`loom list\` first page, after all ${n} completed`],
-          ['new_task_running_ms_completed', `submit→running of a new priority-999 task after all ${n} completed`],
-          ['etcd_db_mb_completed', `etcd db size, after all ${n} completed`],
+          ['rss_max_node_mb_after_gc', `largest node RSS, ${finalWhat}`],
+          ['list_first_page_ms_after_gc', `\`loom list\` first page, ${finalWhat}`],
+          ['new_task_running_ms_after_gc', `submit→running of a new priority-999 task, ${finalWhat}`],
+          ['etcd_db_mb_after_gc', `etcd db size, ${finalWhat}`],
         ]) ctx.fail(S, figure, label, why);
         return;
       }
-      ctx.log(`${S}: drained in ${drainS.toFixed(1)} s`);
+      emit('gc_seconds', `last task final → every task record garbage-collected (retention ${RETENTION})`, 's', [gcS]);
+      ctx.log(`${S}: all final; records collected ${gcS.toFixed(1)} s later`);
 
-      await measure('completed', `after all ${n} completed`);
+      await measure('after_gc', finalWhat);
       const after = await sequentialLatency(c.api(0), Math.max(20, samples), 999);
-      emit('new_task_running_ms_completed', `submit→running of a new priority-999 task after all ${n} completed`, 'ms', after.map((x) => x.runningMs), twiceIdle);
-      const records = await counter.records();
-      const submitted = idle.length + slots + n + hotCount + after.length;
-      emit('records_kept_completed', `task records still stored after completion (of ${submitted} submitted)`, 'records', [records]);
-      ctx.note(S, records >= submitted
-        ? `Garbage collection of finished tasks: not available in this build: all ${records} task records were still in etcd after completion, ` +
-          'so the "after they are garbage-collected" figures could not be taken; the "after completion" figures stand in for them.'
-        : `${submitted - records} of ${submitted} task records were gone after completion (some garbage collection ran); ` +
-          'the "after completion" figures were taken at that moment, not after a full collection.');
+      emit('new_task_running_ms_after_gc', `submit→running of a new priority-999 task, ${finalWhat}`, 'ms', after.map((x) => x.runningMs), twiceIdle);
     } finally {
       await c.stop();
     }
