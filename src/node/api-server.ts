@@ -264,7 +264,7 @@ export class ApiServer {
   /** Cancels a task; with `identity`, only for its owner or an admin (internal callers pass none). */
   private async cancel(id: string, identity?: Identity): Promise<Task> {
     for (let i = 0; i < 10; i++) {
-      const held: HeldTask = await this.deps.queries.get(id);
+      const held: HeldTask = await this.deps.queries.getForUpdate(id, i);
       const t = held.task;
       if (identity) this.checkOwner(t, identity, 'cancel');
       if (isTerminal(t.state)) {

@@ -40,6 +40,21 @@ export class TaskQueries {
   }
 
   /**
+   * A read that only feeds a transaction guarded by the revision it returns:
+   * the first try reads the local member's state (serializable: no leader
+   * round), since a stale record only fails the guard; later tries, and a
+   * "no such task" (maybe just not replicated here yet), read linearizably.
+   */
+  async getForUpdate(id: string, attempt: number, signal?: AbortSignal): Promise<HeldTask> {
+    if (attempt === 0) {
+      checkTaskId(id);
+      const kv = await this.kv.get(this.keys.task(id), 'get task', signal, true);
+      if (kv) return { task: decodeTask(kv.value, id), revision: kv.mod_revision };
+    }
+    return this.get(id, signal);
+  }
+
+  /**
    * Like get, but concurrent callers for the same id share one read (the
    * first caller's; it is not aborted by another caller's signal). For
    * readers that only follow a task (log streams): many followers of one
