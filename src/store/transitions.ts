@@ -23,6 +23,7 @@ import {
 import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
 import { timeBucketOf } from '../core/ids';
+import { TxnBatcher } from './txn-batcher';
 
 /** Tasks per submit transaction: 2 ops each + time markers, within etcd's default 128 ops. */
 export const SUBMIT_CHUNK = 63;
@@ -97,11 +98,14 @@ function withAttempt(task: Task, outcome: string, finishedAtMs: number): Attempt
 export class TaskTransitions {
   /** Time buckets whose marker this process wrote (see Keys.timeMarker). */
   private readonly markedBuckets = new Set<string>();
+  private readonly cancels: TxnBatcher;
 
   constructor(
     private readonly kv: Kv,
     readonly keys: Keys,
-  ) {}
+  ) {
+    this.cancels = new TxnBatcher(kv, 'cancel');
+  }
 
   /**
    * Puts of the time markers of these new records' buckets that this process
@@ -488,19 +492,18 @@ export class TaskTransitions {
   /**
    * cancelQueued: compare /task/<id> at the revision read and its queued key
    * exists; then delete the queued key, put /task/<id> CANCELLED + terminal key.
+   * Cancels issued together share one etcd transaction (nested, each on its
+   * own compares: see TxnBatcher).
    */
   async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
     const next: Task = { ...t, state: TaskState.CANCELLED, finishedAtMs: nowMs, reason: 'cancelled before it ran' };
     const queuedKey = this.keys.queued(priorityOf(t), t.id);
-    const res = await this.kv.txn(
-      {
-        compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
-        success: [del(queuedKey), ...this.writeRecord(next)],
-      },
-      'cancel',
-    );
-    return res.succeeded ? next : undefined;
+    const ok = await this.cancels.run({
+      compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
+      success: [del(queuedKey), ...this.writeRecord(next)],
+    });
+    return ok ? next : undefined;
   }
 
   /**

@@ -8,6 +8,7 @@ import { TaskTransitions } from '../../src/store/transitions';
 import { JobStore } from '../../src/store/jobs';
 import { sweepFinished } from '../../src/store/retention';
 import { validateSpec } from '../../src/core/spec';
+import { uuidAt } from '../support/ids';
 import { testEtcdEndpoint, uniqueRoot } from '../support/etcd';
 
 test('retention deletes old finished tasks and jobs, and nothing else', async () => {
@@ -66,14 +67,10 @@ test('retention deletes the time markers of old buckets once their tasks are gon
     const now = Date.now();
     const hour = 3_600_000;
     const spec = validateSpec({ command: ['true'] });
-    const idAt = (ms: number, n: number) => {
-      const h = ms.toString(16).padStart(12, '0');
-      return `${h.slice(0, 8)}-${h.slice(8)}-7000-8000-${n.toString(16).padStart(12, '0')}`;
-    };
     // Submitted 5 h ago and finished 2 h ago (goes), submitted 4 h ago and still
     // queued (its bucket keeps its marker), submitted now (a recent bucket).
-    const gone = { ...tr.newRecord(spec, 'me', now), id: idAt(now - 5 * hour, 1), state: TaskState.COMPLETED, finishedAtMs: now - 2 * hour };
-    const waiting = { ...tr.newRecord(spec, 'me', now), id: idAt(now - 4 * hour, 2) };
+    const gone = { ...tr.newRecord(spec, 'me', now), id: uuidAt(now - 5 * hour, 1), state: TaskState.COMPLETED, finishedAtMs: now - 2 * hour };
+    const waiting = { ...tr.newRecord(spec, 'me', now), id: uuidAt(now - 4 * hour, 2) };
     const fresh = tr.newRecord(spec, 'me', now);
     await tr.materialize([gone]);
     await tr.submit([waiting, fresh]);

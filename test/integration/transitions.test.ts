@@ -9,6 +9,7 @@ import { QueueWindow } from '../../src/store/queue-window';
 import { QueuedEntry, TaskTransitions } from '../../src/store/transitions';
 import { validateSpec } from '../../src/core/spec';
 import { encodeNode } from '../../src/store/codec';
+import { uuidAt } from '../support/ids';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
 
@@ -179,17 +180,12 @@ describe('store transitions', () => {
   it('lists every task once, in id order, across ids years apart and an older id that appears after a first page', async () => {
     const { keys, tr, q } = setup();
     const now = Date.now();
-    // UUIDv7-shaped ids at chosen times: bursts and gaps the time windows must cross.
-    const idAt = (ms: number, n: number) => {
-      const h = ms.toString(16).padStart(12, '0');
-      return `${h.slice(0, 8)}-${h.slice(8)}-7000-8000-${n.toString(16).padStart(12, '0')}`;
-    };
     const times = [
       ...Array.from({ length: 7 }, (_, i) => now - 3 * 365 * 86_400_000 + i), // three years ago
       ...Array.from({ length: 5 }, (_, i) => now - 40 * 86_400_000 + i * 3_600_000), // forty days ago, hourly
       ...Array.from({ length: 30 }, (_, i) => now - 5000 + i), // a burst just now
     ];
-    const records = times.map((ms, i) => ({ ...tr.newRecord(spec(), 'me', now), id: idAt(ms, i) }));
+    const records = times.map((ms, i) => ({ ...tr.newRecord(spec(), 'me', now), id: uuidAt(ms, i) }));
     await tr.submit(records);
     const pages = async (size: number) => {
       const ids: string[] = [];
@@ -207,23 +203,65 @@ describe('store transitions', () => {
     for (const size of [1, 4, 10, 42, 100]) expect(await pages(size)).toEqual(sorted);
     // A task whose id is older than everything the last first page saw (a resumed job
     // submit rewrites ids minted long ago) is on the next first page.
-    const older = { ...tr.newRecord(spec(), 'me', now), id: idAt(now - 4 * 365 * 86_400_000, 99) };
+    const older = { ...tr.newRecord(spec(), 'me', now), id: uuidAt(now - 4 * 365 * 86_400_000, 99) };
     await tr.submit([older]);
     expect((await q.list({ pageSize: 3 })).tasks.map((t) => t.id)).toEqual([older.id, ...sorted.slice(0, 2)]);
     expect(await pages(5)).toEqual([older.id, ...sorted]);
   });
 
+  it('sends cancels issued together as one transaction each keeping its own guard, and two cancels of one task in separate ones', async () => {
+    const { keys, q } = setup();
+    const txns: number[] = [];
+    const spy: Kv = Object.create(kv);
+    spy.txn = (req, what, signal) => {
+      if (what === 'cancel') txns.push(req.success!.length);
+      return kv.txn(req, what, signal);
+    };
+    const tr = new TaskTransitions(spy, keys);
+    const records = Array.from({ length: 100 }, () => tr.newRecord(spec(), 'me', Date.now()));
+    await tr.submit(records);
+    const held = await Promise.all(records.map((r) => q.get(r.id)));
+    // One stale revision: its guard fails, the others still commit.
+    const stale = { ...held[7], revision: String(Number(held[7].revision) - 1) };
+    const results = await Promise.all([...held.map((h, i) => tr.cancelQueued(i === 7 ? stale : h, Date.now())), tr.cancelQueued(held[3], Date.now())]);
+    expect(results.filter((r) => r?.state === TaskState.CANCELLED)).toHaveLength(99);
+    expect(results[7]).toBeUndefined();
+    expect(results[100]).toBeUndefined(); // the second cancel of task 3 found it cancelled
+    expect(txns.reduce((a, b) => a + b, 0)).toBe(101);
+    expect(txns.length).toBeLessThanOrEqual(3);
+    const counts = await q.countByState();
+    expect(counts).toMatchObject({ cancelled: 99, queued: 1 });
+  });
+
+  it('reads for an update from the local member first, and confirms a missing task linearizably', async () => {
+    const { keys, tr } = setup();
+    const reads: boolean[] = [];
+    const spy: Kv = Object.create(kv);
+    spy.range = (req, what, signal) => {
+      reads.push(!!req.serializable);
+      return kv.range(req, what, signal);
+    };
+    const q = new TaskQueries(spy, keys);
+    const t = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([t]);
+    const held = await q.getForUpdate(t.id, 0);
+    expect(held.task.id).toBe(t.id);
+    expect(reads).toEqual([true]);
+    await q.getForUpdate(t.id, 1);
+    expect(reads).toEqual([true, false]);
+    reads.length = 0;
+    const missing = tr.newRecord(spec(), 'me', Date.now()).id;
+    await expect(q.getForUpdate(missing, 0)).rejects.toMatchObject({ code: 'NOT_FOUND' });
+    expect(reads).toEqual([true, false]);
+  });
+
   it('lists by bounded ranges ending at marked time buckets, and lists every task even when markers are missing or stale', async () => {
     const { keys, tr } = setup();
     const now = Date.now();
-    const idAt = (ms: number, n: number) => {
-      const h = ms.toString(16).padStart(12, '0');
-      return `${h.slice(0, 8)}-${h.slice(8)}-7000-8000-${n.toString(16).padStart(12, '0')}`;
-    };
     // 12 buckets a minute apart, 5 tasks each.
     const records = Array.from({ length: 60 }, (_, i) => ({
       ...tr.newRecord(spec(), 'me', now),
-      id: idAt(now - 3_600_000 + Math.floor(i / 5) * 60_000 + (i % 5), i),
+      id: uuidAt(now - 3_600_000 + Math.floor(i / 5) * 60_000 + (i % 5), i),
     }));
     await tr.submit(records);
     const sorted = records.map((r) => r.id).sort();
