@@ -90,7 +90,10 @@ export const scale: Scenario = {
       'Then the blockers are cancelled; while the queue drains, new tasks of priority 999 (urgent: at or above the nodes\' default --urgent-priority 900, ' +
       'so a node that receives one while its slots are busy starts it at once in its urgent slot) are submitted one at a time and their ' +
       "submit→running (record startedAtMs − client clock before submit) is compared with this cluster's idle submit→running p50 measured before the fill. " +
-      'Repetitions here are repeated samples within one fill (one fill of the queue per run).');
+      'Repetitions here are repeated samples within one fill (one fill of the queue per run). ' +
+      `The nodes run with --retention ${RETENTION}, so finished tasks are garbage-collected during the run; the "after" figures are taken once every task is final ` +
+      'and no task record is left. etcd 3.4 keeps a deleted key in its index until the next compaction (embedded members compact every 5 min), ' +
+      'so ranges right after the collection still walk the deleted keys; the db size does not shrink without a defragmentation.');
     const c = await BenchCluster.start({ name: 'scale', nodes: 3, etcd: 'embedded', args: ['--shutdown-grace', '1s', '--kill-grace', '1s', '--retention', RETENTION] }, ctx.log);
     const emit = (figure: string, label: string, unit: string, values: number[], target?: Target, extra?: Record<string, unknown>) =>
       ctx.emit({ scenario: S, figure, label, unit, values, target, extra: { queuedTasks: n, ...extra } });
