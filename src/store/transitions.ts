@@ -217,7 +217,7 @@ export class TaskTransitions {
   async submit(records: Task[], signal?: AbortSignal): Promise<void> {
     const chunks = this.submitChunks(records);
     // At most SUBMIT_IN_FLIGHT transactions at once (a 10,000-task submit is
-    // 157 of them; all at once would time out behind each other), in order;
+    // 159 of them; all at once would time out behind each other), in order;
     // after a failure no new chunk starts, so what is queued is a prefix.
     let done = 0;
     try {
