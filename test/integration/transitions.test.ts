@@ -49,6 +49,20 @@ async function queuedEntries(keys: Keys): Promise<QueuedEntry[]> {
   return out;
 }
 
+/** Every task id, page by page (`size` per page), in list order. */
+async function listAllIds(q: TaskQueries, size: number): Promise<string[]> {
+  const ids: string[] = [];
+  let token = '';
+  let n = 0;
+  do {
+    const page = await q.list({ pageSize: size, pageToken: token });
+    ids.push(...page.tasks.map((t) => t.id));
+    token = page.nextPageToken;
+    if (++n > 100) throw new Error('paging does not end');
+  } while (token);
+  return ids;
+}
+
 describe('store transitions', () => {
   it('submits tasks in dispatch order and lets exactly one of two claimers win', async () => {
     const { keys, tr, q } = setup();
@@ -187,18 +201,7 @@ describe('store transitions', () => {
     ];
     const records = times.map((ms, i) => ({ ...tr.newRecord(spec(), 'me', now), id: uuidAt(ms, i) }));
     await tr.submit(records);
-    const pages = async (size: number) => {
-      const ids: string[] = [];
-      let token = '';
-      let n = 0;
-      do {
-        const page = await q.list({ pageSize: size, pageToken: token });
-        ids.push(...page.tasks.map((t) => t.id));
-        token = page.nextPageToken;
-        if (++n > 100) throw new Error('paging does not end');
-      } while (token);
-      return ids;
-    };
+    const pages = (size: number) => listAllIds(q, size);
     const sorted = records.map((r) => r.id).sort();
     for (const size of [1, 4, 10, 42, 100]) expect(await pages(size)).toEqual(sorted);
     // A task whose id is older than everything the last first page saw (a resumed job
@@ -280,18 +283,7 @@ describe('store transitions', () => {
     expect(first.tasks.map((t) => t.id)).toEqual(sorted.slice(0, 5));
     // One range, up to the end of the first bucket: not over every record.
     expect(ranges).toEqual([keys.task(nextTimeBucket(timeBucketOf(sorted[0])))]);
-    const pages = async (size: number) => {
-      const ids: string[] = [];
-      let token = '';
-      let n = 0;
-      do {
-        const page = await q.list({ pageSize: size, pageToken: token });
-        ids.push(...page.tasks.map((t) => t.id));
-        token = page.nextPageToken;
-        if (++n > 100) throw new Error('paging does not end');
-      } while (token);
-      return ids;
-    };
+    const pages = (size: number) => listAllIds(q, size);
     for (const size of [1, 7, 60, 100]) expect(await pages(size)).toEqual(sorted);
 
     // Markers are hints: drop every other one and add stale ones (buckets with no task).
