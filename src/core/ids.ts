@@ -15,14 +15,13 @@ export function jobTaskIdRange(jobId: string): [string, string] {
   return [jobId.slice(0, 24) + '000000000000', jobId.slice(0, 24) + 'g'];
 }
 
-
 /**
  * Time buckets of task ids. A UUIDv7's text starts with its creation time in
  * ms (48 bits, as "xxxxxxxx-xxxx"); the first 10 characters ("xxxxxxxx-x",
  * the top 36 bits) name a bucket of 4,096 ms. Ids sort by text, so a
  * bucket's ids are one contiguous key range: [bucket, nextTimeBucket(bucket)).
  */
-export const TIME_BUCKET_CHARS = 10;
+const TIME_BUCKET_CHARS = 10;
 
 const BUCKET = /^[0-9a-f]{8}-[0-9a-f]$/;
 

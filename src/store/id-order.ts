@@ -13,7 +13,7 @@
  * or not its bucket has a marker: a missing or stale marker costs time, never
  * a task.
  */
-import { isTimeBucket, nextTimeBucket } from '../core/ids';
+import { isTimeBucket, nextTimeBucket, timeBucketOf } from '../core/ids';
 import { b, IKeyValue, Kv } from './etcd';
 import { Keys, prefixEnd } from './keys';
 
@@ -41,7 +41,7 @@ class MarkedBuckets {
     while (i >= this.buckets.length && this.more) {
       const res = await this.kv.range(
         { key: b(this.from), range_end: b(prefixEnd(this.keys.timeMarkerPrefix)), limit: MARKER_BATCH, keys_only: true },
-        'list task time markers',
+        'list tasks',
       );
       for (const kv of res.kvs) {
         const bucket = this.keys.parseTimeMarker(kv.key.toString());
@@ -60,7 +60,7 @@ class MarkedBuckets {
  */
 export async function recordsInIdOrder(kv: Kv, keys: Keys, start: string, limit: number): Promise<{ kvs: IKeyValue[]; more: boolean }> {
   const idStart = start.slice(keys.task('').length);
-  const marked = new MarkedBuckets(kv, keys, idStart.slice(0, 10));
+  const marked = new MarkedBuckets(kv, keys, timeBucketOf(idStart));
   const out: IKeyValue[] = [];
   let from = start;
   let walked = 0;

@@ -77,8 +77,9 @@ export class TaskQueries {
 
   /**
    * One page of tasks. Without a state, pages through the records in id
-   * (= submit time) order (bounded ranges: see id-order.ts); with a state, through that state's index in
-   * dispatch (queued) or finish-time order, fetching the records in one txn.
+   * (= submit time) order, by bounded ranges (see id-order.ts); with a state,
+   * through that state's index in dispatch (queued) or finish-time order,
+   * fetching the records in one txn.
    */
   async list(q: ListQuery): Promise<{ tasks: Task[]; nextPageToken: string }> {
     const limit = Math.min(Math.max(1, q.pageSize || 100), MAX_PAGE);

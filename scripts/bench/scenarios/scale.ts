@@ -214,7 +214,7 @@ export const scale: Scenario = {
         { perNodeMb: peak.map((x) => Math.round(x)) });
       const finalWhat = `after all ${n} were final (${cancelled ? `${n - cancelled} ran, ${cancelled} cancelled` : 'all ran'}) and garbage-collected`;
 
-      // Garbage collection: the nodes run with --retention ${RETENTION}.
+      // Garbage collection: the nodes run with --retention RETENTION.
       const gc0 = Date.now();
       let records = await counter.records();
       const gcDeadline = unlimited ? Infinity : budget.deadline(GC_WAIT_MS);
