@@ -25,7 +25,7 @@
 import * as fs from 'fs';
 import { constants as osConstants } from 'os';
 import { Readable } from 'stream';
-import Docker from 'dockerode';
+import type Docker from 'dockerode';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
 import { Reaper } from './reaper';
@@ -83,11 +83,23 @@ const PING_TIMEOUT_MS = 3_000;
 
 export class DockerRunner implements Runner {
   readonly socketPath: string;
-  private readonly docker: Docker;
+  private client: Docker | undefined;
 
   constructor(private readonly opts: DockerRunnerOptions) {
     this.socketPath = opts.socketPath ?? process.env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock';
-    this.docker = new Docker({ socketPath: this.socketPath });
+  }
+
+  /**
+   * The engine client, loaded on first use: dockerode and what it pulls in
+   * (ssh2, tar-fs, ...) add about 23 MB of RSS and a second or more of
+   * start-up, which a node on a machine without Docker should not pay.
+   */
+  private get docker(): Docker {
+    if (!this.client) {
+      const Dockerode = require('dockerode') as typeof Docker;
+      this.client = new Dockerode({ socketPath: this.socketPath });
+    }
+    return this.client;
   }
 
   /**
@@ -110,6 +122,8 @@ export class DockerRunner implements Runner {
   async ping(): Promise<boolean> {
     let timer: NodeJS.Timeout | undefined;
     try {
+      // No socket, no engine: answered without loading the client.
+      if (!(await fs.promises.stat(this.socketPath)).isSocket()) return false;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error('timeout')), PING_TIMEOUT_MS);
       });

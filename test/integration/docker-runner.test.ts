@@ -162,6 +162,26 @@ describe('DockerRunner without an engine', () => {
     expect(r.exitCode).toBeUndefined();
   });
 
+  test('ping without a socket answers false without loading the Docker client', () => {
+    // A fresh process: this test file itself has loaded dockerode.
+    const file = path.join(os.tmpdir(), `loom-not-a-socket-${process.pid}`);
+    fs.writeFileSync(file, '');
+    const script = `
+      const { DockerRunner } = require(${JSON.stringify(require.resolve('../../src/runner/docker-runner'))});
+      const ping = (socketPath) => new DockerRunner({ socketPath, nodeName: 'x' }).ping();
+      Promise.all([ping('/nonexistent/loom-docker.sock'), ping(${JSON.stringify(file)})]).then((pings) => {
+        const loaded = Object.keys(require.cache).some((k) => k.includes('/node_modules/dockerode/'));
+        process.stdout.write(JSON.stringify({ pings, loaded }));
+      });`;
+    try {
+      const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20_000 });
+      expect(r.stderr).toBe('');
+      expect(JSON.parse(r.stdout)).toEqual({ pings: [false, false], loaded: false });
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  });
+
   test('a plain RunRequest (no image) is refused', async () => {
     const { image: _image, ...plain } = request({ argv: ['true'] });
     const r = await runner.start(plain).done;
