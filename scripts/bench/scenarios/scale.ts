@@ -35,6 +35,33 @@ const RETENTION = '10s';
 const GC_WAIT_MS = 90_000;
 /** Cancel calls in flight at once. */
 const CANCEL_IN_FLIGHT = 256;
+/** RSS has settled when no node's moved more than SETTLE_MB over the last SETTLE_SAMPLES (1 s apart)... */
+const SETTLE_MB = 2;
+const SETTLE_SAMPLES = 10;
+/** ...or after this long, whichever comes first. */
+const SETTLE_MAX_MS = 45_000;
+
+/**
+ * Waits until the nodes' RSS stops moving: V8 gives back the heap a burst
+ * grew only once the process is quiet (its memory reducer starts 8 s after a
+ * full GC, at a low allocation rate), so RSS taken while a node still digests
+ * the burst is a transient, reported apart. Returns the seconds waited and
+ * whether it settled within SETTLE_MAX_MS.
+ */
+async function rssSettled(c: BenchCluster): Promise<{ seconds: number; settled: boolean }> {
+  const t0 = Date.now();
+  const history: number[][] = c.nodes.map(() => []);
+  for (;;) {
+    c.rss().forEach((r, k) => history[k].push((r.nodeKb ?? NaN) / 1024));
+    const still = history.every((h) => {
+      const last = h.slice(-SETTLE_SAMPLES);
+      return last.length === SETTLE_SAMPLES && Math.max(...last) - Math.min(...last) <= SETTLE_MB;
+    });
+    if (still) return { seconds: (Date.now() - t0) / 1000, settled: true };
+    if (Date.now() - t0 >= SETTLE_MAX_MS) return { seconds: (Date.now() - t0) / 1000, settled: false };
+    await sleep(1000);
+  }
+}
 
 /** Cancels every task of `ids` not already final; returns how many it cancelled. */
 async function cancelAll(c: BenchCluster, ids: string[]): Promise<number> {
@@ -87,6 +114,9 @@ export const scale: Scenario = {
       `are submitted in batches of ${SUBMIT_BATCH}, one lane per node (two 10,000-task submits at once failed with an etcd deadline error ` +
       'while this benchmark was written, after queueing part of the batch), and stay queued while RSS (VmRSS of each node process; its etcd member is reported apart), ' +
       'the first page of List (and of `loom list` run as a process), and etcd\'s db size (etcd_mvcc_db_total_size_in_bytes) are measured. ' +
+      `RSS is sampled once it has settled (no node's moved more than ${SETTLE_MB} MB over ${SETTLE_SAMPLES} s, at most ${SETTLE_MAX_MS / 1000} s): ` +
+      'V8 gives back the heap a burst grew only when the process is quiet (its memory reducer starts 8 s after a full GC); ' +
+      'the peak while cancelling and the RSS the moment the last record was collected are reported beside it. ' +
       'Then the blockers are cancelled; while the queue drains, new tasks of priority 999 (urgent: at or above the nodes\' default --urgent-priority 900, ' +
       'so a node that receives one while its slots are busy starts it at once in its urgent slot) are submitted one at a time and their ' +
       "submit→running (record startedAtMs − client clock before submit) is compared with this cluster's idle submit→running p50 measured before the fill. " +
@@ -105,7 +135,8 @@ export const scale: Scenario = {
       const twiceIdle: Target = { op: '<=', value: 2 * idleP50, text: `≤ 2 × idle = ${(2 * idleP50).toFixed(2)} ms` };
 
       const measure = async (phase: 'queued' | 'after_gc', what: string) => {
-        await sleep(2000);
+        const settle = await rssSettled(c);
+        ctx.log(`${S}: node RSS ${settle.settled ? 'settled' : 'still moving'} after ${settle.seconds.toFixed(0)} s`);
         const rss: number[][] = c.nodes.map(() => []);
         for (let i = 0; i < samples; i++) {
           c.rss().forEach((r, k) => rss[k].push((r.nodeKb ?? NaN) / 1024));
@@ -114,7 +145,8 @@ export const scale: Scenario = {
         const etcdRss = c.rss().map((r) => (r.etcdKb ?? NaN) / 1024);
         c.nodes.forEach((node, k) => emit(`rss_${node.name}_mb_${phase}`, `RSS of node ${node.name}, ${what}`, 'MB', rss[k]));
         emit(`rss_max_node_mb_${phase}`, `largest node RSS, ${what}`, 'MB', rss[0].map((_, i) => Math.max(...rss.map((r) => r[i]))),
-          { op: '<=', value: 150, text: '≤ 150 MB' }, { etcdMemberRssMb: etcdRss.map((x) => Math.round(x)) });
+          { op: '<=', value: 150, text: '≤ 150 MB' },
+          { etcdMemberRssMb: etcdRss.map((x) => Math.round(x)), settleSeconds: Math.round(settle.seconds), settled: settle.settled });
         const list: number[] = [];
         const listQueued: number[] = [];
         const cli: number[] = [];
@@ -235,6 +267,8 @@ export const scale: Scenario = {
         return;
       }
       emit('gc_seconds', `last task final → every task record garbage-collected (retention ${RETENTION})`, 's', [gcS]);
+      emit('rss_max_node_mb_at_gc', 'largest node RSS the moment the last record was collected (before the nodes went quiet)', 'MB',
+        [Math.max(...c.rss().map((r) => (r.nodeKb ?? NaN) / 1024))]);
       ctx.log(`${S}: all final; records collected ${gcS.toFixed(1)} s later`);
 
       await measure('after_gc', finalWhat);
