@@ -261,10 +261,12 @@ describe('store transitions', () => {
   it('lists by bounded ranges ending at marked time buckets, and lists every task even when markers are missing or stale', async () => {
     const { keys, tr } = setup();
     const now = Date.now();
-    // 12 buckets a minute apart, 5 tasks each.
+    // 12 buckets a minute apart, 5 tasks each, all 5 well inside one 4,096 ms
+    // bucket (unaligned, a bucket edge could fall between them: seen once).
+    const base = Math.floor((now - 3_600_000) / 4096) * 4096 + 100;
     const records = Array.from({ length: 60 }, (_, i) => ({
       ...tr.newRecord(spec(), 'me', now),
-      id: uuidAt(now - 3_600_000 + Math.floor(i / 5) * 60_000 + (i % 5), i),
+      id: uuidAt(base + Math.floor(i / 5) * 61_440 + (i % 5), i),
     }));
     await tr.submit(records);
     const sorted = records.map((r) => r.id).sort();
