@@ -50,6 +50,7 @@ export type Command =
   | ({ kind: 'run' } & RunArgs)
   | ({ kind: 'status'; id: string } & GlobalArgs)
   | ({ kind: 'cancel'; id: string } & GlobalArgs)
+  | ({ kind: 'cancelQueued' } & GlobalArgs)
   | ({ kind: 'wait'; id: string } & GlobalArgs)
   | ({ kind: 'logs'; id: string; follow: boolean } & GlobalArgs)
   | ({ kind: 'list' } & ListArgs)
@@ -299,7 +300,13 @@ function mainParser(env: Env): Argv {
     .command('logs <id>', "print a task's output", (y) =>
       y.option('follow', { alias: 'f', type: 'boolean', default: false, describe: 'keep streaming until the task ends' }),
     )
-    .command('cancel <id>', 'cancel a task')
+    .command('cancel [id]', 'cancel a task (or, with --all-queued, every queued task of yours)', (y) =>
+      y.option('all-queued', {
+        type: 'boolean',
+        default: false,
+        describe: 'cancel every task of yours that is queued (an admin: every queued task); running tasks are left alone',
+      }),
+    )
     .command('wait <id>', 'wait for a task to end; exit with its status')
     .command('nodes', "list the cluster's nodes")
     .command('job', 'job files, arrays and dependencies (see `loom job --help`)')
@@ -401,8 +408,15 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
   switch (String(p._[0])) {
     case 'status':
       return { kind: 'status', id: requireId(p), ...globals(p, env) };
-    case 'cancel':
+    case 'cancel': {
+      const id = str(p.id);
+      if (last(p['all-queued'])) {
+        if (id !== undefined) throw invalid('give a task id or --all-queued, not both');
+        return { kind: 'cancelQueued', ...globals(p, env) };
+      }
+      if (id === undefined) throw invalid('cancel needs a task id (or --all-queued)');
       return { kind: 'cancel', id: requireId(p), ...globals(p, env) };
+    }
     case 'wait':
       return { kind: 'wait', id: requireId(p), ...globals(p, env) };
     case 'logs':

@@ -51,6 +51,8 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return await logsCommand(cmd, api, io);
       case 'cancel':
         return await cancelCommand(cmd, api, io);
+      case 'cancelQueued':
+        return await cancelQueuedCommand(cmd, api, io);
       case 'wait':
         return await waitCommand(cmd, api, io);
       case 'nodes':
@@ -247,6 +249,16 @@ async function cancelCommand(cmd: Cmd<'cancel'>, api: LoomApi, io: CliIo): Promi
   else {
     const pending = !isTerminal(task.state) ? ' (it stops once its node kills it)' : '';
     await out(io, `${task.id || cmd.id}: ${formatStateLine(task)}${pending}`);
+  }
+  return 0;
+}
+
+async function cancelQueuedCommand(cmd: Cmd<'cancelQueued'>, api: LoomApi, io: CliIo): Promise<number> {
+  const res = await api.cancelQueued();
+  if (cmd.json) await printJson(io, { cancelled: res.cancelled, changed: res.changed });
+  else {
+    const changed = res.changed ? `; ${res.changed} changed before the cancel reached them (claimed meanwhile: see \`loom list --state running\`)` : '';
+    await out(io, `cancelled ${res.cancelled} queued task${res.cancelled === 1 ? '' : 's'}${changed}`);
   }
   return 0;
 }

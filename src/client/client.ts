@@ -12,6 +12,7 @@ import {
   LoomClient,
   type ListResponse,
   type DrainResponse,
+  type CancelQueuedResponse,
   JobSpec,
   type JobStatus,
   type ListJobsResponse,
@@ -95,6 +96,14 @@ export class LoomApi {
 
   cancel(id: string, signal?: AbortSignal): Promise<Task> {
     return this.unary(this.client.cancel, { id }, { deadline: true, signal });
+  }
+
+  /**
+   * Cancels every queued task of the caller (an admin's: every queued task).
+   * No fixed deadline: the work grows with the queue (about 10 s per 100,000).
+   */
+  cancelQueued(signal?: AbortSignal): Promise<CancelQueuedResponse> {
+    return this.unary(this.client.cancelQueued, {}, { deadline: false, signal });
   }
 
   /** Resolves with the task once it is terminal. No deadline. */

@@ -486,6 +486,24 @@ export interface CancelRequest {
   id: string;
 }
 
+/**
+ * Cancels, in one call, every task that is queued when the call reaches it
+ * and that the caller may cancel: its own tasks (an admin's: every task).
+ * Running tasks are left alone (cancel them one by one).
+ */
+export interface CancelQueuedRequest {
+}
+
+export interface CancelQueuedResponse {
+  /** Tasks this call cancelled. */
+  cancelled: number;
+  /**
+   * The caller's tasks seen queued that changed before the cancel reached
+   * them (claimed by a node meanwhile, most often): not cancelled.
+   */
+  changed: number;
+}
+
 export interface WaitRequest {
   id: string;
 }
@@ -4678,6 +4696,143 @@ export const CancelRequest: MessageFns<CancelRequest> = {
   },
 };
 
+function createBaseCancelQueuedRequest(): CancelQueuedRequest {
+  return {};
+}
+
+export const CancelQueuedRequest: MessageFns<CancelQueuedRequest> = {
+  encode(_: CancelQueuedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelQueuedRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelQueuedRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): CancelQueuedRequest {
+    return {};
+  },
+
+  toJSON(_: CancelQueuedRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<CancelQueuedRequest>): CancelQueuedRequest {
+    return CancelQueuedRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<CancelQueuedRequest>): CancelQueuedRequest {
+    const message = createBaseCancelQueuedRequest();
+    return message;
+  },
+};
+
+function createBaseCancelQueuedResponse(): CancelQueuedResponse {
+  return { cancelled: 0, changed: 0 };
+}
+
+export const CancelQueuedResponse: MessageFns<CancelQueuedResponse> = {
+  encode(message: CancelQueuedResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.cancelled !== 0) {
+      writer.uint32(8).uint32(message.cancelled);
+    }
+    if (message.changed !== 0) {
+      writer.uint32(16).uint32(message.changed);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CancelQueuedResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseCancelQueuedResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.cancelled = reader.uint32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.changed = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): CancelQueuedResponse {
+    return {
+      cancelled: isSet(object.cancelled) ? globalThis.Number(object.cancelled) : 0,
+      changed: isSet(object.changed) ? globalThis.Number(object.changed) : 0,
+    };
+  },
+
+  toJSON(message: CancelQueuedResponse): unknown {
+    const obj: any = {};
+    if (message.cancelled !== 0) {
+      obj.cancelled = Math.round(message.cancelled);
+    }
+    if (message.changed !== 0) {
+      obj.changed = Math.round(message.changed);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CancelQueuedResponse>): CancelQueuedResponse {
+    return CancelQueuedResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CancelQueuedResponse>): CancelQueuedResponse {
+    const message = createBaseCancelQueuedResponse();
+    message.cancelled = object.cancelled ?? 0;
+    message.changed = object.changed ?? 0;
+    return message;
+  },
+};
+
 function createBaseWaitRequest(): WaitRequest {
   return { id: "" };
 }
@@ -5104,6 +5259,16 @@ export const LoomService = {
     responseSerialize: (value: Task): Buffer => Buffer.from(Task.encode(value).finish()),
     responseDeserialize: (value: Buffer): Task => Task.decode(value),
   },
+  cancelQueued: {
+    path: "/loom.v1.Loom/CancelQueued" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: CancelQueuedRequest): Buffer => Buffer.from(CancelQueuedRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CancelQueuedRequest => CancelQueuedRequest.decode(value),
+    responseSerialize: (value: CancelQueuedResponse): Buffer =>
+      Buffer.from(CancelQueuedResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CancelQueuedResponse => CancelQueuedResponse.decode(value),
+  },
   /** Returns once the task is in a terminal state. */
   wait: {
     path: "/loom.v1.Loom/Wait" as const,
@@ -5185,6 +5350,7 @@ export interface LoomServer extends UntypedServiceImplementation {
   get: handleUnaryCall<GetRequest, Task>;
   list: handleUnaryCall<ListRequest, ListResponse>;
   cancel: handleUnaryCall<CancelRequest, Task>;
+  cancelQueued: handleUnaryCall<CancelQueuedRequest, CancelQueuedResponse>;
   /** Returns once the task is in a terminal state. */
   wait: handleUnaryCall<WaitRequest, Task>;
   logs: handleServerStreamingCall<LogsRequest, LogChunk>;
@@ -5248,6 +5414,21 @@ export interface LoomClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Task) => void,
+  ): ClientUnaryCall;
+  cancelQueued(
+    request: CancelQueuedRequest,
+    callback: (error: ServiceError | null, response: CancelQueuedResponse) => void,
+  ): ClientUnaryCall;
+  cancelQueued(
+    request: CancelQueuedRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CancelQueuedResponse) => void,
+  ): ClientUnaryCall;
+  cancelQueued(
+    request: CancelQueuedRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CancelQueuedResponse) => void,
   ): ClientUnaryCall;
   /** Returns once the task is in a terminal state. */
   wait(request: WaitRequest, callback: (error: ServiceError | null, response: Task) => void): ClientUnaryCall;

@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   CancelRequest, GetRequest, ListRequest, ListResponse, LoomService, LoomServer, NodesResponse,
   SubmitRequest, SubmitResponse, Task, TaskState, WaitRequest, LogsRequest, LogChunk, NodesRequest,
-  DrainRequest, DrainResponse,
+  DrainRequest, DrainResponse, CancelQueuedRequest, CancelQueuedResponse,
 } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
@@ -61,6 +61,9 @@ export interface ApiLimits {
 }
 
 /** Per-node and per-client limits of the API (documented in the README). */
+/** Queued-index entries read per page by a cancel of every queued task. */
+const CANCEL_QUEUED_PAGE = 512;
+
 export const API_LIMITS: Readonly<ApiLimits> = {
   /** Concurrent log streams served by one node. */
   logStreamsPerNode: 10_000,
@@ -207,6 +210,7 @@ export class ApiServer {
         return { ...res, tasks: res.tasks.map((t) => this.visible(t, identity)) };
       }, opts),
       cancel: unary(async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity), opts),
+      cancelQueued: unary(async (_req: CancelQueuedRequest, { signal, identity }) => this.cancelAllQueued(identity, signal), opts),
       wait: unary(async (req: WaitRequest, { signal, identity }) => {
         checkTaskId(req.id);
         const release = this.holdClientSlot(identity);
@@ -278,6 +282,31 @@ export class ApiServer {
       if (next) return next;
     }
     throw new LoomError('CONFLICT', `task ${id} kept changing; try again`, id);
+  }
+
+  /**
+   * Cancels every task queued when the scan reaches it that `identity` may
+   * cancel (its own; an admin's: all). Reads the queued index a page at a
+   * time (the next page while the current one is cancelled) and cancels
+   * from the entries' snapshots (TaskTransitions.cancelQueuedSeen): no read
+   * per task, and the cancels of a page share a few transactions.
+   */
+  private async cancelAllQueued(identity: Identity, signal: AbortSignal): Promise<CancelQueuedResponse> {
+    const { queries, transitions } = this.deps;
+    const admin = this.isAdmin(identity);
+    const out: CancelQueuedResponse = { cancelled: 0, changed: 0 };
+    let page = await queries.queuedPage(undefined, CANCEL_QUEUED_PAGE, signal);
+    for (;;) {
+      const next = page.more && page.last !== undefined ? queries.queuedPage(page.last, CANCEL_QUEUED_PAGE, signal) : undefined;
+      next?.catch(() => undefined); // awaited below; this only keeps an early throw from leaving it unhandled
+      const mine = admin ? page.entries : page.entries.filter((e) => e.snapshot.owner === identity.name);
+      for (const t of await transitions.cancelQueuedSeen(mine, Date.now())) {
+        if (t) out.cancelled++;
+        else out.changed++;
+      }
+      if (!next) return out;
+      page = await next;
+    }
   }
 
   private async wait(id: string, signal: AbortSignal): Promise<Task> {

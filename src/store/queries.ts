@@ -3,10 +3,10 @@ import { LogTail, NodeInfo, Task, TaskState } from '../gen/loom';
 import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { decodeNode, decodeTail, decodeTask } from './codec';
-import { b, Kv, rangeOp, withAbort } from './etcd';
+import { b, IKeyValue, Kv, rangeOp, withAbort } from './etcd';
 import { checkTaskId, Keys, prefixEnd } from './keys';
 import { recordsInIdOrder } from './id-order';
-import { HeldTask } from './transitions';
+import { HeldTask, QueuedEntry } from './transitions';
 
 export interface ListQuery {
   state?: TaskState;
@@ -23,6 +23,18 @@ export interface RunningKey {
 }
 
 const MAX_PAGE = 1000;
+
+/**
+ * The queued-index entry in `kv`: key, revision, and the record as of that
+ * revision (the index value; one transaction writes both). Undefined if the
+ * key is not a queued key; throws if the value does not decode.
+ */
+export function queuedEntryOf(keys: Keys, kv: IKeyValue): (QueuedEntry & { priority: number }) | undefined {
+  const key = kv.key.toString();
+  const parsed = keys.parseQueued(key);
+  if (!parsed) return undefined;
+  return { id: parsed.id, key, modRevision: kv.mod_revision, snapshot: decodeTask(kv.value, parsed.id), priority: parsed.priority };
+}
 
 export class TaskQueries {
   private readonly inFlight = new Map<string, Promise<HeldTask>>();
@@ -118,6 +130,32 @@ export class TaskQueries {
       tasks,
       nextPageToken: res.more && last ? Buffer.from(last.key).toString('base64url') : '',
     };
+  }
+
+  /**
+   * One page of the queued index in dispatch order (priority, then submit
+   * order), starting after the key `after` (undefined: from the head).
+   * Entries whose value does not decode are skipped (never claimable
+   * either); `last` is the page's last key, for the next call.
+   */
+  async queuedPage(after: string | undefined, limit: number, signal?: AbortSignal): Promise<{ entries: QueuedEntry[]; last?: string; more: boolean }> {
+    const prefix = this.keys.queuedPrefix;
+    const res = await this.kv.range(
+      { key: b(after === undefined ? prefix : `${after}\0`), range_end: b(prefixEnd(prefix)), limit: Math.min(Math.max(1, limit), MAX_PAGE) },
+      'list queued tasks',
+      signal,
+    );
+    const entries: QueuedEntry[] = [];
+    for (const kv of res.kvs) {
+      try {
+        const e = queuedEntryOf(this.keys, kv);
+        if (e) entries.push(e);
+      } catch {
+        // corrupt value: skipped, as the queue window skips it
+      }
+    }
+    const last = res.kvs[res.kvs.length - 1];
+    return { entries, last: last ? last.key.toString() : undefined, more: res.more };
   }
 
   /** Records for ids, in order, skipping any that vanished. */

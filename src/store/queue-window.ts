@@ -6,10 +6,10 @@
  * (`more` is set), and the window is re-listed when it runs dry.
  */
 import { IKeyValue } from 'etcd3';
-import { decodeTask } from './codec';
 import { Kv } from './etcd';
 import { Keys } from './keys';
 import { PrefixWatch } from './prefix-watch';
+import { queuedEntryOf } from './queries';
 import { QueuedEntry } from './transitions';
 
 export interface WindowEntry extends QueuedEntry {
@@ -85,14 +85,11 @@ export class QueueWindow {
   }
 
   private toEntry(kv: IKeyValue, seenAtMs: number): WindowEntry | undefined {
-    const key = kv.key.toString();
-    const parsed = this.keys.parseQueued(key);
-    if (!parsed) return undefined;
     try {
-      const snapshot = decodeTask(kv.value, parsed.id);
-      return { id: parsed.id, key, modRevision: kv.mod_revision, snapshot, priority: parsed.priority, seenAtMs };
+      const e = queuedEntryOf(this.keys, kv);
+      return e && { ...e, seenAtMs };
     } catch (err) {
-      this.log?.(`skipping corrupt queued key ${key}: ${(err as Error).message}`);
+      this.log?.(`skipping corrupt queued key ${kv.key.toString()}: ${(err as Error).message}`);
       return undefined;
     }
   }

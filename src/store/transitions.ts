@@ -18,7 +18,7 @@ import { LoomError } from '../core/errors';
 import { isTerminal, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import {
-  Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
+  Kv, ICompare, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
 import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
@@ -495,14 +495,31 @@ export class TaskTransitions {
    * Cancels issued together share one etcd transaction (nested, each on its
    * own compares: see TxnBatcher).
    */
-  async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
+  cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
+    return this.cancelGuarded(t, [ifModRevision(this.keys.task(t.id), held.revision), ifExists(this.keys.queued(priorityOf(t), t.id))], nowMs);
+  }
+
+  /**
+   * cancelQueuedSeen: cancelQueued for tasks read from the queued index,
+   * with no read of their records: an index entry's value is the record as
+   * of the entry's revision (one transaction writes both), so
+   *   compare: the queued key and /task/<id> both still at the entry's revision
+   *   then:    delete the queued key, put /task/<id> CANCELLED + terminal key
+   * Per entry: the record written, or undefined if the task changed since
+   * it was seen (claimed, most often). Shares cancelQueued's batches.
+   */
+  cancelQueuedSeen(entries: QueuedEntry[], nowMs: number): Promise<(Task | undefined)[]> {
+    return Promise.all(
+      entries.map((e) =>
+        this.cancelGuarded(e.snapshot, [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)], nowMs),
+      ),
+    );
+  }
+
+  private async cancelGuarded(t: Task, compare: ICompare[], nowMs: number): Promise<Task | undefined> {
     const next: Task = { ...t, state: TaskState.CANCELLED, finishedAtMs: nowMs, reason: 'cancelled before it ran' };
-    const queuedKey = this.keys.queued(priorityOf(t), t.id);
-    const ok = await this.cancels.run({
-      compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
-      success: [del(queuedKey), ...this.writeRecord(next)],
-    });
+    const ok = await this.cancels.run({ compare, success: [del(this.keys.queued(priorityOf(t), t.id)), ...this.writeRecord(next)] });
     return ok ? next : undefined;
   }
 

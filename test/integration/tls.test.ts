@@ -167,6 +167,35 @@ describe('a TLS cluster of two nodes', () => {
     expect(plain.stderr).toMatch(/requires mutual TLS/);
   });
 
+  it('cancels every queued task of the caller in one call (an admin: every one), leaving running tasks alone', async () => {
+    const alice = api(a, 'alice');
+    const bob = api(b, 'bob');
+    const ops = api(a, 'ops');
+    const [running] = await alice.submit([spec(['sleep', '30'])]);
+    await waitFor(async () => (await alice.get(running)).state === TaskState.RUNNING, { what: 'running' });
+    // Nothing is claimed while both nodes are drained: what is submitted stays queued.
+    await ops.drain('t1', true);
+    await ops.drain('t2', true);
+    await waitFor(async () => (await ops.nodes()).every((n) => n.draining), { what: 'both nodes draining' });
+    try {
+      const alices = await alice.submit([spec(['true']), spec(['true']), spec(['true'])]);
+      const bobs = await bob.submit([spec(['true']), spec(['true'])]);
+      const asBob = await cli(['-N', b.node.address, 'cancel', '--all-queued', '--json'], envOf('bob'));
+      expect(asBob).toMatchObject({ code: 0, stderr: '' });
+      expect(JSON.parse(asBob.stdout)).toEqual({ cancelled: 2, changed: 0 });
+      for (const id of bobs) expect((await bob.get(id)).state).toBe(TaskState.CANCELLED);
+      for (const id of alices) expect((await alice.get(id)).state).toBe(TaskState.QUEUED);
+      expect(await ops.cancelQueued()).toEqual({ cancelled: 3, changed: 0 });
+      for (const id of alices) expect((await alice.get(id)).state).toBe(TaskState.CANCELLED);
+      expect((await alice.get(running)).state).toBe(TaskState.RUNNING);
+      expect(await alice.cancelQueued()).toEqual({ cancelled: 0, changed: 0 });
+    } finally {
+      await ops.drain('t1', false);
+      await ops.drain('t2', false);
+      await alice.cancel(running);
+    }
+  });
+
   it('lets only admins drain nodes', async () => {
     await expect(api(a, 'alice').drain('t2', true)).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
     const ops = api(a, 'ops');

@@ -236,6 +236,54 @@ describe('store transitions', () => {
     expect(counts).toMatchObject({ cancelled: 99, queued: 1 });
   });
 
+  it('cancels queued tasks from the queued index snapshots with no read per task, and not one claimed since it was seen', async () => {
+    const { keys, q } = setup();
+    const txns: number[] = [];
+    const reads: string[] = [];
+    const spy: Kv = Object.create(kv);
+    spy.txn = (req, what, signal) => {
+      if (what === 'cancel') txns.push(req.success!.length);
+      return kv.txn(req, what, signal);
+    };
+    spy.range = (req, what, signal) => {
+      reads.push(what);
+      return kv.range(req, what, signal);
+    };
+    const tr = new TaskTransitions(spy, keys);
+    const queries = new TaskQueries(spy, keys);
+    const records = Array.from({ length: 150 }, (_, i) => tr.newRecord({ ...spec(), priority: i % 3 === 0 ? 200 : 100 }, 'me', Date.now()));
+    await tr.submit(records);
+    // Pages of the queued index come in dispatch order: priority, then submit order.
+    const seen: QueuedEntry[] = [];
+    let after: string | undefined;
+    let pages = 0;
+    do {
+      const page = await queries.queuedPage(after, 64);
+      seen.push(...page.entries);
+      after = page.more ? page.last : undefined;
+      if (++pages > 10) throw new Error('paging does not end');
+    } while (after !== undefined);
+    expect(pages).toBe(3);
+    const byDispatch = [...records].sort((a, b) => b.spec!.priority! - a.spec!.priority! || (a.id < b.id ? -1 : 1));
+    expect(seen.map((e) => e.id)).toEqual(byDispatch.map((r) => r.id));
+    expect(seen[0].snapshot).toEqual(byDispatch[0]);
+
+    // Claimed after it was seen: the cancel's guard must keep it running.
+    const me = { node: 'n1', lease: await register(keys, 'n1') };
+    const [claimed] = await tr.claim([seen[10]], me, Date.now());
+    expect(claimed).toBeDefined();
+    reads.length = 0;
+    const results = await tr.cancelQueuedSeen(seen, Date.now());
+    expect(reads).toEqual([]);
+    expect(results[10]).toBeUndefined();
+    expect(results.filter((r) => r?.state === TaskState.CANCELLED)).toHaveLength(149);
+    expect(txns.reduce((a, b) => a + b, 0)).toBe(150);
+    expect(txns.length).toBeLessThanOrEqual(4);
+    expect(await q.countByState()).toMatchObject({ cancelled: 149, running: 1, queued: 0 });
+    expect((await q.get(seen[0].id)).task).toMatchObject({ state: TaskState.CANCELLED, reason: 'cancelled before it ran' });
+    expect((await q.get(seen[10].id)).task).toMatchObject({ state: TaskState.RUNNING, node: 'n1' });
+  });
+
   it('reads for an update from the local member first, and confirms a missing task linearizably', async () => {
     const { keys, tr } = setup();
     const reads: boolean[] = [];

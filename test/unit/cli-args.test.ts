@@ -106,6 +106,9 @@ describe('other commands', () => {
     expect(parseCommandLine(['status', 'abc', '--json'])).toMatchObject({ kind: 'status', id: 'abc', json: true });
     expect(parseCommandLine(['wait', 'abc'])).toMatchObject({ kind: 'wait', id: 'abc', json: false });
     expect(parseCommandLine(['cancel', 'abc'])).toMatchObject({ kind: 'cancel', id: 'abc' });
+    expect(parseCommandLine(['cancel', '--all-queued', '--json'])).toMatchObject({ kind: 'cancelQueued', json: true });
+    expect(usageError(() => parseCommandLine(['cancel', 'abc', '--all-queued'])).message).toMatch(/a task id or --all-queued, not both/);
+    expect(usageError(() => parseCommandLine(['cancel'])).message).toMatch(/cancel needs a task id \(or --all-queued\)/);
     expect(parseCommandLine(['nodes'])).toMatchObject({ kind: 'nodes' });
   });
 

@@ -31,6 +31,7 @@ const unimplemented: LoomServer = {
   get: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   list: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   cancel: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
+  cancelQueued: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   wait: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   logs: (call) => call.emit('error', loomError('INTERNAL', 'not scripted')),
   nodes: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
