@@ -135,3 +135,19 @@ export class TaskCounter {
     }
   }
 }
+
+/**
+ * Round trips (ms) of `n` sequential puts of one key, from this process:
+ * a durable write's floor on that cluster at that moment. The key is
+ * deleted afterwards.
+ */
+export async function putRoundTrips(etcd: Etcd3, key: string, n: number): Promise<number[]> {
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await etcd.put(key).value(String(i));
+    out.push(performance.now() - t0);
+  }
+  await etcd.delete().key(key);
+  return out;
+}

@@ -11,6 +11,7 @@ import { LoomApi } from '../../../src/client/client';
 import { repeat } from '../budget';
 import { BenchCluster } from '../cluster';
 import { BenchContext, Scenario } from '../context';
+import { putRoundTrips } from '../etcd-probe';
 import { percentile } from '../stats';
 import { spec, wallNow } from '../tasks';
 
@@ -101,15 +102,7 @@ export const latency: Scenario = {
         });
         // A task's end-to-end path holds two durable etcd writes (submit+claim, result):
         // one put's round trip on this cluster, from this process, is their floor.
-        const etcd = c.etcd();
-        const puts: number[] = [];
-        for (let i = 0; i < 200; i++) {
-          const t0 = performance.now();
-          await etcd.put('/bench/latency-floor').value(String(i));
-          puts.push(performance.now() - t0);
-        }
-        await etcd.delete().key('/bench/latency-floor');
-        put50 = percentile(puts, 50);
+        put50 = percentile(await putRoundTrips(c.etcd(), '/bench/latency-floor', 200), 50);
       } finally {
         await c.stop();
       }

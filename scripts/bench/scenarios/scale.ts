@@ -14,7 +14,7 @@ import { execFile } from 'child_process';
 import { TaskState } from '../../../src/gen/loom';
 import { BenchCluster, LOOM_BIN } from '../cluster';
 import { BenchContext, Scenario } from '../context';
-import { dbSize, TaskCounter } from '../etcd-probe';
+import { dbSize, putRoundTrips, TaskCounter } from '../etcd-probe';
 import { Target } from '../figures';
 import { sleep } from '../proc';
 import { percentile } from '../stats';
@@ -109,6 +109,9 @@ export const scale: Scenario = {
       const idle = await sequentialLatency(c.api(0), ctx.quick ? 20 : 50, 999);
       const idleP50 = percentile(idle.map((s) => s.runningMs), 50);
       emit('idle_submit_running_p50_ms', 'idle submit→running p50 of this cluster, before the fill (baseline)', 'ms', [idleP50]);
+      const idlePuts = await putRoundTrips(c.etcd(), '/bench/scale-put-floor', 50);
+      emit('etcd_put_ms_idle', 'one etcd put (a durable write) round trip, p50 of 50 in a row, idle, before the fill', 'ms', [percentile(idlePuts, 50)],
+        undefined, { p99: Math.round(percentile(idlePuts, 99) * 100) / 100 });
       const twiceIdle: Target = { op: '<=', value: 2 * idleP50, text: `≤ 2 × idle = ${(2 * idleP50).toFixed(2)} ms` };
 
       const measure = async (phase: 'queued' | 'after_gc', what: string) => {
@@ -182,6 +185,12 @@ export const scale: Scenario = {
       }
       emit('new_task_running_ms_draining', `submit→running of a new priority-999 task while the ${n} drain`, 'ms', hot, twiceIdle,
         { queuedAtSubmit: depth });
+      // Its floor at that moment: the task is started once the submit transaction
+      // that claims it has committed, so one durable write's round trip bounds it.
+      const drainPuts = await putRoundTrips(c.etcd(), '/bench/scale-put-floor', 50);
+      emit('etcd_put_ms_draining', 'floor while draining: one etcd put (a durable write) round trip, p50 of 50 in a row ' +
+        '(submit→running of a new task holds one: the submit transaction that claims it)', 'ms', [percentile(drainPuts, 50)],
+        undefined, { p99: Math.round(percentile(drainPuts, 99) * 100) / 100 });
       // Drain rate, from the queued count (finished records are collected as
       // the run goes, so completion counts would undercount).
       const queuedAfterHot = (await counter.counts()).queued;
