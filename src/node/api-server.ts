@@ -24,7 +24,7 @@ import { validateNodeName } from '../core/config';
 import type { TlsMaterial } from '../client/tls';
 import { explainUnplaceable } from '../core/fit';
 import { nextChange } from '../store/key-watch';
-import { Kv } from '../store/etcd';
+import { Kv, withAbort } from '../store/etcd';
 import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';
@@ -310,6 +310,13 @@ export class ApiServer {
   }
 
   private async wait(id: string, signal: AbortSignal): Promise<Task> {
+    // Held here (the usual case right after a submit this node claimed): the
+    // result this node commits is the answer, with no read before it.
+    const here = this.deps.settledHere?.(id);
+    if (here) {
+      const written = await withAbort(here, signal, `wait for task ${id}`);
+      if (written && isTerminal(written.state)) return written;
+    }
     let held = await this.deps.queries.get(id, signal);
     while (!isTerminal(held.task.state)) {
       // A task running here: its result is known locally first (no watch round trip).
