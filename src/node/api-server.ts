@@ -62,7 +62,7 @@ export interface ApiLimits {
 
 /** Per-node and per-client limits of the API (documented in the README). */
 /** Queued-index entries read per page by a cancel of every queued task. */
-const CANCEL_QUEUED_PAGE = 512;
+const CANCEL_QUEUED_PAGE = 1000;
 
 export const API_LIMITS: Readonly<ApiLimits> = {
   /** Concurrent log streams served by one node. */

@@ -3,10 +3,10 @@
  * LoomErrors. Every call has a deadline; callers may pass an AbortSignal.
  */
 import { circuitBreaker, ConsecutiveBreaker, handleWhen, retry } from 'cockatiel';
-import { Etcd3, isRecoverableError, ICompare, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
+import { Etcd3, isRecoverableError, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
 import { LoomError } from '../core/errors';
 
-export type { ICompare, IKeyValue, IRequestOp, ITxnResponse };
+export type { IKeyValue, IRequestOp, ITxnResponse };
 
 export interface EtcdOptions {
   endpoints: string[];

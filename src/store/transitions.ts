@@ -18,7 +18,7 @@ import { LoomError } from '../core/errors';
 import { isTerminal, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import {
-  Kv, ICompare, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
+  Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
 import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
@@ -33,6 +33,8 @@ const MAX_TXN_OPS = 128;
 const MARKED_BUCKETS_MAX = 256;
 /** Submit transactions in flight at once. */
 export const SUBMIT_IN_FLIGHT = 8;
+/** Transactions in flight at once for cancelQueuedSeen (a bulk cancel). */
+const SEEN_CANCELS_IN_FLIGHT = 4;
 /** Claims or results per transaction (nested transactions, one per task). */
 export const BATCH_CHUNK = 64;
 const HISTORY_KEEP = 20;
@@ -495,9 +497,15 @@ export class TaskTransitions {
    * Cancels issued together share one etcd transaction (nested, each on its
    * own compares: see TxnBatcher).
    */
-  cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
+  async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
-    return this.cancelGuarded(t, [ifModRevision(this.keys.task(t.id), held.revision), ifExists(this.keys.queued(priorityOf(t), t.id))], nowMs);
+    const next = this.cancelledRecord(t, nowMs);
+    const queuedKey = this.keys.queued(priorityOf(t), t.id);
+    const ok = await this.cancels.run({
+      compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
+      success: [del(queuedKey), ...this.writeRecord(next)],
+    });
+    return ok ? next : undefined;
   }
 
   /**
@@ -506,21 +514,39 @@ export class TaskTransitions {
    * of the entry's revision (one transaction writes both), so
    *   compare: the queued key and /task/<id> both still at the entry's revision
    *   then:    delete the queued key, put /task/<id> CANCELLED + terminal key
-   * Per entry: the record written, or undefined if the task changed since
-   * it was seen (claimed, most often). Shares cancelQueued's batches.
+   * BATCH_CHUNK entries per transaction (nested, each on its own compares),
+   * SEEN_CANCELS_IN_FLIGHT transactions at once. Per entry: the record
+   * written, or undefined if the task changed since it was seen (claimed,
+   * most often) or the entry repeats one before it.
    */
-  cancelQueuedSeen(entries: QueuedEntry[], nowMs: number): Promise<(Task | undefined)[]> {
-    return Promise.all(
-      entries.map((e) =>
-        this.cancelGuarded(e.snapshot, [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)], nowMs),
-      ),
-    );
+  async cancelQueuedSeen(entries: QueuedEntry[], nowMs: number): Promise<(Task | undefined)[]> {
+    const out: (Task | undefined)[] = entries.map(() => undefined);
+    const seen = new Set<string>();
+    // etcd refuses a transaction that writes a key twice: a repeat is dropped.
+    const todo = entries.map((e, i) => ({ e, i })).filter(({ e }) => !seen.has(e.key) && !!seen.add(e.key));
+    const chunks: (typeof todo)[] = [];
+    for (let i = 0; i < todo.length; i += BATCH_CHUNK) chunks.push(todo.slice(i, i + BATCH_CHUNK));
+    await forEachLimited(chunks, SEEN_CANCELS_IN_FLIGHT, async (chunk) => {
+      const next = chunk.map(({ e }) => this.cancelledRecord(e.snapshot, nowMs));
+      const res = await this.kv.txn(
+        {
+          compare: [],
+          success: chunk.map(({ e }, j) =>
+            nested({
+              compare: [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)],
+              success: [del(e.key), ...this.writeRecord(next[j])],
+            }),
+          ),
+        },
+        'cancel',
+      );
+      chunk.forEach(({ i }, j) => (out[i] = res.responses[j]?.response_txn?.succeeded ? next[j] : undefined));
+    });
+    return out;
   }
 
-  private async cancelGuarded(t: Task, compare: ICompare[], nowMs: number): Promise<Task | undefined> {
-    const next: Task = { ...t, state: TaskState.CANCELLED, finishedAtMs: nowMs, reason: 'cancelled before it ran' };
-    const ok = await this.cancels.run({ compare, success: [del(this.keys.queued(priorityOf(t), t.id)), ...this.writeRecord(next)] });
-    return ok ? next : undefined;
+  private cancelledRecord(t: Task, nowMs: number): Task {
+    return { ...t, state: TaskState.CANCELLED, finishedAtMs: nowMs, reason: 'cancelled before it ran' };
   }
 
   /**
