@@ -123,7 +123,8 @@ export const latency: Scenario = {
     }
     ctx.note(S, `${n} sequential tasks \`true\` per repetition (after ${warmup} warm-up tasks), each LoomApi.submit([one]) to node 1 then ` +
       'LoomApi.wait(id). submit→completed: client wall clock (performance.now) before submit() to wait() returning. ' +
-      "submit→running: the record's startedAtMs minus the wall clock taken before submit() (ms resolution of the node's clock). " +
+      "submit→running: the record's startedAtMs (taken when the node claims the task, just before the claim transaction) minus the wall clock " +
+      "taken before submit() (ms resolution of the node's clock, so it reads up to 1 ms low). " +
       'Percentiles are nearest-rank; each repetition gives one p50 and one p99, the table shows their median and spread. ' +
       'The floor figures time the same sequential round trip with no loom at all (one `true` spawned the way a node spawns it, awaited to exit): ' +
       'submit→completed can never be faster than this on the machine. loom starts plain tasks through loom-spawner, so the loom-spawner floor is the relevant one; ' +
