@@ -300,7 +300,7 @@ export class ApiServer {
       const next = page.more && page.last !== undefined ? queries.queuedPage(page.last, CANCEL_QUEUED_PAGE, signal) : undefined;
       next?.catch(() => undefined); // awaited below; this only keeps an early throw from leaving it unhandled
       const mine = admin ? page.entries : page.entries.filter((e) => e.snapshot.owner === identity.name);
-      for (const t of await transitions.cancelQueuedSeen(mine, Date.now())) {
+      for (const t of await transitions.cancelQueuedSeen(mine, Date.now(), signal)) {
         if (t) out.cancelled++;
         else out.changed++;
       }

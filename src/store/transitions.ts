@@ -519,11 +519,16 @@ export class TaskTransitions {
    * written, or undefined if the task changed since it was seen (claimed,
    * most often) or the entry repeats one before it.
    */
-  async cancelQueuedSeen(entries: QueuedEntry[], nowMs: number): Promise<(Task | undefined)[]> {
+  async cancelQueuedSeen(entries: QueuedEntry[], nowMs: number, signal?: AbortSignal): Promise<(Task | undefined)[]> {
     const out: (Task | undefined)[] = entries.map(() => undefined);
-    const seen = new Set<string>();
     // etcd refuses a transaction that writes a key twice: a repeat is dropped.
-    const todo = entries.map((e, i) => ({ e, i })).filter(({ e }) => !seen.has(e.key) && !!seen.add(e.key));
+    const todo: { e: QueuedEntry; i: number }[] = [];
+    const seen = new Set<string>();
+    entries.forEach((e, i) => {
+      if (seen.has(e.key)) return;
+      seen.add(e.key);
+      todo.push({ e, i });
+    });
     const chunks: (typeof todo)[] = [];
     for (let i = 0; i < todo.length; i += BATCH_CHUNK) chunks.push(todo.slice(i, i + BATCH_CHUNK));
     await forEachLimited(chunks, SEEN_CANCELS_IN_FLIGHT, async (chunk) => {
@@ -539,6 +544,7 @@ export class TaskTransitions {
           ),
         },
         'cancel',
+        signal,
       );
       chunk.forEach(({ i }, j) => (out[i] = res.responses[j]?.response_txn?.succeeded ? next[j] : undefined));
     });
