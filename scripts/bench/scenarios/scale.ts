@@ -36,9 +36,9 @@ const RETENTION = '10s';
 const GC_WAIT_MS = 90_000;
 /** RSS has settled when no node's moved more than SETTLE_MB over the last SETTLE_SAMPLES (1 s apart)... */
 const SETTLE_MB = 2;
-const SETTLE_SAMPLES = 10;
+const SETTLE_SAMPLES = 20;
 /** ...or after this long, whichever comes first. */
-const SETTLE_MAX_MS = 45_000;
+const SETTLE_MAX_MS = 60_000;
 
 /**
  * Waits until the nodes' RSS stops moving: V8 gives back the heap a burst
