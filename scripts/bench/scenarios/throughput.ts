@@ -35,7 +35,7 @@ export const throughput: Scenario = {
     const n = ctx.quick ? 300 : 10_000;
     const batch = ctx.quick ? 100 : 1000;
     const rawMs = ctx.quick ? 1500 : 4000;
-    const budget = ctx.budget(ctx.quick ? 15 : 420);
+    const budget = ctx.budget(ctx.quick ? 15 : 300);
     const c = await BenchCluster.start({ name: 'tput', nodes: 3, etcd: 'embedded' }, ctx.log);
     let slots = 0;
     let reps: Rep[];
