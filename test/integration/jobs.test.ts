@@ -25,9 +25,12 @@ describe('jobs', () => {
     a = await startNode(root, 'ja', { slots: 4 });
     b = await startNode(root, 'jb', { slots: 4 });
   });
+  /** Removed after the suite (a test's own output files, e.g. the pipeline's order log). */
+  const tmpDirs: string[] = [];
   afterAll(async () => {
     await stopNode(a);
     await stopNode(b);
+    for (const d of tmpDirs) fs.rmSync(d, { recursive: true, force: true });
   });
 
   const finished = async (ref: string) => {
@@ -63,6 +66,7 @@ describe('jobs', () => {
 
   it('runs a 3-stage pipeline in order, and a failure cascades without running dependents', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-pipe-'));
+    tmpDirs.push(dir);
     const log = path.join(dir, 'order');
     const specs = submitOrder(parseJobFile(`jobs:
   - {name: p-c, after: [p-b], task: {command: "echo c >> ${log}"}}

@@ -116,6 +116,7 @@ describe('two nodes sharing a queue', () => {
       if (b) await stopNode(b);
       await stopNode(a);
       await proxy.stop();
+      fs.rmSync(path.dirname(pidFile), { recursive: true, force: true });
     }
   });
 });
