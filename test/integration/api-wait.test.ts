@@ -59,12 +59,17 @@ function holdHere(id: string) {
   return settle;
 }
 
-test('a task held here is answered from the result this node commits, with no read', async () => {
+/** A queued task held here, and a Wait on it (reads counted from the call on). */
+async function waitOnHeldTask() {
   const record = tr.newRecord(spec(), 'me', Date.now());
   await tr.submit([record]);
   const settle = holdHere(record.id);
   reads.length = 0;
-  const waiting = api.wait(record.id);
+  return { record, settle, waiting: api.wait(record.id) };
+}
+
+test('a task held here is answered from the result this node commits, with no read', async () => {
+  const { record, settle, waiting } = await waitOnHeldTask();
   const done: Task = { ...record, state: TaskState.COMPLETED, exitCode: 0, reason: 'exit 0' };
   settle(done);
   expect(await waiting).toMatchObject({ id: record.id, state: TaskState.COMPLETED, exitCode: 0 });
@@ -72,11 +77,7 @@ test('a task held here is answered from the result this node commits, with no re
 });
 
 test('a task held here that ends without a result of this node (handed back) is read and watched', async () => {
-  const record = tr.newRecord(spec(), 'me', Date.now());
-  await tr.submit([record]);
-  const settle = holdHere(record.id);
-  reads.length = 0;
-  const waiting = api.wait(record.id);
+  const { record, settle, waiting } = await waitOnHeldTask();
   settle(undefined);
   held.delete(record.id);
   // Cancelled elsewhere: the wait must see it through etcd.
