@@ -55,7 +55,16 @@ interface Execution {
   finished: Promise<Task | undefined>;
 }
 
+/**
+ * Where attempt `attempt` of task `id` logs: one flat directory of
+ * `<id>.<attempt>.log` files (no directory made per task).
+ */
 export function logPathFor(dataDir: string, id: string, attempt: number): string {
+  return path.join(dataDir, 'logs', `${id}.${attempt}.log`);
+}
+
+/** The layout before the flat one (logs/<id>/<attempt>.log): read, never written. */
+export function legacyLogPathFor(dataDir: string, id: string, attempt: number): string {
   return path.join(dataDir, 'logs', id, `${attempt}.log`);
 }
 

@@ -19,7 +19,7 @@ import { nextChange } from '../store/key-watch';
 import { Kv } from '../store/etcd';
 import { NodeDirectory } from '../store/node-directory';
 import { readFrames, STREAM_STDERR } from '../runner/log-file';
-import { Executor, logPathFor } from './executor';
+import { Executor, legacyLogPathFor, logPathFor } from './executor';
 import { fromGrpcError } from '../client/errors';
 
 export interface LogDeps {
@@ -66,7 +66,7 @@ export class LogService {
         if (t.node === this.deps.self && local && local.attempt === t.attempt) {
           await this.followLocal(t, local.handle, follow, write, signal);
         } else if (t.node === this.deps.self) {
-          await this.fromFile(logPathFor(this.deps.dataDir, t.id, t.attempt), write, signal);
+          await this.fromFile(this.logFile(t.id, t.attempt), write, signal);
         } else {
           await this.proxy(t, follow, write, signal);
         }
@@ -83,7 +83,7 @@ export class LogService {
   /** One attempt this node ran (a peer proxying for its client asks this). */
   private async localAttempt(id: string, attempt: number, follow: boolean, write: Write, signal: AbortSignal): Promise<void> {
     const local = this.deps.executor.handle(id);
-    const path = logPathFor(this.deps.dataDir, id, attempt);
+    const path = this.logFile(id, attempt);
     if (local && local.attempt === attempt) {
       const t = (await this.deps.queries.get(id, signal)).task;
       await this.followLocal(t, local.handle, follow, write, signal);
@@ -93,7 +93,7 @@ export class LogService {
   }
 
   private async finished(t: Task, write: Write, signal: AbortSignal): Promise<void> {
-    const path = logPathFor(this.deps.dataDir, t.id, t.attempt);
+    const path = this.logFile(t.id, t.attempt);
     if (t.node === this.deps.self && existsSync(path)) {
       await this.fromFile(path, write, signal);
       return;
@@ -105,6 +105,14 @@ export class LogService {
     }
     if (tail.stdout.length) await write(chunk(1, Buffer.from(tail.stdout)));
     if (tail.stderr.length) await write(chunk(2, Buffer.from(tail.stderr)));
+  }
+
+  /** An attempt's log file here: the flat layout's, or a file an older version wrote. */
+  private logFile(id: string, attempt: number): string {
+    const flat = logPathFor(this.deps.dataDir, id, attempt);
+    if (existsSync(flat)) return flat;
+    const legacy = legacyLogPathFor(this.deps.dataDir, id, attempt);
+    return existsSync(legacy) ? legacy : flat;
   }
 
   private async fromFile(path: string, write: Write, signal: AbortSignal, fromOffset = 0): Promise<number> {
@@ -124,7 +132,7 @@ export class LogService {
     write: Write,
     signal: AbortSignal,
   ): Promise<void> {
-    const path = logPathFor(this.deps.dataDir, t.id, t.attempt);
+    const path = this.logFile(t.id, t.attempt);
     let offset = 0;
     let exited = false;
     handle.done.then(() => (exited = true));

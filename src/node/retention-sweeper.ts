@@ -56,7 +56,7 @@ export class RetentionSweeper {
     }
   }
 
-  /** Log directories of tasks this node ran, untouched for longer than the retention. */
+  /** Log files (and directories of the older layout) of tasks this node ran, untouched for longer than the retention. */
   private async removeOldLogs(): Promise<void> {
     const dir = path.join(this.d.dataDir, 'logs');
     const cutoff = Date.now() - this.d.retentionMs;

@@ -33,14 +33,19 @@ export interface OutputSinkOptions {
 }
 
 /**
- * Creates the log file's directory. Returns an error message (a start
- * failure for the task) or undefined.
+ * Creates the log file's directory, once per `made` set: log files of one
+ * runner share a directory, and a mkdir per task is a blocking syscall on
+ * the path from claim to spawn (0.3-0.6 ms here). Returns an error message
+ * (a start failure for the task) or undefined. A directory removed while
+ * the runner lives shows as a failing log file (output kept in the tails).
  */
-export function prepareLogDir(logPath: string): string | undefined {
+export function prepareLogDir(logPath: string, made?: Set<string>): string | undefined {
   const logDir = path.dirname(logPath);
+  if (made?.has(logDir)) return undefined;
   try {
     // Task output is private to the node's user: directories 0700, files 0600.
     fs.mkdirSync(logDir, { recursive: true, mode: 0o700 });
+    made?.add(logDir);
     return undefined;
   } catch (err) {
     return `cannot create log directory ${logDir}: ${(err as Error).message}`;

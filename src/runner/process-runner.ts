@@ -34,13 +34,15 @@ export interface ProcessRunnerOptions {
 
 export class ProcessRunner implements Runner {
   private readonly limits: TaskLimits;
+  /** Log directories made so far (see prepareLogDir). */
+  private readonly logDirs = new Set<string>();
 
   constructor(private readonly opts: ProcessRunnerOptions) {
     this.limits = new TaskLimits({ limiter: opts.limiter, log: opts.log });
   }
 
   start(req: RunRequest): RunHandle {
-    return new ProcessRun(req, this.opts, this.limits);
+    return new ProcessRun(req, this.opts, this.limits, this.logDirs);
   }
 }
 
@@ -86,6 +88,7 @@ class ProcessRun implements RunHandle {
     private readonly req: RunRequest,
     private readonly opts: ProcessRunnerOptions,
     private readonly limits: TaskLimits,
+    private readonly logDirs: Set<string>,
   ) {
     this.done = new Promise((resolve) => (this.resolveDone = resolve));
     try {
@@ -119,7 +122,7 @@ class ProcessRun implements RunHandle {
   private launch(): void {
     const req = this.req;
     const cwd = req.cwd || this.opts.defaultCwd;
-    const dirError = prepareLogDir(req.logPath);
+    const dirError = prepareLogDir(req.logPath, this.logDirs);
     if (dirError) return this.failStart({ error: dirError, exitCode: 126 });
     this.openLog();
 

@@ -23,6 +23,19 @@ describe('a node', () => {
     expect(await collectLogs(n.api, id)).toEqual({ stdout: 'out\n', stderr: 'err\n' });
   });
 
+  it('writes logs/<id>.<attempt>.log and still serves a log file of the older logs/<id>/<attempt>.log layout', async () => {
+    // 100,000 bytes: more than the 64 KiB tail kept in etcd, so only the file can give them all.
+    const [id] = await n.api.submit([spec(['sh', '-c', 'head -c 100000 /dev/zero | tr "\\0" a'])]);
+    expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
+    const flat = path.join(n.dataDir, 'logs', `${id}.1.log`);
+    expect(fs.existsSync(flat)).toBe(true);
+    const legacy = path.join(n.dataDir, 'logs', id, '1.log');
+    fs.mkdirSync(path.dirname(legacy));
+    fs.renameSync(flat, legacy);
+    const out = await collectLogs(n.api, id);
+    expect(out.stdout).toBe('a'.repeat(100_000));
+  });
+
   it('keeps non-UTF-8 output as bytes', async () => {
     const [id] = await n.api.submit([spec(['printf', '\\377\\376ok'])]);
     await n.api.wait(id);

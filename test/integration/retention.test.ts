@@ -1,4 +1,7 @@
 /** The retention sweep deletes only what finished long enough ago. */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import { TaskState } from '../../src/gen/loom';
 import { Etcd3 } from 'etcd3';
 import { connectEtcd, Kv } from '../../src/store/etcd';
@@ -8,6 +11,7 @@ import { TaskQueries } from '../../src/store/queries';
 import { TaskTransitions } from '../../src/store/transitions';
 import { JobStore } from '../../src/store/jobs';
 import { sweepFinished } from '../../src/store/retention';
+import { RetentionSweeper } from '../../src/node/retention-sweeper';
 import { validateSpec } from '../../src/core/spec';
 import { uuidAt } from '../support/ids';
 import { testEtcdEndpoint, uniqueRoot } from '../support/etcd';
@@ -81,4 +85,23 @@ test('retention deletes the time markers of old buckets once their tasks are gon
   const res = await sweepFinished(kv, keys, hour, now);
   expect(res).toEqual({ tasks: 1, jobs: 0, markers: 1 });
   expect(await markers()).toEqual([timeBucketOf(waiting.id), timeBucketOf(fresh.id)]);
+});
+
+test("a node removes its own log files (and an older layout's directories) once untouched for longer than the retention", async () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-retention-'));
+  try {
+    const logs = path.join(dataDir, 'logs');
+    fs.mkdirSync(path.join(logs, 'old-task'), { recursive: true });
+    fs.writeFileSync(path.join(logs, 'old-task', '1.log'), 'x');
+    fs.writeFileSync(path.join(logs, 'old.1.log'), 'x');
+    fs.writeFileSync(path.join(logs, 'fresh.1.log'), 'x');
+    const past = new Date(Date.now() - 2 * hour);
+    for (const p of ['old-task', 'old.1.log']) fs.utimesSync(path.join(logs, p), past, past);
+    // Another node is the sweeper of etcd records: this tick only looks at this node's files.
+    const sweeper = new RetentionSweeper({ kv, keys: new Keys(uniqueRoot()), self: 'me', liveNodes: () => ['other'], dataDir, retentionMs: hour, log: () => undefined });
+    await sweeper.tick();
+    expect(fs.readdirSync(logs)).toEqual(['fresh.1.log']);
+  } finally {
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  }
 });

@@ -246,6 +246,18 @@ describe.each([
     expect(r.exitCode).toBeUndefined();
   });
 
+  test('the log directory is made once per runner, not per task (removed underneath: a failing log, the task still runs)', async () => {
+    const logs: string[] = [];
+    const r2 = new ProcessRunner({ defaultCwd: dir, log: (m) => logs.push(m), spawner });
+    expect((await r2.start(req(['true'])).done).exitCode).toBe(0);
+    fs.rmSync(path.join(dir, 'logs'), { recursive: true });
+    const r = await r2.start(req(['sh', '-c', 'echo hi'])).done;
+    expect(r.exitCode).toBe(0);
+    expect(r.stdoutTail.toString()).toBe('hi\n');
+    expect(fs.existsSync(path.join(dir, 'logs'))).toBe(false); // no mkdir for the second task
+    expect(logs.join('\n')).toContain('ENOENT');
+  });
+
   test('progress fires after writes and at exit; unsubscribe works', async () => {
     const h = runner.start(req(['sh', '-c', 'echo a']));
     let calls = 0;
