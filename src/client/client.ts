@@ -10,6 +10,8 @@ import {
   ListRequest,
   LogsRequest,
   LoomClient,
+  RunRequest,
+  type RunEvent,
   type ListResponse,
   type DrainResponse,
   type CancelQueuedResponse,
@@ -110,6 +112,49 @@ export class LoomApi {
   /** Resolves with the task once it is terminal. No deadline. */
   wait(id: string, signal?: AbortSignal): Promise<Task> {
     return this.unary(this.client.wait, { id }, { deadline: false, signal });
+  }
+
+  /**
+   * Submits one task and resolves with it once it is terminal, in one call
+   * (Submit then Wait without the second round trip). `onId` gets the task's
+   * id as soon as it is recorded. No deadline. If the call fails after the
+   * submit, the error names the id (in its message and LoomError.subject):
+   * the task exists and runs on; `wait(id)` picks it up again.
+   */
+  run(spec: TaskSpec, opts: { signal?: AbortSignal; onId?: (id: string) => void } = {}): Promise<Task> {
+    const { signal, onId } = opts;
+    return new Promise<Task>((resolve, reject) => {
+      if (signal?.aborted) return reject(cancelledError());
+      let call: grpc.ClientReadableStream<RunEvent>;
+      try {
+        call = this.client.run(RunRequest.fromPartial({ task: TaskSpec.fromPartial(spec) }));
+      } catch (err) {
+        return reject(fromGrpcError(err, this.address, this.secure));
+      }
+      let id: string | undefined;
+      let settled = false;
+      const finish = (err: LoomError | undefined, task?: Task) => {
+        if (settled) return;
+        settled = true;
+        signal?.removeEventListener('abort', onAbort);
+        if (err) reject(id && err.code !== 'CANCELLED' ? new LoomError(err.code, `task ${id}: ${err.message}`, id) : err);
+        else resolve(task!);
+      };
+      const onAbort = () => {
+        call.cancel();
+        finish(cancelledError());
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      call.on('data', (ev: RunEvent) => {
+        if (ev.task) return finish(undefined, ev.task);
+        if (id === undefined && ev.id) {
+          id = ev.id;
+          onId?.(id);
+        }
+      });
+      call.on('error', (err) => finish(fromGrpcError(err, this.address, this.secure)));
+      call.on('end', () => finish(new LoomError('UNAVAILABLE', `${this.address} ended the run before the task ended`)));
+    });
   }
 
   async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {

@@ -508,6 +508,21 @@ export interface WaitRequest {
   id: string;
 }
 
+/**
+ * Submit one task and wait for its end in one call (what Submit then Wait
+ * do, without the second round trip). The first event carries only the id
+ * (so a client can cancel or re-attach); the last carries the task's final
+ * record, after which the stream ends.
+ */
+export interface RunRequest {
+  task: TaskSpec | undefined;
+}
+
+export interface RunEvent {
+  id: string;
+  task: Task | undefined;
+}
+
 export interface LogsRequest {
   id: string;
   /** Keep the stream open until the task reaches a terminal state. */
@@ -4900,6 +4915,158 @@ export const WaitRequest: MessageFns<WaitRequest> = {
   },
 };
 
+function createBaseRunRequest(): RunRequest {
+  return { task: undefined };
+}
+
+export const RunRequest: MessageFns<RunRequest> = {
+  encode(message: RunRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.task !== undefined) {
+      TaskSpec.encode(message.task, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.task = TaskSpec.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunRequest {
+    return { task: isSet(object.task) ? TaskSpec.fromJSON(object.task) : undefined };
+  },
+
+  toJSON(message: RunRequest): unknown {
+    const obj: any = {};
+    if (message.task !== undefined) {
+      obj.task = TaskSpec.toJSON(message.task);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RunRequest>): RunRequest {
+    return RunRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RunRequest>): RunRequest {
+    const message = createBaseRunRequest();
+    message.task = (object.task !== undefined && object.task !== null) ? TaskSpec.fromPartial(object.task) : undefined;
+    return message;
+  },
+};
+
+function createBaseRunEvent(): RunEvent {
+  return { id: "", task: undefined };
+}
+
+export const RunEvent: MessageFns<RunEvent> = {
+  encode(message: RunEvent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.task !== undefined) {
+      Task.encode(message.task, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RunEvent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRunEvent();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.task = Task.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RunEvent {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      task: isSet(object.task) ? Task.fromJSON(object.task) : undefined,
+    };
+  },
+
+  toJSON(message: RunEvent): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.task !== undefined) {
+      obj.task = Task.toJSON(message.task);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RunEvent>): RunEvent {
+    return RunEvent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RunEvent>): RunEvent {
+    const message = createBaseRunEvent();
+    message.id = object.id ?? "";
+    message.task = (object.task !== undefined && object.task !== null) ? Task.fromPartial(object.task) : undefined;
+    return message;
+  },
+};
+
 function createBaseLogsRequest(): LogsRequest {
   return { id: "", follow: false, attempt: 0 };
 }
@@ -5279,6 +5446,15 @@ export const LoomService = {
     responseSerialize: (value: Task): Buffer => Buffer.from(Task.encode(value).finish()),
     responseDeserialize: (value: Buffer): Task => Task.decode(value),
   },
+  run: {
+    path: "/loom.v1.Loom/Run" as const,
+    requestStream: false as const,
+    responseStream: true as const,
+    requestSerialize: (value: RunRequest): Buffer => Buffer.from(RunRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RunRequest => RunRequest.decode(value),
+    responseSerialize: (value: RunEvent): Buffer => Buffer.from(RunEvent.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RunEvent => RunEvent.decode(value),
+  },
   logs: {
     path: "/loom.v1.Loom/Logs" as const,
     requestStream: false as const,
@@ -5353,6 +5529,7 @@ export interface LoomServer extends UntypedServiceImplementation {
   cancelQueued: handleUnaryCall<CancelQueuedRequest, CancelQueuedResponse>;
   /** Returns once the task is in a terminal state. */
   wait: handleUnaryCall<WaitRequest, Task>;
+  run: handleServerStreamingCall<RunRequest, RunEvent>;
   logs: handleServerStreamingCall<LogsRequest, LogChunk>;
   nodes: handleUnaryCall<NodesRequest, NodesResponse>;
   /** Stop (or resume) a node taking new work; see NodeControl. */
@@ -5443,6 +5620,8 @@ export interface LoomClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: Task) => void,
   ): ClientUnaryCall;
+  run(request: RunRequest, options?: Partial<CallOptions>): ClientReadableStream<RunEvent>;
+  run(request: RunRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<RunEvent>;
   logs(request: LogsRequest, options?: Partial<CallOptions>): ClientReadableStream<LogChunk>;
   logs(request: LogsRequest, metadata?: Metadata, options?: Partial<CallOptions>): ClientReadableStream<LogChunk>;
   nodes(

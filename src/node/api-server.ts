@@ -3,7 +3,7 @@
  *
  * Who may do what (identities come from client certificates, src/node/tls.ts;
  * without TLS everyone is the same local user and may do everything):
- *  - anyone authenticated: submit (and own what they submit), get, list, wait, nodes;
+ *  - anyone authenticated: submit and run (and own what they submit), get, list, wait, nodes;
  *    a task's env values are shown to its owner and admins only;
  *  - the task's owner or an admin (--admin, or any node certificate): cancel, logs;
  *  - an admin: drain/resume a node;
@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   CancelRequest, GetRequest, ListRequest, ListResponse, LoomService, LoomServer, NodesResponse,
   SubmitRequest, SubmitResponse, Task, TaskState, WaitRequest, LogsRequest, LogChunk, NodesRequest,
-  DrainRequest, DrainResponse, CancelQueuedRequest, CancelQueuedResponse,
+  DrainRequest, DrainResponse, CancelQueuedRequest, CancelQueuedResponse, RunRequest, RunEvent, TaskSpec,
 } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
@@ -187,13 +187,18 @@ export class ApiServer {
     const opts: AdapterOptions = { onError, identify: d.tls ? identityOfCall : undefined };
     return {
       ...jobHandlers({ jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i) }, opts),
-      submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => {
-        const specs = validateBatch(req.tasks);
-        const now = Date.now();
-        const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now));
-        if (records.length === 1 && (await d.tryRunHere(records[0]))) return { ids: [records[0].id] };
-        await d.transitions.submit(records);
-        return { ids: records.map((r) => r.id) };
+      submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
+      run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
+        if (!req.task) throw new LoomError('INVALID_ARGUMENT', 'run: no task given');
+        // Taken before the submit: a caller over its limit gets an error and no task.
+        const release = this.holdClientSlot(identity);
+        try {
+          const [id] = await this.submit([req.task], identity);
+          await write({ id, task: undefined });
+          await write({ id, task: this.visible(await this.wait(id, signal), identity) });
+        } finally {
+          release();
+        }
       }, opts),
       get: unary(async (req: GetRequest, { identity }) => {
         const t = this.visible((await d.queries.get(req.id)).task, identity);
@@ -307,6 +312,17 @@ export class ApiServer {
       if (!next) return out;
       page = await next;
     }
+  }
+
+  /** Records the tasks (one with room here is claimed in the same transaction); their ids in order. */
+  private async submit(tasks: TaskSpec[], identity: Identity): Promise<string[]> {
+    const d = this.deps;
+    const specs = validateBatch(tasks);
+    const now = Date.now();
+    const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now));
+    if (records.length === 1 && (await d.tryRunHere(records[0]))) return [records[0].id];
+    await d.transitions.submit(records);
+    return records.map((r) => r.id);
   }
 
   private async wait(id: string, signal: AbortSignal): Promise<Task> {

@@ -55,26 +55,37 @@ export function prepareLogDir(logPath: string, made?: Set<string>): string | und
 export class OutputSink {
   readonly stdoutTail: TailBuffer;
   readonly stderrTail: TailBuffer;
-  /** Settles once the log file is closed (flushed, or failed). Never rejects. */
+  /** Settles once the log file is closed (flushed, or failed), or at end() if none was opened. Never rejects. */
   readonly closed: Promise<void>;
-  private readonly file: fs.WriteStream;
+  private markClosed!: () => void;
+  /**
+   * Opened at the first output: a task that prints nothing (most of a batch
+   * of short tasks) costs no open and close, and has no log file.
+   */
+  private file: fs.WriteStream | undefined;
   private failed = false;
   private paused = false;
   private ended = false;
   private written = 0;
 
-  /** Opens (creates or truncates) the log file; its directory must exist (prepareLogDir). */
+  /** The log file's directory must exist (prepareLogDir); the file is created (or truncated) at the first output. */
   constructor(private readonly opts: OutputSinkOptions) {
     this.stdoutTail = new TailBuffer(opts.tailBytes);
     this.stderrTail = new TailBuffer(opts.tailBytes);
+    this.closed = new Promise((resolve) => (this.markClosed = resolve));
+  }
+
+  private open(): fs.WriteStream {
+    const { opts } = this;
     const file = fs.createWriteStream(opts.logPath, { highWaterMark: LOG_HIGH_WATER_MARK, mode: 0o600 });
-    this.file = file;
     file.on('error', (err) => {
       this.failed = true;
       opts.log?.(`log file ${opts.logPath}: ${err.message}`);
       this.resumeOutput();
     });
-    this.closed = new Promise((resolve) => file.once('close', () => resolve()));
+    file.once('close', () => this.markClosed());
+    this.file = file;
+    return file;
   }
 
   /** Bytes written to the log file so far (framing included). */
@@ -90,7 +101,7 @@ export class OutputSink {
     if (chunk.length === 0) return;
     (stream === STREAM_STDOUT ? this.stdoutTail : this.stderrTail).push(chunk);
     if (this.failed || this.ended) return;
-    const file = this.file;
+    const file = this.file ?? this.open();
     let ok = true;
     // Header and data as two writes in one writev: no copy of the data.
     file.cork();
@@ -112,21 +123,22 @@ export class OutputSink {
     if (!this.ended) {
       this.ended = true;
       this.resumeOutput();
-      if (!this.file.destroyed) this.file.end();
+      if (!this.file) this.markClosed();
+      else if (!this.file.destroyed) this.file.end();
     }
     return this.closed;
   }
 
   private readonly onWritten = (err?: Error | null): void => {
     if (err) return;
-    this.written = this.file.bytesWritten;
+    this.written = this.file!.bytesWritten;
     this.opts.onProgress();
   };
 
   private readonly resumeOutput = (): void => {
     if (!this.paused) return;
     this.paused = false;
-    this.file.removeListener('drain', this.resumeOutput);
+    this.file?.removeListener('drain', this.resumeOutput);
     this.opts.resume();
   };
 }

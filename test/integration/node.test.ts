@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { TaskState } from '../../src/gen/loom';
+import { TaskSpec, TaskState } from '../../src/gen/loom';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
@@ -34,6 +34,24 @@ describe('a node', () => {
     fs.renameSync(flat, legacy);
     const out = await collectLogs(n.api, id);
     expect(out.stdout).toBe('a'.repeat(100_000));
+  });
+
+  it('run: submits and waits in one call, the id first', async () => {
+    const ids: string[] = [];
+    const t = await n.api.run(spec(['sh', '-c', 'exit 3']), { onId: (id) => ids.push(id) });
+    expect(ids).toEqual([t.id]);
+    expect(t).toMatchObject({ state: TaskState.FAILED, exitCode: 3 });
+    expect(await n.api.get(t.id)).toMatchObject({ state: TaskState.FAILED, exitCode: 3 });
+  });
+
+  it('run: a bad spec is refused before anything is recorded; a caller that stops waiting leaves the task running', async () => {
+    await expect(n.api.run(TaskSpec.fromPartial({ command: [] }))).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.not.stringContaining('task ') });
+    const ctrl = new AbortController();
+    let id = '';
+    const running = n.api.run(spec(['sh', '-c', 'sleep 0.3; exit 4']), { signal: ctrl.signal, onId: (i) => { id = i; ctrl.abort(); } });
+    await expect(running).rejects.toMatchObject({ code: 'CANCELLED' });
+    expect(id).not.toBe('');
+    expect(await n.api.wait(id)).toMatchObject({ state: TaskState.FAILED, exitCode: 4 });
   });
 
   it('keeps non-UTF-8 output as bytes', async () => {

@@ -97,6 +97,24 @@ describe('API access rules (TLS)', () => {
     await follow(alice);
   });
 
+  it('counts a run against the same limit, refusing it before anything is submitted', async () => {
+    const alice = api('alice');
+    // Whatever earlier tests left open, alice holds her 2 slots after this.
+    const held: AbortController[] = [];
+    for (;;) {
+      try {
+        held.push(await follow(alice));
+      } catch (e) {
+        expect(e).toMatchObject({ code: 'RESOURCE_EXHAUSTED' });
+        break;
+      }
+    }
+    const before = (await alice.list({})).tasks.length;
+    await expect(alice.run({ command: ['true'] } as never)).rejects.toMatchObject({ code: 'RESOURCE_EXHAUSTED', message: expect.stringContaining('(limit 2)') });
+    expect((await alice.list({})).tasks.length).toBe(before);
+    for (const c of held) c.abort();
+  });
+
   it("shows a task's env values to its owner and admins only", async () => {
     expect((await api('alice').get(ALICE_TASK)).spec?.env).toEqual({ TOKEN: 's3cret' });
     expect((await api('ops').get(ALICE_TASK)).spec?.env).toEqual({ TOKEN: 's3cret' });

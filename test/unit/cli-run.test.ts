@@ -34,6 +34,7 @@ const unimplemented: LoomServer = {
   cancelQueued: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   wait: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   logs: (call) => call.emit('error', loomError('INTERNAL', 'not scripted')),
+  run: (call) => call.emit('error', loomError('INTERNAL', 'not scripted')),
   nodes: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   drain: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),
   submitJob: (_c, cb) => cb(loomError('INTERNAL', 'not scripted'), null),

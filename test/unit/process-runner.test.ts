@@ -258,6 +258,15 @@ describe.each([
     expect(logs.join('\n')).toContain('ENOENT');
   });
 
+  test('a task that prints nothing leaves no log file (opened at the first output)', async () => {
+    const quiet = req(['true']);
+    const loud = req(['sh', '-c', 'echo x']);
+    expect((await runner.start(quiet).done).exitCode).toBe(0);
+    expect((await runner.start(loud).done).exitCode).toBe(0);
+    expect(fs.existsSync(quiet.logPath)).toBe(false);
+    expect(fs.existsSync(loud.logPath)).toBe(true);
+  });
+
   test('progress fires after writes and at exit; unsubscribe works', async () => {
     const h = runner.start(req(['sh', '-c', 'echo a']));
     let calls = 0;
