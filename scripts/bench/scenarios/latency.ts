@@ -1,12 +1,14 @@
 /**
  * 2. Latency on an idle cluster, through the client library: sequential
- * tasks `true`, one submit then one wait each. submit→completed is the client
- * wall clock from before submit() to wait() returning; submit→running is the
- * record's startedAtMs minus the time taken before submit() (same machine
- * clock). One-member etcd (1 node) and 3-member etcd (3 nodes).
+ * tasks `true`, each one LoomApi.run (submit and wait in one call); on the
+ * one-member cluster, alternating with submit() then wait() for comparison.
+ * submit→completed is the client wall clock from before the call to the final
+ * record; submit→running is the record's startedAtMs minus the time taken
+ * before the call (same machine clock). One-member etcd (1 node) and 3-member
+ * etcd (3 nodes).
  */
 import { benchSpawner, runOnce, runOnceSpawner } from '../spawn-rate';
-import { TaskState } from '../../../src/gen/loom';
+import { TaskSpec, TaskState } from '../../../src/gen/loom';
 import { LoomApi } from '../../../src/client/client';
 import { repeat } from '../budget';
 import { BenchCluster } from '../cluster';
@@ -22,20 +24,32 @@ export interface LatencySample {
   completedMs: number;
 }
 
-/** n sequential submit → wait round trips of `true` through api. */
-export async function sequentialLatency(api: LoomApi, n: number, priority?: number): Promise<LatencySample[]> {
-  const out: LatencySample[] = [];
+/** How a sample submits and waits: one LoomApi.run, or submit() then wait(). */
+export type LatencyCall = 'run' | 'submit+wait';
+
+async function oneTask(api: LoomApi, s: TaskSpec, how: LatencyCall): Promise<LatencySample> {
+  const t0 = performance.now();
+  const wall0 = wallNow();
+  let id = '';
+  const timeout = AbortSignal.timeout(60_000);
+  const task = await (how === 'run'
+    ? api.run(s, { signal: timeout, onId: (i) => (id = i) })
+    : api.submit([s]).then(([i]) => api.wait((id = i), timeout))
+  ).catch((err: Error) => {
+    throw new Error(`task ${id || '(not submitted)'}: no result within 60 s (${err.message})`);
+  });
+  const completedMs = performance.now() - t0;
+  if (task.state !== TaskState.COMPLETED) throw new Error(`task ${task.id} ended ${TaskState[task.state]}: ${task.reason}`);
+  return { runningMs: task.startedAtMs - wall0, completedMs };
+}
+
+/** n sequential tasks `true` through api, each one `how` call (alternating between them when given two). */
+export async function sequentialLatency(api: LoomApi, n: number, priority?: number, how: LatencyCall[] = ['run']): Promise<Map<LatencyCall, LatencySample[]>> {
+  const out = new Map<LatencyCall, LatencySample[]>(how.map((h) => [h, []]));
   const s = spec(['true'], priority);
-  for (let i = 0; i < n; i++) {
-    const t0 = performance.now();
-    const wall0 = wallNow();
-    const [id] = await api.submit([s]);
-    const task = await api.wait(id, AbortSignal.timeout(60_000)).catch((err: Error) => {
-      throw new Error(`task ${id}: no result within 60 s (${err.message})`);
-    });
-    const completedMs = performance.now() - t0;
-    if (task.state !== TaskState.COMPLETED) throw new Error(`task ${id} ended ${TaskState[task.state]}: ${task.reason}`);
-    out.push({ runningMs: task.startedAtMs - wall0, completedMs });
+  for (let i = 0; i < n * how.length; i++) {
+    const h = how[i % how.length];
+    out.get(h)!.push(await oneTask(api, s, h));
   }
   return out;
 }
@@ -83,22 +97,28 @@ export const latency: Scenario = {
     ctx.emit({ scenario: S, figure: 'raw_spawner_p50', label: 'floor: one `true` through loom-spawner (posix_spawn) and awaited, no loom, p50', unit: 'ms', values: viaSpawner.p50, extra: spawnerExtra });
     ctx.emit({ scenario: S, figure: 'raw_spawner_p99', label: 'floor: one `true` through loom-spawner (posix_spawn) and awaited, no loom, p99', unit: 'ms', values: viaSpawner.p99, extra: spawnerExtra });
     for (const members of [1, 3]) {
+      const one = members === 1;
       const c = await BenchCluster.start({ name: `lat${members}m`, nodes: members, etcd: 'embedded' }, ctx.log);
-      const p: Record<string, number[]> = { r50: [], r99: [], c50: [], c99: [] };
+      // The one-member cluster also times submit() then wait(), alternating task by task with run.
+      const calls: LatencyCall[] = one ? ['run', 'submit+wait'] : ['run'];
+      const p = new Map(calls.map((h) => [h, { r50: [] as number[], r99: [] as number[], c50: [] as number[], c99: [] as number[] }]));
       let put50 = NaN;
       try {
         const api = c.api(0);
-        await sequentialLatency(api, warmup);
-        const budget = ctx.budget(ctx.quick ? 8 : 40);
+        await sequentialLatency(api, warmup, undefined, calls);
+        const budget = ctx.budget(ctx.quick ? 8 : one ? 55 : 40);
         await repeat(ctx, S, `${members}-member`, budget, async (rep) => {
-          const samples = await sequentialLatency(api, n);
-          const running = samples.map((x) => x.runningMs);
-          const completed = samples.map((x) => x.completedMs);
-          p.r50.push(percentile(running, 50));
-          p.r99.push(percentile(running, 99));
-          p.c50.push(percentile(completed, 50));
-          p.c99.push(percentile(completed, 99));
-          ctx.log(`${S} ${members}-member rep ${rep + 1}: completed p50 ${p.c50[rep].toFixed(2)} ms p99 ${p.c99[rep].toFixed(2)} ms`);
+          const byCall = await sequentialLatency(api, n, undefined, calls);
+          for (const [h, samples] of byCall) {
+            const q = p.get(h)!;
+            const running = samples.map((x) => x.runningMs);
+            const completed = samples.map((x) => x.completedMs);
+            q.r50.push(percentile(running, 50));
+            q.r99.push(percentile(running, 99));
+            q.c50.push(percentile(completed, 50));
+            q.c99.push(percentile(completed, 99));
+            ctx.log(`${S} ${members}-member ${h} rep ${rep + 1}: completed p50 ${q.c50[rep].toFixed(2)} ms p99 ${q.c99[rep].toFixed(2)} ms`);
+          }
         });
         // A task's end-to-end path holds two durable etcd writes (submit+claim, result):
         // one put's round trip on this cluster, from this process, is their floor.
@@ -106,25 +126,32 @@ export const latency: Scenario = {
       } finally {
         await c.stop();
       }
-      const one = members === 1;
       const topo = one ? '1 node, one-member etcd' : '3 nodes, 3-member etcd';
       const extra = { tasks: n, nodes: members, etcdMembers: members };
-      ctx.emit({ scenario: S, figure: `submit_running_p50_${members}m`, label: `submit→running p50 (${topo})`, unit: 'ms', values: p.r50, extra });
-      ctx.emit({ scenario: S, figure: `submit_running_p99_${members}m`, label: `submit→running p99 (${topo})`, unit: 'ms', values: p.r99, extra });
+      const q = p.get('run')!;
+      ctx.emit({ scenario: S, figure: `submit_running_p50_${members}m`, label: `submit→running p50 (${topo})`, unit: 'ms', values: q.r50, extra });
+      ctx.emit({ scenario: S, figure: `submit_running_p99_${members}m`, label: `submit→running p99 (${topo})`, unit: 'ms', values: q.r99, extra });
       ctx.emit({
-        scenario: S, figure: `submit_completed_p50_${members}m`, label: `submit→completed p50 (${topo})`, unit: 'ms', values: p.c50, extra,
+        scenario: S, figure: `submit_completed_p50_${members}m`, label: `submit→completed p50 (${topo})`, unit: 'ms', values: q.c50, extra,
         target: one ? { op: '<=', value: 5, text: '≤ 5 ms' } : undefined,
       });
       ctx.emit({
-        scenario: S, figure: `submit_completed_p99_${members}m`, label: `submit→completed p99 (${topo})`, unit: 'ms', values: p.c99, extra,
+        scenario: S, figure: `submit_completed_p99_${members}m`, label: `submit→completed p99 (${topo})`, unit: 'ms', values: q.c99, extra,
         target: one ? { op: '<=', value: 20, text: '≤ 20 ms' } : undefined,
       });
+      const sw = p.get('submit+wait');
+      if (sw) {
+        ctx.emit({ scenario: S, figure: `submit_wait_completed_p50_${members}m`, label: `submit→completed p50 with submit() then wait(), two calls (${topo})`, unit: 'ms', values: sw.c50, extra });
+        ctx.emit({ scenario: S, figure: `submit_wait_completed_p99_${members}m`, label: `submit→completed p99 with submit() then wait(), two calls (${topo})`, unit: 'ms', values: sw.c99, extra });
+      }
       ctx.emit({ scenario: S, figure: `etcd_put_p50_${members}m`, label: `floor: one etcd put (a durable write), round trip p50, ${members === 1 ? 'one-member' : '3-member'} etcd`, unit: 'ms', values: [put50], extra: { puts: 200 } });
     }
-    ctx.note(S, `${n} sequential tasks \`true\` per repetition (after ${warmup} warm-up tasks), each LoomApi.submit([one]) to node 1 then ` +
-      'LoomApi.wait(id). submit→completed: client wall clock (performance.now) before submit() to wait() returning. ' +
+    ctx.note(S, `${n} sequential tasks \`true\` per repetition (after ${warmup} warm-up tasks), each one LoomApi.run(spec) call to node 1 ` +
+      '(submit and wait in one gRPC stream: the node claims the task in the submit transaction and answers the waiting caller itself). ' +
+      `On the one-member cluster each repetition also runs ${n} tasks as LoomApi.submit([one]) then LoomApi.wait(id), alternating task by task with run, ` +
+      'so both see the same machine. submit→completed: client wall clock (performance.now) before the call to the final record arriving. ' +
       "submit→running: the record's startedAtMs (taken when the node claims the task, just before the claim transaction) minus the wall clock " +
-      "taken before submit() (ms resolution of the node's clock, so it reads up to 1 ms low). " +
+      "taken before the call (ms resolution of the node's clock, so it reads up to 1 ms low). " +
       'Percentiles are nearest-rank; each repetition gives one p50 and one p99, the table shows their median and spread. ' +
       'The floor figures time the same sequential round trip with no loom at all (one `true` spawned the way a node spawns it, awaited to exit): ' +
       'submit→completed can never be faster than this on the machine. loom starts plain tasks through loom-spawner, so the loom-spawner floor is the relevant one; ' +

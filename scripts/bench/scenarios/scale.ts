@@ -121,7 +121,8 @@ export const scale: Scenario = {
       ctx.emit({ scenario: S, figure, label, unit, values, target, extra: { queuedTasks: n, ...extra } });
     try {
       const counter = new TaskCounter(c.etcd());
-      const idle = await sequentialLatency(c.api(0), ctx.quick ? 20 : 50, 999);
+      // submit() then wait(), as the priority-999 tasks while draining are timed.
+      const idle = (await sequentialLatency(c.api(0), ctx.quick ? 20 : 50, 999, ['submit+wait'])).get('submit+wait')!;
       const idleP50 = percentile(idle.map((s) => s.runningMs), 50);
       emit('idle_submit_running_p50_ms', 'idle submit→running p50 of this cluster, before the fill (baseline)', 'ms', [idleP50]);
       // Node 1 answers the baseline and the priority-999 submits below.
@@ -274,7 +275,7 @@ export const scale: Scenario = {
       ctx.log(`${S}: all final; records collected ${gcS.toFixed(1)} s later`);
 
       await measure('after_gc', finalWhat);
-      const after = await sequentialLatency(c.api(0), Math.max(20, samples), 999);
+      const after = (await sequentialLatency(c.api(0), Math.max(20, samples), 999, ['submit+wait'])).get('submit+wait')!;
       emit('new_task_running_ms_after_gc', `submit→running of a new priority-999 task, ${finalWhat}`, 'ms', after.map((x) => x.runningMs), twiceIdle);
     } finally {
       await c.stop();
