@@ -69,6 +69,10 @@ export class LoomApi {
       // Notice a silently dead node during a long Wait / Logs follow.
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
+      // Per-call bookkeeping nothing here uses: channelz, and grpc-js's own retry
+      // layer (no retry policy is configured; loom retries where it is safe).
+      'grpc.enable_channelz': 0,
+      'grpc.enable_retries': 0,
     });
   }
 

@@ -90,6 +90,8 @@ export class ApiServer {
     const server = new grpc.Server({
       'grpc.max_receive_message_length': LIMITS.requestBytes,
       'grpc.max_send_message_length': 64 * 1024 * 1024,
+      // No channelz registry: its per-call bookkeeping is paid on every call and nothing reads it.
+      'grpc.enable_channelz': 0,
     });
     server.addService(tolerantService(LoomService), this.handlers());
     const tls = this.deps.tls;

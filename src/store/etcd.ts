@@ -40,6 +40,10 @@ export function connectEtcd(opts: EtcdOptions & { ownConnection?: boolean }): Et
       // the node's lease keepalives get a connection of their own, so they
       // never queue behind bulk traffic.
       ...(opts.ownConnection ? { 'grpc.use_local_subchannel_pool': 1 } : {}),
+      // Per-call bookkeeping nothing here uses: channelz, and grpc-js's retry
+      // layer (no retry policy is configured; faultHandling below retries).
+      'grpc.enable_channelz': 0,
+      'grpc.enable_retries': 0,
     },
     faultHandling: {
       // Retry only failures that certainly never reached etcd (no connection
