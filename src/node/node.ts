@@ -51,6 +51,8 @@ export class LoomNode {
   private publishTimer: NodeJS.Timeout | undefined;
   private liveness: Liveness | undefined;
   private lastPublished = '';
+  /** `running` in the record last published (-1: none yet). */
+  private publishedRunning = -1;
   private control: NodeControl = { drain: false, deadlineMs: 0 };
   private drainTimer: NodeJS.Timeout | undefined;
   private controlWatch: PrefixWatch | undefined;
@@ -343,8 +345,13 @@ export class LoomNode {
     if (parsed) this.executor.cancel(parsed.id, revision);
   }
 
+  /**
+   * Shows an idle node as idle at once (not at the next 3 s tick). Only when
+   * the record says otherwise: with tasks one at a time, building and
+   * comparing the record after each one is work that changes nothing.
+   */
   private schedulePublish(): void {
-    if (this.executor.count === 0) void this.publish();
+    if (this.executor.count === 0 && this.publishedRunning !== 0) void this.publish();
   }
 
   /** Rewrites /node/<name> when what it shows changed (or when forced). */
@@ -353,7 +360,10 @@ export class LoomNode {
     const digest = JSON.stringify({ ...info, startedAtMs: 0 });
     if (digest === this.lastPublished && !force) return;
     try {
-      if (await this.membership.publish(info)) this.lastPublished = digest;
+      if (await this.membership.publish(info)) {
+        this.lastPublished = digest;
+        this.publishedRunning = info.running;
+      }
     } catch {
       // transient; next tick retries
     }
