@@ -150,11 +150,11 @@ export class LoomApi {
       };
       signal?.addEventListener('abort', onAbort, { once: true });
       call.on('data', (ev: RunEvent) => {
-        if (ev.task) return finish(undefined, ev.task);
         if (id === undefined && ev.id) {
           id = ev.id;
           onId?.(id);
         }
+        if (ev.task) finish(undefined, ev.task);
       });
       call.on('error', (err) => finish(fromGrpcError(err, this.address, this.secure)));
       call.on('end', () => finish(new LoomError('UNAVAILABLE', `${this.address} ended the run before the task ended`)));

@@ -510,9 +510,10 @@ export interface WaitRequest {
 
 /**
  * Submit one task and wait for its end in one call (what Submit then Wait
- * do, without the second round trip). The first event carries only the id
- * (so a client can cancel or re-attach); the last carries the task's final
- * record, after which the stream ends.
+ * do, without the second round trip). The last event carries the id and the
+ * task's final record, after which the stream ends. A task still running 10 ms
+ * after its submit first gets an event with the id alone (so a client can
+ * cancel or re-attach); one that ends sooner gets only the last event.
  */
 export interface RunRequest {
   task: TaskSpec | undefined;

@@ -61,6 +61,9 @@ export interface ApiLimits {
 }
 
 /** Per-node and per-client limits of the API (documented in the README). */
+/** How long a Run waits for its task to end before sending the id alone. */
+const RUN_ID_DELAY_MS = 10;
+
 /** Queued-index entries read per page by a cancel of every queued task. */
 const CANCEL_QUEUED_PAGE = 1000;
 
@@ -196,8 +199,22 @@ export class ApiServer {
         const release = this.holdClientSlot(identity);
         try {
           const [id] = await this.submit([req.task], identity);
-          await write({ id, task: undefined });
-          await write({ id, task: this.visible(await this.wait(id, signal), identity) });
+          const ended = this.wait(id, signal);
+          // A task that ends within RUN_ID_DELAY_MS gets one event with both (no
+          // write and client wake-up while it starts); a longer one its id first.
+          let timer: NodeJS.Timeout | undefined;
+          let soon: Task | undefined;
+          try {
+            soon = await Promise.race([ended, new Promise<undefined>((r) => (timer = setTimeout(() => r(undefined), RUN_ID_DELAY_MS)))]);
+          } catch (err) {
+            // The task exists: the caller gets its id before the error.
+            await write({ id, task: undefined }).catch(() => undefined);
+            throw err;
+          } finally {
+            clearTimeout(timer);
+          }
+          if (!soon) await write({ id, task: undefined });
+          await write({ id, task: this.visible(soon ?? (await ended), identity) });
         } finally {
           release();
         }

@@ -2,7 +2,8 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { TaskSpec, TaskState } from '../../src/gen/loom';
+import * as grpc from '@grpc/grpc-js';
+import { LoomClient, RunEvent, TaskSpec, TaskState } from '../../src/gen/loom';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
@@ -36,12 +37,32 @@ describe('a node', () => {
     expect(out.stdout).toBe('a'.repeat(100_000));
   });
 
-  it('run: submits and waits in one call, the id first', async () => {
+  it('run: submits and waits in one call; onId gets the id once, before the result', async () => {
     const ids: string[] = [];
     const t = await n.api.run(spec(['sh', '-c', 'exit 3']), { onId: (id) => ids.push(id) });
     expect(ids).toEqual([t.id]);
     expect(t).toMatchObject({ state: TaskState.FAILED, exitCode: 3 });
     expect(await n.api.get(t.id)).toMatchObject({ state: TaskState.FAILED, exitCode: 3 });
+  });
+
+  it('run: a task still running after 10 ms gets its id alone first; the last event has the id and the final record', async () => {
+    const raw = new LoomClient(n.node.address, grpc.credentials.createInsecure());
+    try {
+      const events = async (command: string[]) => {
+        const out: RunEvent[] = [];
+        for await (const ev of raw.run({ task: spec(command) })) out.push(ev as RunEvent);
+        return out;
+      };
+      const long = await events(['sleep', '0.2']);
+      expect(long).toHaveLength(2);
+      expect(long[0]).toMatchObject({ id: long[1].id, task: undefined });
+      expect(long[1].task).toMatchObject({ id: long[1].id, state: TaskState.COMPLETED });
+      const short = await events(['true']);
+      expect(short.length).toBeLessThanOrEqual(2);
+      expect(short[short.length - 1].task).toMatchObject({ id: short[0].id, state: TaskState.COMPLETED });
+    } finally {
+      raw.close();
+    }
   });
 
   it('run: a bad spec is refused before anything is recorded; a caller that stops waiting leaves the task running', async () => {
