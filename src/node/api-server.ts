@@ -60,17 +60,17 @@ export interface ApiLimits {
   streamsPerClient: number;
 }
 
-/** Per-node and per-client limits of the API (documented in the README). */
 /** How long a Run waits for its task to end before sending the id alone. */
 const RUN_ID_DELAY_MS = 10;
 
 /** Queued-index entries read per page by a cancel of every queued task. */
 const CANCEL_QUEUED_PAGE = 1000;
 
+/** Per-node and per-client limits of the API (documented in the README). */
 export const API_LIMITS: Readonly<ApiLimits> = {
   /** Concurrent log streams served by one node. */
   logStreamsPerNode: 10_000,
-  /** Concurrent log streams and waits of one client identity (TLS mode). */
+  /** Concurrent log streams, waits and runs of one client identity (TLS mode). */
   streamsPerClient: 1_000,
 };
 
@@ -145,14 +145,14 @@ export class ApiServer {
     return { ...t, spec: { ...t.spec, env } };
   }
 
-  /** Counts a long call (log stream, wait) against its client's limit; returns the release. */
+  /** Counts a long call (log stream, wait, run) against its client's limit; returns the release. */
   private holdClientSlot(id: Identity): () => void {
     if (!this.deps.tls || id.role === 'node') return () => undefined;
     const n = this.perClient.get(id.name) ?? 0;
     if (n >= this.limits.streamsPerClient) {
       throw new LoomError(
         'RESOURCE_EXHAUSTED',
-        `too many concurrent log streams and waits for ${id.name} on this node (limit ${this.limits.streamsPerClient})`,
+        `too many concurrent log streams, waits and runs for ${id.name} on this node (limit ${this.limits.streamsPerClient})`,
       );
     }
     this.perClient.set(id.name, n + 1);
