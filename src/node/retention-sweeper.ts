@@ -20,8 +20,12 @@ export interface RetentionDeps {
   log: (m: string) => void;
 }
 
+/** How often a sweep checks every time marker, not only those of buckets it deleted from. */
+const ALL_MARKERS_EVERY_MS = 3_600_000;
+
 export class RetentionSweeper {
   private timer: NodeJS.Timeout | undefined;
+  private allMarkersAtMs = -Infinity;
   private running = false;
   deletedTasks = 0;
   deletedJobs = 0;
@@ -43,7 +47,12 @@ export class RetentionSweeper {
     this.running = true;
     try {
       if (preferredNode('retention', this.d.liveNodes()) === this.d.self) {
-        const r = await sweepFinished(this.d.kv, this.d.keys, this.d.retentionMs, Date.now());
+        // Every marker is checked at the first sweep and then hourly; in between only
+        // those of buckets a sweep deleted from (checking one walks its records).
+        const now = Date.now();
+        const all = now - this.allMarkersAtMs >= ALL_MARKERS_EVERY_MS;
+        const r = await sweepFinished(this.d.kv, this.d.keys, this.d.retentionMs, now, undefined, all ? 'all' : 'touched');
+        if (all) this.allMarkersAtMs = now;
         this.deletedTasks += r.tasks;
         this.deletedJobs += r.jobs;
         if (r.tasks || r.jobs) this.d.log(`retention: deleted ${r.tasks} task(s) and ${r.jobs} job(s) finished over ${this.d.retentionMs} ms ago`);

@@ -11,7 +11,7 @@ import { Job, JobState } from '../gen/loom';
 import { decodeTask } from './codec';
 import { b, del, ifModRevision, Kv, rangeOp } from './etcd';
 import { jobTaskIdRange, Keys, pad, prefixEnd, TERMINAL_KEY_STATES } from './keys';
-import { isTimeBucket, nextTimeBucket, timeBucketAt } from '../core/ids';
+import { isTimeBucket, nextTimeBucket, timeBucketAt, timeBucketOf } from '../core/ids';
 
 const PAGE = 100;
 const FINISHED_JOB = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
@@ -23,9 +23,21 @@ export interface SweepResult {
   markers: number;
 }
 
-export async function sweepFinished(kv: Kv, keys: Keys, retentionMs: number, nowMs: number, signal?: AbortSignal): Promise<SweepResult> {
+/**
+ * Which time markers a sweep checks. Checking a bucket counts its records,
+ * and etcd 3.4 walks every key of a range to count it (100,000 queued tasks:
+ * the whole queue, on every sweep), so a sweep normally checks only the
+ * buckets it deleted tasks from ('touched'); 'all' also finds markers left by
+ * an earlier sweep that stopped midway (the caller runs it now and then).
+ */
+export type MarkerSweep = 'touched' | 'all';
+
+export async function sweepFinished(
+  kv: Kv, keys: Keys, retentionMs: number, nowMs: number, signal?: AbortSignal, markers: MarkerSweep = 'all',
+): Promise<SweepResult> {
   const cutoff = nowMs - retentionMs;
   const out: SweepResult = { tasks: 0, jobs: 0, markers: 0 };
+  const touched = new Set<string>();
   for (const state of TERMINAL_KEY_STATES) {
     const prefix = keys.terminalPrefix(state);
     // Terminal keys sort by finish time: everything before `end` is old enough.
@@ -36,6 +48,7 @@ export async function sweepFinished(kv: Kv, keys: Keys, retentionMs: number, now
       const page = await kv.range({ key: b(from), range_end: b(end), limit: PAGE, keys_only: true }, 'retention scan');
       if (page.kvs.length === 0) break;
       const ids = page.kvs.map((k) => k.key.toString().split('/').pop()!);
+      for (const id of ids) touched.add(timeBucketOf(id));
       const recs = await kv.txn({ compare: [], success: ids.map((id) => rangeOp(keys.task(id))) }, 'retention read');
       const ops = page.kvs.map((statusKv, i) => {
         const id = ids[i];
@@ -62,9 +75,43 @@ export async function sweepFinished(kv: Kv, keys: Keys, retentionMs: number, now
       from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
     }
   }
-  out.jobs = await sweepJobs(kv, keys, cutoff, out, signal);
-  out.markers = await sweepTimeMarkers(kv, keys, cutoff, signal);
+  out.jobs = await sweepJobs(kv, keys, cutoff, out, touched, signal);
+  out.markers = markers === 'all' ? await sweepTimeMarkers(kv, keys, cutoff, signal) : await sweepTouchedMarkers(kv, keys, cutoff, touched);
   return out;
+}
+
+/** The markers of `buckets` older than the cutoff whose buckets are empty (the same rule as sweepTimeMarkers). */
+async function sweepTouchedMarkers(kv: Kv, keys: Keys, cutoff: number, buckets: Set<string>): Promise<number> {
+  const newest = timeBucketAt(cutoff);
+  const old = [...buckets].filter((bk) => bk < newest);
+  let deleted = 0;
+  for (let i = 0; i < old.length; i += PAGE) {
+    deleted += await deleteEmptyMarkers(kv, keys, old.slice(i, i + PAGE), true);
+  }
+  return deleted;
+}
+
+/**
+ * Deletes the markers of the buckets that hold no task record; with
+ * `checkMarkers`, only markers that exist are deleted and counted.
+ */
+async function deleteEmptyMarkers(kv: Kv, keys: Keys, buckets: string[], checkMarkers: boolean): Promise<number> {
+  if (buckets.length === 0) return 0;
+  const counts = await kv.txn(
+    {
+      compare: [],
+      success: buckets.flatMap((bk) => [
+        { request_range: { key: b(keys.task(bk)), range_end: b(keys.task(nextTimeBucket(bk))), count_only: true } },
+        ...(checkMarkers ? [{ request_range: { key: b(keys.timeMarker(bk)), count_only: true } }] : []),
+      ]),
+    },
+    'retention count buckets',
+  );
+  const per = checkMarkers ? 2 : 1;
+  const count = (i: number) => Number(counts.responses[i]?.response_range?.count ?? 1);
+  const empty = buckets.filter((_, i) => count(i * per) === 0 && (!checkMarkers || count(i * per + 1) > 0));
+  if (empty.length) await kv.txn({ compare: [], success: empty.map((bk) => del(keys.timeMarker(bk))) }, 'retention delete markers');
+  return empty.length;
 }
 
 /**
@@ -85,29 +132,14 @@ async function sweepTimeMarkers(kv: Kv, keys: Keys, cutoff: number, signal?: Abo
     const buckets = page.kvs
       .map((k) => keys.parseTimeMarker(k.key.toString()))
       .filter((bk): bk is string => bk !== undefined && isTimeBucket(bk));
-    if (buckets.length) {
-      const counts = await kv.txn(
-        {
-          compare: [],
-          success: buckets.map((bk) => ({
-            request_range: { key: b(keys.task(bk)), range_end: b(keys.task(nextTimeBucket(bk))), count_only: true },
-          })),
-        },
-        'retention count buckets',
-      );
-      const empty = buckets.filter((_, i) => Number(counts.responses[i]?.response_range?.count ?? 1) === 0);
-      if (empty.length) {
-        await kv.txn({ compare: [], success: empty.map((bk) => del(keys.timeMarker(bk))) }, 'retention delete markers');
-        deleted += empty.length;
-      }
-    }
+    deleted += await deleteEmptyMarkers(kv, keys, buckets, false);
     if (!page.more || page.kvs.length === 0) return deleted;
     from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
   }
 }
 
 /** Finished jobs older than the cutoff: the job and all its tasks go together. */
-async function sweepJobs(kv: Kv, keys: Keys, cutoff: number, out: SweepResult, signal?: AbortSignal): Promise<number> {
+async function sweepJobs(kv: Kv, keys: Keys, cutoff: number, out: SweepResult, touched: Set<string>, signal?: AbortSignal): Promise<number> {
   let jobs = 0;
   let from = keys.jobPrefix;
   for (;;) {
@@ -117,6 +149,8 @@ async function sweepJobs(kv: Kv, keys: Keys, cutoff: number, out: SweepResult, s
       const job = Job.decode(jkv.value);
       if (!FINISHED_JOB.has(job.state) || !job.finishedAtMs || job.finishedAtMs >= cutoff) continue;
       out.tasks += await deleteJobTasks(kv, keys, job);
+      // A job's task ids share its id's time (jobTaskId): one bucket.
+      touched.add(timeBucketOf(job.id));
       const edges = keys.jobWaitOf(job.id);
       const marks = keys.jobDoneOf(job.id);
       const res = await kv.txn(

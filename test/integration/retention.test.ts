@@ -4,7 +4,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { TaskState } from '../../src/gen/loom';
 import { Etcd3 } from 'etcd3';
-import { connectEtcd, Kv } from '../../src/store/etcd';
+import { connectEtcd, Kv, put } from '../../src/store/etcd';
 import { Keys, prefixEnd } from '../../src/store/keys';
 import { timeBucketOf } from '../../src/core/ids';
 import { TaskQueries } from '../../src/store/queries';
@@ -85,6 +85,38 @@ test('retention deletes the time markers of old buckets once their tasks are gon
   const res = await sweepFinished(kv, keys, hour, now);
   expect(res).toEqual({ tasks: 1, jobs: 0, markers: 1 });
   expect(await markers()).toEqual([timeBucketOf(waiting.id), timeBucketOf(fresh.id)]);
+});
+
+test('a sweep of touched markers checks only the buckets it deleted from; a sweep of all markers also finds stale ones', async () => {
+  const { keys, tr } = store();
+  const now = Date.now();
+  const gone = { ...tr.newRecord(spec, 'me', now), id: uuidAt(now - 5 * hour, 1), state: TaskState.COMPLETED, finishedAtMs: now - 2 * hour };
+  const waiting = { ...tr.newRecord(spec, 'me', now), id: uuidAt(now - 4 * hour, 2) };
+  await tr.materialize([gone]);
+  await tr.submit([waiting]);
+  // A marker whose tasks went in an earlier sweep that stopped before its markers.
+  const stale = timeBucketOf(uuidAt(now - 6 * hour, 3));
+  await kv.txn({ compare: [], success: [put(keys.timeMarker(stale), '')] }, 'test');
+  const markers = async () => (await kv.range({ key: Buffer.from(keys.timeMarkerPrefix), range_end: Buffer.from(prefixEnd(keys.timeMarkerPrefix)), keys_only: true }, 'test')).kvs.map((x) => keys.parseTimeMarker(x.key.toString()));
+  const counted: string[] = [];
+  const txn = jest.spyOn(kv, 'txn');
+  txn.mockImplementation(async function (this: Kv, req, what, signal) {
+    for (const op of req.success ?? []) {
+      const r = (op as { request_range?: { key: Buffer; count_only?: boolean } }).request_range;
+      if (r?.count_only) counted.push(r.key.toString());
+    }
+    return Kv.prototype.txn.call(this, req, what, signal);
+  });
+  try {
+    expect(await sweepFinished(kv, keys, hour, now, undefined, 'touched')).toEqual({ tasks: 1, jobs: 0, markers: 1 });
+    expect(await markers()).toEqual([stale, timeBucketOf(waiting.id)]);
+    // The queued task's bucket (all of the queue, in a busy cluster) was not counted.
+    expect(counted.some((k) => k.startsWith(keys.task(timeBucketOf(waiting.id))))).toBe(false);
+    expect(await sweepFinished(kv, keys, hour, now, undefined, 'all')).toEqual({ tasks: 0, jobs: 0, markers: 1 });
+    expect(await markers()).toEqual([timeBucketOf(waiting.id)]);
+  } finally {
+    txn.mockRestore();
+  }
 });
 
 test("a node removes its own log files (and an older layout's directories) once untouched for longer than the retention", async () => {
