@@ -132,7 +132,8 @@ export class LogService {
     write: Write,
     signal: AbortSignal,
   ): Promise<void> {
-    const path = this.logFile(t.id, t.attempt);
+    // The attempt running here now: always the flat layout.
+    const path = logPathFor(this.deps.dataDir, t.id, t.attempt);
     let offset = 0;
     let exited = false;
     handle.done.then(() => (exited = true));
