@@ -83,12 +83,11 @@ export class LogService {
   /** One attempt this node ran (a peer proxying for its client asks this). */
   private async localAttempt(id: string, attempt: number, follow: boolean, write: Write, signal: AbortSignal): Promise<void> {
     const local = this.deps.executor.handle(id);
-    const path = this.logFile(id, attempt);
     if (local && local.attempt === attempt) {
       const t = (await this.deps.queries.get(id, signal)).task;
       await this.followLocal(t, local.handle, follow, write, signal);
     } else {
-      await this.fromFile(path, write, signal);
+      await this.fromFile(this.logFile(id, attempt), write, signal);
     }
   }
 
