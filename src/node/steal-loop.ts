@@ -10,7 +10,8 @@
  */
 import { NodeInfo, Resources } from '../gen/loom';
 import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
-import { addResources, fits, NO_RESOURCES, refusal as refusal_ } from '../core/fit';
+import { addResources, refusal as refusal_ } from '../core/fit';
+import { Choice, chooseClaims } from '../core/choose-claims';
 import { Incarnation } from '../store/membership';
 import { QueueWindow, WindowEntry } from '../store/queue-window';
 import { BATCH_CHUNK, HeldTask, NodeIdentity, TaskTransitions } from '../store/transitions';
@@ -43,6 +44,14 @@ export interface StealDeps {
   log: (msg: string) => void;
 }
 
+/** A cached answer to "is this node preferred for the entry" (valid for one node-set version). */
+interface Preference {
+  version: number;
+  preferred: boolean;
+  /** This node's steal jitter for the entry, in [0, 1). */
+  jitter: number;
+}
+
 export interface StealStats {
   claimed: number;
   lost: number;
@@ -59,7 +68,7 @@ export class StealLoop {
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
   private paused = false;
-  private prefCache = new Map<string, { version: number; preferred: boolean }>();
+  private prefCache = new Map<string, Preference>();
   private refusals = new Map<string, { docker: boolean; refusal: string | undefined }>();
   readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0, resultsInClaims: 0 };
 
@@ -117,82 +126,46 @@ export class StealLoop {
     return refusal;
   }
 
-  /** Is this node the rendezvous choice among the live nodes that could run the entry? */
-  private isPreferred(entry: WindowEntry, version: number): boolean {
+  /**
+   * Is this node the rendezvous choice among the live nodes that could run
+   * the entry? Cached per entry until the node set changes, with the entry's
+   * steal jitter (fixed per node and task), so a pass hashes nothing it has
+   * hashed before.
+   */
+  private preference(entry: WindowEntry, version: number): Preference {
     const cached = this.prefCache.get(entry.key);
-    if (cached && cached.version === version) return cached.preferred;
+    if (cached && cached.version === version) return cached;
     const spec = entry.snapshot.spec!;
     const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
     const names = placed
       ? this.deps.nodeInfos().filter((n) => !n.draining && refusal_(spec, n) === undefined).map((n) => n.name)
       : this.deps.liveNodes();
     const preferred = names.length <= 1 || preferredNode(entry.id, names) === this.me!.node;
+    const jitter = cached?.jitter ?? fnv1a(`${this.me!.node}/${entry.id}`) / 0x1_0000_0000;
+    const pref = { version, preferred, jitter };
     if (this.prefCache.size > 20_000) this.prefCache.clear();
-    this.prefCache.set(entry.key, { version, preferred });
-    return preferred;
+    this.prefCache.set(entry.key, pref);
+    return pref;
   }
 
-  /**
-   * Picks what to claim, band by band (a band = one priority, in FIFO order):
-   * first the band's tasks this node is preferred for, from the front; then,
-   * if room remains, tasks of other nodes whose steal delay has passed, from
-   * the BACK of the band (the preferred nodes work from the front, so a
-   * thief rarely races them). A lower band is only looked at once nothing in
-   * the higher bands is waiting, so priority holds across the cluster.
-   * A task must fit what is free in every dimension. A task that has waited
-   * longer than starveAfterMs and fits this node's capacity (this node being
-   * its preferred capable node) is a barrier: nothing behind it is taken
-   * until it fits, so big tasks are not starved by a stream of small ones.
-   */
-  private choose(entries: readonly WindowEntry[], freeSlots: number, now: number): { chosen: WindowEntry[]; nextAt: number } {
-    const me = this.me!;
+  /** What to claim now (see chooseClaims), and when to look again if nothing. */
+  private choose(entries: readonly WindowEntry[], freeSlots: number, now: number): Choice<WindowEntry> {
     const self = this.deps.self();
     const version = this.deps.nodesVersion();
-    let free = subtract(self.capacity, this.deps.inUse());
     const running = this.deps.executor.count;
     const slots = this.deps.slots();
-    const chosen: WindowEntry[] = [];
-    let nextAt = Infinity;
-    const take = (e: WindowEntry): boolean => {
-      const want = e.snapshot.spec!.resources ?? NO_RESOURCES;
-      if (chosen.length >= freeSlots || !fits(want, free)) return false;
-      chosen.push(e);
-      free = subtract(free, want);
-      return true;
-    };
-    let i = 0;
-    while (i < entries.length && chosen.length < freeSlots) {
-      const priority = entries[i].priority;
-      const stealable: WindowEntry[] = [];
-      let waiting = false;
-      let barrier = false;
-      for (; i < entries.length && entries[i].priority === priority; i++) {
-        const entry = entries[i];
-        if (entry.snapshot.notBeforeMs > now) {
-          nextAt = Math.min(nextAt, entry.snapshot.notBeforeMs);
-          continue;
-        }
-        if (this.refusalFor(entry, self) !== undefined) continue;
-        if (this.isPreferred(entry, version)) {
-          if (!take(entry) && now - entry.seenAtMs > this.deps.starveAfterMs && chosen.length < freeSlots) {
-            barrier = true;
-            break;
-          }
-          continue;
-        }
-        const jitter = () => fnv1a(`${me.node}/${entry.id}`) / 0x1_0000_0000;
-        const at = entry.seenAtMs + claimDelayMs({ preferred: false, running, slots }, this.deps.policy, jitter);
-        if (at <= now) stealable.push(entry);
-        else {
-          waiting = true;
-          nextAt = Math.min(nextAt, at);
-        }
-      }
-      if (barrier) break;
-      for (let k = stealable.length - 1; k >= 0 && chosen.length < freeSlots; k--) take(stealable[k]);
-      if (waiting) break;
-    }
-    return { chosen, nextAt };
+    return chooseClaims(entries, {
+      freeSlots,
+      free: subtract(self.capacity, this.deps.inUse()),
+      now,
+      starveAfterMs: this.deps.starveAfterMs,
+      refused: (e) => this.refusalFor(e, self) !== undefined,
+      preferred: (e) => this.preference(e, version).preferred,
+      stealAt: (e) => {
+        const { jitter } = this.preference(e, version);
+        return e.seenAtMs + claimDelayMs({ preferred: false, running, slots }, this.deps.policy, () => jitter);
+      },
+    });
   }
 
   private async pass(): Promise<void> {
