@@ -151,7 +151,7 @@ class ProcessRun implements RunHandle {
       failed: () => this.spawnHere(cwd, env),
       late: () => this.refuseLate(),
       stream: (id, socket) => this.attachStream(socket, id === 1 ? STREAM_STDOUT : STREAM_STDERR),
-      exited: (code, signal) => this.onExit(code, signal),
+      exited: (code, signal) => this.onExit(code, signal, true),
       lost: (why) => {
         if (this.pidValue === undefined) return this.failStart({ error: `cannot start task: ${why}`, exitCode: 126 });
         // Its exit status is gone: kill what is left and report that.
@@ -248,7 +248,8 @@ class ProcessRun implements RunHandle {
     stream.on('data', (chunk: Buffer) => this.sink?.write(id, chunk));
   }
 
-  private onExit(code: number | null, signal: NodeJS.Signals | null): void {
+  /** groupKilled: loom-spawner killed the rest of the group before reporting the exit. */
+  private onExit(code: number | null, signal: NodeJS.Signals | null, groupKilled = false): void {
     this.exited = true;
     if (code !== null) this.exitCode = code;
     if (signal !== null) this.exitSignal = signal;
@@ -256,7 +257,7 @@ class ProcessRun implements RunHandle {
     clearTimeout(this.killTimer);
     // The leader is gone; anything it left behind in its group (background
     // jobs) would hold our pipes open and outlive the task: kill it.
-    this.signalGroup('SIGKILL');
+    if (!groupKilled) this.signalGroup('SIGKILL');
     if (this.pidValue !== undefined) this.opts.reaper?.removeTask(this.pidValue);
     this.maybeClosed();
   }

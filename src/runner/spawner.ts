@@ -45,6 +45,7 @@ export interface SpawnCallbacks {
   late(): void;
   /** Stream 1 (stdout) or 2 (stderr), after `started`. Reading it is the caller's job. */
   stream(id: 1 | 2, socket: Readable): void;
+  /** The task exited; loom-spawner has already SIGKILLed what it left in its process group. */
   exited(code: number | null, signal: NodeJS.Signals | null): void;
   /** The helper died: the exit status of this started task will never come. */
   lost(why: string): void;

@@ -25,6 +25,8 @@
  *                          it asked, and its lease may be gone)
  *   exit <pid> <code>      the task exited
  *   sig <pid> <signo>      the task was killed by a signal
+ *   (before either, whatever else is left in the task's process group is
+ *   killed with SIGKILL: see reap_children)
  * stdin EOF: exit at once (tasks are not ours to kill: the reaper does it).
  *
  * Single-threaded on purpose: posix_spawnp looks up the command on this
@@ -209,11 +211,21 @@ static void spawn_one(char *payload, size_t n) {
   free(argv), free(envp), free(f);
 }
 
+/*
+ * A task that exited is looked at before it is reaped (WNOWAIT): while it is
+ * an unreaped zombie its pid, which is its process group's id, cannot be
+ * reused, so killing the group here can only hit what the task left behind
+ * (background jobs that would hold its output open and outlive it).
+ */
 static void reap_children(void) {
   for (;;) {
+    siginfo_t info;
+    memset(&info, 0, sizeof info);
+    if (waitid(P_ALL, 0, &info, WEXITED | WNOHANG | WNOWAIT) != 0 || info.si_pid == 0) return;
+    pid_t pid = info.si_pid;
+    kill(-pid, SIGKILL);
     int status;
-    pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) return;
+    if (waitpid(pid, &status, 0) != pid) continue;
     if (WIFEXITED(status)) reply("exit %d %d\n", (int)pid, WEXITSTATUS(status));
     else if (WIFSIGNALED(status)) reply("sig %d %d\n", (int)pid, WTERMSIG(status));
   }
