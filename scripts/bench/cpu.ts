@@ -50,3 +50,27 @@ export function busyPct(a: MachineCpu, b: MachineCpu): number {
 }
 
 export const CORES = os.availableParallelism?.() ?? os.cpus().length;
+
+/** Time one thread spent on a CPU and runnable but waiting for one (/proc/<pid>/task/<tid>/schedstat). */
+export interface ThreadSched {
+  onCpuMs: number;
+  waitingMs: number;
+  atMs: number;
+}
+
+/** The scheduler's account of a process's main thread (tid = pid); zeros if unreadable. */
+export function mainThreadSched(pid: number): ThreadSched {
+  const atMs = performance.now();
+  try {
+    const [run, wait] = fs.readFileSync(`/proc/${pid}/task/${pid}/schedstat`, 'utf8').trim().split(/\s+/).map(Number);
+    return { onCpuMs: run / 1e6, waitingMs: wait / 1e6, atMs };
+  } catch {
+    return { onCpuMs: 0, waitingMs: 0, atMs };
+  }
+}
+
+/** Shares of the wall time between two samples: on a CPU, and runnable but waiting for a CPU. */
+export function schedShares(a: ThreadSched, b: ThreadSched): { onCpu: number; waiting: number } {
+  const wall = Math.max(1e-9, b.atMs - a.atMs);
+  return { onCpu: (b.onCpuMs - a.onCpuMs) / wall, waiting: (b.waitingMs - a.waitingMs) / wall };
+}

@@ -15,6 +15,7 @@ import { TaskState } from '../../../src/gen/loom';
 import { LoomApi } from '../../../src/client/client';
 import { BenchCluster, LOOM_BIN } from '../cluster';
 import { BenchContext, Scenario } from '../context';
+import { mainThreadSched, schedShares } from '../cpu';
 import { dbSize, TaskCounter } from '../etcd-probe';
 import { Target } from '../figures';
 import { sleep } from '../proc';
@@ -74,6 +75,13 @@ async function refusedRoundTrips(api: LoomApi, n: number): Promise<number[]> {
   return out;
 }
 
+/** refusedRoundTrips to node 1, with its main thread's scheduler shares (on a CPU, waiting for one) over them. */
+async function refusedWithSched(c: BenchCluster, n: number): Promise<{ rtts: number[]; onCpu: number; waiting: number }> {
+  const a = mainThreadSched(c.nodes[0].pid);
+  const rtts = await refusedRoundTrips(c.api(0), n);
+  return { rtts, ...schedShares(a, mainThreadSched(c.nodes[0].pid)) };
+}
+
 function timeCli(api: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const t0 = performance.now();
@@ -111,7 +119,9 @@ export const scale: Scenario = {
       'so a node that receives one while its slots are busy starts it at once in its urgent slot) are submitted one at a time to node 1 and their ' +
       "submit→running (record startedAtMs − client clock before submit) is compared with this cluster's idle submit→running p50 on node 1, measured before the fill. " +
       "(startedAtMs is the time the node decides to claim the task, just before the claim transaction.) How fast node 1 answers anything at that moment " +
-      'is the round trip of a request it refuses at once without touching etcd (a Get with an invalid id), taken idle and again while draining. ' +
+      'is the round trip of a request it refuses at once without touching etcd (a Get with an invalid id), taken idle and again while draining; ' +
+      "beside it, the kernel's account of node 1's main thread over those round trips (/proc/<pid>/task/<pid>/schedstat): the share of wall time it ran on a CPU " +
+      'and the share it was runnable but waiting for one. A large waiting share says the machine\'s cores, not loom\'s queue, hold the request back. ' +
       'Repetitions here are repeated samples within one fill (one fill of the queue per run). ' +
       `The nodes run with --retention ${RETENTION}, so finished tasks are garbage-collected during the run; the "after" figures are taken once every task is final ` +
       'and no task record is left. etcd 3.4 keeps a deleted key in its index until the next compaction (embedded members compact every 5 min), ' +
@@ -119,6 +129,12 @@ export const scale: Scenario = {
     const c = await BenchCluster.start({ name: 'scale', nodes: 3, etcd: 'embedded', args: ['--shutdown-grace', '1s', '--kill-grace', '1s', '--retention', RETENTION] }, ctx.log);
     const emit = (figure: string, label: string, unit: string, values: number[], target?: Target, extra?: Record<string, unknown>) =>
       ctx.emit({ scenario: S, figure, label, unit, values, target, extra: { queuedTasks: n, ...extra } });
+    // Where node 1's main thread (its event loop) spent those round trips, by the kernel's account.
+    const emitSched = (phase: string, when: string, r: { onCpu: number; waiting: number }) => {
+      const who = `node ${c.nodes[0].name}'s main thread during those round trips, ${when}`;
+      emit(`node1_thread_waiting_pct_${phase}`, `${who}: runnable but waiting for a CPU (share of wall time)`, '%', [100 * r.waiting]);
+      emit(`node1_thread_oncpu_pct_${phase}`, `${who}: on a CPU (share of wall time)`, '%', [100 * r.onCpu]);
+    };
     try {
       const counter = new TaskCounter(c.etcd());
       // submit() then wait(), as the priority-999 tasks while draining are timed.
@@ -126,9 +142,10 @@ export const scale: Scenario = {
       const idleP50 = percentile(idle.map((s) => s.runningMs), 50);
       emit('idle_submit_running_p50_ms', 'idle submit→running p50 of this cluster, before the fill (baseline)', 'ms', [idleP50]);
       // Node 1 answers the baseline and the priority-999 submits below.
-      const idleRpc = await refusedRoundTrips(c.api(0), 50);
+      const idleRpc = await refusedWithSched(c, 50);
       emit('refused_rpc_ms_idle', `round trip of a request node ${c.nodes[0].name} refuses at once (no etcd), p50 of 50 in a row, idle, before the fill`,
-        'ms', [percentile(idleRpc, 50)], undefined, { p99: Math.round(percentile(idleRpc, 99) * 100) / 100 });
+        'ms', [percentile(idleRpc.rtts, 50)], undefined, { p99: Math.round(percentile(idleRpc.rtts, 99) * 100) / 100 });
+      emitSched('idle', 'idle, before the fill', idleRpc);
       const twiceIdle: Target = { op: '<=', value: 2 * idleP50, text: `≤ 2 × idle = ${(2 * idleP50).toFixed(2)} ms` };
 
       const measure = async (phase: 'queued' | 'after_gc', what: string) => {
@@ -203,9 +220,10 @@ export const scale: Scenario = {
       emit('new_task_running_ms_draining', `submit→running of a new priority-999 task while the ${n} drain`, 'ms', hot, twiceIdle,
         { queuedAtSubmit: depth });
       // How long node 1 takes to answer anything at that moment: no submit can be taken faster.
-      const drainRpc = await refusedRoundTrips(c.api(0), 50);
+      const drainRpc = await refusedWithSched(c, 50);
       emit('refused_rpc_ms_draining', `round trip of a request node ${c.nodes[0].name} refuses at once (no etcd), p50 of 50 in a row, while draining`,
-        'ms', [percentile(drainRpc, 50)], undefined, { p99: Math.round(percentile(drainRpc, 99) * 100) / 100 });
+        'ms', [percentile(drainRpc.rtts, 50)], undefined, { p99: Math.round(percentile(drainRpc.rtts, 99) * 100) / 100 });
+      emitSched('draining', 'while draining', drainRpc);
       // Drain rate, from the queued count (finished records are collected as
       // the run goes, so completion counts would undercount).
       const queuedAfterHot = (await counter.counts()).queued;
