@@ -153,7 +153,7 @@ class ProcessRun implements RunHandle {
       stream: (id, socket) => this.attachStream(socket, id === 1 ? STREAM_STDOUT : STREAM_STDERR),
       exited: (code, signal) => this.onExit(code, signal, true),
       lost: (why) => {
-        if (this.pidValue === undefined) return this.failStart({ error: `cannot start task: ${why}`, exitCode: 126 });
+        if (this.pidValue === undefined) return this.lostBeforeStarted(why);
         // Its exit status is gone: kill what is left and report that.
         this.signalGroup('SIGKILL');
         this.startFailure = { error: `${why}; the task was killed and its exit status is unknown`, exitCode: 125 };
@@ -162,6 +162,23 @@ class ProcessRun implements RunHandle {
         this.processClosed = true;
         this.endLog();
       },
+    });
+  }
+
+  /**
+   * loom-spawner died after it was asked to start the task and before it
+   * said whether it had: the task may be running with nobody watching it. It
+   * is found by the variables in its environment and killed (by the reaper)
+   * before the start is reported failed, so a retry never runs beside it.
+   */
+  private lostBeforeStarted(why: string): void {
+    const failed = () => this.failStart({ error: `cannot start task: ${why}`, exitCode: 126 });
+    const id = this.req.env.LOOM_TASK_ID;
+    const reaper = this.opts.reaper;
+    if (!reaper || !id) return failed();
+    void reaper.killTask(id, this.req.env.LOOM_ATTEMPT ?? '').then((groups) => {
+      if (groups > 0) this.opts.log?.(`task ${id}: killed ${groups} process group(s) started before loom-spawner died`);
+      failed();
     });
   }
 

@@ -11,6 +11,9 @@
  *   hb <ms>       kill all task groups unless another hb arrives within ms
  *   hb 0 | nohb   no deadline
  *   ping <n>      answer `pong <n>` (everything reported before it was already written)
+ *   killtask <n> <task id> [<attempt>]
+ *                 SIGKILL the groups of tagged processes whose environment names
+ *                 that task (and attempt); answer `killed <n> <groups>`
  * Output on stdout: `fenced <n>` when the deadline passed and n groups were killed.
  * stdin EOF (the node exited or died): kill everything, then exit 0.
  *
@@ -28,6 +31,7 @@ import * as fs from 'fs';
 const TAG = process.argv[2] ?? '';
 
 const CHECK_INTERVAL_MS = 25;
+const KILL_TASK_RESCAN_MS = 200;
 const MEMBER_KILL_GRACE_MS = 3000;
 const MEMBER_POLL_MS = 50;
 
@@ -54,11 +58,12 @@ function parseId(text: string | undefined): number | undefined {
   return id > 1 && id !== process.pid && Number.isSafeInteger(id) ? id : undefined;
 }
 
-/** Process groups of live processes whose environment carries our tag. */
-function taggedGroups(): Set<number> {
+/** Process groups of live processes whose environment carries our tag (and every one of `also`). */
+function taggedGroups(also: string[] = []): Set<number> {
   const out = new Set<number>();
   if (!TAG) return out;
   const needle = Buffer.from(`LOOM_REAPER_TAG=${TAG}\0`);
+  const more = also.map((m) => Buffer.from(`${m}\0`));
   let pids: string[];
   try {
     pids = fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p));
@@ -67,7 +72,8 @@ function taggedGroups(): Set<number> {
   }
   for (const p of pids) {
     try {
-      if (!fs.readFileSync(`/proc/${p}/environ`).includes(needle)) continue;
+      const env = fs.readFileSync(`/proc/${p}/environ`);
+      if (!env.includes(needle) || !more.every((m) => env.includes(m))) continue;
       const stat = fs.readFileSync(`/proc/${p}/stat`, 'latin1');
       const pgid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
       out.add(pgid > 1 ? pgid : Number(p));
@@ -86,8 +92,28 @@ function killAllTasks(): number {
   return count;
 }
 
+/**
+ * Kills the process groups of one task attempt, found by the variables in
+ * their environment, and answers `killed <seq> <groups>`. Scanned twice,
+ * KILL_TASK_RESCAN_MS apart: a process between fork and exec does not carry
+ * the task's environment yet.
+ */
+function killTask(seq: string, id: string, attempt: string): void {
+  const marks = [`LOOM_TASK_ID=${id}`, ...(attempt ? [`LOOM_ATTEMPT=${attempt}`] : [])];
+  const kill = (): number => {
+    const groups = taggedGroups(marks);
+    for (const pgid of groups) {
+      sendSignal(-pgid, 'SIGKILL');
+      taskGroups.delete(pgid);
+    }
+    return groups.size;
+  };
+  const first = kill();
+  setTimeout(() => process.stdout.write(`killed ${seq} ${first + kill()}\n`), KILL_TASK_RESCAN_MS);
+}
+
 function handleCommand(line: string): void {
-  const [cmd, arg] = line.trim().split(/\s+/);
+  const [cmd, arg, ...rest] = line.trim().split(/\s+/);
   switch (cmd) {
     case 'task': {
       const pgid = parseId(arg);
@@ -113,6 +139,12 @@ function handleCommand(line: string): void {
       if (!Number.isFinite(ms) || ms < 0) break;
       deadline = ms === 0 ? undefined : performance.now() + ms;
       fenced = false;
+      break;
+    }
+    case 'killtask': {
+      const [id, attempt = ''] = rest;
+      if (arg === undefined || !/^\d+$/.test(arg) || !/^[0-9A-Za-z-]{1,64}$/.test(id ?? '') || !/^\d*$/.test(attempt)) break;
+      killTask(arg, id, attempt);
       break;
     }
     case 'nohb':

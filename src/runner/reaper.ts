@@ -29,6 +29,7 @@ export class Reaper {
   private pending: string[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
   private readonly pongWaiters = new Map<number, () => void>();
+  private readonly killWaiters = new Map<number, (groups: number) => void>();
   /** How many times the reaper's deadline passed and it killed this node's tasks. */
   fenceCount = 0;
   /** Marker put in every task's environment (LOOM_REAPER_TAG) so the reaper can find unregistered ones. */
@@ -132,6 +133,29 @@ export class Reaper {
     });
   }
 
+  /**
+   * Kills every process of task `id` (attempt `attempt`) that carries this
+   * reaper's tag, found by their environment (for a task whose pid the node
+   * never learned). Resolves with the number of process groups killed; 0 if
+   * the reaper is gone or does not answer within timeoutMs.
+   */
+  killTask(id: string, attempt: string, timeoutMs = 5000): Promise<number> {
+    if (this.hasExited || this.closing) return Promise.resolve(0);
+    const seq = ++this.pingSeq;
+    return new Promise<number>((resolve) => {
+      const timer = setTimeout(() => {
+        this.killWaiters.delete(seq);
+        resolve(0);
+      }, timeoutMs);
+      timer.unref();
+      this.killWaiters.set(seq, (n) => {
+        clearTimeout(timer);
+        resolve(n);
+      });
+      this.send(`killtask ${seq} ${id} ${attempt}`.trimEnd());
+    });
+  }
+
   /** Called with the number of task groups killed when a deadline passed. */
   onFenced(fn: (count: number) => void): void {
     this.fencedListeners.push(fn);
@@ -205,6 +229,13 @@ export class Reaper {
           waiter?.();
           continue;
         }
+        const killed = /^killed (\d+) (\d+)$/.exec(line.trim());
+        if (killed) {
+          const waiter = this.killWaiters.get(Number(killed[1]));
+          this.killWaiters.delete(Number(killed[1]));
+          waiter?.(Number(killed[2]));
+          continue;
+        }
         const match = /^fenced (\d+)$/.exec(line.trim());
         if (!match) continue;
         const count = Number(match[1]);
@@ -226,6 +257,9 @@ export class Reaper {
     const waiters = [...this.pongWaiters.values()];
     this.pongWaiters.clear();
     for (const w of waiters) w();
+    const kills = [...this.killWaiters.values()];
+    this.killWaiters.clear();
+    for (const w of kills) w(0);
   }
 
   /** Logs the first sign that the reaper is gone; later ones would only repeat it. */

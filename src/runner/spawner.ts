@@ -104,7 +104,13 @@ export class Spawner {
    * the reason logged) when the helper cannot be used: no binary, a path too
    * long for a unix socket, a failed listen.
    */
-  static async start(opts: { socketPath: string; binary?: string; log: (message: string) => void }): Promise<Spawner | undefined> {
+  static async start(opts: {
+    socketPath: string;
+    binary?: string;
+    log: (message: string) => void;
+    /** The helper's own environment (default: this process's); tasks get only what each request carries. */
+    env?: NodeJS.ProcessEnv;
+  }): Promise<Spawner | undefined> {
     const binary = opts.binary ?? spawnerBinary();
     const why = (reason: string) => {
       opts.log(`spawner: not used (${reason}); tasks are started with Node's spawn`);
@@ -130,7 +136,7 @@ export class Spawner {
     }
     const token = randomBytes(TOKEN_LEN / 2).toString('hex');
     // Its own session: a Ctrl-C to the node's process group does not reach it.
-    const child = spawn(binary, [opts.socketPath], { stdio: ['pipe', 'pipe', 'inherit'], detached: true });
+    const child = spawn(binary, [opts.socketPath], { stdio: ['pipe', 'pipe', 'inherit'], detached: true, env: opts.env ?? process.env });
     child.stdin!.write(`${token}\n`);
     return new Spawner(child, server, opts.socketPath, token, opts.log);
   }

@@ -3,6 +3,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { readFrames, STREAM_STDERR, STREAM_STDOUT } from '../../src/runner/log-file';
 import { ProcessRunner } from '../../src/runner/process-runner';
+import { Reaper } from '../../src/runner/reaper';
 import { Spawner } from '../../src/runner/spawner';
 import { RunHandle, RunRequest } from '../../src/runner/types';
 
@@ -368,6 +369,40 @@ describe('loom-spawner failures', () => {
     const r2 = await runner.start({ ...base, argv: ['sh', '-c', 'exit 4'], logPath: path.join(dir, 'b.log') }).done;
     expect(r2.exitCode).toBe(4);
     await spawner!.close();
+  });
+
+  test('the helper dying between starting a task and reporting it: the task is found by its environment and killed before the start is reported failed', async () => {
+    // Processes whose environment names the task id (this test's own /proc scan).
+    const id = `t-${process.pid}-${Date.now()}`;
+    const running = () => fs.readdirSync('/proc').filter((p) => /^\d+$/.test(p)).filter((p) => {
+      try {
+        return fs.readFileSync(`/proc/${p}/environ`).includes(`LOOM_TASK_ID=${id}\0`) && !isGone(Number(p));
+      } catch {
+        return false;
+      }
+    });
+    const spawner = await Spawner.start({
+      socketPath: path.join(dir, 's.sock'), log: () => undefined, env: { ...process.env, LOOM_SPAWNER_FAILPOINT: 'exit-after-spawn' },
+    });
+    const reaper = Reaper.start();
+    const logs: string[] = [];
+    try {
+      const runner = new ProcessRunner({ defaultCwd: dir, spawner, reaper, log: (m) => logs.push(m) });
+      const h = runner.start({
+        argv: ['sleep', '30'], env: { PATH, LOOM_TASK_ID: id, LOOM_ATTEMPT: '1' }, cwd: '', timeoutMs: 0, killGraceMs: 100, tailBytes: 4096,
+        logPath: path.join(dir, 'a.log'),
+      });
+      const r = await h.done;
+      expect(h.pid).toBeUndefined();
+      expect(r.error).toBe('cannot start task: loom-spawner exited (code 3, signal null) before the task was started');
+      expect(r.errorExitCode).toBe(126);
+      // Gone by the time the failure is reported: a retry cannot run beside it.
+      expect(running()).toEqual([]);
+      expect(logs.join('\n')).toContain(`task ${id}: killed 1 process group(s) started before loom-spawner died`);
+    } finally {
+      await reaper.close();
+      await spawner?.close();
+    }
   });
 
   test('the helper itself refuses a request whose deadline passed while it was on its way', async () => {

@@ -289,4 +289,24 @@ describe('Reaper', () => {
       await reaper.close();
     }
   });
+
+  test('killTask kills the tagged processes of that task and attempt only', async () => {
+    const reaper = Reaper.start();
+    try {
+      const task = (id: string, attempt: string, tag = reaper.tag) =>
+        track(spawn('sleep', ['30'], { detached: true, stdio: 'ignore', env: { ...process.env, LOOM_REAPER_TAG: tag, LOOM_TASK_ID: id, LOOM_ATTEMPT: attempt } }));
+      const target = task('task-a', '2');
+      const otherAttempt = task('task-a', '1');
+      const otherTask = task('task-b', '2');
+      const notOurs = task('task-a', '2', 'someone-else');
+      await waitFor(() => [target, otherAttempt, otherTask, notOurs].every((c) => fs.readFileSync(`/proc/${c.pid}/environ`).includes('LOOM_TASK_ID=')));
+      const exited = exitOf(target);
+      expect(await reaper.killTask('task-a', '2')).toBe(1);
+      expect(await exited).toBe('SIGKILL');
+      for (const c of [otherAttempt, otherTask, notOurs]) expect(isGone(c.pid!)).toBe(false);
+      expect(await reaper.killTask('no-such-task', '1')).toBe(0);
+    } finally {
+      await reaper.close();
+    }
+  });
 });

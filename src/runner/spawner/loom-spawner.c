@@ -53,6 +53,8 @@
 #define MAX_REQUEST (64u * 1024u * 1024u)
 
 static struct sockaddr_un node_addr;
+/* LOOM_SPAWNER_FAILPOINT=exit-after-spawn: for tests only (see spawn_one). */
+static int die_after_spawn;
 static char token[TOKEN_LEN + 1];
 
 static void die(const char *what) {
@@ -206,6 +208,8 @@ static void spawn_one(char *payload, size_t n) {
   posix_spawnattr_destroy(&at);
   close(out);
   close(err);
+  /* Test failpoint: die between starting a task and reporting it (the node must not lose it). */
+  if (rc == 0 && die_after_spawn) _exit(3);
   if (rc != 0) reply("err %lu %d\n", seq, rc);
   else reply("pid %lu %d\n", seq, (int)pid);
   free(argv), free(envp), free(f);
@@ -236,6 +240,8 @@ int main(int argc, char **argv) {
     dprintf(2, "usage: loom-spawner <unix socket path, < %zu bytes>\n", sizeof node_addr.sun_path);
     return 2;
   }
+  const char *failpoint = getenv("LOOM_SPAWNER_FAILPOINT");
+  die_after_spawn = failpoint && strcmp(failpoint, "exit-after-spawn") == 0;
   node_addr.sun_family = AF_UNIX;
   strcpy(node_addr.sun_path, argv[1]);
   signal(SIGPIPE, SIG_IGN);
