@@ -38,6 +38,15 @@ import { loadNodeTls } from './tls';
 
 export const VERSION = '0.1.0';
 
+/**
+ * Longest wait for each etcd write of a clean stop that only saves others
+ * time (showing the node stopping, revoking its lease). When every node
+ * stops at once, etcd loses quorum under the last ones and each write would
+ * wait its whole deadline; unanswered, the lease simply expires after its TTL.
+ * Tasks are handed back before either, under their own deadlines.
+ */
+const SHUTDOWN_COURTESY_MS = 1000;
+
 export interface NodeOptions {
   log: (msg: string) => void;
   /** Key root (tests share an etcd, each under its own root). */
@@ -355,12 +364,12 @@ export class LoomNode {
   }
 
   /** Rewrites /node/<name> when what it shows changed (or when forced). */
-  private async publish(force = false): Promise<void> {
+  private async publish(force = false, signal?: AbortSignal): Promise<void> {
     const info = this.info();
     const digest = JSON.stringify({ ...info, startedAtMs: 0 });
     if (digest === this.lastPublished && !force) return;
     try {
-      if (await this.membership.publish(info)) {
+      if (await this.membership.publish(info, signal)) {
         this.lastPublished = digest;
         this.publishedRunning = info.running;
       }
@@ -377,7 +386,8 @@ export class LoomNode {
     this.steal.setPaused(true);
     if (this.publishTimer) clearInterval(this.publishTimer);
     if (this.drainTimer) clearTimeout(this.drainTimer);
-    await this.publish(true);
+    // Shows the node stopping; a courtesy, bounded (see SHUTDOWN_COURTESY_MS).
+    await this.publish(true, AbortSignal.timeout(SHUTDOWN_COURTESY_MS));
     if (this.executor.held > 0) {
       log(`stopping: ${this.executor.count} task(s) running; waiting up to ${opts.graceMs} ms`);
       await this.executor.drain(opts.graceMs);
@@ -389,7 +399,7 @@ export class LoomNode {
     this.retention.stop();
     await this.api.close(1000);
     this.logs.close();
-    await this.membership.leave('node stopped');
+    await this.membership.leave('node stopped', SHUTDOWN_COURTESY_MS);
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
     log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);

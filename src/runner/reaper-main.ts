@@ -15,7 +15,10 @@
  *                 SIGKILL the groups of tagged processes whose environment names
  *                 that task (and attempt); answer `killed <n> <groups>`
  * Output on stdout: `fenced <n>` when the deadline passed and n groups were killed.
- * stdin EOF (the node exited or died): kill everything, then exit 0.
+ *   bye           the node is stopping cleanly: no task start is in flight
+ * stdin EOF (the node exited or died): kill everything, then exit 0; after
+ * a crash (no `bye`) scan again at 200 ms and 1 s for a task that was being
+ * started and had not exec'd yet.
  *
  * Only Node built-ins, nothing from the project: it has to start fast.
  */
@@ -42,6 +45,8 @@ let deadline: number | undefined;
 /** The deadline fired and no heartbeat came since: tasks registered now die at once. */
 let fenced = false;
 let shuttingDown = false;
+/** The node said `bye`: it is stopping cleanly, with no task start in flight. */
+let cleanStop = false;
 
 function sendSignal(target: number, signal: NodeJS.Signals): void {
   try {
@@ -147,6 +152,9 @@ function handleCommand(line: string): void {
       killTask(arg, id, attempt);
       break;
     }
+    case 'bye':
+      cleanStop = true;
+      break;
     case 'nohb':
       deadline = undefined;
       break;
@@ -185,15 +193,19 @@ function shutdown(): void {
   shuttingDown = true;
   clearInterval(deadlineTimer);
   killAllTasks();
-  // A task the node was spawning when it died may exec a moment later.
-  setTimeout(killAllTasks, 200);
-  setTimeout(killAllTasks, 1000);
+  // A task the node was spawning when it died may exec a moment later (not
+  // after a clean stop: the node said `bye` with no start in flight).
+  if (!cleanStop) {
+    setTimeout(killAllTasks, 200);
+    setTimeout(killAllTasks, 1000);
+  }
+  const rescansDoneAt = performance.now() + (cleanStop ? 0 : 1100);
   for (const pid of members) sendSignal(pid, 'SIGTERM');
   // Give members (etcd) a chance to exit cleanly, then make sure.
   const giveUpAt = performance.now() + MEMBER_KILL_GRACE_MS;
   const poll = (): void => {
     for (const pid of members) if (!isAlive(pid)) members.delete(pid);
-    if (members.size === 0) return void setTimeout(() => process.exit(0), Math.max(0, 1100 - (performance.now() - (giveUpAt - MEMBER_KILL_GRACE_MS))));
+    if (members.size === 0) return void setTimeout(() => process.exit(0), Math.max(0, rescansDoneAt - performance.now()));
     if (performance.now() >= giveUpAt) {
       for (const pid of members) sendSignal(pid, 'SIGKILL');
       return process.exit(0);

@@ -161,8 +161,14 @@ export class Reaper {
     this.fencedListeners.push(fn);
   }
 
-  /** Ends stdin (the reaper kills everything registered) and waits for it to exit. */
+  /**
+   * Ends stdin (the reaper kills everything registered and tagged) and waits
+   * for it to exit. Call it with no task start in flight (the node has
+   * stopped its runners): the reaper then skips the later scans it makes
+   * after a crash for a task that had not exec'd yet, and exits at once.
+   */
   async close(): Promise<void> {
+    if (!this.hasExited && !this.closing) this.send('bye');
     this.closing = true;
     if (!this.hasExited) {
       this.child.ref(); // keep the loop alive until the exit arrives

@@ -313,10 +313,10 @@ export class Membership {
   }
 
   /** Rewrites /node/<name> (load, draining) if we still hold it. */
-  async publish(info: NodeInfo): Promise<boolean> {
+  async publish(info: NodeInfo, signal?: AbortSignal): Promise<boolean> {
     const inc = this.incarnation;
     if (!inc) return false;
-    return this.putUnder(inc.lease, info);
+    return this.putUnder(inc.lease, info, this.kv, signal);
   }
 
   /**
@@ -324,12 +324,13 @@ export class Membership {
    *   compare: /node/<name> under `lease` (a survivor may have deleted it)
    *   then:    put /node/<name> = info, under `lease`
    */
-  private async putUnder(lease: string, info: NodeInfo, kv = this.kv): Promise<boolean> {
+  private async putUnder(lease: string, info: NodeInfo, kv = this.kv, signal?: AbortSignal): Promise<boolean> {
     const nodeKey = this.keys.node(this.opts.name);
     const sentMs = Date.now();
     const res = await kv.txn(
       { compare: [ifLease(nodeKey, lease)], success: [put(nodeKey, encodeNode({ ...info, lease }), lease)] },
       'publish node',
+      signal,
     );
     if (res.succeeded && this.current?.lease === lease) this.current.beatCommitted(sentMs);
     return res.succeeded;
@@ -352,11 +353,17 @@ export class Membership {
   }
 
   /** Stops keepalives and revokes the lease (its keys vanish at once). Closes the heartbeat client. */
-  async leave(reason = 'leaving'): Promise<void> {
+  /**
+   * Stops renewing and revokes the lease (others see the node gone at once
+   * instead of after the TTL). A courtesy: if etcd does not answer within
+   * timeoutMs (say every member is stopping at once, no quorum), the lease
+   * expires by itself.
+   */
+  async leave(reason = 'leaving', timeoutMs = 3000): Promise<void> {
     const keeper = this.current;
     if (keeper) {
       keeper.stop(new LoomError('CANCELLED', reason));
-      await this.revoke(keeper.lease);
+      await this.revoke(keeper.lease, timeoutMs);
       if (this.opts.leaseFile) await fs.rm(this.opts.leaseFile, { force: true }).catch(() => undefined);
     }
     if (this.beatKv !== this.kv) this.beatKv.close();
@@ -367,9 +374,9 @@ export class Membership {
     this.current?.stop(new LoomError('FENCED', reason));
   }
 
-  private async revoke(lease: string): Promise<void> {
+  private async revoke(lease: string, timeoutMs = 3000): Promise<void> {
     try {
-      await this.kv.client.leaseClient.leaseRevoke({ ID: lease }, { deadline: Date.now() + 3000 });
+      await this.kv.client.leaseClient.leaseRevoke({ ID: lease }, { deadline: Date.now() + timeoutMs });
     } catch {
       // expired already, or etcd unreachable: it will expire on its own
     }
