@@ -11,6 +11,7 @@ import { Membership } from '../../src/store/membership';
 import { NodeDirectory } from '../../src/store/node-directory';
 import { Liveness } from '../../src/node/liveness';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { TcpProxy } from '../support/tcp-proxy';
 
 let client: Etcd3;
 let kv: Kv;
@@ -87,6 +88,31 @@ describe('heartbeats', () => {
       liveness.stop();
       await directory.stop();
       await m.leave();
+    }
+  });
+});
+
+describe('leaving', () => {
+  it('a leave etcd never answers (quorum lost) gives up after its timeout; the lease then expires by itself', async () => {
+    const keys = new Keys(uniqueRoot());
+    const proxy = TcpProxy.fromUrl(testEtcdEndpoint());
+    await proxy.start();
+    const viaProxy = connectEtcd({ endpoints: [proxy.url] });
+    const m = new Membership(new Kv(viaProxy), keys, { name: 'x', ttlSeconds: 2 });
+    try {
+      const inc = await m.join(() => info('x'));
+      expect(await kv.get(keys.node('x'), 'test')).toBeDefined();
+      proxy.stall();
+      const t0 = Date.now();
+      await m.leave('test', 300);
+      // The revoke's default wait is 3 s; told 300 ms, it must not take anything like that.
+      expect(Date.now() - t0).toBeLessThan(2000);
+      expect(inc.signal.aborted).toBe(true);
+      // Never revoked, the key goes with the lease's TTL.
+      await waitFor(async () => (await kv.get(keys.node('x'), 'test')) === undefined, { what: 'x gone with its lease', timeoutMs: 10_000 });
+    } finally {
+      viaProxy.close();
+      await proxy.stop();
     }
   });
 });

@@ -1,7 +1,8 @@
 /**
  * A TCP proxy on loopback that a test can cut and restore, to simulate a
  * partition between a client and etcd (new connections are refused and
- * existing ones destroyed while cut).
+ * existing ones destroyed while cut), or stall (connections stay open and
+ * nothing passes).
  */
 import * as net from 'net';
 
@@ -9,6 +10,7 @@ export class TcpProxy {
   private server: net.Server | undefined;
   private sockets = new Set<net.Socket>();
   private cut = false;
+  private stalled = false;
   port = 0;
 
   constructor(private readonly target: { host: string; port: number }) {}
@@ -34,7 +36,16 @@ export class TcpProxy {
         s.on('close', () => this.sockets.delete(s));
         s.on('error', () => s.destroy());
       }
-      client.pipe(upstream).pipe(client);
+      const forward = (from: net.Socket, to: net.Socket) =>
+        from.on('data', (chunk) => {
+          if (!to.write(chunk)) {
+            from.pause();
+            to.once('drain', () => this.stalled || from.resume());
+          }
+        });
+      forward(client, upstream);
+      forward(upstream, client);
+      if (this.stalled) for (const s of [client, upstream]) s.pause();
       client.on('close', () => upstream.destroy());
       upstream.on('close', () => client.destroy());
     });
@@ -48,8 +59,19 @@ export class TcpProxy {
     for (const s of this.sockets) s.destroy();
   }
 
+  /**
+   * Keep every connection open but pass nothing either way (an etcd that has
+   * lost quorum: requests wait for their deadlines). heal() lets data flow again.
+   */
+  stall(): void {
+    this.stalled = true;
+    for (const s of this.sockets) s.pause();
+  }
+
   heal(): void {
     this.cut = false;
+    this.stalled = false;
+    for (const s of this.sockets) s.resume();
   }
 
   async stop(): Promise<void> {
