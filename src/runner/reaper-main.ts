@@ -14,8 +14,8 @@
  *   killtask <n> <task id> [<attempt>]
  *                 SIGKILL the groups of tagged processes whose environment names
  *                 that task (and attempt); answer `killed <n> <groups>`
- * Output on stdout: `fenced <n>` when the deadline passed and n groups were killed.
  *   bye           the node is stopping cleanly: no task start is in flight
+ * Output on stdout: `fenced <n>` when the deadline passed and n groups were killed.
  * stdin EOF (the node exited or died): kill everything, then exit 0; after
  * a crash (no `bye`) scan again at 200 ms and 1 s for a task that was being
  * started and had not exec'd yet.
@@ -105,16 +105,19 @@ function killAllTasks(): number {
  */
 function killTask(seq: string, id: string, attempt: string): void {
   const marks = [`LOOM_TASK_ID=${id}`, ...(attempt ? [`LOOM_ATTEMPT=${attempt}`] : [])];
-  const kill = (): number => {
-    const groups = taggedGroups(marks);
-    for (const pgid of groups) {
+  const killed = new Set<number>();
+  const kill = (): void => {
+    for (const pgid of taggedGroups(marks)) {
       sendSignal(-pgid, 'SIGKILL');
       taskGroups.delete(pgid);
+      killed.add(pgid);
     }
-    return groups.size;
   };
-  const first = kill();
-  setTimeout(() => process.stdout.write(`killed ${seq} ${first + kill()}\n`), KILL_TASK_RESCAN_MS);
+  kill();
+  setTimeout(() => {
+    kill();
+    process.stdout.write(`killed ${seq} ${killed.size}\n`);
+  }, KILL_TASK_RESCAN_MS);
 }
 
 function handleCommand(line: string): void {
