@@ -24,12 +24,12 @@ export class Reaper {
   private hasExited = false;
   private warnedLost = false;
   private closing = false;
-  private pingSeq = 0;
+  private seq = 0;
   /** Registrations not written yet (see queue). */
   private pending: string[] = [];
   private flushTimer: NodeJS.Timeout | undefined;
-  private readonly pongWaiters = new Map<number, () => void>();
-  private readonly killWaiters = new Map<number, (groups: number) => void>();
+  /** Waiters for the answers to `ping` and `killtask`, by sequence number. */
+  private readonly answers = new Map<number, (n: number) => void>();
   /** How many times the reaper's deadline passed and it killed this node's tasks. */
   fenceCount = 0;
   /** Marker put in every task's environment (LOOM_REAPER_TAG) so the reaper can find unregistered ones. */
@@ -47,14 +47,14 @@ export class Reaper {
     this.exited = new Promise((resolve) => {
       this.child.once('exit', (code, signal) => {
         this.hasExited = true;
-        this.flushPongs();
+        this.flushAnswers();
         if (!this.closing) this.lost(`reaper exited unexpectedly (code ${code}, signal ${signal})`);
         resolve();
       });
       this.child.once('error', (err) => {
         // Spawn failure: 'exit' may never come.
         this.hasExited = true;
-        this.flushPongs();
+        this.flushAnswers();
         this.lost(`reaper failed: ${err.message}`);
         resolve();
       });
@@ -117,20 +117,7 @@ export class Reaper {
    * Resolves at once if the reaper is gone, and after timeoutMs at worst.
    */
   sync(timeoutMs = 2000): Promise<void> {
-    if (this.hasExited || this.closing) return Promise.resolve();
-    const seq = ++this.pingSeq;
-    return new Promise<void>((resolve) => {
-      const timer = setTimeout(() => {
-        this.pongWaiters.delete(seq);
-        resolve();
-      }, timeoutMs);
-      timer.unref();
-      this.pongWaiters.set(seq, () => {
-        clearTimeout(timer);
-        resolve();
-      });
-      this.send(`ping ${seq}`);
-    });
+    return this.ask((seq) => `ping ${seq}`, timeoutMs).then(() => undefined);
   }
 
   /**
@@ -140,19 +127,28 @@ export class Reaper {
    * the reaper is gone or does not answer within timeoutMs.
    */
   killTask(id: string, attempt: string, timeoutMs = 5000): Promise<number> {
+    return this.ask((seq) => `killtask ${seq} ${id} ${attempt}`.trimEnd(), timeoutMs);
+  }
+
+  /**
+   * Sends the command made for a fresh sequence number and resolves with
+   * the number in the reaper's answer to it (`pong <seq>`: 0, `killed <seq> <n>`: n);
+   * with 0 at once if the reaper is gone, or after timeoutMs without one.
+   */
+  private ask(command: (seq: number) => string, timeoutMs: number): Promise<number> {
     if (this.hasExited || this.closing) return Promise.resolve(0);
-    const seq = ++this.pingSeq;
+    const seq = ++this.seq;
     return new Promise<number>((resolve) => {
       const timer = setTimeout(() => {
-        this.killWaiters.delete(seq);
+        this.answers.delete(seq);
         resolve(0);
       }, timeoutMs);
       timer.unref();
-      this.killWaiters.set(seq, (n) => {
+      this.answers.set(seq, (n) => {
         clearTimeout(timer);
         resolve(n);
       });
-      this.send(`killtask ${seq} ${id} ${attempt}`.trimEnd());
+      this.send(command(seq));
     });
   }
 
@@ -228,18 +224,12 @@ export class Reaper {
       const lines = (partial + chunk).split('\n');
       partial = lines.pop() ?? '';
       for (const line of lines) {
-        const pong = /^pong (\d+)$/.exec(line.trim());
-        if (pong) {
-          const waiter = this.pongWaiters.get(Number(pong[1]));
-          this.pongWaiters.delete(Number(pong[1]));
-          waiter?.();
-          continue;
-        }
-        const killed = /^killed (\d+) (\d+)$/.exec(line.trim());
-        if (killed) {
-          const waiter = this.killWaiters.get(Number(killed[1]));
-          this.killWaiters.delete(Number(killed[1]));
-          waiter?.(Number(killed[2]));
+        const answer = /^(?:pong (\d+)|killed (\d+) (\d+))$/.exec(line.trim());
+        if (answer) {
+          const seq = Number(answer[1] ?? answer[2]);
+          const waiter = this.answers.get(seq);
+          this.answers.delete(seq);
+          waiter?.(Number(answer[3] ?? 0));
           continue;
         }
         const match = /^fenced (\d+)$/.exec(line.trim());
@@ -259,13 +249,10 @@ export class Reaper {
     stdout.on('error', () => undefined);
   }
 
-  private flushPongs(): void {
-    const waiters = [...this.pongWaiters.values()];
-    this.pongWaiters.clear();
-    for (const w of waiters) w();
-    const kills = [...this.killWaiters.values()];
-    this.killWaiters.clear();
-    for (const w of kills) w(0);
+  private flushAnswers(): void {
+    const waiters = [...this.answers.values()];
+    this.answers.clear();
+    for (const w of waiters) w(0);
   }
 
   /** Logs the first sign that the reaper is gone; later ones would only repeat it. */
