@@ -57,6 +57,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
     .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
     .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
+    .option('task-nice', { type: 'number', default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
@@ -104,6 +105,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     starveAfterMs: parseDurationMs(args['starve-after']),
     dockerSocket: args['docker-socket'],
     spawner: args.spawner,
+    taskNice: args['task-nice'],
     retentionMs: parseDurationMs(args.retention),
     tls,
     insecure: args.insecure,

@@ -59,6 +59,11 @@ export interface NodeConfig {
   dockerSocket: string;
   /** Start plain process tasks through loom-spawner (posix_spawn) when it is built; false: Node's spawn. */
   spawner: boolean;
+  /**
+   * Niceness (0-19) of process tasks, so the node and its etcd member keep
+   * the CPU they need when tasks use all of it. 0: tasks compete as equals.
+   */
+  taskNice: number;
   /** Finished tasks and jobs are deleted this long after they end. */
   retentionMs: number;
   /**
@@ -96,6 +101,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     starveAfterMs: 30_000,
     dockerSocket: '',
     spawner: true,
+    taskNice: 0,
     retentionMs: 24 * 3_600_000,
     insecure: false,
     admins: [],
@@ -199,6 +205,9 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (!Number.isInteger(c.urgentSlots) || c.urgentSlots < 0 || c.urgentSlots > 64) {
     throw invalid(`--urgent-slots must be an integer from 0 to 64 (got ${c.urgentSlots})`);
+  }
+  if (!Number.isInteger(c.taskNice) || c.taskNice < 0 || c.taskNice > 19) {
+    throw invalid(`--task-nice must be an integer from 0 to 19 (got ${c.taskNice})`);
   }
   if (!Number.isInteger(c.urgentPriority) || c.urgentPriority < 0 || c.urgentPriority > 999) {
     throw invalid(`--urgent-priority must be an integer from 0 to 999 (got ${c.urgentPriority})`);

@@ -139,8 +139,8 @@ export class LoomNode {
     const transitions = new TaskTransitions(kv, keys);
     const directory = new NodeDirectory(kv, keys, log);
     const window = new QueueWindow(kv, keys, 1000, log);
-    const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log }) : undefined;
-    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner });
+    const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
+    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log });
     const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
     const docker = (await dockerRunner.ping()) ? dockerRunner : undefined;
     if (docker) {

@@ -10,6 +10,7 @@ import { Readable } from 'stream';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
 import { Reaper } from './reaper';
+import { lowerTaskPriority } from './task-priority';
 import { CgroupLimiter, TaskLimits, TaskLimitsRun } from './cgroup';
 import { Spawner } from './spawner';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
@@ -30,6 +31,11 @@ export interface ProcessRunnerOptions {
    * others, and any it cannot start, are started with Node's spawn.
    */
   spawner?: Spawner;
+  /**
+   * Niceness of tasks started here with Node's spawn (see task-priority.ts);
+   * the spawner applies its own, given at its start. Default 0.
+   */
+  taskNice?: number;
 }
 
 export class ProcessRunner implements Runner {
@@ -202,6 +208,8 @@ class ProcessRun implements RunHandle {
       child.once('error', (err) => this.failStart(describeSpawnError(err, command)));
       return;
     }
+    const why = lowerTaskPriority(child.pid, this.opts.taskNice ?? 0);
+    if (why) this.opts.log?.(why);
     child.on('error', (err) => this.opts.log?.(`task ${child.pid}: ${err.message}`));
     this.streams.push(child.stdout!, child.stderr!);
     this.onStarted(child.pid);

@@ -110,6 +110,8 @@ export class Spawner {
     log: (message: string) => void;
     /** The helper's own environment (default: this process's); tasks get only what each request carries. */
     env?: NodeJS.ProcessEnv;
+    /** Niceness 0-19 the helper gives every task it starts (see task-priority.ts); default 0. */
+    taskNice?: number;
   }): Promise<Spawner | undefined> {
     const binary = opts.binary ?? spawnerBinary();
     const why = (reason: string) => {
@@ -136,7 +138,7 @@ export class Spawner {
     }
     const token = randomBytes(TOKEN_LEN / 2).toString('hex');
     // Its own session: a Ctrl-C to the node's process group does not reach it.
-    const child = spawn(binary, [opts.socketPath], { stdio: ['pipe', 'pipe', 'inherit'], detached: true, env: opts.env ?? process.env });
+    const child = spawn(binary, [opts.socketPath, String(opts.taskNice ?? 0)], { stdio: ['pipe', 'pipe', 'inherit'], detached: true, env: opts.env ?? process.env });
     child.stdin!.write(`${token}\n`);
     return new Spawner(child, server, opts.socketPath, token, opts.log);
   }

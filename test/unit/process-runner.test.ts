@@ -106,6 +106,31 @@ describe.each([
   });
   afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
 
+  test('--task-nice: the task runs at that niceness, and so does its autogroup where the kernel has them', async () => {
+    let niceSpawner: Spawner | undefined;
+    if (useSpawner) {
+      niceSpawner = await Spawner.start({ socketPath: path.join(spawnerDir, 'nice.sock'), log: () => undefined, taskNice: 7 });
+      expect(niceSpawner).toBeDefined();
+    }
+    try {
+      const logs: string[] = [];
+      const nice = new ProcessRunner({ defaultCwd: dir, spawner: niceSpawner, taskNice: 7, log: (m) => logs.push(m) });
+      // Field 19 of /proc/<pid>/stat is the nice value; the autogroup file reads "/autogroup-N nice M".
+      const script = 'cut -d" " -f19 /proc/$$/stat; if [ -e /proc/$$/autogroup ]; then cat /proc/$$/autogroup; else echo none; fi';
+      const r = await nice.start(req(['sh', '-c', script])).done;
+      expect(r.exitCode).toBe(0);
+      const [niceValue, autogroup] = r.stdoutTail.toString().trim().split('\n');
+      expect(niceValue).toBe('7');
+      if (autogroup !== 'none') expect(autogroup).toMatch(/ nice 7$/);
+      expect(logs).toEqual([]);
+      // Without the option a task runs at the runner's own niceness.
+      const plain = await runner.start(req(['sh', '-c', script])).done;
+      expect(plain.stdoutTail.toString().split('\n')[0]).toBe(String(os.getPriority()));
+    } finally {
+      await niceSpawner?.close();
+    }
+  });
+
   test('reports the exit code and the tails', async () => {
     const h = runner.start(req(['sh', '-c', 'printf out; printf err >&2; exit 3']));
     const r = await h.done;

@@ -58,6 +58,9 @@ describe('durations, peers, labels, node config', () => {
     expect(code(() => validateNodeConfig({ ...d, urgentSlots: 1.5 }))).toBe('INVALID_ARGUMENT');
     expect(code(() => validateNodeConfig({ ...d, urgentPriority: 1000 }))).toBe('INVALID_ARGUMENT');
     expect(validateNodeConfig({ ...d, urgentSlots: 0 }).urgentSlots).toBe(0);
+    expect(d.taskNice).toBe(0);
+    for (const taskNice of [-1, 20, 2.5, NaN]) expect(code(() => validateNodeConfig({ ...d, taskNice }))).toBe('INVALID_ARGUMENT');
+    expect(validateNodeConfig({ ...d, taskNice: 19 }).taskNice).toBe(19);
   });
 
   it('maps every code to a gRPC status and an exit status', () => {

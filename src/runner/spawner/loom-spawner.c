@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -55,6 +56,25 @@
 static struct sockaddr_un node_addr;
 /* LOOM_SPAWNER_FAILPOINT=exit-after-spawn: for tests only (see spawn_one). */
 static int die_after_spawn;
+/* Niceness of every task (argv[2]; 0 = as this process). */
+static int task_nice;
+
+/*
+ * Lowers a task's CPU priority (--task-nice): its nice value, and its
+ * autogroup's where the kernel schedules by autogroup (each task is a
+ * session of its own, and a nice value counts only inside its group). The
+ * node's task-priority.ts does the same for tasks it starts itself.
+ */
+static void lower_priority(pid_t pid) {
+  if (task_nice <= 0) return;
+  setpriority(PRIO_PROCESS, pid, task_nice);
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/autogroup", (int)pid);
+  int fd = open(path, O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  dprintf(fd, "%d", task_nice);
+  close(fd);
+}
 static char token[TOKEN_LEN + 1];
 
 static void die(const char *what) {
@@ -208,6 +228,7 @@ static void spawn_one(char *payload, size_t n) {
   posix_spawnattr_destroy(&at);
   close(out);
   close(err);
+  if (rc == 0) lower_priority(pid);
   /* Test failpoint: die between starting a task and reporting it (the node must not lose it). */
   if (rc == 0 && die_after_spawn) _exit(3);
   if (rc != 0) reply("err %lu %d\n", seq, rc);
@@ -236,9 +257,18 @@ static void reap_children(void) {
 }
 
 int main(int argc, char **argv) {
-  if (argc != 2 || strlen(argv[1]) >= sizeof node_addr.sun_path) {
-    dprintf(2, "usage: loom-spawner <unix socket path, < %zu bytes>\n", sizeof node_addr.sun_path);
+  if (argc < 2 || argc > 3 || strlen(argv[1]) >= sizeof node_addr.sun_path) {
+    dprintf(2, "usage: loom-spawner <unix socket path, < %zu bytes> [task nice 0-19]\n", sizeof node_addr.sun_path);
     return 2;
+  }
+  if (argc == 3) {
+    char *end;
+    long n = strtol(argv[2], &end, 10);
+    if (*argv[2] == '\0' || *end != '\0' || n < 0 || n > 19) {
+      dprintf(2, "loom-spawner: task nice must be 0-19, got \"%s\"\n", argv[2]);
+      return 2;
+    }
+    task_nice = (int)n;
   }
   const char *failpoint = getenv("LOOM_SPAWNER_FAILPOINT");
   die_after_spawn = failpoint && strcmp(failpoint, "exit-after-spawn") == 0;
