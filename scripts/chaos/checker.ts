@@ -36,19 +36,21 @@
  *  execution-unrecorded every execution in the log is an attempt the record
  *                      knows, on the node the record names; no attempt ran twice
  *  outlived-node       no execution started by a node incarnation that was
- *                      SIGKILLed or SIGSTOPped (started before the node was
- *                      restarted / resumed) was alive (end line or sampler)
- *                      later than the fault's start + lease TTL: the reaper
- *                      must kill it at once (SIGKILL) or by the fence deadline,
- *                      which is before the lease can expire (SIGSTOP)
+ *                      SIGKILLed, SIGSTOPped or cut off from etcd (started
+ *                      before the node was restarted / resumed / healed) was
+ *                      alive (end line or sampler) later than the fault's
+ *                      start + lease TTL: the reaper must kill it at once
+ *                      (SIGKILL) or by the fence deadline, which is before the
+ *                      lease can expire (SIGSTOP); a cut-off node must fence
+ *                      itself by then (partition)
  *  after-recorded-end  no execution starts, or is seen alive, or writes its end
  *                      line, after the time loom recorded its attempt as over
  *                      (history finishedAtMs): e.g. a node that spawns a task
  *                      from a claim whose response it processed after its
  *                      lease was gone and the task requeued
  *  orphan              no task process is left once every node has stopped
- *  recovery            every faulted node/member came back (a paused node
- *                      rejoined under a new lease)
+ *  recovery            every faulted node/member came back (a paused or
+ *                      cut-off node rejoined under a new lease)
  *  log                 every log line parses (appends are atomic)
  *
  * The overlap rule. An execution's span is [start line, end]. Its end is:
@@ -528,7 +530,7 @@ export function check(input: CheckInput): CheckResult {
 
     // ---- outlived its node ----
     for (const f of input.faults) {
-      if ((f.kind !== 'kill-node' && f.kind !== 'pause-node') || f.status === 'skipped') continue;
+      if (!NODE_LOSS_FAULTS.includes(f.kind) || f.status === 'skipped') continue;
       const limit = f.startMs + ttl;
       for (const e of list) {
         // Started by the incarnation that was hit: before the node was resumed or restarted.
@@ -561,8 +563,9 @@ export function check(input: CheckInput): CheckResult {
   }
   for (const f of input.faults) {
     if (f.recoveryError) v('recovery', undefined, `#${f.seq} ${f.kind} ${f.target}: ${f.recoveryError}`);
-    if (f.kind === 'pause-node' && f.status === 'done' && f.leaseAfter === f.leaseBefore) {
-      v('recovery', undefined, `#${f.seq} pause-node ${f.target}: still under lease ${f.leaseBefore} after a ${f.holdMs} ms pause (> TTL)`);
+    if ((f.kind === 'pause-node' || f.kind === 'partition-node') && f.status === 'done' && f.leaseAfter === f.leaseBefore) {
+      const what = f.kind === 'pause-node' ? 'pause' : 'partition';
+      v('recovery', undefined, `#${f.seq} ${f.kind} ${f.target}: still under lease ${f.leaseBefore} after a ${f.holdMs} ms ${what} (> TTL)`);
     }
   }
   // Drain: a drained node should not start new work (claims in flight at the drain may still start).
@@ -588,6 +591,9 @@ export function check(input: CheckInput): CheckResult {
   return { violations, warnings, stats };
 }
 
+/** Faults that take a node away from the cluster while its tasks may still be running. */
+const NODE_LOSS_FAULTS: string[] = ['kill-node', 'pause-node', 'partition-node'];
+
 /** The injected fault that explains a node-loss restart, if any (the latest matching one). */
 function attribute(faults: FaultRecord[], a: Attempt, cause: RestartCause, ttlMs: number): FaultRecord | undefined {
   const within = (f: FaultRecord) => a.finishedAtMs >= f.startMs - 500 && a.finishedAtMs <= f.recoveredMs + 2 * ttlMs + 5000;
@@ -595,7 +601,7 @@ function attribute(faults: FaultRecord[], a: Attempt, cause: RestartCause, ttlMs
     cause === 'node drained' ? ['drain-node']
     : cause === 'node shut down' ? []
     : cause === 'claim lost' ? ['kill-etcd', 'etcd-outage']
-    : ['kill-node', 'pause-node', 'kill-etcd', 'etcd-outage'];
+    : [...NODE_LOSS_FAULTS, 'kill-etcd', 'etcd-outage'];
   const latest = (list: FaultRecord[]) => list.sort((x, y) => y.startMs - x.startMs)[0];
   const done = faults.filter((f) => f.status !== 'skipped' && within(f) && (kinds.length === 0 || kinds.includes(f.kind)));
   return (

@@ -1,7 +1,9 @@
 /**
  * The chaos cluster: 5 real `loom node` processes on free loopback ports.
  *   n1, n2, n3  each embed an etcd member (a 3-member etcd cluster)
- *   w1, w2      worker-only, `--etcd` with the three members' client URLs
+ *   w1, w2      worker-only, `--etcd` with the three members' client URLs,
+ *               each through a TCP proxy of the harness's own (one per member
+ *               and worker) that the partition-node fault cuts or stalls
  *
  * Each node's stdout/stderr go to <dir>/<name>/node.log. The harness only ever
  * signals processes it started itself: the node processes (by the pid of the
@@ -15,6 +17,7 @@ import * as http from 'http';
 import * as net from 'net';
 import * as path from 'path';
 import { NODE_RUNTIME_FLAGS } from '../../src/bin/runtime-flags';
+import { TcpProxy } from '../../test/support/tcp-proxy';
 
 export const LOOM_BIN = path.resolve(__dirname, '../../src/bin/loom.js');
 
@@ -65,6 +68,8 @@ export class ChaosNode {
     readonly args: string[],
     /** For members: their etcd client URL. */
     readonly clientUrl?: string,
+    /** For workers: the proxies their etcd traffic goes through (one per member). */
+    readonly etcdProxies: TcpProxy[] = [],
   ) {}
 
   get logPath(): string {
@@ -152,6 +157,8 @@ export class ChaosCluster {
       members.push({ name, api: `127.0.0.1:${await freePort()}`, peer: await freePort(), client: await freePort() });
     }
     c.clientUrls.push(...members.map((m) => `http://127.0.0.1:${m.client}`));
+    // Ports handed out above but not yet bound (members start later).
+    const reserved = new Set(members.flatMap((m) => [m.peer, m.client, Number(m.api.split(':')[1])]));
     const common = ['--slots', String(opts.slots), '--lease-ttl', String(opts.leaseTtlS), '--shutdown-grace', '2s', '--kill-grace', '1s'];
     for (const m of members) {
       const dataDir = path.join(opts.dir, m.name);
@@ -166,8 +173,10 @@ export class ChaosCluster {
     for (const name of ['w1', 'w2']) {
       const api = `127.0.0.1:${await freePort()}`;
       const dataDir = path.join(opts.dir, name);
-      const args = ['--name', name, '--listen', api, '--data-dir', dataDir, '--etcd', c.clientUrls.join(','), ...common];
-      c.nodes.push(new ChaosNode(name, 'worker', api, dataDir, args));
+      const proxies: TcpProxy[] = [];
+      for (const u of c.clientUrls) proxies.push(await startProxy(u, reserved));
+      const args = ['--name', name, '--listen', api, '--data-dir', dataDir, '--etcd', proxies.map((p) => p.url).join(','), ...common];
+      c.nodes.push(new ChaosNode(name, 'worker', api, dataDir, args, undefined, proxies));
     }
     return c;
   }
@@ -198,6 +207,25 @@ export class ChaosCluster {
     if (n.running) n.signal('SIGKILL');
     await n.waitExit(10_000);
     if (n.ownMember) await this.stopOwnMember(n, 'SIGKILL');
+  }
+
+  /**
+   * Cuts a worker off from etcd (partition-node): 'drop' keeps its
+   * connections open and passes nothing either way (packets lost: requests
+   * wait for their deadlines), 'reset' closes them and refuses new ones
+   * (connection refused). The node process itself keeps running.
+   */
+  partition(n: ChaosNode, mode: 'drop' | 'reset'): void {
+    if (n.etcdProxies.length === 0) throw new Error(`node ${n.name} does not reach etcd through the harness's proxies`);
+    for (const p of n.etcdProxies) {
+      if (mode === 'drop') p.stall();
+      else p.partition();
+    }
+  }
+
+  /** Lets a partitioned worker reach etcd again. */
+  heal(n: ChaosNode): void {
+    for (const p of n.etcdProxies) p.heal();
   }
 
   /** Restarts a node with the same arguments and data dir; waits until it is up. */
@@ -277,9 +305,11 @@ export class ChaosCluster {
         }),
       );
     };
+    for (const n of this.nodes) this.heal(n);
     await stop(this.nodes.filter((n) => n.role === 'worker'));
     await stop(this.members);
     for (const n of this.members) await this.stopOwnMember(n, 'SIGTERM');
+    for (const n of this.nodes) for (const p of n.etcdProxies) await p.stop();
   }
 
   /** Last resort on a crash of the harness: SIGKILL everything we started. */
@@ -299,6 +329,25 @@ export class ChaosCluster {
         // gone already
       }
     }
+  }
+}
+
+/**
+ * A proxy to `url` on a fresh loopback port that is not one of `reserved`:
+ * a port freePort() handed out is free again until its owner binds it, and
+ * the kernel may give it to the next bind(0).
+ */
+async function startProxy(url: string, reserved: Set<number>): Promise<TcpProxy> {
+  const held: TcpProxy[] = [];
+  try {
+    for (;;) {
+      const p = TcpProxy.fromUrl(url);
+      await p.start();
+      if (!reserved.has(p.port)) return p;
+      held.push(p);
+    }
+  } finally {
+    for (const p of held) await p.stop();
   }
 }
 

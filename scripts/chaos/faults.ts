@@ -14,6 +14,16 @@
  *               member and its tasks keep running) for 2x the lease TTL, then
  *               SIGCONT. Its lease expires meanwhile; its reaper must kill its
  *               tasks at the fence deadline, before the lease can expire.
+ *   partition-node
+ *               cut a worker-only node off from etcd for 2x the lease TTL
+ *               while it keeps running: its etcd connections go through the
+ *               harness's proxies, which either pass nothing ('drop': open
+ *               connections, lost packets) or close them and refuse new ones
+ *               ('reset'). Its lease expires for the rest of the cluster,
+ *               which requeues its tasks; the node must fence itself (kill
+ *               its tasks) before the lease can expire, and rejoin under a
+ *               new lease once healed. Only workers: an embedded member's
+ *               node reaches its own member directly.
  *   kill-etcd   SIGKILL one embedded etcd member (pid from the node's log);
  *               after `holdMs` the harness restarts it with the command line,
  *               environment and cwd read from /proc before the kill (the node
@@ -36,9 +46,9 @@
 import { ChaosCluster, ChaosNode, loomCli, sleep } from './cluster';
 import { Rng } from './rng';
 
-export type FaultKind = 'kill-node' | 'pause-node' | 'kill-etcd' | 'drain-node' | 'etcd-outage';
+export type FaultKind = 'kill-node' | 'pause-node' | 'partition-node' | 'kill-etcd' | 'drain-node' | 'etcd-outage';
 /** Kinds run by default; etcd-outage only on request. */
-export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'kill-etcd', 'drain-node'];
+export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'partition-node', 'kill-etcd', 'drain-node'];
 export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage'];
 
 export interface PlannedFault {
@@ -51,8 +61,10 @@ export interface PlannedFault {
   holdMs: number;
   /** drain-node: --deadline. */
   deadlineMs?: number;
+  /** partition-node: lose every packet ('drop') or refuse connections ('reset'). */
+  mode?: 'drop' | 'reset';
   /**
-   * kill-node / pause-node: 'timer' strikes at a random moment; 'claim'
+   * kill-node / pause-node / partition-node: 'timer' strikes at a random moment; 'claim'
    * strikes the instant the harness sees (by an etcd watch) a new running key
    * of that node, i.e. while the node is processing the claim's response and
    * spawning the task: the moment a claim can come back to a node that is
@@ -83,6 +95,8 @@ export interface SchedulePlanOptions {
   kinds: FaultKind[];
   nodes: string[];
   members: string[];
+  /** Worker-only nodes (partition-node targets). */
+  workers: string[];
   leaseTtlMs: number;
   intervalMs: number;
   /** Run each enabled kind once (in seeded order) before random picks. */
@@ -105,7 +119,7 @@ export class FaultSchedule {
     const { rng, o } = this;
     const seq = ++this.seq;
     const kind = this.cover.shift() ?? rng.pick(o.kinds);
-    const target = rng.pick(kind === 'kill-etcd' || kind === 'etcd-outage' ? o.members : o.nodes);
+    const target = rng.pick(kind === 'kill-etcd' || kind === 'etcd-outage' ? o.members : kind === 'partition-node' ? o.workers : o.nodes);
     const gapMs = rng.int(Math.round(o.intervalMs * 0.5), Math.round(o.intervalMs * 1.5));
     const ttl = o.leaseTtlMs;
     switch (kind) {
@@ -118,6 +132,12 @@ export class FaultSchedule {
         };
       case 'pause-node':
         return { seq, kind, target, gapMs, holdMs: 2 * ttl, trigger: rng.chance(0.5) ? 'claim' : 'timer' };
+      case 'partition-node':
+        return {
+          seq, kind, target, gapMs, holdMs: 2 * ttl,
+          trigger: rng.chance(0.5) ? 'claim' : 'timer',
+          mode: rng.chance(0.5) ? 'drop' : 'reset',
+        };
       case 'kill-etcd':
         return { seq, kind, target, gapMs, holdMs: rng.int(1000, 5000) };
       case 'drain-node':
@@ -155,6 +175,9 @@ export class FaultInjector {
         case 'pause-node':
           await this.pauseNode(n, rec);
           break;
+        case 'partition-node':
+          await this.partitionNode(n, rec);
+          break;
         case 'kill-etcd':
           await this.killEtcd(n, rec);
           break;
@@ -185,7 +208,7 @@ export class FaultInjector {
   }
 
   /**
-   * Runs `hit` (SIGSTOP/SIGKILL the node) now, or, with the 'claim' trigger,
+   * Runs `hit` (SIGSTOP/SIGKILL the node, or cut it off) now, or, with the 'claim' trigger,
    * from inside the etcd watch callback that sees the node's next claim
    * (at most 5 s later). Sets rec.startMs; returns how it was timed.
    */
@@ -241,7 +264,33 @@ export class FaultInjector {
       rec.endMs = Date.now();
     }
     this.d.afterResume?.(n.name);
-    // Recovered once /node/<name> is back under a lease other than the old one.
+    await this.waitNewLease(n, rec, 'SIGCONT');
+    rec.fenced = this.fencedSince(n, before);
+    rec.note = `paused ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, rejoined ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after SIGCONT${rec.fenced ? ' (logged FENCED)' : ''}`;
+  }
+
+  private async partitionNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    const mode = rec.mode ?? 'drop';
+    rec.leaseBefore = await this.lease(n.name);
+    const before = n.output().length;
+    const how = await this.strike(n, rec, () => this.d.cluster.partition(n, mode));
+    try {
+      await sleep(rec.holdMs - (Date.now() - rec.startMs));
+    } finally {
+      this.d.cluster.heal(n);
+      rec.endMs = Date.now();
+    }
+    this.d.afterResume?.(n.name);
+    await this.waitNewLease(n, rec, 'the heal');
+    rec.fenced = this.fencedSince(n, before);
+    const what = mode === 'drop' ? 'every packet lost' : 'connections refused';
+    rec.note =
+      `cut off from etcd (${what}) ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, ` +
+      `rejoined ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after the heal${rec.fenced ? ' (logged FENCED)' : ''}`;
+  }
+
+  /** Recovered once /node/<name> is back under a lease other than the old one (60 s at most). */
+  private async waitNewLease(n: ChaosNode, rec: FaultRecord, after: string): Promise<void> {
     const deadline = Date.now() + 60_000;
     for (;;) {
       const lease = await this.lease(n.name);
@@ -252,14 +301,13 @@ export class FaultInjector {
       if (Date.now() > deadline) {
         rec.leaseAfter = lease;
         throw new Error(
-          `paused node ${n.name} did not rejoin under a new lease within 60 s of SIGCONT (lease before ${rec.leaseBefore}, now ${lease ?? 'none'})`,
+          `${rec.kind === 'pause-node' ? 'paused' : 'partitioned'} node ${n.name} did not rejoin under a new lease within 60 s of ${after} ` +
+            `(lease before ${rec.leaseBefore}, now ${lease ?? 'none'})`,
         );
       }
       await sleep(100);
     }
     rec.recoveredMs = Date.now();
-    rec.fenced = this.fencedSince(n, before);
-    rec.note = `paused ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, rejoined ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after SIGCONT${rec.fenced ? ' (logged FENCED)' : ''}`;
   }
 
   private async killEtcd(n: ChaosNode, rec: FaultRecord): Promise<void> {

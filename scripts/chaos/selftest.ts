@@ -3,8 +3,9 @@
  * synthetic store, log, sampler record and fault list in which specific
  * violations are planted (a task completed twice, overlapping executions,
  * a stuck task, a bad index, an execution loom did not record, a result for
- * a killed run, an unexplained restart, a process outliving its paused node,
- * an orphan, a torn log line) next to control tasks that are correct, including
+ * a killed run, an unexplained restart, a process outliving its paused node
+ * or its cut-off node, a cut-off node that kept its lease, an orphan, a torn
+ * log line) next to control tasks that are correct, including
  * a correctly re-executed one. Passes only if every planted violation is
  * reported under its rule and the controls produce none.
  */
@@ -155,6 +156,11 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
     task: record(id, TaskState.COMPLETED, 'n1', [at(1, 'n2', 0, 20_000, 'node lost'), at(2, 'n1', 20_100, 21_000, 'exit 0')]),
     log: [[1, 'n2', 216, 10, 'start'], [1, 'n2', 216, 100 + TTL + 500, 'end', 0], [2, 'n1', 217, 20_200, 'start'], [2, 'n1', 217, 20_900, 'end', 0]],
   }));
+  // w2 is cut off from etcd at T+50 s (fault #2 below); its copy lives on past TTL.
+  add('copy outlived its cut-off node', 'ok', ['outlived-node'], (id) => ({
+    task: record(id, TaskState.COMPLETED, 'n1', [at(1, 'w2', 49_000, 55_000, 'node lost'), at(2, 'n1', 55_100, 56_000, 'exit 0')]),
+    log: [[1, 'w2', 224, 49_010, 'start'], [1, 'w2', 224, 50_000 + TTL + 500, 'end', 0], [2, 'n1', 225, 55_200, 'start'], [2, 'n1', 225, 55_900, 'end', 0]],
+  }));
   add('a node started an attempt after it was requeued (stale claim)', 'ok', ['after-recorded-end'], (id) => ({
     task: record(id, TaskState.COMPLETED, 'n3', [at(1, 'n2', 0, 5000, 'node lost'), at(2, 'n3', 5100, 6000, 'exit 0')]),
     log: [[2, 'n3', 220, 5150, 'start'], [2, 'n3', 220, 5900, 'end', 0], [1, 'n2', 221, 9000, 'start']],
@@ -194,6 +200,11 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
       seq: 1, kind: 'pause-node', target: 'n2', gapMs: 0, holdMs: 2 * TTL, status: 'done',
       startMs: T + 100, endMs: T + 100 + 2 * TTL, recoveredMs: T + 200 + 2 * TTL, note: 'synthetic', leaseBefore: '1', leaseAfter: '2',
     },
+    {
+      // Still under its old lease after the heal: a recovery violation.
+      seq: 2, kind: 'partition-node', mode: 'drop', target: 'w2', gapMs: 0, holdMs: 2 * TTL, status: 'done',
+      startMs: T + 50_000, endMs: T + 50_000 + 2 * TTL, recoveredMs: T + 50_100 + 2 * TTL, note: 'synthetic', leaseBefore: '3', leaseAfter: '3',
+    },
   ];
   const logText = [...cases.flatMap((c) => c.log), 'torn line 0190aaaa-0000 1 n1 sta'].join('\n') + '\n';
   const input: CheckInput = {
@@ -206,7 +217,7 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
     faults,
     leaseTtlMs: TTL,
   };
-  return { input, cases, globalExpect: ['log', 'orphan'] };
+  return { input, cases, globalExpect: ['log', 'orphan', 'recovery'] };
 }
 
 export function selfTest(): number {

@@ -46,6 +46,13 @@ export const VERSION = '0.1.0';
  * Tasks are handed back before either, under their own deadlines.
  */
 const SHUTDOWN_COURTESY_MS = 1000;
+/**
+ * Longest wait between two attempts to rejoin after a fence. The wait doubles
+ * from 500 ms; with a 5 s bound a node cut off from etcd for 8 s rejoined up
+ * to 4.5 s after the network came back (measured through a proxy), with 2 s
+ * within about 2 s. One join attempt per 2 s is no load on etcd.
+ */
+const REJOIN_RETRY_MAX_MS = 2000;
 
 export interface NodeOptions {
   log: (msg: string) => void;
@@ -321,7 +328,7 @@ export class LoomNode {
     this.opts.log(`FENCED: ${reason}; killing ${this.executor.count} task(s), then rejoining`);
     this.inc = undefined;
     await this.executor.stopAll('fence', 0);
-    for (let delay = 500; !this.stopping; delay = Math.min(delay * 2, 5000)) {
+    for (let delay = 500; !this.stopping; delay = Math.min(delay * 2, REJOIN_RETRY_MAX_MS)) {
       try {
         await this.join();
         this.opts.log(`rejoined with lease ${this.inc!.lease}`);
