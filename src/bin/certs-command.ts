@@ -26,6 +26,7 @@ import yargs from 'yargs';
 import { validateIdentityName, validateNodeName } from '../core/config';
 import { invalid, LoomError, toLoomError } from '../core/errors';
 import { ETCD_ALLOWED_HOSTNAME } from '../store/embedded-etcd';
+import { numberFlag } from './flags';
 
 export const CA_CERT = 'ca.crt';
 export const CA_KEY = 'ca.key';
@@ -236,10 +237,10 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         (y) =>
           y
             .option('dir', { type: 'string', demandOption: true, describe: 'directory for the CA (created 0700)' })
-            .option('days', { type: 'number', default: DEFAULT_CA_DAYS, describe: 'validity in days' })
+            .option('days', { requiresArg: true, default: DEFAULT_CA_DAYS, describe: 'validity in days' })
             .option('force', { type: 'boolean', default: false, describe: 'overwrite an existing CA' }),
         (a) => {
-          result = initCa({ dir: a.dir, days: a.days, force: a.force }).then((r) => {
+          result = initCa({ dir: a.dir, days: numberFlag(a.days, '--days'), force: a.force }).then((r) => {
             out(`wrote ${r.cert} and ${r.key} (valid until ${r.notAfter.toISOString()})\n`);
             out('keep ca.key secret: whoever has it can make certificates for this cluster\n');
           });
@@ -254,11 +255,11 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
             .positional('name', { type: 'string', demandOption: true, describe: 'node name (its --name) or client identity' })
             .option('dir', { type: 'string', demandOption: true, describe: 'directory holding ca.crt and ca.key' })
             .option('host', { type: 'string', array: true, describe: 'node: address it is reached at, IP or DNS name (repeatable, or comma-separated)' })
-            .option('days', { type: 'number', default: DEFAULT_DAYS, describe: 'validity in days' })
+            .option('days', { requiresArg: true, default: DEFAULT_DAYS, describe: 'validity in days' })
             .option('force', { type: 'boolean', default: false, describe: 'overwrite an existing certificate' }),
         (a) => {
           const role = a.role as IssueRole;
-          const days = a.days;
+          const days = numberFlag(a.days, '--days');
           if (!Number.isInteger(days) || days < 1) throw invalid(`--days must be a whole number of days from 1 (got ${days})`);
           result = issueCert({ dir: a.dir, role, name: a.name, hosts: list(a.host), days, force: a.force }).then((r) => {
             out(`wrote ${r.cert} and ${r.key} (valid until ${r.notAfter.toISOString()})\n`);
@@ -272,6 +273,7 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         },
       )
       .demandCommand(1, 'give a command: init or issue')
+      .parserConfiguration({ 'parse-numbers': false })
       .strict()
       .help()
       .version(false)

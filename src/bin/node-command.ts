@@ -11,6 +11,9 @@ import { LoomError, toLoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
 import { parseBytes } from '../core/fit';
 import { LoomNode } from '../node/node';
+import { numberFlag } from './flags';
+
+export { numberFlag };
 
 function list(value: unknown): string[] {
   if (value === undefined) return [];
@@ -47,17 +50,17 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('client-listen', { type: 'string', describe: 'embedded etcd client URL (default http://<listen host>:2379)' })
     .option('etcd', { type: 'string', describe: 'URL,... of an existing etcd cluster to join instead of embedding a member' })
     .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
-    .option('slots', { type: 'number', default: d.slots, describe: 'tasks run at once (default: CPU count)' })
-    .option('urgent-slots', { type: 'number', default: d.urgentSlots, describe: 'slots beyond --slots that only urgent tasks (priority >= --urgent-priority) may take' })
-    .option('urgent-priority', { type: 'number', default: d.urgentPriority, describe: 'lowest priority that may take an urgent slot' })
-    .option('lease-ttl', { type: 'number', default: d.leaseTtlSeconds, describe: 'membership lease TTL in seconds' })
+    .option('slots', { requiresArg: true, default: d.slots, describe: 'tasks run at once (default: CPU count)' })
+    .option('urgent-slots', { requiresArg: true, default: d.urgentSlots, describe: 'slots beyond --slots that only urgent tasks (priority >= --urgent-priority) may take' })
+    .option('urgent-priority', { requiresArg: true, default: d.urgentPriority, describe: 'lowest priority that may take an urgent slot' })
+    .option('lease-ttl', { requiresArg: true, default: d.leaseTtlSeconds, describe: 'membership lease TTL in seconds' })
     .option('label', { type: 'string', array: true, describe: 'k=v label (repeatable; arch, os, hostname and node are automatic)' })
-    .option('cpu', { type: 'number', describe: 'CPU cores offered to tasks (default: detected, cgroup limits included)' })
+    .option('cpu', { requiresArg: true, describe: 'CPU cores offered to tasks (default: detected, cgroup limits included)' })
     .option('memory', { type: 'string', describe: 'memory offered to tasks, e.g. 8G (default: detected)' })
     .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
     .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
     .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
-    .option('task-nice', { type: 'number', default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
+    .option('task-nice', { requiresArg: true, default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
@@ -67,6 +70,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('tls-key', { type: 'string', describe: "this node's private key (PEM)" })
     .option('insecure', { type: 'boolean', default: false, describe: 'allow plaintext on non-loopback addresses (anyone who can reach the node can run commands)' })
     .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log and drain nodes (repeatable, or comma-separated)' })
+    .parserConfiguration({ 'parse-numbers': false })
     .strict()
     .help()
     .version(false)
@@ -90,22 +94,22 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     clientListen: args['client-listen'] ?? `${scheme}://${urlHost}:2379`,
     etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
     etcdBin: args['etcd-bin'],
-    slots: args.slots,
-    urgentSlots: args['urgent-slots'],
-    urgentPriority: args['urgent-priority'],
-    leaseTtlSeconds: args['lease-ttl'],
+    slots: numberFlag(args.slots, '--slots'),
+    urgentSlots: numberFlag(args['urgent-slots'], '--urgent-slots'),
+    urgentPriority: numberFlag(args['urgent-priority'], '--urgent-priority'),
+    leaseTtlSeconds: numberFlag(args['lease-ttl'], '--lease-ttl'),
     labels: Object.fromEntries(list(args.label).map(parseLabel)),
     shutdownGraceMs: parseDurationMs(args['shutdown-grace']),
     killGraceMs: parseDurationMs(args['kill-grace']),
     capacity: {
-      cpu: args.cpu ?? 0,
+      cpu: args.cpu === undefined ? 0 : numberFlag(args.cpu, '--cpu'),
       memoryBytes: args.memory ? bytesFlag(args.memory, '--memory') : 0,
       diskBytes: args.disk ? bytesFlag(args.disk, '--disk') : 0,
     },
     starveAfterMs: parseDurationMs(args['starve-after']),
     dockerSocket: args['docker-socket'],
     spawner: args.spawner,
-    taskNice: args['task-nice'],
+    taskNice: numberFlag(args['task-nice'], '--task-nice'),
     retentionMs: parseDurationMs(args.retention),
     tls,
     insecure: args.insecure,

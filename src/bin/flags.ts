@@ -1,0 +1,18 @@
+/** Flag parsing shared by the `loom` commands that src/bin runs. */
+import { LoomError } from '../core/errors';
+
+/**
+ * A numeric flag's value. Numeric flags are declared without a yargs type
+ * (and parsed with parse-numbers off) so that a typo is reported as typed:
+ * yargs's number type would turn `--slots abc` into NaN before any check
+ * could quote it; its number parsing would also take hex (`0x10`). Ranges
+ * are checked where the value is used.
+ */
+export function numberFlag(value: unknown, flag: string): number {
+  if (typeof value === 'number') return value;
+  if (Array.isArray(value)) throw new LoomError('INVALID_ARGUMENT', `${flag} given more than once`);
+  if (typeof value !== 'string') throw new LoomError('INVALID_ARGUMENT', `${flag} must be a number (got ${String(value)})`);
+  const n = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(value) ? Number(value) : NaN;
+  if (!Number.isFinite(n)) throw new LoomError('INVALID_ARGUMENT', `${flag} must be a number (got "${value}")`);
+  return n;
+}
