@@ -14,25 +14,32 @@ import { HeldTask, NodeIdentity, Outcome, TaskTransitions } from '../store/trans
 import { Incarnation } from '../store/membership';
 import { RunHandle, RunResult, Runner, StopReason } from '../runner/types';
 import { DockerRunner, PullPolicy } from '../runner/docker-runner';
+import { LoomError } from '../core/errors';
+import { PendingResult, ResultWriter } from './result-writer';
 
 /** A handle for an attempt that could not start at all (or must not: fenced). */
-function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason): RunHandle {
+function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason, engineUnavailable?: boolean): RunHandle {
   const now = Date.now();
   const done = Promise.resolve<RunResult>({
     timedOut: false, error, errorExitCode, stoppedFor, stdoutTail: Buffer.alloc(0), stderrTail: Buffer.alloc(0),
     stdoutTruncated: false, stderrTruncated: false, startedAtMs: now, finishedAtMs: now,
+    ...(engineUnavailable ? { engineUnavailable } : {}),
   });
   return { pid: undefined, done, stop: () => undefined, logBytes: 0, onProgress: () => () => undefined };
 }
-import { PendingResult, ResultWriter } from './result-writer';
-import { LoomError } from '../core/errors';
-
 export interface ExecutorDeps {
   transitions: TaskTransitions;
   queries: TaskQueries;
   runner: Runner;
-  /** Container runner, when this node's Docker engine answers. */
+  /** Container runner: used while dockerUp() says the engine answers. */
   docker?: DockerRunner;
+  dockerUp?: () => boolean;
+  /**
+   * A container could not be created because the engine did not answer:
+   * the node stops taking container tasks until it answers again. Called
+   * before the task is handed back, so this node does not claim it again.
+   */
+  onEngineUnavailable?: (why: string) => void;
   dataDir: string;
   nodeName: string;
   killGraceMs: number;
@@ -160,13 +167,13 @@ export class Executor {
     } else if (c?.image) {
       // In a container the image's own PATH applies; loom adds only its variables.
       const { PATH: _path, ...env } = taskEnv(t, this.deps.nodeName);
-      handle = this.deps.docker
+      handle = this.deps.docker && (this.deps.dockerUp?.() ?? true)
         ? this.deps.docker.startContainer({
             ...base, env: spec.env.PATH ? { ...env, PATH: spec.env.PATH } : env,
             image: c.image, pull: (c.pull || 'missing') as PullPolicy, mounts: c.mounts, network: c.network || 'none',
             taskId: t.id, memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
           })
-        : failedHandle('this node has no Docker engine', 125);
+        : failedHandle('this node has no Docker engine answering', 125, undefined, true);
     } else {
       handle = this.deps.runner.start({
         ...base, env: taskEnv(t, this.deps.nodeName),
@@ -221,6 +228,15 @@ export class Executor {
     // A watchdog kill never looks like success; only failures pay the round trip.
     if (!r.stoppedFor && r.exitCode !== 0 && this.deps.syncWatchdog) await this.deps.syncWatchdog();
     const fenced = exec.inc.signal.aborted || Date.now() >= exec.inc.fenceAtMs();
+    if (!fenced && r.engineUnavailable && r.stoppedFor === undefined) {
+      // Nothing ran: hand the task back (not a failed attempt) for a node
+      // whose engine answers.
+      const why = `docker engine unavailable on node ${this.deps.nodeName}`;
+      this.deps.onEngineUnavailable?.(`${why}: ${r.error ?? ''}`);
+      const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now()).catch(() => false);
+      this.deps.log(`task ${t.id}: ${why} (${r.error ?? 'no answer'}); ${ok ? 'requeued' : 'left to the survivors'}`);
+      return;
+    }
     if (fenced || r.stoppedFor === 'fence' || r.stoppedFor === 'shutdown' || r.stoppedFor === 'drain') {
       // No result: the attempt did not end on its own. Hand it back if we
       // still hold it; otherwise a survivor has requeued it already.
@@ -290,6 +306,11 @@ export class Executor {
   }
 
   /** Whether this node holds the task (running, or its result being written). */
+  /** Ids of the tasks held here. */
+  heldIds(): Set<string> {
+    return new Set(this.running.keys());
+  }
+
   holds(id: string): boolean {
     return this.running.has(id);
   }

@@ -24,6 +24,7 @@ import { ProcessRunner } from '../runner/process-runner';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
+import { EngineWatch } from './engine-watch';
 import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
@@ -58,7 +59,18 @@ export interface NodeOptions {
   log: (msg: string) => void;
   /** Key root (tests share an etcd, each under its own root). */
   keysRoot?: string;
+  /** How often the Docker engine is pinged (default DOCKER_PROBE_MS). */
+  dockerProbeMs?: number;
 }
+
+/**
+ * How often a node asks its Docker engine whether it answers: the longest a
+ * node started before its engine waits to take container tasks, or keeps
+ * advertising an engine that went away (a container that cannot be created
+ * for want of an answer marks it down at once). A stat of the socket when
+ * there is none, one HTTP request over it when there is.
+ */
+const DOCKER_PROBE_MS = 10_000;
 
 export class LoomNode {
   private stopping = false;
@@ -80,6 +92,9 @@ export class LoomNode {
   port = 0;
   /** The task-starting helper, when used (closed on stop). */
   spawner: Spawner | undefined;
+  /** Container runner and whether its engine answers (set by start()). */
+  private dockerRunner: DockerRunner | undefined;
+  private engine: EngineWatch | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -149,13 +164,15 @@ export class LoomNode {
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
     const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log });
     const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
-    const docker = (await dockerRunner.ping()) ? dockerRunner : undefined;
-    if (docker) {
-      const reaped = await docker.reapOrphans(new Set()).catch(() => 0);
-      log(`docker engine found${reaped ? `; removed ${reaped} container(s) left by an earlier run` : ''}`);
-    }
+    const engine = new EngineWatch({
+      ping: () => dockerRunner.ping(),
+      intervalMs: opts.dockerProbeMs ?? DOCKER_PROBE_MS,
+      onChange: (up, why) => node.onEngineChange(up, why),
+    });
     const executor = new Executor({
-      transitions, queries, runner, docker, dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
+      transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
+      onEngineUnavailable: (why) => engine.markDown(why),
+      dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
       syncWatchdog: () => reaper.sync(),
     });
     const steal = new StealLoop({
@@ -192,9 +209,14 @@ export class LoomNode {
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
     node.spawner = spawner;
+    node.dockerRunner = dockerRunner;
+    node.engine = engine;
     try {
-      node.docker = docker !== undefined;
-    await node.boot();
+      await engine.start();
+      if (!engine.available) {
+        log(`no Docker engine answers at ${dockerRunner.socketPath}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s)`);
+      }
+      await node.boot();
     } catch (err) {
       await node.stop({ graceMs: 0 }).catch(() => undefined);
       throw err;
@@ -262,6 +284,25 @@ export class LoomNode {
       metrics: this.metrics.latest,
       docker: this.docker,
     };
+  }
+
+  /** The Docker engine started or stopped answering. */
+  private onEngineChange(up: boolean, why: string): void {
+    this.docker = up;
+    const socket = this.dockerRunner?.socketPath;
+    if (up) {
+      this.opts.log(`docker engine found at ${socket}: taking container tasks`);
+      // Containers of this node no task here accounts for: left by an
+      // earlier run, or by tasks that failed while the engine was away.
+      void this.dockerRunner
+        ?.reapOrphans(this.executor.heldIds())
+        .then((n) => n > 0 && this.opts.log(`removed ${n} container(s) no task here accounts for`))
+        .catch(() => undefined);
+    } else {
+      this.opts.log(`docker engine at ${socket} unavailable (${why}): container tasks go to other nodes until it answers`);
+    }
+    if (this.inc) void this.publish(true);
+    this.steal.wake();
   }
 
   selfInfo() {
@@ -412,6 +453,7 @@ export class LoomNode {
     log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
     this.kv.close();
     this.memberKv.close();
+    this.engine?.stop();
     await this.spawner?.close();
     await this.etcd?.stop();
     await this.reaper.close();

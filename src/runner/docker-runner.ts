@@ -202,6 +202,8 @@ class ContainerRun implements RunHandle {
   private exitCode: number | undefined;
   private oomKilled = false;
   private failure: StartFailure | undefined;
+  /** The engine did not answer before the container was started (nothing ran). */
+  private engineUnreachable = false;
   private timedOut = false;
   private stoppedFor: StopReason | undefined;
   /** A stop/timeout arrived before the container ran: the grace to apply once it does. */
@@ -308,6 +310,9 @@ class ContainerRun implements RunHandle {
       }
       await this.drainOutput(outputDone);
     } catch (err) {
+      // Before 'starting' no start request was sent: whatever the engine
+      // may have created, nothing ran, so the task can go elsewhere.
+      if (this.failure === undefined && this.phase === 'preparing' && isUnreachable(err)) this.engineUnreachable = true;
       this.failure ??=
         err instanceof RunFailure
           ? err.failure
@@ -494,6 +499,7 @@ class ContainerRun implements RunHandle {
     if (this.failure) {
       base.error = this.failure.error;
       base.errorExitCode = this.failure.exitCode;
+      if (this.engineUnreachable) base.engineUnavailable = true;
       return base;
     }
     if (this.exitCode === undefined) {

@@ -48,6 +48,11 @@ export interface RunResult {
   error?: string;
   /** Exit status a shell would report for `error` (127 not found, 126 not executable). */
   errorExitCode?: number;
+  /**
+   * The container engine could not be reached before a container was
+   * started: nothing ran. The task may go to another node; it did not fail.
+   */
+  engineUnavailable?: boolean;
   stdoutTail: Buffer;
   stderrTail: Buffer;
   stdoutTruncated: boolean;

@@ -1,9 +1,13 @@
 /**
  * Container tasks through a real node and a real Docker engine (started by
  * scripts/docker-up.sh; skipped, with the reason printed, only where dockerd
- * cannot start).
+ * cannot start). The engine coming and going is played by a unix socket
+ * proxy in front of the real engine's socket.
  */
 import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as net from 'net';
+import * as os from 'os';
 import * as path from 'path';
 import Docker from 'dockerode';
 import { TaskState } from '../../src/gen/loom';
@@ -20,6 +24,42 @@ const up = spawnSync('bash', [path.join(ROOT, 'scripts/docker-up.sh')], { env: {
 const available = up.status === 0;
 if (!available) console.warn(`container task tests skipped: ${(up.stdout + up.stderr).trim().split('\n').slice(-3).join(' | ')}`);
 const d = available ? describe : describe.skip;
+const afterAllDocker: (() => Promise<void>)[] = [];
+afterAll(async () => {
+  for (const fn of afterAllDocker) await fn();
+  if (!wasUp) spawnSync('bash', [path.join(ROOT, 'scripts/docker-down.sh')]);
+});
+
+/** A unix socket that forwards to the engine's while open: an engine that can come and go. */
+class EngineProxy {
+  readonly path = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'loom-engine-')), 'docker.sock');
+  private server: net.Server | undefined;
+  private readonly conns = new Set<net.Socket>();
+
+  async open(): Promise<void> {
+    this.server = net.createServer((c) => {
+      const u = net.connect(SOCK);
+      for (const s of [c, u]) {
+        this.conns.add(s);
+        s.on('close', () => this.conns.delete(s));
+        s.on('error', () => s.destroy());
+      }
+      c.pipe(u);
+      u.pipe(c);
+      c.on('close', () => u.destroy());
+      u.on('close', () => c.destroy());
+    });
+    await new Promise<void>((r) => this.server!.listen(this.path, r));
+  }
+
+  /** The engine is gone: connections dropped, the socket file removed. */
+  async close(): Promise<void> {
+    for (const s of this.conns) s.destroy();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server = undefined;
+    fs.rmSync(this.path, { force: true });
+  }
+}
 
 d('container tasks on a node', () => {
   let n: TestNode;
@@ -29,7 +69,6 @@ d('container tasks on a node', () => {
   });
   afterAll(async () => {
     await stopNode(n);
-    if (!wasUp) spawnSync('bash', [path.join(ROOT, 'scripts/docker-down.sh')]);
   });
 
   it('advertises docker, runs a container task, returns its output and exit code', async () => {
@@ -59,5 +98,59 @@ d('container tasks on a node', () => {
     await n.api.cancel(id);
     expect((await n.api.wait(id)).state).toBe(TaskState.CANCELLED);
     await waitFor(async () => (await labelled()).length === 0, { what: 'container removed' });
+  });
+});
+
+d('a Docker engine that comes and goes', () => {
+  const container = { image: IMAGE, pull: 'never', mounts: [], network: '' };
+
+  it('a node started before its engine takes container tasks once the engine answers', async () => {
+    const proxy = new EngineProxy();
+    const n = await startNode(uniqueRoot(), 'late', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 200 });
+    afterAllDocker.push(async () => {
+      await stopNode(n);
+      await proxy.close();
+    });
+    expect(n.logs.join('\n')).toMatch(/no Docker engine answers at .*docker\.sock: container tasks go to other nodes/);
+    expect((await n.api.nodes())[0].docker).toBe(false);
+    const [id] = await n.api.submit([spec(['sh', '-c', 'echo engine-came-late'], { container })]);
+    const waiting = await n.api.get(id);
+    expect(waiting.state).toBe(TaskState.QUEUED);
+    expect(waiting.reason).toMatch(/waiting: .*needs a Docker engine/);
+
+    await proxy.open();
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.COMPLETED);
+    expect(await collectLogs(n.api, id)).toEqual({ stdout: 'engine-came-late\n', stderr: '' });
+    expect(n.logs.join('\n')).toMatch(/docker engine found at .*: taking container tasks/);
+    expect((await n.api.nodes())[0].docker).toBe(true);
+  });
+
+  it('a container task whose engine is gone is handed back unrun, not failed, and the node stops taking them', async () => {
+    const proxy = new EngineProxy();
+    await proxy.open();
+    // Pinged rarely: the claim, not a ping, is what finds the engine gone.
+    const n = await startNode(uniqueRoot(), 'gone', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 600_000 });
+    afterAllDocker.push(async () => {
+      await stopNode(n);
+      await proxy.close();
+    });
+    expect((await n.api.nodes())[0].docker).toBe(true);
+    await proxy.close();
+
+    const [id] = await n.api.submit([spec(['sh', '-c', 'echo never'], { container })]);
+    const t = await waitFor(async () => {
+      const x = await n.api.get(id);
+      return x.state !== TaskState.RUNNING && x.history.length > 0 && x;
+    }, { what: 'the claimed task to be handed back' });
+    expect(t.state).toBe(TaskState.QUEUED);
+    expect(t.history).toHaveLength(1);
+    expect(t.history[0].outcome).toBe('docker engine unavailable on node gone');
+    expect(t.reason).toMatch(/waiting: .*needs a Docker engine/);
+    await waitFor(async () => (await n.api.nodes())[0].docker === false, { what: 'the node to stop advertising docker' });
+    expect(n.logs.join('\n')).toMatch(/docker engine at .* unavailable \(docker engine unavailable on node gone: docker daemon unreachable/);
+    // Still queued: the node does not claim it again.
+    expect((await n.api.get(id)).state).toBe(TaskState.QUEUED);
+    await n.api.cancel(id);
   });
 });

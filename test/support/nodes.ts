@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { defaultNodeConfig, NodeConfig } from '../../src/core/config';
-import { LoomNode } from '../../src/node/node';
+import { LoomNode, NodeOptions } from '../../src/node/node';
 import { LoomApi } from '../../src/client/client';
 import { TaskSpec } from '../../src/gen/loom';
 import { validateSpec } from '../../src/core/spec';
@@ -16,7 +16,9 @@ export interface TestNode {
   logs: string[];
 }
 
-export async function startNode(root: string, name: string, overrides: Partial<NodeConfig> = {}): Promise<TestNode> {
+export async function startNode(
+  root: string, name: string, overrides: Partial<NodeConfig> = {}, options: Partial<NodeOptions> = {},
+): Promise<TestNode> {
   const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), `loom-${name}-`));
   const logs: string[] = [];
   const config: NodeConfig = {
@@ -29,6 +31,7 @@ export async function startNode(root: string, name: string, overrides: Partial<N
     ...overrides,
   };
   const node = await LoomNode.start(config, {
+    ...options,
     keysRoot: root,
     log: (m) => {
       logs.push(m);

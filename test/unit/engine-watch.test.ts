@@ -1,0 +1,72 @@
+/** EngineWatch: the node's view of whether its Docker engine answers. */
+import { EngineWatch } from '../../src/node/engine-watch';
+
+const until = async (cond: () => boolean, what: string) => {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+};
+
+describe('EngineWatch', () => {
+  let watch: EngineWatch | undefined;
+  afterEach(() => watch?.stop());
+
+  it('starts down when the first ping fails, and comes up when a later one answers', async () => {
+    let answers = false;
+    let pings = 0;
+    const changes: [boolean, string][] = [];
+    watch = new EngineWatch({ ping: async () => (pings++, answers), intervalMs: 10, onChange: (up, why) => changes.push([up, why]) });
+    await watch.start();
+    expect(watch.available).toBe(false);
+    expect(changes).toEqual([]);
+    answers = true;
+    await until(() => watch!.available, 'the engine to be seen');
+    expect(changes).toEqual([[true, 'the engine answers']]);
+    answers = false;
+    await until(() => !watch!.available, 'the engine to be seen gone');
+    expect(changes[1]).toEqual([false, 'the engine does not answer']);
+    expect(pings).toBeGreaterThanOrEqual(3);
+  });
+
+  it('is up at once when the engine answers at start', async () => {
+    const changes: boolean[] = [];
+    watch = new EngineWatch({ ping: async () => true, intervalMs: 60_000, onChange: (up) => changes.push(up) });
+    await watch.start();
+    expect(watch.available).toBe(true);
+    expect(changes).toEqual([true]);
+  });
+
+  it('markDown takes it down at once, and a ping sent before does not bring it back', async () => {
+    let release!: (ok: boolean) => void;
+    let pending: Promise<boolean> = Promise.resolve(true);
+    const changes: [boolean, string][] = [];
+    watch = new EngineWatch({ ping: () => pending, intervalMs: 20, onChange: (up, why) => changes.push([up, why]) });
+    await watch.start();
+    expect(watch.available).toBe(true);
+    // The next ping hangs; its answer ("up") arrives after markDown.
+    pending = new Promise((r) => (release = r));
+    await new Promise((r) => setTimeout(r, 40));
+    watch.markDown('create container: connect ENOENT');
+    expect(watch.available).toBe(false);
+    release(true);
+    await new Promise((r) => setTimeout(r, 5));
+    expect(watch.available).toBe(false);
+    expect(changes).toEqual([[true, 'the engine answers'], [false, 'create container: connect ENOENT']]);
+    // A ping sent after markDown that answers brings it back.
+    pending = Promise.resolve(true);
+    await until(() => watch!.available, 'the engine to be seen again');
+  });
+
+  it('stops pinging on stop()', async () => {
+    let pings = 0;
+    watch = new EngineWatch({ ping: async () => (pings++, false), intervalMs: 5, onChange: () => undefined });
+    await watch.start();
+    await until(() => pings >= 3, 'a few pings');
+    watch.stop();
+    const seen = pings;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(pings).toBeLessThanOrEqual(seen + 1);
+  });
+});
