@@ -395,6 +395,13 @@ export interface LogTail {
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
   attempt: number;
+  /**
+   * Bytes the attempt printed on each stream in all (0 in records written
+   * before these fields): a log file holding fewer (its disk filled up) is
+   * completed from the tail where the tail reaches back far enough.
+   */
+  stdoutBytes: number;
+  stderrBytes: number;
 }
 
 /** Stored at /node/<name>, attached to the node's lease. */
@@ -3183,6 +3190,8 @@ function createBaseLogTail(): LogTail {
     stdoutTruncated: false,
     stderrTruncated: false,
     attempt: 0,
+    stdoutBytes: 0,
+    stderrBytes: 0,
   };
 }
 
@@ -3202,6 +3211,12 @@ export const LogTail: MessageFns<LogTail> = {
     }
     if (message.attempt !== 0) {
       writer.uint32(40).uint32(message.attempt);
+    }
+    if (message.stdoutBytes !== 0) {
+      writer.uint32(48).uint64(message.stdoutBytes);
+    }
+    if (message.stderrBytes !== 0) {
+      writer.uint32(56).uint64(message.stderrBytes);
     }
     return writer;
   },
@@ -3259,6 +3274,22 @@ export const LogTail: MessageFns<LogTail> = {
             message.attempt = reader.uint32();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.stdoutBytes = longToNumber(reader.uint64());
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.stderrBytes = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3286,6 +3317,16 @@ export const LogTail: MessageFns<LogTail> = {
         ? globalThis.Boolean(object.stderr_truncated)
         : false,
       attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
+      stdoutBytes: isSet(object.stdoutBytes)
+        ? globalThis.Number(object.stdoutBytes)
+        : isSet(object.stdout_bytes)
+        ? globalThis.Number(object.stdout_bytes)
+        : 0,
+      stderrBytes: isSet(object.stderrBytes)
+        ? globalThis.Number(object.stderrBytes)
+        : isSet(object.stderr_bytes)
+        ? globalThis.Number(object.stderr_bytes)
+        : 0,
     };
   },
 
@@ -3306,6 +3347,12 @@ export const LogTail: MessageFns<LogTail> = {
     if (message.attempt !== 0) {
       obj.attempt = Math.round(message.attempt);
     }
+    if (message.stdoutBytes !== 0) {
+      obj.stdoutBytes = Math.round(message.stdoutBytes);
+    }
+    if (message.stderrBytes !== 0) {
+      obj.stderrBytes = Math.round(message.stderrBytes);
+    }
     return obj;
   },
 
@@ -3319,6 +3366,8 @@ export const LogTail: MessageFns<LogTail> = {
     message.stdoutTruncated = object.stdoutTruncated ?? false;
     message.stderrTruncated = object.stderrTruncated ?? false;
     message.attempt = object.attempt ?? 0;
+    message.stdoutBytes = object.stdoutBytes ?? 0;
+    message.stderrBytes = object.stderrBytes ?? 0;
     return message;
   },
 };

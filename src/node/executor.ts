@@ -257,6 +257,8 @@ export class Executor {
         stdout: r.stdoutTail,
         stderr: r.stderrTail,
         stdoutTruncated: r.stdoutTruncated,
+        stdoutBytes: r.stdoutBytes ?? 0,
+        stderrBytes: r.stderrBytes ?? 0,
         stderrTruncated: r.stderrTruncated,
         attempt: t.attempt,
       },

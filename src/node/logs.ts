@@ -8,6 +8,11 @@
  * Nothing is buffered beyond one read chunk, whatever the task prints.
  * With TLS, the proxy calls its peers with this node's certificate (peers
  * serve one attempt's log only to node certificates).
+ *
+ * A log file that holds less than the attempt printed (its disk filled up,
+ * or it could not be written at all) is completed from the retained tail:
+ * exactly, when the tail reaches back to where the file stops; otherwise
+ * with a notice of how many bytes were lost before the tail.
  */
 import { existsSync } from 'fs';
 import * as grpc from '@grpc/grpc-js';
@@ -41,6 +46,33 @@ const chunk = (stream: number, data: Buffer): LogChunk => ({
   notice: '',
 });
 const notice = (text: string): LogChunk => ({ stream: LogStream.STDERR, data: Buffer.alloc(0), notice: text });
+
+/** Bytes of each stream served from a log file so far. */
+interface Served {
+  out: number;
+  err: number;
+}
+
+/** What the end of an attempt's output was: bytes printed per stream and the tails kept. */
+export interface OutputEnd {
+  stdoutBytes: number;
+  stderrBytes: number;
+  stdout: Buffer;
+  stderr: Buffer;
+}
+
+/**
+ * The part of a stream a log file lacks, from the stream's tail: `fromFile`
+ * bytes were served of `total` printed, and `tail` holds the last bytes
+ * printed. Undefined when nothing is missing (or the total is unknown: 0).
+ * `lost` counts bytes neither the file nor the tail has.
+ */
+export function missingPart(fromFile: number, total: number, tail: Buffer): { data: Buffer; lost: number } | undefined {
+  if (total <= fromFile) return undefined;
+  const tailStart = total - tail.length;
+  if (tailStart <= fromFile) return { data: tail.subarray(fromFile - tailStart), lost: 0 };
+  return { data: tail, lost: tailStart - fromFile };
+}
 
 export class LogService {
   private readonly peers = new Map<string, InstanceType<typeof LoomClient>>();
@@ -87,14 +119,41 @@ export class LogService {
       const t = (await this.deps.queries.get(id, signal)).task;
       await this.followLocal(t, local.handle, follow, write, signal);
     } else {
-      await this.fromFile(this.logFile(id, attempt), write, signal);
+      const served = { out: 0, err: 0 };
+      await this.fromFile(this.logFile(id, attempt), write, signal, 0, served);
+      await this.completeFromRecord(id, attempt, served, write);
+    }
+  }
+
+  /** Completes a finished attempt's log from the tail in its record (if the record is of that attempt). */
+  private async completeFromRecord(id: string, attempt: number, served: Served, write: Write): Promise<void> {
+    const tail = await this.deps.queries.tail(id);
+    if (!tail || tail.attempt !== attempt) return;
+    await this.complete(served, {
+      stdoutBytes: tail.stdoutBytes, stderrBytes: tail.stderrBytes, stdout: Buffer.from(tail.stdout), stderr: Buffer.from(tail.stderr),
+    }, write);
+  }
+
+  /** Writes what the log file lacked of each stream (see missingPart). */
+  private async complete(served: Served, end: OutputEnd, write: Write): Promise<void> {
+    const parts = [
+      { name: 'stdout', stream: 1, part: missingPart(served.out, end.stdoutBytes, end.stdout) },
+      { name: 'stderr', stream: 2, part: missingPart(served.err, end.stderrBytes, end.stderr) },
+    ];
+    for (const { name, stream, part } of parts) {
+      if (!part) continue;
+      const lost = part.lost > 0 ? `; ${part.lost} bytes before the last ${part.data.length} are lost` : '';
+      await write(notice(`the log file on node ${this.deps.self} is missing the end of ${name} (was its disk full?): the rest comes from the retained tail${lost}`));
+      await write(chunk(stream, part.data));
     }
   }
 
   private async finished(t: Task, write: Write, signal: AbortSignal): Promise<void> {
     const path = this.logFile(t.id, t.attempt);
     if (t.node === this.deps.self && existsSync(path)) {
-      await this.fromFile(path, write, signal);
+      const served = { out: 0, err: 0 };
+      await this.fromFile(path, write, signal, 0, served);
+      await this.completeFromRecord(t.id, t.attempt, served, write);
       return;
     }
     const tail = await this.deps.queries.tail(t.id);
@@ -114,11 +173,15 @@ export class LogService {
     return existsSync(legacy) ? legacy : flat;
   }
 
-  private async fromFile(path: string, write: Write, signal: AbortSignal, fromOffset = 0): Promise<number> {
+  private async fromFile(path: string, write: Write, signal: AbortSignal, fromOffset = 0, served?: Served): Promise<number> {
     let offset = fromOffset;
     if (!existsSync(path)) return offset;
     for await (const f of readFrames(path, { fromOffset: offset, signal })) {
       await write(chunk(f.stream, f.data));
+      if (served) {
+        if (f.stream === STREAM_STDERR) served.err += f.data.length;
+        else served.out += f.data.length;
+      }
       offset = f.endOffset;
     }
     return offset;
@@ -134,6 +197,7 @@ export class LogService {
     // The attempt running here now: always the flat layout.
     const path = logPathFor(this.deps.dataDir, t.id, t.attempt);
     let offset = 0;
+    const served = { out: 0, err: 0 };
     let exited = false;
     handle.done.then(() => (exited = true));
     while (!signal.aborted) {
@@ -147,9 +211,13 @@ export class LogService {
         signal.removeEventListener('abort', wake);
       };
       const doneNow = exited;
-      offset = await this.fromFile(path, write, signal, offset);
+      offset = await this.fromFile(path, write, signal, offset, served);
       if (!follow || doneNow) {
         off();
+        if (doneNow && !signal.aborted) {
+          const r = await handle.done;
+          await this.complete(served, { stdoutBytes: r.stdoutBytes ?? 0, stderrBytes: r.stderrBytes ?? 0, stdout: r.stdoutTail, stderr: r.stderrTail }, write);
+        }
         return;
       }
       if (handle.logBytes <= offset && !exited) await Promise.race([progressed, handle.done]);

@@ -363,6 +363,8 @@ class ProcessRun implements RunHandle {
       stdoutTail: stdout?.toBuffer() ?? Buffer.alloc(0),
       stderrTail: stderr?.toBuffer() ?? Buffer.alloc(0),
       stdoutTruncated: stdout?.truncated ?? false,
+      stdoutBytes: stdout?.totalBytes ?? 0,
+      stderrBytes: stderr?.totalBytes ?? 0,
       stderrTruncated: stderr?.truncated ?? false,
       startedAtMs: this.startedAtMs,
       finishedAtMs: Date.now(),

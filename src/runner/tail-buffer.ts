@@ -21,6 +21,11 @@ export class TailBuffer {
     this.limit = Math.floor(limitBytes);
   }
 
+  /** Bytes ever pushed (kept or not). */
+  get totalBytes(): number {
+    return this.total;
+  }
+
   /** True once some pushed bytes have been dropped. */
   get truncated(): boolean {
     return this.total > this.kept;

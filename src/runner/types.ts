@@ -57,6 +57,9 @@ export interface RunResult {
   stderrTail: Buffer;
   stdoutTruncated: boolean;
   stderrTruncated: boolean;
+  /** Bytes printed on each stream in all (the tails keep the last of them). */
+  stdoutBytes?: number;
+  stderrBytes?: number;
   startedAtMs: number;
   finishedAtMs: number;
 }

@@ -37,6 +37,20 @@ describe('a node', () => {
     expect(out.stdout).toBe('a'.repeat(100_000));
   });
 
+  it('completes a log whose file could not be written (disk full) from the retained tail', async () => {
+    // The attempt's log file is a link to /dev/full before the task prints:
+    // every write fails with ENOSPC, as on a full disk.
+    const [id] = await n.api.submit([spec(['sh', '-c', 'sleep 0.5; echo hello; echo oops >&2; exit 4'])]);
+    fs.mkdirSync(path.join(n.dataDir, 'logs'), { recursive: true });
+    fs.symlinkSync('/dev/full', path.join(n.dataDir, 'logs', `${id}.1.log`));
+    // Followed while it runs, then read again once it is finished.
+    const live = collectLogs(n.api, id, true);
+    expect((await n.api.wait(id)).exitCode).toBe(4);
+    expect(await live).toEqual({ stdout: 'hello\n', stderr: 'oops\n' });
+    expect(await collectLogs(n.api, id, false)).toEqual({ stdout: 'hello\n', stderr: 'oops\n' });
+    expect(n.logs.join('\n')).toMatch(new RegExp(`log file .*${id}\\.1\\.log: ENOSPC`));
+  });
+
   it('run: submits and waits in one call; onId gets the id once, before the result', async () => {
     const ids: string[] = [];
     const t = await n.api.run(spec(['sh', '-c', 'exit 3']), { onId: (id) => ids.push(id) });
