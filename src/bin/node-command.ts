@@ -49,6 +49,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('peer-listen', { type: 'string', describe: 'embedded etcd peer URL (default http://<listen host>:2380)' })
     .option('client-listen', { type: 'string', describe: 'embedded etcd client URL (default http://<listen host>:2379)' })
     .option('etcd', { type: 'string', describe: 'URL,... of an existing etcd cluster to join instead of embedding a member' })
+    .option('join', { type: 'boolean', default: false, describe: 'bring back this node\'s embedded etcd member after its data dir was lost: removed from the running cluster and added again, it gets the data from the other members (ignored once the data dir exists)' })
     .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
     .option('slots', { requiresArg: true, default: d.slots, describe: 'tasks run at once (default: CPU count)' })
     .option('urgent-slots', { requiresArg: true, default: d.urgentSlots, describe: 'slots beyond --slots that only urgent tasks (priority >= --urgent-priority) may take' })
@@ -94,6 +95,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     clientListen: args['client-listen'] ?? `${scheme}://${urlHost}:2379`,
     etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
     etcdBin: args['etcd-bin'],
+    joinEtcd: args.join,
     slots: numberFlag(args.slots, '--slots'),
     urgentSlots: numberFlag(args['urgent-slots'], '--urgent-slots'),
     urgentPriority: numberFlag(args['urgent-priority'], '--urgent-priority'),

@@ -36,6 +36,11 @@ export interface NodeConfig {
   /** When set, join this etcd cluster instead of embedding a member. */
   etcdEndpoints: string[];
   etcdBin: string;
+  /**
+   * With no etcd data dir yet: replace this node's member in the running
+   * cluster (its data was lost) instead of bootstrapping (`--join`).
+   */
+  joinEtcd: boolean;
   slots: number;
   leaseTtlSeconds: number;
   labels: Record<string, string>;
@@ -89,6 +94,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     clientListen: 'http://127.0.0.1:2379',
     etcdEndpoints: [],
     etcdBin: 'etcd',
+    joinEtcd: false,
     slots: Math.max(1, cpuCount),
     urgentSlots: 1,
     urgentPriority: 900,
@@ -208,6 +214,12 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (!Number.isInteger(c.taskNice) || c.taskNice < 0 || c.taskNice > 19) {
     throw invalid(`--task-nice must be an integer from 0 to 19 (got ${c.taskNice})`);
+  }
+  if (c.joinEtcd && c.etcdEndpoints.length > 0) {
+    throw invalid('--join brings back an embedded etcd member; a node with --etcd embeds none');
+  }
+  if (c.joinEtcd && c.peers.length === 0) {
+    throw invalid('--join needs the --peer members of the cluster to rejoin');
   }
   if (!Number.isInteger(c.urgentPriority) || c.urgentPriority < 0 || c.urgentPriority > 999) {
     throw invalid(`--urgent-priority must be an integer from 0 to 999 (got ${c.urgentPriority})`);

@@ -135,6 +135,7 @@ export class LoomNode {
           clientListen: config.clientListen,
           peers: config.peers,
           etcdBin: config.etcdBin,
+          join: config.joinEtcd,
           log,
           tls: config.tls,
         });

@@ -30,6 +30,7 @@ import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { LoomError, invalid } from '../core/errors';
 import { validateNodeName } from '../core/config';
+import { rejoinCluster } from './member-join';
 
 /** SIGTERM → SIGKILL wait when stopping the member (see EmbeddedEtcd.stop). */
 const STOP_GRACE_MS = 2000;
@@ -55,6 +56,12 @@ export interface EmbeddedEtcdOptions {
   log?: (msg: string) => void;
   /** Mutual TLS for clients and peers (PEM files: cluster CA, node certificate and key); URLs are then https://. */
   tls?: { caFile: string; certFile: string; keyFile: string };
+  /**
+   * With no etcd data dir yet: replace this member in the running cluster
+   * (it lost its data) instead of bootstrapping a new cluster (member-join.ts).
+   * Ignored once the data dir exists.
+   */
+  join?: boolean;
 }
 
 /** DNS name every node certificate carries (src/bin/certs-command.ts); etcd admits only such certificates. */
@@ -171,8 +178,22 @@ export class EmbeddedEtcd {
 
     fs.mkdirSync(cfg.dataDir, { recursive: true });
     if (isBootstrapped(cfg.etcdDir)) {
+      if (opts.join) cfg.log(`--join ignored: etcd data dir ${cfg.etcdDir} exists (the member restarts from it)`);
       checkMarker(cfg);
     } else {
+      if (opts.join) {
+        const cluster = await rejoinCluster({
+          name: cfg.name,
+          peerListen: cfg.peerListen,
+          peerUrls: cfg.members.map((m) => m.url),
+          tls: cfg.tls,
+          tlsHostname: ETCD_ALLOWED_HOSTNAME,
+          log: cfg.log,
+        });
+        throwIfAborted(signal, 'starting etcd');
+        setArg(cfg.args, '--initial-cluster', memberList(cluster).join(','));
+        setArg(cfg.args, '--initial-cluster-state', 'existing');
+      }
       writeMarker(cfg);
     }
 
@@ -576,6 +597,13 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
   };
 }
 
+/** Replaces the value of a flag in an argv built by resolveOptions. */
+function setArg(args: string[], flag: string, value: string): void {
+  const at = args.indexOf(flag);
+  if (at < 0) throw new Error(`no ${flag} in etcd's arguments`);
+  args[at + 1] = value;
+}
+
 function memberList(members: EtcdPeer[]): string[] {
   return members.map((m) => `${m.name}=${m.url}`);
 }
@@ -762,7 +790,7 @@ const RULES: { re: RegExp; say: (m: RegExpExecArray, ctx: DiagnoseContext) => st
     say: (m, c) =>
       `etcd member "${c.name}" (id ${m[1]}) has already been bootstrapped: the other members know it, ` +
       `but its data dir ${c.etcdDir} is new (was it deleted, or is --data-dir wrong?); ` +
-      `restore its data dir, or recreate the whole cluster`,
+      `restore its data dir, or start this node again with --join to replace the member (its data comes back from the others)`,
   },
   {
     re: /cluster ID mismatch/,

@@ -155,8 +155,8 @@ it('says which URL is in use when a port is taken', async () => {
   }
 }, 20_000);
 
-it('forms a three-member cluster once a quorum is up; a wiped member is refused', async () => {
-  const [p1, p2, p3, c1, c2, c3] = await ports(6);
+it('forms a three-member cluster once a quorum is up; a wiped member is refused, and comes back with --join', async () => {
+  const [p1, p2, p3, c1, c2, c3, p4, c4] = await ports(8);
   const all = [
     { name: 'm1', url: `http://127.0.0.1:${p1}` },
     { name: 'm2', url: `http://127.0.0.1:${p2}` },
@@ -183,6 +183,11 @@ it('forms a three-member cluster once a quorum is up; a wiped member is refused'
   await Promise.all([e1, e2, e3].map((e) => e.waitHealthy({ timeoutMs: 15_000 })));
   for (const e of [e1, e2, e3]) expect(await health(e.clientUrl)).toBe('true');
   expect(await memberNames(e1.clientUrl)).toEqual(['m1', 'm2', 'm3']);
+  const b64 = (t: string) => Buffer.from(t).toString('base64');
+  expect((await request('POST', `${e1.clientUrl}/v3/kv/put`, JSON.stringify({ key: b64('/k'), value: b64('kept') }))).status).toBe(200);
+  const idOf = async (name: string) =>
+    ((await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; ID: string }[]).find((m) => m.name === name)?.ID;
+  const oldId = await idOf('m3');
 
   // m3 loses its data dir: the others remember it, so etcd refuses to start.
   await e3.stop();
@@ -193,6 +198,30 @@ it('forms a three-member cluster once a quorum is up; a wiped member is refused'
   expect(wiped.message).toMatch(/etcd member "m3" \(id [0-9a-f]+\) has already been bootstrapped/);
   expect(wiped.message).toContain(path.join(d3, 'etcd'));
   expect(wiped.message).toContain(path.join(d3, 'etcd.log'));
+  expect(wiped.message).toMatch(/start this node again with --join/);
+
+  // --join refuses what it cannot do safely: a member that still answers at
+  // its peer URL (m2, running), and a member the cluster does not have.
+  const busy = await loomError(EmbeddedEtcd.start({ ...options('m2', tempDir('m2b'), p2, c2, all), join: true }));
+  expect(busy.code).toBe('INVALID_STATE');
+  expect(busy.message).toMatch(/something answers at --peer-listen .*is member "m2" still running/);
+  const stranger = await loomError(EmbeddedEtcd.start({ ...options('m4', tempDir('m4'), p4, c4, all), join: true }));
+  expect(stranger.code).toBe('INVALID_ARGUMENT');
+  expect(stranger.message).toMatch(/the cluster has no member "m4".*a new node can join as a worker with --etcd/);
+
+  // With --join, m3 is removed and added again, and gets the data from the others.
+  e3 = await launch({ ...options('m3', d3, p3, c3, all), join: true });
+  await e3.waitHealthy({ timeoutMs: 15_000 });
+  expect(await memberNames(e1.clientUrl)).toEqual(['m1', 'm2', 'm3']);
+  expect(await idOf('m3')).not.toBe(oldId);
+  const got = await request('POST', `${e3.clientUrl}/v3/kv/range`, JSON.stringify({ key: b64('/k') }));
+  expect(Buffer.from(got.json.kvs[0].value, 'base64').toString()).toBe('kept');
+  // Restarted later, it runs from its new data dir (--join is then ignored).
+  await e3.stop();
+  e3 = await launch({ ...options('m3', d3, p3, c3, all), join: true });
+  await e3.waitHealthy({ timeoutMs: 15_000 });
+  expect(await health(e3.clientUrl)).toBe('true');
+  await e3.stop();
 
   await e2.stop();
   await e1.stop();

@@ -46,3 +46,12 @@ describe('numberFlag', () => {
     expect(failure(() => parseNodeArgs(['--slots'], {})).code).toBe('INVALID_ARGUMENT');
   });
 });
+
+describe('--join', () => {
+  it('needs embedded etcd and the peers to rejoin', () => {
+    expect(failure(() => parseNodeArgs(['--join', '--etcd', 'http://127.0.0.1:2379'], {})).message).toMatch(/--join brings back an embedded etcd member/);
+    expect(failure(() => parseNodeArgs(['--join'], {})).message).toMatch(/--join needs the --peer members/);
+    expect(parseNodeArgs(['--join', '--peer', 'b=http://127.0.0.1:2390'], {}).joinEtcd).toBe(true);
+    expect(parseNodeArgs([], {}).joinEtcd).toBe(false);
+  });
+});
