@@ -246,7 +246,7 @@ describe('an embedded etcd member in TLS mode', () => {
     }
   });
 
-  it('forms a three-member cluster over peer TLS', async () => {
+  it('forms a three-member cluster over peer TLS; a member that lost its data rejoins over TLS with --join', async () => {
     const names = ['m1', 'm2', 'm3'];
     const p = await Promise.all(names.map(async () => ({ peer: await freePort(), client: await freePort() })));
     const members = names.map((name, i) => ({ name, url: `https://127.0.0.1:${p[i].peer}` }));
@@ -275,6 +275,25 @@ describe('an embedded etcd member in TLS mode', () => {
       }
       // Members on one host dial each other from 127.0.0.1: etcd must not insist on the source IP.
       for (const e of started) expect(fs.readFileSync(e.logPath, 'utf8')).not.toMatch(/does not match any of/);
+
+      // m3 loses its data dir and comes back with join (peer API and member
+      // changes over TLS, with its node certificate).
+      const m3 = started.pop()!;
+      await m3.stop(3000);
+      fs.rmSync(path.join(dir, 'm3', 'etcd'), { recursive: true, force: true });
+      const again = await EmbeddedEtcd.start({
+        name: 'm3', dataDir: path.join(dir, 'm3'), peerListen: members[2].url, clientListen: `https://127.0.0.1:${p[2].client}`,
+        peers: members, etcdBin: process.env.LOOM_ETCD_BIN || 'etcd', tls: files.m3, join: true,
+      });
+      started.push(again);
+      await again.waitHealthy({ timeoutMs: 60_000 });
+      const c3 = new Etcd3({ hosts: [again.clientUrl], credentials: { rootCertificate: ids.t2.ca, certChain: ids.t2.cert, privateKey: ids.t2.key }, faultHandling: {} });
+      try {
+        expect((await c3.get('/tls-check').string())).toBe('ok');
+        expect((await c3.cluster.memberList({})).members.map((m) => m.name).sort()).toEqual(names);
+      } finally {
+        c3.close();
+      }
     } finally {
       for (const e of started) await e.stop(3000);
     }
