@@ -84,14 +84,15 @@ export class ChaosNode {
     return !!this.proc && this.proc.exitCode === null && this.proc.signalCode === null;
   }
 
-  start(): void {
+  /** Starts the node with its arguments (plus `extra`, for this start only). */
+  start(extra: string[] = []): void {
     if (this.running) throw new Error(`node ${this.name} is already running`);
     fs.mkdirSync(this.dataDir, { recursive: true });
     const fd = fs.openSync(this.logPath, 'a');
     this.logOffset = fs.fstatSync(fd).size;
     fs.writeSync(fd, `--- chaos harness ${new Date().toISOString()}: starting node ${this.name} (start #${this.starts + 1})\n`);
     this.logOffset = fs.fstatSync(fd).size;
-    const proc = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...this.args], { stdio: ['ignore', fd, fd] });
+    const proc = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...this.args, ...extra], { stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     this.proc = proc;
     this.paused = false;
@@ -229,14 +230,14 @@ export class ChaosCluster {
   }
 
   /** Restarts a node with the same arguments and data dir; waits until it is up. */
-  async restartNode(n: ChaosNode, timeoutMs = 120_000): Promise<void> {
+  async restartNode(n: ChaosNode, timeoutMs = 120_000, extra: string[] = []): Promise<void> {
     if (n.role === 'member') await this.waitMemberGone(n);
-    n.start();
+    n.start(extra);
     await n.waitUp(timeoutMs);
   }
 
   /** Waits until the node's previous etcd member has released its ports. */
-  private async waitMemberGone(n: ChaosNode): Promise<void> {
+  async waitMemberGone(n: ChaosNode): Promise<void> {
     // The dead node's reaper SIGTERMs the member, SIGKILLs it after 3 s.
     const pid = n.memberPid();
     const deadline = Date.now() + 15_000;

@@ -28,6 +28,11 @@
  *               after `holdMs` the harness restarts it with the command line,
  *               environment and cwd read from /proc before the kill (the node
  *               does not restart its member itself).
+ *   wipe-member SIGKILL a node that embeds an etcd member, delete its etcd
+ *               data dir (a lost disk), and after `holdMs` start it again with
+ *               `--join`: the node must bring its member back (removed and
+ *               added again, data from the others) and take work. Not in the
+ *               default kinds (`--kinds wipe-member`).
  *   etcd-outage SIGKILL every etcd member at once (no quorum, no etcd at
  *               all) for `holdMs` (10 s), then restart them all. Meanwhile
  *               the harness runs `loom list` and `loom run true` against a
@@ -43,13 +48,15 @@
  * Every fault is recorded with its kind, target, start (injected), end
  * (lifted) and recovery times.
  */
+import * as fs from 'fs';
+import * as path from 'path';
 import { ChaosCluster, ChaosNode, loomCli, sleep } from './cluster';
 import { Rng } from './rng';
 
-export type FaultKind = 'kill-node' | 'pause-node' | 'partition-node' | 'kill-etcd' | 'drain-node' | 'etcd-outage';
-/** Kinds run by default; etcd-outage only on request. */
+export type FaultKind = 'kill-node' | 'pause-node' | 'partition-node' | 'kill-etcd' | 'drain-node' | 'etcd-outage' | 'wipe-member';
+/** Kinds run by default; etcd-outage and wipe-member only on request. */
 export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'partition-node', 'kill-etcd', 'drain-node'];
-export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage'];
+export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage', 'wipe-member'];
 
 export interface PlannedFault {
   seq: number;
@@ -119,7 +126,8 @@ export class FaultSchedule {
     const { rng, o } = this;
     const seq = ++this.seq;
     const kind = this.cover.shift() ?? rng.pick(o.kinds);
-    const target = rng.pick(kind === 'kill-etcd' || kind === 'etcd-outage' ? o.members : kind === 'partition-node' ? o.workers : o.nodes);
+    const onMembers = kind === 'kill-etcd' || kind === 'etcd-outage' || kind === 'wipe-member';
+    const target = rng.pick(onMembers ? o.members : kind === 'partition-node' ? o.workers : o.nodes);
     const gapMs = rng.int(Math.round(o.intervalMs * 0.5), Math.round(o.intervalMs * 1.5));
     const ttl = o.leaseTtlMs;
     switch (kind) {
@@ -144,6 +152,8 @@ export class FaultSchedule {
         return { seq, kind, target, gapMs, holdMs: rng.int(2000, 6000), deadlineMs: rng.int(300, 2500) };
       case 'etcd-outage':
         return { seq, kind, target, gapMs, holdMs: 10_000 };
+      case 'wipe-member':
+        return { seq, kind, target, gapMs, holdMs: rng.int(0, 1000) };
     }
   }
 }
@@ -186,6 +196,9 @@ export class FaultInjector {
           break;
         case 'etcd-outage':
           await this.etcdOutage(n, rec);
+          break;
+        case 'wipe-member':
+          await this.wipeMember(n, rec);
           break;
       }
     } catch (err) {
@@ -251,6 +264,24 @@ export class FaultInjector {
     rec.recoveredMs = Date.now();
     rec.leaseAfter = await this.lease(n.name);
     rec.note = `killed ${how}, down ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, up again after ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s`;
+  }
+
+  private async wipeMember(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    rec.leaseBefore = await this.lease(n.name);
+    rec.startMs = Date.now();
+    await this.d.cluster.killNode(n);
+    await this.d.cluster.waitMemberGone(n);
+    fs.rmSync(path.join(n.dataDir, 'etcd'), { recursive: true, force: true });
+    await sleep(rec.holdMs);
+    rec.endMs = Date.now();
+    await this.d.cluster.restartNode(n, 120_000, ['--join']);
+    rec.recoveredMs = Date.now();
+    rec.leaseAfter = await this.lease(n.name);
+    const rejoined = /etcd member "\S+" added again \(id (\d+)\)/.exec(n.output());
+    if (!rejoined) throw new Error(`node ${n.name} came up without logging that its member was added again`);
+    rec.note =
+      `killed, etcd data dir deleted, restarted with --join after ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s; ` +
+      `member added again as ${rejoined[1]}, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s later`;
   }
 
   private async pauseNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
