@@ -62,6 +62,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
     .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
     .option('task-nice', { requiresArg: true, default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
+    .option('metrics-listen', { type: 'string', describe: 'host:port for GET /metrics (Prometheus text format: counts and gauges, no task data; plaintext)' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
     .option('shutdown-grace', { type: 'string', default: '10s', describe: 'on SIGTERM, how long running tasks may finish before being requeued' })
@@ -96,6 +97,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
     etcdBin: args['etcd-bin'],
     joinEtcd: args.join,
+    metricsListen: args['metrics-listen'] ?? '',
     slots: numberFlag(args.slots, '--slots'),
     urgentSlots: numberFlag(args['urgent-slots'], '--urgent-slots'),
     urgentPriority: numberFlag(args['urgent-priority'], '--urgent-priority'),

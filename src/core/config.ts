@@ -41,6 +41,8 @@ export interface NodeConfig {
    * cluster (its data was lost) instead of bootstrapping (`--join`).
    */
   joinEtcd: boolean;
+  /** host:port of the Prometheus metrics endpoint ('' = off). */
+  metricsListen: string;
   slots: number;
   leaseTtlSeconds: number;
   labels: Record<string, string>;
@@ -95,6 +97,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     etcdEndpoints: [],
     etcdBin: 'etcd',
     joinEtcd: false,
+    metricsListen: '',
     slots: Math.max(1, cpuCount),
     urgentSlots: 1,
     urgentPriority: 900,
@@ -215,6 +218,7 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   if (!Number.isInteger(c.taskNice) || c.taskNice < 0 || c.taskNice > 19) {
     throw invalid(`--task-nice must be an integer from 0 to 19 (got ${c.taskNice})`);
   }
+  if (c.metricsListen) parseHostPort(c.metricsListen, '--metrics-listen');
   if (c.joinEtcd && c.etcdEndpoints.length > 0) {
     throw invalid('--join brings back an embedded etcd member; a node with --etcd embeds none');
   }

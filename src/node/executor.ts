@@ -138,7 +138,7 @@ export class Executor {
     return this.running.get(id)?.finished;
   }
 
-  /** Called after a result is recorded. */
+  /** Called after a result is recorded, with the record as written. */
   onResult(fn: (task: Task) => void): void {
     this.resultListeners.push(fn);
   }
@@ -281,9 +281,10 @@ export class Executor {
         continue;
       }
       if (ok) {
-        for (const fn of this.resultListeners) fn(t);
         // What finishOp wrote: the same pure function of the held record and the outcome.
-        return this.deps.transitions.resultRecord(exec.held.task, outcome);
+        const record = this.deps.transitions.resultRecord(exec.held.task, outcome);
+        for (const fn of this.resultListeners) fn(record);
+        return record;
       }
       // The compare failed: re-read. If still ours (a cancel request changed
       // the record), retry against the new revision; otherwise drop quietly.

@@ -10,6 +10,7 @@ import { addResources, fits, NO_RESOURCES, refusal } from '../core/fit';
 import { automaticLabels, machineCapacity, MetricsSampler } from './machine';
 import { NodeConfig } from '../core/config';
 import { LoomError } from '../core/errors';
+import { stateName } from '../core/lifecycle';
 import { connectEtcd, Kv } from '../store/etcd';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
@@ -25,6 +26,7 @@ import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
 import { EngineWatch } from './engine-watch';
+import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
@@ -82,6 +84,15 @@ export class LoomNode {
   /** `running` in the record last published (-1: none yet). */
   private publishedRunning = -1;
   private control: NodeControl = { drain: false, deadlineMs: 0 };
+  /** --metrics-listen: the endpoint and its port (0 when off). */
+  private metricsEndpoint: MetricsEndpoint | undefined;
+  metricsPort = 0;
+  /** Times this node fenced itself. */
+  private fencedCount = 0;
+  /** Tasks claimed in the transaction that submitted them (tryRunHere). */
+  private claimedAtSubmit = 0;
+  /** Results this node recorded, by the state they left the task in. */
+  private readonly resultsByState = new Map<string, number>();
   private drainTimer: NodeJS.Timeout | undefined;
   private controlWatch: PrefixWatch | undefined;
   private readonly startedAtMs = Date.now();
@@ -237,6 +248,10 @@ export class LoomNode {
     this.controlWatch = watchNodeControl(this.kv, this.keys, config.name, (c) => this.applyControl(c), opts.log);
     await this.controlWatch.start();
     this.port = await this.api.listen(config.listen);
+    if (config.metricsListen) {
+      this.metricsEndpoint = new MetricsEndpoint(() => this.collectMetrics());
+      this.metricsPort = await this.metricsEndpoint.listen(config.metricsListen);
+    }
     await this.join();
     this.requeuer.start();
     this.liveness = new Liveness({
@@ -247,7 +262,11 @@ export class LoomNode {
     this.liveness.start();
     this.jobSweeper.start();
     this.retention.start();
-    this.executor.onResult((t) => t.jobId && this.jobSweeper.taskEnded(t.jobId));
+    this.executor.onResult((t) => {
+      const state = stateName(t.state);
+      this.resultsByState.set(state, (this.resultsByState.get(state) ?? 0) + 1);
+      if (t.jobId) this.jobSweeper.taskEnded(t.jobId);
+    });
     this.executor.onSlotFree(() => this.schedulePublish());
     let tick = 0;
     this.publishTimer = setInterval(() => {
@@ -256,7 +275,48 @@ export class LoomNode {
       if (++tick % 3 === 0) void this.reconcileOwn();
     }, 3000);
     this.publishTimer.unref();
-    opts.log(`node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}`);
+    opts.log(
+      `node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}` +
+        (this.metricsEndpoint ? `, metrics http://${config.metricsListen.replace(/:\d+$/, '')}:${this.metricsPort}/metrics` : ''),
+    );
+  }
+
+  /** What GET /metrics shows (--metrics-listen). */
+  private collectMetrics(): Metric[] {
+    const { config } = this;
+    const st = this.steal.stats;
+    const mem = process.memoryUsage();
+    const gauge = (name: string, help: string, value: number): Metric => ({ name, help, type: 'gauge', samples: [{ value }] });
+    const counter = (name: string, help: string, value: number): Metric => ({ name, help, type: 'counter', samples: [{ value }] });
+    return [
+      { name: 'loom_node_info', help: 'Always 1; labelled with the node name and loom version.', type: 'gauge', samples: [{ labels: { node: config.name, version: VERSION }, value: 1 }] },
+      gauge('loom_slots', 'Tasks this node runs at once (--slots).', config.slots),
+      gauge('loom_urgent_slots', 'Extra slots only urgent tasks may take (--urgent-slots).', config.urgentSlots),
+      gauge('loom_tasks_running', 'Tasks running on this node.', this.executor.count),
+      gauge('loom_lease_held', '1 while this node holds a live membership lease; 0 while fenced or rejoining.', this.inc && !this.inc.signal.aborted ? 1 : 0),
+      gauge('loom_draining', '1 while this node takes no new work (drained or stopping).', this.control.drain || this.stopping ? 1 : 0),
+      gauge('loom_docker_up', "1 while this node's Docker engine answers.", this.docker ? 1 : 0),
+      {
+        name: 'loom_claims_total',
+        help: 'Tasks this node claimed: from the queue, or in the transaction that submitted them through this node.',
+        type: 'counter',
+        samples: [{ labels: { via: 'queue' }, value: st.claimed }, { labels: { via: 'submit' }, value: this.claimedAtSubmit }],
+      },
+      counter('loom_claims_lost_total', 'Tasks in claim transactions of this node that another node had claimed first.', st.lost),
+      counter('loom_claim_transactions_total', 'Claim transactions this node sent.', st.claimTxns),
+      {
+        name: 'loom_task_results_total',
+        help: 'Attempt results this node recorded, by the state they left the task in (queued: to be retried).',
+        type: 'counter',
+        samples: [...this.resultsByState].sort(([a], [b]) => (a < b ? -1 : 1)).map(([state, value]) => ({ labels: { state }, value })),
+      },
+      counter('loom_tasks_requeued_total', 'Tasks of lost nodes this node put back in the queue.', this.requeuer.requeued),
+      counter('loom_nodes_declared_dead_total', 'Silent nodes this node declared dead.', this.liveness?.declared ?? 0),
+      counter('loom_fenced_total', 'Times this node fenced itself (its lease could have expired).', this.fencedCount),
+      counter('loom_retention_deleted_tasks_total', 'Finished tasks this node deleted after --retention.', this.retention.deletedTasks),
+      gauge('process_resident_memory_bytes', 'Resident memory of the node process.', mem.rss),
+      gauge('nodejs_heap_used_bytes', 'V8 heap in use.', mem.heapUsed),
+    ];
   }
 
   get address(): string {
@@ -367,6 +427,7 @@ export class LoomNode {
   private async onFenced(inc: Incarnation): Promise<void> {
     if (this.stopping) return;
     const reason = (inc.signal.reason as Error)?.message ?? 'lease lost';
+    this.fencedCount++;
     this.opts.log(`FENCED: ${reason}; killing ${this.executor.count} task(s), then rejoining`);
     this.inc = undefined;
     await this.executor.stopAll('fence', 0);
@@ -394,6 +455,7 @@ export class LoomNode {
     if (refusal(spec, this.selfInfo()) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());
     if (!held) return false;
+    this.claimedAtSubmit++;
     this.executor.start(held, me, inc);
     return true;
   }
@@ -447,6 +509,7 @@ export class LoomNode {
     this.jobSweeper.stop();
     this.retention.stop();
     await this.api.close(1000);
+    await this.metricsEndpoint?.close();
     this.logs.close();
     await this.membership.leave('node stopped', SHUTDOWN_COURTESY_MS);
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);

@@ -149,6 +149,36 @@ describe('a node', () => {
   });
 });
 
+describe('--metrics-listen', () => {
+  it('serves the node\'s counters and gauges at GET /metrics, and nothing else', async () => {
+    const m = await startNode(uniqueRoot(), 'metered', { slots: 3, metricsListen: '127.0.0.1:0' });
+    try {
+      expect(m.node.metricsPort).toBeGreaterThan(0);
+      const [ok] = await m.api.submit([spec(['true'])]);
+      const [bad] = await m.api.submit([spec(['sh', '-c', 'exit 2'])]);
+      await m.api.wait(ok);
+      await m.api.wait(bad);
+      const res = await fetch(`http://127.0.0.1:${m.node.metricsPort}/metrics`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+      const text = await res.text();
+      const value = (line: string) => Number(new RegExp(`^${line.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1]);
+      expect(value('loom_node_info{node="metered",version="0.1.0"}')).toBe(1);
+      expect(value('loom_slots')).toBe(3);
+      expect(value('loom_claims_total{via="queue"}') + value('loom_claims_total{via="submit"}')).toBe(2);
+      expect(value('loom_task_results_total{state="completed"}')).toBe(1);
+      expect(value('loom_task_results_total{state="failed"}')).toBe(1);
+      expect(value('loom_lease_held')).toBe(1);
+      expect(value('loom_fenced_total')).toBe(0);
+      expect(value('process_resident_memory_bytes')).toBeGreaterThan(1e6);
+      expect((await fetch(`http://127.0.0.1:${m.node.metricsPort}/`)).status).toBe(404);
+      expect((await fetch(`http://127.0.0.1:${m.node.metricsPort}/metrics`, { method: 'POST' })).status).toBe(404);
+    } finally {
+      await stopNode(m);
+    }
+  });
+});
+
 describe('two nodes sharing a queue', () => {
   it('spreads work and requeues the tasks of a node whose lease lapses (fencing)', async () => {
     const root = uniqueRoot();
