@@ -437,8 +437,10 @@ export class LoomNode {
         this.opts.log(`rejoined with lease ${this.inc!.lease}`);
         return;
       } catch (err) {
-        this.opts.log(`rejoin failed: ${(err as Error).message}; retrying in ${delay} ms`);
-        await new Promise((r) => setTimeout(r, delay));
+        // ±20 %: nodes fenced by one etcd outage do not all retry in step.
+        const wait = Math.round(delay * (0.8 + 0.4 * Math.random()));
+        this.opts.log(`rejoin failed: ${(err as Error).message}; retrying in ${wait} ms`);
+        await new Promise((r) => setTimeout(r, wait));
       }
     }
   }
