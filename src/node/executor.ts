@@ -308,12 +308,12 @@ export class Executor {
     return this.results.take(lease, max);
   }
 
-  /** Whether this node holds the task (running, or its result being written). */
   /** Ids of the tasks held here. */
   heldIds(): Set<string> {
     return new Set(this.running.keys());
   }
 
+  /** Whether this node holds the task (running, or its result being written). */
   holds(id: string): boolean {
     return this.running.has(id);
   }
