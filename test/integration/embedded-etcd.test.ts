@@ -127,6 +127,20 @@ it('starts one member, reports healthy, and stops it (idempotently)', async () =
   expect(fs.readFileSync(etcd.logPath, 'utf8')).toContain('--- loom ');
 }, 20_000);
 
+it('a member that does not exit on SIGTERM is killed after the grace', async () => {
+  const dir = tempDir('stuck');
+  const [peer, client] = await ports(2);
+  const logs: string[] = [];
+  const etcd = await launch({ ...options('stuck', dir, peer, client), log: (m) => logs.push(m) });
+  await etcd.waitHealthy({ timeoutMs: 15_000 });
+  // Stopped, it cannot act on SIGTERM; SIGKILL still ends it.
+  process.kill(etcd.pid, 'SIGSTOP');
+  await etcd.stop(300);
+  expect(processAlive(etcd.pid)).toBe(false);
+  expect(logs.join('\n')).toMatch(new RegExp(`etcd \\(pid ${etcd.pid}\\) still running 300 ms after SIGTERM; sending SIGKILL`));
+  expect(logs.join('\n')).toMatch(/exited with signal SIGKILL/);
+}, 20_000);
+
 it('says which URL is in use when a port is taken', async () => {
   const blocker = net.createServer((socket) => socket.destroy());
   const [taken, other] = await ports(2);
