@@ -36,6 +36,8 @@ export interface ClusterOptions {
   readyTimeoutMs?: number;
   /** SIGTERM -> SIGKILL wait when stopping a node (default 20 s, see setDefaultStopGrace). */
   stopGraceMs?: number;
+  /** Start every node with --metrics-listen (see claimCounters). */
+  metrics?: boolean;
 }
 
 export interface BenchNode {
@@ -50,6 +52,8 @@ export interface BenchNode {
   etcdClientUrl?: string;
   /** Processes the node started (etcd member, reaper), seen once it was up. */
   helpers: ProcRef[];
+  /** http://host:port/metrics of the node (with ClusterOptions.metrics). */
+  metricsUrl?: string;
 }
 
 /** The node's shutdown log line `stats: claimed=N lost=M claimTxns=K`, if printed. */
@@ -106,13 +110,14 @@ export class BenchCluster {
 
   static async start(opts: ClusterOptions, log: (msg: string) => void): Promise<BenchCluster> {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), `loom-bench-${opts.name}-`));
-    const ports = await freePorts(opts.nodes * 3 + 2);
+    const ports = await freePorts(opts.nodes * 4 + 2);
     const take = () => ports.shift()!;
     const specs = Array.from({ length: opts.nodes }, (_, i) => ({
       name: `${opts.name}${i + 1}`,
       api: `127.0.0.1:${take()}`,
       peer: `http://127.0.0.1:${take()}`,
       client: `http://127.0.0.1:${take()}`,
+      metrics: `127.0.0.1:${take()}`,
     }));
     let shared: { proc: ChildProcess; ref?: ProcRef } | undefined;
     let etcdUrls: string[];
@@ -142,8 +147,11 @@ export class BenchCluster {
               '--peer-listen', s.peer, '--client-listen', s.client,
               ...specs.filter((o) => o !== s).flatMap((o) => ['--peer', `${o.name}=${o.peer}`]),
             ];
-      const args = ['--name', s.name, '--listen', s.api, '--data-dir', dataDir, ...etcdArgs, ...slots, ...(opts.args ?? [])];
-      return launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined);
+      const metrics = opts.metrics ? ['--metrics-listen', s.metrics] : [];
+      const args = ['--name', s.name, '--listen', s.api, '--data-dir', dataDir, ...etcdArgs, ...slots, ...metrics, ...(opts.args ?? [])];
+      const node = launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined);
+      if (opts.metrics) node.metricsUrl = `http://${s.metrics}/metrics`;
+      return node;
     });
     const cluster = new BenchCluster(opts, dir, nodes, etcdUrls, shared, log);
     live.add(cluster);
@@ -212,6 +220,30 @@ export class BenchCluster {
     }
     if (this.sharedEtcd?.proc.pid) out.etcdMs += procCpu(this.sharedEtcd.proc.pid).selfMs;
     return out;
+  }
+
+  /**
+   * Each node's claim counters now, from its /metrics (ClusterOptions.metrics):
+   * tasks claimed from the queue, tasks lost to another node in claim
+   * transactions, and claim transactions sent.
+   */
+  async claimCounters(): Promise<NodeStats[]> {
+    return Promise.all(
+      this.nodes.map(async (n) => {
+        if (!n.metricsUrl) throw new Error(`node ${n.name} has no metrics endpoint (start the cluster with metrics: true)`);
+        const text = await httpGet(n.metricsUrl);
+        const value = (sample: string) => {
+          const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
+          if (line === undefined) throw new Error(`node ${n.name}: no ${sample} in its /metrics`);
+          return Number(line.slice(sample.length + 1));
+        };
+        return {
+          claimed: value('loom_claims_total{via="queue"}'),
+          lost: value('loom_claims_lost_total'),
+          claimTxns: value('loom_claim_transactions_total'),
+        };
+      }),
+    );
   }
 
   /** Sends a signal to node i's process (e.g. SIGKILL for failover). */
