@@ -1,6 +1,6 @@
 /** `loom job submit|status|list|cancel|logs` and `loom run --array N`. */
 import * as fs from 'fs';
-import { JobSpec, JobStatus, TaskSpec } from '../gen/loom';
+import { Job, JobCounts, JobSpec, JobState, JobStatus, TaskSpec } from '../gen/loom';
 import { invalid } from '../core/errors';
 import { jobPhase, progressBar } from '../core/job-state';
 import { parseJobFile, submitOrder } from '../core/job-spec';
@@ -40,6 +40,18 @@ export function describeJob(st: JobStatus): string {
   lines.push(`submitted: ${new Date(j.submittedAtMs).toISOString()}`);
   if (j.finishedAtMs) lines.push(`finished:  ${new Date(j.finishedAtMs).toISOString()} (${formatDurationMs(j.finishedAtMs - j.submittedAtMs)})`);
   return lines.join('\n') + '\n';
+}
+
+/**
+ * `loom job list`: one line per job. A list carries no task counts, so a job
+ * still open shows as "active" (`loom job status` tells pending from running).
+ */
+export function formatJobsTable(jobs: Job[]): string {
+  const state = (j: Job) => (j.state === JobState.ACTIVE ? 'active' : jobPhase(j, JobCounts.fromPartial({})));
+  const rows = jobs.map(
+    (j) => `${j.spec!.name.padEnd(24)} ${j.id}  ${state(j).padEnd(9)}  ${String(j.spec!.count).padStart(6)}  ${new Date(j.submittedAtMs).toISOString()}`,
+  );
+  return `${'NAME'.padEnd(24)} ${'ID'.padEnd(36)}  ${'STATE'.padEnd(9)}  ${'TASKS'.padStart(6)}  SUBMITTED\n${rows.join('\n')}${rows.length ? '\n' : ''}`;
 }
 
 /** Exit status of a finished job: 0 completed, 1 failed, 130 killed. */
@@ -144,8 +156,7 @@ export async function runJobCommand(cmd: JobCommand, api: LoomApi, io: JobIo, js
         await write(io.stdout, `${JSON.stringify({ jobs: res.jobs.map((j) => ({ id: j.id, name: j.spec!.name, state: j.state, count: j.spec!.count, submittedAtMs: j.submittedAtMs })), nextPageToken: res.nextPageToken })}\n`);
         return 0;
       }
-      const rows = res.jobs.map((j) => `${j.spec!.name.padEnd(24)} ${j.id}  ${String(j.spec!.count).padStart(6)}  ${new Date(j.submittedAtMs).toISOString()}`);
-      await write(io.stdout, `${'NAME'.padEnd(24)} ${'ID'.padEnd(36)}  ${'TASKS'.padStart(6)}  SUBMITTED\n${rows.join('\n')}${rows.length ? '\n' : ''}`);
+      await write(io.stdout, formatJobsTable(res.jobs));
       if (res.nextPageToken) await write(io.stderr, `loom: more jobs: --page-token ${res.nextPageToken}\n`);
       return 0;
     }
