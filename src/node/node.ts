@@ -27,6 +27,7 @@ import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
+import { nodeMetrics } from './node-metrics';
 import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
@@ -283,40 +284,27 @@ export class LoomNode {
 
   /** What GET /metrics shows (--metrics-listen). */
   private collectMetrics(): Metric[] {
-    const { config } = this;
     const st = this.steal.stats;
-    const mem = process.memoryUsage();
-    const gauge = (name: string, help: string, value: number): Metric => ({ name, help, type: 'gauge', samples: [{ value }] });
-    const counter = (name: string, help: string, value: number): Metric => ({ name, help, type: 'counter', samples: [{ value }] });
-    return [
-      { name: 'loom_node_info', help: 'Always 1; labelled with the node name and loom version.', type: 'gauge', samples: [{ labels: { node: config.name, version: VERSION }, value: 1 }] },
-      gauge('loom_slots', 'Tasks this node runs at once (--slots).', config.slots),
-      gauge('loom_urgent_slots', 'Extra slots only urgent tasks may take (--urgent-slots).', config.urgentSlots),
-      gauge('loom_tasks_running', 'Tasks running on this node.', this.executor.count),
-      gauge('loom_lease_held', '1 while this node holds a live membership lease; 0 while fenced or rejoining.', this.inc && !this.inc.signal.aborted ? 1 : 0),
-      gauge('loom_draining', '1 while this node takes no new work (drained or stopping).', this.control.drain || this.stopping ? 1 : 0),
-      gauge('loom_docker_up', "1 while this node's Docker engine answers.", this.docker ? 1 : 0),
-      {
-        name: 'loom_claims_total',
-        help: 'Tasks this node claimed: from the queue, or in the transaction that submitted them through this node.',
-        type: 'counter',
-        samples: [{ labels: { via: 'queue' }, value: st.claimed }, { labels: { via: 'submit' }, value: this.claimedAtSubmit }],
-      },
-      counter('loom_claims_lost_total', 'Tasks in claim transactions of this node that another node had claimed first.', st.lost),
-      counter('loom_claim_transactions_total', 'Claim transactions this node sent.', st.claimTxns),
-      {
-        name: 'loom_task_results_total',
-        help: 'Attempt results this node recorded, by the state they left the task in (queued: to be retried).',
-        type: 'counter',
-        samples: [...this.resultsByState].sort(([a], [b]) => (a < b ? -1 : 1)).map(([state, value]) => ({ labels: { state }, value })),
-      },
-      counter('loom_tasks_requeued_total', 'Tasks of lost nodes this node put back in the queue.', this.requeuer.requeued),
-      counter('loom_nodes_declared_dead_total', 'Silent nodes this node declared dead.', this.liveness?.declared ?? 0),
-      counter('loom_fenced_total', 'Times this node fenced itself (its lease could have expired).', this.fencedCount),
-      counter('loom_retention_deleted_tasks_total', 'Finished tasks this node deleted after --retention.', this.retention.deletedTasks),
-      gauge('process_resident_memory_bytes', 'Resident memory of the node process.', mem.rss),
-      gauge('nodejs_heap_used_bytes', 'V8 heap in use.', mem.heapUsed),
-    ];
+    return nodeMetrics({
+      node: this.config.name,
+      version: VERSION,
+      slots: this.config.slots,
+      urgentSlots: this.config.urgentSlots,
+      running: this.executor.count,
+      leaseHeld: !!this.inc && !this.inc.signal.aborted,
+      draining: this.control.drain || this.stopping,
+      dockerUp: this.docker,
+      claimedFromQueue: st.claimed,
+      claimedAtSubmit: this.claimedAtSubmit,
+      lostClaims: st.lost,
+      claimTxns: st.claimTxns,
+      resultsByState: this.resultsByState,
+      requeued: this.requeuer.requeued,
+      declaredDead: this.liveness?.declared ?? 0,
+      fenced: this.fencedCount,
+      retentionDeletedTasks: this.retention.deletedTasks,
+      memory: process.memoryUsage(),
+    });
   }
 
   get address(): string {
