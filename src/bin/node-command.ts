@@ -13,8 +13,6 @@ import { parseBytes } from '../core/fit';
 import { LoomNode } from '../node/node';
 import { numberFlag } from './flags';
 
-export { numberFlag };
-
 function list(value: unknown): string[] {
   if (value === undefined) return [];
   return (Array.isArray(value) ? value : [value]).map(String);

@@ -24,13 +24,12 @@
  */
 import { spawn, ChildProcess } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
-import * as https from 'node:https';
 import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { LoomError, invalid } from '../core/errors';
 import { validateNodeName } from '../core/config';
 import { rejoinCluster } from './member-join';
+import { HttpTls, httpRequest } from './etcd-http';
 
 /** SIGTERM → SIGKILL wait when stopping the member (see EmbeddedEtcd.stop). */
 const STOP_GRACE_MS = 2000;
@@ -67,12 +66,6 @@ export interface EmbeddedEtcdOptions {
 /** DNS name every node certificate carries (src/bin/certs-command.ts); etcd admits only such certificates. */
 export const ETCD_ALLOWED_HOSTNAME = 'loom-node';
 
-/** What the health and member-list requests present with TLS. */
-interface HttpTls {
-  ca: Buffer;
-  cert: Buffer;
-  key: Buffer;
-}
 
 export interface WaitHealthyOptions {
   timeoutMs: number;
@@ -852,51 +845,4 @@ function localUrl(url: string): string {
   return url.replace(/^(https?):\/\/(0\.0\.0\.0|\[::\])(?=:)/, (_all, scheme: string, host: string) =>
     host === '0.0.0.0' ? `${scheme}://127.0.0.1` : `${scheme}://[::1]`,
   );
-}
-
-function httpRequest(
-  method: string,
-  url: string,
-  body: string | undefined,
-  timeoutMs: number,
-  signal?: AbortSignal,
-  tls?: HttpTls,
-): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const secure = url.startsWith('https://');
-    const request = secure ? https.request : http.request;
-    const req = request(
-      url,
-      {
-        method,
-        agent: false,
-        signal,
-        headers: body === undefined ? {} : { 'content-type': 'application/json' },
-        // Our own member on a local URL: verify the chain against the cluster
-        // CA, not the name (a wildcard listen host is dialled as loopback).
-        ...(secure && tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: () => undefined } : {}),
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          clearTimeout(timer);
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') });
-        });
-        res.on('error', (err) => {
-          clearTimeout(timer);
-          reject(err);
-        });
-      },
-    );
-    const timer = setTimeout(
-      () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)),
-      Math.max(1, timeoutMs),
-    );
-    req.on('error', (err) => {
-      clearTimeout(timer);
-      reject(err);
-    });
-    req.end(body);
-  });
 }

@@ -20,11 +20,10 @@
  * Removing the old member needs a quorum of the cluster as it is, so the
  * others must be up: with one of three members gone, two answer.
  */
-import * as http from 'node:http';
-import * as https from 'node:https';
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { LoomError, invalid } from '../core/errors';
+import { httpRequest } from './etcd-http';
 
 export interface JoinOptions {
   name: string;
@@ -172,26 +171,5 @@ async function answers(peerUrl: string, tls: JoinOptions['tls']): Promise<boolea
 }
 
 function get(url: string, tls: JoinOptions['tls']): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const secure = url.startsWith('https://');
-    const req = (secure ? https : http).get(
-      url,
-      {
-        agent: false,
-        timeout: REQUEST_MS,
-        // The peer's chain is checked against the cluster CA; names are not
-        // (members may be dialled by address).
-        ...(secure && tls ? { ca: tls.ca, cert: tls.cert, key: tls.key, checkServerIdentity: () => undefined } : {}),
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => (body += c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-        res.on('error', reject);
-      },
-    );
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${REQUEST_MS} ms`)));
-    req.on('error', reject);
-  });
+  return httpRequest('GET', url, undefined, REQUEST_MS, undefined, tls);
 }

@@ -2,7 +2,8 @@
  * `loom node` numeric flags: what was typed is what the error quotes, and
  * only plain decimal numbers are taken.
  */
-import { numberFlag, parseNodeArgs } from '../../src/bin/node-command';
+import { parseNodeArgs } from '../../src/bin/node-command';
+import { numberFlag } from '../../src/bin/flags';
 import { LoomError } from '../../src/core/errors';
 
 const failure = (fn: () => unknown): LoomError => {
