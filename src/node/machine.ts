@@ -51,6 +51,9 @@ export function machineCapacity(dataDir: string, override: Partial<Resources>): 
 }
 
 /** Samples CPU utilisation between calls, plus memory and load. */
+/** Clock ticks (all CPUs together) a CPU utilisation figure needs: 1 s of one CPU at USER_HZ 100. */
+const MIN_CPU_WINDOW_TICKS = 100;
+
 export class MetricsSampler {
   private prev: CpuTimes | undefined = parseProcStat(read('/proc/stat') ?? '');
   private last: NodeMetrics = { cpuUtilization: 0, memoryTotalBytes: 0, memoryAvailableBytes: 0, load1: 0, sampledAtMs: 0 };
@@ -58,8 +61,16 @@ export class MetricsSampler {
   sample(): NodeMetrics {
     const cur = parseProcStat(read('/proc/stat') ?? '');
     const mem = parseMeminfo(read('/proc/meminfo') ?? '');
-    const util = cur && this.prev ? cpuUtilization(this.prev, cur) : 0;
-    if (cur) this.prev = cur;
+    // A window of a few clock ticks says little (a node sampled right after
+    // its own busy start-up read 100 %): keep the last figure and measure
+    // over a longer window next time.
+    let util = this.last.cpuUtilization;
+    if (cur && this.prev && cur.total - this.prev.total >= MIN_CPU_WINDOW_TICKS) {
+      util = cpuUtilization(this.prev, cur);
+      this.prev = cur;
+    } else if (cur && !this.prev) {
+      this.prev = cur;
+    }
     this.last = {
       cpuUtilization: Math.round(util * 1000) / 1000,
       memoryTotalBytes: mem?.totalBytes ?? os.totalmem(),
