@@ -41,13 +41,15 @@ describe('EngineWatch', () => {
   it('markDown takes it down at once, and a ping sent before does not bring it back', async () => {
     let release!: (ok: boolean) => void;
     let pending: Promise<boolean> = Promise.resolve(true);
+    let pings = 0;
     const changes: [boolean, string][] = [];
-    watch = new EngineWatch({ ping: () => pending, intervalMs: 20, onChange: (up, why) => changes.push([up, why]) });
+    watch = new EngineWatch({ ping: () => (pings++, pending), intervalMs: 20, onChange: (up, why) => changes.push([up, why]) });
     await watch.start();
     expect(watch.available).toBe(true);
     // The next ping hangs; its answer ("up") arrives after markDown.
     pending = new Promise((r) => (release = r));
-    await new Promise((r) => setTimeout(r, 40));
+    const sent = pings;
+    await until(() => pings > sent, 'the next ping to be in flight');
     watch.markDown('create container: connect ENOENT');
     expect(watch.available).toBe(false);
     release(true);
