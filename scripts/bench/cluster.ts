@@ -56,7 +56,7 @@ export interface BenchNode {
   metricsUrl?: string;
 }
 
-/** The node's shutdown log line `stats: claimed=N lost=M claimTxns=K`, if printed. */
+/** A node's claim counters (from its /metrics, see claimCounters). */
 export interface NodeStats {
   claimed: number;
   lost: number;
@@ -96,7 +96,7 @@ export function killAllClustersNow(): void {
 export class BenchCluster {
   private apis = new Map<number, LoomApi>();
   private etcdClientCache: Etcd3 | undefined;
-  private stopped: Promise<Map<string, NodeStats | undefined>> | undefined;
+  private stopped: Promise<void> | undefined;
 
   private constructor(
     readonly opts: ClusterOptions,
@@ -254,14 +254,14 @@ export class BenchCluster {
   /**
    * Stops every node (SIGTERM, then SIGKILL after stopGraceMs; with `kill`,
    * SIGKILL at once: each node's reaper then kills its tasks and etcd member)
-   * and the shared etcd; returns each node's stats line.
+   * and the shared etcd.
    */
-  stop(opts: { kill?: boolean } = {}): Promise<Map<string, NodeStats | undefined>> {
+  stop(opts: { kill?: boolean } = {}): Promise<void> {
     this.stopped ??= this.doStop(opts.kill ?? false);
     return this.stopped;
   }
 
-  private async doStop(kill: boolean): Promise<Map<string, NodeStats | undefined>> {
+  private async doStop(kill: boolean): Promise<void> {
     for (const a of this.apis.values()) a.close();
     this.apis.clear();
     this.etcdClientCache?.close();
@@ -276,13 +276,10 @@ export class BenchCluster {
     const helpers = this.nodes.flatMap((n) => n.helpers);
     for (let t = Date.now(); helpers.some(isRunning) && Date.now() - t < 1000; ) await sleep(50);
     for (const h of helpers) if (killIfSame(h)) this.log(`killed leftover pid ${h.pid}: ${h.cmdline.slice(0, 60)}`);
-    const stats = new Map<string, NodeStats | undefined>();
-    for (const n of this.nodes) stats.set(n.name, readStats(n.logFile));
     live.delete(this);
     if (process.env.LOOM_BENCH_KEEP) this.log(`kept ${this.dir}`);
     else fs.rmSync(this.dir, { recursive: true, force: true });
     this.log(`cluster ${this.opts.name}: stopped in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    return stats;
   }
 
   /** Synchronous last resort: SIGKILL everything we know of. */
@@ -376,16 +373,4 @@ function tail(file: string, lines = 3): string {
   } catch {
     return '(no log)';
   }
-}
-
-function readStats(logFile: string): NodeStats | undefined {
-  let text: string;
-  try {
-    text = fs.readFileSync(logFile, 'utf8');
-  } catch {
-    return undefined;
-  }
-  const all = [...text.matchAll(/stats: claimed=(\d+) lost=(\d+) claimTxns=(\d+)/g)];
-  const m = all[all.length - 1];
-  return m ? { claimed: Number(m[1]), lost: Number(m[2]), claimTxns: Number(m[3]) } : undefined;
 }
