@@ -46,6 +46,8 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('peer', { type: 'string', array: true, describe: 'NAME=URL of another embedded etcd member (repeatable)' })
     .option('peer-listen', { type: 'string', describe: 'embedded etcd peer URL (default http://<listen host>:2380)' })
     .option('client-listen', { type: 'string', describe: 'embedded etcd client URL (default http://<listen host>:2379)' })
+    .option('peer-advertise', { type: 'string', describe: 'peer URL the other members dial (default --peer-listen; needed when that listens on 0.0.0.0)' })
+    .option('client-advertise', { type: 'string', describe: 'client URL nodes dial (default --client-listen; needed when that listens on 0.0.0.0)' })
     .option('etcd', { type: 'string', describe: 'URL,... of an existing etcd cluster to join instead of embedding a member' })
     .option('join', { type: 'boolean', default: false, describe: 'bring back this node\'s embedded etcd member after its data dir was lost: removed from the running cluster and added again, it gets the data from the other members (ignored once the data dir exists)' })
     .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
@@ -92,6 +94,8 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     peers: list(args.peer).map(parsePeer),
     peerListen: args['peer-listen'] ?? `${scheme}://${urlHost}:2380`,
     clientListen: args['client-listen'] ?? `${scheme}://${urlHost}:2379`,
+    peerAdvertise: args['peer-advertise'] ?? '',
+    clientAdvertise: args['client-advertise'] ?? '',
     etcdEndpoints: args.etcd ? args.etcd.split(',').map((s) => s.trim()).filter(Boolean) : [],
     etcdBin: args['etcd-bin'],
     joinEtcd: args.join,

@@ -33,6 +33,12 @@ export interface NodeConfig {
   peers: PeerSpec[];
   peerListen: string;
   clientListen: string;
+  /**
+   * URLs the embedded member gives its peers and clients ('' = the listen
+   * URL): for a member that listens on 0.0.0.0, behind NAT, or behind a proxy.
+   */
+  peerAdvertise: string;
+  clientAdvertise: string;
   /** When set, join this etcd cluster instead of embedding a member. */
   etcdEndpoints: string[];
   etcdBin: string;
@@ -94,6 +100,8 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     peers: [],
     peerListen: 'http://127.0.0.1:2380',
     clientListen: 'http://127.0.0.1:2379',
+    peerAdvertise: '',
+    clientAdvertise: '',
     etcdEndpoints: [],
     etcdBin: 'etcd',
     joinEtcd: false,
@@ -172,6 +180,11 @@ export function isLoopbackHost(host: string): boolean {
   if (h === 'localhost' || h === '::1') return true;
   if (isIP(h) === 4) return h.startsWith('127.');
   return false;
+}
+
+/** 0.0.0.0 or [::]: listen on every address; nothing can dial it elsewhere. */
+function isUnspecifiedHost(host: string): boolean {
+  return host === '0.0.0.0' || /^\[[0:]+\]$/.test(host);
 }
 
 function urlHost(url: string): string {
@@ -258,9 +271,28 @@ function validateTransport(c: NodeConfig): void {
   if (c.etcdEndpoints.length === 0) {
     const scheme = c.tls ? 'https' : 'http';
     const why = c.tls ? 'with --tls-* the embedded etcd member speaks TLS' : 'without --tls-* the embedded etcd member speaks plain http';
-    const urls: [string, string][] = [['--peer-listen', c.peerListen], ['--client-listen', c.clientListen], ...c.peers.map((p): [string, string] => [`--peer ${p.name}`, p.url])];
+    const urls: [string, string][] = [
+      ['--peer-listen', c.peerListen], ['--client-listen', c.clientListen],
+      ...(c.peerAdvertise ? [['--peer-advertise', c.peerAdvertise] as [string, string]] : []),
+      ...(c.clientAdvertise ? [['--client-advertise', c.clientAdvertise] as [string, string]] : []),
+      ...c.peers.map((p): [string, string] => [`--peer ${p.name}`, p.url]),
+    ];
     for (const [flag, url] of urls) {
       if (!url.startsWith(`${scheme}://`)) throw invalid(`${flag} ${url} must be an ${scheme}:// URL (${why})`);
+    }
+    // What the member tells others must be an address they can dial.
+    for (const [listenFlag, listen, advertise] of [
+      ['--peer-listen', c.peerListen, c.peerAdvertise], ['--client-listen', c.clientListen, c.clientAdvertise],
+    ] as const) {
+      const told = advertise || listen;
+      if (isUnspecifiedHost(urlHost(told))) {
+        const flag = listenFlag.replace('listen', 'advertise');
+        throw invalid(
+          advertise
+            ? `${flag} ${advertise} is not an address others can reach; give this node's own address`
+            : `${listenFlag} ${listen} listens on every address: give ${flag} with the URL other nodes reach it at`,
+        );
+      }
     }
   }
   const exposed = plaintextExposure(c);

@@ -145,6 +145,8 @@ export class LoomNode {
           dataDir: config.dataDir,
           peerListen: config.peerListen,
           clientListen: config.clientListen,
+          peerAdvertise: config.peerAdvertise || undefined,
+          clientAdvertise: config.clientAdvertise || undefined,
           peers: config.peers,
           etcdBin: config.etcdBin,
           join: config.joinEtcd,

@@ -44,11 +44,15 @@ export interface EmbeddedEtcdOptions {
   name: string;
   /** The node's data dir; etcd uses <dataDir>/etcd and logs to <dataDir>/etcd.log. */
   dataDir: string;
-  /** http://host:port etcd listens on for, and advertises to, its peers. */
+  /** http://host:port etcd listens on for its peers. */
   peerListen: string;
-  /** http://host:port etcd listens on for, and advertises to, clients. */
+  /** http://host:port etcd listens on for clients; this node reaches its member there. */
   clientListen: string;
-  /** The other members; may include this one (same name, URL = peerListen). */
+  /** Peer URL the other members dial (default peerListen). */
+  peerAdvertise?: string;
+  /** Client URL nodes dial, listed in the cluster's membership (default clientListen). */
+  clientAdvertise?: string;
+  /** The other members; may include this one (same name, URL = its advertised peer URL). */
   peers: EtcdPeer[];
   /** Path of the etcd binary, or a bare name to look up on PATH ('etcd'). */
   etcdBin: string;
@@ -90,6 +94,8 @@ interface Resolved {
   markerPath: string;
   peerListen: string;
   clientListen: string;
+  /** The peer URL the other members know this one by (--peer-advertise, default --peer-listen). */
+  peerUrl: string;
   /** All members, this one included, sorted by name. */
   members: EtcdPeer[];
   bin: string;
@@ -117,7 +123,10 @@ const INSTALL_HINT =
   'install it with `apt-get install -y etcd-server` or pass --etcd-bin / LOOM_ETCD_BIN';
 
 export class EmbeddedEtcd {
-  /** URL clients use to reach this member (its --advertise-client-urls). */
+  /**
+   * URL this node reaches its member at (--client-listen). Other nodes use
+   * the advertised one from the member list (memberClientUrls).
+   */
   readonly clientUrl: string;
   readonly pid: number;
   /** Where etcd's stdout and stderr go. */
@@ -177,6 +186,7 @@ export class EmbeddedEtcd {
       if (opts.join) {
         const cluster = await rejoinCluster({
           name: cfg.name,
+          peerUrl: cfg.peerUrl,
           peerListen: cfg.peerListen,
           peerUrls: cfg.members.map((m) => m.url),
           tls: cfg.tls,
@@ -506,8 +516,10 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
   if (peerListen === clientListen) {
     throw invalid(`--peer-listen and --client-listen must differ (both are ${peerListen})`);
   }
+  const peerUrl = opts.peerAdvertise ? checkUrl(opts.peerAdvertise, '--peer-advertise', secure) : peerListen;
+  const clientUrl = opts.clientAdvertise ? checkUrl(opts.clientAdvertise, '--client-advertise', secure) : clientListen;
 
-  const byName = new Map<string, string>([[name, peerListen]]);
+  const byName = new Map<string, string>([[name, peerUrl]]);
   for (const peer of opts.peers) {
     validateNodeName(peer.name);
     checkUrl(peer.url, `--peer ${peer.name}`, secure);
@@ -517,7 +529,7 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
     } else if (known !== peer.url) {
       throw invalid(
         peer.name === name
-          ? `--peer ${peer.name}=${peer.url} names this node, but its URL differs from --peer-listen ${peerListen}`
+          ? `--peer ${peer.name}=${peer.url} names this node, but its URL differs from ${opts.peerAdvertise ? '--peer-advertise' : '--peer-listen'} ${peerUrl}`
           : `--peer ${peer.name} is given twice with different URLs (${known} and ${peer.url})`,
       );
     }
@@ -539,9 +551,9 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
     '--name', name,
     '--data-dir', etcdDir,
     '--listen-peer-urls', peerListen,
-    '--initial-advertise-peer-urls', peerListen,
+    '--initial-advertise-peer-urls', peerUrl,
     '--listen-client-urls', clientListen,
-    '--advertise-client-urls', clientListen,
+    '--advertise-client-urls', clientUrl,
     '--initial-cluster', memberList(members).join(','),
     '--initial-cluster-state', 'new',
     '--initial-cluster-token', CLUSTER_TOKEN,
@@ -582,6 +594,7 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
     markerPath: path.join(dataDir, MARKER_FILE),
     peerListen,
     clientListen,
+    peerUrl,
     members,
     bin: opts.etcdBin,
     args,

@@ -27,7 +27,9 @@ import { httpRequest } from './etcd-http';
 
 export interface JoinOptions {
   name: string;
-  /** This member's peer URL (--peer-listen). */
+  /** This member's peer URL, as the cluster knows it (--peer-advertise, default --peer-listen). */
+  peerUrl: string;
+  /** Where this member listens for peers (--peer-listen). */
   peerListen: string;
   /** Peer URLs of the other members (--peer). */
   peerUrls: string[];
@@ -74,22 +76,22 @@ export async function rejoinCluster(o: JoinOptions): Promise<JoinedMember[]> {
   try {
     const deadline = () => ({ deadline: Date.now() + REQUEST_MS * 2 });
     const { members } = await client.cluster.memberList({}, deadline());
-    const mine = members.find((m) => m.peerURLs.includes(o.peerListen));
+    const mine = members.find((m) => m.peerURLs.includes(o.peerUrl));
     const byName = members.find((m) => m.name === o.name);
-    if (byName && !byName.peerURLs.includes(o.peerListen)) {
+    if (byName && !byName.peerURLs.includes(o.peerUrl)) {
       throw invalid(
-        `cannot join: the cluster's member "${o.name}" has peer URL ${byName.peerURLs.join(',')}, not --peer-listen ${o.peerListen}; ` +
-          `start with the peer URL it had`,
+        `cannot join: the cluster's member "${o.name}" has peer URL ${byName.peerURLs.join(',')}, not ${o.peerUrl}; ` +
+          `start with the peer URL it had (--peer-listen, or --peer-advertise)`,
       );
     }
     if (!mine) {
       throw invalid(
-        `cannot join: the cluster has no member "${o.name}" at ${o.peerListen} (members: ${members.map((m) => m.name || '(unstarted)').join(', ')}); ` +
+        `cannot join: the cluster has no member "${o.name}" at ${o.peerUrl} (members: ${members.map((m) => m.name || '(unstarted)').join(', ')}); ` +
           `--join brings back a member whose data dir was lost; a new node can join as a worker with --etcd ${clientUrls.join(',')}`,
       );
     }
     if (mine.name !== '' && mine.name !== o.name) {
-      throw invalid(`cannot join: peer URL ${o.peerListen} belongs to member "${mine.name}", not "${o.name}"`);
+      throw invalid(`cannot join: peer URL ${o.peerUrl} belongs to member "${mine.name}", not "${o.name}"`);
     }
     const strangers = members.filter((m) => m !== mine && m.name === '');
     if (strangers.length) {
@@ -100,23 +102,26 @@ export async function rejoinCluster(o: JoinOptions): Promise<JoinedMember[]> {
     }
     if (mine.name === o.name) {
       // A started member with our name and URL: ours, unless it still runs.
-      if (await answers(o.peerListen, o.tls)) {
-        throw new LoomError(
-          'INVALID_STATE',
-          `cannot join: something answers at --peer-listen ${o.peerListen}: is member "${o.name}" still running (another process or machine)?`,
-        );
+      const urls = [['--peer-listen', o.peerListen], ...(o.peerUrl !== o.peerListen ? [['--peer-advertise', o.peerUrl]] : [])];
+      for (const [flag, url] of urls) {
+        if (await answers(url, o.tls)) {
+          throw new LoomError(
+            'INVALID_STATE',
+            `cannot join: something answers at ${flag} ${url}: is member "${o.name}" still running (another process or machine)?`,
+          );
+        }
       }
       o.log(`etcd member "${o.name}" (id ${mine.ID}) lost its data: removing it from the cluster and adding it again`);
       await whenHealthy(o, 'remove', () => client.cluster.memberRemove({ ID: mine.ID }, deadline()));
-      const added = await whenHealthy(o, 'add', () => client.cluster.memberAdd({ peerURLs: [o.peerListen] }, deadline()));
+      const added = await whenHealthy(o, 'add', () => client.cluster.memberAdd({ peerURLs: [o.peerUrl] }, deadline()));
       o.log(`etcd member "${o.name}" added again (id ${added.member.ID}); it gets its data from the other members`);
     } else {
-      o.log(`etcd member at ${o.peerListen} was added but never started (an earlier --join): starting it`);
+      o.log(`etcd member at ${o.peerUrl} was added but never started (an earlier --join): starting it`);
     }
     const others = members.filter((m) => m !== mine && m.name !== '');
     return [
       ...others.map((m) => ({ name: m.name, url: m.peerURLs[0] })),
-      { name: o.name, url: o.peerListen },
+      { name: o.name, url: o.peerUrl },
     ].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   } catch (err) {
     if (err instanceof LoomError) throw err;
@@ -149,7 +154,7 @@ async function whenHealthy<T>(o: JoinOptions, what: string, change: () => Promis
 /** The member list from the first peer that answers on its peer URL. */
 async function listFromPeers(o: JoinOptions): Promise<{ members: PeerApiMember[]; via: string }> {
   const tried: string[] = [];
-  for (const url of o.peerUrls.filter((u) => u !== o.peerListen)) {
+  for (const url of o.peerUrls.filter((u) => u !== o.peerUrl)) {
     try {
       const res = await get(`${url}/members`, o.tls);
       if (res.status === 200) return { members: JSON.parse(res.body) as PeerApiMember[], via: url };

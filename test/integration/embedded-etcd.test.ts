@@ -10,6 +10,7 @@ import * as path from 'node:path';
 import { LoomError } from '../../src/core/errors';
 import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/store/embedded-etcd';
 import { freePort, processAlive, testEtcdEndpoint } from '../support/etcd';
+import { TcpProxy } from '../support/tcp-proxy';
 
 const ETCD_BIN = process.env.LOOM_ETCD_BIN || 'etcd';
 
@@ -126,6 +127,32 @@ it('starts one member, reports healthy, and stops it (idempotently)', async () =
   expect(late).toEqual(exits[0]);
   expect(fs.readFileSync(etcd.logPath, 'utf8')).toContain('--- loom ');
 }, 20_000);
+
+it('advertises --peer-advertise / --client-advertise URLs, not its listen URLs (a member behind a proxy)', async () => {
+  const dir = tempDir('adv');
+  const [peer, client] = await ports(2);
+  const peerProxy = new TcpProxy({ host: '127.0.0.1', port: peer });
+  const clientProxy = new TcpProxy({ host: '127.0.0.1', port: client });
+  await peerProxy.start();
+  await clientProxy.start();
+  try {
+    const etcd = await launch({ ...options('adv', dir, peer, client), peerAdvertise: peerProxy.url, clientAdvertise: clientProxy.url });
+    await etcd.waitHealthy({ timeoutMs: 15_000 });
+    // The node itself talks to its member where it listens.
+    expect(etcd.clientUrl).toBe(`http://127.0.0.1:${client}`);
+    const res = await request('POST', `${clientProxy.url}/v3/cluster/member/list`, '{}');
+    const members = res.json.members as { name: string; peerURLs: string[]; clientURLs: string[] }[];
+    expect(members.map((m) => [m.name, m.peerURLs, m.clientURLs])).toEqual([['adv', [peerProxy.url], [clientProxy.url]]]);
+    // A --peer entry for this member must now match the advertised URL.
+    const e = await loomError(
+      EmbeddedEtcd.start({ ...options('adv', tempDir('adv2'), peer, client, [{ name: 'adv', url: `http://127.0.0.1:${peer}` }]), peerAdvertise: peerProxy.url }),
+    );
+    expect(e.message).toMatch(/names this node, but its URL differs from --peer-advertise/);
+  } finally {
+    await peerProxy.stop();
+    await clientProxy.stop();
+  }
+});
 
 it('a member that does not exit on SIGTERM is killed after the grace', async () => {
   const dir = tempDir('stuck');

@@ -47,6 +47,22 @@ describe('plaintext only on loopback unless --insecure', () => {
     expect(err(() => parseNodeArgs(['--listen', '10.1.2.3:8080'], {}))?.message).toMatch(/--listen 10\.1\.2\.3:8080.*--peer-listen http:\/\/10\.1\.2\.3:2380.*--client-listen/);
   });
 
+  it('an embedded member that listens on every address must be told what to advertise', () => {
+    const e = err(() => parseNodeArgs(['--peer-listen', 'http://0.0.0.0:2380', '--insecure'], {}));
+    expect(e?.code).toBe('INVALID_ARGUMENT');
+    expect(e?.message).toMatch(/--peer-listen http:\/\/0\.0\.0\.0:2380 listens on every address: give --peer-advertise/);
+    expect(err(() => parseNodeArgs(['--client-listen', 'http://[::]:2379', '--insecure'], {}))?.message).toMatch(/give --client-advertise/);
+    const c = parseNodeArgs(
+      ['--peer-listen', 'http://0.0.0.0:2380', '--peer-advertise', 'http://10.1.2.3:2380', '--client-listen', 'http://0.0.0.0:2379', '--client-advertise', 'http://10.1.2.3:2379', '--insecure'],
+      {},
+    );
+    expect([c.peerAdvertise, c.clientAdvertise]).toEqual(['http://10.1.2.3:2380', 'http://10.1.2.3:2379']);
+    expect(err(() => parseNodeArgs(['--peer-advertise', 'http://0.0.0.0:2380'], {}))?.message).toMatch(/--peer-advertise http:\/\/0\.0\.0\.0:2380 is not an address others can reach/);
+    expect(err(() => parseNodeArgs(['--client-advertise', 'http://127.0.0.1:2379', '--tls-ca', 'a', '--tls-cert', 'b', '--tls-key', 'c'], {}))?.message).toMatch(
+      /--client-advertise http:\/\/127\.0\.0\.1:2379 must be an https:\/\/ URL/,
+    );
+  });
+
   it('accepts it with --insecure, or with TLS', () => {
     const c = parseNodeArgs(['--listen', '10.1.2.3:8080', '--insecure'], {});
     expect(c.insecure).toBe(true);
