@@ -323,19 +323,28 @@ export class TaskTransitions {
     signal?: AbortSignal,
   ): Promise<{ claimed: (HeldTask | undefined)[]; finished: boolean[] }> {
     if (entries.length + finishes.length > BATCH_CHUNK) throw new LoomError('INTERNAL', `more than ${BATCH_CHUNK} items in one transaction`);
-    const records = entries.map((e) => this.runningRecord(e.snapshot, me, nowMs));
+    // A queued entry of a task whose result is in this transaction is stale:
+    // the task runs here, its queued key went with the claim (the window saw
+    // it again through a read older than that claim, e.g. just after a
+    // rejoin). Its compare would fail; but both would write /task/<id>, and
+    // etcd refuses a transaction that writes a key twice: ALL of it, the
+    // other claims and results too. Such an entry is lost without asking.
+    const finishing = new Set(finishes.map((f) => f.held.task.id));
+    const sent = entries.filter((e) => !finishing.has(e.id));
+    const records = sent.map((e) => this.runningRecord(e.snapshot, me, nowMs));
     const res = await this.kv.txn(
       {
         compare: [],
-        success: [...entries.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))],
+        success: [...sent.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))],
       },
-      finishes.length === 0 ? 'claim' : entries.length === 0 ? 'finish' : 'claim and finish',
+      finishes.length === 0 ? 'claim' : sent.length === 0 ? 'finish' : 'claim and finish',
       signal,
     );
     const ok = (j: number) => res.responses[j]?.response_txn?.succeeded === true;
+    const claimed = new Map(sent.map((e, j) => [e, ok(j) ? { task: records[j], revision: res.header.revision } : undefined]));
     return {
-      claimed: entries.map((_, j) => (ok(j) ? { task: records[j], revision: res.header.revision } : undefined)),
-      finished: finishes.map((_, k) => ok(entries.length + k)),
+      claimed: entries.map((e) => claimed.get(e)),
+      finished: finishes.map((_, k) => ok(sent.length + k)),
     };
   }
 

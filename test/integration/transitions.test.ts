@@ -142,6 +142,25 @@ describe('store transitions', () => {
     expect((await q.runningKeys()).map((r) => r.id).sort()).toEqual([b.id, c.id].sort());
   });
 
+  it('a stale queued entry of a task whose result rides in the same transaction is dropped, not sent: etcd would refuse the whole transaction', async () => {
+    const { keys, tr, q } = setup();
+    const me = { node: 'n1', lease: await register(keys, 'n1') };
+    const [a, b] = [tr.newRecord(spec(), 'me', Date.now()), tr.newRecord(spec(), 'me', Date.now())];
+    await tr.submit([a, b]);
+    const entries = await queuedEntries(keys);
+    const staleA = entries.find((e) => e.id === a.id)!;
+    const entryB = entries.find((e) => e.id === b.id)!;
+    const [heldA] = await tr.claim([staleA], me, Date.now());
+    const ok = { event: 'succeed' as const, exitCode: 0, reason: 'exit 0', finishedAtMs: Date.now() };
+    // A's queued entry (as read before its claim) beside A's own result and a live claim of B.
+    const res = await tr.claimAndFinish([staleA, entryB], [{ held: heldA!, outcome: ok }], me, Date.now());
+    expect(res.finished).toEqual([true]);
+    expect(res.claimed[0]).toBeUndefined();
+    expect(res.claimed[1]!.task.id).toBe(b.id);
+    expect((await q.get(a.id)).task.state).toBe(TaskState.COMPLETED);
+    expect((await q.get(b.id)).task.state).toBe(TaskState.RUNNING);
+  });
+
   it('requeues the task of a lost incarnation exactly once', async () => {
     const { keys, tr, q } = setup();
     const lease = await register(keys, 'n1');
