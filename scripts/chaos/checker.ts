@@ -36,7 +36,8 @@
  *  execution-unrecorded every execution in the log is an attempt the record
  *                      knows, on the node the record names; no attempt ran twice
  *  outlived-node       no execution started by a node incarnation that was
- *                      SIGKILLed, SIGSTOPped or cut off from etcd (started
+ *                      SIGKILLed, SIGSTOPped or cut off from etcd or from the
+ *                      rest of the cluster (started
  *                      before the node was restarted / resumed / healed) was
  *                      alive (end line or sampler) later than the fault's
  *                      start + lease TTL: the reaper must kill it at once
@@ -563,7 +564,7 @@ export function check(input: CheckInput): CheckResult {
   }
   for (const f of input.faults) {
     if (f.recoveryError) v('recovery', undefined, `#${f.seq} ${f.kind} ${f.target}: ${f.recoveryError}`);
-    if ((f.kind === 'pause-node' || f.kind === 'partition-node') && f.status === 'done' && f.leaseAfter === f.leaseBefore) {
+    if ((f.kind === 'pause-node' || f.kind === 'partition-node' || f.kind === 'partition-member') && f.status === 'done' && f.leaseAfter === f.leaseBefore) {
       const what = f.kind === 'pause-node' ? 'pause' : 'partition';
       v('recovery', undefined, `#${f.seq} ${f.kind} ${f.target}: still under lease ${f.leaseBefore} after a ${f.holdMs} ms ${what} (> TTL)`);
     }
@@ -592,7 +593,7 @@ export function check(input: CheckInput): CheckResult {
 }
 
 /** Faults that take a node away from the cluster while its tasks may still be running. */
-const NODE_LOSS_FAULTS: string[] = ['kill-node', 'pause-node', 'partition-node', 'wipe-member'];
+const NODE_LOSS_FAULTS: string[] = ['kill-node', 'pause-node', 'partition-node', 'partition-member', 'wipe-member'];
 
 /** The injected fault that explains a node-loss restart, if any (the latest matching one). */
 function attribute(faults: FaultRecord[], a: Attempt, cause: RestartCause, ttlMs: number): FaultRecord | undefined {

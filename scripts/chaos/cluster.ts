@@ -1,9 +1,15 @@
 /**
  * The chaos cluster: 5 real `loom node` processes on free loopback ports.
- *   n1, n2, n3  each embed an etcd member (a 3-member etcd cluster)
+ *   n1, n2, n3  each embed an etcd member (a 3-member etcd cluster); each
+ *               member advertises (--peer-advertise, --client-advertise) a
+ *               LinkProxy of the harness in front of its peer and client
+ *               ports, which the partition-member fault uses to cut one
+ *               member node (node and member) off from the others
  *   w1, w2      worker-only, `--etcd` with the three members' client URLs,
  *               each through a TCP proxy of the harness's own (one per member
  *               and worker) that the partition-node fault cuts or stalls
+ * The harness's own etcd client goes through proxies too (harnessUrls), so
+ * that it can skip a partitioned member.
  *
  * Each node's stdout/stderr go to <dir>/<name>/node.log. The harness only ever
  * signals processes it started itself: the node processes (by the pid of the
@@ -18,6 +24,7 @@ import * as net from 'net';
 import * as path from 'path';
 import { NODE_RUNTIME_FLAGS } from '../../src/bin/runtime-flags';
 import { TcpProxy } from '../../test/support/tcp-proxy';
+import { LinkProxy, Verdict } from './link-proxy';
 
 export const LOOM_BIN = path.resolve(__dirname, '../../src/bin/loom.js');
 
@@ -70,7 +77,11 @@ export class ChaosNode {
     readonly clientUrl?: string,
     /** For workers: the proxies their etcd traffic goes through (one per member). */
     readonly etcdProxies: TcpProxy[] = [],
+    /** For members: the proxies in front of their peer and client ports. */
+    readonly linkProxies: LinkProxy[] = [],
   ) {}
+  /** memberPid() of the current process, once its log has it. */
+  private memberPidSeen: number | undefined;
 
   get logPath(): string {
     return path.join(this.dataDir, 'node.log');
@@ -95,6 +106,7 @@ export class ChaosNode {
     const proc = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...this.args, ...extra], { stdio: ['ignore', fd, fd] });
     fs.closeSync(fd);
     this.proc = proc;
+    this.memberPidSeen = undefined;
     this.paused = false;
     this.starts++;
     this.exitedP = new Promise((r) => proc.once('exit', () => r()));
@@ -138,16 +150,23 @@ export class ChaosNode {
   /** pid of the embedded etcd member the current process started (from its log). */
   memberPid(): number | undefined {
     if (this.ownMember) return this.ownMember.proc.pid;
+    if (this.memberPidSeen !== undefined) return this.memberPidSeen;
     const re = new RegExp(`etcd member "${this.name}" started \\(pid (\\d+)\\)`, 'g');
     let pid: number | undefined;
     for (const m of this.output().matchAll(re)) pid = Number(m[1]);
+    this.memberPidSeen = pid;
     return pid;
   }
 }
 
 export class ChaosCluster {
   readonly nodes: ChaosNode[] = [];
+  /** The members' own client ports (no proxy). */
   readonly clientUrls: string[] = [];
+  /** The harness's way to the members: one TcpProxy each (see isolate()). */
+  readonly harnessProxies: TcpProxy[] = [];
+  /** partition-member: the member node cut off from the rest, and how. */
+  private isolated: { name: string; mode: 'drop' | 'reset' } | undefined;
 
   private constructor(readonly opts: ClusterOptions) {}
 
@@ -161,18 +180,28 @@ export class ChaosCluster {
     // Ports handed out above but not yet bound (members start later).
     const reserved = new Set(members.flatMap((m) => [m.peer, m.client, Number(m.api.split(':')[1])]));
     const common = ['--slots', String(opts.slots), '--lease-ttl', String(opts.leaseTtlS), '--shutdown-grace', '2s', '--kill-grace', '1s'];
+    const links = new Map<string, { peer: LinkProxy; client: LinkProxy }>();
+    for (const m of members) {
+      const make = (port: number) =>
+        startFree(() => new LinkProxy({ host: '127.0.0.1', port }, m.name, (pid) => c.groupOf(pid), () => c.knownPids(), (from, to) => c.verdict(from, to)), reserved);
+      links.set(m.name, { peer: await make(m.peer), client: await make(m.client) });
+    }
     for (const m of members) {
       const dataDir = path.join(opts.dir, m.name);
+      const own = links.get(m.name)!;
       const args = [
         '--name', m.name, '--listen', m.api, '--data-dir', dataDir,
         '--peer-listen', `http://127.0.0.1:${m.peer}`, '--client-listen', `http://127.0.0.1:${m.client}`,
-        ...members.filter((o) => o !== m).flatMap((o) => ['--peer', `${o.name}=http://127.0.0.1:${o.peer}`]),
+        '--peer-advertise', own.peer.url, '--client-advertise', own.client.url,
+        ...members.filter((o) => o !== m).flatMap((o) => ['--peer', `${o.name}=${links.get(o.name)!.peer.url}`]),
         ...common,
       ];
-      c.nodes.push(new ChaosNode(m.name, 'member', m.api, dataDir, args, `http://127.0.0.1:${m.client}`));
+      c.nodes.push(new ChaosNode(m.name, 'member', m.api, dataDir, args, `http://127.0.0.1:${m.client}`, [], [own.peer, own.client]));
     }
+    for (const u of c.clientUrls) c.harnessProxies.push(await startProxy(u, reserved));
     for (const name of ['w1', 'w2']) {
       const api = `127.0.0.1:${await freePort()}`;
+      reserved.add(Number(api.split(':')[1]));
       const dataDir = path.join(opts.dir, name);
       const proxies: TcpProxy[] = [];
       for (const u of c.clientUrls) proxies.push(await startProxy(u, reserved));
@@ -190,6 +219,58 @@ export class ChaosCluster {
 
   get members(): ChaosNode[] {
     return this.nodes.filter((n) => n.role === 'member');
+  }
+
+  /** URLs of the harness's own proxies to the members, for its etcd client. */
+  get harnessUrls(): string[] {
+    return this.harnessProxies.map((p) => p.url);
+  }
+
+  /** The node a pid belongs to: its own process or the etcd member it runs. */
+  groupOf(pid: number): string | undefined {
+    return this.nodes.find((n) => n.pid === pid || n.memberPid() === pid)?.name;
+  }
+
+  knownPids(): number[] {
+    return this.nodes.flatMap((n) => [n.running ? n.pid : undefined, n.role === 'member' ? n.memberPid() : undefined]).filter((p): p is number => p !== undefined);
+  }
+
+  /** LinkProxy policy: a link across the partition (exactly one end isolated) is cut. */
+  verdict(from: string | undefined, to: string): Verdict {
+    const iso = this.isolated;
+    if (!iso || from === undefined || from === to) return 'pass';
+    return (from === iso.name) !== (to === iso.name) ? iso.mode : 'pass';
+  }
+
+  /**
+   * partition-member: cuts a member node (its node process and its etcd
+   * member) off from every other node and member, both ways, while all keep
+   * running: the members' peer and client proxies cut the links across the
+   * partition ('drop': open connections pass nothing; 'reset': closed and
+   * refused), and the workers' proxies to this member are cut the same way.
+   * The harness's own proxy to it refuses connections, so the harness reads
+   * from the majority without waiting out deadlines.
+   */
+  isolate(n: ChaosNode, mode: 'drop' | 'reset'): void {
+    if (n.role !== 'member') throw new Error(`node ${n.name} embeds no etcd member`);
+    const i = this.members.indexOf(n);
+    this.isolated = { name: n.name, mode };
+    for (const m of this.members) for (const p of m.linkProxies) p.apply();
+    for (const w of this.nodes) {
+      const p = w.etcdProxies[i];
+      if (p) mode === 'drop' ? p.stall() : p.partition();
+    }
+    this.harnessProxies[i].partition();
+  }
+
+  /** Ends a partition-member. */
+  rejoin(): void {
+    if (!this.isolated) return;
+    const i = this.members.findIndex((m) => m.name === this.isolated!.name);
+    this.isolated = undefined;
+    for (const m of this.members) for (const p of m.linkProxies) p.apply();
+    for (const w of this.nodes) w.etcdProxies[i]?.heal();
+    this.harnessProxies[i].heal();
   }
 
   async startAll(timeoutMs = 120_000): Promise<void> {
@@ -307,10 +388,12 @@ export class ChaosCluster {
       );
     };
     for (const n of this.nodes) this.heal(n);
+    this.rejoin();
     await stop(this.nodes.filter((n) => n.role === 'worker'));
     await stop(this.members);
     for (const n of this.members) await this.stopOwnMember(n, 'SIGTERM');
-    for (const n of this.nodes) for (const p of n.etcdProxies) await p.stop();
+    for (const n of this.nodes) for (const p of [...n.etcdProxies, ...n.linkProxies]) await p.stop();
+    for (const p of this.harnessProxies) await p.stop();
   }
 
   /** Last resort on a crash of the harness: SIGKILL everything we started. */
@@ -338,11 +421,15 @@ export class ChaosCluster {
  * a port freePort() handed out is free again until its owner binds it, and
  * the kernel may give it to the next bind(0).
  */
-async function startProxy(url: string, reserved: Set<number>): Promise<TcpProxy> {
-  const held: TcpProxy[] = [];
+function startProxy(url: string, reserved: Set<number>): Promise<TcpProxy> {
+  return startFree(() => TcpProxy.fromUrl(url), reserved);
+}
+
+async function startFree<P extends { port: number; start(): Promise<void>; stop(): Promise<void> }>(make: () => P, reserved: Set<number>): Promise<P> {
+  const held: P[] = [];
   try {
     for (;;) {
-      const p = TcpProxy.fromUrl(url);
+      const p = make();
       await p.start();
       if (!reserved.has(p.port)) return p;
       held.push(p);

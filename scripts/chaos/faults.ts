@@ -22,8 +22,19 @@
  *               ('reset'). Its lease expires for the rest of the cluster,
  *               which requeues its tasks; the node must fence itself (kill
  *               its tasks) before the lease can expire, and rejoin under a
- *               new lease once healed. Only workers: an embedded member's
- *               node reaches its own member directly.
+ *               new lease once healed. Only workers (partition-member cuts
+ *               a member node).
+ *   partition-member
+ *               cut a node that embeds an etcd member off from the rest of
+ *               the cluster, node and member together, for 2x the lease TTL:
+ *               the members advertise the harness's LinkProxies, which know
+ *               which process each connection comes from and cut every link
+ *               across the partition (peer traffic and client traffic, both
+ *               ways; 'drop' or 'reset' as above). The member is then a
+ *               minority of one: it cannot commit, and a leader steps down.
+ *               Its node must fence itself like a partitioned worker; the
+ *               majority elects a leader if needed, lets the lease expire and
+ *               requeues; the other nodes must carry on without its member.
  *   kill-etcd   SIGKILL one embedded etcd member (pid from the node's log);
  *               after `holdMs` the harness restarts it with the command line,
  *               environment and cwd read from /proc before the kill (the node
@@ -53,9 +64,10 @@ import * as path from 'path';
 import { ChaosCluster, ChaosNode, loomCli, sleep } from './cluster';
 import { Rng } from './rng';
 
-export type FaultKind = 'kill-node' | 'pause-node' | 'partition-node' | 'kill-etcd' | 'drain-node' | 'etcd-outage' | 'wipe-member';
+export type FaultKind =
+  | 'kill-node' | 'pause-node' | 'partition-node' | 'partition-member' | 'kill-etcd' | 'drain-node' | 'etcd-outage' | 'wipe-member';
 /** Kinds run by default; etcd-outage and wipe-member only on request. */
-export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'partition-node', 'kill-etcd', 'drain-node'];
+export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'partition-node', 'partition-member', 'kill-etcd', 'drain-node'];
 export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage', 'wipe-member'];
 
 export interface PlannedFault {
@@ -126,7 +138,7 @@ export class FaultSchedule {
     const { rng, o } = this;
     const seq = ++this.seq;
     const kind = this.cover.shift() ?? rng.pick(o.kinds);
-    const onMembers = kind === 'kill-etcd' || kind === 'etcd-outage' || kind === 'wipe-member';
+    const onMembers = kind === 'kill-etcd' || kind === 'etcd-outage' || kind === 'wipe-member' || kind === 'partition-member';
     const target = rng.pick(onMembers ? o.members : kind === 'partition-node' ? o.workers : o.nodes);
     const gapMs = rng.int(Math.round(o.intervalMs * 0.5), Math.round(o.intervalMs * 1.5));
     const ttl = o.leaseTtlMs;
@@ -141,6 +153,7 @@ export class FaultSchedule {
       case 'pause-node':
         return { seq, kind, target, gapMs, holdMs: 2 * ttl, trigger: rng.chance(0.5) ? 'claim' : 'timer' };
       case 'partition-node':
+      case 'partition-member':
         return {
           seq, kind, target, gapMs, holdMs: 2 * ttl,
           trigger: rng.chance(0.5) ? 'claim' : 'timer',
@@ -186,6 +199,7 @@ export class FaultInjector {
           await this.pauseNode(n, rec);
           break;
         case 'partition-node':
+        case 'partition-member':
           await this.partitionNode(n, rec);
           break;
         case 'kill-etcd':
@@ -300,15 +314,19 @@ export class FaultInjector {
     rec.note = `paused ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, rejoined ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after SIGCONT${rec.fenced ? ' (logged FENCED)' : ''}`;
   }
 
+  /** partition-node (a worker cut off from etcd) and partition-member (a member node cut off from the rest). */
   private async partitionNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
     const mode = rec.mode ?? 'drop';
+    const member = rec.kind === 'partition-member';
+    const c = this.d.cluster;
     rec.leaseBefore = await this.lease(n.name);
     const before = n.output().length;
-    const how = await this.strike(n, rec, () => this.d.cluster.partition(n, mode));
+    const how = await this.strike(n, rec, () => (member ? c.isolate(n, mode) : c.partition(n, mode)));
     try {
       await sleep(rec.holdMs - (Date.now() - rec.startMs));
     } finally {
-      this.d.cluster.heal(n);
+      if (member) c.rejoin();
+      else c.heal(n);
       rec.endMs = Date.now();
     }
     this.d.afterResume?.(n.name);
@@ -316,7 +334,7 @@ export class FaultInjector {
     rec.fenced = this.fencedSince(n, before);
     const what = mode === 'drop' ? 'every packet lost' : 'connections refused';
     rec.note =
-      `cut off from etcd (${what}) ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, ` +
+      `${member ? 'node and etcd member cut off from the rest' : 'cut off from etcd'} (${what}) ${how} for ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s, ` +
       `rejoined ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after the heal${rec.fenced ? ' (logged FENCED)' : ''}`;
   }
 

@@ -196,7 +196,7 @@ async function run(o: Options): Promise<number> {
     say(`starting 5 nodes in ${runDir} (${o.slots} slots each, lease TTL ${o.leaseTtlS} s)`);
     await cluster.startAll();
     say(`cluster up: ${cluster.nodes.map((n) => `${n.name}(pid ${n.pid})`).join(' ')}; etcd ${cluster.clientUrls.join(',')}`);
-    client = new Etcd3({ hosts: cluster.clientUrls, dialTimeout: 3000 });
+    client = new Etcd3({ hosts: cluster.harnessUrls, dialTimeout: 3000 });
     const etcd = client;
     const nodeLease = async (name: string) => {
       const res = await etcd.kv.range({ key: Buffer.from(`/node/${name}`) }, { deadline: Date.now() + 3000 });

@@ -4,7 +4,7 @@
  * violations are planted (a task completed twice, overlapping executions,
  * a stuck task, a bad index, an execution loom did not record, a result for
  * a killed run, an unexplained restart, a process outliving its paused node
- * or its cut-off node, a cut-off node that kept its lease, an orphan, a torn
+ * or its cut-off node or its partitioned member node, a cut-off node that kept its lease, an orphan, a torn
  * log line) next to control tasks that are correct, including
  * a correctly re-executed one. Passes only if every planted violation is
  * reported under its rule and the controls produce none.
@@ -161,6 +161,11 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
     task: record(id, TaskState.COMPLETED, 'n1', [at(1, 'w2', 49_000, 55_000, 'node lost'), at(2, 'n1', 55_100, 56_000, 'exit 0')]),
     log: [[1, 'w2', 224, 49_010, 'start'], [1, 'w2', 224, 50_000 + TTL + 500, 'end', 0], [2, 'n1', 225, 55_200, 'start'], [2, 'n1', 225, 55_900, 'end', 0]],
   }));
+  // n3 (node and etcd member) is cut off from the rest at T+70 s (fault #3); its copy lives on past TTL.
+  add('copy outlived its partitioned member node', 'ok', ['outlived-node'], (id) => ({
+    task: record(id, TaskState.COMPLETED, 'n1', [at(1, 'n3', 69_000, 75_000, 'node lost'), at(2, 'n1', 75_100, 76_000, 'exit 0')]),
+    log: [[1, 'n3', 226, 69_010, 'start'], [1, 'n3', 226, 70_000 + TTL + 500, 'end', 0], [2, 'n1', 227, 75_200, 'start'], [2, 'n1', 227, 75_900, 'end', 0]],
+  }));
   add('a node started an attempt after it was requeued (stale claim)', 'ok', ['after-recorded-end'], (id) => ({
     task: record(id, TaskState.COMPLETED, 'n3', [at(1, 'n2', 0, 5000, 'node lost'), at(2, 'n3', 5100, 6000, 'exit 0')]),
     log: [[2, 'n3', 220, 5150, 'start'], [2, 'n3', 220, 5900, 'end', 0], [1, 'n2', 221, 9000, 'start']],
@@ -204,6 +209,10 @@ export function buildSelfTestInput(): { input: CheckInput; cases: Case[]; global
       // Still under its old lease after the heal: a recovery violation.
       seq: 2, kind: 'partition-node', mode: 'drop', target: 'w2', gapMs: 0, holdMs: 2 * TTL, status: 'done',
       startMs: T + 50_000, endMs: T + 50_000 + 2 * TTL, recoveredMs: T + 50_100 + 2 * TTL, note: 'synthetic', leaseBefore: '3', leaseAfter: '3',
+    },
+    {
+      seq: 3, kind: 'partition-member', mode: 'reset', target: 'n3', gapMs: 0, holdMs: 2 * TTL, status: 'done',
+      startMs: T + 70_000, endMs: T + 70_000 + 2 * TTL, recoveredMs: T + 70_100 + 2 * TTL, note: 'synthetic', leaseBefore: '5', leaseAfter: '6',
     },
   ];
   const logText = [...cases.flatMap((c) => c.log), 'torn line 0190aaaa-0000 1 n1 sta'].join('\n') + '\n';
