@@ -11,7 +11,8 @@ import { automaticLabels, machineCapacity, MetricsSampler } from './machine';
 import { NodeConfig } from '../core/config';
 import { LoomError } from '../core/errors';
 import { stateName } from '../core/lifecycle';
-import { connectEtcd, Kv } from '../store/etcd';
+import { connectEtcd, KEEPALIVE_DEFAULT_MS, KEEPALIVE_EMBEDDED_MS, Kv } from '../store/etcd';
+import { EndpointHealth } from '../store/endpoint-health';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
 import { Incarnation, Membership, staleAfterMs } from '../store/membership';
@@ -107,6 +108,8 @@ export class LoomNode {
   /** Container runner and whether its engine answers (set by start()). */
   private dockerRunner: DockerRunner | undefined;
   private engine: EngineWatch | undefined;
+  /** Which etcd members requests skip (stopped with the clients). */
+  private health: EndpointHealth | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -165,12 +168,16 @@ export class LoomNode {
       await reaper.close();
       throw err;
     }
-    const client = connectEtcd({ endpoints, tls });
+    // Members that stop answering are skipped by every request (probed on connections of their own).
+    const health = new EndpointHealth(endpoints, { connect: (e) => connectEtcd({ endpoints: [e], tls, ownConnection: true }), log });
+    const keepaliveMs = etcd ? KEEPALIVE_EMBEDDED_MS : KEEPALIVE_DEFAULT_MS;
+    const client = connectEtcd({ endpoints, tls, health, keepaliveMs });
     const kv = new Kv(client);
     // Membership (lease keepalives) on its own connection: a flood of API
     // reads must not delay the heartbeats that keep this node unfenced.
-    const memberKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true }));
-    const beatKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true }), staleAfterMs(config.leaseTtlSeconds * 1000));
+    const memberKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true, health, keepaliveMs }));
+    const beatKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true, health, keepaliveMs }), staleAfterMs(config.leaseTtlSeconds * 1000));
+    health.start();
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
     const transitions = new TaskTransitions(kv, keys);
@@ -224,6 +231,7 @@ export class LoomNode {
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
     node.spawner = spawner;
+    node.health = health;
     node.dockerRunner = dockerRunner;
     node.engine = engine;
     try {
@@ -507,6 +515,7 @@ export class LoomNode {
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
     log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
+    this.health?.stop();
     this.kv.close();
     this.memberKv.close();
     this.engine?.stop();
@@ -522,7 +531,8 @@ async function memberClientUrls(local: string, tls?: TlsMaterial): Promise<strin
   const client = connectEtcd({ endpoints: [local], tls });
   try {
     const res = await client.cluster.memberList({}, { deadline: Date.now() + 5000 });
-    const urls = res.members.flatMap((m) => m.clientURLs ?? []);
+    // The local member is reached where it listens; the list has its advertised URL.
+    const urls = res.members.filter((m) => m.ID !== res.header.member_id).flatMap((m) => m.clientURLs ?? []);
     return [local, ...urls.filter((u) => u !== local)];
   } catch (err) {
     throw new LoomError('UNAVAILABLE', `cannot list etcd members: ${(err as Error).message}`);

@@ -5,6 +5,7 @@
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { Etcd3, isRecoverableError, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
 import { LoomError } from '../core/errors';
+import { EndpointHealth, MemberSkippedError } from './endpoint-health';
 
 export type { IKeyValue, IRequestOp, ITxnResponse };
 
@@ -17,11 +18,30 @@ export interface EtcdOptions {
    * --client-cert-auth and trusts the cluster CA. Unused for http:// endpoints.
    */
   tls?: { ca: Buffer; cert: Buffer; key: Buffer };
+  /**
+   * Members to skip while they do not answer (endpoint-health.ts); without
+   * it, a circuit breaker per member (two failures in a row: skipped 1 s).
+   */
+  health?: EndpointHealth;
+  /**
+   * gRPC keepalive ping interval: a connection whose ping is not answered
+   * within 2 s is closed, and the requests and watch streams on it fail over
+   * to another member (a watch stream on a member that silently stopped
+   * answering would otherwise wait forever). etcd refuses pings more often
+   * than its --grpc-keepalive-min-time (5 s by default; loom's embedded
+   * members accept 1 s).
+   */
+  keepaliveMs?: number;
 }
 
-/** An error that means the request never left this process (no connection). */
+/** Keepalive interval etcd accepts by default (its --grpc-keepalive-min-time). */
+export const KEEPALIVE_DEFAULT_MS = 5000;
+/** Keepalive interval for loom's embedded members (they run with --grpc-keepalive-min-time 1s). */
+export const KEEPALIVE_EMBEDDED_MS = 2000;
+
+/** An error that means the request never left this process (no connection, or a skipped member). */
 function neverSent(err: Error): boolean {
-  return /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
+  return err instanceof MemberSkippedError || /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
 }
 
 /** Longest wait before a broken watch stream is opened again (see connectEtcd). */
@@ -43,6 +63,8 @@ export function connectEtcd(opts: EtcdOptions & { ownConnection?: boolean }): Et
       // the node's lease keepalives get a connection of their own, so they
       // never queue behind bulk traffic.
       ...(opts.ownConnection ? { 'grpc.use_local_subchannel_pool': 1 } : {}),
+      'grpc.keepalive_time_ms': opts.keepaliveMs ?? KEEPALIVE_DEFAULT_MS,
+      'grpc.keepalive_timeout_ms': 2000,
       // Per-call bookkeeping nothing here uses: channelz, and grpc-js's retry
       // layer (no retry policy is configured; faultHandling below retries).
       'grpc.enable_channelz': 0,
@@ -54,8 +76,10 @@ export function connectEtcd(opts: EtcdOptions & { ownConnection?: boolean }): Et
       // claim may have committed), so it is never retried blindly; callers
       // retry where it is safe (guarded transactions re-read).
       global: retry(handleWhen(neverSent), { maxAttempts: 3 }),
-      // A dead member is skipped quickly and tried again a second later.
-      host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(2) }),
+      // A member that does not answer is skipped: until a probe of its own
+      // answers (health), or for a second after two failures in a row.
+      host: (h) =>
+        opts.health ? opts.health.policy(h) : circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 1000, breaker: new ConsecutiveBreaker(2) }),
       // A broken watch stream is re-opened within WATCH_RETRY_MAX_MS. The
       // library's default backs off up to 30 s, so after an etcd outage of a
       // few seconds a node could go on missing the queue's events long after
