@@ -20,6 +20,8 @@ export interface NodeMetricsSnapshot {
   declaredDead: number;
   fenced: number;
   retentionDeletedTasks: number;
+  /** Per etcd endpoint, what its last probe found (undefined: answers); empty with one endpoint (not probed). */
+  etcdMembers: Record<string, string | undefined>;
   memory: { rss: number; heapUsed: number };
 }
 
@@ -54,6 +56,12 @@ export function nodeMetrics(s: NodeMetricsSnapshot): Metric[] {
     counter('loom_nodes_declared_dead_total', 'Silent nodes this node declared dead.', s.declaredDead),
     counter('loom_fenced_total', 'Times this node fenced itself (its lease could have expired).', s.fenced),
     counter('loom_retention_deleted_tasks_total', 'Finished tasks this node deleted after --retention.', s.retentionDeletedTasks),
+    {
+      name: 'loom_etcd_member_up',
+      help: "1 while this node's last probe of the etcd member answered with a leader; requests skip members at 0 (no samples with a single endpoint: it is not probed).",
+      type: 'gauge',
+      samples: Object.keys(s.etcdMembers).sort().map((endpoint) => ({ labels: { endpoint }, value: flag(s.etcdMembers[endpoint] === undefined) })),
+    },
     gauge('process_resident_memory_bytes', 'Resident memory of the node process.', s.memory.rss),
     gauge('nodejs_heap_used_bytes', 'V8 heap in use.', s.memory.heapUsed),
   ];

@@ -4,7 +4,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
 import { LoomClient, RunEvent, TaskSpec, TaskState } from '../../src/gen/loom';
-import { uniqueRoot, waitFor } from '../support/etcd';
+import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { TcpProxy } from '../support/tcp-proxy';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
 jest.setTimeout(60_000);
@@ -150,6 +151,30 @@ describe('a node', () => {
 });
 
 describe('--metrics-listen', () => {
+  it('shows which etcd members answer; a member that stops answering reads 0 and the node keeps working through the other', async () => {
+    const proxy = TcpProxy.fromUrl(testEtcdEndpoint());
+    await proxy.start();
+    const m = await startNode(uniqueRoot(), 'probing', { metricsListen: '127.0.0.1:0', etcdEndpoints: [testEtcdEndpoint(), proxy.url] });
+    try {
+      const up = async (endpoint: string) => {
+        const text = await (await fetch(`http://127.0.0.1:${m.node.metricsPort}/metrics`)).text();
+        return Number(new RegExp(`^loom_etcd_member_up\\{endpoint="${endpoint}"\\} (\\S+)$`, 'm').exec(text)?.[1]);
+      };
+      expect([await up(testEtcdEndpoint()), await up(proxy.url)]).toEqual([1, 1]);
+      proxy.stall();
+      await waitFor(async () => (await up(proxy.url)) === 0, { what: 'the stalled endpoint to read 0' });
+      expect(await up(testEtcdEndpoint())).toBe(1);
+      expect(m.logs.some((l) => l.includes(`etcd member ${proxy.url} does not answer`))).toBe(true);
+      const [id] = await m.api.submit([spec(['true'])]);
+      expect((await m.api.wait(id)).state).toBe(TaskState.COMPLETED);
+      proxy.heal();
+      await waitFor(async () => (await up(proxy.url)) === 1, { what: 'the endpoint to read 1 again' });
+    } finally {
+      await stopNode(m);
+      await proxy.stop();
+    }
+  });
+
   it('serves the node\'s counters and gauges at GET /metrics, and nothing else', async () => {
     const m = await startNode(uniqueRoot(), 'metered', { slots: 3, metricsListen: '127.0.0.1:0' });
     try {
