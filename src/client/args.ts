@@ -134,9 +134,12 @@ function intArg(text: string | undefined, flag: string, min: number, max: number
   return n;
 }
 
+/** One host:port, or several comma-separated (tried in order when a node cannot be reached). */
 function nodeAddress(value: string): string {
-  parseHostPort(value, '--node');
-  return value;
+  const list = value.split(',').map((a) => a.trim());
+  if (list.some((a) => a === '')) throw invalid(`invalid --node "${value}": expected host:port, or several separated by commas`);
+  for (const a of list) parseHostPort(a, '--node');
+  return list.join(',');
 }
 
 function globals(argv: Parsed, env: Env): GlobalArgs {
@@ -183,7 +186,7 @@ const RUN_USAGE =
 function runParser(): Argv {
   return runOptions(base())
     .usage(RUN_USAGE)
-    .option('node', { alias: 'N', type: 'string', requiresArg: true, describe: `loom node to talk to, host:port (default: $LOOM_NODE or ${DEFAULT_NODE})` })
+    .option('node', { alias: 'N', type: 'string', requiresArg: true, describe: `loom node to talk to, host:port; several comma-separated: the next is used when one cannot be reached (default: $LOOM_NODE or ${DEFAULT_NODE})` })
     .option('json', { type: 'boolean', nargs: 0, describe: 'print the final task as JSON instead of its output' })
     .parserConfiguration({ 'halt-at-non-option': true, 'parse-positional-numbers': false })
     .strictOptions()

@@ -95,41 +95,55 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 }
 
 /**
- * Byte offsets already written per stream. A resumed Logs call replays the
- * task's output from the start; what was written before is skipped.
+ * Byte offsets already written, per attempt and stream. A resumed Logs call
+ * replays the output from the start of the attempt running then (the same
+ * node, or another one after a failover, possibly already at a later
+ * attempt); what was written before is skipped. Nodes that predate the
+ * attempt field send 0 for every chunk: counted as one attempt, as before.
  */
-class Resume {
-  private written = { out: 0, err: 0, notices: 0 };
-  private seen = { out: 0, err: 0, notices: 0 };
+export class Resume {
+  private written = new Map<number, { out: number; err: number }>();
+  private seen = new Map<number, { out: number; err: number }>();
+  private notices = { written: 0, seen: 0 };
 
   restart(): void {
-    this.seen = { out: 0, err: 0, notices: 0 };
+    this.seen.clear();
+    this.notices.seen = 0;
   }
 
   /** The part of `chunk` not yet written, or undefined if nothing is new. */
   fresh(chunk: LogChunk): LogChunk | undefined {
     let notice = '';
     if (chunk.notice) {
-      this.seen.notices++;
-      if (this.seen.notices > this.written.notices) {
-        this.written.notices = this.seen.notices;
+      this.notices.seen++;
+      if (this.notices.seen > this.notices.written) {
+        this.notices.written = this.notices.seen;
         notice = chunk.notice;
       }
     }
     let data = Buffer.alloc(0);
     const len = chunk.data?.length ?? 0;
+    const attempt = chunk.attempt ?? 0;
     if (len > 0) {
       const key = chunk.stream === LogStream.STDERR ? 'err' : 'out';
-      const start = this.seen[key];
-      this.seen[key] += len;
-      if (this.seen[key] > this.written[key]) {
-        data = Buffer.from(chunk.data.subarray(Math.max(0, this.written[key] - start)));
-        this.written[key] = this.seen[key];
+      const seen = at(this.seen, attempt);
+      const written = at(this.written, attempt);
+      const start = seen[key];
+      seen[key] += len;
+      if (seen[key] > written[key]) {
+        data = Buffer.from(chunk.data.subarray(Math.max(0, written[key] - start)));
+        written[key] = seen[key];
       }
     }
     if (!notice && data.length === 0) return undefined;
-    return { stream: chunk.stream, data, notice };
+    return { stream: chunk.stream, data, notice, attempt };
   }
+}
+
+function at(m: Map<number, { out: number; err: number }>, attempt: number): { out: number; err: number } {
+  let v = m.get(attempt);
+  if (!v) m.set(attempt, (v = { out: 0, err: 0 }));
+  return v;
 }
 
 /**
@@ -162,7 +176,7 @@ export async function followTask(
       const delay = RETRY_DELAYS_MS[failures++];
       await writeOut(
         io.stderr,
-        `loom: ${(err as Error).message}; retrying in ${delay / 1000}s (${failures}/${RETRY_DELAYS_MS.length})\n`,
+        `loom: ${(err as Error).message}; retrying in ${delay / 1000}s${api.addresses.length > 1 ? ` through ${api.address}` : ''} (${failures}/${RETRY_DELAYS_MS.length})\n`,
       );
       await sleep(delay, opts.signal);
       if (opts.signal.aborted) throw new LoomError('CANCELLED', 'cancelled');

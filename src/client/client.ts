@@ -1,6 +1,14 @@
 /**
- * LoomApi: a typed promise client for one loom node. Every method rejects
- * with a LoomError only (see fromGrpcError).
+ * LoomApi: a typed promise client for a loom cluster, through one node at a
+ * time. Every method rejects with a LoomError only (see fromGrpcError).
+ *
+ * Given several node addresses ("a:8080,b:8080"), it talks to the first and
+ * moves to the next when a node cannot be reached: a call that never reached
+ * the node (no connection) is sent to the next one at once; a read (get,
+ * list, wait, nodes, logs) is sent again there after any connection failure,
+ * since reading twice is harmless. A change (submit, cancel, ...) that may
+ * have reached a node is never sent twice: its error goes to the caller, and
+ * the next call goes to the next node.
  */
 import * as grpc from '@grpc/grpc-js';
 import { LIMITS } from '../core/spec';
@@ -49,31 +57,77 @@ interface CallOpts {
   /** Apply the unary deadline (false for Wait). */
   deadline: boolean;
   signal?: AbortSignal;
+  /** 'read': safe to send again to another node after any connection failure; 'change': only if it never left. */
+  kind: 'read' | 'change';
+}
+
+/** A gRPC failure after which another node may be tried: the node could not be reached or stopped answering. */
+function unreachable(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED;
+}
+
+/** A failure that certainly happened before the request reached the node (no connection). */
+function neverSent(err: unknown): boolean {
+  const e = err as { code?: unknown; details?: unknown };
+  return e?.code === grpc.status.UNAVAILABLE && /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(String(e.details ?? ''));
+}
+
+/** "a:1,b:2" (or an array) → the addresses, in order, without blanks or repeats. */
+export function splitAddresses(address: string | string[]): string[] {
+  const list = (Array.isArray(address) ? address : address.split(',')).map((a) => a.trim()).filter(Boolean);
+  if (list.length === 0) throw invalid('no node address given');
+  return [...new Set(list)];
 }
 
 export class LoomApi {
-  readonly address: string;
+  /** Every node this client may talk to, in the order given. */
+  readonly addresses: string[];
   /** Does this client speak TLS? (Error messages differ.) */
   readonly secure: boolean;
-  private readonly client: LoomClient;
+  private readonly clients = new Map<string, LoomClient>();
+  private current = 0;
   private readonly deadlineMs: number;
+  private readonly credentials: grpc.ChannelCredentials;
 
-  constructor(address: string, opts: LoomApiOptions = {}) {
-    this.address = address;
+  constructor(address: string | string[], opts: LoomApiOptions = {}) {
+    this.addresses = splitAddresses(address);
     this.deadlineMs = opts.deadlineMs ?? DEFAULT_DEADLINE_MS;
     const tls = opts.tls === undefined ? defaultClientTls() : opts.tls;
     this.secure = Boolean(tls);
-    this.client = new LoomClient(address, tls ? channelCredentials(tls) : grpc.credentials.createInsecure(), {
-      'grpc.max_receive_message_length': LIMITS.requestBytes,
-      'grpc.max_send_message_length': LIMITS.requestBytes,
-      // Notice a silently dead node during a long Wait / Logs follow.
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-      // Per-call bookkeeping nothing here uses: channelz, and grpc-js's own retry
-      // layer (no retry policy is configured; loom retries where it is safe).
-      'grpc.enable_channelz': 0,
-      'grpc.enable_retries': 0,
-    });
+    this.credentials = tls ? channelCredentials(tls) : grpc.credentials.createInsecure();
+  }
+
+  /** The node this client talks to now. */
+  get address(): string {
+    return this.addresses[this.current];
+  }
+
+  private get client(): LoomClient {
+    const address = this.address;
+    let c = this.clients.get(address);
+    if (!c) {
+      c = new LoomClient(address, this.credentials, {
+        'grpc.max_receive_message_length': LIMITS.requestBytes,
+        'grpc.max_send_message_length': LIMITS.requestBytes,
+        // Notice a silently dead node during a long Wait / Logs follow.
+        'grpc.keepalive_time_ms': 30_000,
+        'grpc.keepalive_timeout_ms': 10_000,
+        // Per-call bookkeeping nothing here uses: channelz, and grpc-js's own retry
+        // layer (no retry policy is configured; loom retries where it is safe).
+        'grpc.enable_channelz': 0,
+        'grpc.enable_retries': 0,
+      });
+      this.clients.set(address, c);
+    }
+    return c;
+  }
+
+  /** After a failure at `address` that says the node is gone: the next call goes to the next node. */
+  private moveOn(address: string, err: unknown): boolean {
+    if (this.addresses.length < 2 || !unreachable(err) || this.address !== address) return false;
+    this.current = (this.current + 1) % this.addresses.length;
+    return true;
   }
 
   /** Submits up to LIMITS.tasksPerSubmit specs; returns their ids in order. */
@@ -82,7 +136,7 @@ export class LoomApi {
     if (specs.length > LIMITS.tasksPerSubmit) {
       throw invalid(`${specs.length} tasks in one submit > limit ${LIMITS.tasksPerSubmit}`);
     }
-    const res = await this.unary(this.client.submit, { tasks: specs.map((t) => TaskSpec.fromPartial(t)) }, { deadline: true, signal });
+    const res = await this.unary((c) => c.submit, { tasks: specs.map((t) => TaskSpec.fromPartial(t)) }, { deadline: true, signal, kind: 'change' });
     if (res.ids.length !== specs.length) {
       throw new LoomError(
         'INTERNAL',
@@ -93,15 +147,15 @@ export class LoomApi {
   }
 
   get(id: string, signal?: AbortSignal): Promise<Task> {
-    return this.unary(this.client.get, { id }, { deadline: true, signal });
+    return this.unary((c) => c.get, { id }, { deadline: true, signal, kind: 'read' });
   }
 
   list(req: Partial<ListRequest>, signal?: AbortSignal): Promise<ListResponse> {
-    return this.unary(this.client.list, ListRequest.fromPartial(req), { deadline: true, signal });
+    return this.unary((c) => c.list, ListRequest.fromPartial(req), { deadline: true, signal, kind: 'read' });
   }
 
   cancel(id: string, signal?: AbortSignal): Promise<Task> {
-    return this.unary(this.client.cancel, { id }, { deadline: true, signal });
+    return this.unary((c) => c.cancel, { id }, { deadline: true, signal, kind: 'change' });
   }
 
   /**
@@ -110,12 +164,12 @@ export class LoomApi {
    * about 40 s on 2 busy cores).
    */
   cancelQueued(signal?: AbortSignal): Promise<CancelQueuedResponse> {
-    return this.unary(this.client.cancelQueued, {}, { deadline: false, signal });
+    return this.unary((c) => c.cancelQueued, {}, { deadline: false, signal, kind: 'change' });
   }
 
   /** Resolves with the task once it is terminal. No deadline. */
   wait(id: string, signal?: AbortSignal): Promise<Task> {
-    return this.unary(this.client.wait, { id }, { deadline: false, signal });
+    return this.unary((c) => c.wait, { id }, { deadline: false, signal, kind: 'read' });
   }
 
   /**
@@ -129,11 +183,12 @@ export class LoomApi {
     const { signal, onId } = opts;
     return new Promise<Task>((resolve, reject) => {
       if (signal?.aborted) return reject(cancelledError());
+      const address = this.address;
       let call: grpc.ClientReadableStream<RunEvent>;
       try {
         call = this.client.run(RunRequest.fromPartial({ task: TaskSpec.fromPartial(spec) }));
       } catch (err) {
-        return reject(fromGrpcError(err, this.address, this.secure));
+        return reject(fromGrpcError(err, address, this.secure));
       }
       let id: string | undefined;
       let settled = false;
@@ -156,37 +211,41 @@ export class LoomApi {
         }
         if (ev.task) finish(undefined, ev.task);
       });
-      call.on('error', (err) => finish(fromGrpcError(err, this.address, this.secure)));
-      call.on('end', () => finish(new LoomError('UNAVAILABLE', `${this.address} ended the run before the task ended`)));
+      call.on('error', (err) => {
+        // wait(id) or the next run goes to the next node if this one is gone.
+        this.moveOn(address, err);
+        finish(fromGrpcError(err, address, this.secure));
+      });
+      call.on('end', () => finish(new LoomError('UNAVAILABLE', `${address} ended the run before the task ended`)));
     });
   }
 
   async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {
-    const res = await this.unary(this.client.nodes, {}, { deadline: true, signal });
+    const res = await this.unary((c) => c.nodes, {}, { deadline: true, signal, kind: 'read' });
     return res.nodes;
   }
 
   async submitJob(spec: JobSpec, signal?: AbortSignal): Promise<JobStatus> {
-    return this.unary(this.client.submitJob, { spec: JobSpec.fromPartial(spec) }, { deadline: false, signal });
+    return this.unary((c) => c.submitJob, { spec: JobSpec.fromPartial(spec) }, { deadline: false, signal, kind: 'change' });
   }
 
   async getJob(job: string, signal?: AbortSignal): Promise<JobStatus> {
-    return this.unary(this.client.getJob, { job }, { deadline: true, signal });
+    return this.unary((c) => c.getJob, { job }, { deadline: true, signal, kind: 'read' });
   }
 
   async listJobs(pageSize: number, pageToken: string, signal?: AbortSignal): Promise<ListJobsResponse> {
-    return this.unary(this.client.listJobs, { pageSize, pageToken }, { deadline: true, signal });
+    return this.unary((c) => c.listJobs, { pageSize, pageToken }, { deadline: true, signal, kind: 'read' });
   }
 
   async cancelJob(job: string, signal?: AbortSignal): Promise<JobStatus> {
     // Like submitJob: the work grows with the job (one guarded transaction
     // per open task), so no fixed deadline; the node finishes it either way.
-    return this.unary(this.client.cancelJob, { job }, { deadline: false, signal });
+    return this.unary((c) => c.cancelJob, { job }, { deadline: false, signal, kind: 'change' });
   }
 
   /** Drain (or resume) the node named `name`; deadlineMs 0 = let tasks finish. */
   async drain(name: string, drain: boolean, deadlineMs = 0, signal?: AbortSignal): Promise<DrainResponse> {
-    return this.unary(this.client.drain, { name, drain, deadlineMs }, { deadline: true, signal });
+    return this.unary((c) => c.drain, { name, drain, deadlineMs }, { deadline: true, signal, kind: 'change' });
   }
 
   /**
@@ -196,11 +255,12 @@ export class LoomApi {
    */
   async *logs(id: string, follow: boolean, signal?: AbortSignal): AsyncIterable<LogChunk> {
     if (signal?.aborted) throw cancelledError();
+    const address = this.address;
     let call: grpc.ClientReadableStream<LogChunk>;
     try {
       call = this.client.logs(LogsRequest.fromPartial({ id, follow }));
     } catch (err) {
-      throw fromGrpcError(err, this.address, this.secure);
+      throw fromGrpcError(err, address, this.secure);
     }
     const onAbort = () => call.cancel();
     signal?.addEventListener('abort', onAbort, { once: true });
@@ -213,7 +273,9 @@ export class LoomApi {
     } catch (err) {
       finished = true;
       if (signal?.aborted) throw cancelledError();
-      throw fromGrpcError(err, this.address, this.secure);
+      // The caller resumes (attach.ts): through the next node if this one is gone.
+      this.moveOn(address, err);
+      throw fromGrpcError(err, address, this.secure);
     } finally {
       signal?.removeEventListener('abort', onAbort);
       // The consumer stopped early: tell the node we are gone.
@@ -222,10 +284,30 @@ export class LoomApi {
   }
 
   close(): void {
-    this.client.close();
+    for (const c of this.clients.values()) c.close();
+    this.clients.clear();
   }
 
-  private unary<Req, Res>(method: UnaryMethod<Req, Res>, request: Req, opts: CallOpts): Promise<Res> {
+  /**
+   * One call, to the current node; on to the next ones (each tried once)
+   * while the failure allows it (see the header).
+   */
+  private async unary<Req, Res>(method: (c: LoomClient) => UnaryMethod<Req, Res>, request: Req, opts: CallOpts): Promise<Res> {
+    for (let tried = 1; ; tried++) {
+      const address = this.address;
+      const client = this.client;
+      try {
+        return await this.unaryOnce(client, method(client), request, opts);
+      } catch (err) {
+        if (opts.signal?.aborted) throw cancelledError();
+        const again = opts.kind === 'read' || neverSent(err);
+        if (!this.moveOn(address, err) || !again || tried >= this.addresses.length) throw fromGrpcError(err, address, this.secure);
+      }
+    }
+  }
+
+  /** Rejects with the raw gRPC error (unary maps it). */
+  private unaryOnce<Req, Res>(client: LoomClient, method: UnaryMethod<Req, Res>, request: Req, opts: CallOpts): Promise<Res> {
     return new Promise<Res>((resolve, reject) => {
       const { signal } = opts;
       if (signal?.aborted) {
@@ -238,13 +320,13 @@ export class LoomApi {
       let call: grpc.ClientUnaryCall | undefined;
       const onAbort = () => call?.cancel();
       try {
-        call = method.call(this.client, request, new grpc.Metadata(), options, (err, res) => {
+        call = method.call(client, request, new grpc.Metadata(), options, (err, res) => {
           signal?.removeEventListener('abort', onAbort);
-          if (err) reject(signal?.aborted ? cancelledError() : fromGrpcError(err, this.address, this.secure));
+          if (err) reject(signal?.aborted ? cancelledError() : err);
           else resolve(res);
         });
       } catch (err) {
-        reject(fromGrpcError(err, this.address, this.secure));
+        reject(err);
         return;
       }
       signal?.addEventListener('abort', onAbort, { once: true });

@@ -547,6 +547,11 @@ export interface LogChunk {
    * retained tail survives its node).
    */
   notice: string;
+  /**
+   * The attempt this output belongs to (0 from nodes that predate it). A
+   * client that resumes a follow counts the bytes it has shown per attempt.
+   */
+  attempt: number;
 }
 
 export interface NodesRequest {
@@ -5219,7 +5224,7 @@ export const LogsRequest: MessageFns<LogsRequest> = {
 };
 
 function createBaseLogChunk(): LogChunk {
-  return { stream: 0, data: Buffer.alloc(0), notice: "" };
+  return { stream: 0, data: Buffer.alloc(0), notice: "", attempt: 0 };
 }
 
 export const LogChunk: MessageFns<LogChunk> = {
@@ -5232,6 +5237,9 @@ export const LogChunk: MessageFns<LogChunk> = {
     }
     if (message.notice !== "") {
       writer.uint32(26).string(message.notice);
+    }
+    if (message.attempt !== 0) {
+      writer.uint32(32).uint32(message.attempt);
     }
     return writer;
   },
@@ -5273,6 +5281,14 @@ export const LogChunk: MessageFns<LogChunk> = {
             message.notice = reader.string();
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.attempt = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5290,6 +5306,7 @@ export const LogChunk: MessageFns<LogChunk> = {
       stream: isSet(object.stream) ? logStreamFromJSON(object.stream) : 0,
       data: isSet(object.data) ? Buffer.from(bytesFromBase64(object.data)) : Buffer.alloc(0),
       notice: isSet(object.notice) ? globalThis.String(object.notice) : "",
+      attempt: isSet(object.attempt) ? globalThis.Number(object.attempt) : 0,
     };
   },
 
@@ -5304,6 +5321,9 @@ export const LogChunk: MessageFns<LogChunk> = {
     if (message.notice !== "") {
       obj.notice = message.notice;
     }
+    if (message.attempt !== 0) {
+      obj.attempt = Math.round(message.attempt);
+    }
     return obj;
   },
 
@@ -5315,6 +5335,7 @@ export const LogChunk: MessageFns<LogChunk> = {
     message.stream = object.stream ?? 0;
     message.data = object.data ?? Buffer.alloc(0);
     message.notice = object.notice ?? "";
+    message.attempt = object.attempt ?? 0;
     return message;
   },
 };

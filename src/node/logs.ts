@@ -44,8 +44,12 @@ const chunk = (stream: number, data: Buffer): LogChunk => ({
   stream: stream === STREAM_STDERR ? LogStream.STDERR : LogStream.STDOUT,
   data,
   notice: '',
+  attempt: 0,
 });
-const notice = (text: string): LogChunk => ({ stream: LogStream.STDERR, data: Buffer.alloc(0), notice: text });
+const notice = (text: string): LogChunk => ({ stream: LogStream.STDERR, data: Buffer.alloc(0), notice: text, attempt: 0 });
+
+/** Every chunk written through it carries `attempt` (a client resuming a follow counts bytes per attempt). */
+const ofAttempt = (write: Write, attempt: number): Write => (c) => write({ ...c, attempt });
 
 /** Bytes of each stream served from a log file so far. */
 interface Served {
@@ -84,23 +88,24 @@ export class LogService {
   }
 
   async stream(id: string, follow: boolean, attempt: number, write: Write, signal: AbortSignal): Promise<void> {
-    if (attempt > 0) return this.localAttempt(id, attempt, follow, write, signal);
+    if (attempt > 0) return this.localAttempt(id, attempt, follow, ofAttempt(write, attempt), signal);
     let streamedAttempt = 0;
     for (;;) {
       const held = await this.deps.queries.getShared(id, signal);
       const t = held.task;
+      const w = ofAttempt(write, t.attempt);
       if (isTerminal(t.state)) {
-        if (t.attempt > streamedAttempt) await this.finished(t, write, signal);
+        if (t.attempt > streamedAttempt) await this.finished(t, w, signal);
         return;
       }
       if (t.state === TaskState.RUNNING && t.attempt > streamedAttempt) {
         const local = this.deps.executor.handle(id);
         if (t.node === this.deps.self && local && local.attempt === t.attempt) {
-          await this.followLocal(t, local.handle, follow, write, signal);
+          await this.followLocal(t, local.handle, follow, w, signal);
         } else if (t.node === this.deps.self) {
-          await this.fromFile(this.logFile(t.id, t.attempt), write, signal);
+          await this.fromFile(this.logFile(t.id, t.attempt), w, signal);
         } else {
-          await this.proxy(t, follow, write, signal);
+          await this.proxy(t, follow, w, signal);
         }
         streamedAttempt = t.attempt;
         if (!follow) return;

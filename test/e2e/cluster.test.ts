@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { LoomApi } from '../../src/client/client';
 import { TaskState } from '../../src/gen/loom';
-import { spec } from '../support/nodes';
+import { collectLogs, spec } from '../support/nodes';
 import { waitFor } from '../support/etcd';
 import { cli, ProcCluster, startCluster } from '../support/cluster';
 
@@ -83,4 +83,33 @@ test('loom run returns the task\'s own exit code', async () => {
   const down = await cli(['-N', '127.0.0.1:1', 'nodes']);
   expect(down.code).toBe(5);
   expect(down.stderr).toMatch(/127\.0\.0\.1:1/);
+});
+
+test('loom -N with several nodes: the next answers when one is down, and `run` follows its task through it when its own node dies', async () => {
+  const [n0, n1, n2] = cluster.nodes;
+  // Nothing listens at 127.0.0.1:1: the call goes on to the next node.
+  const listed = await cli(['-N', `127.0.0.1:1,${n0.api}`, 'nodes', '--json']);
+  expect(listed.code).toBe(0);
+  expect(listed.stdout).toContain(n0.name);
+  // The first test killed n2: bring it back so that two members remain when n1 dies below.
+  cluster.start(2);
+  await waitFor(async () => (await api.nodes().catch(() => [])).some((n) => n.name === n2.name), { what: `${n2.name} back`, timeoutMs: 60_000 });
+
+  // Submitted through n1 (which claims it itself when it has room); n1 then dies mid-run.
+  const run = cli(['-N', `${n1.api},${n0.api}`, 'run', '--name', 'follow-through', 'sh', '--', '-c', 'echo "attempt $LOOM_ATTEMPT"; sleep 3; exit 7']);
+  const running = await waitFor(async () => {
+    const page = await api.list({ state: TaskState.RUNNING, node: '', pageSize: 100, pageToken: '' });
+    return page.tasks.find((t) => t.spec?.name === 'follow-through');
+  }, { what: 'the task running', timeoutMs: 30_000 });
+  // An idle node claims what it is given in the submit transaction itself.
+  expect(running.node).toBe(n1.name);
+  // Its first line has reached a reader (through n0, which fetches it from the task's node).
+  await waitFor(async () => (await collectLogs(api, running.id, false)).stdout.includes('attempt 1'), { what: 'the first line in the log' });
+  n1.proc.kill('SIGKILL');
+  const res = await run;
+  // The task's own exit code, whichever node ran it last.
+  expect(res.code).toBe(7);
+  // Requeued when n1's lease expired: the CLI followed it to its second run, and shows both.
+  expect(res.stdout).toBe('attempt 1\nattempt 2\n');
+  expect(res.stderr).toMatch(new RegExp(`retrying in [\\d.]+s through ${n0.api.replace(/\./g, '\\.')}`));
 });

@@ -4,7 +4,8 @@ import * as os from 'os';
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
 import { LoomClient, RunEvent, TaskSpec, TaskState } from '../../src/gen/loom';
-import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { freePort, testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { LoomApi } from '../../src/client/client';
 import { TcpProxy } from '../support/tcp-proxy';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
@@ -147,6 +148,37 @@ describe('a node', () => {
     await expect(n.api.get('01890000-0000-7000-8000-000000000000')).rejects.toMatchObject({ code: 'NOT_FOUND' });
     await expect(n.api.submit([spec(['true']), { ...spec(['true']), command: [] }])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(n.api.submit([{ ...spec(['x']), command: ['x', 'y'.repeat(200_000)] }])).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+  });
+});
+
+describe('LoomApi with several node addresses', () => {
+  it('goes on to the next node when one cannot be reached; a change that may have reached a node is not sent again', async () => {
+    const m = await startNode(uniqueRoot(), 'multi');
+    const stalled = TcpProxy.fromUrl(`http://${m.node.address}`);
+    await stalled.start();
+    stalled.stall();
+    const dead = `127.0.0.1:${await freePort()}`;
+    const viaDead = new LoomApi([dead, m.node.address]);
+    const viaStalled = new LoomApi(`${stalled.url.replace('http://', '')},${m.node.address}`, { deadlineMs: 500 });
+    try {
+      // Nothing listens at `dead`: a submit never left, so it goes to the next node.
+      const [id] = await viaDead.submit([spec(['true'])]);
+      expect(viaDead.address).toBe(m.node.address);
+      expect((await viaDead.wait(id)).state).toBe(TaskState.COMPLETED);
+      // The stalled address accepts connections and answers nothing: the submit may have
+      // arrived, so it is not sent again (its error goes to the caller) ...
+      const before = (await m.api.list({ pageSize: 100 })).tasks.length;
+      await expect(viaStalled.submit([spec(['true'])])).rejects.toMatchObject({ code: expect.stringMatching(/^(UNAVAILABLE|DEADLINE_EXCEEDED)$/) });
+      expect((await m.api.list({ pageSize: 100 })).tasks.length).toBe(before);
+      // ... and the next call goes to the next node; a read after a timeout is sent again there.
+      expect(viaStalled.address).toBe(m.node.address);
+      expect((await viaStalled.get(id)).id).toBe(id);
+    } finally {
+      viaDead.close();
+      viaStalled.close();
+      await stopNode(m);
+      await stalled.stop();
+    }
   });
 });
 

@@ -69,6 +69,9 @@ describe('loom run argv', () => {
     expect(parseRunArgs(['run', 'true'], { LOOM_NODE: 'n1:7000' }).node).toBe('n1:7000');
     expect(parseRunArgs(['run', '-N', 'n2:7001', 'true'], { LOOM_NODE: 'n1:7000' }).node).toBe('n2:7001');
     expect(parseRunArgs(['--node=n3:7002', 'run', 'true']).node).toBe('n3:7002');
+    // Several nodes, in order (the next is used when one cannot be reached).
+    expect(parseRunArgs(['run', '-N', 'n1:7000, n2:7001', 'true']).node).toBe('n1:7000,n2:7001');
+    expect(parseRunArgs(['run', 'true'], { LOOM_NODE: 'n1:7000,n2:7001' }).node).toBe('n1:7000,n2:7001');
   });
 
   it.each([
@@ -85,6 +88,8 @@ describe('loom run argv', () => {
     [['run', '--bogus', 'ls'], /bogus/],
     [['run', '--timeout'], /timeout/],
     [['-N', 'no-port', 'run', 'ls'], /invalid --node "no-port"/],
+    [['-N', 'h:1,no-port', 'run', 'ls'], /invalid --node "no-port"/],
+    [['-N', 'h:1,,h:2', 'run', 'ls'], /invalid --node "h:1,,h:2": expected host:port, or several separated by commas/],
   ])('%j is a usage error (exit 2)', (argv, message) => {
     const err = usageError(() => parseRunArgs(argv as string[]));
     expect(err.code).toBe('INVALID_ARGUMENT');

@@ -17,6 +17,7 @@ import {
   TaskState,
 } from '../../src/gen/loom';
 import { runCli } from '../../src/client/cli';
+import { Resume } from '../../src/client/attach';
 
 type Impl = Partial<LoomServer>;
 
@@ -79,10 +80,35 @@ function capture() {
   };
 }
 
-const chunk = (stream: LogStream, data: string, notice = ''): LogChunk => ({
+const chunk = (stream: LogStream, data: string, notice = '', attempt = 0): LogChunk => ({
   stream,
   data: Buffer.from(data, 'latin1'),
   notice,
+  attempt,
+});
+
+describe('resuming a follow (Resume)', () => {
+  const text = (c: LogChunk | undefined) => (c ? Buffer.from(c.data).toString('latin1') : undefined);
+
+  it('skips what was written when the replay starts at the same attempt', () => {
+    const r = new Resume();
+    expect(text(r.fresh(chunk(LogStream.STDOUT, 'abc', '', 1)))).toBe('abc');
+    r.restart();
+    expect(r.fresh(chunk(LogStream.STDOUT, 'ab', '', 1))).toBeUndefined();
+    expect(text(r.fresh(chunk(LogStream.STDOUT, 'cde', '', 1)))).toBe('de');
+  });
+
+  it('shows a later attempt in full even when it starts with as many bytes as the last one wrote', () => {
+    const r = new Resume();
+    expect(text(r.fresh(chunk(LogStream.STDOUT, 'attempt 1\n', '', 1)))).toBe('attempt 1\n');
+    // The node died; the follow resumes through another node, at attempt 2.
+    r.restart();
+    expect(text(r.fresh(chunk(LogStream.STDOUT, 'attempt 2\n', '', 2)))).toBe('attempt 2\n');
+    // And a replay of both after another reconnect shows nothing twice.
+    r.restart();
+    expect(r.fresh(chunk(LogStream.STDOUT, 'attempt 1\n', '', 1))).toBeUndefined();
+    expect(r.fresh(chunk(LogStream.STDOUT, 'attempt 2\n', '', 2))).toBeUndefined();
+  });
 });
 
 describe('loom run (attached)', () => {
