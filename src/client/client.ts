@@ -30,7 +30,7 @@ import {
   type Task,
   TaskSpec,
 } from '../gen/loom';
-import { cancelledError, fromGrpcError } from './errors';
+import { cancelledError, fromGrpcError, LOOM_CODE_KEY } from './errors';
 import { channelCredentials, defaultClientTls, type TlsMaterial } from './tls';
 
 export const DEFAULT_DEADLINE_MS = 10_000;
@@ -67,10 +67,15 @@ function unreachable(err: unknown): boolean {
   return code === grpc.status.UNAVAILABLE || code === grpc.status.DEADLINE_EXCEEDED;
 }
 
-/** A failure that certainly happened before the request reached the node (no connection). */
+/**
+ * A failure that certainly happened before the request reached the node: gRPC
+ * found no connection. Not an error the node sent (it carries loom-code), whose
+ * text may mention connections of the node's own.
+ */
 function neverSent(err: unknown): boolean {
-  const e = err as { code?: unknown; details?: unknown };
-  return e?.code === grpc.status.UNAVAILABLE && /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(String(e.details ?? ''));
+  const e = err as { code?: unknown; details?: unknown; metadata?: grpc.Metadata };
+  if (e?.code !== grpc.status.UNAVAILABLE || (e.metadata?.get(LOOM_CODE_KEY).length ?? 0) > 0) return false;
+  return /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(String(e.details ?? ''));
 }
 
 /** "a:1,b:2" (or an array) → the addresses, in order, without blanks or repeats. */
