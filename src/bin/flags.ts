@@ -1,5 +1,6 @@
 /** Flag parsing shared by the `loom` commands that src/bin runs. */
 import { LoomError } from '../core/errors';
+import { parseDecimal } from '../core/numbers';
 
 /**
  * A numeric flag's value. Numeric flags are declared without a yargs type
@@ -12,7 +13,7 @@ export function numberFlag(value: unknown, flag: string): number {
   if (typeof value === 'number') return value;
   if (Array.isArray(value)) throw new LoomError('INVALID_ARGUMENT', `${flag} given more than once`);
   if (typeof value !== 'string') throw new LoomError('INVALID_ARGUMENT', `${flag} must be a number (got ${String(value)})`);
-  const n = /^\s*[+-]?(\d+\.?\d*|\.\d+)(e[+-]?\d+)?\s*$/i.test(value) ? Number(value) : NaN;
-  if (!Number.isFinite(n)) throw new LoomError('INVALID_ARGUMENT', `${flag} must be a number (got "${value}")`);
+  const n = parseDecimal(value);
+  if (n === undefined) throw new LoomError('INVALID_ARGUMENT', `${flag} must be a number (got "${value}")`);
   return n;
 }

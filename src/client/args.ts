@@ -14,6 +14,7 @@ import * as path from 'path';
 import type { Argv } from 'yargs';
 import { invalid, LoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
+import { parseDecimal } from '../core/numbers';
 import { parseHostPort } from '../core/config';
 import { parseBytes } from '../core/fit';
 import { parseStateName, TaskState } from '../core/lifecycle';
@@ -126,9 +127,8 @@ function list(value: unknown): string[] {
 
 function intArg(text: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (text === undefined) return undefined;
-  const t = text.trim();
-  const n = /^-?\d+$/.test(t) ? Number(t) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max) {
+  const n = parseDecimal(text);
+  if (n === undefined || !Number.isSafeInteger(n) || n < min || n > max) {
     throw invalid(`invalid ${flag} "${text}": expected an integer from ${min} to ${max}`);
   }
   return n;
@@ -235,8 +235,8 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
 
 function numberArg(text: string | undefined, flag: string): number {
   if (text === undefined) return 0;
-  const n = Number(text);
-  if (!Number.isFinite(n) || n < 0) throw invalid(`invalid ${flag} "${text}": expected a number >= 0`);
+  const n = parseDecimal(text);
+  if (n === undefined || n < 0) throw invalid(`invalid ${flag} "${text}": expected a number >= 0`);
   return n;
 }
 

@@ -82,6 +82,8 @@ describe('loom run argv', () => {
     [['run', '--priority', '2000', 'ls'], /--priority "2000".*0 to 999/],
     [['run', '--priority', 'high', 'ls'], /--priority/],
     [['run', '--retries', '1.5', 'ls'], /--retries/],
+    [['run', '--cpu', '0x10', 'ls'], /invalid --cpu "0x10": expected a number >= 0/],
+    [['run', '--cpu', '', 'ls'], /invalid --cpu ""/],
     [['run', '--retries', '101', 'ls'], /--retries/],
     [['run', '--env', 'NOVALUE', 'ls'], /--env "NOVALUE"/],
     [['run', '--env', '1A=2', 'ls'], /env name/],
