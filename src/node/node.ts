@@ -13,6 +13,7 @@ import { LoomError } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { connectEtcd, KEEPALIVE_DEFAULT_MS, KEEPALIVE_EMBEDDED_MS, Kv } from '../store/etcd';
 import { EndpointHealth } from '../store/endpoint-health';
+import { backoff } from '../core/backoff';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
 import { Incarnation, Membership, staleAfterMs } from '../store/membership';
@@ -430,14 +431,15 @@ export class LoomNode {
     this.opts.log(`FENCED: ${reason}; killing ${this.executor.count} task(s), then rejoining`);
     this.inc = undefined;
     await this.executor.stopAll('fence', 0);
-    for (let delay = 500; !this.stopping; delay = Math.min(delay * 2, REJOIN_RETRY_MAX_MS)) {
+    // ±20 %: nodes fenced by one etcd outage do not all retry in step.
+    const nextWait = backoff({ baseMs: 500, maxMs: REJOIN_RETRY_MAX_MS, spread: 0.2 });
+    while (!this.stopping) {
       try {
         await this.join();
         this.opts.log(`rejoined with lease ${this.inc!.lease}`);
         return;
       } catch (err) {
-        // ±20 %: nodes fenced by one etcd outage do not all retry in step.
-        const wait = Math.round(delay * (0.8 + 0.4 * Math.random()));
+        const wait = nextWait();
         this.opts.log(`rejoin failed: ${(err as Error).message}; retrying in ${wait} ms`);
         await new Promise((r) => setTimeout(r, wait));
       }
