@@ -298,6 +298,7 @@ export class LoomApi {
    * while the failure allows it (see the header).
    */
   private async unary<Req, Res>(method: (c: LoomClient) => UnaryMethod<Req, Res>, request: Req, opts: CallOpts): Promise<Res> {
+    const failed: LoomError[] = [];
     for (let tried = 1; ; tried++) {
       const address = this.address;
       const client = this.client;
@@ -305,8 +306,13 @@ export class LoomApi {
         return await this.unaryOnce(client, method(client), request, opts);
       } catch (err) {
         if (opts.signal?.aborted) throw cancelledError();
+        const e = fromGrpcError(err, address, this.secure);
         const again = opts.kind === 'read' || neverSent(err);
-        if (!this.moveOn(address, err) || !again || tried >= this.addresses.length) throw fromGrpcError(err, address, this.secure);
+        if (!this.moveOn(address, err) || !again) throw e;
+        failed.push(e);
+        if (tried >= this.addresses.length) {
+          throw new LoomError(e.code, `no loom node answers (${failed.map((f) => f.message).join('; ')})`);
+        }
       }
     }
   }

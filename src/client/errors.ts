@@ -40,6 +40,8 @@ function connectReason(details: string): string {
     return sys[1].toLowerCase();
   }
   if (/name resolution failed/i.test(details)) return 'unknown host';
+  // gRPC between two connection attempts ("Last error: null"): the last one failed.
+  if (/No connection established/i.test(details)) return 'connection failed';
   if (/deadline exceeded/i.test(details)) return 'timed out connecting';
   const text = details.replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/g, '').trim();
   return text || 'connection failed';

@@ -6,6 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import { LoomClient, RunEvent, TaskSpec, TaskState } from '../../src/gen/loom';
 import { freePort, testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { LoomApi } from '../../src/client/client';
+import { LoomError } from '../../src/core/errors';
 import { TcpProxy } from '../support/tcp-proxy';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
@@ -173,6 +174,13 @@ describe('LoomApi with several node addresses', () => {
       // ... and the next call goes to the next node; a read after a timeout is sent again there.
       expect(viaStalled.address).toBe(m.node.address);
       expect((await viaStalled.get(id)).id).toBe(id);
+      // Nobody answers: the error names every node tried.
+      const dead2 = `127.0.0.1:${await freePort()}`;
+      const none = new LoomApi([dead, dead2]);
+      const err = await none.nodes().catch((e: LoomError) => e);
+      none.close();
+      expect(err).toMatchObject({ code: 'UNAVAILABLE' });
+      expect((err as LoomError).message).toMatch(new RegExp(`^no loom node answers \\(cannot reach loom node at ${dead}: connection (refused|failed); cannot reach loom node at ${dead2}: connection (refused|failed)\\)$`));
     } finally {
       viaDead.close();
       viaStalled.close();
