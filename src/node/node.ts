@@ -314,7 +314,7 @@ export class LoomNode {
       declaredDead: this.liveness?.declared ?? 0,
       fenced: this.fencedCount,
       retentionDeletedTasks: this.retention.deletedTasks,
-      etcdMembers: this.health && this.health.endpoints.length > 1 ? this.health.status() : {},
+      etcdMembers: this.health?.status() ?? {},
       memory: process.memoryUsage(),
     });
   }

@@ -71,8 +71,9 @@ export class EndpointHealth {
     }
   }
 
-  /** What the last probe of each endpoint found: undefined = answers, else why not. */
+  /** What the last probe of each endpoint found: undefined = answers, else why not. Empty when nothing is probed (one endpoint). */
   status(): Record<string, string | undefined> {
+    if (this.endpoints.length < 2) return {};
     return Object.fromEntries([...this.state].map(([e, s]) => [e, s.down]));
   }
 
