@@ -49,7 +49,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('peer-advertise', { type: 'string', describe: 'peer URL the other members dial (default --peer-listen; needed when that listens on 0.0.0.0)' })
     .option('client-advertise', { type: 'string', describe: 'client URL nodes dial (default --client-listen; needed when that listens on 0.0.0.0)' })
     .option('etcd', { type: 'string', describe: 'URL,... of an existing etcd cluster to join instead of embedding a member' })
-    .option('join', { type: 'boolean', default: false, describe: 'bring back this node\'s embedded etcd member after its data dir was lost: removed from the running cluster and added again, it gets the data from the other members (ignored once the data dir exists)' })
+    .option('join', { type: 'boolean', default: false, describe: 'join the running cluster of the --peer members instead of bootstrapping one: as a new etcd member (up to 7 voting members), or in place of this node\'s member whose data dir was lost; added as a learner, it gets the data from the others and becomes a voter once caught up (ignored once the data dir exists)' })
     .option('etcd-bin', { type: 'string', default: env.LOOM_ETCD_BIN ?? d.etcdBin, describe: 'etcd binary (or LOOM_ETCD_BIN)' })
     .option('slots', { requiresArg: true, default: d.slots, describe: 'tasks run at once (default: CPU count)' })
     .option('urgent-slots', { requiresArg: true, default: d.urgentSlots, describe: 'slots beyond --slots that only urgent tasks (priority >= --urgent-priority) may take' })

@@ -43,8 +43,9 @@ export interface NodeConfig {
   etcdEndpoints: string[];
   etcdBin: string;
   /**
-   * With no etcd data dir yet: replace this node's member in the running
-   * cluster (its data was lost) instead of bootstrapping (`--join`).
+   * With no etcd data dir yet: join the running cluster of the --peer
+   * members instead of bootstrapping one (`--join`): as a new member, or in
+   * place of this node's member whose data was lost.
    */
   joinEtcd: boolean;
   /** host:port of the Prometheus metrics endpoint ('' = off). */
@@ -233,10 +234,10 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (c.metricsListen) parseHostPort(c.metricsListen, '--metrics-listen');
   if (c.joinEtcd && c.etcdEndpoints.length > 0) {
-    throw invalid('--join brings back an embedded etcd member; a node with --etcd embeds none');
+    throw invalid('--join adds an embedded etcd member to the cluster; a node with --etcd embeds none');
   }
   if (c.joinEtcd && c.peers.length === 0) {
-    throw invalid('--join needs the --peer members of the cluster to rejoin');
+    throw invalid('--join needs --peer members of the running cluster to join');
   }
   if (!Number.isInteger(c.urgentPriority) || c.urgentPriority < 0 || c.urgentPriority > 999) {
     throw invalid(`--urgent-priority must be an integer from 0 to 999 (got ${c.urgentPriority})`);

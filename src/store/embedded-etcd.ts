@@ -28,7 +28,8 @@ import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { LoomError, invalid } from '../core/errors';
 import { validateNodeName } from '../core/config';
-import { rejoinCluster } from './member-join';
+import { joinCluster, promoteLearner } from './member-join';
+import { sameCluster } from './join-plan';
 import { HttpTls, httpRequest } from './etcd-http';
 
 /** SIGTERM → SIGKILL wait when stopping the member (see EmbeddedEtcd.stop). */
@@ -183,8 +184,9 @@ export class EmbeddedEtcd {
       if (opts.join) cfg.log(`--join ignored: etcd data dir ${cfg.etcdDir} exists (the member restarts from it)`);
       checkMarker(cfg);
     } else {
+      let cluster = cfg.members;
       if (opts.join) {
-        const cluster = await rejoinCluster({
+        cluster = await joinCluster({
           name: cfg.name,
           peerUrl: cfg.peerUrl,
           peerListen: cfg.peerListen,
@@ -197,7 +199,7 @@ export class EmbeddedEtcd {
         setArg(cfg.args, '--initial-cluster', memberList(cluster).join(','));
         setArg(cfg.args, '--initial-cluster-state', 'existing');
       }
-      writeMarker(cfg);
+      writeMarker(cfg, cluster);
     }
 
     const env: NodeJS.ProcessEnv = { ...process.env };
@@ -266,6 +268,7 @@ export class EmbeddedEtcd {
       const problem = await this.checkHealth(Math.min(HEALTH_REQUEST_MS, left), opts.signal);
       if (problem === undefined) {
         if (this.exitInfo) throw this.exitError(this.exitInfo);
+        await this.becomeVoter(deadline, opts.signal);
         await this.checkMembership();
         return;
       }
@@ -397,23 +400,83 @@ export class EmbeddedEtcd {
   }
 
   /**
+   * A member that joined a running cluster (--join) starts as a raft learner,
+   * which serves no writes or consistent reads: the node cannot use it until
+   * it is promoted. Also covers a node that stopped between its member's
+   * start and its promotion: the member restarts from its data dir as a
+   * learner, and is promoted here.
+   */
+  private async becomeVoter(deadline: number, signal?: AbortSignal): Promise<void> {
+    let learner: boolean;
+    try {
+      learner = await this.isLearner();
+    } catch (err) {
+      this.cfg.log(`could not ask etcd whether this member is a learner: ${String(err)}`);
+      return;
+    }
+    if (!learner) return;
+    await promoteLearner({
+      name: this.cfg.name,
+      peerUrl: this.cfg.peerUrl,
+      peerListen: this.cfg.peerListen,
+      peerUrls: this.cfg.members.map((m) => m.url),
+      tls: this.cfg.tls,
+      tlsHostname: ETCD_ALLOWED_HOSTNAME,
+      log: this.cfg.log,
+      deadline,
+      signal,
+    });
+    // The promotion is committed; this member applies it a moment later.
+    while (await this.isLearner().catch(() => true)) {
+      if (Date.now() > deadline) throw new LoomError('UNAVAILABLE', `etcd member "${this.cfg.name}" was promoted but still calls itself a learner`);
+      await this.pause(POLL_MS, signal);
+      throwIfAborted(signal, 'waiting for etcd');
+    }
+  }
+
+  /** Asks this member (Status serves learners too) whether it is a learner. */
+  private async isLearner(): Promise<boolean> {
+    const client = this.localClient();
+    try {
+      const status = await client.maintenance.status({ deadline: Date.now() + MEMBER_LIST_REQUEST_MS });
+      return status.isLearner === true;
+    } finally {
+      client.close();
+    }
+  }
+
+  /**
    * etcd restarted from an existing data dir uses the membership stored there
-   * and ignores --initial-cluster: compare what it runs with what we asked for.
+   * and ignores --initial-cluster: compare what it runs with what we asked
+   * for. Members added (--join) or removed (etcdctl member remove) since are
+   * fine; a cluster with none of the --peer members, or without this one,
+   * is another cluster. The marker then records the members etcd has.
    */
   private async checkMembership(): Promise<void> {
     if (this.membershipChecked) return;
     let members: { name?: string; peerURLs?: string[] }[];
     try {
-      members = this.cfg.tls ? await this.memberListTls(this.cfg.tls) : await this.memberListHttp();
+      members = this.cfg.tls ? await this.memberListTls() : await this.memberListHttp();
     } catch (err) {
       // An extra check only: not being able to make it is no reason to fail.
       this.cfg.log(`could not check etcd's member list: ${String(err)}`);
       return;
     }
     this.membershipChecked = true;
-    const actual = [...new Set(members.flatMap((m) => m.peerURLs ?? []))].sort();
-    const expected = this.cfg.members.map((m) => m.url).sort();
-    if (actual.join(' ') === expected.join(' ')) return;
+    const started = members.filter((m) => m.name);
+    const actual = started.flatMap((m) => (m.peerURLs ?? []).map((url) => `${m.name}=${url}`));
+    const configured = memberList(this.cfg.members);
+    const self = `${this.cfg.name}=${this.cfg.peerUrl}`;
+    if (sameCluster(self, configured, actual)) {
+      if ([...actual].sort().join(',') !== [...configured].sort().join(',')) {
+        this.cfg.log(
+          `etcd's members are [${[...actual].sort().join(', ')}], the --peer flags name [${configured.join(', ')}]: ` +
+            `the cluster's membership changed since (etcd keeps its own; the flags only matter to a new member)`,
+        );
+      }
+      writeMarker(this.cfg, started.map((m) => ({ name: m.name as string, url: (m.peerURLs ?? [])[0] })));
+      return;
+    }
     const have = members
       .map((m) => `${m.name || '(unstarted)'}=${(m.peerURLs ?? []).join('|')}`)
       .join(', ');
@@ -437,19 +500,25 @@ export class EmbeddedEtcd {
    * server once client certificates are restricted to node certificates.
    * The name checked is the one every node certificate carries.
    */
-  private async memberListTls(tls: HttpTls): Promise<{ name?: string; peerURLs?: string[] }[]> {
-    const client = new Etcd3({
-      hosts: [localUrl(this.clientUrl)],
-      credentials: { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key },
-      grpcOptions: { 'grpc.ssl_target_name_override': ETCD_ALLOWED_HOSTNAME },
-      faultHandling: {},
-    });
+  private async memberListTls(): Promise<{ name?: string; peerURLs?: string[] }[]> {
+    const client = this.localClient();
     try {
       const res = await client.cluster.memberList({}, { deadline: Date.now() + MEMBER_LIST_REQUEST_MS });
       return res.members.map((m) => ({ name: m.name, peerURLs: m.peerURLs }));
     } finally {
       client.close();
     }
+  }
+
+  /** A gRPC client of this member alone (https with the node certificate under TLS). */
+  private localClient(): Etcd3 {
+    const tls = this.cfg.tls;
+    return new Etcd3({
+      hosts: [localUrl(this.clientUrl)],
+      credentials: tls && { rootCertificate: tls.ca, certChain: tls.cert, privateKey: tls.key },
+      grpcOptions: tls && { 'grpc.ssl_target_name_override': ETCD_ALLOWED_HOSTNAME },
+      faultHandling: {},
+    });
   }
 
   private exitError(info: ExitInfo): LoomError {
@@ -689,15 +758,26 @@ function isBootstrapped(etcdDir: string): boolean {
   }
 }
 
-function markerFor(cfg: Resolved): ClusterMarker {
-  return { name: cfg.name, clusterToken: CLUSTER_TOKEN, members: memberList(cfg.members) };
-}
-
-function writeMarker(cfg: Resolved): void {
-  const marker = { ...markerFor(cfg), createdAt: new Date().toISOString() };
+/**
+ * Records who this data dir belongs to: the member's name and the cluster's
+ * members (the configured ones at bootstrap; etcd's own list once it ran).
+ */
+function writeMarker(cfg: Resolved, members: EtcdPeer[] = cfg.members): void {
+  let createdAt = new Date().toISOString();
+  try {
+    createdAt = (JSON.parse(fs.readFileSync(cfg.markerPath, 'utf8')) as ClusterMarker).createdAt ?? createdAt;
+  } catch {
+    // first marker
+  }
+  const marker: ClusterMarker = { name: cfg.name, clusterToken: CLUSTER_TOKEN, members: memberList(members).sort(), createdAt };
   const tmp = `${cfg.markerPath}.tmp`;
-  fs.writeFileSync(tmp, JSON.stringify(marker, null, 2) + '\n');
-  fs.renameSync(tmp, cfg.markerPath);
+  try {
+    fs.writeFileSync(tmp, JSON.stringify(marker, null, 2) + '\n');
+    fs.renameSync(tmp, cfg.markerPath);
+  } catch (err) {
+    // Only a guard for later starts: a full disk must not stop this one.
+    cfg.log(`could not write ${cfg.markerPath}: ${String(err)}`);
+  }
 }
 
 function checkMarker(cfg: Resolved): void {
@@ -717,9 +797,9 @@ function checkMarker(cfg: Resolved): void {
         `start with --name ${marker.name}, use another --data-dir, or ${fix}`,
     );
   }
-  const want = markerFor(cfg).members;
+  const want = memberList(cfg.members);
   const had = Array.isArray(marker.members) ? [...marker.members].sort() : [];
-  if (had.join(',') !== [...want].sort().join(',')) {
+  if (!sameCluster(`${cfg.name}=${cfg.peerUrl}`, want, had)) {
     throw new LoomError(
       'UNAVAILABLE',
       `etcd data dir ${cfg.etcdDir} was bootstrapped for cluster [${had.join(', ')}], ` +

@@ -1,29 +1,30 @@
 /**
- * `loom node --join`: bring back an embedded etcd member whose data dir was
- * lost (a replaced disk or machine) while the rest of its cluster runs on.
+ * `loom node --join`: make this node's embedded etcd member part of the
+ * running cluster its --peer members form, by etcd's runtime reconfiguration.
+ * Two cases, told apart by the cluster's member list (join-plan.ts):
  *
- * etcd refuses to start such a member as it was ("member ... has already
- * been bootstrapped"): the others remember it, with a raft state its empty
- * data dir no longer has. The way back is etcd's runtime reconfiguration:
- * remove the old member, add a new one at the same peer URL, and start it
- * with --initial-cluster-state existing; it then receives the data from the
- * others. This does exactly that, and nothing else:
+ *  - a member the cluster knows by this node's name and peer URL lost its
+ *    data dir (a replaced disk or machine): etcd refuses to start it as it
+ *    was ("member ... has already been bootstrapped"), since the others
+ *    remember a raft state its empty data dir no longer has. It is removed
+ *    and added again, only when nothing answers at its peer URL (the old
+ *    member is really gone, not running under another process or machine);
+ *  - a new member (the cluster grows): added, up to 7 voting members.
  *
- *  - only for a member the cluster knows by this node's name and peer URL
- *    (adding members to a running cluster is not done here: nodes that join
- *    later run worker-only, with --etcd);
- *  - only when nothing answers at this node's own peer URL (the old member
- *    is really gone, not running under another process or machine);
- *  - a member already added at this peer URL but never started (a join that
- *    stopped half way) is reused rather than added again.
+ * Either way the member is added as a raft learner: it receives the data
+ * without counting towards the quorum, and is promoted to a voting member
+ * once it has caught up with the leader (promoteLearner, called when the
+ * member is healthy). A member added but never started (a join that stopped
+ * half way) is started rather than added again.
  *
- * Removing the old member needs a quorum of the cluster as it is, so the
- * others must be up: with one of three members gone, two answer.
+ * Removing a member needs a quorum of the cluster as it is, so the others
+ * must be up: with one of three members gone, two answer.
  */
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
-import { LoomError, invalid } from '../core/errors';
+import { LoomError } from '../core/errors';
 import { httpRequest } from './etcd-http';
+import { initialClusterAfterJoin, ListedMember, memberIdHex, planJoin } from './join-plan';
 
 export interface JoinOptions {
   name: string;
@@ -55,53 +56,21 @@ interface PeerApiMember {
 const REQUEST_MS = 3000;
 /** How long a membership change is retried while etcd calls the cluster unhealthy. */
 const UNHEALTHY_WAIT_MS = 20_000;
+/** Between promotion attempts while the learner catches up. */
+const PROMOTE_RETRY_MS = 500;
 
 /**
- * Replaces this node's lost member. Returns the cluster to put in
- * --initial-cluster (this member included) for a start with
- * --initial-cluster-state existing.
+ * Adds this node's member to the running cluster (again, when it lost its
+ * data). Returns the cluster to put in --initial-cluster (this member
+ * included) for a start with --initial-cluster-state existing.
  */
-export async function rejoinCluster(o: JoinOptions): Promise<JoinedMember[]> {
-  const { members: listed, via } = await listFromPeers(o);
-  // Asked through the member that just answered: others may be down (ours is).
-  const clientUrls = listed.find((m) => m.peerURLs.includes(via))?.clientURLs ?? [];
-  if (clientUrls.length === 0) throw new LoomError('UNAVAILABLE', `cannot join: the member at ${via} lists no client URL`);
-  const client = new Etcd3({
-    hosts: clientUrls,
-    credentials: o.tls ? { rootCertificate: o.tls.ca, certChain: o.tls.cert, privateKey: o.tls.key } : undefined,
-    grpcOptions: o.tls ? { 'grpc.ssl_target_name_override': o.tlsHostname } : undefined,
-    // No circuit breaker: whenHealthy retries what etcd defers.
-    faultHandling: { host: () => noop, global: noop },
-  });
+export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
+  const client = await clientOfPeers(o);
   try {
     const deadline = () => ({ deadline: Date.now() + REQUEST_MS * 2 });
-    const { members } = await client.cluster.memberList({}, deadline());
-    const mine = members.find((m) => m.peerURLs.includes(o.peerUrl));
-    const byName = members.find((m) => m.name === o.name);
-    if (byName && !byName.peerURLs.includes(o.peerUrl)) {
-      throw invalid(
-        `cannot join: the cluster's member "${o.name}" has peer URL ${byName.peerURLs.join(',')}, not ${o.peerUrl}; ` +
-          `start with the peer URL it had (--peer-listen, or --peer-advertise)`,
-      );
-    }
-    if (!mine) {
-      throw invalid(
-        `cannot join: the cluster has no member "${o.name}" at ${o.peerUrl} (members: ${members.map((m) => m.name || '(unstarted)').join(', ')}); ` +
-          `--join brings back a member whose data dir was lost; a new node can join as a worker with --etcd ${clientUrls.join(',')}`,
-      );
-    }
-    if (mine.name !== '' && mine.name !== o.name) {
-      throw invalid(`cannot join: peer URL ${o.peerUrl} belongs to member "${mine.name}", not "${o.name}"`);
-    }
-    const strangers = members.filter((m) => m !== mine && m.name === '');
-    if (strangers.length) {
-      throw new LoomError(
-        'INVALID_STATE',
-        `cannot join: member(s) at ${strangers.map((m) => m.peerURLs.join(',')).join('; ')} were added but never started; start or remove them first`,
-      );
-    }
-    if (mine.name === o.name) {
-      // A started member with our name and URL: ours, unless it still runs.
+    const { members } = await client.etcd.cluster.memberList({}, deadline());
+    const plan = planJoin(members as ListedMember[], { name: o.name, peerUrl: o.peerUrl, clientUrls: client.urls });
+    if (plan.kind === 'replace') {
       const urls = [['--peer-listen', o.peerListen], ...(o.peerUrl !== o.peerListen ? [['--peer-advertise', o.peerUrl]] : [])];
       for (const [flag, url] of urls) {
         if (await answers(url, o.tls)) {
@@ -111,24 +80,88 @@ export async function rejoinCluster(o: JoinOptions): Promise<JoinedMember[]> {
           );
         }
       }
-      o.log(`etcd member "${o.name}" (id ${mine.ID}) lost its data: removing it from the cluster and adding it again`);
-      await whenHealthy(o, 'remove', () => client.cluster.memberRemove({ ID: mine.ID }, deadline()));
-      const added = await whenHealthy(o, 'add', () => client.cluster.memberAdd({ peerURLs: [o.peerUrl] }, deadline()));
-      o.log(`etcd member "${o.name}" added again (id ${added.member.ID}); it gets its data from the other members`);
-    } else {
-      o.log(`etcd member at ${o.peerUrl} was added but never started (an earlier --join): starting it`);
+      o.log(`etcd member "${o.name}" (id ${memberIdHex(plan.member.ID)}) lost its data: removing it from the cluster and adding it again`);
+      await whenHealthy(o, 'remove', () => client.etcd.cluster.memberRemove({ ID: plan.member.ID }, deadline()));
     }
-    const others = members.filter((m) => m !== mine && m.name !== '');
-    return [
-      ...others.map((m) => ({ name: m.name, url: m.peerURLs[0] })),
-      { name: o.name, url: o.peerUrl },
-    ].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    if (plan.kind === 'resume') {
+      o.log(`etcd member at ${o.peerUrl} was added but never started (an earlier --join): starting it`);
+    } else {
+      const added = await whenHealthy(o, 'add', () =>
+        client.etcd.cluster.memberAdd({ peerURLs: [o.peerUrl], isLearner: true }, deadline()),
+      );
+      o.log(
+        `etcd member "${o.name}" added ${plan.kind === 'replace' ? 'again' : 'to the cluster'} as a learner (id ${memberIdHex(added.member.ID)}): ` +
+          `it gets the data from the other members and becomes a voting member once it has caught up`,
+      );
+    }
+    return initialClusterAfterJoin(members as ListedMember[], { name: o.name, peerUrl: o.peerUrl });
   } catch (err) {
     if (err instanceof LoomError) throw err;
     throw new LoomError('UNAVAILABLE', `cannot join: ${(err as Error).message}`);
   } finally {
-    client.close();
+    client.etcd.close();
   }
+}
+
+export interface PromoteOptions extends JoinOptions {
+  /** Gives up (UNAVAILABLE) at this time (ms since the epoch). */
+  deadline: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Makes this node's member, a raft learner, a voting member. etcd promotes a
+ * learner only once its log is close to the leader's, so this asks again
+ * every 500 ms until it is, or until the deadline. Asked through the other
+ * members: a learner serves no membership requests.
+ */
+export async function promoteLearner(o: PromoteOptions): Promise<void> {
+  const client = await clientOfPeers(o);
+  let last = '';
+  let said = false;
+  try {
+    for (;;) {
+      if (o.signal?.aborted) throw new LoomError('CANCELLED', 'promoting the etcd learner: aborted');
+      try {
+        const { members } = await client.etcd.cluster.memberList({}, { deadline: Date.now() + REQUEST_MS });
+        const mine = members.find((m) => m.peerURLs.includes(o.peerUrl));
+        if (!mine) throw new LoomError('UNAVAILABLE', `etcd member "${o.name}" at ${o.peerUrl} is no longer in the cluster (removed?)`);
+        if (!mine.isLearner) return;
+        await client.etcd.cluster.memberPromote({ ID: mine.ID }, { deadline: Date.now() + REQUEST_MS });
+        o.log(`etcd member "${o.name}" (id ${memberIdHex(mine.ID)}) promoted: it is a voting member now`);
+        return;
+      } catch (err) {
+        if (err instanceof LoomError) throw err;
+        last = (err as Error).message;
+        if (!said && /in sync with leader/i.test(last)) {
+          o.log(`etcd member "${o.name}" is a learner catching up with the leader; it is promoted once it has`);
+          said = true;
+        }
+      }
+      if (Date.now() + PROMOTE_RETRY_MS > o.deadline) {
+        throw new LoomError('UNAVAILABLE', `etcd member "${o.name}" is still a learner: promoting it failed (last: ${last})`);
+      }
+      await new Promise((r) => setTimeout(r, PROMOTE_RETRY_MS));
+    }
+  } finally {
+    client.etcd.close();
+  }
+}
+
+/** A client of the other members, at the client URLs the first --peer that answers lists. */
+async function clientOfPeers(o: JoinOptions): Promise<{ etcd: Etcd3; urls: string[] }> {
+  const { members: listed, via } = await listFromPeers(o);
+  // Asked through the member that just answered: others may be down (ours is).
+  const urls = listed.find((m) => m.peerURLs.includes(via))?.clientURLs ?? [];
+  if (urls.length === 0) throw new LoomError('UNAVAILABLE', `cannot join: the member at ${via} lists no client URL`);
+  const etcd = new Etcd3({
+    hosts: urls,
+    credentials: o.tls ? { rootCertificate: o.tls.ca, certChain: o.tls.cert, privateKey: o.tls.key } : undefined,
+    grpcOptions: o.tls ? { 'grpc.ssl_target_name_override': o.tlsHostname } : undefined,
+    // No circuit breaker: callers retry what etcd defers.
+    faultHandling: { host: () => noop, global: noop },
+  });
+  return { etcd, urls };
 }
 
 /**

@@ -242,13 +242,18 @@ it('forms a three-member cluster once a quorum is up; a wiped member is refused,
   expect(wiped.message).toMatch(/start this node again with --join/);
 
   // --join refuses what it cannot do safely: a member that still answers at
-  // its peer URL (m2, running), and a member the cluster does not have.
+  // its peer URL (m2, running), another name at m3's URL, m3's name at
+  // another URL.
   const busy = await loomError(EmbeddedEtcd.start({ ...options('m2', tempDir('m2b'), p2, c2, all), join: true }));
   expect(busy.code).toBe('INVALID_STATE');
   expect(busy.message).toMatch(/something answers at --peer-listen .*is member "m2" still running/);
-  const stranger = await loomError(EmbeddedEtcd.start({ ...options('m4', tempDir('m4'), p4, c4, all), join: true }));
-  expect(stranger.code).toBe('INVALID_ARGUMENT');
-  expect(stranger.message).toMatch(/the cluster has no member "m4".*a new node can join as a worker with --etcd/);
+  const impostor = await loomError(EmbeddedEtcd.start({ ...options('m4', tempDir('m4'), p3, c4, all.filter((m) => m.name !== 'm3')), join: true }));
+  expect(impostor.code).toBe('INVALID_ARGUMENT');
+  expect(impostor.message).toContain(`peer URL http://127.0.0.1:${p3} belongs to member "m3", not "m4"`);
+  const moved = await loomError(EmbeddedEtcd.start({ ...options('m3', tempDir('m3b'), p4, c4, all.filter((m) => m.name !== 'm3')), join: true }));
+  expect(moved.code).toBe('INVALID_ARGUMENT');
+  expect(moved.message).toContain(`the cluster's member "m3" has peer URL http://127.0.0.1:${p3}, not http://127.0.0.1:${p4}`);
+  expect(await memberNames(e1.clientUrl)).toEqual(['m1', 'm2', 'm3']);
 
   // With --join, m3 is removed and added again, and gets the data from the others.
   e3 = await launch({ ...options('m3', d3, p3, c3, all), join: true });
@@ -268,6 +273,61 @@ it('forms a three-member cluster once a quorum is up; a wiped member is refused,
   await e1.stop();
   for (const e of [e1, e2, e3]) expect(processAlive(e.pid)).toBe(false);
 }, 30_000);
+
+it('grows: a new member joins as a learner and becomes a voter; the first members restart with their old flags', async () => {
+  const [p1, p2, p3, c1, c2, c3] = await ports(6);
+  const m1 = { name: 'g1', url: `http://127.0.0.1:${p1}` };
+  const m2 = { name: 'g2', url: `http://127.0.0.1:${p2}` };
+  const d1 = tempDir('g1');
+  const d2 = tempDir('g2');
+  const d3 = tempDir('g3');
+  const logged: string[] = [];
+  const logTo = (o: EmbeddedEtcdOptions): EmbeddedEtcdOptions => ({ ...o, log: (m) => logged.push(m) });
+
+  // A one-member cluster with some data.
+  let e1 = await launch(options('g1', d1, p1, c1));
+  await e1.waitHealthy({ timeoutMs: 15_000 });
+  const b64 = (t: string) => Buffer.from(t).toString('base64');
+  expect((await request('POST', `${e1.clientUrl}/v3/kv/put`, JSON.stringify({ key: b64('/k'), value: b64('before') }))).status).toBe(200);
+
+  // g2 joins: added as a learner, started, promoted once it has caught up.
+  const e2 = await launch(logTo({ ...options('g2', d2, p2, c2, [m1]), join: true }));
+  await e2.waitHealthy({ timeoutMs: 20_000 });
+  expect(logged.join('\n')).toMatch(/etcd member "g2" added to the cluster as a learner/);
+  expect(logged.join('\n')).toMatch(/etcd member "g2" \(id [0-9a-f]+\) promoted: it is a voting member now/);
+  const listed = async () =>
+    ((await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[])
+      .map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`)
+      .sort();
+  expect(await listed()).toEqual(['g1', 'g2']);
+  // A voter serves consistent reads, which a learner refuses.
+  const got = await request('POST', `${e2.clientUrl}/v3/kv/range`, JSON.stringify({ key: b64('/k') }));
+  expect(Buffer.from(got.json.kvs[0].value, 'base64').toString()).toBe('before');
+
+  // A third: its --peer flags name the two that run.
+  const e3 = await launch({ ...options('g3', d3, p3, c3, [m1, m2]), join: true });
+  await e3.waitHealthy({ timeoutMs: 20_000 });
+  expect(await listed()).toEqual(['g1', 'g2', 'g3']);
+
+  // g1 restarts with the flags it was first started with (no --peer): etcd
+  // keeps its own membership, and loom notes the difference instead of
+  // calling the data dir another cluster's.
+  await e1.stop();
+  logged.length = 0;
+  e1 = await launch(logTo(options('g1', d1, p1, c1)));
+  await e1.waitHealthy({ timeoutMs: 15_000 });
+  expect(logged.join('\n')).toContain("etcd's members are [g1=");
+  expect(await listed()).toEqual(['g1', 'g2', 'g3']);
+  // The marker now holds etcd's members: a later start checks against them.
+  const marker = JSON.parse(fs.readFileSync(path.join(d1, 'etcd-cluster.json'), 'utf8'));
+  expect(marker.members).toEqual([m1, m2, { name: 'g3', url: `http://127.0.0.1:${p3}` }].map((m) => `${m.name}=${m.url}`));
+
+  // A name the cluster has, asked to join at another URL: refused, nothing added.
+  const taken = await loomError(EmbeddedEtcd.start({ ...options('g2', tempDir('g2b'), (await ports(1))[0], c2, [m1]), join: true }));
+  expect(taken.code).toBe('INVALID_ARGUMENT');
+  expect(taken.message).toMatch(/the cluster's member "g2" has peer URL/);
+  expect(await listed()).toEqual(['g1', 'g2', 'g3']);
+}, 60_000);
 
 it('refuses a data dir bootstrapped under another name or for another cluster', async () => {
   const dir = tempDir('reuse');

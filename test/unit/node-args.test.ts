@@ -49,9 +49,9 @@ describe('numberFlag', () => {
 });
 
 describe('--join', () => {
-  it('needs embedded etcd and the peers to rejoin', () => {
-    expect(failure(() => parseNodeArgs(['--join', '--etcd', 'http://127.0.0.1:2379'], {})).message).toMatch(/--join brings back an embedded etcd member/);
-    expect(failure(() => parseNodeArgs(['--join'], {})).message).toMatch(/--join needs the --peer members/);
+  it('needs embedded etcd and the peers to join', () => {
+    expect(failure(() => parseNodeArgs(['--join', '--etcd', 'http://127.0.0.1:2379'], {})).message).toMatch(/--join adds an embedded etcd member/);
+    expect(failure(() => parseNodeArgs(['--join'], {})).message).toMatch(/--join needs --peer members of the running cluster/);
     expect(parseNodeArgs(['--join', '--peer', 'b=http://127.0.0.1:2390'], {}).joinEtcd).toBe(true);
     expect(parseNodeArgs([], {}).joinEtcd).toBe(false);
   });
