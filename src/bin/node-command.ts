@@ -71,7 +71,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('tls-cert', { type: 'string', describe: "this node's certificate (PEM; `loom certs issue node NAME`)" })
     .option('tls-key', { type: 'string', describe: "this node's private key (PEM)" })
     .option('insecure', { type: 'boolean', default: false, describe: 'allow plaintext on non-loopback addresses (anyone who can reach the node can run commands)' })
-    .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log and drain nodes (repeatable, or comma-separated)' })
+    .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log, drain nodes and remove etcd members (repeatable, or comma-separated)' })
     .parserConfiguration({ 'parse-numbers': false })
     .strict()
     .help()

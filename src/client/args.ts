@@ -56,6 +56,8 @@ export type Command =
   | ({ kind: 'logs'; id: string; follow: boolean } & GlobalArgs)
   | ({ kind: 'list' } & ListArgs)
   | ({ kind: 'nodes' } & GlobalArgs)
+  | ({ kind: 'members' } & GlobalArgs)
+  | ({ kind: 'removeMember'; member: string } & GlobalArgs)
   | ({ kind: 'drain'; name: string; drain: boolean; deadlineMs: number } & GlobalArgs)
   | ({ kind: 'job'; job: JobCommand } & GlobalArgs)
   | { kind: 'node' };
@@ -312,6 +314,7 @@ function mainParser(env: Env): Argv {
     )
     .command('wait <id>', 'wait for a task to end; exit with its status')
     .command('nodes', "list the cluster's nodes")
+    .command('members [verb] [member]', "list the etcd cluster's members; `loom members remove NAME|ID` removes the member of a node gone for good (admin)")
     .command('job', 'job files, arrays and dependencies (see `loom job --help`)')
     .command('certs', 'make a cluster CA and node/client certificates (see `loom certs --help`)')
     .command('node', 'run a loom node (see `loom node --help`); `loom node drain|resume NAME`')
@@ -328,7 +331,7 @@ function mainParser(env: Env): Argv {
   return version ? y.version(version) : y.version(false);
 }
 
-const COMMANDS = new Set(['run', 'status', 'list', 'logs', 'cancel', 'wait', 'nodes', 'node', 'job']);
+const COMMANDS = new Set(['run', 'status', 'list', 'logs', 'cancel', 'wait', 'nodes', 'members', 'node', 'job']);
 
 /** `list --node NAME` filters by node; -N (and --node before `list`) is the address. */
 function rewriteListArgs(rest: string[]): string[] {
@@ -428,6 +431,14 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
       return { kind: 'list', ...parseList(p, env) };
     case 'nodes':
       return { kind: 'nodes', ...globals(p, env) };
+    case 'members': {
+      const verb = str(p.verb);
+      const member = str(p.member);
+      if (verb === undefined) return { kind: 'members', ...globals(p, env) };
+      if (verb !== 'remove') throw invalid(`unknown members command "${verb}" (\`loom members\` lists, \`loom members remove NAME|ID\` removes)`);
+      if (member === undefined || !member.trim()) throw invalid('`loom members remove` needs the member\'s name or hex id');
+      return { kind: 'removeMember', member: member.trim(), ...globals(p, env) };
+    }
     case 'node':
       return { kind: 'node' };
     default:

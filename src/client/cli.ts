@@ -10,7 +10,7 @@ import { NodeInfo, Task } from '../gen/loom';
 import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
 import { followTask, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
-import { formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
+import { formatMembersTable, formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
 
 export { parseCommandLine, parseRunArgs, DEFAULT_NODE } from './args';
 export type { Command, RunArgs, ListArgs, GlobalArgs } from './args';
@@ -59,6 +59,21 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
         return await nodesCommand(cmd, api, io);
       case 'job':
         return await runJobCommand(cmd.job, api, { stdout: io.stdout, stderr: io.stderr, isTTY: io.isTTY }, cmd.json);
+      case 'members': {
+        const res = await api.members();
+        if (cmd.json) await printJson(io, res.members);
+        else await out(io, formatMembersTable(res.members));
+        return 0;
+      }
+      case 'removeMember': {
+        const res = await api.removeMember(cmd.member);
+        if (cmd.json) await printJson(io, res);
+        else {
+          const r = res.removed;
+          await out(io, `etcd member ${r?.name ? `"${r.name}" ` : ''}(id ${r?.id}) removed; ${res.members.length} member(s) left: ${res.members.map((m) => m.name || m.id).join(', ')}`);
+        }
+        return 0;
+      }
       case 'drain': {
         const res = await api.drain(cmd.name, cmd.drain, cmd.deadlineMs);
         if (cmd.json) await printJson(io, res);

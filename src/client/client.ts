@@ -22,6 +22,8 @@ import {
   type RunEvent,
   type ListResponse,
   type DrainResponse,
+  type MembersResponse,
+  type RemoveMemberResponse,
   type CancelQueuedResponse,
   JobSpec,
   type JobStatus,
@@ -246,6 +248,16 @@ export class LoomApi {
     // Like submitJob: the work grows with the job (one guarded transaction
     // per open task), so no fixed deadline; the node finishes it either way.
     return this.unary((c) => c.cancelJob, { job }, { deadline: false, signal, kind: 'change' });
+  }
+
+  /** The etcd cluster's members, and whether each answers the node asked. */
+  async members(signal?: AbortSignal): Promise<MembersResponse> {
+    return this.unary((c) => c.members, {}, { deadline: true, signal, kind: 'read' });
+  }
+
+  /** Removes the etcd member (name or hex id) of a node that is gone for good. */
+  async removeMember(member: string, signal?: AbortSignal): Promise<RemoveMemberResponse> {
+    return this.unary((c) => c.removeMember, { member }, { deadline: true, signal, kind: 'change' });
   }
 
   /** Drain (or resume) the node named `name`; deadlineMs 0 = let tasks finish. */

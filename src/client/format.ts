@@ -2,7 +2,7 @@
 import { formatBytes } from '../core/fit';
 import { formatDurationMs } from '../core/duration';
 import { isTerminal, stateName } from '../core/lifecycle';
-import type { NodeInfo, Task } from '../gen/loom';
+import type { EtcdMember, NodeInfo, Task } from '../gen/loom';
 
 /** Left-aligned columns separated by two spaces; no trailing blanks. */
 export function table(headers: string[], rows: string[][]): string {
@@ -176,4 +176,19 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
       n.draining ? (n.drainDeadlineMs ? `draining (deadline ${new Date(n.drainDeadlineMs).toISOString().slice(11, 19)}Z)` : 'draining') : 'ready',
     ]),
   );
+}
+
+/** `loom members`: one row per etcd member; PROBLEM says why one does not answer. */
+export function formatMembersTable(members: EtcdMember[]): string {
+  const rows = members.map((m) => [
+    m.name || '(unstarted)',
+    m.id,
+    m.learner ? 'learner' : m.leader ? 'leader' : 'voter',
+    m.answers ? 'yes' : 'no',
+    m.peerUrls.join(',') || '-',
+    m.clientUrls.join(',') || '-',
+  ]);
+  const text = table(['NAME', 'ID', 'ROLE', 'ANSWERS', 'PEER URL', 'CLIENT URL'], rows);
+  const problems = members.filter((m) => !m.answers).map((m) => `${m.name || m.id}: ${m.problem}`);
+  return problems.length ? `${text}${problems.join('\n')}\n` : text;
 }

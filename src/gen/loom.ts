@@ -561,6 +561,43 @@ export interface NodesResponse {
   nodes: NodeInfo[];
 }
 
+/** A member of the etcd cluster the nodes share (loom members). */
+export interface EtcdMember {
+  /** Hex, as etcdctl prints and takes it. */
+  id: string;
+  /** Empty for a member added but never started. */
+  name: string;
+  peerUrls: string[];
+  clientUrls: string[];
+  /** A raft learner: copies the data, no vote (a member joining with --join). */
+  learner: boolean;
+  leader: boolean;
+  /** Its Status answered, through the node that served the request, within 2 s. */
+  answers: boolean;
+  /** What answered or failed ("" when it answered). */
+  problem: string;
+}
+
+export interface MembersRequest {
+}
+
+export interface MembersResponse {
+  members: EtcdMember[];
+}
+
+export interface RemoveMemberRequest {
+  /** A member's name, or its hex id (a member that never started has no name). */
+  member: string;
+}
+
+export interface RemoveMemberResponse {
+  removed:
+    | EtcdMember
+    | undefined;
+  /** The members after the removal. */
+  members: EtcdMember[];
+}
+
 function createBaseTaskSpec(): TaskSpec {
   return {
     name: "",
@@ -5459,6 +5496,470 @@ export const NodesResponse: MessageFns<NodesResponse> = {
   },
 };
 
+function createBaseEtcdMember(): EtcdMember {
+  return { id: "", name: "", peerUrls: [], clientUrls: [], learner: false, leader: false, answers: false, problem: "" };
+}
+
+export const EtcdMember: MessageFns<EtcdMember> = {
+  encode(message: EtcdMember, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== "") {
+      writer.uint32(10).string(message.id);
+    }
+    if (message.name !== "") {
+      writer.uint32(18).string(message.name);
+    }
+    for (const v of message.peerUrls) {
+      writer.uint32(26).string(v!);
+    }
+    for (const v of message.clientUrls) {
+      writer.uint32(34).string(v!);
+    }
+    if (message.learner !== false) {
+      writer.uint32(40).bool(message.learner);
+    }
+    if (message.leader !== false) {
+      writer.uint32(48).bool(message.leader);
+    }
+    if (message.answers !== false) {
+      writer.uint32(56).bool(message.answers);
+    }
+    if (message.problem !== "") {
+      writer.uint32(66).string(message.problem);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): EtcdMember {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseEtcdMember();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.id = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.peerUrls.push(reader.string());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.clientUrls.push(reader.string());
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.learner = reader.bool();
+            continue;
+          }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.leader = reader.bool();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.answers = reader.bool();
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.problem = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): EtcdMember {
+    return {
+      id: isSet(object.id) ? globalThis.String(object.id) : "",
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      peerUrls: globalThis.Array.isArray(object?.peerUrls)
+        ? object.peerUrls.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.peer_urls)
+        ? object.peer_urls.map((e: any) => globalThis.String(e))
+        : [],
+      clientUrls: globalThis.Array.isArray(object?.clientUrls)
+        ? object.clientUrls.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.client_urls)
+        ? object.client_urls.map((e: any) => globalThis.String(e))
+        : [],
+      learner: isSet(object.learner) ? globalThis.Boolean(object.learner) : false,
+      leader: isSet(object.leader) ? globalThis.Boolean(object.leader) : false,
+      answers: isSet(object.answers) ? globalThis.Boolean(object.answers) : false,
+      problem: isSet(object.problem) ? globalThis.String(object.problem) : "",
+    };
+  },
+
+  toJSON(message: EtcdMember): unknown {
+    const obj: any = {};
+    if (message.id !== "") {
+      obj.id = message.id;
+    }
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.peerUrls?.length) {
+      obj.peerUrls = message.peerUrls;
+    }
+    if (message.clientUrls?.length) {
+      obj.clientUrls = message.clientUrls;
+    }
+    if (message.learner !== false) {
+      obj.learner = message.learner;
+    }
+    if (message.leader !== false) {
+      obj.leader = message.leader;
+    }
+    if (message.answers !== false) {
+      obj.answers = message.answers;
+    }
+    if (message.problem !== "") {
+      obj.problem = message.problem;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<EtcdMember>): EtcdMember {
+    return EtcdMember.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<EtcdMember>): EtcdMember {
+    const message = createBaseEtcdMember();
+    message.id = object.id ?? "";
+    message.name = object.name ?? "";
+    message.peerUrls = object.peerUrls?.map((e) => e) || [];
+    message.clientUrls = object.clientUrls?.map((e) => e) || [];
+    message.learner = object.learner ?? false;
+    message.leader = object.leader ?? false;
+    message.answers = object.answers ?? false;
+    message.problem = object.problem ?? "";
+    return message;
+  },
+};
+
+function createBaseMembersRequest(): MembersRequest {
+  return {};
+}
+
+export const MembersRequest: MessageFns<MembersRequest> = {
+  encode(_: MembersRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembersRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembersRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(_: any): MembersRequest {
+    return {};
+  },
+
+  toJSON(_: MembersRequest): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembersRequest>): MembersRequest {
+    return MembersRequest.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<MembersRequest>): MembersRequest {
+    const message = createBaseMembersRequest();
+    return message;
+  },
+};
+
+function createBaseMembersResponse(): MembersResponse {
+  return { members: [] };
+}
+
+export const MembersResponse: MessageFns<MembersResponse> = {
+  encode(message: MembersResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.members) {
+      EtcdMember.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MembersResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseMembersResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.members.push(EtcdMember.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): MembersResponse {
+    return {
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => EtcdMember.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: MembersResponse): unknown {
+    const obj: any = {};
+    if (message.members?.length) {
+      obj.members = message.members.map((e) => EtcdMember.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MembersResponse>): MembersResponse {
+    return MembersResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MembersResponse>): MembersResponse {
+    const message = createBaseMembersResponse();
+    message.members = object.members?.map((e) => EtcdMember.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseRemoveMemberRequest(): RemoveMemberRequest {
+  return { member: "" };
+}
+
+export const RemoveMemberRequest: MessageFns<RemoveMemberRequest> = {
+  encode(message: RemoveMemberRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.member !== "") {
+      writer.uint32(10).string(message.member);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveMemberRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveMemberRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.member = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveMemberRequest {
+    return { member: isSet(object.member) ? globalThis.String(object.member) : "" };
+  },
+
+  toJSON(message: RemoveMemberRequest): unknown {
+    const obj: any = {};
+    if (message.member !== "") {
+      obj.member = message.member;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveMemberRequest>): RemoveMemberRequest {
+    return RemoveMemberRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveMemberRequest>): RemoveMemberRequest {
+    const message = createBaseRemoveMemberRequest();
+    message.member = object.member ?? "";
+    return message;
+  },
+};
+
+function createBaseRemoveMemberResponse(): RemoveMemberResponse {
+  return { removed: undefined, members: [] };
+}
+
+export const RemoveMemberResponse: MessageFns<RemoveMemberResponse> = {
+  encode(message: RemoveMemberResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.removed !== undefined) {
+      EtcdMember.encode(message.removed, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.members) {
+      EtcdMember.encode(v!, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RemoveMemberResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseRemoveMemberResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.removed = EtcdMember.decode(reader, reader.uint32());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.members.push(EtcdMember.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): RemoveMemberResponse {
+    return {
+      removed: isSet(object.removed) ? EtcdMember.fromJSON(object.removed) : undefined,
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => EtcdMember.fromJSON(e)) : [],
+    };
+  },
+
+  toJSON(message: RemoveMemberResponse): unknown {
+    const obj: any = {};
+    if (message.removed !== undefined) {
+      obj.removed = EtcdMember.toJSON(message.removed);
+    }
+    if (message.members?.length) {
+      obj.members = message.members.map((e) => EtcdMember.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RemoveMemberResponse>): RemoveMemberResponse {
+    return RemoveMemberResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RemoveMemberResponse>): RemoveMemberResponse {
+    const message = createBaseRemoveMemberResponse();
+    message.removed = (object.removed !== undefined && object.removed !== null)
+      ? EtcdMember.fromPartial(object.removed)
+      : undefined;
+    message.members = object.members?.map((e) => EtcdMember.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 export type LoomService = typeof LoomService;
 export const LoomService = {
   submit: {
@@ -5554,6 +6055,27 @@ export const LoomService = {
     responseSerialize: (value: DrainResponse): Buffer => Buffer.from(DrainResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DrainResponse => DrainResponse.decode(value),
   },
+  /** The etcd cluster's members, and whether each answers. */
+  members: {
+    path: "/loom.v1.Loom/Members" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: MembersRequest): Buffer => Buffer.from(MembersRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MembersRequest => MembersRequest.decode(value),
+    responseSerialize: (value: MembersResponse): Buffer => Buffer.from(MembersResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MembersResponse => MembersResponse.decode(value),
+  },
+  /** Removes the etcd member of a node that is gone for good (admin). */
+  removeMember: {
+    path: "/loom.v1.Loom/RemoveMember" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: RemoveMemberRequest): Buffer => Buffer.from(RemoveMemberRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): RemoveMemberRequest => RemoveMemberRequest.decode(value),
+    responseSerialize: (value: RemoveMemberResponse): Buffer =>
+      Buffer.from(RemoveMemberResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): RemoveMemberResponse => RemoveMemberResponse.decode(value),
+  },
   submitJob: {
     path: "/loom.v1.Loom/SubmitJob" as const,
     requestStream: false as const,
@@ -5605,6 +6127,10 @@ export interface LoomServer extends UntypedServiceImplementation {
   nodes: handleUnaryCall<NodesRequest, NodesResponse>;
   /** Stop (or resume) a node taking new work; see NodeControl. */
   drain: handleUnaryCall<DrainRequest, DrainResponse>;
+  /** The etcd cluster's members, and whether each answers. */
+  members: handleUnaryCall<MembersRequest, MembersResponse>;
+  /** Removes the etcd member of a node that is gone for good (admin). */
+  removeMember: handleUnaryCall<RemoveMemberRequest, RemoveMemberResponse>;
   submitJob: handleUnaryCall<SubmitJobRequest, JobStatus>;
   getJob: handleUnaryCall<JobRequest, JobStatus>;
   listJobs: handleUnaryCall<ListJobsRequest, ListJobsResponse>;
@@ -5725,6 +6251,38 @@ export interface LoomClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DrainResponse) => void,
+  ): ClientUnaryCall;
+  /** The etcd cluster's members, and whether each answers. */
+  members(
+    request: MembersRequest,
+    callback: (error: ServiceError | null, response: MembersResponse) => void,
+  ): ClientUnaryCall;
+  members(
+    request: MembersRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MembersResponse) => void,
+  ): ClientUnaryCall;
+  members(
+    request: MembersRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MembersResponse) => void,
+  ): ClientUnaryCall;
+  /** Removes the etcd member of a node that is gone for good (admin). */
+  removeMember(
+    request: RemoveMemberRequest,
+    callback: (error: ServiceError | null, response: RemoveMemberResponse) => void,
+  ): ClientUnaryCall;
+  removeMember(
+    request: RemoveMemberRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: RemoveMemberResponse) => void,
+  ): ClientUnaryCall;
+  removeMember(
+    request: RemoveMemberRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: RemoveMemberResponse) => void,
   ): ClientUnaryCall;
   submitJob(
     request: SubmitJobRequest,

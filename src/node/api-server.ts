@@ -3,10 +3,10 @@
  *
  * Who may do what (identities come from client certificates, src/node/tls.ts;
  * without TLS everyone is the same local user and may do everything):
- *  - anyone authenticated: submit and run (and own what they submit), get, list, wait, nodes;
+ *  - anyone authenticated: submit and run (and own what they submit), get, list, wait, nodes, members;
  *    a task's env values are shown to its owner and admins only;
  *  - the task's owner or an admin (--admin, or any node certificate): cancel, logs;
- *  - an admin: drain/resume a node;
+ *  - an admin: drain/resume a node, remove the etcd member of a node that is gone;
  *  - a node certificate only: Logs of one attempt (attempt > 0), the node-to-node log proxy.
  */
 import * as grpc from '@grpc/grpc-js';
@@ -14,7 +14,9 @@ import {
   CancelRequest, GetRequest, ListRequest, ListResponse, LoomService, LoomServer, NodesResponse,
   SubmitRequest, SubmitResponse, Task, TaskState, WaitRequest, LogsRequest, LogChunk, NodesRequest,
   DrainRequest, DrainResponse, CancelQueuedRequest, CancelQueuedResponse, RunRequest, RunEvent, TaskSpec,
+  MembersResponse, RemoveMemberRequest, RemoveMemberResponse,
 } from '../gen/loom';
+import type { EtcdMembers } from '../store/etcd-members';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
 import { LIMITS, validateBatch } from '../core/spec';
@@ -49,10 +51,12 @@ export interface ApiDeps {
   nodeName?: string;
   /** Mutual TLS: the node's own identity. Unset: plaintext, every caller is 'local'. */
   tls?: TlsMaterial;
-  /** Identities that may cancel any task, read any task's logs and drain nodes (--admin). */
+  /** Identities that may cancel any task, read any task's logs, drain nodes and remove etcd members (--admin). */
   admins?: string[];
   /** Overrides of API_LIMITS (tests). */
   limits?: Partial<ApiLimits>;
+  /** The etcd cluster's members (loom members). */
+  members: EtcdMembers;
 }
 
 export interface ApiLimits {
@@ -285,6 +289,18 @@ export class ApiServer {
         const control = { drain: req.drain, deadlineMs: req.drain && deadline > 0 ? Date.now() + deadline : 0 };
         await setNodeControl(d.kv, d.queries.keys, req.name, control);
         return { control };
+      }, opts),
+      members: unary(async (): Promise<MembersResponse> => ({ members: await d.members.list() }), opts),
+      removeMember: unary(async (req: RemoveMemberRequest, { identity }): Promise<RemoveMemberResponse> => {
+        if (!this.isAdmin(identity)) {
+          throw new LoomError('PERMISSION_DENIED', `${identity.name} may not remove etcd members (only an admin, see --admin, may)`);
+        }
+        const which = (req.member ?? '').trim();
+        if (!which) throw new LoomError('INVALID_ARGUMENT', 'name the etcd member to remove (its name, or its hex id)');
+        const live = (await d.queries.nodes()).map((n) => n.name);
+        const { removed, members } = await d.members.remove(which, live);
+        d.log(`etcd member ${removed.name ? `"${removed.name}" ` : ''}(id ${removed.id}) removed from the cluster by ${identity.name}`);
+        return { removed, members };
       }, opts),
     };
   }

@@ -13,6 +13,7 @@ import { LoomError } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { connectEtcd, KEEPALIVE_DEFAULT_MS, KEEPALIVE_EMBEDDED_MS, Kv } from '../store/etcd';
 import { EndpointHealth } from '../store/endpoint-health';
+import { EtcdMembers, probeWith } from '../store/etcd-members';
 import { backoff } from '../core/backoff';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
@@ -225,6 +226,7 @@ export class LoomNode {
       kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins,
+      members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
     });
     const node: LoomNode = new LoomNode(
       config, opts, etcd, reaper, memberKv, kv, keys, queries, transitions, directory, window, executor, steal,

@@ -112,4 +112,16 @@ test('loom -N with several nodes: the next answers when one is down, and `run` f
   // Requeued when n1's lease expired: the CLI followed it to its second run, and shows both.
   expect(res.stdout).toBe('attempt 1\nattempt 2\n');
   expect(res.stderr).toMatch(new RegExp(`retrying in [\\d.]+s through ${n0.api.replace(/\./g, '\\.')}`));
+
+  // n1 is gone for good: `loom members` shows its etcd member not answering,
+  // and `loom members remove` takes it out of the cluster.
+  const members = await cli(['-N', n0.api, 'members', '--json']);
+  expect(members.code).toBe(0);
+  const etcdMembers = JSON.parse(members.stdout) as { name: string; answers: boolean; leader: boolean }[];
+  expect(etcdMembers.map((m) => [m.name, m.answers])).toEqual([[n0.name, true], [n1.name, false], [n2.name, true]]);
+  expect(etcdMembers.filter((m) => m.leader)).toHaveLength(1);
+  const removed = await cli(['-N', n0.api, 'members', 'remove', n1.name]);
+  expect(removed.stderr).toBe('');
+  expect(removed.code).toBe(0);
+  expect(removed.stdout).toMatch(new RegExp(`etcd member "${n1.name}" \\(id [0-9a-f]+\\) removed; 2 member\\(s\\) left`));
 });

@@ -8,6 +8,7 @@ import { Task, TaskState } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
 import { validateSpec } from '../../src/core/spec';
 import { ApiServer } from '../../src/node/api-server';
+import { testEtcdMembers } from '../support/members';
 import { LogService } from '../../src/node/logs';
 import { connectEtcd, Kv } from '../../src/store/etcd';
 import { JobStore } from '../../src/store/jobs';
@@ -24,6 +25,7 @@ const reads: string[] = [];
 /** Tasks "held here": the result the node will commit, released by the test. */
 const held = new Map<string, { result: Promise<Task | undefined>; settle: (t: Task | undefined) => void }>();
 
+let etcdMembers: ReturnType<typeof testEtcdMembers>;
 beforeAll(async () => {
   client = connectEtcd({ endpoints: [testEtcdEndpoint()] });
   const kv = new Kv(client);
@@ -34,7 +36,9 @@ beforeAll(async () => {
   };
   const keys = new Keys(uniqueRoot());
   tr = new TaskTransitions(kv, keys);
+  etcdMembers = testEtcdMembers();
   server = new ApiServer({
+    members: etcdMembers.members,
     kv: spy, queries: new TaskQueries(spy, keys), transitions: tr, log: () => undefined,
     logs: { stream: async () => undefined, close: () => undefined } as unknown as LogService,
     jobs: new JobStore(kv, keys, tr),
@@ -47,6 +51,7 @@ beforeAll(async () => {
 afterAll(async () => {
   api.close();
   await server.close(0);
+  etcdMembers.close();
   client.close();
 });
 

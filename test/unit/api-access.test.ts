@@ -1,6 +1,6 @@
 /**
  * The API in TLS mode over a stand-in etcd: per-client stream limits, env
- * hiding, drain for admins only, and the node-only log call. (The same rules
+ * hiding, drain and member removal for admins only, and the node-only log call. (The same rules
  * against a real etcd and real nodes: test/integration/tls.test.ts.)
  */
 import * as fs from 'fs';
@@ -9,6 +9,7 @@ import * as path from 'path';
 import { v7 as uuidv7 } from 'uuid';
 import { Task, TaskState } from '../../src/gen/loom';
 import { ApiServer } from '../../src/node/api-server';
+import { testEtcdMembers } from '../support/members';
 import { LogService } from '../../src/node/logs';
 import { loadNodeTls } from '../../src/node/tls';
 import { Kv } from '../../src/store/etcd';
@@ -40,6 +41,7 @@ describe('API access rules (TLS)', () => {
     return a;
   };
 
+  let etcdMembers: ReturnType<typeof testEtcdMembers>;
   beforeAll(async () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-access-'));
     await initCa({ dir });
@@ -58,7 +60,9 @@ describe('API access rules (TLS)', () => {
       stream: (_id: string, _f: boolean, _a: number, _w: unknown, signal: AbortSignal) => new Promise<void>((resolve) => signal.addEventListener('abort', () => resolve(), { once: true })),
       close: () => undefined,
     } as unknown as LogService;
-    server = new ApiServer({
+    etcdMembers = testEtcdMembers();
+  server = new ApiServer({
+      members: etcdMembers.members,
       kv, queries: new TaskQueries(kv, keys), transitions, logs, log: () => undefined, jobs: new JobStore(kv, keys, transitions),
       tryRunHere: async () => false, nodeName: 'n1', tls: ids.n1, admins: ['ops'], limits: { streamsPerClient: 2 },
     });
@@ -69,6 +73,7 @@ describe('API access rules (TLS)', () => {
     for (const c of open) c.abort();
     for (const a of apis) a.close();
     await server.close(0);
+    etcdMembers.close();
     fs.rmSync(dir, { recursive: true, force: true });
   });
 
@@ -125,5 +130,9 @@ describe('API access rules (TLS)', () => {
     await expect(api('bob').cancel(ALICE_TASK)).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringContaining('belongs to alice') });
     await expect(follow(api('bob'))).rejects.toMatchObject({ code: 'PERMISSION_DENIED' });
     await expect(api('alice').drain('n1', true)).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringContaining('--admin') });
+    await expect(api('alice').removeMember('n9')).rejects.toMatchObject({
+      code: 'PERMISSION_DENIED',
+      message: 'alice may not remove etcd members (only an admin, see --admin, may)',
+    });
   });
 });

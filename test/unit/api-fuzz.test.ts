@@ -12,6 +12,7 @@ import {
   CancelRequest, DrainRequest, GetRequest, ListRequest, LogsRequest, LoomService, NodeInfo, SubmitRequest, Task, TaskState, WaitRequest,
 } from '../../src/gen/loom';
 import { ApiServer } from '../../src/node/api-server';
+import { testEtcdMembers } from '../support/members';
 import { LogService } from '../../src/node/logs';
 import { Kv } from '../../src/store/etcd';
 import { Keys } from '../../src/store/keys';
@@ -101,13 +102,16 @@ describe('API handlers under arbitrary input', () => {
   const logs: string[] = [];
   const onUnhandled = (err: unknown) => unhandled.push(err);
 
+  let etcdMembers: ReturnType<typeof testEtcdMembers>;
   beforeAll(async () => {
     process.on('unhandledRejection', onUnhandled);
     const kv = new Kv(fakeEtcd(fakeStore()));
     const queries = new TaskQueries(kv, keys);
     const transitions = new TaskTransitions(kv, keys);
     const logService = { stream: async () => undefined, close: () => undefined } as unknown as LogService;
-    server = new ApiServer({
+    etcdMembers = testEtcdMembers();
+  server = new ApiServer({
+      members: etcdMembers.members,
       kv, queries, transitions, logs: logService, log: (m) => logs.push(m),
       jobs: new JobStore(kv, keys, transitions),
       tryRunHere: async () => false,
@@ -120,6 +124,7 @@ describe('API handlers under arbitrary input', () => {
     if (process.env.LOOM_TEST_VERBOSE) process.stderr.write(`outcomes: ${JSON.stringify([...seen].sort())}\n`);
     raw.client.close();
     await server.close(0);
+    etcdMembers.close();
     process.removeListener('unhandledRejection', onUnhandled);
   });
 

@@ -117,6 +117,10 @@ describe('other commands', () => {
     expect(usageError(() => parseCommandLine(['cancel', 'abc', '--all-queued'])).message).toMatch(/a task id or --all-queued, not both/);
     expect(usageError(() => parseCommandLine(['cancel'])).message).toMatch(/cancel needs a task id \(or --all-queued\)/);
     expect(parseCommandLine(['nodes'])).toMatchObject({ kind: 'nodes' });
+    expect(parseCommandLine(['members', '--json'])).toMatchObject({ kind: 'members', json: true });
+    expect(parseCommandLine(['members', 'remove', 'node4'])).toMatchObject({ kind: 'removeMember', member: 'node4' });
+    expect(usageError(() => parseCommandLine(['members', 'remove'])).message).toMatch(/needs the member's name or hex id/);
+    expect(usageError(() => parseCommandLine(['members', 'drop', 'x'])).message).toMatch(/unknown members command "drop"/);
   });
 
   it('reports usage errors with exit 2', () => {
