@@ -41,8 +41,9 @@
  *               does not restart its member itself).
  *   wipe-member SIGKILL a node that embeds an etcd member, delete its etcd
  *               data dir (a lost disk), and after `holdMs` start it again with
- *               `--join`: the node must bring its member back (removed and
- *               added again, data from the others) and take work. Not in the
+ *               `--join`: the node must bring its member back (removed,
+ *               added again as a learner, data from the others, promoted)
+ *               and take work. Not in the
  *               default kinds (`--kinds wipe-member`).
  *   etcd-outage SIGKILL every etcd member at once (no quorum, no etcd at
  *               all) for `holdMs` (10 s), then restart them all. Meanwhile
@@ -291,11 +292,13 @@ export class FaultInjector {
     await this.d.cluster.restartNode(n, 120_000, ['--join']);
     rec.recoveredMs = Date.now();
     rec.leaseAfter = await this.lease(n.name);
-    const rejoined = /etcd member "\S+" added again \(id (\d+)\)/.exec(n.output());
+    const out = n.output();
+    const rejoined = /etcd member "\S+" added again as a learner \(id ([0-9a-f]+)\)/.exec(out);
     if (!rejoined) throw new Error(`node ${n.name} came up without logging that its member was added again`);
+    if (!out.includes(`(id ${rejoined[1]}) promoted`)) throw new Error(`node ${n.name} came up without its learner ${rejoined[1]} promoted`);
     rec.note =
       `killed, etcd data dir deleted, restarted with --join after ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s; ` +
-      `member added again as ${rejoined[1]}, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s later`;
+      `member added again as learner ${rejoined[1]} and promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s later`;
   }
 
   private async pauseNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
