@@ -891,6 +891,13 @@ const RULES: { re: RegExp; say: (m: RegExpExecArray, ctx: DiagnoseContext) => st
       `restore its data dir, or start this node again with --join to replace the member (its data comes back from the others)`,
   },
   {
+    re: /the member has been permanently removed from the cluster/,
+    say: (_m, c) =>
+      `etcd member "${c.name}" was removed from the cluster (loom members remove, or etcdctl member remove), ` +
+      `and etcd will not start a removed member from its data dir ${c.etcdDir}; ` +
+      `delete that directory and start this node again with --join to add it back as a new member`,
+  },
+  {
     re: /cluster ID mismatch/,
     say: (_m, c) =>
       `etcd data dir ${c.etcdDir} belongs to a different cluster than its peers (cluster ID mismatch); ` +

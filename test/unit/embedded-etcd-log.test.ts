@@ -26,6 +26,17 @@ describe('diagnoseEtcdLog', () => {
     );
   });
 
+  it('explains a member that was removed from the cluster (it exits with code 0, saying so mid-log)', () => {
+    const lines = [
+      '[warn] server error: the member has been permanently removed from the cluster',
+      '[warn] data-dir used by this member must be removed',
+      '[info] stopped remote peer',
+    ];
+    const said = diagnoseEtcdLog(lines, ctx);
+    expect(said).toContain('etcd member "node2" was removed from the cluster');
+    expect(said).toContain('start this node again with --join');
+  });
+
   it('explains a cluster ID mismatch and an unknown local name', () => {
     expect(diagnoseEtcdLog(['[warn] request cluster ID mismatch'], ctx)).toContain(
       'belongs to a different cluster than its peers',
