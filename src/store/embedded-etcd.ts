@@ -28,7 +28,7 @@ import * as path from 'node:path';
 import { Etcd3 } from 'etcd3';
 import { LoomError, invalid } from '../core/errors';
 import { validateNodeName } from '../core/config';
-import { joinCluster, promoteLearner } from './member-join';
+import { checkBootstrap, joinCluster, promoteLearner } from './member-join';
 import { sameCluster } from './join-plan';
 import { HttpTls, httpRequest } from './etcd-http';
 
@@ -185,6 +185,13 @@ export class EmbeddedEtcd {
       checkMarker(cfg);
     } else {
       let cluster = cfg.members;
+      if (!opts.join && cfg.members.length > 1) {
+        await checkBootstrap({
+          name: cfg.name, peerUrl: cfg.peerUrl, peerListen: cfg.peerListen, peerUrls: cfg.members.map((m) => m.url),
+          tls: cfg.tls, tlsHostname: ETCD_ALLOWED_HOSTNAME, log: cfg.log, etcdDir: cfg.etcdDir,
+        });
+        throwIfAborted(signal, 'starting etcd');
+      }
       if (opts.join) {
         cluster = await joinCluster({
           name: cfg.name,

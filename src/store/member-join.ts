@@ -54,6 +54,8 @@ interface PeerApiMember {
 }
 
 const REQUEST_MS = 3000;
+/** A peer that takes longer to list the members is taken for one not up yet. */
+const BOOTSTRAP_CHECK_MS = 1500;
 /** How long a membership change is retried while etcd calls the cluster unhealthy. */
 const UNHEALTHY_WAIT_MS = 20_000;
 /** Between promotion attempts while the learner catches up. */
@@ -184,19 +186,65 @@ async function whenHealthy<T>(o: JoinOptions, what: string, change: () => Promis
   }
 }
 
+/**
+ * Before a member bootstraps a new cluster (no data dir, no --join): when a
+ * --peer member already runs a cluster, bootstrapping would not join it. etcd
+ * then either refuses (the same member set: "already bootstrapped") or, with
+ * another member set, waits forever on "cluster ID mismatch" with a data dir
+ * that --join would no longer replace. Both are told here, before etcd
+ * creates anything, with what to do. Peers that do not answer (the usual
+ * first start, members coming up together) are no reason to stop.
+ */
+export async function checkBootstrap(o: JoinOptions & { etcdDir: string }): Promise<void> {
+  for (const url of o.peerUrls.filter((u) => u !== o.peerUrl)) {
+    let members: PeerApiMember[];
+    try {
+      const res = await httpRequest('GET', `${url}/members`, undefined, BOOTSTRAP_CHECK_MS, undefined, o.tls);
+      if (res.status !== 200) continue;
+      members = parsePeerMembers(res.body);
+    } catch {
+      continue;
+    }
+    const mine = members.find((m) => (m.peerURLs ?? []).includes(o.peerUrl));
+    if (!mine) {
+      throw new LoomError(
+        'INVALID_STATE',
+        `the --peer members already run a cluster without this node's member (members: ${members.map((m) => m.name || '(unstarted)').sort().join(', ')}, asked at ${url}); ` +
+          `start this node with --join to add its member to that cluster`,
+      );
+    }
+    if ((mine.clientURLs ?? []).length > 0) {
+      throw new LoomError(
+        'INVALID_STATE',
+        `etcd member "${mine.name}" (id ${memberIdHex(mine.id)}) has already been bootstrapped: the other members know it, ` +
+          `but its data dir ${o.etcdDir} is new (was it deleted, or is --data-dir wrong?); ` +
+          `restore its data dir, or start this node again with --join to replace the member (its data comes back from the others)`,
+      );
+    }
+    return; // a cluster being bootstrapped with this member in it: go on
+  }
+}
+
 /** The member list from the first peer that answers on its peer URL. */
 async function listFromPeers(o: JoinOptions): Promise<{ members: PeerApiMember[]; via: string }> {
   const tried: string[] = [];
   for (const url of o.peerUrls.filter((u) => u !== o.peerUrl)) {
     try {
       const res = await get(`${url}/members`, o.tls);
-      if (res.status === 200) return { members: JSON.parse(res.body) as PeerApiMember[], via: url };
+      if (res.status === 200) return { members: parsePeerMembers(res.body), via: url };
       tried.push(`${url}: HTTP ${res.status}`);
     } catch (err) {
       tried.push(`${url}: ${(err as Error).message}`);
     }
   }
   throw new LoomError('UNAVAILABLE', `cannot join: no --peer member answers (${tried.join('; ') || 'no --peer given'})`);
+}
+
+/** GET <peer URL>/members: its ids are 64-bit numbers, kept exact as strings. */
+function parsePeerMembers(body: string): PeerApiMember[] {
+  const members = JSON.parse(body.replace(/"id":\s*(\d+)/g, '"id":"$1"')) as PeerApiMember[];
+  if (!Array.isArray(members)) throw new Error('not a member list');
+  return members;
 }
 
 async function answers(peerUrl: string, tls: JoinOptions['tls']): Promise<boolean> {

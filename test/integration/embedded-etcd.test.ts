@@ -230,16 +230,17 @@ it('forms a three-member cluster once a quorum is up; a wiped member is refused,
     ((await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; ID: string }[]).find((m) => m.name === name)?.ID;
   const oldId = await idOf('m3');
 
-  // m3 loses its data dir: the others remember it, so etcd refuses to start.
+  // m3 loses its data dir: the others remember it, so it is refused before
+  // etcd starts (etcd would refuse too), and nothing is left behind.
   await e3.stop();
   fs.rmSync(path.join(d3, 'etcd'), { recursive: true, force: true });
-  e3 = await launch(options('m3', d3, p3, c3, all));
-  const wiped = await loomError(e3.waitHealthy({ timeoutMs: 10_000 }));
-  expect(wiped.code).toBe('UNAVAILABLE');
+  const wiped = await loomError(EmbeddedEtcd.start(options('m3', d3, p3, c3, all)));
+  expect(wiped.code).toBe('INVALID_STATE');
   expect(wiped.message).toMatch(/etcd member "m3" \(id [0-9a-f]+\) has already been bootstrapped/);
   expect(wiped.message).toContain(path.join(d3, 'etcd'));
-  expect(wiped.message).toContain(path.join(d3, 'etcd.log'));
   expect(wiped.message).toMatch(/start this node again with --join/);
+  expect(fs.existsSync(path.join(d3, 'etcd'))).toBe(false);
+  expect(wiped.message).toContain(`(id ${BigInt(oldId!).toString(16)})`);
 
   // --join refuses what it cannot do safely: a member that still answers at
   // its peer URL (m2, running), another name at m3's URL, m3's name at
@@ -289,6 +290,15 @@ it('grows: a new member joins as a learner and becomes a voter; the first member
   await e1.waitHealthy({ timeoutMs: 15_000 });
   const b64 = (t: string) => Buffer.from(t).toString('base64');
   expect((await request('POST', `${e1.clientUrl}/v3/kv/put`, JSON.stringify({ key: b64('/k'), value: b64('before') }))).status).toBe(200);
+
+  // Without --join, a new member would bootstrap a cluster of its own (and
+  // wait forever on "cluster ID mismatch"): refused before etcd starts.
+  const alone = await loomError(EmbeddedEtcd.start(options('g2', d2, p2, c2, [m1])));
+  expect(alone.code).toBe('INVALID_STATE');
+  expect(alone.message).toBe(
+    `the --peer members already run a cluster without this node's member (members: g1, asked at ${m1.url}); start this node with --join to add its member to that cluster`,
+  );
+  expect(fs.existsSync(path.join(d2, 'etcd'))).toBe(false);
 
   // g2 joins: added as a learner, started, promoted once it has caught up.
   const e2 = await launch(logTo({ ...options('g2', d2, p2, c2, [m1]), join: true }));
