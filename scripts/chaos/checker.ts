@@ -593,7 +593,7 @@ export function check(input: CheckInput): CheckResult {
 }
 
 /** Faults that take a node away from the cluster while its tasks may still be running. */
-const NODE_LOSS_FAULTS: string[] = ['kill-node', 'pause-node', 'partition-node', 'partition-member', 'wipe-member'];
+const NODE_LOSS_FAULTS: string[] = ['kill-node', 'pause-node', 'partition-node', 'partition-member', 'wipe-member', 'replace-member'];
 
 /** The injected fault that explains a node-loss restart, if any (the latest matching one). */
 function attribute(faults: FaultRecord[], a: Attempt, cause: RestartCause, ttlMs: number): FaultRecord | undefined {

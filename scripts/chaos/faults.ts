@@ -45,6 +45,11 @@
  *               added again as a learner, data from the others, promoted)
  *               and take work. Not in the
  *               default kinds (`--kinds wipe-member`).
+ *   replace-member SIGKILL a member node for good, `loom members remove` its
+ *               member through a survivor once its lease is gone, and start
+ *               a new machine in its place (empty etcd dir, same name and
+ *               URLs) with `--join`: added as a new learner, promoted, takes
+ *               work. Not in the default kinds.
  *   etcd-outage SIGKILL every etcd member at once (no quorum, no etcd at
  *               all) for `holdMs` (10 s), then restart them all. Meanwhile
  *               the harness runs `loom list` and `loom run true` against a
@@ -66,10 +71,11 @@ import { ChaosCluster, ChaosNode, loomCli, sleep } from './cluster';
 import { Rng } from './rng';
 
 export type FaultKind =
-  | 'kill-node' | 'pause-node' | 'partition-node' | 'partition-member' | 'kill-etcd' | 'drain-node' | 'etcd-outage' | 'wipe-member';
-/** Kinds run by default; etcd-outage and wipe-member only on request. */
+  | 'kill-node' | 'pause-node' | 'partition-node' | 'partition-member' | 'kill-etcd' | 'drain-node' | 'etcd-outage' | 'wipe-member'
+  | 'replace-member';
+/** Kinds run by default; etcd-outage, wipe-member and replace-member only on request. */
 export const FAULT_KINDS: FaultKind[] = ['kill-node', 'pause-node', 'partition-node', 'partition-member', 'kill-etcd', 'drain-node'];
-export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage', 'wipe-member'];
+export const ALL_FAULT_KINDS: FaultKind[] = [...FAULT_KINDS, 'etcd-outage', 'wipe-member', 'replace-member'];
 
 export interface PlannedFault {
   seq: number;
@@ -139,7 +145,7 @@ export class FaultSchedule {
     const { rng, o } = this;
     const seq = ++this.seq;
     const kind = this.cover.shift() ?? rng.pick(o.kinds);
-    const onMembers = kind === 'kill-etcd' || kind === 'etcd-outage' || kind === 'wipe-member' || kind === 'partition-member';
+    const onMembers = ['kill-etcd', 'etcd-outage', 'wipe-member', 'replace-member', 'partition-member'].includes(kind);
     const target = rng.pick(onMembers ? o.members : kind === 'partition-node' ? o.workers : o.nodes);
     const gapMs = rng.int(Math.round(o.intervalMs * 0.5), Math.round(o.intervalMs * 1.5));
     const ttl = o.leaseTtlMs;
@@ -167,6 +173,7 @@ export class FaultSchedule {
       case 'etcd-outage':
         return { seq, kind, target, gapMs, holdMs: 10_000 };
       case 'wipe-member':
+      case 'replace-member':
         return { seq, kind, target, gapMs, holdMs: rng.int(0, 1000) };
     }
   }
@@ -214,6 +221,9 @@ export class FaultInjector {
           break;
         case 'wipe-member':
           await this.wipeMember(n, rec);
+          break;
+        case 'replace-member':
+          await this.replaceMember(n, rec);
           break;
       }
     } catch (err) {
@@ -299,6 +309,43 @@ export class FaultInjector {
     rec.note =
       `killed, etcd data dir deleted, restarted with --join after ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s; ` +
       `member added again as learner ${rejoined[1]} and promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s later`;
+  }
+
+  /**
+   * A member node's machine is lost for good and replaced: the node is
+   * killed, its member removed with `loom members remove` through a survivor
+   * (once its lease is gone: a live node's member is refused), and a new
+   * machine (empty etcd dir) starts with --join: its member must be added as
+   * a new learner and promoted.
+   */
+  private async replaceMember(n: ChaosNode, rec: FaultRecord): Promise<void> {
+    rec.leaseBefore = await this.lease(n.name);
+    rec.startMs = Date.now();
+    await this.d.cluster.killNode(n);
+    await this.d.cluster.waitMemberGone(n);
+    const leaseDeadline = Date.now() + this.d.leaseTtlMs + 15_000;
+    while ((await this.lease(n.name)) !== undefined) {
+      if (Date.now() > leaseDeadline) throw new Error(`node ${n.name}'s lease outlived it`);
+      await sleep(200);
+    }
+    const via = this.d.cluster.members.find((m) => m !== n && m.running && !m.paused);
+    if (!via) throw new Error('no running member node to remove the member through');
+    const removed = await loomCli(['-N', via.api, 'members', 'remove', n.name], 30_000);
+    if (removed.code !== 0) throw new Error(`loom members remove ${n.name} through ${via.name}: exit ${removed.code}: ${removed.out}`);
+    const removedAfterS = (Date.now() - rec.startMs) / 1000;
+    fs.rmSync(path.join(n.dataDir, 'etcd'), { recursive: true, force: true });
+    await sleep(rec.holdMs);
+    rec.endMs = Date.now();
+    await this.d.cluster.restartNode(n, 120_000, ['--join']);
+    rec.recoveredMs = Date.now();
+    rec.leaseAfter = await this.lease(n.name);
+    const out = n.output();
+    const added = /etcd member "\S+" added to the cluster as a learner \(id ([0-9a-f]+)\)/.exec(out);
+    if (!added) throw new Error(`node ${n.name} came up without logging that its member was added as a new learner`);
+    if (!out.includes(`(id ${added[1]}) promoted`)) throw new Error(`node ${n.name} came up without its learner ${added[1]} promoted`);
+    rec.note =
+      `killed, member removed through ${via.name} ${removedAfterS.toFixed(1)}s after; ` +
+      `new machine joined as learner ${added[1]} and was promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after its start`;
   }
 
   private async pauseNode(n: ChaosNode, rec: FaultRecord): Promise<void> {

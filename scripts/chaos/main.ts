@@ -67,7 +67,7 @@ function parseArgs(argv: string[]): Options & { selfTest: boolean; recheck?: str
     .option('slots', { type: 'number', default: 3, describe: 'slots per node' })
     .option('lease-ttl', { type: 'number', describe: 'node lease TTL in seconds (default 5; --quick 4)' })
     .option('drain', { type: 'boolean', default: true, describe: 'include drain/resume faults (skipped if `loom node drain` is missing); --no-drain to leave them out' })
-    .option('kinds', { type: 'string', describe: `comma-separated fault kinds (default: ${FAULT_KINDS.join(',')}; also etcd-outage: every etcd member down for 10 s; wipe-member: a member node's etcd data deleted, back with --join)` })
+    .option('kinds', { type: 'string', describe: `comma-separated fault kinds (default: ${FAULT_KINDS.join(',')}; also etcd-outage: every etcd member down for 10 s; wipe-member: a member node's etcd data deleted, back with --join; replace-member: a member node lost for good, its member removed, a new machine joins)` })
     .option('long', { type: 'number', default: 0.05, describe: 'fraction of long tasks (--long-min-ms..--long-max-ms): they outlive a paused node\'s fence deadline' })
     .option('long-min-ms', { type: 'number', default: 3000 })
     .option('long-max-ms', { type: 'number', default: 8000 })
