@@ -56,8 +56,8 @@ interface PeerApiMember {
 const REQUEST_MS = 3000;
 /** A peer that takes longer to list the members is taken for one not up yet. */
 const BOOTSTRAP_CHECK_MS = 1500;
-/** How long a membership change is retried while etcd calls the cluster unhealthy. */
-const UNHEALTHY_WAIT_MS = 20_000;
+/** How long a membership change is retried while etcd defers or drops it. */
+const MEMBERSHIP_CHANGE_WAIT_MS = 30_000;
 /** Between promotion attempts while the learner catches up. */
 const PROMOTE_RETRY_MS = 500;
 
@@ -70,8 +70,8 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
   const client = await clientOfPeers(o);
   try {
     const deadline = () => ({ deadline: Date.now() + REQUEST_MS * 2 });
-    const { members } = await client.etcd.cluster.memberList({}, deadline());
-    const plan = planJoin(members as ListedMember[], { name: o.name, peerUrl: o.peerUrl, clientUrls: client.urls });
+    const list = async () => (await client.etcd.cluster.memberList({}, deadline())).members as ListedMember[];
+    const plan = planJoin(await othersStarted(o, list), { name: o.name, peerUrl: o.peerUrl, clientUrls: client.urls });
     if (plan.kind === 'replace') {
       const urls = [['--peer-listen', o.peerListen], ...(o.peerUrl !== o.peerListen ? [['--peer-advertise', o.peerUrl]] : [])];
       for (const [flag, url] of urls) {
@@ -83,20 +83,41 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
         }
       }
       o.log(`etcd member "${o.name}" (id ${memberIdHex(plan.member.ID)}) lost its data: removing it from the cluster and adding it again`);
-      await whenHealthy(o, 'remove', () => client.etcd.cluster.memberRemove({ ID: plan.member.ID }, deadline()));
+      const gone = plan.member.ID;
+      await changeMembership(
+        o,
+        'remove',
+        async () => void (await client.etcd.cluster.memberRemove({ ID: gone }, deadline())),
+        async () => !(await client.etcd.cluster.memberList({}, deadline())).members.some((m) => m.ID === gone),
+      );
     }
     if (plan.kind === 'resume') {
       o.log(`etcd member at ${o.peerUrl} was added but never started (an earlier --join): starting it`);
     } else {
-      const added = await whenHealthy(o, 'add', () =>
-        client.etcd.cluster.memberAdd({ peerURLs: [o.peerUrl], isLearner: true }, deadline()),
+      let addedId = '';
+      await changeMembership(
+        o,
+        'add',
+        async () => void (addedId = (await client.etcd.cluster.memberAdd({ peerURLs: [o.peerUrl], isLearner: true }, deadline())).member.ID),
+        async () => {
+          const found = (await client.etcd.cluster.memberList({}, deadline())).members.find((m) => m.peerURLs.includes(o.peerUrl));
+          addedId = found?.ID ?? '';
+          return found !== undefined;
+        },
       );
       o.log(
-        `etcd member "${o.name}" added ${plan.kind === 'replace' ? 'again' : 'to the cluster'} as a learner (id ${memberIdHex(added.member.ID)}): ` +
+        `etcd member "${o.name}" added ${plan.kind === 'replace' ? 'again' : 'to the cluster'} as a learner (id ${memberIdHex(addedId)}): ` +
           `it gets the data from the other members and becomes a voting member once it has caught up`,
       );
     }
-    return initialClusterAfterJoin(members as ListedMember[], { name: o.name, peerUrl: o.peerUrl });
+    // As the cluster is now: another node may have joined meanwhile, and etcd
+    // checks --initial-cluster against every member's peer URL.
+    const now = await othersStarted(o, list);
+    const pending = now.filter((m) => m.name === '' && !m.peerURLs.includes(o.peerUrl));
+    if (pending.length) {
+      throw new LoomError('UNAVAILABLE', `cannot join: member(s) at ${pending.map((m) => m.peerURLs.join(',')).join('; ')} were added by another join but did not start; start this node again`);
+    }
+    return initialClusterAfterJoin(now, { name: o.name, peerUrl: o.peerUrl });
   } catch (err) {
     if (err instanceof LoomError) throw err;
     throw new LoomError('UNAVAILABLE', `cannot join: ${(err as Error).message}`);
@@ -167,21 +188,56 @@ async function clientOfPeers(o: JoinOptions): Promise<{ etcd: Etcd3; urls: strin
 }
 
 /**
- * Runs a membership change, again while etcd answers "unhealthy cluster":
- * it changes membership only once the members that stay have been connected
- * to each other for a few seconds (5 s in etcd 3.4), e.g. just after one of
- * them restarted.
+ * The member list once no other member is added-but-unstarted: another node
+ * joining at the same time starts its member within seconds, and until then
+ * no --initial-cluster can name it. Gives up waiting after 30 s (the caller
+ * then refuses, naming it).
  */
-async function whenHealthy<T>(o: JoinOptions, what: string, change: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + UNHEALTHY_WAIT_MS;
-  for (let said = false; ; ) {
+async function othersStarted(o: JoinOptions, list: () => Promise<ListedMember[]>): Promise<ListedMember[]> {
+  const deadline = Date.now() + MEMBERSHIP_CHANGE_WAIT_MS;
+  for (let said = false; ; said = true) {
+    const members = await list();
+    const pending = members.filter((m) => m.name === '' && !m.peerURLs.includes(o.peerUrl));
+    if (pending.length === 0 || Date.now() > deadline) return members;
+    if (!said) o.log(`waiting for the member(s) at ${pending.map((m) => m.peerURLs.join(',')).join('; ')} (added by another join) to start`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
+
+/**
+ * Runs a membership change until it has happened, retrying what etcd defers
+ * or drops:
+ *  - "unhealthy cluster": etcd changes membership only once the members that
+ *    stay have been connected to each other for a few seconds (5 s in etcd
+ *    3.4), e.g. just after one of them restarted;
+ *  - a deadline: raft drops a change proposed while another one is pending
+ *    (two nodes joining at once; measured here: the second add timed out), so
+ *    the request never answers. `landed` tells whether it happened after all
+ *    (the answer was lost) or must be sent again.
+ */
+async function changeMembership(o: JoinOptions, what: string, change: () => Promise<void>, landed: () => Promise<boolean>): Promise<void> {
+  const deadline = Date.now() + MEMBERSHIP_CHANGE_WAIT_MS;
+  const said = new Set<string>();
+  const once = (key: string, msg: string) => {
+    if (!said.has(key)) o.log(msg);
+    said.add(key);
+  };
+  for (;;) {
     try {
       return await change();
     } catch (err) {
-      if (!/unhealthy cluster/i.test((err as Error).message) || Date.now() > deadline) throw err;
-      if (!said) o.log(`etcd defers the member ${what} until its members have been connected for a while; retrying`);
-      said = true;
-      await new Promise((r) => setTimeout(r, 500));
+      const msg = (err as Error).message;
+      if (Date.now() > deadline) throw err;
+      if (/unhealthy cluster/i.test(msg)) {
+        once('unhealthy', `etcd defers the member ${what} until its members have been connected for a while; retrying`);
+        await new Promise((r) => setTimeout(r, 500));
+      } else if (/deadline exceeded/i.test(msg)) {
+        if (await landed().catch(() => false)) return;
+        once('dropped', `etcd did not answer the member ${what} (another membership change was pending: another node joining?); retrying`);
+        await new Promise((r) => setTimeout(r, 200 + Math.random() * 800));
+      } else {
+        throw err;
+      }
     }
   }
 }

@@ -339,6 +339,27 @@ it('grows: a new member joins as a learner and becomes a voter; the first member
   expect(await listed()).toEqual(['g1', 'g2', 'g3']);
 }, 60_000);
 
+it('two members joining at once both become voters', async () => {
+  // Raft drops a membership change proposed while another is pending (etcd's
+  // answer never comes): when the two adds overlap, the second is sent again,
+  // and its --initial-cluster must include the first. Whether they overlap
+  // depends on timing; the outcome must be the same either way.
+  const [p1, c1, p2, c2, p3, c3] = await ports(6);
+  const e1 = await launch(options('c1', tempDir('c1'), p1, c1));
+  await e1.waitHealthy({ timeoutMs: 15_000 });
+  const first = [{ name: 'c1', url: `http://127.0.0.1:${p1}` }];
+  const joined = await Promise.all(
+    [['c2', p2, c2], ['c3', p3, c3]].map(async ([name, p, c]) => {
+      const e = await launch({ ...options(name as string, tempDir(name as string), p as number, c as number, first), join: true });
+      await e.waitHealthy({ timeoutMs: 60_000 });
+      return e;
+    }),
+  );
+  const members = (await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[];
+  expect(members.map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`).sort()).toEqual(['c1', 'c2', 'c3']);
+  for (const e of joined) expect(await health(e.clientUrl)).toBe('true');
+}, 90_000);
+
 it('refuses a data dir bootstrapped under another name or for another cluster', async () => {
   const dir = tempDir('reuse');
   const [peer, client, x, y] = await ports(4);
