@@ -8,8 +8,8 @@
  *
  * etcd's own output goes to <dataDir>/etcd.log (appended). When etcd dies
  * before it is healthy, or never becomes healthy, the error says why in one
- * line, read off the tail of that log (port in use, data dir of another
- * cluster, ...), and names the log.
+ * line, read off the tail of that log (etcd-log.ts: port in use, data dir
+ * of another cluster, ...), and names the log.
  *
  * etcd ignores its --initial-cluster flags once its data dir exists, so a data
  * dir reused under another name or for another cluster starts "fine" and
