@@ -8,6 +8,7 @@
  */
 import { Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
 import { codeForGrpcStatus, isErrorCode, LoomError } from '../core/errors';
+import { connectReason } from '../core/connect-reason';
 
 export const LOOM_CODE_KEY = 'loom-code';
 /** Optional: the id (task, node) the error is about. */
@@ -27,24 +28,6 @@ function metadataString(md: Metadata | undefined, key: string): string | undefin
   const value = md.get(key)[0];
   if (value === undefined) return undefined;
   return typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
-}
-
-/** Turns grpc-js' connection failure text into something short and useful. */
-function connectReason(details: string): string {
-  const sys = /\b(E[A-Z]{3,}[A-Z_]*)\b/.exec(details);
-  if (sys) {
-    if (sys[1] === 'ECONNREFUSED') return 'connection refused';
-    if (sys[1] === 'ENOTFOUND' || sys[1] === 'EAI_AGAIN') return 'unknown host';
-    if (sys[1] === 'ETIMEDOUT') return 'connection timed out';
-    if (sys[1] === 'EHOSTUNREACH' || sys[1] === 'ENETUNREACH') return 'host unreachable';
-    return sys[1].toLowerCase();
-  }
-  if (/name resolution failed/i.test(details)) return 'unknown host';
-  // gRPC between two connection attempts ("Last error: null"): the last one failed.
-  if (/No connection established/i.test(details)) return 'connection failed';
-  if (/deadline exceeded/i.test(details)) return 'timed out connecting';
-  const text = details.replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/g, '').trim();
-  return text || 'connection failed';
 }
 
 /**

@@ -9,6 +9,7 @@
  * members for a quorum.
  */
 import { Etcd3 } from 'etcd3';
+import { connectReason } from '../core/connect-reason';
 import { LoomError } from '../core/errors';
 import type { EtcdMember } from '../gen/loom';
 import { etcdError } from './etcd';
@@ -132,8 +133,6 @@ export function probeWith(connect: (clientUrl: string) => Etcd3): MemberProbe {
 /** A probe failure in a few words: gRPC's messages run long. */
 export function probeProblem(err: unknown): string {
   const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-  if (/ECONNREFUSED/.test(msg)) return 'connection refused';
   if (/DEADLINE_EXCEEDED|deadline exceeded/i.test(msg)) return `no answer within ${MEMBER_PROBE_MS / 1000} s`;
-  if (/EHOSTUNREACH|ENETUNREACH/.test(msg)) return 'host unreachable';
-  return msg.replace(/^\d+ [A-Z_]+: /, '');
+  return connectReason(msg.replace(/^\d+ [A-Z_]+: /, ''));
 }
