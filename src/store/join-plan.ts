@@ -64,7 +64,7 @@ export function planJoin(members: ListedMember[], who: JoinWho): JoinPlan {
     throw new LoomError(
       'INVALID_STATE',
       `cannot join: member(s) at ${strangers.map((m) => m.peerURLs.join(',')).join('; ')} were added but never started; ` +
-        `start or remove them first (etcdctl member remove ID)`,
+        `start them, or remove them (loom members remove ID: ${strangers.map((m) => memberIdHex(m.ID)).join(', ')})`,
     );
   }
   if (mine) return mine.name === who.name ? { kind: 'replace', member: mine } : { kind: 'resume', member: mine };

@@ -71,6 +71,9 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
   try {
     const deadline = () => ({ deadline: Date.now() + REQUEST_MS * 2 });
     const list = async () => (await client.etcd.cluster.memberList({}, deadline())).members as ListedMember[];
+    // A learner added by another join starts (and is promoted) within seconds;
+    // one that never starts blocks every join (one learner at a time) and is
+    // refused by planJoin, named, after this wait.
     const plan = planJoin(await othersStarted(o, list), { name: o.name, peerUrl: o.peerUrl, clientUrls: client.urls });
     if (plan.kind === 'replace') {
       const urls = [['--peer-listen', o.peerListen], ...(o.peerUrl !== o.peerListen ? [['--peer-advertise', o.peerUrl]] : [])];
@@ -88,7 +91,7 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
         o,
         'remove',
         async () => void (await client.etcd.cluster.memberRemove({ ID: gone }, deadline())),
-        async () => !(await client.etcd.cluster.memberList({}, deadline())).members.some((m) => m.ID === gone),
+        async () => !(await list()).some((m) => m.ID === gone),
       );
     }
     if (plan.kind === 'resume') {
@@ -100,7 +103,7 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
         'add',
         async () => void (addedId = (await client.etcd.cluster.memberAdd({ peerURLs: [o.peerUrl], isLearner: true }, deadline())).member.ID),
         async () => {
-          const found = (await client.etcd.cluster.memberList({}, deadline())).members.find((m) => m.peerURLs.includes(o.peerUrl));
+          const found = (await list()).find((m) => m.peerURLs.includes(o.peerUrl));
           addedId = found?.ID ?? '';
           return found !== undefined;
         },
@@ -210,12 +213,15 @@ async function othersStarted(o: JoinOptions, list: () => Promise<ListedMember[]>
  *  - "unhealthy cluster": etcd changes membership only once the members that
  *    stay have been connected to each other for a few seconds (5 s in etcd
  *    3.4), e.g. just after one of them restarted;
+ *  - "too many learner members": etcd 3.4 takes one learner at a time, so a
+ *    node joining while another one's learner catches up waits for its
+ *    promotion;
  *  - a deadline: raft drops a change proposed while another one is pending
  *    (two nodes joining at once; measured here: the second add timed out), so
  *    the request never answers. `landed` tells whether it happened after all
  *    (the answer was lost) or must be sent again.
  */
-async function changeMembership(o: JoinOptions, what: string, change: () => Promise<void>, landed: () => Promise<boolean>): Promise<void> {
+export async function changeMembership(o: JoinOptions, what: string, change: () => Promise<void>, landed: () => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + MEMBERSHIP_CHANGE_WAIT_MS;
   const said = new Set<string>();
   const once = (key: string, msg: string) => {
@@ -230,6 +236,9 @@ async function changeMembership(o: JoinOptions, what: string, change: () => Prom
       if (Date.now() > deadline) throw err;
       if (/unhealthy cluster/i.test(msg)) {
         once('unhealthy', `etcd defers the member ${what} until its members have been connected for a while; retrying`);
+        await new Promise((r) => setTimeout(r, 500));
+      } else if (/too many learner members/i.test(msg)) {
+        once('learner', `another member is joining (etcd takes one learner at a time): the member ${what} waits for its promotion`);
         await new Promise((r) => setTimeout(r, 500));
       } else if (/deadline exceeded/i.test(msg)) {
         if (await landed().catch(() => false)) return;

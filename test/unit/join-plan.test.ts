@@ -45,6 +45,7 @@ describe('planJoin', () => {
     const other = refusal(() => planJoin([...three, member(5, { name: '' })], who('n4', 4)));
     expect(other.code).toBe('INVALID_STATE');
     expect(other.message).toContain(`member(s) at ${url(5)} were added but never started`);
+    expect(other.message).toContain('loom members remove ID: 1005');
   });
 
   it('refuses an 8th voting member, pointing at --etcd; learners do not count', () => {
