@@ -245,6 +245,9 @@ export async function changeMembership(o: JoinOptions, what: string, change: () 
         once('dropped', `etcd did not answer the member ${what} (another membership change was pending: another node joining?); retrying`);
         await new Promise((r) => setTimeout(r, 200 + Math.random() * 800));
       } else {
+        // An earlier attempt that timed out may have landed since ("Peer
+        // URLs already exists", "member not found"): then it is done.
+        if (said.has('dropped') && (await landed().catch(() => false))) return;
         throw err;
       }
     }

@@ -50,6 +50,16 @@ it('looks a dropped change up before sending it again', async () => {
   expect(logged).toEqual(['etcd did not answer the member add (another membership change was pending: another node joining?); retrying']);
 });
 
+it('takes a refusal after a timed-out attempt as that attempt having landed, when it did', async () => {
+  const logged: string[] = [];
+  const s = scripted(['4 DEADLINE_EXCEEDED: Deadline exceeded after 6.001s', '9 FAILED_PRECONDITION: etcdserver: Peer URLs already exists']);
+  let looked = 0;
+  // Not there when the deadline passed; there when etcd refused the second add.
+  await changeMembership(opts(logged), 'add', s.change, async () => ++looked > 1);
+  expect(s.calls()).toBe(2);
+  expect(looked).toBe(2);
+});
+
 it('fails at once on anything else', async () => {
   const s = scripted(['9 FAILED_PRECONDITION: etcdserver: Peer URLs already exists']);
   await expect(changeMembership(opts([]), 'add', s.change, async () => false)).rejects.toThrow('Peer URLs already exists');
