@@ -4,6 +4,7 @@
 #
 #   scripts/cluster.sh start [N]   start N nodes (default 3) in the background
 #   scripts/cluster.sh stop        SIGTERM every node, SIGKILL after 30 s
+#   scripts/cluster.sh join I      add node I (127.0.0.I) to the running cluster as a new etcd member
 #   scripts/cluster.sh status      list the nodes (exit 0 if any is running)
 set -euo pipefail
 
@@ -124,6 +125,55 @@ cmd_start() {
   done
 }
 
+# Adds node I to the running cluster: its embedded member joins with --join
+# (added as a learner, promoted once caught up), its --peer flags name the
+# nodes that run.
+cmd_join() {
+  local i=${1:-}
+  if ! [[ $i =~ ^[0-9]+$ ]] || [ "$i" -lt 1 ] || [ "$i" -gt 254 ]; then
+    die "join needs the node number I, from 1 to 254 (got \"$i\")"
+  fi
+  [ -f dist/src/bin/loom.js ] || die "dist/src/bin/loom.js is missing: run scripts/setup.sh (or npm run build) first"
+  local dir=$STATE_DIR/node$i f pid name
+  pid=$(read_pid "$dir/node.pid" 2>/dev/null) || true
+  if [ -n "$pid" ] && alive "$pid"; then die "node$i is already running (pid $pid)"; fi
+  local -a args=(node --name "node$i" --listen "127.0.0.$i:8080" --data-dir "$dir"
+    --peer-listen "http://127.0.0.$i:2380" --client-listen "http://127.0.0.$i:2379" --join)
+  local peers=0
+  while IFS= read -r f; do
+    name=$(basename "$(dirname "$f")")
+    pid=$(read_pid "$f") || true
+    if [ "$name" != "node$i" ] && [ -n "$pid" ] && alive "$pid"; then
+      args+=(--peer "$name=http://127.0.0.${name#node}:2380")
+      peers=$((peers + 1))
+    fi
+  done < <(pid_files)
+  [ "$peers" -gt 0 ] || die "no node is running to join; start a cluster first (scripts/cluster.sh start)"
+  mkdir -p "$dir"
+  local from=0
+  [ ! -f "$dir/node.log" ] || from=$(wc -c <"$dir/node.log")
+  printf -- '--- %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "${LOOM[*]} ${args[*]}" >>"$dir/node.log"
+  nohup "${LOOM_NODE[@]}" "${args[@]}" </dev/null >>"$dir/node.log" 2>&1 &
+  pid=$!
+  echo "$pid" >"$dir/node.pid"
+  say "started node$i (pid $pid) on 127.0.0.$i:8080 with --join, log $dir/node.log"
+  local start=$SECONDS
+  while :; do
+    if tail -c +"$((from + 1))" "$dir/node.log" | grep -q "node node$i up: "; then
+      tail -c +"$((from + 1))" "$dir/node.log" | grep -E 'as a learner|promoted|--join ignored' | sed 's/^[^ ]* /cluster: /' || true
+      say "node$i is up after $((SECONDS - start)) s"
+      return 0
+    fi
+    if ! alive "$pid"; then
+      tail -n 15 "$dir/node.log" >&2 || true
+      rm -f "$dir/node.pid"
+      die "node$i failed to join"
+    fi
+    [ $((SECONDS - start)) -lt 180 ] || die "node$i not up after 180 s; see $dir/node.log and $dir/etcd.log"
+    sleep 0.5
+  done
+}
+
 cmd_stop() {
   local f pid name
   local -a pids=() names=() files=()
@@ -186,6 +236,7 @@ cmd_status() {
 usage() {
   cat <<'USAGE'
 usage: scripts/cluster.sh start [N]   start N local nodes (default 3) on 127.0.0.1..N
+       scripts/cluster.sh join I      add node I (127.0.0.I) to the running cluster, a new etcd member
        scripts/cluster.sh stop        stop them (SIGTERM, SIGKILL after 30 s)
        scripts/cluster.sh status      list them
 USAGE
@@ -195,6 +246,10 @@ case "${1:-}" in
   start)
     shift
     cmd_start "$@"
+    ;;
+  join)
+    shift
+    cmd_join "$@"
     ;;
   stop) cmd_stop ;;
   status) cmd_status ;;
