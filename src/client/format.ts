@@ -178,17 +178,21 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
   );
 }
 
-/** `loom members`: one row per etcd member; PROBLEM says why one does not answer. */
+/**
+ * `loom members`: one row per etcd member (NODE: a loom node of its name is
+ * up); below the table, why each one that does not answer does not.
+ */
 export function formatMembersTable(members: EtcdMember[]): string {
   const rows = members.map((m) => [
     m.name || '(unstarted)',
     m.id,
     m.learner ? 'learner' : m.leader ? 'leader' : 'voter',
     m.answers ? 'yes' : 'no',
+    m.nodeUp ? 'up' : '-',
     m.peerUrls.join(',') || '-',
     m.clientUrls.join(',') || '-',
   ]);
-  const text = table(['NAME', 'ID', 'ROLE', 'ANSWERS', 'PEER URL', 'CLIENT URL'], rows);
+  const text = table(['NAME', 'ID', 'ROLE', 'ANSWERS', 'NODE', 'PEER URL', 'CLIENT URL'], rows);
   const problems = members.filter((m) => !m.answers).map((m) => `${m.name || m.id}: ${m.problem}`);
   return problems.length ? `${text}${problems.join('\n')}\n` : text;
 }

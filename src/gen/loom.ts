@@ -576,6 +576,8 @@ export interface EtcdMember {
   answers: boolean;
   /** What answered or failed ("" when it answered). */
   problem: string;
+  /** A loom node of this name holds a live lease (the node that embeds it, as a rule). */
+  nodeUp: boolean;
 }
 
 export interface MembersRequest {
@@ -5497,7 +5499,17 @@ export const NodesResponse: MessageFns<NodesResponse> = {
 };
 
 function createBaseEtcdMember(): EtcdMember {
-  return { id: "", name: "", peerUrls: [], clientUrls: [], learner: false, leader: false, answers: false, problem: "" };
+  return {
+    id: "",
+    name: "",
+    peerUrls: [],
+    clientUrls: [],
+    learner: false,
+    leader: false,
+    answers: false,
+    problem: "",
+    nodeUp: false,
+  };
 }
 
 export const EtcdMember: MessageFns<EtcdMember> = {
@@ -5525,6 +5537,9 @@ export const EtcdMember: MessageFns<EtcdMember> = {
     }
     if (message.problem !== "") {
       writer.uint32(66).string(message.problem);
+    }
+    if (message.nodeUp !== false) {
+      writer.uint32(72).bool(message.nodeUp);
     }
     return writer;
   },
@@ -5606,6 +5621,14 @@ export const EtcdMember: MessageFns<EtcdMember> = {
             message.problem = reader.string();
             continue;
           }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.nodeUp = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5636,6 +5659,11 @@ export const EtcdMember: MessageFns<EtcdMember> = {
       leader: isSet(object.leader) ? globalThis.Boolean(object.leader) : false,
       answers: isSet(object.answers) ? globalThis.Boolean(object.answers) : false,
       problem: isSet(object.problem) ? globalThis.String(object.problem) : "",
+      nodeUp: isSet(object.nodeUp)
+        ? globalThis.Boolean(object.nodeUp)
+        : isSet(object.node_up)
+        ? globalThis.Boolean(object.node_up)
+        : false,
     };
   },
 
@@ -5665,6 +5693,9 @@ export const EtcdMember: MessageFns<EtcdMember> = {
     if (message.problem !== "") {
       obj.problem = message.problem;
     }
+    if (message.nodeUp !== false) {
+      obj.nodeUp = message.nodeUp;
+    }
     return obj;
   },
 
@@ -5681,6 +5712,7 @@ export const EtcdMember: MessageFns<EtcdMember> = {
     message.leader = object.leader ?? false;
     message.answers = object.answers ?? false;
     message.problem = object.problem ?? "";
+    message.nodeUp = object.nodeUp ?? false;
     return message;
   },
 };

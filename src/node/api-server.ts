@@ -290,7 +290,11 @@ export class ApiServer {
         await setNodeControl(d.kv, d.queries.keys, req.name, control);
         return { control };
       }, opts),
-      members: unary(async (): Promise<MembersResponse> => ({ members: await d.members.list() }), opts),
+      members: unary(async (): Promise<MembersResponse> => {
+        const [members, live] = await Promise.all([d.members.list(), d.queries.nodes()]);
+        const up = new Set(live.map((n) => n.name));
+        return { members: members.map((m) => ({ ...m, nodeUp: up.has(m.name) })) };
+      }, opts),
       removeMember: unary(async (req: RemoveMemberRequest, { identity }): Promise<RemoveMemberResponse> => {
         if (!this.isAdmin(identity)) {
           throw new LoomError('PERMISSION_DENIED', `${identity.name} may not remove etcd members (only an admin, see --admin, may)`);

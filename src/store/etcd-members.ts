@@ -47,6 +47,7 @@ export class EtcdMembers {
         leader: leader !== undefined && leader === m.ID,
         answers: probed[i].problem === '',
         problem: probed[i].problem,
+        nodeUp: false, // the store knows etcd's members, not loom's nodes: the API fills it in
       }))
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1));
   }

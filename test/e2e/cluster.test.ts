@@ -117,8 +117,8 @@ test('loom -N with several nodes: the next answers when one is down, and `run` f
   // and `loom members remove` takes it out of the cluster.
   const members = await cli(['-N', n0.api, 'members', '--json']);
   expect(members.code).toBe(0);
-  const etcdMembers = JSON.parse(members.stdout) as { name: string; answers: boolean; leader: boolean }[];
-  expect(etcdMembers.map((m) => [m.name, m.answers])).toEqual([[n0.name, true], [n1.name, false], [n2.name, true]]);
+  const etcdMembers = JSON.parse(members.stdout) as { name: string; answers: boolean; leader: boolean; nodeUp: boolean }[];
+  expect(etcdMembers.map((m) => [m.name, m.answers, m.nodeUp])).toEqual([[n0.name, true, true], [n1.name, false, false], [n2.name, true, true]]);
   expect(etcdMembers.filter((m) => m.leader)).toHaveLength(1);
   const removed = await cli(['-N', n0.api, 'members', 'remove', n1.name]);
   expect(removed.stderr).toBe('');

@@ -227,7 +227,7 @@ describe('an embedded etcd member in TLS mode', () => {
       expect(await alice.wait(id)).toMatchObject({ state: TaskState.COMPLETED, owner: 'alice' });
       // loom members: the node probes its member over TLS with its own certificate.
       expect((await alice.members()).members).toEqual([
-        expect.objectContaining({ name: 'e1', leader: true, answers: true, problem: '', clientUrls: [`https://127.0.0.1:${client}`] }),
+        expect.objectContaining({ name: 'e1', leader: true, answers: true, nodeUp: true, problem: '', clientUrls: [`https://127.0.0.1:${client}`] }),
       ]);
       const etcd = (creds: TlsMaterial) =>
         new Etcd3({ hosts: [`https://127.0.0.1:${client}`], credentials: { rootCertificate: creds.ca, certChain: creds.cert, privateKey: creds.key }, faultHandling: {} });
