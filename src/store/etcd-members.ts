@@ -77,10 +77,10 @@ export class EtcdMembers {
         `${label} still answers at ${target.clientUrls.join(',')}: stop its node first (only the member of a node that is gone for good is removed)`,
       );
     }
-    if (!target.learner && members.filter((m) => !m.learner).length === 1) {
+    const voters = members.filter((m) => !m.learner);
+    if (!target.learner && voters.length === 1) {
       throw new LoomError('INVALID_STATE', `${label} is the only voting member: removing it would end the cluster`);
     }
-    const voters = members.filter((m) => !m.learner);
     const up = voters.filter((m) => m.answers).length;
     if (up <= voters.length / 2) {
       throw new LoomError(
