@@ -29,6 +29,11 @@ export class EtcdMembers {
 
   /** Every member, with whether it answers and which one leads, sorted by name. */
   async list(): Promise<EtcdMember[]> {
+    return (await this.listWithIds()).map((e) => e.member);
+  }
+
+  /** list(), each member with etcd's own (decimal) id, which MemberRemove takes. */
+  private async listWithIds(): Promise<{ member: EtcdMember; rawId: string }[]> {
     let listed;
     try {
       listed = (await this.client.cluster.memberList({}, { deadline: Date.now() + 5000 })).members;
@@ -38,18 +43,21 @@ export class EtcdMembers {
     const probed = await Promise.all(listed.map((m) => this.ask(m.clientURLs ?? [])));
     const leader = probed.find((p) => p.leader !== undefined)?.leader;
     return listed
-      .map((m, i): EtcdMember => ({
-        id: memberIdHex(m.ID),
-        name: m.name,
-        peerUrls: m.peerURLs ?? [],
-        clientUrls: m.clientURLs ?? [],
-        learner: m.isLearner === true,
-        leader: leader !== undefined && leader === m.ID,
-        answers: probed[i].problem === '',
-        problem: probed[i].problem,
-        nodeUp: false, // the store knows etcd's members, not loom's nodes: the API fills it in
+      .map((m, i) => ({
+        rawId: m.ID,
+        member: {
+          id: memberIdHex(m.ID),
+          name: m.name,
+          peerUrls: m.peerURLs ?? [],
+          clientUrls: m.clientURLs ?? [],
+          learner: m.isLearner === true,
+          leader: leader !== undefined && leader === m.ID,
+          answers: probed[i].problem === '',
+          problem: probed[i].problem,
+          nodeUp: false, // the store knows etcd's members, not loom's nodes: the API fills it in
+        } satisfies EtcdMember,
       }))
-      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1));
+      .sort(({ member: a }, { member: b }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : a.id < b.id ? -1 : 1));
   }
 
   /**
@@ -57,7 +65,8 @@ export class EtcdMembers {
    * names of the nodes whose lease is alive.
    */
   async remove(which: string, liveNodes: string[]): Promise<{ removed: EtcdMember; members: EtcdMember[] }> {
-    const members = await this.list();
+    const listed = await this.listWithIds();
+    const members = listed.map((e) => e.member);
     const wanted = which.toLowerCase();
     const target = members.find((m) => m.name === which) ?? members.find((m) => m.id === wanted);
     if (!target) {
@@ -89,7 +98,8 @@ export class EtcdMembers {
       );
     }
     try {
-      await this.client.cluster.memberRemove({ ID: BigInt(`0x${target.id}`).toString() }, { deadline: Date.now() + 10_000 });
+      const rawId = listed.find((e) => e.member === target)!.rawId;
+      await this.client.cluster.memberRemove({ ID: rawId }, { deadline: Date.now() + 10_000 });
     } catch (err) {
       const msg = (err as Error).message ?? String(err);
       if (/not enough started members|unhealthy cluster/i.test(msg)) {
