@@ -297,18 +297,28 @@ export class FaultInjector {
     await this.d.cluster.killNode(n);
     await this.d.cluster.waitMemberGone(n);
     fs.rmSync(path.join(n.dataDir, 'etcd'), { recursive: true, force: true });
+    const learner = await this.startWithJoin(n, rec, 'again');
+    rec.note =
+      `killed, etcd data dir deleted, restarted with --join after ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s; ` +
+      `member added again as learner ${learner} and promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s later`;
+  }
+
+  /**
+   * After holdMs, starts the node (empty etcd dir) with --join; its member
+   * must be added as a learner (`added again`, or `added to the cluster`
+   * when new) and promoted. Returns the learner's id.
+   */
+  private async startWithJoin(n: ChaosNode, rec: FaultRecord, added: 'again' | 'to the cluster'): Promise<string> {
     await sleep(rec.holdMs);
     rec.endMs = Date.now();
     await this.d.cluster.restartNode(n, 120_000, ['--join']);
     rec.recoveredMs = Date.now();
     rec.leaseAfter = await this.lease(n.name);
     const out = n.output();
-    const rejoined = /etcd member "\S+" added again as a learner \(id ([0-9a-f]+)\)/.exec(out);
-    if (!rejoined) throw new Error(`node ${n.name} came up without logging that its member was added again`);
-    if (!out.includes(`(id ${rejoined[1]}) promoted`)) throw new Error(`node ${n.name} came up without its learner ${rejoined[1]} promoted`);
-    rec.note =
-      `killed, etcd data dir deleted, restarted with --join after ${((rec.endMs - rec.startMs) / 1000).toFixed(1)}s; ` +
-      `member added again as learner ${rejoined[1]} and promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s later`;
+    const m = new RegExp(`etcd member "\\S+" added ${added} as a learner \\(id ([0-9a-f]+)\\)`).exec(out);
+    if (!m) throw new Error(`node ${n.name} came up without logging that its member was added ${added} as a learner`);
+    if (!out.includes(`(id ${m[1]}) promoted`)) throw new Error(`node ${n.name} came up without its learner ${m[1]} promoted`);
+    return m[1];
   }
 
   /**
@@ -334,18 +344,10 @@ export class FaultInjector {
     if (removed.code !== 0) throw new Error(`loom members remove ${n.name} through ${via.name}: exit ${removed.code}: ${removed.out}`);
     const removedAfterS = (Date.now() - rec.startMs) / 1000;
     fs.rmSync(path.join(n.dataDir, 'etcd'), { recursive: true, force: true });
-    await sleep(rec.holdMs);
-    rec.endMs = Date.now();
-    await this.d.cluster.restartNode(n, 120_000, ['--join']);
-    rec.recoveredMs = Date.now();
-    rec.leaseAfter = await this.lease(n.name);
-    const out = n.output();
-    const added = /etcd member "\S+" added to the cluster as a learner \(id ([0-9a-f]+)\)/.exec(out);
-    if (!added) throw new Error(`node ${n.name} came up without logging that its member was added as a new learner`);
-    if (!out.includes(`(id ${added[1]}) promoted`)) throw new Error(`node ${n.name} came up without its learner ${added[1]} promoted`);
+    const learner = await this.startWithJoin(n, rec, 'to the cluster');
     rec.note =
       `killed, member removed through ${via.name} ${removedAfterS.toFixed(1)}s after; ` +
-      `new machine joined as learner ${added[1]} and was promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after its start`;
+      `new machine joined as learner ${learner} and was promoted, node up ${((rec.recoveredMs - rec.endMs) / 1000).toFixed(1)}s after its start`;
   }
 
   private async pauseNode(n: ChaosNode, rec: FaultRecord): Promise<void> {
