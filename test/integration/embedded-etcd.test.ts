@@ -7,10 +7,10 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LoomError } from '../../src/core/errors';
 import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/store/embedded-etcd';
 import { freePort, processAlive, testEtcdEndpoint } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
+import { rejectionOf } from '../support/errors';
 
 const ETCD_BIN = process.env.LOOM_ETCD_BIN || 'etcd';
 
@@ -84,16 +84,7 @@ async function memberNames(clientUrl: string): Promise<string[]> {
   return (res.json.members as { name: string }[]).map((m) => m.name).sort();
 }
 
-/** Awaits a rejection and returns it as a LoomError. */
-async function loomError(p: Promise<unknown>): Promise<LoomError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LoomError);
-    return err as LoomError;
-  }
-  throw new Error('expected a rejection, got success');
-}
+const loomError = rejectionOf;
 
 it('the shared test etcd started by globalSetup is healthy', async () => {
   expect(await health(testEtcdEndpoint())).toBe('true');

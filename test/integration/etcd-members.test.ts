@@ -5,11 +5,11 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { LoomError } from '../../src/core/errors';
 import { connectEtcd } from '../../src/store/etcd';
 import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/store/embedded-etcd';
 import { EtcdMembers, probeWith } from '../../src/store/etcd-members';
 import { freePort } from '../support/etcd';
+import { rejectionOf } from '../support/errors';
 
 const running: EmbeddedEtcd[] = [];
 const dirs: string[] = [];
@@ -35,16 +35,6 @@ async function member(name: string, peers: { name: string; url: string }[], join
   return { etcd, peer: { name, url: opts.peerListen } };
 }
 
-async function refusal(p: Promise<unknown>): Promise<LoomError> {
-  try {
-    await p;
-  } catch (err) {
-    expect(err).toBeInstanceOf(LoomError);
-    return err as LoomError;
-  }
-  throw new Error('expected a refusal');
-}
-
 it('lists the members with their roles; removes only the member of a node that is gone', async () => {
   const a = await member('a', [], false);
   const b = await member('b', [a.peer], true);
@@ -64,20 +54,20 @@ it('lists the members with their roles; removes only the member of a node that i
   expect(listed[1].clientUrls).toEqual([b.etcd.clientUrl]);
 
   // b's node is alive, or its member answers: refused, nothing removed.
-  const alive = await refusal(members.remove('b', ['a', 'b']));
+  const alive = await rejectionOf(members.remove('b', ['a', 'b']));
   expect(alive.code).toBe('INVALID_STATE');
   expect(alive.message).toContain('node "b" is alive: stop it first');
-  const answers = await refusal(members.remove(listed[1].id, ['a']));
+  const answers = await rejectionOf(members.remove(listed[1].id, ['a']));
   expect(answers.code).toBe('INVALID_STATE');
   expect(answers.message).toContain(`etcd member "b" still answers at ${b.etcd.clientUrl}`);
-  const unknown = await refusal(members.remove('zz', []));
+  const unknown = await rejectionOf(members.remove('zz', []));
   expect(unknown.code).toBe('NOT_FOUND');
   expect(unknown.message).toContain('(members: a, b, c)');
 
   // b and c gone: no majority of the three answers, so no change can commit.
   await c.etcd.stop();
   await b.etcd.stop();
-  const noQuorum = await refusal(members.remove('b', ['a']));
+  const noQuorum = await rejectionOf(members.remove('b', ['a']));
   expect(noQuorum.code).toBe('UNAVAILABLE');
   expect(noQuorum.message).toContain('only 1 of the 3 voting members answer');
 

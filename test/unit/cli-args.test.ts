@@ -1,18 +1,10 @@
 import { PassThrough } from 'stream';
-import { LoomError } from '../../src/core/errors';
 import { PRIORITY_DEFAULT } from '../../src/core/spec';
 import { Task, TaskState } from '../../src/gen/loom';
 import { parseCommandLine, parseRunArgs, runCli, taskExitStatus } from '../../src/client/cli';
+import { thrownBy } from '../support/errors';
 
-function usageError(fn: () => unknown): LoomError {
-  try {
-    fn();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LoomError);
-    return err as LoomError;
-  }
-  throw new Error('expected a usage error');
-}
+const usageError = thrownBy;
 
 describe('loom run argv', () => {
   it('drops a `--` right after the command', () => {

@@ -1,21 +1,11 @@
-import { LoomError } from '../../src/core/errors';
 import { initialClusterAfterJoin, ListedMember, memberIdHex, planJoin, sameCluster } from '../../src/store/join-plan';
+import { thrownBy } from '../support/errors';
 
 const url = (n: number) => `http://10.0.0.${n}:2380`;
 function member(n: number, opts: { name?: string; learner?: boolean } = {}): ListedMember {
   return { ID: String(4096 + n), name: opts.name ?? `n${n}`, peerURLs: [url(n)], clientURLs: [`http://10.0.0.${n}:2379`], isLearner: opts.learner };
 }
 const who = (name: string, n: number) => ({ name, peerUrl: url(n), clientUrls: ['http://10.0.0.1:2379'] });
-
-function refusal(f: () => unknown): LoomError {
-  try {
-    f();
-  } catch (err) {
-    expect(err).toBeInstanceOf(LoomError);
-    return err as LoomError;
-  }
-  throw new Error('expected a refusal');
-}
 
 describe('planJoin', () => {
   const three = [member(1), member(2), member(3)];
@@ -34,15 +24,15 @@ describe('planJoin', () => {
   });
 
   it('refuses its name at another URL, its URL under another name, and another half-done join', () => {
-    const moved = refusal(() => planJoin(three, who('n3', 9)));
+    const moved = thrownBy(() => planJoin(three, who('n3', 9)));
     expect(moved.code).toBe('INVALID_ARGUMENT');
     expect(moved.message).toContain(`the cluster's member "n3" has peer URL ${url(3)}, not ${url(9)}`);
     expect(moved.message).toContain('etcdctl member remove 1003');
 
-    const impostor = refusal(() => planJoin(three, who('n9', 3)));
+    const impostor = thrownBy(() => planJoin(three, who('n9', 3)));
     expect(impostor.message).toContain(`peer URL ${url(3)} belongs to member "n3", not "n9"`);
 
-    const other = refusal(() => planJoin([...three, member(5, { name: '' })], who('n4', 4)));
+    const other = thrownBy(() => planJoin([...three, member(5, { name: '' })], who('n4', 4)));
     expect(other.code).toBe('INVALID_STATE');
     expect(other.message).toContain(`member(s) at ${url(5)} were added but never started`);
     expect(other.message).toContain('loom members remove ID: 1005');
@@ -50,7 +40,7 @@ describe('planJoin', () => {
 
   it('refuses an 8th voting member, pointing at --etcd; learners do not count', () => {
     const seven = [1, 2, 3, 4, 5, 6, 7].map((n) => member(n));
-    const full = refusal(() => planJoin(seven, who('n8', 8)));
+    const full = thrownBy(() => planJoin(seven, who('n8', 8)));
     expect(full.code).toBe('INVALID_ARGUMENT');
     expect(full.message).toContain('already has 7 voting etcd members');
     expect(full.message).toContain('--etcd http://10.0.0.1:2379');
