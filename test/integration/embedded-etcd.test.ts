@@ -351,6 +351,39 @@ it('two members joining at once both become voters', async () => {
   for (const e of joined) expect(await health(e.clientUrl)).toBe('true');
 }, 90_000);
 
+it('a member left a learner (its node stopped before the promotion) is promoted when it starts again', async () => {
+  const [p1, c1, p2, c2] = await ports(4);
+  const e1 = await launch(options('s1', tempDir('s1'), p1, c1));
+  await e1.waitHealthy({ timeoutMs: 15_000 });
+  const b64 = (t: string) => Buffer.from(t).toString('base64');
+  // Added as a learner by hand, the way --join adds it.
+  const added = await request('POST', `${e1.clientUrl}/v3/cluster/member/add`, JSON.stringify({ peerURLs: [`http://127.0.0.1:${p2}`], isLearner: true }));
+  expect(added.status).toBe(200);
+  // Started (--join finds it added but never started) and stopped before
+  // waitHealthy, which would promote it: a learner with a data dir.
+  const d2 = tempDir('s2');
+  const first = await launch({ ...options('s2', d2, p2, c2, [{ name: 's1', url: `http://127.0.0.1:${p1}` }]), join: true });
+  const learnerUp = async () => {
+    for (let i = 0; i < 150; i++) {
+      const list = (await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[];
+      if (list.some((m) => m.name === 's2' && m.isLearner)) return true;
+      await new Promise((r) => setTimeout(r, 100)); // polling etcd's member list, not a fixed wait
+    }
+    return false;
+  };
+  expect(await learnerUp()).toBe(true);
+  await first.stop();
+  // Started again from its data dir (no --join): promoted before it is called healthy.
+  const logged: string[] = [];
+  const again = await launch({ ...options('s2', d2, p2, c2, [{ name: 's1', url: `http://127.0.0.1:${p1}` }]), log: (m) => logged.push(m) });
+  await again.waitHealthy({ timeoutMs: 30_000 });
+  expect(logged.join('\n')).toMatch(/etcd member "s2" \(id [0-9a-f]+\) promoted: it is a voting member now/);
+  const members = (await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[];
+  expect(members.map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`).sort()).toEqual(['s1', 's2']);
+  // A voter: a consistent read through it works.
+  expect((await request('POST', `${again.clientUrl}/v3/kv/range`, JSON.stringify({ key: b64('/nothing') }))).status).toBe(200);
+}, 60_000);
+
 it('refuses a data dir bootstrapped under another name or for another cluster', async () => {
   const dir = tempDir('reuse');
   const [peer, client, x, y] = await ports(4);
