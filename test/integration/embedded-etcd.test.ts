@@ -8,7 +8,7 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/store/embedded-etcd';
-import { freePort, processAlive, testEtcdEndpoint } from '../support/etcd';
+import { freePort, processAlive, testEtcdEndpoint, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
 import { rejectionOf } from '../support/errors';
 
@@ -77,6 +77,12 @@ function request(method: string, url: string, body?: string): Promise<{ status: 
 
 async function health(clientUrl: string): Promise<unknown> {
   return (await request('GET', `${clientUrl}/health`)).json.health;
+}
+
+/** The members' names, sorted, each learner marked " (learner)". */
+async function memberRoles(clientUrl: string): Promise<string[]> {
+  const res = await request('POST', `${clientUrl}/v3/cluster/member/list`, '{}');
+  return (res.json.members as { name: string; isLearner?: boolean }[]).map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`).sort();
 }
 
 async function memberNames(clientUrl: string): Promise<string[]> {
@@ -296,10 +302,7 @@ it('grows: a new member joins as a learner and becomes a voter; the first member
   await e2.waitHealthy({ timeoutMs: 20_000 });
   expect(logged.join('\n')).toMatch(/etcd member "g2" added to the cluster as a learner/);
   expect(logged.join('\n')).toMatch(/etcd member "g2" \(id [0-9a-f]+\) promoted: it is a voting member now/);
-  const listed = async () =>
-    ((await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[])
-      .map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`)
-      .sort();
+  const listed = () => memberRoles(e1.clientUrl);
   expect(await listed()).toEqual(['g1', 'g2']);
   // A voter serves consistent reads, which a learner refuses.
   const got = await request('POST', `${e2.clientUrl}/v3/kv/range`, JSON.stringify({ key: b64('/k') }));
@@ -346,8 +349,7 @@ it('two members joining at once both become voters', async () => {
       return e;
     }),
   );
-  const members = (await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[];
-  expect(members.map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`).sort()).toEqual(['c1', 'c2', 'c3']);
+  expect(await memberRoles(e1.clientUrl)).toEqual(['c1', 'c2', 'c3']);
   for (const e of joined) expect(await health(e.clientUrl)).toBe('true');
 }, 90_000);
 
@@ -363,23 +365,14 @@ it('a member left a learner (its node stopped before the promotion) is promoted 
   // waitHealthy, which would promote it: a learner with a data dir.
   const d2 = tempDir('s2');
   const first = await launch({ ...options('s2', d2, p2, c2, [{ name: 's1', url: `http://127.0.0.1:${p1}` }]), join: true });
-  const learnerUp = async () => {
-    for (let i = 0; i < 150; i++) {
-      const list = (await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[];
-      if (list.some((m) => m.name === 's2' && m.isLearner)) return true;
-      await new Promise((r) => setTimeout(r, 100)); // polling etcd's member list, not a fixed wait
-    }
-    return false;
-  };
-  expect(await learnerUp()).toBe(true);
+  await waitFor(async () => (await memberRoles(e1.clientUrl)).includes('s2 (learner)'), { what: 's2 started as a learner', timeoutMs: 15_000 });
   await first.stop();
   // Started again from its data dir (no --join): promoted before it is called healthy.
   const logged: string[] = [];
   const again = await launch({ ...options('s2', d2, p2, c2, [{ name: 's1', url: `http://127.0.0.1:${p1}` }]), log: (m) => logged.push(m) });
   await again.waitHealthy({ timeoutMs: 30_000 });
   expect(logged.join('\n')).toMatch(/etcd member "s2" \(id [0-9a-f]+\) promoted: it is a voting member now/);
-  const members = (await request('POST', `${e1.clientUrl}/v3/cluster/member/list`, '{}')).json.members as { name: string; isLearner?: boolean }[];
-  expect(members.map((m) => `${m.name}${m.isLearner ? ' (learner)' : ''}`).sort()).toEqual(['s1', 's2']);
+  expect(await memberRoles(e1.clientUrl)).toEqual(['s1', 's2']);
   // A voter: a consistent read through it works.
   expect((await request('POST', `${again.clientUrl}/v3/kv/range`, JSON.stringify({ key: b64('/nothing') }))).status).toBe(200);
 }, 60_000);
