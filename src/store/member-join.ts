@@ -54,6 +54,7 @@ interface PeerApiMember {
 }
 
 const REQUEST_MS = 3000;
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** A peer that takes longer to list the members is taken for one not up yet. */
 const BOOTSTRAP_CHECK_MS = 1500;
 /** How long a membership change is retried while etcd defers or drops it. */
@@ -167,7 +168,7 @@ export async function promoteLearner(o: PromoteOptions): Promise<void> {
       if (Date.now() + PROMOTE_RETRY_MS > o.deadline) {
         throw new LoomError('UNAVAILABLE', `etcd member "${o.name}" is still a learner: promoting it failed (last: ${last})`);
       }
-      await new Promise((r) => setTimeout(r, PROMOTE_RETRY_MS));
+      await sleep(PROMOTE_RETRY_MS);
     }
   } finally {
     client.etcd.close();
@@ -203,7 +204,7 @@ async function othersStarted(o: JoinOptions, list: () => Promise<ListedMember[]>
     const pending = members.filter((m) => m.name === '' && !m.peerURLs.includes(o.peerUrl));
     if (pending.length === 0 || Date.now() > deadline) return members;
     if (!said) o.log(`waiting for the member(s) at ${pending.map((m) => m.peerURLs.join(',')).join('; ')} (added by another join) to start`);
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
 }
 
@@ -236,14 +237,14 @@ export async function changeMembership(o: JoinOptions, what: string, change: () 
       if (Date.now() > deadline) throw err;
       if (/unhealthy cluster/i.test(msg)) {
         once('unhealthy', `etcd defers the member ${what} until its members have been connected for a while; retrying`);
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
       } else if (/too many learner members/i.test(msg)) {
         once('learner', `another member is joining (etcd takes one learner at a time): the member ${what} waits for its promotion`);
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
       } else if (/deadline exceeded/i.test(msg)) {
         if (await landed().catch(() => false)) return;
         once('dropped', `etcd did not answer the member ${what} (another membership change was pending: another node joining?); retrying`);
-        await new Promise((r) => setTimeout(r, 200 + Math.random() * 800));
+        await sleep(200 + Math.random() * 800);
       } else {
         // An earlier attempt that timed out may have landed since ("Peer
         // URLs already exists", "member not found"): then it is done.
