@@ -13,6 +13,7 @@ import { LoomError } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { connectEtcd, KEEPALIVE_DEFAULT_MS, KEEPALIVE_EMBEDDED_MS, Kv } from '../store/etcd';
 import { EndpointHealth } from '../store/endpoint-health';
+import { EndpointSync, memberEndpoints } from '../store/endpoint-sync';
 import { EtcdMembers, probeWith } from '../store/etcd-members';
 import { backoff } from '../core/backoff';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
@@ -67,6 +68,8 @@ export interface NodeOptions {
   keysRoot?: string;
   /** How often the Docker engine is pinged (default DOCKER_PROBE_MS). */
   dockerProbeMs?: number;
+  /** How often the etcd member list is read to follow added/removed members (default ENDPOINT_SYNC_MS). */
+  endpointSyncMs?: number;
 }
 
 /**
@@ -112,6 +115,8 @@ export class LoomNode {
   private engine: EngineWatch | undefined;
   /** Which etcd members requests skip (stopped with the clients). */
   private health: EndpointHealth | undefined;
+  /** Follows members added to / removed from the etcd cluster (stopped with the clients). */
+  endpointSync: EndpointSync | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -143,6 +148,7 @@ export class LoomNode {
     const reaper = Reaper.start({ log });
     let etcd: EmbeddedEtcd | undefined;
     let endpoints = config.etcdEndpoints;
+    let local: { id: string; url: string } | undefined;
     try {
       if (endpoints.length === 0) {
         etcd = await EmbeddedEtcd.start({
@@ -163,7 +169,7 @@ export class LoomNode {
           timeoutMs: 180_000,
           onWaiting: (ms) => log(`waiting for etcd quorum (${Math.round(ms / 1000)}s); are the other --peer nodes up?`),
         });
-        endpoints = await memberClientUrls(etcd.clientUrl, tls);
+        ({ endpoints, local } = await memberClientUrls(etcd.clientUrl, tls));
       }
     } catch (err) {
       await etcd?.stop().catch(() => undefined);
@@ -180,6 +186,11 @@ export class LoomNode {
     const memberKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true, health, keepaliveMs }));
     const beatKv = new Kv(connectEtcd({ endpoints, tls, ownConnection: true, health, keepaliveMs }), staleAfterMs(config.leaseTtlSeconds * 1000));
     health.start();
+    const endpointSync = new EndpointSync({
+      clients: [client, memberKv.client, beatKv.client], health, local, log,
+      given: etcd ? undefined : config.etcdEndpoints, everyMs: opts.endpointSyncMs,
+    });
+    endpointSync.start();
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
     const transitions = new TaskTransitions(kv, keys);
@@ -235,6 +246,7 @@ export class LoomNode {
     );
     node.spawner = spawner;
     node.health = health;
+    node.endpointSync = endpointSync;
     node.dockerRunner = dockerRunner;
     node.engine = engine;
     try {
@@ -520,6 +532,7 @@ export class LoomNode {
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);
     const st = this.steal.stats;
     log(`stats: claimed=${st.claimed} lost=${st.lost} claimTxns=${st.claimTxns} resultsInClaims=${st.resultsInClaims} requeued=${this.requeuer.requeued} declaredDead=${this.liveness?.declared ?? 0} retentionDeletedTasks=${this.retention.deletedTasks}`);
+    this.endpointSync?.stop();
     this.health?.stop();
     this.kv.close();
     this.memberKv.close();
@@ -531,14 +544,18 @@ export class LoomNode {
   }
 }
 
-/** Client URLs of every member of the cluster, the local one first. */
-async function memberClientUrls(local: string, tls?: TlsMaterial): Promise<string[]> {
+/**
+ * Client URLs of the cluster's voting members, the local one first (reached
+ * where it listens; the list has its advertised URL), and the local member's id.
+ */
+async function memberClientUrls(local: string, tls?: TlsMaterial): Promise<{ endpoints: string[]; local: { id: string; url: string } }> {
   const client = connectEtcd({ endpoints: [local], tls });
   try {
     const res = await client.cluster.memberList({}, { deadline: Date.now() + 5000 });
-    // The local member is reached where it listens; the list has its advertised URL.
-    const urls = res.members.filter((m) => m.ID !== res.header.member_id).flatMap((m) => m.clientURLs ?? []);
-    return [local, ...urls.filter((u) => u !== local)];
+    const self = { id: res.header.member_id, url: local };
+    const members = res.members.map((m) => ({ ID: m.ID, name: m.name, clientURLs: m.clientURLs ?? [], isLearner: m.isLearner }));
+    const endpoints = memberEndpoints(members, self);
+    return { endpoints: endpoints.length > 0 ? endpoints : [local], local: self };
   } catch (err) {
     throw new LoomError('UNAVAILABLE', `cannot list etcd members: ${(err as Error).message}`);
   } finally {

@@ -32,6 +32,21 @@ interface EndpointState {
   client: Etcd3 | undefined;
   down: string | undefined;
   timer: NodeJS.Timeout | undefined;
+  /** A probe is in flight (its timer is set when it ends). */
+  probing: boolean;
+  /** Set when the endpoint is dropped: its probe in flight schedules no other. */
+  dropped: boolean;
+}
+
+const newState = (): EndpointState => ({ client: undefined, down: undefined, timer: undefined, probing: false, dropped: false });
+
+/** Stops an endpoint's probing and closes its probe connection. */
+function quiet(s: EndpointState): void {
+  if (s.timer) clearTimeout(s.timer);
+  s.timer = undefined;
+  s.dropped = true;
+  s.client?.close();
+  s.client = undefined;
 }
 
 /** Thrown instead of sending a request to a member that is skipped: it never left this process. */
@@ -43,37 +58,68 @@ export class MemberSkippedError extends Error {
 
 export class EndpointHealth {
   private readonly state = new Map<string, EndpointState>();
+  private started = false;
   private stopped = false;
   private readonly everyMs: number;
   private readonly timeoutMs: number;
 
   constructor(
-    readonly endpoints: string[],
+    endpoints: string[],
     private readonly opts: EndpointHealthOptions,
   ) {
     this.everyMs = opts.everyMs ?? 1000;
     this.timeoutMs = opts.timeoutMs ?? 2000;
-    for (const e of endpoints) this.state.set(e, { client: undefined, down: undefined, timer: undefined });
+    for (const e of endpoints) this.state.set(e, newState());
+  }
+
+  get endpoints(): string[] {
+    return [...this.state.keys()];
   }
 
   /** Starts probing every endpoint (a one-endpoint list needs no probe: there is nowhere else to go). */
   start(): void {
-    if (this.endpoints.length < 2) return;
-    for (const e of this.endpoints) void this.probe(e);
+    this.started = true;
+    if (this.state.size < 2) return;
+    for (const e of this.state.keys()) void this.probe(e);
   }
 
   stop(): void {
     this.stopped = true;
-    for (const s of this.state.values()) {
-      if (s.timer) clearTimeout(s.timer);
-      s.client?.close();
-      s.client = undefined;
+    for (const s of this.state.values()) quiet(s);
+  }
+
+  /**
+   * The members changed (endpoint-sync.ts): new endpoints are probed from
+   * now on (as answering until a probe says otherwise), dropped ones are
+   * forgotten. Down to one endpoint, nothing is probed or skipped.
+   */
+  setEndpoints(endpoints: string[]): void {
+    if (this.stopped) return;
+    for (const [e, s] of this.state) {
+      if (endpoints.includes(e)) continue;
+      quiet(s);
+      this.state.delete(e);
+    }
+    const fresh = endpoints.filter((e) => !this.state.has(e));
+    for (const e of fresh) this.state.set(e, newState());
+    if (!this.started) return;
+    if (this.state.size < 2) {
+      for (const s of this.state.values()) {
+        quiet(s);
+        s.down = undefined;
+      }
+      return;
+    }
+    // Probe whatever is not probed yet (all of them when the list just grew from one).
+    for (const [e, s] of this.state) {
+      if (s.probing) s.dropped = false; // stopped while one was in flight: it schedules the next again
+      else if (!s.timer) void this.probe(e);
     }
   }
 
   /** What the last probe of each endpoint found: undefined = answers, else why not. Empty when nothing is probed (one endpoint). */
   status(): Record<string, string | undefined> {
-    if (this.endpoints.length < 2) return {};
+    if (this.state.size < 2) return {};
     return Object.fromEntries([...this.state].map(([e, s]) => [e, s.down]));
   }
 
@@ -113,8 +159,11 @@ export class EndpointHealth {
   }
 
   private async probe(endpoint: string): Promise<void> {
-    const s = this.state.get(endpoint)!;
-    if (this.stopped) return;
+    const s = this.state.get(endpoint);
+    if (!s || this.stopped) return;
+    s.dropped = false;
+    s.timer = undefined;
+    s.probing = true;
     const started = Date.now();
     let down: string | undefined;
     try {
@@ -126,7 +175,10 @@ export class EndpointHealth {
       // A fresh connection next time: the old one may be the stuck part.
       s.client?.close();
       s.client = undefined;
+    } finally {
+      s.probing = false;
     }
+    if (s.dropped || this.state.get(endpoint) !== s) return;
     this.mark(endpoint, down);
     if (this.stopped) return;
     const wait = Math.max(0, this.everyMs - (Date.now() - started));

@@ -3,7 +3,7 @@
  * LoomErrors. Every call has a deadline; callers may pass an AbortSignal.
  */
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
-import { Etcd3, isRecoverableError, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
+import { ClientClosedError, Etcd3, isRecoverableError, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
 import { LoomError } from '../core/errors';
 import { EndpointHealth, MemberSkippedError } from './endpoint-health';
 
@@ -39,9 +39,13 @@ export const KEEPALIVE_DEFAULT_MS = 5000;
 /** Keepalive interval for loom's embedded members (they run with --grpc-keepalive-min-time 1s). */
 export const KEEPALIVE_EMBEDDED_MS = 2000;
 
-/** An error that means the request never left this process (no connection, or a skipped member). */
+/**
+ * An error that means the request never left this process: no connection, a
+ * skipped member, or a member dropped from the client's list just as the
+ * request picked it (etcd-hosts.ts closes its Host).
+ */
 function neverSent(err: Error): boolean {
-  return err instanceof MemberSkippedError || /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
+  return err instanceof MemberSkippedError || err instanceof ClientClosedError || /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
 }
 
 /** Longest wait before a broken watch stream is opened again (see connectEtcd). */
