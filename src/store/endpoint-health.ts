@@ -38,6 +38,9 @@ interface EndpointState {
   dropped: boolean;
 }
 
+/** What a member added while running is marked until its first probe. */
+const NOT_PROBED = 'not probed yet';
+
 const newState = (): EndpointState => ({ client: undefined, down: undefined, timer: undefined, probing: false, dropped: false });
 
 /** Stops an endpoint's probing and closes its probe connection. */
@@ -90,7 +93,7 @@ export class EndpointHealth {
 
   /**
    * The members changed (endpoint-sync.ts): new endpoints are probed from
-   * now on (as answering until a probe says otherwise), dropped ones are
+   * now on and get requests once a probe answered, dropped ones are
    * forgotten. Down to one endpoint, nothing is probed or skipped.
    */
   setEndpoints(endpoints: string[]): void {
@@ -101,7 +104,9 @@ export class EndpointHealth {
       this.state.delete(e);
     }
     const fresh = endpoints.filter((e) => !this.state.has(e));
-    for (const e of fresh) this.state.set(e, newState());
+    // A member added while running gets requests once a probe of its own has
+    // answered: the member list may show it promoted before it knows itself.
+    for (const e of fresh) this.state.set(e, { ...newState(), down: this.started && this.state.size > 0 ? NOT_PROBED : undefined });
     if (!this.started) return;
     if (this.state.size < 2) {
       for (const s of this.state.values()) {
@@ -153,7 +158,7 @@ export class EndpointHealth {
     s.down = down;
     if (was === undefined && down !== undefined) {
       this.opts.log?.(`etcd member ${endpoint} does not answer (${down}): requests go to the other members until it does`);
-    } else if (was !== undefined && down === undefined) {
+    } else if (was !== undefined && was !== NOT_PROBED && down === undefined) {
       this.opts.log?.(`etcd member ${endpoint} answers again`);
     }
   }
@@ -170,6 +175,8 @@ export class EndpointHealth {
       s.client ??= this.opts.connect(endpoint);
       const status = await s.client.maintenance.status({ deadline: Date.now() + this.timeoutMs });
       if (status.leader === '0' || status.leader === '') down = 'it has no leader';
+      // Its own view: a member just promoted serves nothing until it has applied the promotion.
+      else if (status.isLearner === true) down = 'it is a learner';
     } catch (err) {
       down = shortReason(err);
       // A fresh connection next time: the old one may be the stuck part.

@@ -40,12 +40,14 @@ export const KEEPALIVE_DEFAULT_MS = 5000;
 export const KEEPALIVE_EMBEDDED_MS = 2000;
 
 /**
- * An error that means the request never left this process: no connection, a
- * skipped member, or a member dropped from the client's list just as the
- * request picked it (etcd-hosts.ts closes its Host).
+ * An error that means the request was not executed: it never left this
+ * process (no connection, a skipped member, a member dropped from the
+ * client's list just as the request picked it: etcd-hosts.ts closes its
+ * Host), or a learner refused it before anything ran (a member whose
+ * promotion it has not applied yet).
  */
 function neverSent(err: Error): boolean {
-  return err instanceof MemberSkippedError || err instanceof ClientClosedError || /No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
+  return err instanceof MemberSkippedError || err instanceof ClientClosedError || /rpc not supported for learner|No connection established|ECONNREFUSED|connect ECONN|failed to connect|Name resolution failed/i.test(err.message);
 }
 
 /** Longest wait before a broken watch stream is opened again (see connectEtcd). */

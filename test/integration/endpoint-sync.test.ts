@@ -7,7 +7,11 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { defaultNodeConfig, NodeConfig } from '../../src/core/config';
+import { Etcd3 } from 'etcd3';
 import { LoomNode } from '../../src/node/node';
+import { EmbeddedEtcd } from '../../src/store/embedded-etcd';
+import { connectEtcd } from '../../src/store/etcd';
+import { EndpointHealth } from '../../src/store/endpoint-health';
 import { LoomApi } from '../../src/client/client';
 import { TaskState } from '../../src/gen/loom';
 import { freePort, testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
@@ -67,6 +71,36 @@ it('a running node sends requests to members that joined after it, and stops usi
   const [ma, mb, mc] = [await member('sa'), await member('sb'), await member('sc')];
   const a = await start(ma, [], false);
   expect(a.endpointSync!.endpoints()).toEqual([ma.client]);
+
+  // A learner (added and started, never promoted) gets no requests: sa's
+  // list leaves it out, and a probe of its own says what it is.
+  const ml = await member('sl');
+  const learnerDir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-sync-sl-'));
+  dirs.push(learnerDir);
+  const learner = await EmbeddedEtcd.start({
+    name: 'sl', dataDir: learnerDir, peerListen: ml.peer, clientListen: ml.client, peers: [{ name: 'sa', url: ma.peer }],
+    etcdBin: process.env.LOOM_ETCD_BIN || 'etcd', join: true, log: (msg) => ml.logs.push(msg),
+  });
+  const health = new EndpointHealth([ma.client, ml.client], { connect: (e) => connectEtcd({ endpoints: [e], ownConnection: true }), everyMs: 100 });
+  try {
+    health.start();
+    await waitFor(() => health.status()[ml.client] === 'it is a learner' || undefined, { timeoutMs: 15_000, what: 'the learner probed' });
+    const seen = a.endpointSync!.lists;
+    await waitFor(() => a.endpointSync!.lists > seen + 1 || undefined, { what: 'two more member lists on sa' });
+    expect(a.endpointSync!.endpoints()).toEqual([ma.client]);
+  } finally {
+    health.stop();
+    await learner.stop(3000);
+  }
+  // etcd 3.4 takes one learner at a time: remove it before the next join.
+  const admin = new Etcd3({ hosts: [ma.client] });
+  try {
+    const listed = await admin.cluster.memberList({});
+    const id = listed.members.find((x) => (x.peerURLs ?? []).includes(ml.peer))!.ID;
+    await admin.cluster.memberRemove({ ID: id });
+  } finally {
+    admin.close();
+  }
 
   const b = await start(mb, [ma], true);
   await waitFor(() => a.endpointSync!.endpoints().includes(mb.client) || undefined, { timeoutMs: 10_000, what: "sb's member in sa's endpoints" });
