@@ -151,24 +151,26 @@ export class LoomNode {
     let local: { id: string; url: string } | undefined;
     try {
       if (endpoints.length === 0) {
-        etcd = await EmbeddedEtcd.start({
-          name: config.name,
-          dataDir: config.dataDir,
-          peerListen: config.peerListen,
-          clientListen: config.clientListen,
-          peerAdvertise: config.peerAdvertise || undefined,
-          clientAdvertise: config.clientAdvertise || undefined,
-          peers: config.peers,
-          etcdBin: config.etcdBin,
-          join: config.joinEtcd,
-          log,
-          tls: config.tls,
-        });
-        reaper.addMember(etcd.pid);
-        await etcd.waitHealthy({
-          timeoutMs: 180_000,
-          onWaiting: (ms) => log(`waiting for etcd quorum (${Math.round(ms / 1000)}s); are the other --peer nodes up?`),
-        });
+        etcd = await EmbeddedEtcd.startHealthy(
+          {
+            name: config.name,
+            dataDir: config.dataDir,
+            peerListen: config.peerListen,
+            clientListen: config.clientListen,
+            peerAdvertise: config.peerAdvertise || undefined,
+            clientAdvertise: config.clientAdvertise || undefined,
+            peers: config.peers,
+            etcdBin: config.etcdBin,
+            join: config.joinEtcd,
+            log,
+            tls: config.tls,
+          },
+          {
+            timeoutMs: 180_000,
+            onWaiting: (ms) => log(`waiting for etcd quorum (${Math.round(ms / 1000)}s); are the other --peer nodes up?`),
+          },
+          { started: (e) => reaper.addMember(e.pid), ended: (e) => reaper.removeMember(e.pid) },
+        );
         ({ endpoints, local } = await memberClientUrls(etcd.clientUrl, tls));
       }
     } catch (err) {

@@ -8,6 +8,7 @@
  *   task <pgid>   register a task process group
  *   done <pgid>   unregister it
  *   member <pid>  register a helper (embedded etcd) that dies with the node
+ *   unmember <pid>  unregister it (it exited and was given up)
  *   hb <ms>       kill all task groups unless another hb arrives within ms
  *   hb 0 | nohb   no deadline
  *   ping <n>      answer `pong <n>` (everything reported before it was already written)
@@ -140,6 +141,11 @@ function handleCommand(line: string): void {
     case 'member': {
       const pid = parseId(arg);
       if (pid !== undefined) members.add(pid);
+      break;
+    }
+    case 'unmember': {
+      const pid = parseId(arg);
+      if (pid !== undefined) members.delete(pid);
       break;
     }
     case 'hb': {

@@ -96,6 +96,11 @@ export class Reaper {
     this.send(`member ${pid}`);
   }
 
+  /** The helper exited and was given up (its pid may be reused): no longer killed with the node. */
+  removeMember(pid: number): void {
+    this.send(`unmember ${pid}`);
+  }
+
   /**
    * Tasks are killed unless another heartbeat arrives within remainingMs.
    * A non-positive value means the time is already up: fence at once.

@@ -104,6 +104,8 @@ interface Resolved {
   args: string[];
   log: (msg: string) => void;
   tls: HttpTls | undefined;
+  /** This start added (or resumed) the member through --join into an empty data dir. */
+  freshJoin?: boolean;
 }
 
 interface ClusterMarker {
@@ -114,6 +116,13 @@ interface ClusterMarker {
 }
 
 const CLUSTER_TOKEN = 'loom';
+
+/** etcd's panic on a fresh member given a commit index it does not have (see panickedOnFreshJoin). */
+const FRESH_JOIN_PANIC = /tocommit\(\d+\) is out of range \[lastIndex\(0\)\]/;
+const FRESH_JOIN_PANIC_TEXT = '"tocommit(N) is out of range [lastIndex(0)]"';
+/** Starts of a fresh --join member in all, and the pause before each retry. */
+const FRESH_JOIN_STARTS = 3;
+const FRESH_JOIN_RETRY_MS = 1000;
 const MARKER_FILE = 'etcd-cluster.json';
 const POLL_MS = 100;
 const WAITING_EVERY_MS = 2000;
@@ -205,6 +214,7 @@ export class EmbeddedEtcd {
         throwIfAborted(signal, 'starting etcd');
         setArg(cfg.args, '--initial-cluster', memberList(cluster).join(','));
         setArg(cfg.args, '--initial-cluster-state', 'existing');
+        cfg.freshJoin = true;
       }
       writeMarker(cfg, cluster);
     }
@@ -252,6 +262,54 @@ export class EmbeddedEtcd {
       throw new LoomError('CANCELLED', 'starting etcd: aborted');
     }
     return etcd;
+  }
+
+  /**
+   * start() then waitHealthy(). A fresh --join start that hit etcd's panic
+   * on a member added again at a removed member's URL (see
+   * panickedOnFreshJoin) is retried: etcd stopped, its data dir emptied (it
+   * held nothing yet), started again after a second, up to
+   * FRESH_JOIN_STARTS starts in all. `started` sees each process (to
+   * register its pid), `ended` each one given up. On failure etcd is stopped.
+   */
+  static async startHealthy(
+    opts: EmbeddedEtcdOptions,
+    wait: WaitHealthyOptions,
+    hooks: { started?: (etcd: EmbeddedEtcd) => void; ended?: (etcd: EmbeddedEtcd) => void } = {},
+  ): Promise<EmbeddedEtcd> {
+    for (let start = 1; ; start++) {
+      const etcd = await EmbeddedEtcd.start(opts, wait.signal);
+      hooks.started?.(etcd);
+      try {
+        await etcd.waitHealthy(wait);
+        return etcd;
+      } catch (err) {
+        await etcd.stop().catch(() => undefined);
+        hooks.ended?.(etcd);
+        if (start >= FRESH_JOIN_STARTS || !etcd.panickedOnFreshJoin()) throw err;
+        etcd.cfg.log(
+          `etcd member "${etcd.cfg.name}" panicked on its first start after --join (${FRESH_JOIN_PANIC_TEXT}: a message meant ` +
+            `for the member removed at the same URL reached the new one, etcd-io/etcd#21178); emptying ${etcd.etcdDir} ` +
+            `and starting it again (start ${start + 1} of ${FRESH_JOIN_STARTS})`,
+        );
+        fs.rmSync(etcd.etcdDir, { recursive: true, force: true });
+        await new Promise<void>((r) => setTimeout(r, FRESH_JOIN_RETRY_MS));
+        throwIfAborted(wait.signal, 'starting etcd');
+      }
+    }
+  }
+
+  /**
+   * True when this process was a fresh --join start and etcd panicked on a
+   * heartbeat whose commit index its empty log does not have ("tocommit(N)
+   * is out of range [lastIndex(0)]"). Seen here when a member is removed and
+   * added again at the same peer URL (chaos wipe-member): a heartbeat for the
+   * old member id reached the new process. Nothing of the new member is lost
+   * by emptying its data dir: it had stored nothing.
+   */
+  panickedOnFreshJoin(): boolean {
+    if (!this.exitInfo || !this.cfg.freshJoin) return false;
+    return readLogLines(this.logPath, this.logOffset).some((l) => FRESH_JOIN_PANIC.test(l));
   }
 
   /**
