@@ -121,10 +121,17 @@ export class EndpointSync {
     if (next.length === 0) return;
     const now = this.endpoints();
     if (next.length === now.length && next.every((u) => now.includes(normalizeUrl(u)))) return;
-    this.opts.health?.setEndpoints(next);
     let added: string[] = [];
     let removed: string[] = [];
-    for (const c of this.opts.clients) ({ added, removed } = setClientHosts(c, next));
+    try {
+      for (const c of this.opts.clients) ({ added, removed } = setClientHosts(c, next));
+    } catch (err) {
+      // An etcd3 upgrade that changed its internals (or a member of another scheme): keep what works.
+      this.follow = false;
+      this.opts.log(`cannot follow the etcd members (${(err as Error).message}); requests keep going to ${now.join(',')}`);
+      return;
+    }
+    this.opts.health?.setEndpoints(next);
     this.changes++;
     const parts = [added.length ? `added ${added.join(',')}` : '', removed.length ? `removed ${removed.join(',')}` : ''].filter(Boolean);
     this.opts.log(`etcd members changed: ${parts.join('; ')}; requests now go to ${next.join(',')}`);
