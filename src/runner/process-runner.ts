@@ -208,6 +208,9 @@ class ProcessRun implements RunHandle {
       child.once('error', (err) => this.failStart(describeSpawnError(err, command)));
       return;
     }
+    // Node's spawn has no priority option: the task has exec'd already and
+    // runs at the node's priority for the moment until this call (a child it
+    // forks in that moment keeps it). loom-spawner sets it before the exec.
     const why = lowerTaskPriority(child.pid, this.opts.taskNice ?? 0);
     if (why) this.opts.log?.(why);
     child.on('error', (err) => this.opts.log?.(`task ${child.pid}: ${err.message}`));

@@ -116,15 +116,20 @@ describe.each([
       const logs: string[] = [];
       const nice = new ProcessRunner({ defaultCwd: dir, spawner: niceSpawner, taskNice: 7, log: (m) => logs.push(m) });
       // Field 19 of /proc/<pid>/stat is the nice value; the autogroup file reads "/autogroup-N nice M".
-      const script = 'cut -d" " -f19 /proc/$$/stat; if [ -e /proc/$$/autogroup ]; then cat /proc/$$/autogroup; else echo none; fi';
-      const r = await nice.start(req(['sh', '-c', script])).done;
+      // Read once start() has returned: on the Node-spawn path the priority is
+      // lowered just after the exec (see spawnHere), the spawner sets it before.
+      const go = path.join(dir, 'go');
+      const script = `while [ ! -e ${go} ]; do sleep 0.01; done; cut -d" " -f19 /proc/$$/stat; if [ -e /proc/$$/autogroup ]; then cat /proc/$$/autogroup; else echo none; fi`;
+      const started = nice.start(req(['sh', '-c', script]));
+      fs.writeFileSync(go, '');
+      const r = await started.done;
       expect(r.exitCode).toBe(0);
       const [niceValue, autogroup] = r.stdoutTail.toString().trim().split('\n');
       expect(niceValue).toBe('7');
       if (autogroup !== 'none') expect(autogroup).toMatch(/ nice 7$/);
       expect(logs).toEqual([]);
       // Without the option a task runs at the runner's own niceness.
-      const plain = await runner.start(req(['sh', '-c', script])).done;
+      const plain = await runner.start(req(['sh', '-c', script.replace(`while [ ! -e ${go} ]; do sleep 0.01; done; `, '')])).done;
       expect(plain.stdoutTail.toString().split('\n')[0]).toBe(String(os.getPriority()));
     } finally {
       await niceSpawner?.close();
