@@ -20,7 +20,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { EndpointHealth } from './endpoint-health';
-import { clientHosts, setClientHosts } from './etcd-hosts';
+import { clientEndpoints, setClientHosts } from './etcd-hosts';
 
 /** What the sync needs of one member from etcd's member list. */
 export interface ListedMember {
@@ -94,8 +94,7 @@ export class EndpointSync {
 
   /** The URLs the clients send requests to now. */
   endpoints(): string[] {
-    const scheme = (this.opts.given?.[0] ?? this.opts.local?.url ?? '').startsWith('https://') ? 'https' : 'http';
-    return clientHosts(this.opts.clients[0]).map((h) => `${scheme}://${h}`);
+    return clientEndpoints(this.opts.clients[0]);
   }
 
   /** One round: reads the member list and applies a change. Exposed for tests; errors leave the list as it is. */

@@ -42,9 +42,16 @@ function poolOf(client: Etcd3): PoolInternals {
   return pool as PoolInternals;
 }
 
-/** The members (host:port, no scheme) the client sends requests to. */
-export function clientHosts(client: Etcd3): string[] {
-  return poolOf(client).hosts.map((h) => (h as unknown as HostInternals).host);
+function isSecure(pool: PoolInternals): boolean {
+  const given = pool.options.hosts;
+  return (Array.isArray(given) ? given : [given ?? '']).some((h) => h.startsWith('https://'));
+}
+
+/** The member URLs the client sends requests to. */
+export function clientEndpoints(client: Etcd3): string[] {
+  const pool = poolOf(client);
+  const scheme = isSecure(pool) ? 'https' : 'http';
+  return pool.hosts.map((h) => `${scheme}://${(h as unknown as HostInternals).host}`);
 }
 
 /**
@@ -56,8 +63,7 @@ export function clientHosts(client: Etcd3): string[] {
 export function setClientHosts(client: Etcd3, endpoints: string[]): { added: string[]; removed: string[] } {
   if (endpoints.length === 0) throw new LoomError('INVALID_ARGUMENT', 'an etcd client needs at least one endpoint');
   const pool = poolOf(client);
-  const given = pool.options.hosts;
-  const secure = (Array.isArray(given) ? given : [given ?? '']).some((h) => h.startsWith('https://'));
+  const secure = isSecure(pool);
   const wrongScheme = endpoints.find((e) => e.startsWith('https://') !== secure);
   if (wrongScheme) {
     throw new LoomError('INVALID_ARGUMENT', `etcd endpoint ${wrongScheme} does not use the client's scheme (${secure ? 'https' : 'http'})`);

@@ -6,12 +6,11 @@
 import { Etcd3 } from 'etcd3';
 import { connectEtcd } from '../../src/store/etcd';
 import { EndpointHealth } from '../../src/store/endpoint-health';
-import { clientHosts, setClientHosts } from '../../src/store/etcd-hosts';
+import { clientEndpoints, setClientHosts } from '../../src/store/etcd-hosts';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
 import { thrownBy } from '../support/errors';
 
-const bare = (url: string) => url.replace(/^https?:\/\//, '');
 const cleanup: Array<() => unknown> = [];
 
 afterEach(async () => {
@@ -43,7 +42,7 @@ it('moves requests and an open watch to the members it is given; the dropped mem
   watcher.on('put', (kv) => events.push(kv.value.toString()));
 
   expect(setClientHosts(c, [direct])).toEqual({ added: [direct], removed: [via.url] });
-  expect(clientHosts(c)).toEqual([bare(direct)]);
+  expect(clientEndpoints(c)).toEqual([direct]);
   // The old address goes away for good: requests and the watch must use the new one.
   via.partition();
   expect(await c.get(key).string()).toBe('1');
@@ -62,7 +61,7 @@ it('keeps the connections of members still listed and adds new ones with the sam
   // b is cut: with two members the client's retry goes to a (b's failure never reached etcd).
   b.partition();
   for (let i = 0; i < 10; i++) await c.put(`${uniqueRoot()}/y`).value(String(i));
-  expect(clientHosts(c).sort()).toEqual([bare(a.url), bare(b.url)].sort());
+  expect(clientEndpoints(c).sort()).toEqual([a.url, b.url].sort());
 });
 
 it('refuses an empty list or a URL of the other scheme, leaving the client as it was', async () => {
@@ -71,7 +70,7 @@ it('refuses an empty list or a URL of the other scheme, leaving the client as it
   const wrong = thrownBy(() => setClientHosts(c, ['https://127.0.0.1:1']));
   expect(wrong).toMatchObject({ code: 'INVALID_ARGUMENT' });
   expect(wrong.message).toBe("etcd endpoint https://127.0.0.1:1 does not use the client's scheme (http)");
-  expect(clientHosts(c)).toEqual([bare(testEtcdEndpoint())]);
+  expect(clientEndpoints(c)).toEqual([testEtcdEndpoint()]);
 });
 
 it('probes follow the endpoint list: new ones are probed, dropped ones forgotten, one left is not probed', async () => {
