@@ -1,7 +1,6 @@
 /** Process helpers: /proc reads, descendants, stopping by PID, free ports. */
 import { ChildProcess } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 
 export function alive(proc: ChildProcess): boolean {
   return proc.exitCode === null && proc.signalCode === null;
@@ -113,22 +112,6 @@ export async function stopProcess(proc: ChildProcess, graceMs: number): Promise<
   return false;
 }
 
-/** n distinct free TCP ports on 127.0.0.1 (all held open until every one is chosen). */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers: net.Server[] = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const srv = net.createServer();
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen(0, '127.0.0.1', () => resolve());
-      });
-      servers.push(srv);
-    }
-    return servers.map((s) => (s.address() as net.AddressInfo).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
-  }
-}
+export { freePorts } from '../../test/support/ports';
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

@@ -20,21 +20,15 @@
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
 import * as http from 'http';
-import * as net from 'net';
 import * as path from 'path';
 import { NODE_RUNTIME_FLAGS } from '../../src/bin/runtime-flags';
 import { TcpProxy } from '../../test/support/tcp-proxy';
+import { freePort } from '../../test/support/ports';
 import { LinkProxy, Verdict } from './link-proxy';
 
 export const LOOM_BIN = path.resolve(__dirname, '../../src/bin/loom.js');
 
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+export { freePort };
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 

@@ -1,19 +1,14 @@
 /** Real `loom node` processes (each embedding an etcd member) for end-to-end tests. */
 import { ChildProcess, spawn } from 'child_process';
 import * as fs from 'fs';
-import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 
 export const LOOM_BIN = path.resolve(__dirname, '../../src/bin/loom.js');
 
-export async function freePort(): Promise<number> {
-  const srv = net.createServer();
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  await new Promise<void>((r) => srv.close(() => r()));
-  return port;
-}
+import { freePort } from './ports';
+
+export { freePort };
 
 export interface ProcNode {
   name: string;

@@ -3,7 +3,6 @@
  * global-setup, fresh key roots, free ports, and polling without fixed sleeps.
  */
 import * as fs from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { randomBytes } from 'node:crypto';
@@ -50,18 +49,7 @@ export function uniqueRoot(): string {
 }
 
 /** A TCP port that was free on host a moment ago. */
-export function freePort(host = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.unref();
-    server.once('error', reject);
-    server.listen(0, host, () => {
-      const addr = server.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no port assigned'))));
-    });
-  });
-}
+export { freePort } from './ports';
 
 export interface WaitForOptions {
   /** Give up after this long (default 10 s). */
