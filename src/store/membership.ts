@@ -352,12 +352,11 @@ export class Membership {
     return res.succeeded ? { dead: true } : { dead: false, current: res.responses[0]?.response_range?.kvs[0] };
   }
 
-  /** Stops keepalives and revokes the lease (its keys vanish at once). Closes the heartbeat client. */
   /**
    * Stops renewing and revokes the lease (others see the node gone at once
-   * instead of after the TTL). A courtesy: if etcd does not answer within
-   * timeoutMs (say every member is stopping at once, no quorum), the lease
-   * expires by itself.
+   * instead of after the TTL), then closes the heartbeat client. The revoke
+   * is a courtesy: if etcd does not answer within timeoutMs (say every member
+   * is stopping at once, no quorum), the lease expires by itself.
    */
   async leave(reason = 'leaving', timeoutMs = 3000): Promise<void> {
     const keeper = this.current;
