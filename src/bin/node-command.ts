@@ -12,6 +12,7 @@ import { parseDurationMs } from '../core/duration';
 import { parseBytes } from '../core/fit';
 import { LoomNode } from '../node/node';
 import { numberFlag } from './flags';
+import { closeInheritedDescriptors } from './inherited-fds';
 
 function list(value: unknown): string[] {
   if (value === undefined) return [];
@@ -136,6 +137,10 @@ export async function main(argv: string[]): Promise<number> {
   }
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${config.name} ${msg}\n`);
   process.on('unhandledRejection', (err) => log(`unhandled rejection (kept running): ${(err as Error)?.stack ?? err}`));
+  const inherited = closeInheritedDescriptors();
+  if (inherited.length > 0) {
+    log(`closed descriptor(s) ${inherited.join(', ')} inherited without close-on-exec from what started the node (tasks would have inherited them)`);
+  }
   const exposed = plaintextExposure(config);
   if (exposed.length > 0) {
     let user = `uid ${process.getuid?.() ?? '?'}`;
