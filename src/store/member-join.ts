@@ -61,6 +61,12 @@ const BOOTSTRAP_CHECK_MS = 1500;
 const MEMBERSHIP_CHANGE_WAIT_MS = 30_000;
 /** Between promotion attempts while the learner catches up. */
 const PROMOTE_RETRY_MS = 500;
+/**
+ * Deadline of one membership change request. A change raft dropped (another
+ * was pending) never answers, and changeMembership looks it up and sends it
+ * again once this passes; one that did land answers within a raft round.
+ */
+const CHANGE_ANSWER_MS = 2000;
 
 /**
  * Adds this node's member to the running cluster (again, when it lost its
@@ -71,6 +77,7 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
   const client = await clientOfPeers(o);
   try {
     const deadline = () => ({ deadline: Date.now() + REQUEST_MS * 2 });
+    const changeDeadline = () => ({ deadline: Date.now() + CHANGE_ANSWER_MS });
     const list = async () => (await client.etcd.cluster.memberList({}, deadline())).members as ListedMember[];
     // A learner added by another join starts (and is promoted) within seconds;
     // one that never starts blocks every join (one learner at a time) and is
@@ -91,7 +98,7 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
       await changeMembership(
         o,
         'remove',
-        async () => void (await client.etcd.cluster.memberRemove({ ID: gone }, deadline())),
+        async () => void (await client.etcd.cluster.memberRemove({ ID: gone }, changeDeadline())),
         async () => !(await list()).some((m) => m.ID === gone),
       );
     }
@@ -102,7 +109,7 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
       await changeMembership(
         o,
         'add',
-        async () => void (addedId = (await client.etcd.cluster.memberAdd({ peerURLs: [o.peerUrl], isLearner: true }, deadline())).member.ID),
+        async () => void (addedId = (await client.etcd.cluster.memberAdd({ peerURLs: [o.peerUrl], isLearner: true }, changeDeadline())).member.ID),
         async () => {
           const found = (await list()).find((m) => m.peerURLs.includes(o.peerUrl));
           addedId = found?.ID ?? '';
