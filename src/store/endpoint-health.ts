@@ -32,22 +32,21 @@ interface EndpointState {
   client: Etcd3 | undefined;
   down: string | undefined;
   timer: NodeJS.Timeout | undefined;
-  /** A probe is in flight (its timer is set when it ends). */
-  probing: boolean;
-  /** Set when the endpoint is dropped: its probe in flight schedules no other. */
-  dropped: boolean;
+  /** Its probe loop runs (it ends when the endpoint is dropped or probing stops). */
+  looping: boolean;
 }
 
 /** What a member added while running is marked until its first probe. */
 const NOT_PROBED = 'not probed yet';
+/** What the probe of a member that calls itself a learner finds. */
+const LEARNER = 'it is a learner';
 
-const newState = (): EndpointState => ({ client: undefined, down: undefined, timer: undefined, probing: false, dropped: false });
+const newState = (down?: string): EndpointState => ({ client: undefined, down, timer: undefined, looping: false });
 
-/** Stops an endpoint's probing and closes its probe connection. */
+/** Stops an endpoint's next probe and closes its probe connection (a probe in flight then fails). */
 function quiet(s: EndpointState): void {
   if (s.timer) clearTimeout(s.timer);
   s.timer = undefined;
-  s.dropped = true;
   s.client?.close();
   s.client = undefined;
 }
@@ -82,8 +81,17 @@ export class EndpointHealth {
   /** Starts probing every endpoint (a one-endpoint list needs no probe: there is nowhere else to go). */
   start(): void {
     this.started = true;
+    this.probeAll();
+  }
+
+  /** Starts the probe loop of every endpoint that has none, once there are two or more. */
+  private probeAll(): void {
     if (this.state.size < 2) return;
-    for (const e of this.state.keys()) void this.probe(e);
+    for (const [e, s] of this.state) {
+      if (s.looping) continue;
+      s.looping = true;
+      void this.probe(e, s);
+    }
   }
 
   stop(): void {
@@ -92,9 +100,10 @@ export class EndpointHealth {
   }
 
   /**
-   * The members changed (endpoint-sync.ts): new endpoints are probed from
-   * now on and get requests once a probe answered, dropped ones are
-   * forgotten. Down to one endpoint, nothing is probed or skipped.
+   * The members changed (endpoint-sync.ts): dropped endpoints are forgotten,
+   * new ones are probed from now on and get requests once a probe of their
+   * own answered (the member list may show a member promoted before it
+   * knows itself). With one endpoint left nothing is skipped (see skipReason).
    */
   setEndpoints(endpoints: string[]): void {
     if (this.stopped) return;
@@ -103,23 +112,8 @@ export class EndpointHealth {
       quiet(s);
       this.state.delete(e);
     }
-    const fresh = endpoints.filter((e) => !this.state.has(e));
-    // A member added while running gets requests once a probe of its own has
-    // answered: the member list may show it promoted before it knows itself.
-    for (const e of fresh) this.state.set(e, { ...newState(), down: this.started && this.state.size > 0 ? NOT_PROBED : undefined });
-    if (!this.started) return;
-    if (this.state.size < 2) {
-      for (const s of this.state.values()) {
-        quiet(s);
-        s.down = undefined;
-      }
-      return;
-    }
-    // Probe whatever is not probed yet (all of them when the list just grew from one).
-    for (const [e, s] of this.state) {
-      if (s.probing) s.dropped = false; // stopped while one was in flight: it schedules the next again
-      else if (!s.timer) void this.probe(e);
-    }
+    for (const e of endpoints) if (!this.state.has(e)) this.state.set(e, newState(this.started ? NOT_PROBED : undefined));
+    if (this.started) this.probeAll();
   }
 
   /** What the last probe of each endpoint found: undefined = answers, else why not. Empty when nothing is probed (one endpoint). */
@@ -158,17 +152,16 @@ export class EndpointHealth {
     s.down = down;
     if (was === undefined && down !== undefined) {
       this.opts.log?.(`etcd member ${endpoint} does not answer (${down}): requests go to the other members until it does`);
-    } else if (was !== undefined && was !== NOT_PROBED && down === undefined) {
+    } else if ((was === NOT_PROBED || was === LEARNER) && down === undefined) {
+      this.opts.log?.(`etcd member ${endpoint} answers as a voter: requests go to it too`);
+    } else if (was !== undefined && down === undefined) {
       this.opts.log?.(`etcd member ${endpoint} answers again`);
     }
   }
 
-  private async probe(endpoint: string): Promise<void> {
-    const s = this.state.get(endpoint);
-    if (!s || this.stopped) return;
-    s.dropped = false;
+  private async probe(endpoint: string, s: EndpointState): Promise<void> {
     s.timer = undefined;
-    s.probing = true;
+    if (this.stopped || this.state.get(endpoint) !== s) return;
     const started = Date.now();
     let down: string | undefined;
     try {
@@ -176,20 +169,17 @@ export class EndpointHealth {
       const status = await s.client.maintenance.status({ deadline: Date.now() + this.timeoutMs });
       if (status.leader === '0' || status.leader === '') down = 'it has no leader';
       // Its own view: a member just promoted serves nothing until it has applied the promotion.
-      else if (status.isLearner === true) down = 'it is a learner';
+      else if (status.isLearner === true) down = LEARNER;
     } catch (err) {
       down = shortReason(err);
       // A fresh connection next time: the old one may be the stuck part.
       s.client?.close();
       s.client = undefined;
-    } finally {
-      s.probing = false;
     }
-    if (s.dropped || this.state.get(endpoint) !== s) return;
+    if (this.stopped || this.state.get(endpoint) !== s) return; // dropped meanwhile
     this.mark(endpoint, down);
-    if (this.stopped) return;
     const wait = Math.max(0, this.everyMs - (Date.now() - started));
-    s.timer = setTimeout(() => void this.probe(endpoint), wait);
+    s.timer = setTimeout(() => void this.probe(endpoint, s), wait);
     s.timer.unref();
   }
 }

@@ -73,15 +73,18 @@ it('refuses an empty list or a URL of the other scheme, leaving the client as it
   expect(clientEndpoints(c)).toEqual([testEtcdEndpoint()]);
 });
 
-it('probes follow the endpoint list: new ones are probed, dropped ones forgotten, one left is not probed', async () => {
+it('probes follow the endpoint list: new ones are probed, dropped ones forgotten; with one left nothing is skipped', async () => {
   const a = await proxy();
   const b = await proxy();
-  const health = new EndpointHealth([a.url], { connect: (e) => connectEtcd({ endpoints: [e], ownConnection: true }), everyMs: 100, timeoutMs: 500 });
+  const logs: string[] = [];
+  const health = new EndpointHealth([a.url], { connect: (e) => connectEtcd({ endpoints: [e], ownConnection: true }), everyMs: 100, timeoutMs: 500, log: (m) => logs.push(m) });
   cleanup.push(() => health.stop());
   health.start();
   expect(health.status()).toEqual({});
   b.partition();
   health.setEndpoints([a.url, b.url]);
+  // Added while running: skipped until a probe of its own answered.
+  expect(health.skipReason(b.url)).toBe('not probed yet');
   await waitFor(() => health.status()[b.url] || undefined, { timeoutMs: 5000, what: 'b probed and found down' });
   expect(health.status()[a.url]).toBeUndefined();
   expect(health.skipReason(b.url)).toBeDefined();
@@ -89,4 +92,8 @@ it('probes follow the endpoint list: new ones are probed, dropped ones forgotten
   expect(health.status()).toEqual({});
   expect(health.endpoints).toEqual([a.url]);
   expect(health.skipReason(b.url)).toBeUndefined();
+  // The one member left is never skipped, even when its probe finds it down.
+  a.partition();
+  await waitFor(() => logs.find((l) => l.startsWith(`etcd member ${a.url} does not answer`)), { timeoutMs: 5000, what: "a's probe finding it down" });
+  expect(health.skipReason(a.url)).toBeUndefined();
 });
