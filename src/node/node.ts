@@ -421,17 +421,27 @@ export class LoomNode {
    * hold: a claim (or submit-and-claim) that committed but whose reply was
    * lost (etcd timeout). Nobody else may requeue them while our lease lives,
    * so we hand them back ourselves. Only keys older than any claim in flight.
+   *
+   * Only while the incarnation lives: a fenced node has stopped its tasks
+   * (the executor holds none) but its lease outlives the fence for a few
+   * seconds, and it must not act on task keys then — it would hand back,
+   * as never started, a task that ran and whose result the fence lost (seen
+   * in the chaos harness); the survivors requeue those once the lease is gone.
    */
   private async reconcileOwn(): Promise<void> {
     const me = this.me;
-    if (!me || this.stopping) return;
+    const inc = this.inc;
+    const live = () => !!inc && !inc.signal.aborted && this.inc === inc && !this.stopping;
+    if (!me || !inc || inc.lease !== me.lease || !live()) return;
     try {
       const mine = await this.queries.runningKeys(this.config.name);
       for (const k of mine) {
+        if (!live()) return;
         if (k.lease !== me.lease || this.executor.holds(k.id)) continue;
         const held = await this.queries.get(k.id);
         const t = held.task;
         if (t.node !== me.node || t.lease !== me.lease || Date.now() - t.startedAtMs < 10_000 || this.executor.holds(k.id)) continue;
+        if (!live()) return;
         const ok = await this.transitions.release(held, me, 'claim outcome lost in an etcd error; requeued', Date.now());
         if (ok) this.opts.log(`task ${k.id}: claimed by this node but never started (etcd error); requeued`);
       }
