@@ -432,11 +432,10 @@ export class LoomNode {
     const me = this.me;
     const inc = this.inc;
     const live = () => !!inc && !inc.signal.aborted && this.inc === inc && !this.stopping;
-    if (!me || !inc || inc.lease !== me.lease || !live()) return;
+    if (!me || !live() || inc!.lease !== me.lease) return;
     try {
       const mine = await this.queries.runningKeys(this.config.name);
       for (const k of mine) {
-        if (!live()) return;
         if (k.lease !== me.lease || this.executor.holds(k.id)) continue;
         const held = await this.queries.get(k.id);
         const t = held.task;
@@ -565,8 +564,7 @@ async function memberClientUrls(local: string, tls?: TlsMaterial): Promise<{ end
   try {
     const res = await client.cluster.memberList({}, { deadline: Date.now() + 5000 });
     const self = { id: res.header.member_id, url: local };
-    const members = res.members.map((m) => ({ ID: m.ID, name: m.name, clientURLs: m.clientURLs ?? [], isLearner: m.isLearner }));
-    const endpoints = memberEndpoints(members, self);
+    const endpoints = memberEndpoints(res.members, self);
     return { endpoints: endpoints.length > 0 ? endpoints : [local], local: self };
   } catch (err) {
     throw new LoomError('UNAVAILABLE', `cannot list etcd members: ${(err as Error).message}`);

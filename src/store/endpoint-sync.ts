@@ -75,9 +75,8 @@ export class EndpointSync {
   private stopped = false;
   /** undefined until the first list; false when `--etcd` URLs are kept as given. */
   private follow: boolean | undefined;
-  /** Member lists read, and changes applied. */
+  /** Member lists read. */
   lists = 0;
-  changes = 0;
 
   constructor(private readonly opts: EndpointSyncOptions) {
     this.follow = opts.given ? undefined : true;
@@ -102,8 +101,7 @@ export class EndpointSync {
     const [reader] = this.opts.clients;
     let members: ListedMember[];
     try {
-      const res = await reader.cluster.memberList({}, { deadline: Date.now() + 3000 });
-      members = res.members.map((m) => ({ ID: m.ID, name: m.name, clientURLs: m.clientURLs ?? [], isLearner: m.isLearner }));
+      members = (await reader.cluster.memberList({}, { deadline: Date.now() + 3000 })).members;
     } catch {
       return; // etcd unavailable: the next round asks again; requests report the outage themselves.
     }
@@ -131,7 +129,6 @@ export class EndpointSync {
       return;
     }
     this.opts.health?.setEndpoints(next);
-    this.changes++;
     const parts = [added.length ? `added ${added.join(',')}` : '', removed.length ? `removed ${removed.join(',')}` : ''].filter(Boolean);
     this.opts.log(`etcd members changed: ${parts.join('; ')}; requests now go to ${next.join(',')}`);
   }

@@ -124,7 +124,7 @@ export async function joinCluster(o: JoinOptions): Promise<JoinedMember[]> {
     // As the cluster is now: another node may have joined meanwhile, and etcd
     // checks --initial-cluster against every member's peer URL.
     const now = await othersStarted(o, list);
-    const pending = now.filter((m) => m.name === '' && !m.peerURLs.includes(o.peerUrl));
+    const pending = addedByOthers(now, o.peerUrl);
     if (pending.length) {
       throw new LoomError('UNAVAILABLE', `cannot join: member(s) at ${pending.map((m) => m.peerURLs.join(',')).join('; ')} were added by another join but did not start; start this node again`);
     }
@@ -198,6 +198,11 @@ async function clientOfPeers(o: JoinOptions): Promise<{ etcd: Etcd3; urls: strin
   return { etcd, urls };
 }
 
+/** Members another join added that have not started yet (no name): not this node's own. */
+function addedByOthers(members: ListedMember[], peerUrl: string): ListedMember[] {
+  return members.filter((m) => m.name === '' && !m.peerURLs.includes(peerUrl));
+}
+
 /**
  * The member list once no other member is added-but-unstarted: another node
  * joining at the same time starts its member within seconds, and until then
@@ -208,7 +213,7 @@ async function othersStarted(o: JoinOptions, list: () => Promise<ListedMember[]>
   const deadline = Date.now() + MEMBERSHIP_CHANGE_WAIT_MS;
   for (let said = false; ; said = true) {
     const members = await list();
-    const pending = members.filter((m) => m.name === '' && !m.peerURLs.includes(o.peerUrl));
+    const pending = addedByOthers(members, o.peerUrl);
     if (pending.length === 0 || Date.now() > deadline) return members;
     if (!said) o.log(`waiting for the member(s) at ${pending.map((m) => m.peerURLs.join(',')).join('; ')} (added by another join) to start`);
     await sleep(500);
