@@ -19,6 +19,7 @@ import { backoff } from '../core/backoff';
 import { EmbeddedEtcd } from '../store/embedded-etcd';
 import { Keys } from '../store/keys';
 import { Incarnation, Membership, staleAfterMs } from '../store/membership';
+import { MemberClients } from '../store/member-clients';
 import { NodeDirectory } from '../store/node-directory';
 import { watchNodeControl } from '../store/node-control';
 import { PrefixWatch } from '../store/prefix-watch';
@@ -224,7 +225,10 @@ export class LoomNode {
       leaseFile: path.join(config.dataDir, 'lease'),
       onAck: (fenceAt) => reaper.heartbeat(Math.max(1, fenceAt - Date.now())),
       log,
-    }, beatKv);
+    }, beatKv, new MemberClients({
+      health, fallback: memberKv, callTimeoutMs: staleAfterMs(config.leaseTtlSeconds * 1000),
+      connect: (e) => connectEtcd({ endpoints: [e], tls, ownConnection: true, health, keepaliveMs }),
+    }));
     // The reaper killed our tasks because the heartbeat deadline passed: the
     // incarnation is over even if a late keepalive acknowledgement arrives.
     reaper.onFenced((count) => membership.fence(`watchdog deadline passed; it killed ${count} task group(s)`));

@@ -30,6 +30,24 @@ import { LoomError } from '../core/errors';
 import { encodeNode } from './codec';
 import { del, IKeyValue, ifLease, ifModRevision, Kv, put, rangeOp } from './etcd';
 import { Keys } from './keys';
+import { KeepAliveStream, KeepaliveLinks, LeaseKeeper } from './lease-keeper';
+
+export { staleAfterMs } from './lease-keeper';
+
+/** Per-member clients for keepalive streams and heartbeats (member-clients.ts). */
+export interface MemberLinks extends KeepaliveLinks {
+  kv(member: string): Kv;
+  close(): void;
+}
+
+/** Links for a Membership given no per-member clients: every stream on whatever member `kv`'s client picks. */
+function anyMember(kv: Kv): KeepaliveLinks {
+  return {
+    members: () => [],
+    skipped: () => false,
+    openStream: async () => (await kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream,
+  };
+}
 
 export interface Incarnation {
   readonly lease: string;
@@ -48,205 +66,6 @@ export interface MembershipOptions {
   log?: (msg: string) => void;
 }
 
-type KeepAliveStream = {
-  write(req: { ID: string }): boolean;
-  on(event: 'data', fn: (res: { ID: string; TTL: string }) => void): unknown;
-  on(event: 'error' | 'end', fn: (err?: Error) => void): unknown;
-  end(): void;
-};
-
-export function fenceMarginMs(ttlMs: number): number {
-  return Math.max(1000, ttlMs * 0.25);
-}
-
-/** How long a keepalive may wait for its acknowledgement before its stream is replaced. */
-export function staleAfterMs(ttlMs: number): number {
-  return Math.max(500, ttlMs / 5);
-}
-
-/**
- * Writes the heartbeat: resolves true once it committed, false if the node
- * key is no longer under this lease (a survivor declared the node dead).
- */
-export type Heartbeat = () => Promise<boolean>;
-
-/** Keepalives (and heartbeats) are sent this often. */
-export function keepaliveEveryMs(ttlMs: number): number {
-  return Math.max(200, Math.floor(ttlMs / 6));
-}
-
-/** Heartbeats in flight at once (a slow member must not stop the next one). */
-const MAX_BEATS_IN_FLIGHT = 3;
-
-/** Exported for tests of the fence timing; nodes get it through Membership.join. */
-export class LeaseKeeper implements Incarnation {
-  private readonly controller = new AbortController();
-  private stream: KeepAliveStream | undefined;
-  private pending: number[] = [];
-  private lastAckSentMs: number;
-  private lastBeatSentMs: number;
-  private beatsInFlight = 0;
-  private timer: NodeJS.Timeout | undefined;
-  private readonly ttlMs: number;
-
-  constructor(
-    private readonly kv: Kv,
-    readonly lease: string,
-    grantedSentMs: number,
-    private readonly opts: MembershipOptions,
-    private readonly beat?: Heartbeat,
-  ) {
-    this.ttlMs = opts.ttlSeconds * 1000;
-    this.lastAckSentMs = grantedSentMs;
-    // The node key was written after the grant was sent: the grant's send
-    // time is a safe first bound for the heartbeat too.
-    this.lastBeatSentMs = grantedSentMs;
-  }
-
-  get signal(): AbortSignal {
-    return this.controller.signal;
-  }
-
-  /** Send time of the older of the last acknowledged keepalive and the last committed heartbeat. */
-  private lastProofMs(): number {
-    return this.beat ? Math.min(this.lastAckSentMs, this.lastBeatSentMs) : this.lastAckSentMs;
-  }
-
-  fenceAtMs(): number {
-    return this.lastProofMs() + this.ttlMs - fenceMarginMs(this.ttlMs);
-  }
-
-  start(): void {
-    const interval = keepaliveEveryMs(this.ttlMs);
-    let nextSendMs = 0;
-    const tick = () => {
-      if (this.signal.aborted) return;
-      if (this.fenceIfDue()) return;
-      if (Date.now() >= nextSendMs) {
-        nextSendMs = Date.now() + interval;
-        this.abandonStaleStream();
-        void this.send();
-        // As often as keepalives (a heartbeat must prove liveness as recently
-        // as a keepalive does), unless a load update was written since the last tick.
-        if (Date.now() - this.lastBeatSentMs >= interval / 2) void this.sendBeat();
-      }
-      // Wake for the next keepalive or exactly at the fence deadline,
-      // whichever comes first: the node fences on time, not a tick late.
-      const wait = Math.min(nextSendMs, this.fenceAtMs()) - Date.now();
-      this.timer = setTimeout(tick, Math.max(1, wait));
-    };
-    this.opts.onAck?.(this.fenceAtMs());
-    tick();
-  }
-
-  /**
-   * Fences once the deadline has passed. Called before any extension too: an
-   * acknowledgement that arrives after the deadline must not revive the
-   * incarnation, because the reaper has killed its tasks by then.
-   */
-  private fenceIfDue(): boolean {
-    if (Date.now() < this.fenceAtMs()) return false;
-    const what = this.beat && this.lastBeatSentMs < this.lastAckSentMs ? 'heartbeat committed' : 'keepalive acknowledged';
-    this.stop(new LoomError('FENCED', `no ${what} for ${Date.now() - this.lastProofMs()} ms; fenced`));
-    return true;
-  }
-
-  private async sendBeat(): Promise<void> {
-    if (!this.beat || this.beatsInFlight >= MAX_BEATS_IN_FLIGHT) return;
-    const sentMs = Date.now();
-    this.beatsInFlight++;
-    let ok: boolean;
-    try {
-      ok = await this.beat();
-    } catch {
-      return; // transient (timeout, member down): the next tick sends another
-    } finally {
-      this.beatsInFlight--;
-    }
-    if (this.signal.aborted) return;
-    if (!ok) {
-      this.stop(new LoomError('FENCED', `node key no longer under lease ${this.lease} (declared dead by a survivor); fenced`));
-      return;
-    }
-    this.beatCommitted(sentMs);
-  }
-
-  /** A write of the node key under this lease, sent at `sentMs`, committed: it counts as a heartbeat. */
-  beatCommitted(sentMs: number): void {
-    if (!this.beat || this.signal.aborted || this.fenceIfDue()) return;
-    if (sentMs > this.lastBeatSentMs) {
-      this.lastBeatSentMs = sentMs;
-      this.opts.onAck?.(this.fenceAtMs());
-    }
-  }
-
-  /**
-   * A stream whose oldest keepalive has waited longer than staleAfterMs for
-   * its acknowledgement is given up, so the next send opens a new one (the
-   * etcd3 client picks a random member for it). A stream opened on a member
-   * that just died can otherwise hang until the fence deadline while the
-   * other members would answer at once.
-   */
-  private abandonStaleStream(): void {
-    const oldest = this.pending[0];
-    if (!this.stream || oldest === undefined || Date.now() - oldest < staleAfterMs(this.ttlMs)) return;
-    const s = this.stream;
-    this.stream = undefined;
-    this.pending = [];
-    s.end();
-  }
-
-  private async send(): Promise<void> {
-    try {
-      if (!this.stream) {
-        const s = (await this.kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream;
-        if (this.signal.aborted) return s.end();
-        // Acks are matched to send times per stream: one from a stream given up must not
-        // consume the send time of a keepalive on its successor.
-        s.on('data', (res) => {
-          if (this.stream === s) this.onData(res);
-        });
-        const drop = () => {
-          if (this.stream === s) {
-            this.stream = undefined;
-            this.pending = [];
-          }
-        };
-        s.on('error', drop);
-        s.on('end', drop);
-        this.stream = s;
-      }
-      this.pending.push(Date.now());
-      this.stream.write({ ID: this.lease });
-    } catch {
-      this.stream = undefined;
-      this.pending = [];
-    }
-  }
-
-  private onData(res: { ID: string; TTL: string }): void {
-    const sentMs = this.pending.shift();
-    if (this.signal.aborted) return;
-    if (Number(res.TTL) <= 0) {
-      this.stop(new LoomError('FENCED', `lease ${this.lease} expired in etcd; fenced`));
-      return;
-    }
-    if (this.fenceIfDue()) return;
-    if (sentMs !== undefined && sentMs > this.lastAckSentMs) {
-      this.lastAckSentMs = sentMs;
-      this.opts.onAck?.(this.fenceAtMs());
-    }
-  }
-
-  stop(reason: LoomError): void {
-    if (this.signal.aborted) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.stream?.end();
-    this.stream = undefined;
-    this.controller.abort(reason);
-  }
-}
-
 export class Membership {
   private current: LeaseKeeper | undefined;
 
@@ -255,12 +74,16 @@ export class Membership {
    *   of their own with a short deadline: a heartbeat stuck on a member that
    *   just died times out in time for the next one to try another member, and
    *   its failure cannot reset the connection the keepalive stream uses.
+   * @param links per-member clients: keepalive rounds go to two members at
+   *   once and heartbeats to the member that answered last (lease-keeper.ts).
+   *   Without it, streams and heartbeats go to whatever member kv/beatKv pick.
    */
   constructor(
     private readonly kv: Kv,
     private readonly keys: Keys,
     private readonly opts: MembershipOptions,
     private readonly beatKv: Kv = kv,
+    private readonly links?: MemberLinks,
   ) {}
 
   get incarnation(): Incarnation | undefined {
@@ -285,7 +108,10 @@ export class Membership {
       throw new LoomError('UNAVAILABLE', `cannot grant a lease: ${(err as Error).message}`);
     }
     const nodeKey = this.keys.node(this.opts.name);
-    const keeper = new LeaseKeeper(this.kv, lease, sentMs, this.opts, () => this.putUnder(lease, info(), this.beatKv));
+    const links = this.links;
+    const keeper = new LeaseKeeper(links ?? anyMember(this.kv), lease, sentMs, this.opts, (member) =>
+      this.putUnder(lease, info(), member !== undefined && links ? links.kv(member) : this.beatKv),
+    );
     const deadline = Date.now() + (ttl + 2) * 1000;
     for (;;) {
       const res = await this.kv.txn(
@@ -366,6 +192,7 @@ export class Membership {
       if (this.opts.leaseFile) await fs.rm(this.opts.leaseFile, { force: true }).catch(() => undefined);
     }
     if (this.beatKv !== this.kv) this.beatKv.close();
+    this.links?.close();
   }
 
   /** Fences the current incarnation now (e.g. lease found gone by a txn). */

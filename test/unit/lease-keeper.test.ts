@@ -4,8 +4,7 @@
  * chaos tests, which cannot place an acknowledgement at an exact instant).
  */
 import { EventEmitter } from 'events';
-import { LeaseKeeper } from '../../src/store/membership';
-import { Kv } from '../../src/store/etcd';
+import { KeepaliveLinks, LeaseKeeper, roundMembers } from '../../src/store/lease-keeper';
 
 class ScriptedStream extends EventEmitter {
   writes = 0;
@@ -18,11 +17,13 @@ class ScriptedStream extends EventEmitter {
   }
 }
 
+/** Links with no member list: every stream from `open` (the keeper then uses one per round). */
+const anyMember = (open: () => ScriptedStream): KeepaliveLinks => ({ members: () => [], skipped: () => false, openStream: async () => open() });
+
 /** The lease was granted `grantedAgoMs` ago (its grant request's send time bounds the first deadline). */
 function keeper(ttlSeconds: number, onAck?: (fenceAt: number) => void, grantedAgoMs = 100): { k: LeaseKeeper; stream: ScriptedStream } {
   const stream = new ScriptedStream();
-  const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
-  const k = new LeaseKeeper(kv, '42', Date.now() - grantedAgoMs, { name: 'n', ttlSeconds, onAck });
+  const k = new LeaseKeeper(anyMember(() => stream), '42', Date.now() - grantedAgoMs, { ttlSeconds, onAck });
   return { k, stream };
 }
 
@@ -61,19 +62,13 @@ describe('LeaseKeeper', () => {
   it('replaces a stream whose keepalive goes unacknowledged, and ignores acks from the old one', async () => {
     const streams: ScriptedStream[] = [];
     const ended: ScriptedStream[] = [];
-    const kv = {
-      client: {
-        leaseClient: {
-          leaseKeepAlive: async () => {
-            const st = new ScriptedStream();
-            st.on('end', () => ended.push(st));
-            streams.push(st);
-            return st;
-          },
-        },
-      },
-    } as unknown as Kv;
-    const k = new LeaseKeeper(kv, '42', Date.now() - 100, { name: 'n', ttlSeconds: 4 });
+    const links = anyMember(() => {
+      const st = new ScriptedStream();
+      st.on('end', () => ended.push(st));
+      streams.push(st);
+      return st;
+    });
+    const k = new LeaseKeeper(links, '42', Date.now() - 100, { ttlSeconds: 4 });
     k.start();
     try {
       const until = async (cond: () => boolean, what: string) => {
@@ -83,9 +78,11 @@ describe('LeaseKeeper', () => {
           await new Promise((r) => setTimeout(r, 10));
         }
       };
-      // The first stream (a member that died) never answers: given up after staleAfterMs.
-      await until(() => streams.length === 2 && streams[1].writes > 0, 'a second stream');
-      expect(ended).toContain(streams[0]);
+      // The first stream (a member that died) never answers: the next round does not
+      // queue behind it but opens a new stream, and it is closed after staleAfterMs.
+      await until(() => streams.length >= 2 && streams[1].writes > 0, 'a second stream');
+      expect(streams[0].writes).toBe(1);
+      await until(() => ended.includes(streams[0]), 'the first stream closed');
       expect(k.signal.aborted).toBe(false);
       const before = k.fenceAtMs();
       streams[0].emit('data', { ID: '42', TTL: '4' }); // late ack on the abandoned stream
@@ -109,11 +106,10 @@ describe('LeaseKeeper', () => {
 
   it('with heartbeats, the deadline follows the older of the last keepalive ack and the last committed heartbeat', async () => {
     const stream = new ScriptedStream();
-    const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
     const beats: ((ok: boolean) => void)[] = [];
     const beat = () => new Promise<boolean>((resolve) => beats.push(resolve));
     // Granted 600 ms ago: more than half a keepalive interval (333 ms at TTL 2 s), so the first tick writes a heartbeat.
-    const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, beat);
+    const k = new LeaseKeeper(anyMember(() => stream), '42', Date.now() - 600, { ttlSeconds: 2 }, beat);
     k.start();
     try {
       await new Promise((r) => setImmediate(r));
@@ -133,8 +129,7 @@ describe('LeaseKeeper', () => {
 
   it('fences at once when a heartbeat finds its node key gone (declared dead)', async () => {
     const stream = new ScriptedStream();
-    const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
-    const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, async () => false);
+    const k = new LeaseKeeper(anyMember(() => stream), '42', Date.now() - 600, { ttlSeconds: 2 }, async () => false);
     k.start();
     await new Promise<void>((resolve) => k.signal.addEventListener('abort', () => resolve(), { once: true }));
     expect((k.signal.reason as Error).message).toMatch(/declared dead/);
@@ -143,9 +138,8 @@ describe('LeaseKeeper', () => {
 
   it('a committed write of the node key (a load update) counts as a heartbeat: no extra write', async () => {
     const stream = new ScriptedStream();
-    const kv = { client: { leaseClient: { leaseKeepAlive: async () => stream } } } as unknown as Kv;
     let beats = 0;
-    const k = new LeaseKeeper(kv, '42', Date.now() - 600, { name: 'n', ttlSeconds: 2 }, async () => (beats++, true));
+    const k = new LeaseKeeper(anyMember(() => stream), '42', Date.now() - 600, { ttlSeconds: 2 }, async () => (beats++, true));
     const fromGrant = k.fenceAtMs();
     k.beatCommitted(Date.now());
     k.start();
@@ -158,5 +152,111 @@ describe('LeaseKeeper', () => {
     } finally {
       k.stop(new Error('done') as never);
     }
+  });
+
+  it('each round goes to two members at once, each on a stream of its own', async () => {
+    const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
+    const links: KeepaliveLinks = {
+      members: () => ['a', 'b', 'c'],
+      skipped: (m) => m === 'c',
+      openStream: async (member) => {
+        const stream = new ScriptedStream();
+        opened.push({ member, stream });
+        return stream;
+      },
+    };
+    const k = new LeaseKeeper(links, '42', Date.now() - 100, { ttlSeconds: 2 });
+    k.start();
+    try {
+      await new Promise((r) => setImmediate(r));
+      // c is skipped (its probe does not answer): a and b, one stream each, one keepalive each.
+      expect(opened.map((o) => o.member).sort()).toEqual(['a', 'b']);
+      expect(opened.map((o) => o.stream.writes)).toEqual([1, 1]);
+      const before = k.fenceAtMs();
+      opened[1].stream.emit('data', { ID: '42', TTL: '2' }); // either member's answer is proof
+      expect(k.fenceAtMs()).toBeGreaterThan(before);
+    } finally {
+      k.stop(new Error('done') as never);
+    }
+  });
+
+  it('a stream stuck on an old keepalive is not used by the next round, and its late answer still counts', async () => {
+    const streams: ScriptedStream[] = [];
+    const k = new LeaseKeeper(
+      anyMember(() => {
+        const st = new ScriptedStream();
+        streams.push(st);
+        return st;
+      }),
+      '42',
+      Date.now() - 100,
+      { ttlSeconds: 6 }, // a round every second; a stream is closed after its keepalive waited 1.2 s
+    );
+    k.start();
+    try {
+      const give = Date.now() + 3000;
+      while (streams.length < 2 || streams[1].writes === 0) {
+        if (Date.now() > give) throw new Error('timed out waiting for the second round');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(streams[0].writes).toBe(1); // nothing queued behind the stuck keepalive
+      const before = k.fenceAtMs();
+      streams[0].emit('data', { ID: '42', TTL: '6' }); // the leader answered the first round after all
+      expect(k.fenceAtMs()).toBeGreaterThan(before);
+      const afterFirst = k.fenceAtMs();
+      streams[1].emit('data', { ID: '42', TTL: '6' });
+      expect(k.fenceAtMs()).toBeGreaterThan(afterFirst); // the second round was sent later
+    } finally {
+      k.stop(new Error('done') as never);
+    }
+  });
+
+  it('a heartbeat goes to the member that acknowledged the last keepalive', async () => {
+    const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
+    const links: KeepaliveLinks = {
+      members: () => ['a', 'b'],
+      skipped: () => false,
+      openStream: async (member) => {
+        const stream = new ScriptedStream();
+        opened.push({ member, stream });
+        return stream;
+      },
+    };
+    const beatsTo: (string | undefined)[] = [];
+    const k = new LeaseKeeper(links, '42', Date.now() - 600, { ttlSeconds: 2 }, async (member) => (beatsTo.push(member), true));
+    k.start();
+    try {
+      await new Promise((r) => setImmediate(r));
+      expect(beatsTo).toEqual([undefined]); // no member has answered yet: any member
+      const b = opened.find((o) => o.member === 'b')!;
+      b.stream.emit('data', { ID: '42', TTL: '2' });
+      const give = Date.now() + 3000;
+      while (beatsTo.length < 2) {
+        if (Date.now() > give) throw new Error('timed out waiting for the second heartbeat');
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      expect(beatsTo[1]).toBe('b');
+    } finally {
+      k.stop(new Error('done') as never);
+    }
+  });
+});
+
+describe('roundMembers', () => {
+  const never = () => 0;
+  it('picks two distinct members, leaving out skipped ones while others answer', () => {
+    const got = roundMembers(['a', 'b', 'c', 'a'], (m) => m === 'a', never);
+    expect(got.sort()).toEqual(['b', 'c']);
+  });
+  it('uses skipped members when every member is skipped (an outage: try them all)', () => {
+    expect(roundMembers(['a', 'b'], () => true, never).sort()).toEqual(['a', 'b']);
+  });
+  it('prefers the members that acknowledged most recently', () => {
+    const last: Record<string, number> = { a: 10, b: 30, c: 20 };
+    expect(roundMembers(['a', 'b', 'c'], () => false, (m) => last[m])).toEqual(['b', 'c']);
+  });
+  it('one member: one stream per round; none: none', () => {
+    expect(roundMembers(['a'], () => false, never)).toEqual(['a']);
+    expect(roundMembers([], () => false, never)).toEqual([]);
   });
 });
