@@ -20,6 +20,9 @@
  * key (declareDead) guarded by the revision it saw: the dead node's work is
  * requeued TTL after its last heartbeat, whatever etcd's leader did.
  *
+ * How keepalives and heartbeats reach etcd (two members per round, streams
+ * no stuck keepalive blocks) is lease-keeper.ts.
+ *
  * An Incarnation exposes an AbortSignal: it fires on fence, on lease loss
  * reported by etcd, or on leave(). Everything the node does under that
  * lease obeys it.
