@@ -19,3 +19,10 @@ export function connectReason(details: string): string {
   const text = details.replace(/\s*\(\d{4}-\d\d-\d\dT[^)]*\)/g, '').trim();
   return text || 'connection failed';
 }
+
+/** A failed probe of an etcd member (a Status call with a `deadlineMs` deadline) in a few words: gRPC's messages run long. */
+export function probeProblem(err: unknown, deadlineMs: number): string {
+  const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0];
+  if (/DEADLINE_EXCEEDED|deadline exceeded/i.test(msg)) return `no answer within ${deadlineMs / 1000} s`;
+  return connectReason(msg.replace(/^\d+ [A-Z_]+: /, ''));
+}

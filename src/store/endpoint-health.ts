@@ -19,6 +19,7 @@
  */
 import type { IDefaultPolicyContext, IPolicy } from 'cockatiel';
 import type { Etcd3 } from 'etcd3';
+import { probeProblem } from '../core/connect-reason';
 
 export interface EndpointHealthOptions {
   /** One client per endpoint, used only for the probes (a connection of its own). */
@@ -171,7 +172,7 @@ export class EndpointHealth {
       // Its own view: a member just promoted serves nothing until it has applied the promotion.
       else if (status.isLearner === true) down = LEARNER;
     } catch (err) {
-      down = shortReason(err);
+      down = probeProblem(err, this.timeoutMs);
       // A fresh connection next time: the old one may be the stuck part.
       s.client?.close();
       s.client = undefined;
@@ -182,10 +183,4 @@ export class EndpointHealth {
     s.timer = setTimeout(() => void this.probe(endpoint, s), wait);
     s.timer.unref();
   }
-}
-
-function shortReason(err: unknown): string {
-  const msg = err instanceof Error ? err.message : String(err);
-  if (/deadline/i.test(msg)) return 'no answer within the probe deadline';
-  return msg.split('\n')[0].slice(0, 120);
 }

@@ -9,7 +9,7 @@
  * members for a quorum.
  */
 import { Etcd3 } from 'etcd3';
-import { connectReason } from '../core/connect-reason';
+import { probeProblem } from '../core/connect-reason';
 import { LoomError } from '../core/errors';
 import type { EtcdMember } from '../gen/loom';
 import { etcdError } from './etcd';
@@ -121,7 +121,7 @@ export class EtcdMembers {
         const { leader } = await this.probe(url);
         return { leader, problem: '' };
       } catch (err) {
-        problems.push(`${url}: ${probeProblem(err)}`);
+        problems.push(`${url}: ${probeProblem(err, MEMBER_PROBE_MS)}`);
       }
     }
     return { problem: problems.join('; ') };
@@ -139,11 +139,4 @@ export function probeWith(connect: (clientUrl: string) => Etcd3): MemberProbe {
       client.close();
     }
   };
-}
-
-/** A probe failure in a few words: gRPC's messages run long. */
-export function probeProblem(err: unknown): string {
-  const msg = (err instanceof Error ? err.message : String(err)).split('\n')[0];
-  if (/DEADLINE_EXCEEDED|deadline exceeded/i.test(msg)) return `no answer within ${MEMBER_PROBE_MS / 1000} s`;
-  return connectReason(msg.replace(/^\d+ [A-Z_]+: /, ''));
 }
