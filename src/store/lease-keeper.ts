@@ -26,7 +26,8 @@
  * Members are tried in this order: those the endpoint probes find answering,
  * then the ones that acknowledged a keepalive most recently. Heartbeats go
  * to the member that acknowledged the last keepalive: it is known to reach the
- * leader now.
+ * leader now. When the heartbeat lags a round behind, the first acknowledgement
+ * after the gap sends one at once rather than at the next round.
  */
 import { LoomError } from '../core/errors';
 
@@ -242,6 +243,9 @@ export class LeaseKeeper {
     if (sentMs !== undefined && sentMs > this.lastAckSentMs) {
       this.lastAckSentMs = sentMs;
       this.opts.onAck?.(this.fenceAtMs());
+      // The first answer after a gap (say a new etcd leader): the heartbeat, if it lags a
+      // round behind, goes now to the member that answered instead of at the next tick.
+      if (this.beat && this.lastBeatSentMs < sentMs - keepaliveEveryMs(this.ttlMs)) void this.sendBeat();
     }
   }
 

@@ -242,6 +242,36 @@ describe('LeaseKeeper', () => {
   });
 });
 
+it('after a gap, the first acknowledgement sends the lagging heartbeat at once, to the member that answered', async () => {
+  const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
+  const links: KeepaliveLinks = {
+    members: () => ['a', 'b'],
+    skipped: () => false,
+    openStream: async (member) => {
+      const stream = new ScriptedStream();
+      opened.push({ member, stream });
+      return stream;
+    },
+  };
+  const beatsTo: (string | undefined)[] = [];
+  // Granted 2 s ago with a 6 s TTL (a round every second): the heartbeat is two rounds behind.
+  const k = new LeaseKeeper(links, '42', Date.now() - 2000, { ttlSeconds: 6 }, (member) => {
+    beatsTo.push(member);
+    return new Promise<boolean>(() => undefined); // never commits: the heartbeat stays behind
+  });
+  k.start();
+  try {
+    await new Promise((r) => setImmediate(r));
+    expect(beatsTo).toEqual([undefined]); // the round's own heartbeat, before anyone answered
+    opened.find((o) => o.member === 'a')!.stream.emit('data', { ID: '42', TTL: '6' });
+    expect(beatsTo).toEqual([undefined, 'a']); // at once, not a round later
+    opened.find((o) => o.member === 'b')!.stream.emit('data', { ID: '42', TTL: '6' });
+    expect(beatsTo).toHaveLength(2); // same round: its send time is not newer
+  } finally {
+    k.stop(new Error('done') as never);
+  }
+});
+
 describe('roundMembers', () => {
   const never = () => 0;
   it('picks two distinct members, leaving out skipped ones while others answer', () => {
