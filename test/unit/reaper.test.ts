@@ -275,6 +275,23 @@ describe('Reaper', () => {
     }
   });
 
+  test('after a crash (stdin closed, no bye) it rescans: a tagged task that started late is killed', async () => {
+    // The node died while spawning a task: the reaper sees EOF first, the task execs a moment later.
+    const tag = `crash-${process.pid}-${Date.now()}`;
+    const main = path.resolve(__dirname, '../../src/runner/reaper-main.js');
+    const reaper = track(spawn(process.execPath, [main, tag], { detached: true, stdio: ['pipe', 'pipe', 'inherit'] }));
+    const reaperExit = exitOf(reaper);
+    let out = '';
+    reaper.stdout!.on('data', (d) => (out += d));
+    reaper.stdin!.write('ping 1\n');
+    await waitFor(() => out.includes('pong 1')); // up and reading its stdin
+    reaper.stdin!.end(); // no `bye`
+    await new Promise((r) => setTimeout(r, 50)); // its first scan (at EOF) runs now, before this task exists
+    const late = track(spawn('sleep', ['30'], { detached: true, stdio: 'ignore', env: { ...process.env, LOOM_REAPER_TAG: tag } }));
+    expect(await exitOf(late)).toBe('SIGKILL'); // found by the rescan at 200 ms or 1 s
+    expect(await reaperExit).toBe(0);
+  });
+
   test('finds and kills a tagged task that was never registered', async () => {
     const reaper = Reaper.start();
     try {
