@@ -134,11 +134,6 @@ export class LeaseKeeper {
     return this.controller.signal;
   }
 
-  /** Streams open now (for tests and diagnostics). */
-  get streams(): number {
-    return this.lanes.length;
-  }
-
   /** Send time of the older of the last acknowledged keepalive and the last committed heartbeat. */
   private lastProofMs(): number {
     return this.beat ? Math.min(this.lastAckSentMs, this.lastBeatSentMs) : this.lastAckSentMs;
