@@ -52,3 +52,34 @@ it('with one of two members silent, every keepalive round is acknowledged', asyn
     await client.leaseClient.leaseRevoke({ ID: String(grant.ID) }).catch(() => undefined);
   }
 });
+
+it('a member that leaves the list loses its client, and a keeper stream on it moves to the members left', async () => {
+  const a = TcpProxy.fromUrl(testEtcdEndpoint());
+  const b = TcpProxy.fromUrl(testEtcdEndpoint());
+  await a.start();
+  await b.start();
+  const health = new EndpointHealth([a.url, b.url], { connect: (e) => connectEtcd({ endpoints: [e] }) });
+  const links = new MemberClients({ health, fallback: kv, callTimeoutMs: 1000, connect: (e) => connectEtcd({ endpoints: [e], ownConnection: true }) });
+  const sentMs = Date.now();
+  const grant = await client.leaseClient.leaseGrant({ TTL: 3 });
+  let acks = 0;
+  const keeper = new LeaseKeeper(links, String(grant.ID), sentMs, { ttlSeconds: 3, onAck: () => acks++ });
+  try {
+    const aKv = links.kv(a.url);
+    expect(await aKv.get('/x', 'test')).toBeUndefined(); // a's client works
+    keeper.start();
+    await waitFor(() => acks >= 3, { what: 'acknowledgements through both members' });
+    health.setEndpoints([b.url]); // a was removed from the cluster (endpoint-sync.ts)
+    a.partition(); // and is gone: a stream left on it would never answer
+    const before = acks;
+    await waitFor(() => acks >= before + 4, { what: 'acknowledgements through b alone', timeoutMs: 10_000 });
+    await expect(aKv.get('/x', 'test')).rejects.toThrow(/closed/);
+    expect(keeper.signal.aborted).toBe(false);
+  } finally {
+    keeper.stop(new Error('done') as never);
+    links.close();
+    await client.leaseClient.leaseRevoke({ ID: String(grant.ID) }).catch(() => undefined);
+    await a.stop();
+    await b.stop();
+  }
+});
