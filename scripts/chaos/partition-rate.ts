@@ -58,7 +58,17 @@ async function main(): Promise<void> {
   const mode = arg('mode', 'drop') as 'drop' | 'reset';
   const holdS = Number(arg('hold-s', '30'));
   const target = arg('target', 'n3');
-  const reps = Math.max(1, Number(arg('reps', '1')));
+  const reps = Number(arg('reps', '1'));
+  const bad = [
+    mode === 'drop' || mode === 'reset' ? '' : `--mode must be drop or reset, not ${mode}`,
+    Number.isInteger(holdS) && holdS >= 6 && holdS <= 600 ? '' : '--hold-s must be a whole number of seconds from 6 to 600',
+    /^(leader|follower|n[1-3])$/.test(target) ? '' : `--target must be leader, follower or a member node (n1, n2, n3), not ${target}`,
+    Number.isInteger(reps) && reps >= 1 && reps <= 100 ? '' : '--reps must be an integer from 1 to 100',
+  ].filter(Boolean);
+  if (bad.length > 0) {
+    process.stderr.write(`partition-rate: ${bad.join('; ')}\n`);
+    process.exit(2);
+  }
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-partition-rate-'));
   const say = (m: string) => process.stdout.write(`[${new Date().toISOString().slice(11, 23)}] ${m}\n`);
   const cluster = await ChaosCluster.create({ dir, slots: 3, leaseTtlS: 5, log: say });
