@@ -40,6 +40,8 @@ export interface ExecutorDeps {
    * before the task is handed back, so this node does not claim it again.
    */
   onEngineUnavailable?: (why: string) => void;
+  /** A container ran to its exit here: the engine works (see EngineWatch.markWorked). */
+  onEngineWorked?: () => void;
   dataDir: string;
   nodeName: string;
   killGraceMs: number;
@@ -227,6 +229,7 @@ export class Executor {
     const t = exec.held.task;
     // A watchdog kill never looks like success; only failures pay the round trip.
     if (!r.stoppedFor && r.exitCode !== 0 && this.deps.syncWatchdog) await this.deps.syncWatchdog();
+    if (t.spec?.container?.image && r.exitCode !== undefined && !r.engineUnavailable) this.deps.onEngineWorked?.();
     const fenced = exec.inc.signal.aborted || Date.now() >= exec.inc.fenceAtMs();
     if (!fenced && r.engineUnavailable && r.stoppedFor === undefined) {
       // Nothing ran: hand the task back (not a failed attempt) for a node

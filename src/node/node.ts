@@ -209,7 +209,7 @@ export class LoomNode {
     });
     const executor = new Executor({
       transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
-      onEngineUnavailable: (why) => engine.markDown(why),
+      onEngineUnavailable: (why) => engine.markDown(why), onEngineWorked: () => engine.markWorked(),
       dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
       syncWatchdog: () => reaper.sync(),
     });

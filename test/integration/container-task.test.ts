@@ -35,6 +35,8 @@ class EngineProxy {
   readonly path = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'loom-engine-')), 'docker.sock');
   private server: net.Server | undefined;
   private readonly conns = new Set<net.Socket>();
+  /** Drop the connection of any container create request (pings and the rest pass). */
+  failCreates = false;
 
   async open(): Promise<void> {
     this.server = net.createServer((c) => {
@@ -44,7 +46,15 @@ class EngineProxy {
         s.on('close', () => this.conns.delete(s));
         s.on('error', () => s.destroy());
       }
-      c.pipe(u);
+      c.on('data', (chunk: Buffer) => {
+        if (this.failCreates && /^POST \S*\/containers\/create/m.test(chunk.toString('latin1'))) {
+          c.destroy();
+          u.destroy();
+          return;
+        }
+        u.write(chunk);
+      });
+      c.on('end', () => u.end());
       u.pipe(c);
       c.on('close', () => u.destroy());
       u.on('close', () => c.destroy());
@@ -124,6 +134,36 @@ d('a Docker engine that comes and goes', () => {
     expect(await collectLogs(n.api, id)).toEqual({ stdout: 'engine-came-late\n', stderr: '' });
     expect(n.logs.join('\n')).toMatch(/docker engine found at .*: taking container tasks/);
     expect((await n.api.nodes())[0].docker).toBe(true);
+  });
+
+  it('an engine that answers pings but drops every container create: each failure in a row holds container tasks longer, until a container runs', async () => {
+    const proxy = new EngineProxy();
+    await proxy.open();
+    proxy.failCreates = true;
+    const n = await startNode(uniqueRoot(), 'flaky', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 200 });
+    afterAllDocker.push(async () => {
+      await stopNode(n);
+      await proxy.close();
+    });
+    const [id] = await n.api.submit([spec(['sh', '-c', 'echo finally'], { container })]);
+    // Claimed, handed back unrun, claimed again once the engine is believed again: three times.
+    await waitFor(async () => (await n.api.get(id)).history.length >= 3, { what: 'three hand-backs', timeoutMs: 20_000 });
+    const log = () => n.logs.join('\n');
+    expect(log()).toMatch(/2 container creations failed in a row: container tasks again no sooner than/);
+    expect(log()).toMatch(/3 container creations failed in a row/);
+    // Creates pass again: the task runs (once the hold is over) and the count starts over.
+    proxy.failCreates = false;
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.COMPLETED);
+    expect(t.history.every((a, i) => i === t.history.length - 1 || a.outcome === 'docker engine unavailable on node flaky')).toBe(true);
+    proxy.failCreates = true;
+    const seen = n.logs.length;
+    const [again] = await n.api.submit([spec(['sh', '-c', 'echo never'], { container })]);
+    await waitFor(async () => (await n.api.get(again)).history.length >= 1, { what: 'the next hand-back' });
+    const after = n.logs.slice(seen).join('\n');
+    expect(after).toMatch(/docker engine unavailable on node flaky/);
+    expect(after).not.toMatch(/failed in a row/); // a first failure again: no hold
+    await n.api.cancel(again);
   });
 
   it('a container task whose engine is gone is handed back unrun, not failed, and the node stops taking them', async () => {

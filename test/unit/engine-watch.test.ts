@@ -1,5 +1,5 @@
 /** EngineWatch: the node's view of whether its Docker engine answers. */
-import { EngineWatch } from '../../src/node/engine-watch';
+import { EngineWatch, holdAfterStrikes, MAX_HOLD_MS } from '../../src/node/engine-watch';
 
 const until = async (cond: () => boolean, what: string) => {
   const deadline = Date.now() + 5000;
@@ -70,5 +70,49 @@ describe('EngineWatch', () => {
     const seen = pings;
     await new Promise((r) => setTimeout(r, 50));
     expect(pings).toBeLessThanOrEqual(seen + 1);
+  });
+
+  it('creations failing again and again: answering pings bring it back only after a hold that doubles, until a container runs', async () => {
+    let clock = 1_000_000;
+    let pings = 0;
+    const changes: [boolean, string][] = [];
+    watch = new EngineWatch({ ping: async () => (pings++, true), intervalMs: 5, now: () => clock, onChange: (up, why) => changes.push([up, why]) });
+    await watch.start();
+    expect(watch.available).toBe(true);
+    const pingsAfter = async (n: number) => {
+      const from = pings;
+      await until(() => pings >= from + n, `${n} more pings`);
+    };
+    // First failure: back with the next answering ping (as before any hold).
+    watch.markDown('create container: connect ECONNRESET');
+    await until(() => watch!.available, 'back after one failure');
+    // Second in a row: held for 2 intervals (10 ms of the fake clock), whatever the pings say.
+    watch.markDown('create container: connect ECONNRESET');
+    expect(changes.at(-1)![1]).toMatch(/2 container creations failed in a row: container tasks again no sooner than 0 s from now/);
+    await pingsAfter(3);
+    expect(watch.available).toBe(false);
+    clock += 10;
+    await until(() => watch!.available, 'back once the hold passed');
+    // Third: 4 intervals.
+    watch.markDown('create container: connect ECONNRESET');
+    clock += 19;
+    await pingsAfter(3);
+    expect(watch.available).toBe(false);
+    clock += 1;
+    await until(() => watch!.available, 'back after the doubled hold');
+    // A container ran: the next failure is a first one again.
+    watch.markWorked();
+    watch.markDown('create container: connect ECONNRESET');
+    await until(() => watch!.available, 'back at once after a container ran');
+  });
+});
+
+describe('holdAfterStrikes', () => {
+  it('none for the first failure, then doubling ping intervals, capped', () => {
+    expect(holdAfterStrikes(1, 10_000)).toBe(0);
+    expect(holdAfterStrikes(2, 10_000)).toBe(20_000);
+    expect(holdAfterStrikes(3, 10_000)).toBe(40_000);
+    expect(holdAfterStrikes(6, 10_000)).toBe(MAX_HOLD_MS);
+    expect(holdAfterStrikes(1000, 10_000)).toBe(MAX_HOLD_MS);
   });
 });
