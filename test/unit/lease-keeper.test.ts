@@ -20,6 +20,21 @@ class ScriptedStream extends EventEmitter {
 /** Links with no member list: every stream from `open` (the keeper then uses one per round). */
 const anyMember = (open: () => ScriptedStream): KeepaliveLinks => ({ members: () => [], skipped: () => false, openStream: async () => open() });
 
+/** Links over a member list: every stream opened is recorded with its member. */
+function memberLinks(members: string[], skipped: (m: string) => boolean = () => false) {
+  const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
+  const links: KeepaliveLinks = {
+    members: () => members,
+    skipped,
+    openStream: async (member) => {
+      const stream = new ScriptedStream();
+      opened.push({ member, stream });
+      return stream;
+    },
+  };
+  return { links, opened };
+}
+
 /** The lease was granted `grantedAgoMs` ago (its grant request's send time bounds the first deadline). */
 function keeper(ttlSeconds: number, onAck?: (fenceAt: number) => void, grantedAgoMs = 100): { k: LeaseKeeper; stream: ScriptedStream } {
   const stream = new ScriptedStream();
@@ -155,16 +170,7 @@ describe('LeaseKeeper', () => {
   });
 
   it('each round goes to two members at once, each on a stream of its own', async () => {
-    const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
-    const links: KeepaliveLinks = {
-      members: () => ['a', 'b', 'c'],
-      skipped: (m) => m === 'c',
-      openStream: async (member) => {
-        const stream = new ScriptedStream();
-        opened.push({ member, stream });
-        return stream;
-      },
-    };
+    const { links, opened } = memberLinks(['a', 'b', 'c'], (m) => m === 'c');
     const k = new LeaseKeeper(links, '42', Date.now() - 100, { ttlSeconds: 2 });
     k.start();
     try {
@@ -212,16 +218,7 @@ describe('LeaseKeeper', () => {
   });
 
   it('a heartbeat goes to the member that acknowledged the last keepalive', async () => {
-    const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
-    const links: KeepaliveLinks = {
-      members: () => ['a', 'b'],
-      skipped: () => false,
-      openStream: async (member) => {
-        const stream = new ScriptedStream();
-        opened.push({ member, stream });
-        return stream;
-      },
-    };
+    const { links, opened } = memberLinks(['a', 'b']);
     const beatsTo: (string | undefined)[] = [];
     const k = new LeaseKeeper(links, '42', Date.now() - 600, { ttlSeconds: 2 }, async (member) => (beatsTo.push(member), true));
     k.start();
@@ -243,16 +240,7 @@ describe('LeaseKeeper', () => {
 });
 
 it('after a gap, the first acknowledgement sends the lagging heartbeat at once, to the member that answered', async () => {
-  const opened: { member: string | undefined; stream: ScriptedStream }[] = [];
-  const links: KeepaliveLinks = {
-    members: () => ['a', 'b'],
-    skipped: () => false,
-    openStream: async (member) => {
-      const stream = new ScriptedStream();
-      opened.push({ member, stream });
-      return stream;
-    },
-  };
+  const { links, opened } = memberLinks(['a', 'b']);
   const beatsTo: (string | undefined)[] = [];
   // Granted 2 s ago with a 6 s TTL (a round every second): the heartbeat is two rounds behind.
   const k = new LeaseKeeper(links, '42', Date.now() - 2000, { ttlSeconds: 6 }, (member) => {
