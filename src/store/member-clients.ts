@@ -13,7 +13,7 @@ import type { Etcd3 } from 'etcd3';
 import { EndpointHealth } from './endpoint-health';
 import { Kv } from './etcd';
 import { KeepAliveStream } from './lease-keeper';
-import { MemberLinks } from './membership';
+import { MemberLinks, openKeepAlive } from './membership';
 
 export interface MemberClientsOptions {
   health: EndpointHealth;
@@ -46,8 +46,8 @@ export class MemberClients implements MemberLinks {
   }
 
   async openStream(member: string | undefined): Promise<KeepAliveStream> {
-    const kv = member === undefined ? this.opts.fallback : this.kv(member);
-    return (await kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream;
+    // async: a client that cannot be built rejects (the keeper closes that stream) instead of throwing into its round.
+    return openKeepAlive(member === undefined ? this.opts.fallback : this.kv(member));
   }
 
   kv(member: string): Kv {

@@ -43,13 +43,14 @@ export interface MemberLinks extends KeepaliveLinks {
   close(): void;
 }
 
+/** A lease keepalive stream on whatever member `kv`'s client picks (etcd3's stream type, narrowed to what the keeper uses). */
+export async function openKeepAlive(kv: Kv): Promise<KeepAliveStream> {
+  return (await kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream;
+}
+
 /** Links for a Membership given no per-member clients: every stream on whatever member `kv`'s client picks. */
 function anyMember(kv: Kv): KeepaliveLinks {
-  return {
-    members: () => [],
-    skipped: () => false,
-    openStream: async () => (await kv.client.leaseClient.leaseKeepAlive()) as unknown as KeepAliveStream,
-  };
+  return { members: () => [], skipped: () => false, openStream: () => openKeepAlive(kv) };
 }
 
 export interface Incarnation {
