@@ -16,6 +16,7 @@ import { RunHandle, RunResult, Runner, StopReason } from '../runner/types';
 import { DockerRunner, PullPolicy } from '../runner/docker-runner';
 import { LoomError } from '../core/errors';
 import { PendingResult, ResultWriter } from './result-writer';
+import { WriteLane } from './write-lane';
 
 /** A handle for an attempt that could not start at all (or must not: fenced). */
 function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason, engineUnavailable?: boolean): RunHandle {
@@ -45,6 +46,8 @@ export interface ExecutorDeps {
   dataDir: string;
   nodeName: string;
   killGraceMs: number;
+  /** Shared with the steal loop (see WriteLane); the result writer's own if not given. */
+  lane?: WriteLane;
   /**
    * Resolves once every kill by the node's watchdog (the reaper) that
    * happened before now has fenced this node. Awaited before recording a
@@ -109,7 +112,7 @@ export class Executor {
   private resultListeners: ((task: Task) => void)[] = [];
 
   constructor(private readonly deps: ExecutorDeps) {
-    this.results = new ResultWriter(deps.transitions);
+    this.results = new ResultWriter(deps.transitions, deps.lane);
   }
 
   /** Slots in use: live processes. A finished task's result write does not hold a slot. */

@@ -42,6 +42,7 @@ import { LogService } from './logs';
 import { Requeuer } from './requeuer';
 import { Liveness } from './liveness';
 import { StealLoop } from './steal-loop';
+import { WriteLane } from './write-lane';
 import { channelCredentials, TlsMaterial } from '../client/tls';
 import { loadNodeTls } from './tls';
 
@@ -207,8 +208,9 @@ export class LoomNode {
       intervalMs: opts.dockerProbeMs ?? DOCKER_PROBE_MS,
       onChange: (up, why) => node.onEngineChange(up, why),
     });
+    const lane = new WriteLane();
     const executor = new Executor({
-      transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
+      lane, transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
       onEngineUnavailable: (why) => engine.markDown(why), onEngineWorked: () => engine.markWorked(),
       dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
       syncWatchdog: () => reaper.sync(),
@@ -216,7 +218,7 @@ export class LoomNode {
     const steal = new StealLoop({
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
       window, transitions, executor, slots: () => config.slots, urgentSlots: config.urgentSlots, urgentPriority: config.urgentPriority,
-      liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log,
+      liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log, lane,
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
     const membership = new Membership(memberKv, keys, {

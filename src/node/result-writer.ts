@@ -8,8 +8,13 @@
  * claims a task it takes the pending results into its claim transaction
  * (take / settle), so the node records one task and starts the next in one
  * round trip.
+ *
+ * Results share the node's WriteLane with the claims: while a claim (or an
+ * earlier result batch) is out, results wait, and the next claim takes them
+ * or, if none comes, they go on their own once the lane is free.
  */
 import { FinishItem, NodeIdentity, TaskTransitions } from '../store/transitions';
+import { WriteLane } from './write-lane';
 
 export interface PendingResult extends FinishItem {
   me: NodeIdentity;
@@ -23,8 +28,12 @@ export class ResultWriter {
   private queue: PendingResult[] = [];
   private flushing = false;
   private scheduled = false;
+  private waitingLane = false;
 
-  constructor(private readonly transitions: TaskTransitions) {}
+  constructor(
+    private readonly transitions: TaskTransitions,
+    private readonly lane = new WriteLane(),
+  ) {}
 
   write(held: FinishItem['held'], outcome: FinishItem['outcome'], me: NodeIdentity): Promise<boolean> {
     return new Promise((resolve, reject) => {
@@ -59,21 +68,34 @@ export class ResultWriter {
     });
   }
 
+  /** Sends one batch if the lane is free; otherwise waits for it. More queued: another turn after. */
   private async flush(): Promise<void> {
-    if (this.flushing) return;
+    if (this.flushing || this.queue.length === 0) return;
+    if (!this.lane.tryAcquire()) {
+      if (!this.waitingLane) {
+        this.waitingLane = true;
+        this.lane.whenIdle(() => {
+          this.waitingLane = false;
+          this.schedule();
+        });
+      }
+      return;
+    }
     this.flushing = true;
     try {
-      while (this.queue.length > 0) {
-        const batch = this.take(this.queue[0].me.lease, MAX_BATCH);
-        try {
-          const results = await this.transitions.finish(batch, batch[0].me);
-          batch.forEach((p, i) => p.resolve(results[i]));
-        } catch (err) {
-          batch.forEach((p) => p.reject(err));
-        }
+      const batch = this.take(this.queue[0].me.lease, MAX_BATCH);
+      try {
+        const results = await this.transitions.finish(batch, batch[0].me);
+        batch.forEach((p, i) => p.resolve(results[i]));
+      } catch (err) {
+        batch.forEach((p) => p.reject(err));
       }
     } finally {
       this.flushing = false;
+      // Release first: a claim waiting for the lane is woken ahead of our next
+      // turn, and takes what is left into its own transaction.
+      this.lane.release();
+      if (this.queue.length > 0) this.schedule();
     }
   }
 }

@@ -16,6 +16,7 @@ import { Incarnation } from '../store/membership';
 import { QueueWindow, WindowEntry } from '../store/queue-window';
 import { BATCH_CHUNK, HeldTask, NodeIdentity, TaskTransitions } from '../store/transitions';
 import { Executor } from './executor';
+import { WriteLane } from './write-lane';
 
 export interface SelfInfo {
   name: string;
@@ -42,6 +43,8 @@ export interface StealDeps {
   nodesVersion: () => number;
   policy: StealPolicy;
   log: (msg: string) => void;
+  /** Shared with the executor's result writer: one claim-or-result transaction out at a time. */
+  lane?: WriteLane;
 }
 
 /** A cached answer to "is this node preferred for the entry" (valid for one node-set version). */
@@ -70,9 +73,12 @@ export class StealLoop {
   private paused = false;
   private prefCache = new Map<string, Preference>();
   private refusals = new Map<string, { docker: boolean; refusal: string | undefined }>();
+  private readonly lane: WriteLane;
+  private waitingLane = false;
   readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0, resultsInClaims: 0 };
 
   constructor(private readonly deps: StealDeps) {
+    this.lane = deps.lane ?? new WriteLane();
     deps.window.onChange(() => this.wake());
     deps.executor.onSlotFree(() => this.wake());
   }
@@ -199,7 +205,19 @@ export class StealLoop {
       if (nextAt < Infinity) this.schedule(nextAt);
       return;
     }
+    if (!this.lane.tryAcquire()) {
+      // A result batch is out: claim when it is back (with what finished meanwhile).
+      if (!this.waitingLane) {
+        this.waitingLane = true;
+        this.lane.whenIdle(() => {
+          this.waitingLane = false;
+          this.wake();
+        });
+      }
+      return;
+    }
     this.claiming = true;
+    let failed = false;
     // Results waiting to be written ride along in the claim's transaction.
     const finishes = chosen.length < BATCH_CHUNK ? this.deps.executor.takeResults(me.lease, BATCH_CHUNK - chosen.length) : [];
     try {
@@ -228,13 +246,20 @@ export class StealLoop {
         }
       });
     } catch (err) {
-      if (!inc.signal.aborted) {
-        this.deps.log(`claim failed: ${(err as Error).message}`);
-        await new Promise((r) => setTimeout(r, 250));
-      }
+      failed = !inc.signal.aborted;
+      if (failed) this.deps.log(`claim failed: ${(err as Error).message}`);
     } finally {
-      this.claiming = false;
+      // The lane is free while a failed claim backs off (results may still go).
+      if (!failed) this.claiming = false;
+      // Woken before the lane is released, so the next pass runs ahead of a
+      // result batch waiting for the lane, and takes those results along.
+      this.wake();
+      this.lane.release();
     }
-    this.wake();
+    if (failed) {
+      await new Promise((r) => setTimeout(r, 250));
+      this.claiming = false;
+      this.wake();
+    }
   }
 }

@@ -1,8 +1,10 @@
 /**
  * ResultWriter: results wait one event-loop turn so a claim transaction can
- * take them; what nobody took goes out in one batched finish.
+ * take them; what nobody took goes out in one batched finish. With a shared
+ * WriteLane, results wait while another transaction is out.
  */
 import { ResultWriter } from '../../src/node/result-writer';
+import { WriteLane } from '../../src/node/write-lane';
 import { FinishItem, NodeIdentity, TaskTransitions } from '../../src/store/transitions';
 import { Task } from '../../src/gen/loom';
 
@@ -52,5 +54,53 @@ describe('ResultWriter', () => {
     for (const id of ['a', 'b', 'c']) void w.write(item(id).held, item(id).outcome, me);
     expect(w.take(me.lease, 2).map((p) => p.held.task.id)).toEqual(['a', 'b']);
     expect(w.take(me.lease, 0)).toEqual([]);
+  });
+
+  it('waits while the lane is taken, then sends what piled up in one batch', async () => {
+    const { t, calls } = fakeTransitions();
+    const lane = new WriteLane();
+    const w = new ResultWriter(t, lane);
+    expect(lane.tryAcquire()).toBe(true); // a claim is out
+    const pa = w.write(item('a').held, item('a').outcome, me);
+    await new Promise((r) => setImmediate(r));
+    const pb = w.write(item('b').held, item('b').outcome, me);
+    for (let i = 0; i < 3; i++) await new Promise((r) => setImmediate(r));
+    expect(calls).toEqual([]);
+    lane.release();
+    expect(await Promise.all([pa, pb])).toEqual([true, true]);
+    expect(calls).toEqual([['a', 'b']]);
+    expect(lane.idle).toBe(true);
+  });
+
+  it('holds the lane while its own batch is out', async () => {
+    let finishing: (v: boolean[]) => void = () => undefined;
+    const t = { finish: () => new Promise<boolean[]>((r) => (finishing = r)) } as unknown as TaskTransitions;
+    const lane = new WriteLane();
+    const w = new ResultWriter(t, lane);
+    const pa = w.write(item('a').held, item('a').outcome, me);
+    await new Promise((r) => setImmediate(r));
+    expect(lane.tryAcquire()).toBe(false);
+    let woken = false;
+    lane.whenIdle(() => (woken = true));
+    finishing([true]);
+    expect(await pa).toBe(true);
+    expect(woken).toBe(true);
+    expect(lane.idle).toBe(true);
+  });
+});
+
+describe('WriteLane', () => {
+  it('runs waiters once, in order, at the next release', () => {
+    const lane = new WriteLane();
+    const seen: string[] = [];
+    lane.whenIdle(() => seen.push('free'));
+    expect(seen).toEqual(['free']);
+    expect(lane.tryAcquire()).toBe(true);
+    expect(lane.tryAcquire()).toBe(false);
+    lane.whenIdle(() => seen.push('a'));
+    lane.whenIdle(() => seen.push('b'));
+    lane.release();
+    lane.release();
+    expect(seen).toEqual(['free', 'a', 'b']);
   });
 });

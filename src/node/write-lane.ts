@@ -1,0 +1,44 @@
+/**
+ * One task-write transaction in flight per node: the steal loop's claims and
+ * the result writer's results take turns on this lane instead of each sending
+ * its own. Whatever piles up while a transaction is out goes together in the
+ * next one, so under load a node records k results and claims k tasks in one
+ * raft entry, where two independent senders (one for claims, one for results)
+ * each sent small transactions side by side. etcd's cost is mostly per
+ * transaction (a raft entry, a WAL fsync on every member, an apply), so
+ * fewer, fuller transactions are what lets the cluster keep up.
+ *
+ * When idle, a transaction goes at once: an idle node's latency is unchanged.
+ *
+ *   lane.tryAcquire()  -> false: someone else's transaction is out;
+ *   lane.whenIdle(fn)     fn runs (once) after the next release.
+ */
+export class WriteLane {
+  private busy = false;
+  private waiters: (() => void)[] = [];
+
+  get idle(): boolean {
+    return !this.busy;
+  }
+
+  /** Takes the lane if it is free; the caller must release it when its transaction settles. */
+  tryAcquire(): boolean {
+    if (this.busy) return false;
+    this.busy = true;
+    return true;
+  }
+
+  /** Frees the lane and runs what waited for it, in the order it asked. */
+  release(): void {
+    this.busy = false;
+    const waiters = this.waiters;
+    this.waiters = [];
+    for (const fn of waiters) fn();
+  }
+
+  /** Runs fn once after the lane's next release (at once if it is free). */
+  whenIdle(fn: () => void): void {
+    if (!this.busy) fn();
+    else this.waiters.push(fn);
+  }
+}
