@@ -95,3 +95,59 @@ export function chooseClaims<E extends ClaimCandidate>(entries: readonly E[], in
   }
   return { chosen, nextAt };
 }
+
+/** Claims ahead of free slots: at most this many per slot (see aheadRoom). */
+export const AHEAD_PER_SLOT = 4;
+
+/**
+ * How many tasks a node may claim beyond its free slots, to start as its
+ * running ones end (Executor.startWhenFree): none unless its tasks are short.
+ * The last one claimed ahead waits about (ahead / slots) x the typical run
+ * time for a slot; that wait is kept under waitBudgetMs (the steal loop
+ * gives a busy peer's steal delay), so a task taken ahead starts about when
+ * another busy node would first have been allowed to steal it.
+ *
+ * Refills happen only once the backlog is below `slots` (a low-water mark),
+ * and then fill it up to AHEAD_PER_SLOT x slots: each claim transaction takes
+ * more than `slots` tasks (and records the results that piled up meanwhile,
+ * see Executor.resultsMayWait) instead of one task per transaction. Fewer,
+ * fuller transactions are the point: etcd's cost is mostly per transaction
+ * (a raft entry, a WAL fsync on every member), and a node whose tasks take
+ * 2 ms otherwise sends one per task.
+ */
+export function aheadRoom(opts: { slots: number; backlog: number; typicalRunMs: number; waitBudgetMs: number }): number {
+  const { slots, backlog, typicalRunMs, waitBudgetMs } = opts;
+  if (!(typicalRunMs >= 0) || typicalRunMs >= waitBudgetMs || slots <= 0 || backlog >= slots) return 0;
+  const byWait = Math.floor((slots * waitBudgetMs) / Math.max(1, typicalRunMs));
+  return Math.max(0, Math.min(slots * AHEAD_PER_SLOT, byWait) - backlog);
+}
+
+/**
+ * Which entries to claim ahead (see aheadRoom): from the front of the window,
+ * in dispatch order, up to `room` entries that are not already chosen, are due
+ * (notBeforeMs passed), that this node may run and is the preferred node for,
+ * and that ask for no resources and no container (plain tasks: what waits for
+ * a slot must need nothing but the slot), nor for no restart after a node
+ * failure (a task claimed ahead on a node that dies would be LOST without
+ * having run; one that may restart is simply queued again). Never an entry of another node: a
+ * claim ahead takes nothing a peer with a free slot was about to take.
+ */
+export function chooseAhead<E extends ClaimCandidate>(
+  entries: readonly E[],
+  room: number,
+  input: Pick<ChooseInput<E>, 'now' | 'refused' | 'preferred'> & { taken: ReadonlySet<E> },
+): E[] {
+  const out: E[] = [];
+  for (let i = 0; i < entries.length && out.length < room; i++) {
+    const e = entries[i];
+    const spec = e.snapshot.spec;
+    const r = spec?.resources;
+    if (input.taken.has(e) || e.snapshot.notBeforeMs > input.now) continue;
+    if (spec?.container?.image || r?.cpu || r?.memoryBytes || r?.diskBytes) continue;
+    // Not restarted if its node dies (LOST): it must not be lost unstarted.
+    if (spec?.restartOnNodeFailure === false) continue;
+    if (!input.preferred(e) || input.refused(e)) continue;
+    out.push(e);
+  }
+  return out;
+}

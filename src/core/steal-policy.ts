@@ -15,12 +15,18 @@ export interface StealPolicy {
   loadDelayMs: number;
   /** Uniform random jitter added to every non-immediate wait. */
   jitterMs: number;
+  /**
+   * A task claimed ahead of a free slot (see aheadRoom) that waited this long
+   * for one is handed back: the tasks holding the slots turned out long.
+   */
+  aheadStaleMs: number;
 }
 
 export const DEFAULT_STEAL_POLICY: StealPolicy = {
   stealDelayMs: 15,
   loadDelayMs: 40,
   jitterMs: 10,
+  aheadStaleMs: 250,
 };
 
 /** 32-bit FNV-1a of a string: cheap, stable across processes. */

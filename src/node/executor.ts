@@ -4,6 +4,10 @@
  * ways a task stops early: a user cancel (recorded CANCELLED), node shutdown
  * (task handed back to the queue), and fencing (killed at once; the node
  * writes no result, it only hands the task back if it still holds it).
+ *
+ * Tasks claimed ahead of a free slot (startWhenFree) wait here in claim
+ * order and start, one per freed slot, the moment a running one exits; a
+ * cancel, drain, shutdown or fence before that settles them without running.
  */
 import * as path from 'path';
 import { Resources, Task } from '../gen/loom';
@@ -17,6 +21,7 @@ import { DockerRunner, PullPolicy } from '../runner/docker-runner';
 import { LoomError } from '../core/errors';
 import { PendingResult, ResultWriter } from './result-writer';
 import { WriteLane } from './write-lane';
+import { PendingHandle } from './pending-handle';
 
 /** A handle for an attempt that could not start at all (or must not: fenced). */
 function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason, engineUnavailable?: boolean): RunHandle {
@@ -48,6 +53,10 @@ export interface ExecutorDeps {
   killGraceMs: number;
   /** Shared with the steal loop (see WriteLane); the result writer's own if not given. */
   lane?: WriteLane;
+  /** The node's slots (--slots): tasks claimed ahead start while fewer run. Unlimited if not given. */
+  slots?: () => number;
+  /** A task claimed ahead that waited this long for a slot is handed back (StealPolicy.aheadStaleMs). */
+  aheadStaleMs?: number;
   /**
    * Resolves once every kill by the node's watchdog (the reaper) that
    * happened before now has fenced this node. Awaited before recording a
@@ -63,6 +72,14 @@ interface Execution {
   me: NodeIdentity;
   inc: Incarnation;
   handle: RunHandle;
+  /** Claimed ahead and not started yet: its handle is a PendingHandle. */
+  pending?: PendingHandle;
+  /** When it was queued for a slot (claimed ahead), or when its process was started. */
+  sinceMs: number;
+  /** Why it is handed back unstarted (it waited too long for a slot), if so. */
+  handBack?: string;
+  /** Holds a slot (its process was started and has not exited). */
+  occupies: boolean;
   /** The record this node committed for the attempt's end; undefined if it wrote none. */
   finished: Promise<Task | undefined>;
 }
@@ -110,9 +127,14 @@ export class Executor {
   private readonly results: ResultWriter;
   private slotListeners: (() => void)[] = [];
   private resultListeners: ((task: Task) => void)[] = [];
+  /** Claimed ahead, waiting for a slot, in claim order. */
+  private waiting: Execution[] = [];
+  /** Moving average of how long this node's recent plain tasks ran (ms); NaN before the first. */
+  private runMs = NaN;
+  private staleTimer: NodeJS.Timeout | undefined;
 
   constructor(private readonly deps: ExecutorDeps) {
-    this.results = new ResultWriter(deps.transitions, deps.lane);
+    this.results = new ResultWriter(deps.transitions, deps.lane, () => this.resultsMayWait());
   }
 
   /** Slots in use: live processes. A finished task's result write does not hold a slot. */
@@ -122,6 +144,33 @@ export class Executor {
 
   get inUse(): Resources {
     return this.used;
+  }
+
+  /** Tasks claimed ahead, waiting for a slot. */
+  get backlog(): number {
+    return this.waiting.length;
+  }
+
+  /**
+   * Results may wait for the next claim (see ResultWriter's hold) while at
+   * least `slots` tasks claimed ahead are queued here: the steal loop claims
+   * again once fewer are (aheadRoom's low-water mark), within about one run
+   * of a task, and that claim takes the results along.
+   */
+  resultsMayWait(): boolean {
+    return this.waiting.length > 0 && this.waiting.length >= (this.deps.slots?.() ?? Infinity);
+  }
+
+  /**
+   * Typical run time of this node's tasks, ms (NaN before the first ends): the
+   * moving average of recent plain tasks, or, if longer, how long the oldest
+   * task running now has run (a long task shows at once, not when it ends).
+   */
+  get typicalRunMs(): number {
+    if (Number.isNaN(this.runMs)) return NaN;
+    let oldest = Infinity;
+    for (const e of this.running.values()) if (e.occupies && e.sinceMs < oldest) oldest = e.sinceMs;
+    return oldest === Infinity ? this.runMs : Math.max(this.runMs, Date.now() - oldest);
   }
 
   /** Claimed tasks not yet settled (live, or exited with the result pending). */
@@ -152,7 +201,69 @@ export class Executor {
     this.slotListeners.push(fn);
   }
 
+  /** Starts a claimed task now (a free slot, or an urgent one). */
   start(held: HeldTask, me: NodeIdentity, inc: Incarnation): void {
+    const exec: Execution = { held, me, inc, handle: undefined as unknown as RunHandle, occupies: false, sinceMs: Date.now(), finished: Promise.resolve(undefined) };
+    this.track(exec, this.launch(exec));
+  }
+
+  /**
+   * Starts a task claimed ahead of a free slot as soon as one frees (at once
+   * if one is free and nothing waits before it).
+   */
+  startWhenFree(held: HeldTask, me: NodeIdentity, inc: Incarnation): void {
+    if (this.waiting.length === 0 && this.live < (this.deps.slots?.() ?? Infinity)) return this.start(held, me, inc);
+    const exec: Execution = { held, me, inc, handle: undefined as unknown as RunHandle, occupies: false, sinceMs: Date.now(), finished: Promise.resolve(undefined) };
+    const pending = new PendingHandle(() => (this.waiting = this.waiting.filter((w) => w !== exec)));
+    exec.pending = pending;
+    exec.handle = pending;
+    this.waiting.push(exec);
+    this.track(exec, pending);
+    this.watchStale();
+  }
+
+  /**
+   * Hands back tasks that waited aheadStaleMs for a slot: the tasks holding
+   * the slots turned out long, and a peer with a free slot should have them.
+   * (No more are claimed ahead meanwhile: typicalRunMs counts the running
+   * tasks' age.)
+   */
+  private watchStale(): void {
+    if (this.staleTimer || this.waiting.length === 0) return;
+    const staleMs = this.deps.aheadStaleMs ?? 250;
+    const dueMs = this.waiting[0].sinceMs + staleMs - Date.now();
+    this.staleTimer = setTimeout(() => {
+      this.staleTimer = undefined;
+      const now = Date.now();
+      for (const e of [...this.waiting]) {
+        if (now - e.sinceMs < staleMs) break;
+        e.handBack = `not started on node ${this.deps.nodeName}: no slot freed within ${staleMs} ms`;
+        e.handle.stop('drain', 0);
+      }
+      this.watchStale();
+    }, Math.max(1, dueMs));
+    this.staleTimer.unref?.();
+  }
+
+  /** Hands back every task claimed ahead that has not started (drain, shutdown). */
+  handBackWaiting(reason: 'drain' | 'shutdown'): void {
+    for (const e of [...this.waiting]) e.handle.stop(reason, 0);
+  }
+
+  /** Starts waiting tasks while slots are free, oldest claim first. */
+  private startWaiting(): void {
+    const slots = this.deps.slots?.() ?? Infinity;
+    while (this.waiting.length > 0 && this.live < slots) {
+      const exec = this.waiting.shift()!;
+      const pending = exec.pending!;
+      exec.pending = undefined;
+      pending.attach(this.launch(exec));
+    }
+  }
+
+  /** Starts the attempt's process (or a handle that says why it could not): it holds a slot until it exits. */
+  private launch(exec: Execution): RunHandle {
+    const { held, inc } = exec;
     const t = held.task;
     const spec = t.spec!;
     const base = {
@@ -186,18 +297,32 @@ export class Executor {
         notAfterMs: inc.fenceAtMs(),
       });
     }
-    const exec: Execution = { held, me, inc, handle, finished: Promise.resolve(undefined) };
-    this.running.set(t.id, exec);
+    exec.handle = handle;
+    exec.occupies = true;
+    exec.sinceMs = Date.now();
     this.live++;
-    const want = spec.resources ?? NO_RESOURCES;
-    this.used = addResources(this.used, want);
+    this.used = addResources(this.used, spec.resources ?? NO_RESOURCES);
+    return handle;
+  }
+
+  /** Follows the attempt to its end: frees its slot when the process exits, then records the result. */
+  private track(exec: Execution, handle: RunHandle): void {
+    const t = exec.held.task;
+    this.running.set(t.id, exec);
     exec.finished = handle.done
       .then((result) => {
         // The slot frees as soon as the process is gone; the result write
         // overlaps with the next claim.
-        this.live--;
-        this.used = addResources(this.used, want, -1);
-        for (const fn of this.slotListeners) fn();
+        if (exec.occupies) {
+          exec.occupies = false;
+          this.live--;
+          this.used = addResources(this.used, t.spec!.resources ?? NO_RESOURCES, -1);
+          if (result.exitCode !== undefined && !result.stoppedFor && !t.spec!.container?.image) this.noteRunTime(result.finishedAtMs - result.startedAtMs);
+          this.startWaiting();
+          for (const fn of this.slotListeners) fn();
+          // After the steal loop's wake: a claim that comes takes the held results first.
+          this.results.kick();
+        }
         return this.settle(exec, result);
       })
       .catch((err) => {
@@ -205,6 +330,11 @@ export class Executor {
         return undefined;
       })
       .finally(() => this.running.delete(t.id));
+  }
+
+  private noteRunTime(ms: number): void {
+    if (!(ms >= 0)) return;
+    this.runMs = Number.isNaN(this.runMs) ? ms : this.runMs + 0.2 * (ms - this.runMs);
   }
 
   /** A cancel request for a task of ours arrived (its revision = the record's). */
@@ -247,7 +377,7 @@ export class Executor {
       // No result: the attempt did not end on its own. Hand it back if we
       // still hold it; otherwise a survivor has requeued it already.
       const node = this.deps.nodeName;
-      const why = fenced || r.stoppedFor === 'fence' ? `node ${node} fenced` : r.stoppedFor === 'drain' ? `node ${node} drained` : `node ${node} shut down`;
+      const why = fenced || r.stoppedFor === 'fence' ? `node ${node} fenced` : exec.handBack ?? (r.stoppedFor === 'drain' ? `node ${node} drained` : `node ${node} shut down`);
       const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now()).catch(() => false);
       this.deps.log(`task ${t.id}: ${why}; ${ok ? 'requeued' : 'left to the survivors'}`);
       return;

@@ -210,7 +210,7 @@ export class LoomNode {
     });
     const lane = new WriteLane();
     const executor = new Executor({
-      lane, transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
+      lane, slots: () => config.slots, aheadStaleMs: config.steal.aheadStaleMs, transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
       onEngineUnavailable: (why) => engine.markDown(why), onEngineWorked: () => engine.markWorked(),
       dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
       syncWatchdog: () => reaper.sync(),
@@ -400,6 +400,7 @@ export class LoomNode {
     if (c.drain) {
       this.opts.log(`draining${c.deadlineMs ? ` (deadline ${new Date(c.deadlineMs).toISOString()})` : ''}`);
       this.steal.setPaused(true);
+      this.executor.handBackWaiting('drain');
       if (c.deadlineMs > 0) {
         this.drainTimer = setTimeout(() => {
           this.opts.log(`drain deadline: requeueing ${this.executor.count} task(s)`);
@@ -483,8 +484,9 @@ export class LoomNode {
     if (!inc || !me || inc.signal.aborted || this.stopping || this.control.drain) return false;
     const spec = record.spec!;
     const { slots, urgentSlots, urgentPriority } = this.config;
-    const limit = (spec.priority ?? 0) >= urgentPriority ? slots + urgentSlots : slots;
-    if (this.executor.count >= limit) return false;
+    // Tasks claimed ahead hold no slot an urgent task could use (see StealLoop.pass).
+    const urgent = (spec.priority ?? 0) >= urgentPriority;
+    if (urgent ? this.executor.count >= slots + urgentSlots : this.executor.count + this.executor.backlog >= slots) return false;
     const free = addResources(this.capacity, this.executor.inUse, -1);
     if (refusal(spec, this.selfInfo()) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());
@@ -529,6 +531,7 @@ export class LoomNode {
     this.stopping = true;
     const log = this.opts.log;
     this.steal.setPaused(true);
+    this.executor.handBackWaiting('shutdown');
     if (this.publishTimer) clearInterval(this.publishTimer);
     if (this.drainTimer) clearTimeout(this.drainTimer);
     // Shows the node stopping; a courtesy, bounded (see SHUTDOWN_COURTESY_MS).

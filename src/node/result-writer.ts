@@ -18,26 +18,42 @@ import { WriteLane } from './write-lane';
 
 export interface PendingResult extends FinishItem {
   me: NodeIdentity;
+  queuedAtMs: number;
   resolve: (ok: boolean) => void;
   reject: (err: unknown) => void;
 }
 
 const MAX_BATCH = 64;
+/** Longest a result waits for a claim to ride in (see the hold option). */
+export const HOLD_MAX_MS = 20;
 
 export class ResultWriter {
   private queue: PendingResult[] = [];
   private flushing = false;
   private scheduled = false;
   private waitingLane = false;
+  private holdTimer: NodeJS.Timeout | undefined;
 
+  /**
+   * hold: true while a claim transaction is sure to come soon (the node has
+   * tasks claimed ahead queued for its slots, and claims again once they run
+   * low): results then wait for it, up to HOLD_MAX_MS, instead of going in a
+   * transaction of their own.
+   */
   constructor(
     private readonly transitions: TaskTransitions,
     private readonly lane = new WriteLane(),
+    private readonly hold: () => boolean = () => false,
   ) {}
+
+  /** Look again (the hold may have ended). */
+  kick(): void {
+    if (this.queue.length > 0) this.schedule();
+  }
 
   write(held: FinishItem['held'], outcome: FinishItem['outcome'], me: NodeIdentity): Promise<boolean> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ held, outcome, me, resolve, reject });
+      this.queue.push({ held, outcome, me, resolve, reject, queuedAtMs: Date.now() });
       this.schedule();
     });
   }
@@ -71,6 +87,18 @@ export class ResultWriter {
   /** Sends one batch if the lane is free; otherwise waits for it. More queued: another turn after. */
   private async flush(): Promise<void> {
     if (this.flushing || this.queue.length === 0) return;
+    if (this.hold()) {
+      const waitMs = this.queue[0].queuedAtMs + HOLD_MAX_MS - Date.now();
+      if (waitMs > 0) {
+        if (!this.holdTimer) {
+          this.holdTimer = setTimeout(() => {
+            this.holdTimer = undefined;
+            this.schedule();
+          }, waitMs);
+        }
+        return;
+      }
+    }
     if (!this.lane.tryAcquire()) {
       if (!this.waitingLane) {
         this.waitingLane = true;

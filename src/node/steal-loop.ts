@@ -7,11 +7,16 @@
  *   N1 and N2 both see task T queued at revision r.
  *   N1 (preferred) claims at once: compare queued key @r -> ok, T is N1's.
  *   N2 waits its steal delay, claims: compare queued key @r fails -> quiet.
+ *
+ * With a deep queue and short tasks, a node also claims some of its preferred
+ * tasks ahead of its free slots (aheadRoom / chooseAhead); the executor
+ * starts them as slots free. One claim-or-result transaction is out at a time
+ * per node (WriteLane), so what piles up meanwhile goes in the next one.
  */
 import { NodeInfo, Resources } from '../gen/loom';
 import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
 import { addResources, refusal as refusal_ } from '../core/fit';
-import { Choice, chooseClaims } from '../core/choose-claims';
+import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims } from '../core/choose-claims';
 import { Incarnation } from '../store/membership';
 import { QueueWindow, WindowEntry } from '../store/queue-window';
 import { BATCH_CHUNK, HeldTask, NodeIdentity, TaskTransitions } from '../store/transitions';
@@ -179,28 +184,48 @@ export class StealLoop {
     const me = this.me;
     if (!inc || !me || inc.signal.aborted || this.paused || this.claiming) return;
     const slots = this.deps.slots();
-    const running = this.deps.executor.count;
-    let free = slots - running;
-    const urgentFree = free + this.deps.urgentSlots;
-    if (urgentFree <= 0) return;
+    const ex = this.deps.executor;
+    const running = ex.count;
+    // Tasks claimed ahead wait for slots, so they count as running here; not
+    // for urgent tasks, which start at once in a slot of their own.
+    let free = slots - running - ex.backlog;
+    const urgentFree = slots + this.deps.urgentSlots - running;
+    // A claim ahead must start before a busy peer's steal delay would let it take the task.
+    const waitBudgetMs = this.deps.policy.stealDelayMs + this.deps.policy.loadDelayMs;
+    // And only while the queue is deep: more than every live node could claim ahead at once.
+    const deep = this.deps.window.length >= this.deps.liveNodes().length * slots * AHEAD_PER_SLOT;
+    const ahead = deep ? aheadRoom({ slots, backlog: ex.backlog, typicalRunMs: ex.typicalRunMs, waitBudgetMs }) : 0;
+    if (urgentFree <= 0 && ahead <= 0) return;
     const w = this.deps.window;
     if (w.length === 0) {
-      if (w.hasMore && free > 0) {
+      if (w.hasMore && (free > 0 || ahead > 0)) {
         this.claiming = true;
         await w.refill().finally(() => (this.claiming = false));
       }
       return;
     }
     let view = w.view();
-    if (free <= 0) {
-      // Full: only urgent tasks (the front of the window, which is in priority order) may go on.
-      const end = view.findIndex((e) => e.priority < this.deps.urgentPriority);
-      if (end === 0) return;
-      if (end > 0) view = view.slice(0, end);
+    // Full: only urgent tasks (the front of the window, which is in priority order) may go on, at once.
+    const urgent = free <= 0;
+    if (urgent) {
+      const end = urgentFree > 0 ? view.findIndex((e) => e.priority < this.deps.urgentPriority) : 0;
+      view = end === 0 ? [] : end > 0 ? view.slice(0, end) : view;
       free = urgentFree;
     }
     const now = Date.now();
-    const { chosen, nextAt } = this.choose(view, free, now);
+    const first = view.length > 0 ? this.choose(view, free, now) : { chosen: [], nextAt: Infinity };
+    const nextAt = first.nextAt;
+    let chosen = first.chosen;
+    if (ahead > 0) {
+      const version = this.deps.nodesVersion();
+      const self = this.deps.self();
+      chosen = chosen.concat(chooseAhead(w.view(), ahead, {
+        now,
+        taken: new Set(chosen),
+        refused: (e) => this.refusalFor(e, self) !== undefined,
+        preferred: (e) => this.preference(e, version).preferred,
+      }));
+    }
     if (chosen.length === 0) {
       if (nextAt < Infinity) this.schedule(nextAt);
       return;
@@ -240,7 +265,9 @@ export class StealLoop {
         this.refusals.delete(chosen[i].key);
         if (held) {
           this.stats.claimed++;
-          this.deps.executor.start(held, me, inc);
+          // Urgent claims take an urgent slot now; the rest start as slots free.
+          if (urgent && i < first.chosen.length) this.deps.executor.start(held, me, inc);
+          else this.deps.executor.startWhenFree(held, me, inc);
         } else {
           this.stats.lost++;
         }

@@ -1,4 +1,4 @@
-import { ChooseInput, chooseClaims, ClaimCandidate } from '../../src/core/choose-claims';
+import { AHEAD_PER_SLOT, aheadRoom, chooseAhead, ChooseInput, chooseClaims, ClaimCandidate } from '../../src/core/choose-claims';
 import { Resources, TaskSpec } from '../../src/gen/loom';
 
 interface E extends ClaimCandidate {
@@ -88,5 +88,51 @@ describe('chooseClaims', () => {
     expect(choose([starving, small], 2, { free }).ids).toEqual([]);
     // Not starving yet: the small one may pass it.
     expect(choose([entry('huge', { cpu: 3 }), small], 2, { free }).ids).toEqual(['small']);
+  });
+});
+
+describe('aheadRoom', () => {
+  const room = (o: Partial<Parameters<typeof aheadRoom>[0]>) =>
+    aheadRoom({ slots: 2, backlog: 0, typicalRunMs: 3, waitBudgetMs: 55, ...o });
+
+  it('is zero until a run time is known, and for tasks as long as the wait budget', () => {
+    expect(room({ typicalRunMs: NaN })).toBe(0);
+    expect(room({ typicalRunMs: 55 })).toBe(0);
+    expect(room({ typicalRunMs: 500 })).toBe(0);
+  });
+
+  it('fills up to AHEAD_PER_SLOT per slot for short tasks, less what already waits', () => {
+    expect(room({})).toBe(2 * AHEAD_PER_SLOT);
+    expect(room({ backlog: 1 })).toBe(2 * AHEAD_PER_SLOT - 1);
+  });
+
+  it('refills only below the low-water mark (fewer waiting than slots)', () => {
+    expect(room({ backlog: 2 })).toBe(0);
+    expect(room({ backlog: 5 })).toBe(0);
+  });
+
+  it('keeps the last one’s wait for a slot within the budget', () => {
+    // 2 slots, 20 ms tasks, 55 ms budget: 5 ahead wait at most 2.5 runs = 50 ms.
+    expect(room({ typicalRunMs: 20 })).toBe(5);
+    expect(room({ typicalRunMs: 20, backlog: 1 })).toBe(4);
+  });
+});
+
+describe('chooseAhead', () => {
+  const pick = (es: E[], n: number, taken: E[] = []) =>
+    chooseAhead(es, n, { now: NOW, taken: new Set(taken), refused: () => false, preferred: (e) => e.mine }).map((e) => e.id);
+
+  it('takes only this node’s preferred entries, in order, up to the room', () => {
+    const es = [entry('a'), entry('b', { mine: false }), entry('c'), entry('d'), entry('e')];
+    expect(pick(es, 3)).toEqual(['a', 'c', 'd']);
+  });
+
+  it('skips what is already chosen, not yet due, asks for resources or a container, or must not restart', () => {
+    const boxed = entry('x');
+    boxed.snapshot = { ...boxed.snapshot, spec: TaskSpec.fromPartial({ command: ['true'], container: { image: 'busybox' } }) };
+    const once = entry('y');
+    once.snapshot = { ...once.snapshot, spec: TaskSpec.fromPartial({ command: ['true'], restartOnNodeFailure: false }) };
+    const es = [entry('a'), entry('b', { notBeforeMs: NOW + 10 }), entry('c', { cpu: 1 }), boxed, once, entry('d')];
+    expect(pick(es, 6, [es[0]])).toEqual(['d']);
   });
 });

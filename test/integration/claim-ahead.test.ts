@@ -1,0 +1,132 @@
+/**
+ * Claims ahead of free slots (aheadRoom, Executor.startWhenFree), on a real
+ * node with one slot: short tasks are claimed several per transaction and
+ * still run one at a time; a task waiting for the slot can be cancelled
+ * without running; a node that stops hands its waiting tasks back, and so
+ * does one whose slot-holder turns out long (aheadStaleMs).
+ */
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import { TaskState } from '../../src/gen/loom';
+import { DEFAULT_STEAL_POLICY } from '../../src/core/steal-policy';
+import { uniqueRoot, waitFor } from '../support/etcd';
+import { spec, startNode, stopNode, TestNode } from '../support/nodes';
+
+jest.setTimeout(60_000);
+
+/** Short tasks that fail (exit 9) if another of them runs at the same time. */
+function exclusive(lockDir: string) {
+  return spec(['sh', '-c', `mkdir "${lockDir}" 2>/dev/null || exit 9; rmdir "${lockDir}"`]);
+}
+
+async function warmUp(n: TestNode, count = 5): Promise<void> {
+  // Short tasks give the node a short typical run time (a moving average):
+  // claims ahead start after that, and after a long task only once enough
+  // short ones have ended since.
+  const ids = await n.api.submit(Array.from({ length: count }, () => spec(['true'])));
+  for (const id of ids) expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
+}
+
+describe('claims ahead of free slots', () => {
+  const root = uniqueRoot();
+  let n: TestNode;
+  let tmp: string;
+  beforeAll(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-ahead-'));
+    // Waiting tasks are not handed back for 10 s here (the last test covers that).
+    n = await startNode(root, 'ahead1', { slots: 1, metricsListen: '127.0.0.1:0', steal: { ...DEFAULT_STEAL_POLICY, aheadStaleMs: 10_000 } });
+    await warmUp(n);
+  });
+  afterAll(async () => {
+    if (n) await stopNode(n);
+    fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  it('takes several short tasks per claim transaction and still runs one at a time', async () => {
+    const counters = async () => {
+      const text = await (await fetch(`http://127.0.0.1:${n.node.metricsPort}/metrics`)).text();
+      const value = (name: string) => Number(new RegExp(`^${name.replace(/[{}"]/g, '\\$&')} (\\S+)$`, 'm').exec(text)?.[1]);
+      return { claimed: value('loom_claims_total{via="queue"}'), txns: value('loom_claim_transactions_total') };
+    };
+    const before = await counters();
+    const ids = await n.api.submit(Array.from({ length: 60 }, () => exclusive(path.join(tmp, 'lock'))));
+    for (const id of ids) {
+      const t = await n.api.wait(id);
+      expect([t.id, t.state, t.exitCode]).toEqual([id, TaskState.COMPLETED, 0]);
+    }
+    const after = await counters();
+    const claimed = after.claimed - before.claimed;
+    const txns = after.txns - before.txns;
+    expect(claimed).toBe(60);
+    // One slot: without claims ahead every transaction claims at most one task.
+    expect(txns).toBeLessThan(claimed / 2);
+  });
+
+  it('cancels a task waiting for the slot without running it; the others run after the slot frees', async () => {
+    await warmUp(n);
+    const marker = path.join(tmp, 'ran');
+    const [long, a, b, c] = await n.api.submit([
+      spec(['sleep', '1.5']),
+      spec(['true']),
+      spec(['sh', '-c', `touch "${marker}"`]),
+      spec(['true']),
+    ]);
+    // All four claimed (RUNNING on this node) while the sleep holds the only slot.
+    await waitFor(async () => {
+      const ts = await Promise.all([long, a, b, c].map((id) => n.api.get(id)));
+      return ts.every((t) => t.state === TaskState.RUNNING);
+    }, { what: 'the three short tasks claimed ahead' });
+    await n.api.cancel(b);
+    const cancelled = await n.api.wait(b);
+    expect(cancelled.state).toBe(TaskState.CANCELLED);
+    expect(cancelled.exitCode).toBeUndefined();
+    expect((await n.api.get(long)).state).toBe(TaskState.RUNNING);
+    for (const id of [long, a, c]) expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
+    expect(fs.existsSync(marker)).toBe(false);
+  });
+
+  it('hands the tasks waiting for a slot back when the node stops; another node runs them', async () => {
+    await warmUp(n, 20); // the previous test's 1.5 s task weighs on the average
+    // Four queued: as many as one node with one slot may claim ahead (a deep enough queue).
+    const ids = await n.api.submit([spec(['sleep', '30']), spec(['true']), spec(['true']), spec(['true'])]);
+    await waitFor(async () => (await Promise.all(ids.map((id) => n.api.get(id)))).every((t) => t.state === TaskState.RUNNING), {
+      what: 'four tasks claimed by ahead1',
+    });
+    const other = await startNode(root, 'ahead2', { slots: 3 });
+    try {
+      await stopNode(n);
+      n = undefined as unknown as TestNode;
+      for (const id of ids.slice(1)) {
+        const t = await other.api.wait(id);
+        expect(t.state).toBe(TaskState.COMPLETED);
+        expect(t.node).toBe('ahead2');
+        // Handed back unstarted, then one run on ahead2.
+        expect(t.history.map((h) => [h.node, h.outcome])).toEqual([['ahead1', 'node ahead1 shut down'], ['ahead2', 'exit 0']]);
+      }
+      await other.api.cancel(ids[0]);
+    } finally {
+      await stopNode(other);
+    }
+  });
+
+  it('hands back tasks that waited aheadStaleMs (default) for a slot held by a long task, and claims no more ahead', async () => {
+    const m = await startNode(uniqueRoot(), 'ahead3', { slots: 1 });
+    try {
+      await warmUp(m);
+      const [long, ...short] = await m.api.submit([spec(['sleep', '30']), spec(['true']), spec(['true']), spec(['true']), spec(['true'])]);
+      await waitFor(async () => (await Promise.all(short.map((id) => m.api.get(id)))).every((t) => t.state === TaskState.QUEUED && t.history.length === 1), {
+        what: 'the short tasks handed back',
+      });
+      const why = `not started on node ahead3: no slot freed within ${DEFAULT_STEAL_POLICY.aheadStaleMs} ms`;
+      for (const id of short) expect((await m.api.get(id)).history.map((h) => h.outcome)).toEqual([why]);
+      // Not claimed again while the long task holds the slot.
+      await new Promise((r) => setTimeout(r, 3 * DEFAULT_STEAL_POLICY.aheadStaleMs));
+      for (const id of short) expect((await m.api.get(id)).state).toBe(TaskState.QUEUED);
+      await m.api.cancel(long);
+      for (const id of short) expect((await m.api.wait(id)).state).toBe(TaskState.COMPLETED);
+    } finally {
+      await stopNode(m);
+    }
+  });
+});
