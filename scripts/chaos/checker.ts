@@ -30,7 +30,9 @@
  *                      down|drained"), a retryable failure (the exit code
  *                      this task kind gives on that attempt), or a claim
  *                      handed back because an etcd error lost its reply
- *                      ("claim outcome lost ...") that never ran
+ *                      ("claim outcome lost ...") or, claimed ahead of a
+ *                      free slot, because no slot freed in time ("not
+ *                      started on node X ..."), that never ran
  *  outcome             no result recorded for an execution loom killed (e.g.
  *                      "killed by SIGKILL"): our tasks only ever exit 0/3/7
  *  execution-unrecorded every execution in the log is an attempt the record
@@ -129,7 +131,7 @@ export interface CheckInput {
   snapshotAtMs?: number;
 }
 
-export type RestartCause = 'node lost' | 'node fenced' | 'node shut down' | 'node drained' | 'retry' | 'claim lost';
+export type RestartCause = 'node lost' | 'node fenced' | 'node shut down' | 'node drained' | 'retry' | 'claim lost' | 'not started';
 
 export interface CheckStats {
   tasks: number;
@@ -191,10 +193,14 @@ export function expectedStatusKey(t: Task): string {
 /** Classifies a history outcome of an attempt that was followed by another. */
 /** The outcome loom records when it hands back a claim whose reply an etcd error lost (node.ts reconcileOwn). */
 const CLAIM_LOST = /^claim outcome lost in an etcd error/;
+/** A task claimed ahead of a free slot, handed back because no slot freed in time (executor.ts watchStale). */
+const NOT_STARTED = /^not started on node (\S+): no slot freed within \d+ ms$/;
 
 function restartCause(a: Attempt): RestartCause | undefined {
   if (a.outcome === 'node lost') return 'node lost';
   if (CLAIM_LOST.test(a.outcome)) return 'claim lost';
+  const ns = NOT_STARTED.exec(a.outcome);
+  if (ns && ns[1] === a.node) return 'not started';
   const m = /^node (\S+) (fenced|shut down|drained)$/.exec(a.outcome);
   if (m && m[1] === a.node) return `node ${m[2]}` as RestartCause;
   if (/^exit [1-9]\d*$/.test(a.outcome)) return 'retry';
@@ -354,7 +360,7 @@ export function check(input: CheckInput): CheckResult {
         const cause = restartCause(a);
         // A claim handed back as never started is explained only if it really never ran.
         const ran = (l: { attempt: number; node: string }) => l.attempt === a.number && l.node === a.node;
-        if (cause === 'claim lost' && ((linesById.get(id) ?? []).some(ran) || (obsById.get(id) ?? []).some(ran))) {
+        if ((cause === 'claim lost' || cause === 'not started') && ((linesById.get(id) ?? []).some(ran) || (obsById.get(id) ?? []).some(ran))) {
           v('unexplained-restart', id, `attempt ${a.number} on ${a.node} was handed back as a claim that never started ("${a.outcome}"), but it ran`);
           continue;
         }
@@ -371,7 +377,8 @@ export function check(input: CheckInput): CheckResult {
         }
         restarted++;
         stats.causes[cause] = (stats.causes[cause] ?? 0) + 1;
-        if (cause !== 'retry') {
+        // A hand-back of a task that waited too long for a slot is no fault's doing.
+        if (cause !== 'retry' && cause !== 'not started') {
           const f = attribute(input.faults, a, cause, ttl);
           const label = f ? `#${f.seq} ${f.kind} ${f.target}` : 'unattributed';
           stats.byFault[label] = (stats.byFault[label] ?? 0) + 1;
@@ -518,11 +525,15 @@ export function check(input: CheckInput): CheckResult {
       const h = hist.get(e.attempt);
       if (!h || h.node !== e.node || !(h.finishedAtMs > 0)) continue;
       const over = `loom recorded attempt ${e.attempt} over at ${fmt(h.finishedAtMs)} ("${h.outcome}")`;
-      if (e.start && e.start.atMs > h.finishedAtMs) {
+      // finishedAtMs is a whole ms taken at or after the exit: the exit itself
+      // may lie anywhere in that millisecond (a 2 ms task writes its end line
+      // and exits within it), so only what comes after it is late.
+      const overAt = h.finishedAtMs + 1;
+      if (e.start && e.start.atMs >= overAt) {
         v('after-recorded-end', id, `attempt ${e.attempt} on ${e.node} started at ${fmt(e.start.atMs)}, but ${over}`);
-      } else if (e.end && e.end.atMs > h.finishedAtMs) {
+      } else if (e.end && e.end.atMs >= overAt) {
         v('after-recorded-end', id, `attempt ${e.attempt} on ${e.node} wrote its end line at ${fmt(e.end.atMs)}, but ${over}`);
-      } else if (e.obs && e.obs.lastSeenMs > h.finishedAtMs) {
+      } else if (e.obs && e.obs.lastSeenMs >= overAt) {
         v('after-recorded-end', id,
           `attempt ${e.attempt} on ${e.node} (pid ${e.obs.pids.join(',')}) was seen alive by the sampler at ${fmt(e.obs.lastSeenMs)}` +
           `${e.start ? '' : ' (it never wrote a start line)'}, but ${over}`);
