@@ -97,7 +97,7 @@ export function chooseClaims<E extends ClaimCandidate>(entries: readonly E[], in
 }
 
 /** Claims ahead of free slots: at most this many per slot (see aheadRoom). */
-export const AHEAD_PER_SLOT = 4;
+export const AHEAD_PER_SLOT = 8;
 
 /**
  * How many tasks a node may claim beyond its free slots, to start as its

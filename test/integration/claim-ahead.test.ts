@@ -10,6 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { TaskState } from '../../src/gen/loom';
 import { DEFAULT_STEAL_POLICY } from '../../src/core/steal-policy';
+import { AHEAD_PER_SLOT } from '../../src/core/choose-claims';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { spec, startNode, stopNode, TestNode } from '../support/nodes';
 
@@ -66,32 +67,33 @@ describe('claims ahead of free slots', () => {
   it('cancels a task waiting for the slot without running it; the others run after the slot frees', async () => {
     await warmUp(n);
     const marker = path.join(tmp, 'ran');
-    const [long, a, b, c] = await n.api.submit([
+    // The long one takes the slot; the rest (a deep enough queue for one node
+    // with one slot: AHEAD_PER_SLOT) are claimed ahead, b among them.
+    const [long, b, ...rest] = await n.api.submit([
       spec(['sleep', '1.5']),
-      spec(['true']),
       spec(['sh', '-c', `touch "${marker}"`]),
-      spec(['true']),
+      ...Array.from({ length: AHEAD_PER_SLOT - 1 }, () => spec(['true'])),
     ]);
-    // All four claimed (RUNNING on this node) while the sleep holds the only slot.
+    // All claimed (RUNNING on this node) while the sleep holds the only slot.
     await waitFor(async () => {
-      const ts = await Promise.all([long, a, b, c].map((id) => n.api.get(id)));
+      const ts = await Promise.all([long, b, ...rest].map((id) => n.api.get(id)));
       return ts.every((t) => t.state === TaskState.RUNNING);
-    }, { what: 'the three short tasks claimed ahead' });
+    }, { what: 'the short tasks claimed ahead' });
     await n.api.cancel(b);
     const cancelled = await n.api.wait(b);
     expect(cancelled.state).toBe(TaskState.CANCELLED);
     expect(cancelled.exitCode).toBeUndefined();
     expect((await n.api.get(long)).state).toBe(TaskState.RUNNING);
-    for (const id of [long, a, c]) expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
+    for (const id of [long, ...rest]) expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
     expect(fs.existsSync(marker)).toBe(false);
   });
 
   it('hands the tasks waiting for a slot back when the node stops; another node runs them', async () => {
     await warmUp(n, 20); // the previous test's 1.5 s task weighs on the average
-    // Four queued: as many as one node with one slot may claim ahead (a deep enough queue).
-    const ids = await n.api.submit([spec(['sleep', '30']), spec(['true']), spec(['true']), spec(['true'])]);
+    // As many short ones as one node with one slot may claim ahead (a deep enough queue).
+    const ids = await n.api.submit([spec(['sleep', '30']), ...Array.from({ length: AHEAD_PER_SLOT }, () => spec(['true']))]);
     await waitFor(async () => (await Promise.all(ids.map((id) => n.api.get(id)))).every((t) => t.state === TaskState.RUNNING), {
-      what: 'four tasks claimed by ahead1',
+      what: 'all claimed by ahead1',
     });
     const other = await startNode(root, 'ahead2', { slots: 3 });
     try {
@@ -114,7 +116,7 @@ describe('claims ahead of free slots', () => {
     const m = await startNode(uniqueRoot(), 'ahead3', { slots: 1 });
     try {
       await warmUp(m);
-      const [long, ...short] = await m.api.submit([spec(['sleep', '30']), spec(['true']), spec(['true']), spec(['true']), spec(['true'])]);
+      const [long, ...short] = await m.api.submit([spec(['sleep', '30']), ...Array.from({ length: AHEAD_PER_SLOT }, () => spec(['true']))]);
       await waitFor(async () => (await Promise.all(short.map((id) => m.api.get(id)))).every((t) => t.state === TaskState.QUEUED && t.history.length === 1), {
         what: 'the short tasks handed back',
       });
