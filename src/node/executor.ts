@@ -84,6 +84,11 @@ interface Execution {
   finished: Promise<Task | undefined>;
 }
 
+/** An attempt not started yet: launch or a PendingHandle gives it its handle. */
+function newExecution(held: HeldTask, me: NodeIdentity, inc: Incarnation): Execution {
+  return { held, me, inc, handle: undefined as unknown as RunHandle, occupies: false, sinceMs: Date.now(), finished: Promise.resolve(undefined) };
+}
+
 /**
  * Where attempt `attempt` of task `id` logs: one flat directory of
  * `<id>.<attempt>.log` files (no directory made per task).
@@ -203,7 +208,7 @@ export class Executor {
 
   /** Starts a claimed task now (a free slot, or an urgent one). */
   start(held: HeldTask, me: NodeIdentity, inc: Incarnation): void {
-    const exec: Execution = { held, me, inc, handle: undefined as unknown as RunHandle, occupies: false, sinceMs: Date.now(), finished: Promise.resolve(undefined) };
+    const exec = newExecution(held, me, inc);
     this.track(exec, this.launch(exec));
   }
 
@@ -213,7 +218,7 @@ export class Executor {
    */
   startWhenFree(held: HeldTask, me: NodeIdentity, inc: Incarnation): void {
     if (this.waiting.length === 0 && this.live < (this.deps.slots?.() ?? Infinity)) return this.start(held, me, inc);
-    const exec: Execution = { held, me, inc, handle: undefined as unknown as RunHandle, occupies: false, sinceMs: Date.now(), finished: Promise.resolve(undefined) };
+    const exec = newExecution(held, me, inc);
     const pending = new PendingHandle(() => (this.waiting = this.waiting.filter((w) => w !== exec)));
     exec.pending = pending;
     exec.handle = pending;

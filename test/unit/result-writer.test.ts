@@ -3,7 +3,7 @@
  * take them; what nobody took goes out in one batched finish. With a shared
  * WriteLane, results wait while another transaction is out.
  */
-import { ResultWriter } from '../../src/node/result-writer';
+import { HOLD_MAX_MS, ResultWriter } from '../../src/node/result-writer';
 import { WriteLane } from '../../src/node/write-lane';
 import { FinishItem, NodeIdentity, TaskTransitions } from '../../src/store/transitions';
 import { Task } from '../../src/gen/loom';
@@ -86,6 +86,42 @@ describe('ResultWriter', () => {
     expect(await pa).toBe(true);
     expect(woken).toBe(true);
     expect(lane.idle).toBe(true);
+  });
+});
+
+describe('ResultWriter hold (a claim is sure to come soon)', () => {
+  const turns = async (n: number) => {
+    for (let i = 0; i < n; i++) await new Promise((r) => setImmediate(r));
+  };
+
+  it('keeps results for the coming claim while held, and sends them at once when kicked after the hold ends', async () => {
+    const { t, calls } = fakeTransitions();
+    let held = true;
+    const w = new ResultWriter(t, new WriteLane(), () => held);
+    const pa = w.write(item('a').held, item('a').outcome, me);
+    const pb = w.write(item('b').held, item('b').outcome, me);
+    await turns(3);
+    expect(calls).toEqual([]);
+    const taken = w.take(me.lease, 10); // the claim rides them
+    expect(taken.map((p) => p.held.task.id)).toEqual(['a', 'b']);
+    taken.forEach((p) => p.resolve(true));
+    expect(await Promise.all([pa, pb])).toEqual([true, true]);
+    const pc = w.write(item('c').held, item('c').outcome, me);
+    await turns(3);
+    expect(calls).toEqual([]);
+    held = false;
+    w.kick();
+    expect(await pc).toBe(true);
+    expect(calls).toEqual([['c']]);
+  });
+
+  it('sends a held result on its own once it has waited HOLD_MAX_MS', async () => {
+    const { t, calls } = fakeTransitions();
+    const w = new ResultWriter(t, new WriteLane(), () => true);
+    const t0 = Date.now();
+    expect(await w.write(item('a').held, item('a').outcome, me)).toBe(true);
+    expect(calls).toEqual([['a']]);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(HOLD_MAX_MS - 1);
   });
 });
 
