@@ -218,7 +218,9 @@ async function run(o: Options): Promise<number> {
     fs.writeFileSync(path.join(runDir, 'tasks.json'), JSON.stringify(tasks.map((t) => ({ id: t.id, ...t.plan }))));
 
     // ---- wait for completion while injecting faults ----
-    const totalWorkMs = plan.reduce((s, p) => s + p.durationMs, 0) / (cluster.nodes.length * o.slots);
+    // Slot-time of the workload, with ~25 ms per task for starting it and recording it (what
+    // dominates a run of 1-20 ms tasks: 30,000 of them timed out with the durations alone).
+    const totalWorkMs = plan.reduce((s, p) => s + p.durationMs + 25, 0) / (cluster.nodes.length * o.slots);
     const timeoutMs = (o.timeoutS ?? Math.max(120, 60 + (3 * totalWorkMs) / 1000)) * 1000;
     let allDone = false;
     let timedOut = false;
