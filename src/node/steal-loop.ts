@@ -192,11 +192,12 @@ export class StealLoop {
     const urgentFree = slots + this.deps.urgentSlots - running;
     // A claim ahead must start before a busy peer's steal delay would let it take the task.
     const waitBudgetMs = this.deps.policy.stealDelayMs + this.deps.policy.loadDelayMs;
-    // And only while the queue is deep: more than every live node could claim ahead at once.
-    const deep = this.deps.window.length >= this.deps.liveNodes().length * slots * AHEAD_PER_SLOT;
+    // And only while the queue is deep: more than every live node could claim ahead at once
+    // (or more than the window holds).
+    const w = this.deps.window;
+    const deep = w.hasMore || w.length >= this.deps.liveNodes().length * slots * AHEAD_PER_SLOT;
     const ahead = deep ? aheadRoom({ slots, backlog: ex.backlog, typicalRunMs: ex.typicalRunMs, waitBudgetMs }) : 0;
     if (urgentFree <= 0 && ahead <= 0) return;
-    const w = this.deps.window;
     if (w.length === 0) {
       if (w.hasMore && (free > 0 || ahead > 0)) {
         this.claiming = true;
