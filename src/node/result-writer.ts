@@ -31,7 +31,8 @@ export class ResultWriter {
   private queue: PendingResult[] = [];
   private flushing = false;
   private scheduled = false;
-  private waitingLane = false;
+  /** Another turn once the lane is free (one function, so asking twice waits once). */
+  private readonly retry = () => this.schedule();
   private holdTimer: NodeJS.Timeout | undefined;
 
   /**
@@ -99,16 +100,7 @@ export class ResultWriter {
         return;
       }
     }
-    if (!this.lane.tryAcquire()) {
-      if (!this.waitingLane) {
-        this.waitingLane = true;
-        this.lane.whenIdle(() => {
-          this.waitingLane = false;
-          this.schedule();
-        });
-      }
-      return;
-    }
+    if (!this.lane.tryAcquire(this.retry)) return;
     this.flushing = true;
     try {
       const batch = this.take(this.queue[0].me.lease, MAX_BATCH);

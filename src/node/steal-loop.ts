@@ -79,7 +79,8 @@ export class StealLoop {
   private prefCache = new Map<string, Preference>();
   private refusals = new Map<string, { docker: boolean; refusal: string | undefined }>();
   private readonly lane: WriteLane;
-  private waitingLane = false;
+  /** A pass once the lane is free (one function, so asking twice waits once). */
+  private readonly retryClaim = () => this.wake();
   readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0, resultsInClaims: 0 };
 
   constructor(private readonly deps: StealDeps) {
@@ -231,17 +232,8 @@ export class StealLoop {
       if (nextAt < Infinity) this.schedule(nextAt);
       return;
     }
-    if (!this.lane.tryAcquire()) {
-      // A result batch is out: claim when it is back (with what finished meanwhile).
-      if (!this.waitingLane) {
-        this.waitingLane = true;
-        this.lane.whenIdle(() => {
-          this.waitingLane = false;
-          this.wake();
-        });
-      }
-      return;
-    }
+    // A result batch is out: claim when it is back (with what finished meanwhile).
+    if (!this.lane.tryAcquire(this.retryClaim)) return;
     this.claiming = true;
     let failed = false;
     // Results waiting to be written ride along in the claim's transaction.

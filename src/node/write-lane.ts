@@ -10,35 +10,43 @@
  *
  * When idle, a transaction goes at once: an idle node's latency is unchanged.
  *
- *   lane.tryAcquire()  -> false: someone else's transaction is out;
- *   lane.whenIdle(fn)     fn runs (once) after the next release.
+ *   lane.tryAcquire(retry) -> false: someone else's transaction is out;
+ *                             retry runs (once) after the next release.
  */
 export class WriteLane {
   private busy = false;
-  private waiters: (() => void)[] = [];
+  /** Run at the next release, in the order first asked; a function asked twice runs once. */
+  private waiters = new Set<() => void>();
 
   get idle(): boolean {
     return !this.busy;
   }
 
-  /** Takes the lane if it is free; the caller must release it when its transaction settles. */
-  tryAcquire(): boolean {
-    if (this.busy) return false;
-    this.busy = true;
-    return true;
+  /**
+   * Takes the lane if it is free (the caller must release it when its
+   * transaction settles); otherwise `retry`, if given, runs once after the
+   * next release, however many times it was passed meanwhile.
+   */
+  tryAcquire(retry?: () => void): boolean {
+    if (!this.busy) {
+      this.busy = true;
+      return true;
+    }
+    if (retry) this.waiters.add(retry);
+    return false;
   }
 
   /** Frees the lane and runs what waited for it, in the order it asked. */
   release(): void {
     this.busy = false;
     const waiters = this.waiters;
-    this.waiters = [];
+    this.waiters = new Set();
     for (const fn of waiters) fn();
   }
 
   /** Runs fn once after the lane's next release (at once if it is free). */
   whenIdle(fn: () => void): void {
     if (!this.busy) fn();
-    else this.waiters.push(fn);
+    else this.waiters.add(fn);
   }
 }

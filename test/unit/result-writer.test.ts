@@ -139,4 +139,17 @@ describe('WriteLane', () => {
     lane.release();
     expect(seen).toEqual(['free', 'a', 'b']);
   });
+
+  it('runs a retry passed to failed tryAcquire calls once at the next release', () => {
+    const lane = new WriteLane();
+    let retries = 0;
+    const retry = () => retries++;
+    expect(lane.tryAcquire(retry)).toBe(true);
+    expect(lane.tryAcquire(retry)).toBe(false);
+    expect(lane.tryAcquire(retry)).toBe(false);
+    lane.release();
+    expect(retries).toBe(1);
+    lane.release();
+    expect(retries).toBe(1);
+  });
 });
