@@ -129,8 +129,9 @@ export function aheadRoom(opts: { slots: number; backlog: number; typicalRunMs: 
  * and that ask for no resources and no container (plain tasks: what waits for
  * a slot must need nothing but the slot), nor for no restart after a node
  * failure (a task claimed ahead on a node that dies would be LOST without
- * having run; one that may restart is simply queued again). Never an entry of another node: a
- * claim ahead takes nothing a peer with a free slot was about to take.
+ * having run; one that may restart is simply queued again). Never an entry
+ * of another node: a claim ahead takes nothing a peer with a free slot was
+ * about to take.
  */
 export function chooseAhead<E extends ClaimCandidate>(
   entries: readonly E[],

@@ -22,6 +22,7 @@ import { LoomError } from '../core/errors';
 import { PendingResult, ResultWriter } from './result-writer';
 import { WriteLane } from './write-lane';
 import { PendingHandle } from './pending-handle';
+import { DEFAULT_STEAL_POLICY } from '../core/steal-policy';
 
 /** A handle for an attempt that could not start at all (or must not: fenced). */
 function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason, engineUnavailable?: boolean): RunHandle {
@@ -72,8 +73,6 @@ interface Execution {
   me: NodeIdentity;
   inc: Incarnation;
   handle: RunHandle;
-  /** Claimed ahead and not started yet: its handle is a PendingHandle. */
-  pending?: PendingHandle;
   /** When it was queued for a slot (claimed ahead), or when its process was started. */
   sinceMs: number;
   /** Why it is handed back unstarted (it waited too long for a slot), if so. */
@@ -132,7 +131,7 @@ export class Executor {
   private readonly results: ResultWriter;
   private slotListeners: (() => void)[] = [];
   private resultListeners: ((task: Task) => void)[] = [];
-  /** Claimed ahead, waiting for a slot, in claim order. */
+  /** Claimed ahead, waiting for a slot, in claim order (each one's handle is a PendingHandle). */
   private waiting: Execution[] = [];
   /** Moving average of how long this node's recent plain tasks ran (ms); NaN before the first. */
   private runMs = NaN;
@@ -220,7 +219,6 @@ export class Executor {
     if (this.waiting.length === 0 && this.live < (this.deps.slots?.() ?? Infinity)) return this.start(held, me, inc);
     const exec = newExecution(held, me, inc);
     const pending = new PendingHandle(() => (this.waiting = this.waiting.filter((w) => w !== exec)));
-    exec.pending = pending;
     exec.handle = pending;
     this.waiting.push(exec);
     this.track(exec, pending);
@@ -235,7 +233,7 @@ export class Executor {
    */
   private watchStale(): void {
     if (this.staleTimer || this.waiting.length === 0) return;
-    const staleMs = this.deps.aheadStaleMs ?? 250;
+    const staleMs = this.deps.aheadStaleMs ?? DEFAULT_STEAL_POLICY.aheadStaleMs;
     const dueMs = this.waiting[0].sinceMs + staleMs - Date.now();
     this.staleTimer = setTimeout(() => {
       this.staleTimer = undefined;
@@ -260,8 +258,8 @@ export class Executor {
     const slots = this.deps.slots?.() ?? Infinity;
     while (this.waiting.length > 0 && this.live < slots) {
       const exec = this.waiting.shift()!;
-      const pending = exec.pending!;
-      exec.pending = undefined;
+      // A waiting task's handle is its PendingHandle until launch gives it the real one.
+      const pending = exec.handle as PendingHandle;
       pending.attach(this.launch(exec));
     }
   }

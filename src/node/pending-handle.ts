@@ -37,11 +37,6 @@ export class PendingHandle implements RunHandle {
     return this.real?.logBytes ?? 0;
   }
 
-  /** True once stopped before a slot freed: it must never be attached. */
-  get cancelled(): boolean {
-    return this.stopped;
-  }
-
   stop(reason: StopReason, graceMs: number): void {
     if (this.real) return this.real.stop(reason, graceMs);
     if (this.stopped) return;

@@ -43,10 +43,4 @@ export class WriteLane {
     this.waiters = new Set();
     for (const fn of waiters) fn();
   }
-
-  /** Runs fn once after the lane's next release (at once if it is free). */
-  whenIdle(fn: () => void): void {
-    if (!this.busy) fn();
-    else this.waiters.add(fn);
-  }
 }

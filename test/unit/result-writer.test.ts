@@ -79,9 +79,8 @@ describe('ResultWriter', () => {
     const w = new ResultWriter(t, lane);
     const pa = w.write(item('a').held, item('a').outcome, me);
     await new Promise((r) => setImmediate(r));
-    expect(lane.tryAcquire()).toBe(false);
     let woken = false;
-    lane.whenIdle(() => (woken = true));
+    expect(lane.tryAcquire(() => (woken = true))).toBe(false);
     finishing([true]);
     expect(await pa).toBe(true);
     expect(woken).toBe(true);
@@ -126,18 +125,16 @@ describe('ResultWriter hold (a claim is sure to come soon)', () => {
 });
 
 describe('WriteLane', () => {
-  it('runs waiters once, in order, at the next release', () => {
+  it('runs the retries of refused callers once each, in order, at the next release', () => {
     const lane = new WriteLane();
     const seen: string[] = [];
-    lane.whenIdle(() => seen.push('free'));
-    expect(seen).toEqual(['free']);
     expect(lane.tryAcquire()).toBe(true);
     expect(lane.tryAcquire()).toBe(false);
-    lane.whenIdle(() => seen.push('a'));
-    lane.whenIdle(() => seen.push('b'));
+    expect(lane.tryAcquire(() => seen.push('a'))).toBe(false);
+    expect(lane.tryAcquire(() => seen.push('b'))).toBe(false);
     lane.release();
     lane.release();
-    expect(seen).toEqual(['free', 'a', 'b']);
+    expect(seen).toEqual(['a', 'b']);
   });
 
   it('runs a retry passed to failed tryAcquire calls once at the next release', () => {
