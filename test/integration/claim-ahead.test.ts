@@ -16,6 +16,17 @@ import { spec, startNode, stopNode, TestNode } from '../support/nodes';
 
 jest.setTimeout(60_000);
 
+/**
+ * How many tasks a node claims ahead is sized by what it measures (aheadRoom):
+ * with the default policy a claim ahead must start within a busy peer's steal
+ * delay (55 ms), so a machine whose `true` takes over ~7 ms claims fewer than
+ * AHEAD_PER_SLOT. These tests are about what happens to tasks once claimed
+ * ahead, not about this machine's speed: their nodes get a wait budget
+ * (stealDelayMs + loadDelayMs) that a short task fits AHEAD_PER_SLOT times on
+ * any machine, so they claim the full AHEAD_PER_SLOT.
+ */
+const ROOMY = { ...DEFAULT_STEAL_POLICY, loadDelayMs: 4_000 - DEFAULT_STEAL_POLICY.stealDelayMs };
+
 /** Short tasks that fail (exit 9) if another of them runs at the same time. */
 function exclusive(lockDir: string) {
   return spec(['sh', '-c', `mkdir "${lockDir}" 2>/dev/null || exit 9; rmdir "${lockDir}"`]);
@@ -36,7 +47,7 @@ describe('claims ahead of free slots', () => {
   beforeAll(async () => {
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-ahead-'));
     // Waiting tasks are not handed back for 10 s here (the last test covers that).
-    n = await startNode(root, 'ahead1', { slots: 1, metricsListen: '127.0.0.1:0', steal: { ...DEFAULT_STEAL_POLICY, aheadStaleMs: 10_000 } });
+    n = await startNode(root, 'ahead1', { slots: 1, metricsListen: '127.0.0.1:0', steal: { ...ROOMY, aheadStaleMs: 10_000 } });
     await warmUp(n);
   });
   afterAll(async () => {
@@ -67,10 +78,12 @@ describe('claims ahead of free slots', () => {
   it('cancels a task waiting for the slot without running it; the others run after the slot frees', async () => {
     await warmUp(n);
     const marker = path.join(tmp, 'ran');
-    // The long one takes the slot; the rest (a deep enough queue for one node
-    // with one slot: AHEAD_PER_SLOT) are claimed ahead, b among them.
+    const gate = path.join(tmp, 'gate');
+    // The long one takes the slot until the test opens the gate; the rest (a
+    // deep enough queue for one node with one slot: AHEAD_PER_SLOT) are
+    // claimed ahead, b among them.
     const [long, b, ...rest] = await n.api.submit([
-      spec(['sleep', '1.5']),
+      spec(['sh', '-c', `until [ -e "${gate}" ]; do sleep 0.05; done`]),
       spec(['sh', '-c', `touch "${marker}"`]),
       ...Array.from({ length: AHEAD_PER_SLOT - 1 }, () => spec(['true'])),
     ]);
@@ -84,12 +97,13 @@ describe('claims ahead of free slots', () => {
     expect(cancelled.state).toBe(TaskState.CANCELLED);
     expect(cancelled.exitCode).toBeUndefined();
     expect((await n.api.get(long)).state).toBe(TaskState.RUNNING);
+    fs.writeFileSync(gate, '');
     for (const id of [long, ...rest]) expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
     expect(fs.existsSync(marker)).toBe(false);
   });
 
   it('hands the tasks waiting for a slot back when the node stops; another node runs them', async () => {
-    await warmUp(n, 20); // the previous test's 1.5 s task weighs on the average
+    await warmUp(n, 20); // the previous test's long task weighs on the average
     // As many short ones as one node with one slot may claim ahead (a deep enough queue).
     const ids = await n.api.submit([spec(['sleep', '30']), ...Array.from({ length: AHEAD_PER_SLOT }, () => spec(['true']))]);
     await waitFor(async () => (await Promise.all(ids.map((id) => n.api.get(id)))).every((t) => t.state === TaskState.RUNNING), {
@@ -112,18 +126,24 @@ describe('claims ahead of free slots', () => {
     }
   });
 
-  it('hands back tasks that waited aheadStaleMs (default) for a slot held by a long task, and claims no more ahead', async () => {
-    const m = await startNode(uniqueRoot(), 'ahead3', { slots: 1 });
+  it('hands back tasks that waited aheadStaleMs for a slot held by a long task, and claims no more ahead', async () => {
+    // The long task's age counts in the typical run time, so once it is past
+    // the wait budget nothing more is claimed ahead; a budget below
+    // aheadStaleMs (still roomy for short tasks) makes that so by the time
+    // the waiting tasks are handed back.
+    const policy = { ...DEFAULT_STEAL_POLICY, loadDelayMs: 2_000 - DEFAULT_STEAL_POLICY.stealDelayMs, aheadStaleMs: 3_000 };
+    const m = await startNode(uniqueRoot(), 'ahead3', { slots: 1, steal: policy });
     try {
       await warmUp(m);
       const [long, ...short] = await m.api.submit([spec(['sleep', '30']), ...Array.from({ length: AHEAD_PER_SLOT }, () => spec(['true']))]);
       await waitFor(async () => (await Promise.all(short.map((id) => m.api.get(id)))).every((t) => t.state === TaskState.QUEUED && t.history.length === 1), {
         what: 'the short tasks handed back',
       });
-      const why = `not started on node ahead3: no slot freed within ${DEFAULT_STEAL_POLICY.aheadStaleMs} ms`;
+      const why = `not started on node ahead3: no slot freed within ${policy.aheadStaleMs} ms`;
       for (const id of short) expect((await m.api.get(id)).history.map((h) => h.outcome)).toEqual([why]);
-      // Not claimed again while the long task holds the slot.
-      await new Promise((r) => setTimeout(r, 3 * DEFAULT_STEAL_POLICY.aheadStaleMs));
+      // Not claimed again while the long task holds the slot: nothing to wait
+      // for here, only a window in which nothing may happen.
+      await new Promise((r) => setTimeout(r, 1_000));
       for (const id of short) expect((await m.api.get(id)).state).toBe(TaskState.QUEUED);
       await m.api.cancel(long);
       for (const id of short) expect((await m.api.wait(id)).state).toBe(TaskState.COMPLETED);
