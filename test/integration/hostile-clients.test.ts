@@ -4,6 +4,8 @@
  * dropped, clients that vanish mid-stream. After each, the node still
  * answers, and every refusal carries loom's stable code.
  */
+import { fork } from 'child_process';
+import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
 import { LoomClient, TaskSpec, TaskState } from '../../src/gen/loom';
 import { API_LIMITS } from '../../src/node/api-server';
@@ -80,46 +82,36 @@ describe('a node under hostile clients', () => {
   it(`survives ${API_LIMITS.logStreamsPerNode} concurrent log streams opened and dropped, and refuses one more`, async () => {
     const [id] = await n.api.submit([spec(['sh', '-c', 'echo ready; exec sleep 60'])]);
     await waitFor(async () => (await n.api.get(id)).state === TaskState.RUNNING, { what: 'task running' });
-    // Spread over a few connections, as many clients would.
+    // Spread over a few connections, as many clients would, in a process of
+    // their own (see log-stream-flood.ts).
+    const flood = fork(path.join(__dirname, '../support/log-stream-flood.js'), [n.node.address, id, String(API_LIMITS.logStreamsPerNode)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
+    const next = <T>(key: string): Promise<T> =>
+      new Promise((resolve, reject) => {
+        const onMessage = (m: Record<string, unknown>) => {
+          if (!(key in m)) return;
+          flood.off('message', onMessage);
+          resolve(m as T);
+        };
+        flood.on('message', onMessage);
+        flood.once('exit', (code) => reject(new Error(`log-stream-flood exited (${code}) before '${key}'`)));
+      });
     const connect = () => new LoomClient(n.node.address, grpc.credentials.createInsecure());
-    const clients = Array.from({ length: 20 }, connect);
-    const calls: grpc.ClientReadableStream<unknown>[] = [];
-    let firstChunks = 0;
-    let dropping = false;
-    const errors: string[] = [];
-    const allOpen = new Promise<void>((resolve) => {
-      for (let i = 0; i < API_LIMITS.logStreamsPerNode; i++) {
-        const call = clients[i % clients.length].logs({ id, follow: true, attempt: 0 });
-        let seen = false;
-        call.on('data', () => {
-          if (seen) return;
-          seen = true;
-          if (++firstChunks === API_LIMITS.logStreamsPerNode) resolve();
-        });
-        call.on('error', (e: grpc.ServiceError) => {
-          // After the drop, each call reports its own cancellation or closed channel.
-          if (!dropping) errors.push(e.message);
-        });
-        calls.push(call);
-      }
-    });
-    await allOpen;
-    expect(errors).toEqual([]);
-    // The node is full: one more is refused with the limit in the message.
-    const extra = await new Promise<grpc.ServiceError>((resolve) => {
-      const call = clients[0].logs({ id, follow: true, attempt: 0 });
-      call.on('data', () => undefined);
-      call.on('error', resolve);
-    });
-    expect(extra.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
-    expect(extra.details).toMatch(new RegExp(`limit ${API_LIMITS.logStreamsPerNode}`));
-    // Drop them all: half cancelled, the other half by closing their client mid-stream.
-    dropping = true;
-    calls.forEach((c, i) => i % 2 === 0 && c.cancel());
-    clients.forEach((c, i) => i % 2 === 1 && c.close());
-    // Every slot comes back: a fresh stream is served again.
     const fresh = connect();
     try {
+      const opened = next<{ errors: string[] }>('open');
+      const extraReply = next<{ extra: { code: number; details: string } }>('extra');
+      expect((await opened).errors).toEqual([]);
+      // The node is full: one more is refused with the limit in the message.
+      const { extra } = await extraReply;
+      expect(extra.code).toBe(grpc.status.RESOURCE_EXHAUSTED);
+      expect(extra.details).toMatch(new RegExp(`limit ${API_LIMITS.logStreamsPerNode}`));
+      // Drop them all: half cancelled, the other half by closing their client mid-stream.
+      const dropped = next('dropped');
+      flood.send({ drop: true });
+      await dropped;
+      // Every slot comes back: a fresh stream is served again.
       await waitFor(async () => {
         const got = await new Promise<boolean>((resolve) => {
           const call = fresh.logs({ id, follow: true, attempt: 0 });
@@ -138,7 +130,7 @@ describe('a node under hostile clients', () => {
       await stillAnswers();
     } finally {
       fresh.close();
-      clients.forEach((c) => c.close());
+      flood.kill('SIGKILL');
     }
   });
 });
