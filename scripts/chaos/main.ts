@@ -158,6 +158,10 @@ async function run(o: Options): Promise<number> {
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), `loom-chaos-${o.seed}-`));
   const logPath = path.join(runDir, 'tasks.log');
   fs.writeFileSync(logPath, '');
+  // Tasks run under uids of their own (--run-as pool): they may pass through
+  // the run dir to append to tasks.log, and nothing else.
+  fs.chmodSync(runDir, 0o711);
+  fs.chmodSync(logPath, 0o622);
   const notes: string[] = [];
   const plan = planTasks(new Rng(o.seed, 1), {
     count: o.tasks, minMs: o.durationMinMs, maxMs: o.durationMaxMs, flaky: o.flaky, fail: o.fail,

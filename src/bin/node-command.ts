@@ -5,7 +5,7 @@
 import * as os from 'os';
 import yargs from 'yargs';
 import {
-  defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, plaintextExposure, TlsFiles, validateNodeConfig,
+  defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, parseUidRange, plaintextExposure, TlsFiles, validateNodeConfig,
 } from '../core/config';
 import { LoomError, toLoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
@@ -63,6 +63,9 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
     .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
     .option('task-nice', { requiresArg: true, default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
+    .option('run-as', { type: 'string', default: d.runAs, describe: 'who process tasks run as: pool (a uid of its own per running task, from --task-uids), owner (the local account named like the task\'s owner), node (this node\'s own user: tasks can read its data and signal it); auto = pool as root, else node' })
+    .option('task-uids', { type: 'string', default: `${d.taskUids.first}-${d.taskUids.last}`, describe: 'FIRST-LAST: uids (gid = uid) reserved for tasks under --run-as pool; no account may use them' })
+    .option('pids', { requiresArg: true, default: d.taskPids, describe: 'processes and threads each process task may have at once (cgroup pids.max; RLIMIT_NPROC too under its own uid)' })
     .option('metrics-listen', { type: 'string', describe: 'host:port for GET /metrics (Prometheus text format: counts and gauges, no task data; plaintext)' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
@@ -118,6 +121,9 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     spawner: args.spawner,
     taskNice: numberFlag(args['task-nice'], '--task-nice'),
     retentionMs: parseDurationMs(args.retention),
+    runAs: args['run-as'] as NodeConfig['runAs'],
+    taskUids: parseUidRange(args['task-uids']),
+    taskPids: numberFlag(args.pids, '--pids'),
     tls,
     insecure: args.insecure,
     admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),

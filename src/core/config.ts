@@ -81,6 +81,15 @@ export interface NodeConfig {
   /** Finished tasks and jobs are deleted this long after they end. */
   retentionMs: number;
   /**
+   * Who process tasks run as (see runner/confine.ts): 'auto' = 'pool' when
+   * the node is root, else 'node' (it cannot switch users).
+   */
+  runAs: RunAsChoice;
+  /** --task-uids: the pool of uids for --run-as pool. */
+  taskUids: { first: number; last: number };
+  /** Default process limit of each process task (--pids). */
+  taskPids: number;
+  /**
    * Mutual TLS (--tls-ca/--tls-cert/--tls-key): the API, node-to-node calls
    * and etcd (embedded member, or https:// --etcd endpoints). Unset: plaintext,
    * allowed on loopback addresses only unless `insecure`.
@@ -90,6 +99,16 @@ export interface NodeConfig {
   insecure?: boolean;
   /** --admin: identities (certificate CNs) that may cancel any task, read any task's logs, drain nodes. */
   admins?: string[];
+}
+
+export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
+export type RunAsChoice = (typeof RUN_AS)[number];
+
+/** "60000-60999" -> { first, last } (checked by validateNodeConfig). */
+export function parseUidRange(text: string): { first: number; last: number } {
+  const m = /^\s*(\d+)\s*-\s*(\d+)\s*$/.exec(text);
+  if (!m) throw invalid(`--task-uids must be FIRST-LAST, e.g. 60000-60999 (got "${text}")`);
+  return { first: Number(m[1]), last: Number(m[2]) };
 }
 
 export function defaultNodeConfig(cpuCount: number): NodeConfig {
@@ -121,6 +140,9 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     spawner: true,
     taskNice: 0,
     retentionMs: 24 * 3_600_000,
+    runAs: 'auto',
+    taskUids: { first: 60000, last: 60999 },
+    taskPids: 4096,
     insecure: false,
     admins: [],
   };
@@ -233,6 +255,14 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid(`--task-nice must be an integer from 0 to 19 (got ${c.taskNice})`);
   }
   if (c.metricsListen) parseHostPort(c.metricsListen, '--metrics-listen');
+  if (!RUN_AS.includes(c.runAs)) throw invalid(`--run-as must be one of ${RUN_AS.join(', ')} (got "${c.runAs}")`);
+  const { first, last } = c.taskUids;
+  if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last < first || last > 0x7ffffffe) {
+    throw invalid(`--task-uids must be FIRST-LAST with 0 < FIRST <= LAST (got ${first}-${last})`);
+  }
+  if (!Number.isInteger(c.taskPids) || c.taskPids < 8 || c.taskPids > 4_194_304) {
+    throw invalid(`--pids must be an integer from 8 to 4194304 (got ${c.taskPids})`);
+  }
   if (c.joinEtcd && c.etcdEndpoints.length > 0) {
     throw invalid('--join adds an embedded etcd member to the cluster; a node with --etcd embeds none');
   }

@@ -297,7 +297,7 @@ export class Executor {
       handle = this.deps.runner.start({
         ...base, env: taskEnv(t, this.deps.nodeName),
         memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
-        notAfterMs: inc.fenceAtMs(),
+        notAfterMs: inc.fenceAtMs(), owner: t.owner,
       });
     }
     exec.handle = handle;

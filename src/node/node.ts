@@ -27,6 +27,7 @@ import { TaskQueries } from '../store/queries';
 import { QueueWindow } from '../store/queue-window';
 import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { ProcessRunner } from '../runner/process-runner';
+import { taskConfinement } from './task-confinement';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
@@ -147,6 +148,8 @@ export class LoomNode {
     const log = opts.log;
     const tls = config.tls ? loadNodeTls(config.tls, config.name) : undefined;
     await fs.mkdir(config.dataDir, { recursive: true });
+    // Before anything is written to the data dir: it becomes private first.
+    const confinement = taskConfinement(config, log);
     const reaper = Reaper.start({ log });
     let etcd: EmbeddedEtcd | undefined;
     let endpoints = config.etcdEndpoints;
@@ -201,7 +204,7 @@ export class LoomNode {
     const directory = new NodeDirectory(kv, keys, log);
     const window = new QueueWindow(kv, keys, 1000, log);
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
-    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log });
+    const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log, confinement });
     const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
     const engine = new EngineWatch({
       ping: () => dockerRunner.ping(),

@@ -48,6 +48,11 @@ export interface ResourceLimits {
   memoryBytes?: number;
   /** Cores, fractional; undefined or <= 0 = none. */
   cpus?: number;
+  /**
+   * Processes and threads the task may have at once; undefined or <= 0 = none. Asking for it
+   * makes the group a confinement too: kill() reaches everything the task started.
+   */
+  pids?: number;
 }
 
 export interface Placement {
@@ -60,6 +65,11 @@ export interface Placement {
    * died; it is only needed on old v1 kernels without an oom_kill counter.
    */
   oomKilled(signal?: string): boolean;
+  /**
+   * Kills every process in the group now, also those that left the task's process group and
+   * session (v2: cgroup.kill; v1: freeze, kill, thaw, so a forking task cannot outrun it).
+   */
+  kill(): Promise<void>;
   /** Kills what is left in the group and removes it (retrying briefly). Never rejects. */
   release(): Promise<void>;
 }
@@ -74,6 +84,7 @@ const PARENT_PREFIX = 'loom_';
 const V2_LEAF = 'loom_procs';
 const RELEASE_RETRY_MS = 25;
 const RELEASE_GIVE_UP_MS = 3000;
+const FREEZE_WAIT_MS = 1000;
 
 export function cpuQuotaUs(cpus: number): number {
   return Math.max(MIN_CPU_QUOTA_US, Math.round(cpus * CPU_PERIOD_US));
@@ -231,6 +242,45 @@ async function removeGroup(dir: string, giveUpMs: number): Promise<boolean> {
   }
 }
 
+/** Kills every process of the groups: cgroup.kill where the kernel has it, else each pid (twice: a fork may race the first pass). */
+async function killGroups(dirs: readonly string[]): Promise<void> {
+  for (const dir of dirs) {
+    if (exists(path.join(dir, 'cgroup.kill'))) {
+      try {
+        write(path.join(dir, 'cgroup.kill'), '1');
+        continue;
+      } catch {
+        // fall through to the pids
+      }
+    }
+    killAll(procs(dir));
+    killAll(procs(dir));
+  }
+}
+
+/**
+ * v1: freezes the group (no process in it can run, so none can fork), kills each process,
+ * thaws it so the kills are delivered. Gives up freezing after FREEZE_WAIT_MS and kills anyway.
+ */
+async function freezeAndKill(dir: string): Promise<void> {
+  const state = path.join(dir, 'freezer.state');
+  try {
+    write(state, 'FROZEN');
+    const deadline = Date.now() + FREEZE_WAIT_MS;
+    while ((read(state) ?? '').trim() !== 'FROZEN' && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+  } catch {
+    // the group is gone, or no freezing here: kill what we see
+  }
+  killAll(procs(dir));
+  try {
+    write(state, 'THAWED');
+  } catch {
+    // removed meanwhile
+  }
+}
+
 /**
  * Removes empty task groups (and then the parent) left under `dir` by loom processes that no
  * longer exist. Returns how many groups were removed and how many still hold processes.
@@ -286,8 +336,8 @@ interface V1Hierarchy {
 }
 
 type Mode =
-  | { kind: 'v2'; own: string; parent: string; memory: boolean; cpu: boolean }
-  | { kind: 'v1'; memory?: V1Hierarchy; cpu?: V1Hierarchy };
+  | { kind: 'v2'; own: string; parent: string; memory: boolean; cpu: boolean; pids: boolean }
+  | { kind: 'v1'; memory?: V1Hierarchy; cpu?: V1Hierarchy; pids?: V1Hierarchy; freezer?: V1Hierarchy };
 
 /** Detects a usable cgroup hierarchy and creates tasks' groups in it. */
 export class CgroupLimiter {
@@ -316,10 +366,16 @@ export class CgroupLimiter {
     return this.mode.kind === 'v2' ? this.mode.cpu : this.mode.cpu !== undefined;
   }
 
+  /** Whether pids limits are enforced. */
+  get pids(): boolean {
+    return this.mode.kind === 'v2' ? this.mode.pids : this.mode.pids !== undefined;
+  }
+
   /** The per-process parent directories tasks' groups are created in. */
   get parents(): string[] {
     if (this.mode.kind === 'v2') return [this.mode.parent];
-    return [this.mode.memory?.parent, this.mode.cpu?.parent].filter((p): p is string => p !== undefined);
+    const m = this.mode;
+    return [m.memory?.parent, m.cpu?.parent, m.pids?.parent, m.freezer?.parent].filter((p): p is string => p !== undefined);
   }
 
   /**
@@ -359,7 +415,7 @@ export class CgroupLimiter {
     }
     for (const p of limiter.parents) CgroupLimiter.ownParents.add(p);
     const stale = removeStale(limiter.parents.map((p) => path.dirname(p)));
-    const what = [limiter.memory ? 'memory' : '', limiter.cpu ? 'cpu' : ''].filter(Boolean).join(' and ');
+    const what = [limiter.memory ? 'memory' : '', limiter.cpu ? 'cpu' : '', limiter.pids ? 'pids' : ''].filter(Boolean).join(', ');
     log(
       `cgroups ${mode.kind}: ${what} limits for process tasks under ${limiter.parents.join(', ')}` +
         (stale.removed ? `; removed ${stale.removed} stale group(s)` : '') +
@@ -387,9 +443,9 @@ export class CgroupLimiter {
       return undefined;
     }
     const available = (read(path.join(own, 'cgroup.controllers')) ?? '').trim().split(/\s+/);
-    const wanted = ['memory', 'cpu'].filter((c) => available.includes(c));
+    const wanted = ['memory', 'cpu', 'pids'].filter((c) => available.includes(c));
     if (wanted.length === 0) {
-      notes.push(`v2: no memory or cpu controller in ${own}`);
+      notes.push(`v2: no memory, cpu or pids controller in ${own}`);
       return undefined;
     }
     return { own, wanted };
@@ -426,7 +482,7 @@ export class CgroupLimiter {
       const parent = path.join(own, name);
       ensureDir(parent);
       if (!enabled(parent)) write(path.join(parent, 'cgroup.subtree_control'), enable);
-      return { kind: 'v2', own, parent, memory: wanted.includes('memory'), cpu: wanted.includes('cpu') };
+      return { kind: 'v2', own, parent, memory: wanted.includes('memory'), cpu: wanted.includes('cpu'), pids: wanted.includes('pids') };
     } catch (err) {
       notes.push(`v2 ${own}: ${errMessage(err)}`);
       return undefined;
@@ -458,8 +514,11 @@ export class CgroupLimiter {
     };
     const memory = hierarchy('memory', 'memory.limit_in_bytes');
     const cpu = hierarchy('cpu', 'cpu.cfs_quota_us');
-    if (!memory && !cpu) return undefined;
-    return { kind: 'v1', memory, cpu };
+    // A root cgroup has no pids.max or freezer.state: any group of the hierarchy will do.
+    const pids = hierarchy('pids', 'cgroup.procs');
+    const freezer = hierarchy('freezer', 'cgroup.procs');
+    if (!memory && !cpu && !pids) return undefined;
+    return { kind: 'v1', memory, cpu, pids, freezer };
   }
 
   /**
@@ -470,6 +529,7 @@ export class CgroupLimiter {
   prepare(key: string, limits: ResourceLimits): Placement {
     const mem = limits.memoryBytes && limits.memoryBytes > 0 ? Math.floor(limits.memoryBytes) : undefined;
     const cpus = limits.cpus && limits.cpus > 0 ? limits.cpus : undefined;
+    const pids = limits.pids && limits.pids > 0 ? Math.floor(limits.pids) : undefined;
     const group = `${key.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 100)}-${++CgroupLimiter.seq}`;
     const mode = this.mode;
     const created: string[] = [];
@@ -488,10 +548,13 @@ export class CgroupLimiter {
           if (exists(path.join(dir, 'memory.oom.group'))) write(path.join(dir, 'memory.oom.group'), '1');
         }
         if (cpus !== undefined && mode.cpu) write(path.join(dir, 'cpu.max'), `${cpuQuotaUs(cpus)} ${CPU_PERIOD_US}`);
+        if (pids !== undefined && mode.pids) write(path.join(dir, 'pids.max'), String(pids));
         return new V2Placement(dir, this.log);
       }
       let memDir: string | undefined;
       let cpuDir: string | undefined;
+      let pidsDir: string | undefined;
+      let freezerDir: string | undefined;
       if (mem !== undefined && mode.memory) {
         memDir = make(mode.memory.parent);
         write(path.join(memDir, 'memory.limit_in_bytes'), String(mem));
@@ -510,7 +573,13 @@ export class CgroupLimiter {
         write(path.join(cpuDir, 'cpu.cfs_period_us'), String(CPU_PERIOD_US));
         write(path.join(cpuDir, 'cpu.cfs_quota_us'), String(cpuQuotaUs(cpus)));
       }
-      return new V1Placement(memDir, cpuDir, this.log);
+      if (pids !== undefined && mode.pids) {
+        pidsDir = make(mode.pids.parent);
+        write(path.join(pidsDir, 'pids.max'), String(pids));
+        // A confined task: a freezer group too, to kill all of it at once.
+        if (mode.freezer) freezerDir = make(mode.freezer.parent);
+      }
+      return new V1Placement({ memDir, cpuDir, pidsDir, freezerDir }, this.log);
     } catch (err) {
       for (const dir of created.reverse()) CgroupLimiter.dropParent(dir);
       throw err;
@@ -566,6 +635,10 @@ abstract class BasePlacement implements Placement {
     }
   }
 
+  kill(): Promise<void> {
+    return killGroups(this.paths);
+  }
+
   release(): Promise<void> {
     this.released ??= (async () => {
       const results = await Promise.all(this.paths.map((dir) => removeGroup(dir, RELEASE_GIVE_UP_MS)));
@@ -594,16 +667,23 @@ class V2Placement extends BasePlacement {
 }
 
 class V1Placement extends BasePlacement {
+  private readonly memDir: string | undefined;
+
   constructor(
-    private readonly memDir: string | undefined,
-    private readonly cpuDir: string | undefined,
+    private readonly dirs: { memDir?: string; cpuDir?: string; pidsDir?: string; freezerDir?: string },
     log: Log,
   ) {
     super(log);
+    this.memDir = dirs.memDir;
   }
 
   get paths(): readonly string[] {
-    return [this.memDir, this.cpuDir].filter((p): p is string => p !== undefined);
+    const d = this.dirs;
+    return [d.memDir, d.cpuDir, d.pidsDir, d.freezerDir].filter((p): p is string => p !== undefined);
+  }
+
+  override kill(): Promise<void> {
+    return this.dirs.freezerDir ? freezeAndKill(this.dirs.freezerDir) : killGroups(this.paths);
   }
 
   oomKilled(signal?: string): boolean {
@@ -634,6 +714,13 @@ function which(command: string): string | undefined {
 
 /** One task's limits as the runner sees them: a cgroup placement and/or an rlimit. */
 export interface TaskLimitsRun {
+  /**
+   * The cgroup.procs files of the task's groups ([] = none), for a wrapper that joins them
+   * itself before it execs the task (loom-confine); attach() is then not needed.
+   */
+  procsFiles(): string[];
+  /** Kills everything in the task's groups (see Placement.kill); nothing when it has none. */
+  kill(): Promise<void>;
   /** Right after spawn. Never throws. */
   attach(pid: number): void;
   /** After the task is gone: whether it was OOM-killed; releases its group. Never rejects. */
@@ -665,7 +752,7 @@ export class TaskLimits {
   }
 
   static wanted(limits: ResourceLimits): boolean {
-    return (limits.memoryBytes ?? 0) > 0 || (limits.cpus ?? 0) > 0;
+    return (limits.memoryBytes ?? 0) > 0 || (limits.cpus ?? 0) > 0 || (limits.pids ?? 0) > 0;
   }
 
   /** Before spawn; undefined when nothing is asked for. */
@@ -683,12 +770,13 @@ export class TaskLimits {
     const limiter = this.limiter;
     const mem = (limits.memoryBytes ?? 0) > 0 ? Math.floor(limits.memoryBytes!) : undefined;
     const cpus = (limits.cpus ?? 0) > 0 ? limits.cpus : undefined;
+    const pids = (limits.pids ?? 0) > 0 ? limits.pids : undefined;
 
     let placement: Placement | undefined;
-    const useCgroup = limiter && ((mem !== undefined && limiter.memory) || (cpus !== undefined && limiter.cpu));
+    const useCgroup = limiter && ((mem !== undefined && limiter.memory) || (cpus !== undefined && limiter.cpu) || (pids !== undefined && limiter.pids));
     if (useCgroup) {
       try {
-        placement = limiter.prepare(key, { memoryBytes: mem, cpus });
+        placement = limiter.prepare(key, { memoryBytes: mem, cpus, pids });
       } catch (err) {
         this.log(`cgroups: cannot create a group for a task (${errMessage(err)}); its limits fall back to rlimits`);
       }
@@ -699,6 +787,8 @@ export class TaskLimits {
       this.log('cpu limit: not enforced for process tasks (no usable cgroup cpu controller; there is no rlimit for it)');
     }
     return {
+      procsFiles: () => (placement ? placement.paths.map((dir) => path.join(dir, 'cgroup.procs')) : []),
+      kill: () => placement?.kill() ?? Promise.resolve(),
       attach: (pid) => {
         if (placement) {
           try {

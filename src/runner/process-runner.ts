@@ -13,6 +13,7 @@ import { Reaper } from './reaper';
 import { lowerTaskPriority } from './task-priority';
 import { CgroupLimiter, TaskLimits, TaskLimitsRun } from './cgroup';
 import { Spawner } from './spawner';
+import { commandExists, Confinement, TaskIdentity } from './confine';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
 
 export interface ProcessRunnerOptions {
@@ -31,6 +32,12 @@ export interface ProcessRunnerOptions {
    * others, and any it cannot start, are started with Node's spawn.
    */
   spawner?: Spawner;
+  /**
+   * Runs every task through loom-confine (see confine.ts): its own identity,
+   * scratch directory and cgroup, everything in it killed when it ends.
+   * Without it tasks run as the node, as they are (tests of the runner itself).
+   */
+  confinement?: Confinement;
   /**
    * Niceness of tasks started here with Node's spawn (see task-priority.ts);
    * the spawner applies its own, given at its start. Default 0.
@@ -87,6 +94,10 @@ class ProcessRun implements RunHandle {
   /** The task's memory/CPU limits (a cgroup, or an rlimit), when it asked for any. */
   private limited: TaskLimitsRun | undefined;
   private killedByRunner = false;
+  /** Who the task runs as, when confined; released once it and all it started are gone. */
+  private identity: TaskIdentity | undefined;
+  /** The task joined its cgroups itself (loom-confine), before its exec. */
+  private joinedByWrapper = false;
   /** Spawner streams closed so far (of 2). */
   private streamsClosed = 0;
 
@@ -127,7 +138,6 @@ class ProcessRun implements RunHandle {
 
   private launch(): void {
     const req = this.req;
-    const cwd = req.cwd || this.opts.defaultCwd;
     const dirError = prepareLogDir(req.logPath, this.logDirs);
     if (dirError) return this.failStart({ error: dirError, exitCode: 126 });
     this.openLog();
@@ -139,7 +149,23 @@ class ProcessRun implements RunHandle {
     // The group is made before the spawn so that only moving the pid in is left for after it.
     const ids = req.env;
     const key = ids.LOOM_TASK_ID ? `${ids.LOOM_TASK_ID}.${ids.LOOM_ATTEMPT ?? 0}` : 'task';
-    this.limited = this.limits.begin({ memoryBytes: req.memoryBytes, cpus: req.cpus }, key, ids.LOOM_NODE);
+    const confinement = this.opts.confinement;
+    let argv = req.argv;
+    let cwd = req.cwd || this.opts.defaultCwd;
+    if (confinement) {
+      // The wrapper would report a missing command as its own exit 127: say it as before.
+      if (!commandExists(req.argv[0], req.env.PATH)) return this.failStart({ error: `command not found: ${req.argv[0]}`, exitCode: 127 });
+      const who = confinement.begin(key, req.owner ?? '');
+      if (typeof who === 'string') return this.failStart({ error: who, exitCode: 126 });
+      this.identity = who;
+      if (!req.cwd) cwd = who.scratch;
+      this.limited = this.limits.begin({ memoryBytes: req.memoryBytes, cpus: req.cpus, pids: req.pids ?? confinement.opts.pidsMax }, key, ids.LOOM_NODE);
+      argv = confinement.wrap(req.argv, who, this.limited?.procsFiles() ?? []);
+    } else {
+      this.limited = this.limits.begin({ memoryBytes: req.memoryBytes, cpus: req.cpus }, key, ids.LOOM_NODE);
+    }
+    // Placed by the wrapper before its exec: nothing to move after the spawn.
+    this.joinedByWrapper = (this.limited?.procsFiles().length ?? 0) > 0 && confinement !== undefined;
 
     if (req.timeoutMs > 0) {
       this.timeoutTimer = setTimeout(() => {
@@ -149,12 +175,12 @@ class ProcessRun implements RunHandle {
     }
     const env = this.opts.reaper ? { ...req.env, LOOM_REAPER_TAG: this.opts.reaper.tag } : req.env;
     const spawner = this.opts.spawner;
-    // A limited task is placed in its cgroup right after it starts (cgroup.ts), which
-    // wants the pid at once: those use Node's spawn.
-    if (!spawner?.usable || this.limited) return this.spawnHere(cwd, env);
-    spawner.spawn({ argv: req.argv, env, cwd, notAfterMs: req.notAfterMs }, {
+    // A limited task not placed by the wrapper is placed in its cgroup right after it
+    // starts (cgroup.ts), which wants the pid at once: those use Node's spawn.
+    if (!spawner?.usable || (this.limited && !this.joinedByWrapper)) return this.spawnHere(argv, cwd, env);
+    spawner.spawn({ argv, env, cwd, notAfterMs: req.notAfterMs }, {
       started: (pid) => this.onStarted(pid),
-      failed: () => this.spawnHere(cwd, env),
+      failed: () => this.spawnHere(argv, cwd, env),
       late: () => this.refuseLate(),
       stream: (id, socket) => this.attachStream(socket, id === 1 ? STREAM_STDOUT : STREAM_STDERR),
       exited: (code, signal) => this.onExit(code, signal, true),
@@ -195,9 +221,9 @@ class ProcessRun implements RunHandle {
   }
 
   /** Starts the task with Node's spawn (fork + exec). */
-  private spawnHere(cwd: string, env: Record<string, string>): void {
-    const command = this.req.argv[0];
-    const child = spawn(command, this.req.argv.slice(1), {
+  private spawnHere(argv: string[], cwd: string, env: Record<string, string>): void {
+    const command = argv[0];
+    const child = spawn(command, argv.slice(1), {
       cwd,
       env,
       detached: true, // setsid: pgid = pid, so the whole group can be signalled
@@ -205,7 +231,7 @@ class ProcessRun implements RunHandle {
     });
     if (child.pid === undefined) {
       // ENOENT/EACCES etc. arrive as an 'error' event on the next tick.
-      child.once('error', (err) => this.failStart(describeSpawnError(err, command)));
+      child.once('error', (err) => this.failStart(describeSpawnError(err, this.req.argv[0])));
       return;
     }
     // Node's spawn has no priority option: the task has exec'd already and
@@ -228,7 +254,7 @@ class ProcessRun implements RunHandle {
   private onStarted(pid: number): void {
     this.pidValue = pid;
     // Races the task's first instructions: see "Placement race" in cgroup.ts.
-    this.limited?.attach(pid);
+    if (!this.joinedByWrapper) this.limited?.attach(pid);
     this.opts.reaper?.addTask(pid, { tagged: true });
     const grace = this.deferredGraceMs;
     this.deferredGraceMs = undefined;
@@ -286,6 +312,9 @@ class ProcessRun implements RunHandle {
     // The leader is gone; anything it left behind in its group (background
     // jobs) would hold our pipes open and outlive the task: kill it.
     if (!groupKilled) this.signalGroup('SIGKILL');
+    // A confined task's cgroup holds all it started, also what left its
+    // process group and session (setsid): kill that too.
+    if (this.identity) void this.limited?.kill();
     if (this.pidValue !== undefined) this.opts.reaper?.removeTask(this.pidValue);
     this.maybeClosed();
   }
@@ -348,10 +377,16 @@ class ProcessRun implements RunHandle {
       this.listeners.clear();
     };
     const limited = this.limited;
-    if (!limited) return finish();
+    const identity = this.identity;
+    if (!limited) {
+      identity?.release();
+      return finish();
+    }
     // Read the group's OOM count and remove the group before reporting.
     const exit = { signal: result.signal, exitCode: result.exitCode, killedByRunner: this.killedByRunner };
     void limited.finish(exit).then((oom) => {
+      // The group is gone with everything in it: the uid may go to another task.
+      identity?.release();
       if (oom && !result.error) result.oomKilled = true;
       result.finishedAtMs = Date.now();
       finish();

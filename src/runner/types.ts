@@ -24,6 +24,10 @@ export interface RunRequest {
   memoryBytes?: number;
   /** CPU limit in cores, fractional (undefined or 0 = none): a cgroup CPU quota, if available. */
   cpus?: number;
+  /** Process limit of a confined task (undefined = the runner's default). */
+  pids?: number;
+  /** The task's owner (its client identity): the account it runs as under --run-as owner. */
+  owner?: string;
   /**
    * Wall-clock ms (the node's fence deadline) past which the task must not
    * start. A runner that starts it asynchronously checks it at the start;

@@ -12,7 +12,7 @@ import { TaskState } from '../../src/gen/loom';
 import { DEFAULT_STEAL_POLICY } from '../../src/core/steal-policy';
 import { AHEAD_PER_SLOT } from '../../src/core/choose-claims';
 import { uniqueRoot, waitFor } from '../support/etcd';
-import { spec, startNode, stopNode, TestNode } from '../support/nodes';
+import { spec, startNode, stopNode, TestNode, sharedTmpDir } from '../support/nodes';
 
 jest.setTimeout(60_000);
 
@@ -45,7 +45,7 @@ describe('claims ahead of free slots', () => {
   let n: TestNode;
   let tmp: string;
   beforeAll(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-ahead-'));
+    tmp = sharedTmpDir('loom-ahead-');
     // Waiting tasks are not handed back for 10 s here (the last test covers that).
     n = await startNode(root, 'ahead1', { slots: 1, metricsListen: '127.0.0.1:0', steal: { ...ROOMY, aheadStaleMs: 10_000 } });
     await warmUp(n);

@@ -6,7 +6,7 @@ import { connectEtcd, Kv } from '../../src/store/etcd';
 import { Keys } from '../../src/store/keys';
 import { TaskTransitions } from '../../src/store/transitions';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
-import { spec, startNode, stopNode, TestNode } from '../support/nodes';
+import { spec, startNode, stopNode, TestNode, sharedFile, sharedTmpDir } from '../support/nodes';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -42,9 +42,9 @@ describe('jobs', () => {
   };
 
   it('runs a 500-task array with each index exactly once', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-array-'));
+    const dir = sharedTmpDir('loom-array-');
     try {
-      const out = path.join(dir, 'ran');
+      const out = sharedFile(dir, 'ran');
       const st = await a.api.submitJob(job('array500', ['sh', '-c', `echo "$LOOM_TASK_INDEX $LOOM_JOB_ID {{index}}" >> ${out}`], { count: 500 }));
       expect(st.job!.state).toBe(JobState.ACTIVE);
       const end = await finished('array500');
@@ -65,9 +65,9 @@ describe('jobs', () => {
   });
 
   it('runs a 3-stage pipeline in order, and a failure cascades without running dependents', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-pipe-'));
+    const dir = sharedTmpDir('loom-pipe-');
     tmpDirs.push(dir);
-    const log = path.join(dir, 'order');
+    const log = sharedFile(dir, 'order');
     const specs = submitOrder(parseJobFile(`jobs:
   - {name: p-c, after: [p-b], task: {command: "echo c >> ${log}"}}
   - {name: p-b, after: [p-a], task: {command: "sleep 0.2; echo b >> ${log}"}}

@@ -8,7 +8,7 @@ import { freePort, testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd
 import { LoomApi } from '../../src/client/client';
 import { LoomError } from '../../src/core/errors';
 import { TcpProxy } from '../support/tcp-proxy';
-import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
+import { collectLogs, spec, startNode, stopNode, TestNode, sharedFile, sharedTmpDir } from '../support/nodes';
 
 jest.setTimeout(60_000);
 
@@ -252,7 +252,7 @@ describe('two nodes sharing a queue', () => {
     const proxy = TcpProxy.fromUrl(testEtcdEndpoint());
     await proxy.start();
     const a = await startNode(root, 'a', { slots: 2, leaseTtlSeconds: 2, etcdEndpoints: [proxy.url] });
-    const pidFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'loom-pids-')), 'pids');
+    const pidFile = sharedFile(sharedTmpDir('loom-pids-'), 'pids');
     let b: TestNode | undefined;
     try {
       const ids = await a.api.submit([

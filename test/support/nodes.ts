@@ -60,3 +60,22 @@ export async function collectLogs(api: LoomApi, id: string, follow = true): Prom
   }
   return { stdout, stderr };
 }
+
+/**
+ * A fresh temporary directory every task may write, as /tmp (sticky, 1777):
+ * as root, nodes run each task under a uid of its own (--run-as pool), so a
+ * directory of the test's (0700 root) is closed to them.
+ */
+export function sharedTmpDir(prefix: string): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+  fs.chmodSync(dir, 0o1777);
+  return dir;
+}
+
+/** An empty file in `dir` that tasks of any uid may append to (a file a task makes is its uid's alone). */
+export function sharedFile(dir: string, name: string): string {
+  const file = path.join(dir, name);
+  fs.writeFileSync(file, '');
+  fs.chmodSync(file, 0o666);
+  return file;
+}

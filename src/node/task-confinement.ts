@@ -1,0 +1,70 @@
+/**
+ * How this node confines its process tasks (runner/confine.ts), from its
+ * config and the user it runs as; and the data dir made private to the node,
+ * since tasks run under other uids and must reach nothing of it but their
+ * own scratch directory.
+ */
+import * as fs from 'fs';
+import * as path from 'path';
+import { NodeConfig } from '../core/config';
+import { LoomError } from '../core/errors';
+import { Confinement, RunAs, UidPool } from '../runner/confine';
+
+/** Root-only directory of the uid locks, shared by every node of the machine. */
+export const UID_LOCK_DIR = '/run/loom/task-uids';
+
+export function confineBinary(): string {
+  return path.join(__dirname, '..', 'runner', 'loom-confine');
+}
+
+export function resolveRunAs(choice: NodeConfig['runAs'], uid: number): RunAs {
+  if (choice === 'auto') return uid === 0 ? 'pool' : 'node';
+  if (choice !== 'node' && uid !== 0) {
+    throw new LoomError('INVALID_ARGUMENT', `--run-as ${choice} needs a node running as root (it switches each task to another uid); this one runs as uid ${uid}`);
+  }
+  return choice;
+}
+
+/**
+ * Makes the data dir private (0711: tasks may pass through to their scratch
+ * directory, never list or read the rest), keeps what the node writes later
+ * private (umask 077 for this process; tasks get 022 back), and returns the
+ * confinement every process task runs under.
+ */
+export function taskConfinement(config: NodeConfig, log: (m: string) => void, opts: { lockDir?: string } = {}): Confinement {
+  const uid = process.getuid?.() ?? 0;
+  const runAs = resolveRunAs(config.runAs, uid);
+  process.umask(0o077);
+  privatise(config.dataDir);
+  const helper = confineBinary();
+  if (!fs.existsSync(helper)) {
+    throw new LoomError('UNAVAILABLE', `${helper} is missing: build it with \`npm run build\` (needs a C compiler); process tasks cannot be confined without it`);
+  }
+  const confinement = new Confinement({
+    helper,
+    runAs,
+    pool: runAs === 'pool' ? new UidPool(config.taskUids, opts.lockDir ?? UID_LOCK_DIR) : undefined,
+    scratchRoot: path.join(config.dataDir, 'scratch'),
+    pidsMax: config.taskPids,
+  });
+  log(confinement.describe());
+  if (runAs === 'node' && config.runAs === 'auto') {
+    log(`this node is not root (uid ${uid}), so it cannot give tasks another identity: pass --run-as node to say that is intended, or run it as root`);
+  }
+  return confinement;
+}
+
+/** The data dir 0711 and every entry in it (but scratch) closed to others. */
+function privatise(dataDir: string): void {
+  fs.chmodSync(dataDir, 0o711);
+  for (const name of fs.readdirSync(dataDir)) {
+    if (name === 'scratch') continue;
+    const file = path.join(dataDir, name);
+    try {
+      const st = fs.lstatSync(file);
+      if (!st.isSymbolicLink() && (st.mode & 0o077) !== 0) fs.chmodSync(file, st.mode & 0o700);
+    } catch {
+      // removed meanwhile
+    }
+  }
+}
