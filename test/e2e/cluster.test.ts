@@ -7,7 +7,7 @@ import * as fs from 'fs';
 import * as path from 'path';
 import { LoomApi } from '../../src/client/client';
 import { TaskState } from '../../src/gen/loom';
-import { collectLogs, spec } from '../support/nodes';
+import { collectLogs, sharedFile, spec } from '../support/nodes';
 import { waitFor } from '../support/etcd';
 import { cli, ProcCluster, startCluster } from '../support/cluster';
 
@@ -34,7 +34,9 @@ afterAll(async () => {
 });
 
 test('kill -9 of a node mid-run: every task completes once; only its tasks ran twice', async () => {
-  const ran = path.join(cluster.dir, 'ran.txt');
+  // Tasks run under uids of their own: they may pass through the dir and append to this file.
+  fs.chmodSync(cluster.dir, 0o711);
+  const ran = sharedFile(cluster.dir, 'ran.txt');
   const specs = Array.from({ length: 300 }, () =>
     spec(['sh', '-c', `echo "$LOOM_TASK_ID $LOOM_NODE" >> ${ran}; sleep 0.1`]),
   );

@@ -222,7 +222,7 @@ describe('without cgroups', () => {
 });
 
 describe('cgroup v2 layout (a fake cgroup2 tree)', () => {
-  test('delegates memory and cpu, writes memory.max and cpu.max, reads oom_kill, cleans stale groups', async () => {
+  test('delegates memory, cpu and pids, writes memory.max and cpu.max, reads oom_kill, cleans stale groups', async () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-fake-cg2-'));
     try {
       const own = path.join(root, 'svc');
@@ -242,16 +242,17 @@ describe('cgroup v2 layout (a fake cgroup2 tree)', () => {
       expect([fake.memory, fake.cpu]).toEqual([true, true]);
       const parent = path.join(own, `loom_${process.pid}_fake`);
       expect(fake.parents).toEqual([parent]);
-      expect(fs.readFileSync(path.join(own, 'cgroup.subtree_control'), 'utf8')).toBe('+memory +cpu');
-      expect(fs.readFileSync(path.join(parent, 'cgroup.subtree_control'), 'utf8')).toBe('+memory +cpu');
+      expect(fs.readFileSync(path.join(own, 'cgroup.subtree_control'), 'utf8')).toBe('+memory +cpu +pids');
+      expect(fs.readFileSync(path.join(parent, 'cgroup.subtree_control'), 'utf8')).toBe('+memory +cpu +pids');
       expect(fs.existsSync(stale)).toBe(false);
 
-      const p = fake.prepare('T9.1', { memoryBytes: 64 * MiB, cpus: 1.5 });
+      const p = fake.prepare('T9.1', { memoryBytes: 64 * MiB, cpus: 1.5, pids: 64 });
       expect(p.paths).toHaveLength(1);
       expect(path.dirname(p.paths[0])).toBe(parent);
       expect(path.basename(p.paths[0])).toMatch(/^T9\.1-\d+$/);
       expect(fs.readFileSync(path.join(p.paths[0], 'memory.max'), 'utf8')).toBe(String(64 * MiB));
       expect(fs.readFileSync(path.join(p.paths[0], 'cpu.max'), 'utf8')).toBe('150000 100000');
+      expect(fs.readFileSync(path.join(p.paths[0], 'pids.max'), 'utf8')).toBe('64');
       expect(p.oomKilled()).toBe(false);
       fs.writeFileSync(path.join(p.paths[0], 'memory.events'), 'low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n');
       expect(p.oomKilled()).toBe(true);
@@ -262,7 +263,7 @@ describe('cgroup v2 layout (a fake cgroup2 tree)', () => {
     }
   });
 
-  test('no memory or cpu controller anywhere: detect() says why and returns undefined', () => {
+  test('no memory, cpu or pids controller anywhere: detect() says why and returns undefined', () => {
     const root = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-fake-cg2-'));
     try {
       fs.writeFileSync(path.join(root, 'cgroup.controllers'), 'hugetlb\n');
@@ -272,7 +273,7 @@ describe('cgroup v2 layout (a fake cgroup2 tree)', () => {
         procCgroup: '0::/\n',
       });
       expect(none).toBeUndefined();
-      expect(logged.join('\n')).toMatch(/no memory or cpu controller/);
+      expect(logged.join('\n')).toMatch(/no memory, cpu or pids controller/);
     } finally {
       fs.rmSync(root, { recursive: true, force: true });
     }
