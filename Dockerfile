@@ -25,6 +25,12 @@ COPY . .
 RUN npm run build
 
 ENV NODE_ENV=production
+# The node runs as root on purpose: root is what lets it run each task under a
+# uid of its own (--run-as pool), drop the task's capabilities and put it in
+# cgroups it cannot leave; tasks themselves never run as root. A deployment
+# whose tasks are all trusted may run the node unprivileged instead
+# (`docker run --user 10001 ... node --run-as node`): tasks then share the
+# node's user and can read its data dir and key.
 # Task logs, the lease file and the embedded etcd member.
 VOLUME ["/data"]
 # gRPC API, etcd client, etcd peer.

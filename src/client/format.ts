@@ -161,7 +161,7 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
   const userLabels = (l: Record<string, string>) =>
     Object.fromEntries(Object.entries(l).filter(([k]) => !['arch', 'os', 'hostname', 'node'].includes(k)));
   return table(
-    ['NAME', 'ADDRESS', 'RUNNING', 'CPU%', 'LOAD', 'MEM AVAIL', 'FREE CPU/MEM', 'LABELS', 'DOCKER', 'UPTIME', 'STATE'],
+    ['NAME', 'ADDRESS', 'RUNNING', 'CPU%', 'LOAD', 'MEM AVAIL', 'FREE CPU/MEM', 'LABELS', 'DOCKER', 'TASKS AS', 'UPTIME', 'STATE'],
     sorted.map((n) => [
       n.name,
       n.address || '-',
@@ -172,6 +172,8 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
       n.free ? `${Math.round(n.free.cpu * 100) / 100}/${formatBytes(n.free.memoryBytes)}` : '-',
       truncate(formatLabels(userLabels(n.labels)), 30),
       n.docker ? 'yes' : '-',
+      // "node" means tasks share the node's identity: shout it.
+      n.runAs === 'node' ? 'NODE USER' : n.runAs || '-',
       n.startedAtMs ? formatDurationMs(Math.max(0, now - n.startedAtMs)) : '-',
       n.draining ? (n.drainDeadlineMs ? `draining (deadline ${new Date(n.drainDeadlineMs).toISOString().slice(11, 19)}Z)` : 'draining') : 'ready',
     ]),

@@ -429,6 +429,11 @@ export interface NodeInfo {
     | undefined;
   /** Whether this node can run container tasks (its Docker daemon answers). */
   docker: boolean;
+  /**
+   * Who its process tasks run as: "pool" (a uid of their own each), "owner"
+   * (the owner's local account) or "node" (the node's own user).
+   */
+  runAs: string;
 }
 
 export interface NodeInfo_LabelsEntry {
@@ -3436,6 +3441,7 @@ function createBaseNodeInfo(): NodeInfo {
     free: undefined,
     metrics: undefined,
     docker: false,
+    runAs: "",
   };
 }
 
@@ -3494,6 +3500,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.docker !== false) {
       writer.uint32(144).bool(message.docker);
+    }
+    if (message.runAs !== "") {
+      writer.uint32(154).string(message.runAs);
     }
     return writer;
   },
@@ -3658,6 +3667,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.docker = reader.bool();
             continue;
           }
+          case 19: {
+            if (tag !== 154) {
+              break;
+            }
+
+            message.runAs = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3719,6 +3736,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       free: isSet(object.free) ? Resources.fromJSON(object.free) : undefined,
       metrics: isSet(object.metrics) ? NodeMetrics.fromJSON(object.metrics) : undefined,
       docker: isSet(object.docker) ? globalThis.Boolean(object.docker) : false,
+      runAs: isSet(object.runAs)
+        ? globalThis.String(object.runAs)
+        : isSet(object.run_as)
+        ? globalThis.String(object.run_as)
+        : "",
     };
   },
 
@@ -3784,6 +3806,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.docker !== false) {
       obj.docker = message.docker;
     }
+    if (message.runAs !== "") {
+      obj.runAs = message.runAs;
+    }
     return obj;
   },
 
@@ -3822,6 +3847,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       ? NodeMetrics.fromPartial(object.metrics)
       : undefined;
     message.docker = object.docker ?? false;
+    message.runAs = object.runAs ?? "";
     return message;
   },
 };

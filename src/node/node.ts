@@ -27,7 +27,7 @@ import { TaskQueries } from '../store/queries';
 import { QueueWindow } from '../store/queue-window';
 import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { ProcessRunner } from '../runner/process-runner';
-import { taskConfinement } from './task-confinement';
+import { resolveRunAs, taskConfinement } from './task-confinement';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
@@ -369,6 +369,7 @@ export class LoomNode {
       free: addResources(this.capacity, this.executor.inUse, -1),
       metrics: this.metrics.latest,
       docker: this.docker,
+      runAs: resolveRunAs(this.config.runAs, process.getuid?.() ?? 0),
     };
   }
 
