@@ -66,6 +66,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('run-as', { type: 'string', default: d.runAs, describe: 'who process tasks run as: pool (a uid of its own per running task, from --task-uids), owner (the local account named like the task\'s owner), node (this node\'s own user: tasks can read its data and signal it); auto = pool as root, else node' })
     .option('task-uids', { type: 'string', default: `${d.taskUids.first}-${d.taskUids.last}`, describe: 'FIRST-LAST: uids (gid = uid) reserved for tasks under --run-as pool; no account may use them' })
     .option('pids', { requiresArg: true, default: d.taskPids, describe: 'processes and threads each process task may have at once (cgroup pids.max; RLIMIT_NPROC too under its own uid)' })
+    .option('max-log-bytes', { type: 'string', default: '256M', describe: 'cap of one attempt\'s log file on disk: the head up to it, then a note of what was cut and the last 64K of each stream (0 = no cap)' })
     .option('metrics-listen', { type: 'string', describe: 'host:port for GET /metrics (Prometheus text format: counts and gauges, no task data; plaintext)' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
@@ -124,6 +125,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     runAs: args['run-as'] as NodeConfig['runAs'],
     taskUids: parseUidRange(args['task-uids']),
     taskPids: numberFlag(args.pids, '--pids'),
+    maxLogBytes: args['max-log-bytes'] === '0' ? 0 : bytesFlag(args['max-log-bytes'], '--max-log-bytes'),
     tls,
     insecure: args.insecure,
     admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),

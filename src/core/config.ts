@@ -89,6 +89,8 @@ export interface NodeConfig {
   taskUids: { first: number; last: number };
   /** Default process limit of each process task (--pids). */
   taskPids: number;
+  /** Cap of each attempt's log file on disk (--max-log-bytes); 0 = none. */
+  maxLogBytes: number;
   /**
    * Mutual TLS (--tls-ca/--tls-cert/--tls-key): the API, node-to-node calls
    * and etcd (embedded member, or https:// --etcd endpoints). Unset: plaintext,
@@ -143,6 +145,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     runAs: 'auto',
     taskUids: { first: 60000, last: 60999 },
     taskPids: 4096,
+    maxLogBytes: 256 * 1024 * 1024,
     insecure: false,
     admins: [],
   };
@@ -259,6 +262,9 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   const { first, last } = c.taskUids;
   if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last < first || last > 0x7ffffffe) {
     throw invalid(`--task-uids must be FIRST-LAST with 0 < FIRST <= LAST (got ${first}-${last})`);
+  }
+  if (!Number.isInteger(c.maxLogBytes) || (c.maxLogBytes !== 0 && c.maxLogBytes < 4096)) {
+    throw invalid(`--max-log-bytes must be 0 (no cap) or at least 4K (got ${c.maxLogBytes})`);
   }
   if (!Number.isInteger(c.taskPids) || c.taskPids < 8 || c.taskPids > 4_194_304) {
     throw invalid(`--pids must be an integer from 8 to 4194304 (got ${c.taskPids})`);

@@ -52,6 +52,8 @@ export interface ExecutorDeps {
   dataDir: string;
   nodeName: string;
   killGraceMs: number;
+  /** Cap of each attempt's log file (--max-log-bytes); undefined = none. */
+  maxLogBytes?: number;
   /** Shared with the steal loop (see WriteLane); the result writer's own if not given. */
   lane?: WriteLane;
   /** The node's slots (--slots): tasks claimed ahead start while fewer run. Unlimited if not given. */
@@ -276,6 +278,7 @@ export class Executor {
       timeoutMs: spec.timeoutMs,
       killGraceMs: this.deps.killGraceMs,
       tailBytes: LIMITS.tailBytes,
+      maxLogBytes: this.deps.maxLogBytes,
     };
     const c = spec.container;
     let handle: RunHandle;

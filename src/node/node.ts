@@ -215,7 +215,7 @@ export class LoomNode {
     const executor = new Executor({
       lane, slots: () => config.slots, aheadStaleMs: config.steal.aheadStaleMs, transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
       onEngineUnavailable: (why) => engine.markDown(why), onEngineWorked: () => engine.markWorked(),
-      dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, log,
+      dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, maxLogBytes: config.maxLogBytes || undefined, log,
       syncWatchdog: () => reaper.sync(),
     });
     const steal = new StealLoop({

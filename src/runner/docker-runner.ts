@@ -266,6 +266,7 @@ class ContainerRun implements RunHandle {
       this.sink = new OutputSink({
         logPath: req.logPath,
         tailBytes: req.tailBytes,
+        maxLogBytes: req.maxLogBytes,
         log: this.opts.log,
         pause: () => this.output?.pause(),
         resume: () => this.output?.resume(),

@@ -10,10 +10,16 @@
  * heap) and opts.resume() once the queue drained. A failing log file (disk
  * full, permissions) is logged once; output then only reaches the tails and
  * the task keeps running.
+ *
+ * Size cap (maxLogBytes, the node's --max-log-bytes): the file keeps the head
+ * of the output up to the cap; what comes after is read (the task never
+ * blocks on it) but only the tails keep it. At the end the file gets a note
+ * on stderr saying how much of each stream was cut, then the retained tail of
+ * each stream: head and tail, never a disk filled by one task.
  */
 import * as fs from 'fs';
 import * as path from 'path';
-import { encodeFrameHeader, MAX_FRAME_BYTES, STREAM_STDERR, STREAM_STDOUT } from './log-file';
+import { encodeFrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_BYTES, STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { TailBuffer } from './tail-buffer';
 
 /** Bytes queued for the log file before the task's output is paused. */
@@ -23,6 +29,8 @@ export interface OutputSinkOptions {
   logPath: string;
   /** Bytes of each stream kept in memory (RunRequest.tailBytes). */
   tailBytes: number;
+  /** Cap of the log file's size (framing included) before the end note and tails; undefined = none. */
+  maxLogBytes?: number;
   /** Stop reading the task's output: the log file is behind. */
   pause: () => void;
   /** Read again: the log file caught up (or failed). */
@@ -67,6 +75,10 @@ export class OutputSink {
   private paused = false;
   private ended = false;
   private written = 0;
+  /** Bytes handed to the file (framing included): what the cap counts. */
+  private queued = 0;
+  /** Bytes past the cap, per stream (index STREAM_STDOUT / STREAM_STDERR). */
+  private readonly cut = [0, 0, 0];
 
   /** The log file's directory must exist (prepareLogDir); the file is created (or truncated) at the first output. */
   constructor(private readonly opts: OutputSinkOptions) {
@@ -101,6 +113,28 @@ export class OutputSink {
     if (chunk.length === 0) return;
     (stream === STREAM_STDOUT ? this.stdoutTail : this.stderrTail).push(chunk);
     if (this.failed || this.ended) return;
+    const cap = this.opts.maxLogBytes;
+    if (cap !== undefined) {
+      const room = Math.max(0, cap - this.queued - FRAME_HEADER_BYTES);
+      if (this.cut[STREAM_STDOUT] + this.cut[STREAM_STDERR] > 0 || room === 0) {
+        this.cut[stream] += chunk.length;
+        return;
+      }
+      if (chunk.length > room) {
+        this.cut[stream] += chunk.length - room;
+        chunk = chunk.subarray(0, room);
+      }
+    }
+    const ok = this.append(stream, chunk);
+    if (!ok && !this.paused) {
+      this.paused = true;
+      this.opts.pause();
+      this.file!.once('drain', this.resumeOutput);
+    }
+  }
+
+  /** Frames a chunk into the file; false when the file's queue is past its high-water mark. */
+  private append(stream: typeof STREAM_STDOUT | typeof STREAM_STDERR, chunk: Buffer): boolean {
     const file = this.file ?? this.open();
     let ok = true;
     // Header and data as two writes in one writev: no copy of the data.
@@ -109,18 +143,33 @@ export class OutputSink {
       const piece = at === 0 && chunk.length <= MAX_FRAME_BYTES ? chunk : chunk.subarray(at, at + MAX_FRAME_BYTES);
       file.write(encodeFrameHeader(stream, piece.length));
       ok = file.write(piece, this.onWritten);
+      this.queued += FRAME_HEADER_BYTES + piece.length;
     }
     file.uncork();
-    if (!ok && !this.paused) {
-      this.paused = true;
-      this.opts.pause();
-      file.once('drain', this.resumeOutput);
-    }
+    return ok;
+  }
+
+  /** Past the cap: the note, then the tail of each stream that was cut. */
+  private appendCutNote(): void {
+    const [out, err] = [this.cut[STREAM_STDOUT], this.cut[STREAM_STDERR]];
+    if (out + err === 0 || this.failed) return;
+    const note =
+      `\n[loom: the log file reached --max-log-bytes (${this.opts.maxLogBytes} bytes): ${out} bytes of stdout and ${err} bytes of stderr were not written; ` +
+      'the retained tail of each stream follows]\n';
+    this.append(STREAM_STDERR, Buffer.from(note));
+    if (out > 0) this.append(STREAM_STDOUT, this.stdoutTail.toBuffer());
+    if (err > 0) this.append(STREAM_STDERR, this.stderrTail.toBuffer());
+  }
+
+  /** Bytes of each stream not written to the file because of the cap. */
+  get cutBytes(): { stdout: number; stderr: number } {
+    return { stdout: this.cut[STREAM_STDOUT], stderr: this.cut[STREAM_STDERR] };
   }
 
   /** No more output: flushes and closes the log file. Resolves with `closed`. */
   end(): Promise<void> {
     if (!this.ended) {
+      this.appendCutNote();
       this.ended = true;
       this.resumeOutput();
       if (!this.file) this.markClosed();

@@ -284,6 +284,7 @@ class ProcessRun implements RunHandle {
     const sink = new OutputSink({
       logPath: this.req.logPath,
       tailBytes: this.req.tailBytes,
+      maxLogBytes: this.req.maxLogBytes,
       // Disk full, permissions...: the task keeps running (its exit status
       // still matters); output only goes to the tails from then on.
       log: this.opts.log,

@@ -17,6 +17,8 @@ export interface RunRequest {
   killGraceMs: number;
   /** Bytes of each stream kept in memory for the result (the retained tail). */
   tailBytes: number;
+  /** Cap of the log file (see OutputSink); undefined = none. */
+  maxLogBytes?: number;
   /**
    * Memory limit in bytes (undefined or 0 = none): a cgroup where the node can create one
    * (a task over it is OOM-killed and reported oomKilled), else RLIMIT_AS (see cgroup.ts).
