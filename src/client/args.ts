@@ -175,7 +175,8 @@ function runOptions(y: Argv): Argv {
     .option('image', { type: 'string', requiresArg: true, describe: 'run in a Docker container of this image' })
     .option('pull', { type: 'string', requiresArg: true, describe: 'image pull policy: never|missing|always (default missing)' })
     .option('mount', { type: 'string', requiresArg: true, describe: 'host:container[:ro] bind mount (repeatable; --image only)' })
-    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none)' })
+    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none; host and container:NAME need an admin or a node with --allow-host-network)' })
+    .option('user', { type: 'string', requiresArg: true, describe: 'UID[:GID] the container runs as (default: the image\'s numeric non-root user, else 65534)' })
     .option('array', { type: 'string', requiresArg: true, describe: 'run N copies as an array job (LOOM_TASK_INDEX=0..N-1, {{index}} in args)' });
 }
 
@@ -227,8 +228,8 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
     },
     constraints: list(opts.constraint).map(parseConstraint),
     pinNode: str(opts.on) ?? '',
-    container: str(opts.image) !== undefined || opts.mount !== undefined || opts.network !== undefined || opts.pull !== undefined
-      ? { image: str(opts.image) ?? '', pull: str(opts.pull) ?? '', mounts: list(opts.mount).map(parseMount), network: str(opts.network) ?? '' }
+    container: str(opts.image) !== undefined || opts.mount !== undefined || opts.network !== undefined || opts.pull !== undefined || opts.user !== undefined
+      ? { image: str(opts.image) ?? '', pull: str(opts.pull) ?? '', mounts: list(opts.mount).map(parseMount), network: str(opts.network) ?? '', user: str(opts.user) ?? '' }
       : undefined,
   });
   const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json']) } as Parsed, env);
