@@ -47,7 +47,7 @@ export function lostTooOften(c: TransitionContext): boolean {
 
 /** The reason recorded when lostTooOften ends a task. */
 export function lostTooOftenReason(losses: number, why: string): string {
-  return `lost its node ${losses} times (last: ${why})`;
+  return `lost its node ${losses === 1 ? 'once' : `${losses} times`} (last: ${why})`;
 }
 
 type Rule = TaskState | ((ctx: TransitionContext) => TaskState);
