@@ -198,7 +198,10 @@ export class ApiServer {
     };
     const opts: AdapterOptions = { onError, identify: d.tls ? identityOfCall : undefined };
     return {
-      ...jobHandlers({ jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i) }, opts),
+      ...jobHandlers({
+        jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
+        checkContainers: (specs, identity, admin) => this.checkContainerPolicy(specs, identity, admin),
+      }, opts),
       submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
       run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
         if (!req.task) throw new LoomError('INVALID_ARGUMENT', 'run: no task given');

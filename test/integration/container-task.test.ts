@@ -10,7 +10,7 @@ import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import Docker from 'dockerode';
-import { TaskSpec, TaskState } from '../../src/gen/loom';
+import { JobSpec, TaskSpec, TaskState } from '../../src/gen/loom';
 import { rejectionOf } from '../support/errors';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
@@ -240,6 +240,17 @@ d('container policy: refused at submit, never claimed by a node that does not al
     const rw = await rejectionOf(plain.api.submit([withMount(shared, false)]));
     expect(rw.code).toBe('PERMISSION_DENIED');
     expect(rw.message).toMatch(/allowing: mount refused: .* may only be mounted read-only/);
+  });
+
+  it('a job is checked at submit like a task (its tasks count as no admin\'s)', async () => {
+    const elsewhere = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-elsewhere-'));
+    const job = (template: TaskSpec, overrides: Record<number, TaskSpec> = {}) =>
+      JobSpec.fromPartial({ name: `policy-${Date.now()}`, count: 2, template, overrides });
+    const denied = await rejectionOf(plain.api.submitJob(job(withMount(elsewhere))));
+    expect([denied.code, denied.message]).toEqual(['PERMISSION_DENIED', expect.stringMatching(/^no live node allows this container/)]);
+    const override = await rejectionOf(plain.api.submitJob(job(withMount(shared), { 1: withMount(elsewhere) })));
+    expect(override.code).toBe('PERMISSION_DENIED');
+    expect((await rejectionOf(plain.api.submitJob(job(withMount('/'))))).code).toBe('INVALID_ARGUMENT');
   });
 
   it('submitted to the node that does not allow the mount, it runs on the one that does', async () => {
