@@ -131,11 +131,18 @@ export function formatTaskSummary(task: Task, now: number): string {
   rows.push(['command', formatCommand(spec?.command ?? [])]);
   if (task.owner) rows.push(['owner', task.owner]);
   if (task.jobId) rows.push(['job', `${task.jobId} (index ${task.index})`]);
-  if (spec?.container?.image) rows.push(['image', spec.container.image]);
+  const c = spec?.container;
+  if (c?.image) {
+    rows.push(['image', c.image]);
+    if (c.user) rows.push(['user', c.user]);
+    if (c.network) rows.push(['network', c.network]);
+    if (c.mounts.length) rows.push(['mounts', c.mounts.map((m) => `${m.host}:${m.container}${m.readOnly ? ':ro' : ''}`).join(' ')]);
+  }
   const r = spec?.resources;
   if (r && (r.cpu || r.memoryBytes || r.diskBytes)) rows.push(['resources', `cpu ${r.cpu || '-'}, memory ${r.memoryBytes ? formatBytes(r.memoryBytes) : '-'}, disk ${r.diskBytes ? formatBytes(r.diskBytes) : '-'}`]);
   if (spec?.constraints.length) rows.push(['constraints', spec.constraints.map((c) => `${c.key}${c.op}${c.value}`).join(' ')]);
   if (spec?.pinNode) rows.push(['on', spec.pinNode]);
+  if (task.nodeLosses) rows.push(['node losses', `${task.nodeLosses} (its node died or fenced while running it; see --max-node-losses)`]);
   if (task.oomKilled) rows.push(['oom', 'yes: killed for exceeding its memory limit']);
   if (spec?.cwd) rows.push(['cwd', spec.cwd]);
   const env = Object.entries(spec?.env ?? {});
