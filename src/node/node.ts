@@ -29,7 +29,7 @@ import { NodeIdentity, TaskTransitions } from '../store/transitions';
 import { ProcessRunner } from '../runner/process-runner';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
-import { DockerRunner } from '../runner/docker-runner';
+import { DockerRunner, dockerSocketPath } from '../runner/docker-runner';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { nodeMetrics } from './node-metrics';
@@ -229,7 +229,7 @@ export class LoomNode {
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
     const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log });
     const socketPath = config.dockerSocket || undefined;
-    const containerPolicy = containerPolicyOf(config, new DockerRunner({ socketPath, nodeName: config.name }).socketPath);
+    const containerPolicy = containerPolicyOf(config, dockerSocketPath(socketPath));
     const dockerRunner = new DockerRunner({ socketPath, nodeName: config.name, reaper, log, policy: containerPolicy, pidsLimit: config.containerPids });
     const engine = new EngineWatch({
       ping: () => dockerRunner.ping(),

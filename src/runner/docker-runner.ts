@@ -108,7 +108,7 @@ export class DockerRunner implements Runner {
   private client: Docker | undefined;
 
   constructor(private readonly opts: DockerRunnerOptions) {
-    this.socketPath = opts.socketPath ?? process.env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock';
+    this.socketPath = dockerSocketPath(opts.socketPath);
   }
 
   /**
@@ -188,6 +188,11 @@ export class DockerRunner implements Runner {
     }
     return removed;
   }
+}
+
+/** The engine socket a runner given `socketPath` talks to (see DockerRunnerOptions.socketPath). */
+export function dockerSocketPath(socketPath?: string): string {
+  return socketPath ?? process.env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock';
 }
 
 export function isContainerRequest(req: RunRequest): req is ContainerRequest {
