@@ -91,6 +91,14 @@ d('container tasks on a node', () => {
     expect(await collectLogs(n.api, id)).toEqual({ stdout: 'in-container\n', stderr: 'oops\n' });
   });
 
+  it('runs it with no capabilities, no-new-privileges, a pids limit, and not as root', async () => {
+    const [id] = await n.api.submit([spec(['sh', '-c', 'grep -E "^(CapEff|NoNewPrivs):" /proc/self/status; id -u; cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max'], {
+      container: { image: IMAGE, pull: 'never', mounts: [], network: '', user: '' },
+    })]);
+    expect((await n.api.wait(id)).state).toBe(TaskState.COMPLETED);
+    expect((await collectLogs(n.api, id)).stdout).toBe('CapEff:\t0000000000000000\nNoNewPrivs:\t1\n65534\n4096\n');
+  });
+
   it('reports a container over its memory limit as OOM', async () => {
     const [id] = await n.api.submit([spec(['sh', '-c', 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}'], {
       container: { image: IMAGE, pull: 'never', mounts: [], network: '', user: '' },
