@@ -5,7 +5,7 @@
 import * as os from 'os';
 import yargs from 'yargs';
 import {
-  defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parsePeer, parseUidRange, plaintextExposure, TlsFiles, validateNodeConfig,
+  defaultNodeConfig, NodeConfig, parseHostPort, parseLabel, parseAllowMountFlag, parsePeer, parseUidRange, plaintextExposure, TlsFiles, validateNodeConfig,
 } from '../core/config';
 import { LoomError, toLoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
@@ -61,6 +61,11 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('memory', { type: 'string', describe: 'memory offered to tasks, e.g. 8G (default: detected)' })
     .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
     .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
+    .option('allow-mount', { type: 'string', array: true, describe: 'host path container tasks may bind-mount, with what is below it; PATH:ro for read-only mounts only (repeatable; "/", the Docker socket and --data-dir are always refused)' })
+    .option('allow-host-network', { type: 'boolean', default: false, describe: 'let any submitter\'s container use --network host or container:NAME here (otherwise admins only)' })
+    .option('allow-container-root', { type: 'boolean', default: false, describe: 'let containers run as uid 0 (otherwise an image whose user is root or a name runs as 65534:65534, and --user 0 is refused)' })
+    .option('container-pids', { requiresArg: true, default: d.containerPids, describe: 'pids limit of each container' })
+    .option('max-node-losses', { requiresArg: true, default: d.maxNodeLosses, describe: 'a task whose node died or fenced while running it this many times ends FAILED instead of being requeued' })
     .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
     .option('task-nice', { requiresArg: true, default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
     .option('run-as', { type: 'string', default: d.runAs, describe: 'who process tasks run as: pool (a uid of its own per running task, from --task-uids), owner (the local account named like the task\'s owner), node (this node\'s own user: tasks can read its data and signal it); auto = pool as root, else node' })
@@ -129,6 +134,11 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     tls,
     insecure: args.insecure,
     admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),
+    allowMounts: list(args['allow-mount']).map(parseAllowMountFlag),
+    allowHostNetwork: args['allow-host-network'],
+    allowContainerRoot: args['allow-container-root'],
+    containerPids: numberFlag(args['container-pids'], '--container-pids'),
+    maxNodeLosses: numberFlag(args['max-node-losses'], '--max-node-losses'),
   };
   if (!Number.isFinite(config.capacity.cpu) || config.capacity.cpu < 0) throw new LoomError('INVALID_ARGUMENT', '--cpu must be a positive number of cores');
   return validateNodeConfig(config);

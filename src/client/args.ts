@@ -24,10 +24,14 @@ import type { JobCommand } from './job-cli';
 
 export const DEFAULT_NODE = '127.0.0.1:8080';
 
+const INSECURE_HELP = 'send requests in plaintext to a non-loopback node (without LOOM_TLS_*); env LOOM_INSECURE=1';
+
 export interface GlobalArgs {
   /** host:port of the node to talk to. */
   node: string;
   json: boolean;
+  /** --insecure or LOOM_INSECURE=1: plaintext to a non-loopback node is accepted. */
+  insecure: boolean;
 }
 
 export interface RunArgs extends GlobalArgs {
@@ -146,7 +150,8 @@ function nodeAddress(value: string): string {
 
 function globals(argv: Parsed, env: Env): GlobalArgs {
   const node = str(argv.node) ?? env.LOOM_NODE ?? DEFAULT_NODE;
-  return { node: nodeAddress(node), json: Boolean(last(argv.json)) };
+  const insecure = Boolean(last(argv.insecure)) || env.LOOM_INSECURE === '1' || env.LOOM_INSECURE === 'true';
+  return { node: nodeAddress(node), json: Boolean(last(argv.json)), insecure };
 }
 
 // ---- run ------------------------------------------------------------------
@@ -175,7 +180,8 @@ function runOptions(y: Argv): Argv {
     .option('image', { type: 'string', requiresArg: true, describe: 'run in a Docker container of this image' })
     .option('pull', { type: 'string', requiresArg: true, describe: 'image pull policy: never|missing|always (default missing)' })
     .option('mount', { type: 'string', requiresArg: true, describe: 'host:container[:ro] bind mount (repeatable; --image only)' })
-    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none)' })
+    .option('network', { type: 'string', requiresArg: true, describe: 'container network (default none; host and container:NAME need an admin or a node with --allow-host-network)' })
+    .option('user', { type: 'string', requiresArg: true, describe: 'UID[:GID] the container runs as (default: the image\'s numeric non-root user, else 65534)' })
     .option('array', { type: 'string', requiresArg: true, describe: 'run N copies as an array job (LOOM_TASK_INDEX=0..N-1, {{index}} in args)' });
 }
 
@@ -190,6 +196,7 @@ function runParser(): Argv {
     .usage(RUN_USAGE)
     .option('node', { alias: 'N', type: 'string', requiresArg: true, describe: `loom node to talk to, host:port; several comma-separated: the next is used when one cannot be reached (default: $LOOM_NODE or ${DEFAULT_NODE})` })
     .option('json', { type: 'boolean', nargs: 0, describe: 'print the final task as JSON instead of its output' })
+    .option('insecure', { type: 'boolean', nargs: 0, describe: INSECURE_HELP })
     .parserConfiguration({ 'halt-at-non-option': true, 'parse-positional-numbers': false })
     .strictOptions()
     .help()
@@ -227,11 +234,11 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
     },
     constraints: list(opts.constraint).map(parseConstraint),
     pinNode: str(opts.on) ?? '',
-    container: str(opts.image) !== undefined || opts.mount !== undefined || opts.network !== undefined || opts.pull !== undefined
-      ? { image: str(opts.image) ?? '', pull: str(opts.pull) ?? '', mounts: list(opts.mount).map(parseMount), network: str(opts.network) ?? '' }
+    container: str(opts.image) !== undefined || opts.mount !== undefined || opts.network !== undefined || opts.pull !== undefined || opts.user !== undefined
+      ? { image: str(opts.image) ?? '', pull: str(opts.pull) ?? '', mounts: list(opts.mount).map(parseMount), network: str(opts.network) ?? '', user: str(opts.user) ?? '' }
       : undefined,
   });
-  const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json']) } as Parsed, env);
+  const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json', 'insecure']) } as Parsed, env);
   return { ...g, spec, detach: Boolean(last(opts.detach)), array: intArg(str(opts.array), '--array', 1, 100_000) ?? 0 };
 }
 
@@ -290,6 +297,7 @@ function mainParser(env: Env): Argv {
       describe: 'loom node to talk to (host:port; env LOOM_NODE)',
     })
     .option('json', { type: 'boolean', global: true, default: false, describe: 'machine-readable output' })
+    .option('insecure', { type: 'boolean', global: true, default: false, describe: INSECURE_HELP })
     .command('run [options] <command> [args..]', 'run a command on the cluster and wait for it', runOptions)
     .command('status <id>', 'show a task')
     .command('list', 'list tasks', (y) =>

@@ -10,6 +10,8 @@ import { NodeInfo, Task } from '../gen/loom';
 import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
 import { followTask, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
+import { defaultClientTls } from './tls';
+import { isLoopbackHost, parseHostPort } from '../core/config';
 import { formatMembersTable, formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
 
 export { parseCommandLine, parseRunArgs, DEFAULT_NODE } from './args';
@@ -27,6 +29,23 @@ export interface CliIo {
 
 type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
 
+/**
+ * Without LOOM_TLS_* a request crosses the network in clear, the command and
+ * its env included, and anyone on the way may answer as the node; so, as a
+ * node refuses to listen in plaintext beyond loopback, the CLI refuses to
+ * send there unless --insecure (LOOM_INSECURE=1) says the network is trusted.
+ * Checked before anything is sent: every address of -N, since any may be used.
+ */
+function refusePlaintext(nodes: string, insecure: boolean): void {
+  if (insecure || defaultClientTls()) return;
+  const remote = nodes.split(',').filter((a) => !isLoopbackHost(parseHostPort(a, '--node').host));
+  if (remote.length === 0) return;
+  throw invalid(
+    `refusing to send a request in plaintext to ${remote.join(', ')} (not a loopback address): set LOOM_TLS_CA, LOOM_TLS_CERT ` +
+      'and LOOM_TLS_KEY for mutual TLS, or pass --insecure (LOOM_INSECURE=1) to accept that the command, its env and its output cross the network in clear',
+  );
+}
+
 /** Runs one loom command line; resolves with the process exit status. */
 export async function runCli(argv: string[], io: CliIo): Promise<number> {
   let api: LoomApi | undefined;
@@ -39,6 +58,7 @@ export async function runCli(argv: string[], io: CliIo): Promise<number> {
     if (cmd.kind === 'node') {
       throw invalid('`loom node` is started by the loom program itself; see `loom node --help`');
     }
+    refusePlaintext(cmd.node, cmd.insecure);
     api = new LoomApi(cmd.node);
     switch (cmd.kind) {
       case 'run':

@@ -4,8 +4,32 @@ import { formatDurationMs } from '../core/duration';
 import { isTerminal, stateName } from '../core/lifecycle';
 import type { EtcdMember, NodeInfo, Task } from '../gen/loom';
 
-/** Left-aligned columns separated by two spaces; no trailing blanks. */
-export function table(headers: string[], rows: string[][]): string {
+/**
+ * C0 and C1 control characters, DEL, and the Unicode controls that reorder
+ * text (bidi overrides and isolates, marks): what makes a terminal move the
+ * cursor, recolour, retitle, rewrite lines already shown, or display text in
+ * another order than it is.
+ */
+const CONTROLS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g;
+
+function escapeOne(c: string): string {
+  const n = c.codePointAt(0)!;
+  return n <= 0x7f ? `\\x${n.toString(16).padStart(2, '0')}` : `\\u${n.toString(16).padStart(4, '0')}`;
+}
+
+/**
+ * `text` with its control characters shown as \xNN (ASCII) or \uNNNN (the
+ * rest: bash's $'...' reads \x as a byte, \u as a character). Names, argv,
+ * images and reasons come from whoever submitted the task; the table is the
+ * reader's terminal, so none of them may write to it as anything but text.
+ */
+export function escapeControls(text: string): string {
+  return text.replace(CONTROLS, escapeOne);
+}
+
+/** Left-aligned columns separated by two spaces; no trailing blanks. Every cell is escapeControls'd. */
+export function table(headers: string[], unsafeRows: string[][]): string {
+  const rows = unsafeRows.map((r) => r.map(escapeControls));
   const widths = headers.map((h, i) =>
     Math.max(h.length, ...rows.map((r) => displayWidth(r[i] ?? ''))),
   );
@@ -28,9 +52,16 @@ export function truncate(text: string, max: number): string {
   return chars.slice(0, Math.max(0, max - 1)).join('') + '…';
 }
 
-/** Quotes one argv word the way a POSIX shell would need it. */
+/**
+ * Quotes one argv word the way a POSIX shell would need it; a word with
+ * control characters in bash's $'...' form, with them escaped (still pasteable).
+ */
 export function quoteArg(arg: string): string {
   if (arg !== '' && /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
+  CONTROLS.lastIndex = 0;
+  if (CONTROLS.test(arg)) {
+    return `$'${arg.replace(/\\/g, '\\\\').replace(/'/g, "\\'").replace(CONTROLS, escapeOne)}'`;
+  }
   return `'${arg.replace(/'/g, `'\\''`)}'`;
 }
 
@@ -58,7 +89,7 @@ export function formatStateLine(task: Task): string {
   if (exit !== '-') text += ` (${exit})`;
   if (task.cancelRequested && !isTerminal(task.state)) text += ' (cancel requested)';
   if (task.reason && isTerminal(task.state) && !sameAsExit(task.reason, exit)) {
-    text += `: ${task.reason}`;
+    text += `: ${escapeControls(task.reason)}`;
   }
   return text;
 }
@@ -100,11 +131,18 @@ export function formatTaskSummary(task: Task, now: number): string {
   rows.push(['command', formatCommand(spec?.command ?? [])]);
   if (task.owner) rows.push(['owner', task.owner]);
   if (task.jobId) rows.push(['job', `${task.jobId} (index ${task.index})`]);
-  if (spec?.container?.image) rows.push(['image', spec.container.image]);
+  const c = spec?.container;
+  if (c?.image) {
+    rows.push(['image', c.image]);
+    if (c.user) rows.push(['user', c.user]);
+    if (c.network) rows.push(['network', c.network]);
+    if (c.mounts.length) rows.push(['mounts', c.mounts.map((m) => `${m.host}:${m.container}${m.readOnly ? ':ro' : ''}`).join(' ')]);
+  }
   const r = spec?.resources;
   if (r && (r.cpu || r.memoryBytes || r.diskBytes)) rows.push(['resources', `cpu ${r.cpu || '-'}, memory ${r.memoryBytes ? formatBytes(r.memoryBytes) : '-'}, disk ${r.diskBytes ? formatBytes(r.diskBytes) : '-'}`]);
   if (spec?.constraints.length) rows.push(['constraints', spec.constraints.map((c) => `${c.key}${c.op}${c.value}`).join(' ')]);
   if (spec?.pinNode) rows.push(['on', spec.pinNode]);
+  if (task.nodeLosses) rows.push(['node losses', `${task.nodeLosses} (its node died or fenced while running it; see --max-node-losses)`]);
   if (task.oomKilled) rows.push(['oom', 'yes: killed for exceeding its memory limit']);
   if (spec?.cwd) rows.push(['cwd', spec.cwd]);
   const env = Object.entries(spec?.env ?? {});
@@ -113,7 +151,7 @@ export function formatTaskSummary(task: Task, now: number): string {
   if (spec?.priority !== undefined) rows.push(['priority', String(spec.priority)]);
   if (spec?.restartOnNodeFailure === false) rows.push(['restart', 'no (LOST if its node dies)']);
   const width = Math.max(...rows.map(([k]) => k.length)) + 2;
-  let out = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${v}`).join('\n') + '\n';
+  let out = rows.map(([k, v]) => `${(k + ':').padEnd(width)}${escapeControls(v)}`).join('\n') + '\n';
   if (task.history.length > 0) {
     out += 'history:\n';
     out += table(

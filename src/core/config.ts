@@ -2,6 +2,7 @@
 import { isIP } from 'net';
 import { invalid } from './errors';
 import { StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
+import { DEFAULT_CONTAINER_PIDS, parseAllowMount } from './container-policy';
 
 export interface PeerSpec {
   name: string;
@@ -101,6 +102,19 @@ export interface NodeConfig {
   insecure?: boolean;
   /** --admin: identities (certificate CNs) that may cancel any task, read any task's logs, drain nodes. */
   admins?: string[];
+  /** --allow-mount PATH[:ro]: host paths container tasks may bind-mount (and what is below them). */
+  allowMounts: { path: string; readOnly: boolean }[];
+  /** --allow-host-network: any submitter's container may use network host / container:* here. */
+  allowHostNetwork: boolean;
+  /** --allow-container-root: containers may run as uid 0 (otherwise an image's root becomes 65534). */
+  allowContainerRoot: boolean;
+  /** --container-pids: the pids limit of every container. */
+  containerPids: number;
+  /**
+   * --max-node-losses: a task whose node died or fenced itself while running
+   * it this many times ends FAILED instead of being requeued once more.
+   */
+  maxNodeLosses: number;
 }
 
 export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
@@ -148,7 +162,19 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     maxLogBytes: 256 * 1024 * 1024,
     insecure: false,
     admins: [],
+    allowMounts: [],
+    allowHostNetwork: false,
+    allowContainerRoot: false,
+    containerPids: DEFAULT_CONTAINER_PIDS,
+    maxNodeLosses: 3,
   };
+}
+
+/** Parses the node's `--allow-mount PATH[:ro]` (throws INVALID_ARGUMENT). */
+export function parseAllowMountFlag(text: string): { path: string; readOnly: boolean } {
+  const parsed = parseAllowMount(text);
+  if (typeof parsed === 'string') throw invalid(parsed);
+  return parsed;
 }
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
@@ -289,6 +315,13 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid(`too many labels: ${labels.length} > limit ${LABEL_LIMITS.count}`);
   }
   for (const admin of c.admins ?? []) validateIdentityName(admin, '--admin identity');
+  for (const m of c.allowMounts) parseAllowMountFlag(`${m.path}${m.readOnly ? ':ro' : ''}`);
+  if (!Number.isInteger(c.containerPids) || c.containerPids < 16 || c.containerPids > 4_194_304) {
+    throw invalid(`--container-pids must be an integer from 16 to 4194304 (got ${c.containerPids})`);
+  }
+  if (!Number.isInteger(c.maxNodeLosses) || c.maxNodeLosses < 1 || c.maxNodeLosses > 100) {
+    throw invalid(`--max-node-losses must be an integer from 1 to 100 (got ${c.maxNodeLosses})`);
+  }
   validateTransport(c);
   return c;
 }

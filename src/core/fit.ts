@@ -4,6 +4,7 @@
  * no node run it. Every resource dimension is checked on its own.
  */
 import { NodeInfo, Resources, TaskSpec } from '../gen/loom';
+import { containerRefusal } from './container-policy';
 
 export const NO_RESOURCES: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 };
 
@@ -45,18 +46,25 @@ export function formatBytes(n: number): string {
   return `${Math.round(v * 10) / 10}${units[u]}`;
 }
 
+type Placeable = Pick<NodeInfo, 'name' | 'labels' | 'capacity' | 'docker'> & Partial<Pick<NodeInfo, 'containerPolicy'>>;
+
 /**
  * Why `spec` can never run on `node` (ignoring what is busy now), or
  * undefined if it could. A node without capacity figures accepts any request.
+ * `byAdmin`: the task's Task.submitted_by_admin (host networks).
  */
-export function refusal(spec: TaskSpec, node: Pick<NodeInfo, 'name' | 'labels' | 'capacity' | 'docker'>): string | undefined {
+export function refusal(spec: TaskSpec, node: Placeable, byAdmin = false): string | undefined {
   if (spec.pinNode && spec.pinNode !== node.name) return `pinned to node ${spec.pinNode}`;
   for (const c of spec.constraints) {
     const have = node.labels[c.key];
     if (c.op === '=' && have !== c.value) return `needs ${c.key}=${c.value}`;
     if (c.op === '!=' && have === c.value) return `refuses ${c.key}=${c.value}`;
   }
-  if (spec.container?.image && !node.docker) return 'needs a Docker engine';
+  if (spec.container?.image) {
+    if (!node.docker) return 'needs a Docker engine';
+    const refused = containerRefusal(spec.container, node.containerPolicy, byAdmin);
+    if (refused) return refused;
+  }
   const want = spec.resources ?? NO_RESOURCES;
   if (node.capacity) {
     const short = shortfall(want, node.capacity);
@@ -69,10 +77,10 @@ export function refusal(spec: TaskSpec, node: Pick<NodeInfo, 'name' | 'labels' |
  * A one-line reason no live node can run the task ("no node has arch=arm64"),
  * or undefined when at least one can.
  */
-export function explainUnplaceable(spec: TaskSpec, nodes: Pick<NodeInfo, 'name' | 'labels' | 'capacity' | 'docker' | 'draining'>[]): string | undefined {
+export function explainUnplaceable(spec: TaskSpec, nodes: (Placeable & Pick<NodeInfo, 'draining'>)[], byAdmin = false): string | undefined {
   const live = nodes.filter((n) => !n.draining);
   if (live.length === 0) return 'no live node takes work';
-  const reasons = live.map((n) => refusal(spec, n));
+  const reasons = live.map((n) => refusal(spec, n, byAdmin));
   if (reasons.some((r) => r === undefined)) return undefined;
   if (spec.pinNode && !live.some((n) => n.name === spec.pinNode)) return `node ${spec.pinNode} is not live`;
   const needs = spec.constraints.filter((c) => c.op === '=' && !live.some((n) => n.labels[c.key] === c.value));

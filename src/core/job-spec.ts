@@ -122,7 +122,7 @@ function toTaskSpec(f: TaskFields, base?: TaskSpec): TaskSpec {
         })
       : base?.constraints,
     pinNode: f.on ?? base?.pinNode,
-    container: f.image ? { image: f.image, pull: '', mounts: [], network: '' } : base?.container,
+    container: f.image ? { image: f.image, pull: '', mounts: [], network: '', user: '' } : base?.container,
   });
 }
 

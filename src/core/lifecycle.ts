@@ -7,6 +7,7 @@
  *               ^  |              |  |  --exit!=0 / timeout, no retry -> FAILED
  *               |  |              |  |  --cancelled by its owner ----> CANCELLED
  *               |  |              |  +--node lost, no restart -------> LOST
+ *               |  |              |  +--node lost/fenced N times ----> FAILED
  *               |  +--cancel------|------------------------------------> CANCELLED
  *               +---- retry / node lost + restart / released ---------+
  */
@@ -29,6 +30,24 @@ export interface TransitionContext {
   retries: number;
   /** Spec's restart_on_node_failure (default true). */
   restartOnNodeFailure: boolean;
+  /**
+   * Attempts whose node died or fenced itself while running them, including
+   * the one that just ended (undefined: 0). A task that brings its node down
+   * would otherwise take down each next node in turn.
+   */
+  nodeLosses?: number;
+  /** At this many node losses node_lost and a fenced node's release end the task FAILED (undefined: no limit). */
+  maxNodeLosses?: number;
+}
+
+/** Has the task lost its node as often as the cluster tolerates? */
+export function lostTooOften(c: TransitionContext): boolean {
+  return c.maxNodeLosses !== undefined && (c.nodeLosses ?? 0) >= c.maxNodeLosses;
+}
+
+/** The reason recorded when lostTooOften ends a task. */
+export function lostTooOftenReason(losses: number, why: string): string {
+  return `lost its node ${losses === 1 ? 'once' : `${losses} times`} (last: ${why})`;
 }
 
 type Rule = TaskState | ((ctx: TransitionContext) => TaskState);
@@ -42,8 +61,8 @@ const TABLE: Partial<Record<TaskState, Partial<Record<TaskEvent, Rule>>>> = {
     succeed: TaskState.COMPLETED,
     fail: (c) => (c.attempt <= c.retries ? TaskState.QUEUED : TaskState.FAILED),
     cancel: TaskState.CANCELLED,
-    node_lost: (c) => (c.restartOnNodeFailure ? TaskState.QUEUED : TaskState.LOST),
-    release: TaskState.QUEUED,
+    node_lost: (c) => (!c.restartOnNodeFailure ? TaskState.LOST : lostTooOften(c) ? TaskState.FAILED : TaskState.QUEUED),
+    release: (c) => (lostTooOften(c) ? TaskState.FAILED : TaskState.QUEUED),
   },
 };
 

@@ -4,6 +4,7 @@
  */
 import { ContainerSpec, Resources, TaskSpec, Constraint } from '../gen/loom';
 import { invalid, LoomError } from './errors';
+import { alwaysRefusedMount, parseUser } from './container-policy';
 
 export const LIMITS = {
   argvCount: 4096,
@@ -61,7 +62,7 @@ function validateConstraints(list: Constraint[] | undefined): Constraint[] {
 
 function validateContainer(c: ContainerSpec | undefined): ContainerSpec | undefined {
   if (!c || !c.image) {
-    if (c && (c.mounts?.length || c.network || c.pull)) throw invalid('container options need --image');
+    if (c && (c.mounts?.length || c.network || c.pull || c.user)) throw invalid('container options need --image');
     return undefined;
   }
   if (c.image.length > 512 || /\s/.test(c.image)) throw invalid(`invalid image "${c.image.slice(0, 80)}"`);
@@ -71,12 +72,18 @@ function validateContainer(c: ContainerSpec | undefined): ContainerSpec | undefi
     if (!m.host?.startsWith('/') || !m.container?.startsWith('/')) {
       throw invalid(`invalid mount "${m.host}:${m.container}": both paths must be absolute`);
     }
+    // Refused on every node whatever it allows: no node's --allow-mount can change that.
+    const refused = alwaysRefusedMount(m.host);
+    if (refused) throw invalid(`invalid mount "${m.host}:${m.container}": ${refused}`);
+    if (/[:,\u0000-\u001f\u007f]/.test(m.container)) throw invalid(`invalid mount "${m.host}:${m.container}": the container path contains ':', ',' or a control character`);
     return { host: m.host, container: m.container, readOnly: Boolean(m.readOnly) };
   });
   if (mounts.length > 64) throw invalid('too many mounts (limit 64)');
   const network = c.network ?? '';
   if (network.length > 128 || /\s/.test(network)) throw invalid(`invalid network "${network.slice(0, 80)}"`);
-  return { image: c.image, pull, mounts, network };
+  const user = c.user ?? '';
+  if (user !== '' && !parseUser(user)) throw invalid(`invalid user "${user.slice(0, 80)}": expected a numeric UID or UID:GID (names mean what the image says they mean)`);
+  return { image: c.image, pull, mounts, network, user };
 }
 
 /** Returns a normalised copy of `spec` or throws INVALID_ARGUMENT. */

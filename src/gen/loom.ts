@@ -268,8 +268,16 @@ export interface ContainerSpec {
   /** "never" | "missing" (default) | "always" */
   pull: string;
   mounts: Mount[];
-  /** Docker network mode; "" = none. */
+  /**
+   * Docker network mode; "" = none. "host" and "container:*" need an admin
+   * submitter (Task.submitted_by_admin) or a node with --allow-host-network.
+   */
   network: string;
+  /**
+   * "UID[:GID]" (numeric) to run as; "" = the image's user when it is a
+   * numeric non-root uid, else 65534:65534 unless the node allows root.
+   */
+  user: string;
 }
 
 /** One execution of a task, kept in the record's history. */
@@ -315,6 +323,18 @@ export interface Task {
    * lost to node failures do not count against `retries`.
    */
   failures: number;
+  /**
+   * Attempts that ended because their node died or fenced itself while
+   * running them ("node lost", "node fenced"): past the cluster's limit the
+   * task fails instead of taking down the next node (transitions.ts).
+   */
+  nodeLosses: number;
+  /**
+   * The identity that submitted it was an admin on the node that took the
+   * submit (--admin, a node certificate, or no TLS): it may use the host's
+   * network namespaces (ContainerSpec.network host / container:*).
+   */
+  submittedByAdmin: boolean;
 }
 
 export interface JobSpec {
@@ -430,6 +450,13 @@ export interface NodeInfo {
   /** Whether this node can run container tasks (its Docker daemon answers). */
   docker: boolean;
   /**
+   * What container tasks may ask of this node (--allow-mount, ...): placement
+   * and the submit-time check read it from here (core/container-policy.ts).
+   */
+  containerPolicy:
+    | ContainerPolicy
+    | undefined;
+  /**
    * Who its process tasks run as: "pool" (a uid of their own each), "owner"
    * (the owner's local account) or "node" (the node's own user).
    */
@@ -439,6 +466,27 @@ export interface NodeInfo {
 export interface NodeInfo_LabelsEntry {
   key: string;
   value: string;
+}
+
+/** A node's rules for container tasks, published with its NodeInfo. */
+export interface ContainerPolicy {
+  /** --allow-mount PATH[:ro]: host paths (and what is below them) tasks may bind-mount. */
+  allowedMounts: AllowedMount[];
+  /** --allow-host-network: any task may use network host / container:*. */
+  hostNetwork: boolean;
+  /** --allow-container-root: containers may run as uid 0. */
+  root: boolean;
+  /**
+   * Host paths never mounted on this node, nor anything above them: its data
+   * dir and its Docker socket.
+   */
+  refusedPaths: string[];
+}
+
+export interface AllowedMount {
+  path: string;
+  /** Only read-only mounts of it. */
+  readOnly: boolean;
 }
 
 export interface NodeMetrics {
@@ -1354,7 +1402,7 @@ export const Mount: MessageFns<Mount> = {
 };
 
 function createBaseContainerSpec(): ContainerSpec {
-  return { image: "", pull: "", mounts: [], network: "" };
+  return { image: "", pull: "", mounts: [], network: "", user: "" };
 }
 
 export const ContainerSpec: MessageFns<ContainerSpec> = {
@@ -1370,6 +1418,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     }
     if (message.network !== "") {
       writer.uint32(34).string(message.network);
+    }
+    if (message.user !== "") {
+      writer.uint32(42).string(message.user);
     }
     return writer;
   },
@@ -1419,6 +1470,14 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
             message.network = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.user = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1437,6 +1496,7 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
       pull: isSet(object.pull) ? globalThis.String(object.pull) : "",
       mounts: globalThis.Array.isArray(object?.mounts) ? object.mounts.map((e: any) => Mount.fromJSON(e)) : [],
       network: isSet(object.network) ? globalThis.String(object.network) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
     };
   },
 
@@ -1454,6 +1514,9 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     if (message.network !== "") {
       obj.network = message.network;
     }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
     return obj;
   },
 
@@ -1466,6 +1529,7 @@ export const ContainerSpec: MessageFns<ContainerSpec> = {
     message.pull = object.pull ?? "";
     message.mounts = object.mounts?.map((e) => Mount.fromPartial(e)) || [];
     message.network = object.network ?? "";
+    message.user = object.user ?? "";
     return message;
   },
 };
@@ -1633,6 +1697,8 @@ function createBaseTask(): Task {
     jobId: "",
     index: 0,
     failures: 0,
+    nodeLosses: 0,
+    submittedByAdmin: false,
   };
 }
 
@@ -1697,6 +1763,12 @@ export const Task: MessageFns<Task> = {
     }
     if (message.failures !== 0) {
       writer.uint32(160).uint32(message.failures);
+    }
+    if (message.nodeLosses !== 0) {
+      writer.uint32(168).uint32(message.nodeLosses);
+    }
+    if (message.submittedByAdmin !== false) {
+      writer.uint32(176).bool(message.submittedByAdmin);
     }
     return writer;
   },
@@ -1874,6 +1946,22 @@ export const Task: MessageFns<Task> = {
             message.failures = reader.uint32();
             continue;
           }
+          case 21: {
+            if (tag !== 168) {
+              break;
+            }
+
+            message.nodeLosses = reader.uint32();
+            continue;
+          }
+          case 22: {
+            if (tag !== 176) {
+              break;
+            }
+
+            message.submittedByAdmin = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1942,6 +2030,16 @@ export const Task: MessageFns<Task> = {
         : "",
       index: isSet(object.index) ? globalThis.Number(object.index) : 0,
       failures: isSet(object.failures) ? globalThis.Number(object.failures) : 0,
+      nodeLosses: isSet(object.nodeLosses)
+        ? globalThis.Number(object.nodeLosses)
+        : isSet(object.node_losses)
+        ? globalThis.Number(object.node_losses)
+        : 0,
+      submittedByAdmin: isSet(object.submittedByAdmin)
+        ? globalThis.Boolean(object.submittedByAdmin)
+        : isSet(object.submitted_by_admin)
+        ? globalThis.Boolean(object.submitted_by_admin)
+        : false,
     };
   },
 
@@ -2007,6 +2105,12 @@ export const Task: MessageFns<Task> = {
     if (message.failures !== 0) {
       obj.failures = Math.round(message.failures);
     }
+    if (message.nodeLosses !== 0) {
+      obj.nodeLosses = Math.round(message.nodeLosses);
+    }
+    if (message.submittedByAdmin !== false) {
+      obj.submittedByAdmin = message.submittedByAdmin;
+    }
     return obj;
   },
 
@@ -2035,6 +2139,8 @@ export const Task: MessageFns<Task> = {
     message.jobId = object.jobId ?? "";
     message.index = object.index ?? 0;
     message.failures = object.failures ?? 0;
+    message.nodeLosses = object.nodeLosses ?? 0;
+    message.submittedByAdmin = object.submittedByAdmin ?? false;
     return message;
   },
 };
@@ -3441,6 +3547,7 @@ function createBaseNodeInfo(): NodeInfo {
     free: undefined,
     metrics: undefined,
     docker: false,
+    containerPolicy: undefined,
     runAs: "",
   };
 }
@@ -3501,8 +3608,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.docker !== false) {
       writer.uint32(144).bool(message.docker);
     }
+    if (message.containerPolicy !== undefined) {
+      ContainerPolicy.encode(message.containerPolicy, writer.uint32(154).fork()).join();
+    }
     if (message.runAs !== "") {
-      writer.uint32(154).string(message.runAs);
+      writer.uint32(162).string(message.runAs);
     }
     return writer;
   },
@@ -3672,6 +3782,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
               break;
             }
 
+            message.containerPolicy = ContainerPolicy.decode(reader, reader.uint32());
+            continue;
+          }
+          case 20: {
+            if (tag !== 162) {
+              break;
+            }
+
             message.runAs = reader.string();
             continue;
           }
@@ -3736,6 +3854,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       free: isSet(object.free) ? Resources.fromJSON(object.free) : undefined,
       metrics: isSet(object.metrics) ? NodeMetrics.fromJSON(object.metrics) : undefined,
       docker: isSet(object.docker) ? globalThis.Boolean(object.docker) : false,
+      containerPolicy: isSet(object.containerPolicy)
+        ? ContainerPolicy.fromJSON(object.containerPolicy)
+        : isSet(object.container_policy)
+        ? ContainerPolicy.fromJSON(object.container_policy)
+        : undefined,
       runAs: isSet(object.runAs)
         ? globalThis.String(object.runAs)
         : isSet(object.run_as)
@@ -3806,6 +3929,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.docker !== false) {
       obj.docker = message.docker;
     }
+    if (message.containerPolicy !== undefined) {
+      obj.containerPolicy = ContainerPolicy.toJSON(message.containerPolicy);
+    }
     if (message.runAs !== "") {
       obj.runAs = message.runAs;
     }
@@ -3847,6 +3973,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       ? NodeMetrics.fromPartial(object.metrics)
       : undefined;
     message.docker = object.docker ?? false;
+    message.containerPolicy = (object.containerPolicy !== undefined && object.containerPolicy !== null)
+      ? ContainerPolicy.fromPartial(object.containerPolicy)
+      : undefined;
     message.runAs = object.runAs ?? "";
     return message;
   },
@@ -3933,6 +4062,224 @@ export const NodeInfo_LabelsEntry: MessageFns<NodeInfo_LabelsEntry> = {
     const message = createBaseNodeInfo_LabelsEntry();
     message.key = object.key ?? "";
     message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseContainerPolicy(): ContainerPolicy {
+  return { allowedMounts: [], hostNetwork: false, root: false, refusedPaths: [] };
+}
+
+export const ContainerPolicy: MessageFns<ContainerPolicy> = {
+  encode(message: ContainerPolicy, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.allowedMounts) {
+      AllowedMount.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.hostNetwork !== false) {
+      writer.uint32(16).bool(message.hostNetwork);
+    }
+    if (message.root !== false) {
+      writer.uint32(24).bool(message.root);
+    }
+    for (const v of message.refusedPaths) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ContainerPolicy {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseContainerPolicy();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.allowedMounts.push(AllowedMount.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.hostNetwork = reader.bool();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.root = reader.bool();
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.refusedPaths.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ContainerPolicy {
+    return {
+      allowedMounts: globalThis.Array.isArray(object?.allowedMounts)
+        ? object.allowedMounts.map((e: any) => AllowedMount.fromJSON(e))
+        : globalThis.Array.isArray(object?.allowed_mounts)
+        ? object.allowed_mounts.map((e: any) => AllowedMount.fromJSON(e))
+        : [],
+      hostNetwork: isSet(object.hostNetwork)
+        ? globalThis.Boolean(object.hostNetwork)
+        : isSet(object.host_network)
+        ? globalThis.Boolean(object.host_network)
+        : false,
+      root: isSet(object.root) ? globalThis.Boolean(object.root) : false,
+      refusedPaths: globalThis.Array.isArray(object?.refusedPaths)
+        ? object.refusedPaths.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.refused_paths)
+        ? object.refused_paths.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: ContainerPolicy): unknown {
+    const obj: any = {};
+    if (message.allowedMounts?.length) {
+      obj.allowedMounts = message.allowedMounts.map((e) => AllowedMount.toJSON(e));
+    }
+    if (message.hostNetwork !== false) {
+      obj.hostNetwork = message.hostNetwork;
+    }
+    if (message.root !== false) {
+      obj.root = message.root;
+    }
+    if (message.refusedPaths?.length) {
+      obj.refusedPaths = message.refusedPaths;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ContainerPolicy>): ContainerPolicy {
+    return ContainerPolicy.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ContainerPolicy>): ContainerPolicy {
+    const message = createBaseContainerPolicy();
+    message.allowedMounts = object.allowedMounts?.map((e) => AllowedMount.fromPartial(e)) || [];
+    message.hostNetwork = object.hostNetwork ?? false;
+    message.root = object.root ?? false;
+    message.refusedPaths = object.refusedPaths?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseAllowedMount(): AllowedMount {
+  return { path: "", readOnly: false };
+}
+
+export const AllowedMount: MessageFns<AllowedMount> = {
+  encode(message: AllowedMount, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.path !== "") {
+      writer.uint32(10).string(message.path);
+    }
+    if (message.readOnly !== false) {
+      writer.uint32(16).bool(message.readOnly);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AllowedMount {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAllowedMount();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.path = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.readOnly = reader.bool();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AllowedMount {
+    return {
+      path: isSet(object.path) ? globalThis.String(object.path) : "",
+      readOnly: isSet(object.readOnly)
+        ? globalThis.Boolean(object.readOnly)
+        : isSet(object.read_only)
+        ? globalThis.Boolean(object.read_only)
+        : false,
+    };
+  },
+
+  toJSON(message: AllowedMount): unknown {
+    const obj: any = {};
+    if (message.path !== "") {
+      obj.path = message.path;
+    }
+    if (message.readOnly !== false) {
+      obj.readOnly = message.readOnly;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AllowedMount>): AllowedMount {
+    return AllowedMount.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AllowedMount>): AllowedMount {
+    const message = createBaseAllowedMount();
+    message.path = object.path ?? "";
+    message.readOnly = object.readOnly ?? false;
     return message;
   },
 };

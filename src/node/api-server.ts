@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import {
   CancelRequest, GetRequest, ListRequest, ListResponse, LoomService, LoomServer, NodesResponse,
   SubmitRequest, SubmitResponse, Task, TaskState, WaitRequest, LogsRequest, LogChunk, NodesRequest,
-  DrainRequest, DrainResponse, CancelQueuedRequest, CancelQueuedResponse, RunRequest, RunEvent, TaskSpec,
+  DrainRequest, DrainResponse, CancelQueuedRequest, NodeInfo, CancelQueuedResponse, RunRequest, RunEvent, TaskSpec,
   MembersResponse, RemoveMemberRequest, RemoveMemberResponse,
 } from '../gen/loom';
 import type { EtcdMembers } from '../store/etcd-members';
@@ -25,6 +25,7 @@ import { setNodeControl } from '../store/node-control';
 import { validateNodeName } from '../core/config';
 import type { TlsMaterial } from '../client/tls';
 import { explainUnplaceable } from '../core/fit';
+import { submitRefusal } from '../core/container-policy';
 import { nextChange } from '../store/key-watch';
 import { Kv, withAbort } from '../store/etcd';
 import { decodeTask } from '../store/codec';
@@ -57,6 +58,8 @@ export interface ApiDeps {
   limits?: Partial<ApiLimits>;
   /** The etcd cluster's members (loom members). */
   members: EtcdMembers;
+  /** The live nodes as this node's watch sees them (for the container policy check); unset: read from etcd. */
+  nodes?: () => NodeInfo[];
 }
 
 export interface ApiLimits {
@@ -195,7 +198,10 @@ export class ApiServer {
     };
     const opts: AdapterOptions = { onError, identify: d.tls ? identityOfCall : undefined };
     return {
-      ...jobHandlers({ jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i) }, opts),
+      ...jobHandlers({
+        jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
+        checkContainers: (specs, identity, admin) => this.checkContainerPolicy(specs, identity, admin),
+      }, opts),
       submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
       run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
         if (!req.task) throw new LoomError('INVALID_ARGUMENT', 'run: no task given');
@@ -227,7 +233,7 @@ export class ApiServer {
         const t = this.visible((await d.queries.get(req.id)).task, identity);
         if (t.state !== TaskState.QUEUED) return t;
         // Say why a queued task waits, when no live node could run it.
-        const why = explainUnplaceable(t.spec!, await d.queries.nodes());
+        const why = explainUnplaceable(t.spec!, await d.queries.nodes(), t.submittedByAdmin);
         return why ? { ...t, reason: `waiting: ${why}` } : t;
       }, opts),
       list: unary(async (req: ListRequest, { identity }): Promise<ListResponse> => {
@@ -357,11 +363,29 @@ export class ApiServer {
   private async submit(tasks: TaskSpec[], identity: Identity): Promise<string[]> {
     const d = this.deps;
     const specs = validateBatch(tasks);
+    const admin = this.isAdmin(identity);
+    await this.checkContainerPolicy(specs, identity, admin);
     const now = Date.now();
-    const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now));
+    const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now, admin));
     if (records.length === 1 && (await d.tryRunHere(records[0]))) return [records[0].id];
     await d.transitions.submit(records);
     return records.map((r) => r.id);
+  }
+
+  /**
+   * Refuses at submit what no live node's container policy allows (the
+   * nodes re-check when claiming and when starting: they may differ, and
+   * change). Only specs with mounts, a host network or user 0 look.
+   */
+  private async checkContainerPolicy(specs: TaskSpec[], identity: Identity, admin: boolean): Promise<void> {
+    let nodes: NodeInfo[] | undefined;
+    for (let i = 0; i < specs.length; i++) {
+      const c = specs[i].container;
+      if (!c || (c.mounts.length === 0 && !c.network && !c.user)) continue;
+      nodes ??= this.deps.nodes ? this.deps.nodes() : await this.deps.queries.nodes();
+      const err = submitRefusal(c, nodes, admin, identity.name);
+      if (err) throw specs.length > 1 ? new LoomError(err.code, `task ${i}: ${err.message}`) : err;
+    }
   }
 
   private async wait(id: string, signal: AbortSignal): Promise<Task> {

@@ -293,7 +293,7 @@ export class Executor {
         ? this.deps.docker.startContainer({
             ...base, env: spec.env.PATH ? { ...env, PATH: spec.env.PATH } : env,
             image: c.image, pull: (c.pull || 'missing') as PullPolicy, mounts: c.mounts, network: c.network || 'none',
-            taskId: t.id, memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
+            user: c.user, byAdmin: t.submittedByAdmin, taskId: t.id, memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
           })
         : failedHandle('this node has no Docker engine answering', 125, undefined, true);
     } else {
@@ -384,7 +384,10 @@ export class Executor {
       // still hold it; otherwise a survivor has requeued it already.
       const node = this.deps.nodeName;
       const why = fenced || r.stoppedFor === 'fence' ? `node ${node} fenced` : exec.handBack ?? (r.stoppedFor === 'drain' ? `node ${node} drained` : `node ${node} shut down`);
-      const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now()).catch(() => false);
+      // A fence while the task ran counts as a loss of its node (Task.node_losses): a task that makes its node fence would
+      // otherwise go on to each next node.
+      const nodeLoss = fenced || r.stoppedFor === 'fence';
+      const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now(), nodeLoss).catch(() => false);
       this.deps.log(`task ${t.id}: ${why}; ${ok ? 'requeued' : 'left to the survivors'}`);
       return;
     }

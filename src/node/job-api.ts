@@ -1,6 +1,6 @@
 /** The job endpoints of the API (see src/store/jobs.ts for the transactions). */
 import * as grpc from '@grpc/grpc-js';
-import { Job, JobRequest, JobSpec, JobState, JobStatus, ListJobsRequest, ListJobsResponse, SubmitJobRequest } from '../gen/loom';
+import { Job, JobRequest, JobSpec, JobState, JobStatus, ListJobsRequest, ListJobsResponse, SubmitJobRequest, TaskSpec } from '../gen/loom';
 import { invalid, LoomError } from '../core/errors';
 import { checkGraph, MAX_JOB_TASKS } from '../core/job-spec';
 import { validateSpec } from '../core/spec';
@@ -14,6 +14,26 @@ export interface JobApiDeps {
   /** Cancels one task (queued: at once; running: asks its owner), as `identity`. */
   cancelTask: (id: string, identity: Identity) => Promise<unknown>;
   isAdmin: (identity: Identity) => boolean;
+  /**
+   * The submit-time container policy check (ApiServer.checkContainerPolicy).
+   * A job's tasks are recorded as no admin's (Task.submitted_by_admin), so
+   * they are checked as a non-admin's.
+   */
+  checkContainers?: (specs: TaskSpec[], identity: Identity, admin: boolean) => Promise<void>;
+}
+
+/** A spec as `who` may see it: env values are its owner's and admins' business (as a task's are). */
+function hideEnv(spec: TaskSpec): TaskSpec {
+  if (Object.keys(spec.env).length === 0) return spec;
+  return { ...spec, env: Object.fromEntries(Object.keys(spec.env).map((k) => [k, '(hidden)'])) };
+}
+
+/** The job as `identity` may see it: the env values of its template and overrides hidden from others. */
+export function visibleJob(job: Job, identity: Identity, isAdmin: boolean): Job {
+  const spec = job.spec;
+  if (!spec || isAdmin || spec.owner === identity.name) return job;
+  const overrides = Object.fromEntries(Object.entries(spec.overrides).map(([k, o]) => [k, hideEnv(o)]));
+  return { ...job, spec: { ...spec, template: spec.template && hideEnv(spec.template), overrides } };
 }
 
 /** Re-validates a job spec on the server (clients may be anything); the owner is the caller. */
@@ -35,9 +55,9 @@ export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSp
   return out;
 }
 
-async function status(jobs: JobStore, ref: string): Promise<JobStatus> {
+async function status(jobs: JobStore, ref: string, identity: Identity, isAdmin: boolean): Promise<JobStatus> {
   const { job } = await jobs.get(ref);
-  return { job, counts: await jobs.counts(job) };
+  return { job: visibleJob(job, identity, isAdmin), counts: await jobs.counts(job) };
 }
 
 /** Task cancels in flight at once for one `loom job cancel`. */
@@ -47,12 +67,17 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
   return {
     submitJob: unary(async (req: SubmitJobRequest, { identity }): Promise<JobStatus> => {
       const spec = validateJobSpec(req.spec, identity.name);
+      await d.checkContainers?.([spec.template!, ...Object.values(spec.overrides)], identity, false);
       let held = await d.jobs.create(spec, Date.now());
       if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
       return { job: held.job, counts: await d.jobs.counts(held.job) };
     }, opts) as grpc.handleUnaryCall<SubmitJobRequest, JobStatus>,
-    getJob: unary(async (req: JobRequest) => status(d.jobs, req.job), opts),
-    listJobs: unary(async (req: ListJobsRequest): Promise<ListJobsResponse> => d.jobs.list(req.pageSize, req.pageToken), opts),
+    getJob: unary(async (req: JobRequest, { identity }) => status(d.jobs, req.job, identity, d.isAdmin(identity)), opts),
+    listJobs: unary(async (req: ListJobsRequest, { identity }): Promise<ListJobsResponse> => {
+      const page = await d.jobs.list(req.pageSize, req.pageToken);
+      const admin = d.isAdmin(identity);
+      return { ...page, jobs: page.jobs.map((j) => visibleJob(j, identity, admin)) };
+    }, opts),
     cancelJob: unary(async (req: JobRequest, { identity }): Promise<JobStatus> => {
       const held = await d.jobs.get(req.job);
       const job: Job = held.job;
@@ -69,7 +94,7 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
           await d.cancelTask(id, identity).catch(() => undefined); // already finished: fine
         });
       }
-      return status(d.jobs, job.id);
+      return status(d.jobs, job.id, identity, d.isAdmin(identity));
     }, opts),
   };
 }

@@ -2,10 +2,10 @@
  * A loom node: wires the store, the runner and the daemon's loops together,
  * and owns the node's life: start, fence-and-rejoin, graceful stop.
  */
-import { promises as fs } from 'fs';
+import { promises as fs, realpathSync } from 'fs';
 import * as path from 'path';
 import { Etcd3 } from 'etcd3';
-import { NodeControl, NodeInfo, Resources, Task } from '../gen/loom';
+import { ContainerPolicy, NodeControl, NodeInfo, Resources, Task } from '../gen/loom';
 import { addResources, fits, NO_RESOURCES, refusal } from '../core/fit';
 import { automaticLabels, machineCapacity, MetricsSampler } from './machine';
 import { NodeConfig } from '../core/config';
@@ -30,7 +30,7 @@ import { ProcessRunner } from '../runner/process-runner';
 import { resolveRunAs, taskConfinement } from './task-confinement';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
-import { DockerRunner } from '../runner/docker-runner';
+import { DockerRunner, dockerSocketPath } from '../runner/docker-runner';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { nodeMetrics } from './node-metrics';
@@ -84,6 +84,31 @@ export interface NodeOptions {
  */
 const DOCKER_PROBE_MS = 10_000;
 
+/**
+ * This node's rules for container tasks, published in its NodeInfo so that
+ * any node's submit check and placement read the same rules this node's
+ * runner applies. The data dir (other tasks' logs, the lease file, the etcd
+ * member) and the engine's socket are refused as given and as resolved.
+ */
+function containerPolicyOf(config: NodeConfig, dockerSocket: string): ContainerPolicy {
+  const refused = new Set<string>();
+  for (const p of [config.dataDir, dockerSocket]) {
+    const abs = path.resolve(p);
+    refused.add(abs);
+    try {
+      refused.add(realpathSync(abs));
+    } catch {
+      // Not there (yet): the path as given is what a mount would name.
+    }
+  }
+  return {
+    allowedMounts: config.allowMounts.map((m) => ({ path: m.path, readOnly: m.readOnly })),
+    hostNetwork: config.allowHostNetwork,
+    root: config.allowContainerRoot,
+    refusedPaths: [...refused],
+  };
+}
+
 export class LoomNode {
   private stopping = false;
   private inc: Incarnation | undefined;
@@ -115,6 +140,7 @@ export class LoomNode {
   spawner: Spawner | undefined;
   /** Container runner and whether its engine answers (set by start()). */
   private dockerRunner: DockerRunner | undefined;
+  private containerPolicy: ContainerPolicy | undefined;
   private engine: EngineWatch | undefined;
   /** Which etcd members requests skip (stopped with the clients). */
   private health: EndpointHealth | undefined;
@@ -200,12 +226,14 @@ export class LoomNode {
     endpointSync.start();
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
-    const transitions = new TaskTransitions(kv, keys);
+    const transitions = new TaskTransitions(kv, keys, config.maxNodeLosses);
     const directory = new NodeDirectory(kv, keys, log);
     const window = new QueueWindow(kv, keys, 1000, log);
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
     const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log, confinement });
-    const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
+    const socketPath = config.dockerSocket || undefined;
+    const containerPolicy = containerPolicyOf(config, dockerSocketPath(socketPath));
+    const dockerRunner = new DockerRunner({ socketPath, nodeName: config.name, reaper, log, policy: containerPolicy, pidsLimit: config.containerPids });
     const engine = new EngineWatch({
       ping: () => dockerRunner.ping(),
       intervalMs: opts.dockerProbeMs ?? DOCKER_PROBE_MS,
@@ -247,7 +275,7 @@ export class LoomNode {
     const api = new ApiServer({
       kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
-      nodeName: config.name, tls, admins: config.admins,
+      nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
       members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
     });
     const node: LoomNode = new LoomNode(
@@ -259,6 +287,7 @@ export class LoomNode {
     node.health = health;
     node.endpointSync = endpointSync;
     node.dockerRunner = dockerRunner;
+    node.containerPolicy = containerPolicy;
     node.engine = engine;
     try {
       await engine.start();
@@ -370,6 +399,7 @@ export class LoomNode {
       metrics: this.metrics.latest,
       docker: this.docker,
       runAs: resolveRunAs(this.config.runAs, process.getuid?.() ?? 0),
+      containerPolicy: this.containerPolicy,
     };
   }
 
@@ -393,7 +423,7 @@ export class LoomNode {
   }
 
   selfInfo() {
-    return { name: this.config.name, labels: this.labels, capacity: this.capacity, docker: this.docker };
+    return { name: this.config.name, labels: this.labels, capacity: this.capacity, docker: this.docker, containerPolicy: this.containerPolicy };
   }
 
   /** Drain: stop claiming; at the deadline, requeue what still runs. Resume undoes it. */
@@ -492,7 +522,7 @@ export class LoomNode {
     const urgent = (spec.priority ?? 0) >= urgentPriority;
     if (urgent ? this.executor.count >= slots + urgentSlots : this.executor.count + this.executor.backlog >= slots) return false;
     const free = addResources(this.capacity, this.executor.inUse, -1);
-    if (refusal(spec, this.selfInfo()) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
+    if (refusal(spec, this.selfInfo(), record.submittedByAdmin) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());
     if (!held) return false;
     this.claimedAtSubmit++;

@@ -13,7 +13,7 @@
  * starts them as slots free. One claim-or-result transaction is out at a time
  * per node (WriteLane), so what piles up meanwhile goes in the next one.
  */
-import { NodeInfo, Resources } from '../gen/loom';
+import { ContainerPolicy, NodeInfo, Resources } from '../gen/loom';
 import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
 import { addResources, refusal as refusal_ } from '../core/fit';
 import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims } from '../core/choose-claims';
@@ -28,6 +28,8 @@ export interface SelfInfo {
   labels: Record<string, string>;
   capacity: Resources;
   docker: boolean;
+  /** Fixed for the node's life (its flags), so a cached refusal stays true. */
+  containerPolicy?: ContainerPolicy;
 }
 
 const subtract = (a: Resources, b: Resources) => addResources(a, b, -1);
@@ -132,7 +134,7 @@ export class StealLoop {
   private refusalFor(entry: WindowEntry, self: SelfInfo): string | undefined {
     const cached = this.refusals.get(entry.key);
     if (cached && cached.docker === self.docker) return cached.refusal;
-    const refusal = refusal_(entry.snapshot.spec!, self);
+    const refusal = refusal_(entry.snapshot.spec!, self, entry.snapshot.submittedByAdmin);
     if (this.refusals.size > 20_000) this.refusals.clear();
     this.refusals.set(entry.key, { docker: self.docker, refusal });
     return refusal;
@@ -150,7 +152,7 @@ export class StealLoop {
     const spec = entry.snapshot.spec!;
     const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
     const names = placed
-      ? this.deps.nodeInfos().filter((n) => !n.draining && refusal_(spec, n) === undefined).map((n) => n.name)
+      ? this.deps.nodeInfos().filter((n) => !n.draining && refusal_(spec, n, entry.snapshot.submittedByAdmin) === undefined).map((n) => n.name)
       : this.deps.liveNodes();
     const preferred = names.length <= 1 || preferredNode(entry.id, names) === this.me!.node;
     const jitter = cached?.jitter ?? fnv1a(`${this.me!.node}/${entry.id}`) / 0x1_0000_0000;

@@ -6,13 +6,18 @@
  *
  * One attempt:
  *   1. image: pull 'never' | 'missing' | 'always'
- *   2. create: Cmd = argv (the image's ENTRYPOINT, if any, is kept), Env,
+ *   2. confine: the node's container policy again, here with the mounts'
+ *      symlinks resolved (what the engine will mount), the network, and the
+ *      user (the image's, when it is a numeric non-root uid; else 65534)
+ *   3. create: Cmd = argv (the image's ENTRYPOINT, if any, is kept), Env,
  *      WorkingDir, labels loom.task / loom.node, network (default none),
  *      bind mounts, memory (swap off: the limit is the limit) and CPU limits,
- *      no engine-side log (the framed log file is the only copy)
- *   3. attach stdout+stderr (before start, so no output is lost), start
- *   4. wait for the exit, inspect (exit code, OOMKilled), drain the output
- *   5. remove the container, always; then close the log and settle `done`.
+ *      Kubernetes' "restricted" defaults (no capabilities, no-new-privileges,
+ *      a pids limit, never privileged), no engine-side log (the framed log
+ *      file is the only copy)
+ *   4. attach stdout+stderr (before start, so no output is lost), start
+ *   5. wait for the exit, inspect (exit code, OOMKilled), drain the output
+ *   6. remove the container, always; then close the log and settle `done`.
  *
  * Killing: the engine's kill endpoint (SIGTERM, then SIGKILL after the grace),
  * i.e. `docker stop` semantics. With a reaper, the container's init process
@@ -29,6 +34,9 @@ import type Docker from 'dockerode';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
 import { Reaper } from './reaper';
+import {
+  ContainerPolicy, DEFAULT_CONTAINER_PIDS, effectiveUser, EMPTY_POLICY, isHostNetwork, mountRefusal,
+} from '../core/container-policy';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
 
 export type PullPolicy = 'never' | 'missing' | 'always';
@@ -59,6 +67,10 @@ export interface ContainerRequest extends RunRequest {
   memoryBytes?: number;
   /** CPU limit in cores (fractional); undefined or 0 = none. */
   cpus?: number;
+  /** The spec's "UID[:GID]"; '' or undefined: the image's user, if non-root (see effectiveUser). */
+  user?: string;
+  /** The submitter was an admin (Task.submitted_by_admin): it may use a host network. */
+  byAdmin?: boolean;
 }
 
 export interface DockerRunnerOptions {
@@ -70,6 +82,16 @@ export interface DockerRunnerOptions {
   reaper?: Reaper;
   /** Diagnostics that do not belong to a result (a failed remove, ...). */
   log?: (message: string) => void;
+  /** What containers may ask of this node (mounts, host network, root). Default: nothing. */
+  policy?: ContainerPolicy;
+  /** The pids limit of every container. Default DEFAULT_CONTAINER_PIDS. */
+  pidsLimit?: number;
+}
+
+/** What confine() decided for one container: the mounts as resolved, the user. */
+interface Confinement {
+  binds: string[];
+  user: string;
 }
 
 export const LABEL_TASK = 'loom.task';
@@ -86,7 +108,7 @@ export class DockerRunner implements Runner {
   private client: Docker | undefined;
 
   constructor(private readonly opts: DockerRunnerOptions) {
-    this.socketPath = opts.socketPath ?? process.env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock';
+    this.socketPath = dockerSocketPath(opts.socketPath);
   }
 
   /**
@@ -166,6 +188,11 @@ export class DockerRunner implements Runner {
     }
     return removed;
   }
+}
+
+/** The engine socket a runner given `socketPath` talks to (see DockerRunnerOptions.socketPath). */
+export function dockerSocketPath(socketPath?: string): string {
+  return socketPath ?? process.env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock';
 }
 
 export function isContainerRequest(req: RunRequest): req is ContainerRequest {
@@ -278,7 +305,11 @@ class ContainerRun implements RunHandle {
 
       await this.prepareImage(creq);
       if (this.aborted) return;
-      const container = await this.docker.createContainer(containerConfig(creq, this.opts.nodeName));
+      const confined = await this.confine(creq);
+      if (this.aborted) return;
+      const container = await this.docker.createContainer(
+        containerConfig(creq, this.opts.nodeName, confined, this.opts.pidsLimit ?? DEFAULT_CONTAINER_PIDS),
+      );
       this.container = container;
       if (this.aborted) return;
 
@@ -368,6 +399,34 @@ class ContainerRun implements RunHandle {
     } finally {
       this.pullStream = undefined;
     }
+  }
+
+  /**
+   * The policy check at the last moment: placement already kept this node
+   * from claiming what its policy refuses, but a path may have become a
+   * symlink since (a task can make one in a writable mount), and the engine
+   * follows symlinks. So each mount is resolved here, checked as resolved,
+   * and handed to the engine resolved. Exit 125: the engine did not run it.
+   */
+  private async confine(req: ContainerRequest): Promise<Confinement> {
+    const policy = this.opts.policy ?? EMPTY_POLICY;
+    const refuse = (why: string): never => {
+      throw new RunFailure({ error: `refused by node ${this.opts.nodeName}: ${why}`, exitCode: ENGINE_ERROR_EXIT });
+    };
+    if (isHostNetwork(req.network) && !req.byAdmin && !policy.hostNetwork) {
+      refuse(`network ${req.network} needs an admin (--admin) or --allow-host-network`);
+    }
+    const binds: string[] = [];
+    for (const m of req.mounts) {
+      const real = resolveHostPath(m.host);
+      const why = mountRefusal(m.host, m.readOnly, policy) ?? (real === m.host ? undefined : mountRefusal(real, m.readOnly, policy));
+      if (why) refuse(`mount ${m.host}${real === m.host ? '' : ` (resolves to ${real})`}: ${why}`);
+      binds.push(`${real}:${m.container}${m.readOnly ? ':ro' : ''}`);
+    }
+    const info = await this.docker.getImage(req.image).inspect();
+    const chosen = effectiveUser(req.user ?? '', info.Config?.User ?? '', policy.root);
+    if ('refused' in chosen) return refuse(chosen.refused);
+    return { binds, user: chosen.user };
   }
 
   /** Demultiplexes the attach stream into the sink; resolves when it ends. */
@@ -530,7 +589,27 @@ class ContainerRun implements RunHandle {
   }
 }
 
-function containerConfig(req: ContainerRequest, nodeName: string): Docker.ContainerCreateOptions {
+/**
+ * `host` with its symlinks resolved: the longest existing prefix through
+ * realpath, the rest as given (the engine creates missing directories).
+ */
+function resolveHostPath(host: string): string {
+  const parts = host.split('/').filter(Boolean);
+  for (let n = parts.length; n >= 0; n--) {
+    const prefix = `/${parts.slice(0, n).join('/')}`;
+    let real: string;
+    try {
+      real = fs.realpathSync(prefix);
+    } catch {
+      continue;
+    }
+    const rest = parts.slice(n);
+    return rest.length === 0 ? real : `${real === '/' ? '' : real}/${rest.join('/')}`;
+  }
+  return host;
+}
+
+function containerConfig(req: ContainerRequest, nodeName: string, confined: Confinement, pidsLimit: number): Docker.ContainerCreateOptions {
   const memory = req.memoryBytes && req.memoryBytes > 0 ? Math.floor(req.memoryBytes) : undefined;
   const nanoCpus = req.cpus && req.cpus > 0 ? Math.round(req.cpus * 1e9) : undefined;
   return {
@@ -538,6 +617,8 @@ function containerConfig(req: ContainerRequest, nodeName: string): Docker.Contai
     Cmd: req.argv.length > 0 ? req.argv : undefined,
     Env: Object.entries(req.env).map(([k, v]) => `${k}=${v}`),
     WorkingDir: req.cwd || undefined,
+    // '' only when root is allowed and the image names none: the image's default (root).
+    User: confined.user || undefined,
     Labels: { [LABEL_TASK]: req.taskId, [LABEL_NODE]: nodeName },
     AttachStdin: false,
     AttachStdout: true,
@@ -546,7 +627,16 @@ function containerConfig(req: ContainerRequest, nodeName: string): Docker.Contai
     Tty: false,
     HostConfig: {
       NetworkMode: req.network || 'none',
-      Binds: req.mounts.map((m) => `${m.host}:${m.container}${m.readOnly ? ':ro' : ''}`),
+      Binds: confined.binds,
+      // Kubernetes' "restricted" Pod Security Standard: no capability at all
+      // (not even the engine's default set), no gaining privileges through
+      // setuid/file capabilities, a bounded process count (a fork bomb stays
+      // in its container), and never privileged. The engine's default seccomp
+      // profile stays on (nothing here asks for unconfined).
+      CapDrop: ['ALL'],
+      SecurityOpt: ['no-new-privileges:true'],
+      PidsLimit: pidsLimit,
+      Privileged: false,
       Memory: memory,
       // Equal to Memory: no swap on top of the limit.
       MemorySwap: memory,

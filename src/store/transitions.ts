@@ -15,7 +15,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
 import { LoomError } from '../core/errors';
-import { isTerminal, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
+import { isTerminal, lostTooOften, lostTooOftenReason, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
@@ -105,6 +105,8 @@ export class TaskTransitions {
   constructor(
     private readonly kv: Kv,
     readonly keys: Keys,
+    /** --max-node-losses: node losses after which a task fails instead of being requeued. */
+    private readonly maxNodeLosses = 3,
   ) {
     this.cancels = new TxnBatcher(kv, 'cancel');
   }
@@ -166,7 +168,8 @@ export class TaskTransitions {
     }
   }
 
-  newRecord(spec: TaskSpec, owner: string, nowMs: number): Task {
+  /** `byAdmin`: the submitter is an admin here (Task.submitted_by_admin). */
+  newRecord(spec: TaskSpec, owner: string, nowMs: number, byAdmin = false): Task {
     return {
       id: uuidv7(),
       spec,
@@ -188,6 +191,8 @@ export class TaskTransitions {
       jobId: '',
       index: 0,
       failures: 0,
+      nodeLosses: 0,
+      submittedByAdmin: byAdmin,
     };
   }
 
@@ -421,19 +426,25 @@ export class TaskTransitions {
    * or it found itself fenced while its running key survives).
    *   compare: /task/<id> at the held revision; running key = my lease
    *   then:    delete running key and cancel request; put /task/<id> QUEUED
-   *            (CANCELLED if a cancel was requested) and its status key
+   *            (CANCELLED if a cancel was requested; FAILED when `nodeLoss`
+   *            makes it the task's --max-node-losses-th) and its status key
+   * `nodeLoss`: the node fenced itself while the task ran, which counts like
+   * a survivor's requeueLost (Task.node_losses).
    */
-  async release(held: HeldTask, me: NodeIdentity, reason: string, nowMs: number): Promise<boolean> {
+  async release(held: HeldTask, me: NodeIdentity, reason: string, nowMs: number, nodeLoss = false): Promise<boolean> {
     const t = held.task;
     const event: TaskEvent = t.cancelRequested ? 'cancel' : 'release';
-    const state = nextState(TaskState.RUNNING, event, ctxOf(t))!;
+    const nodeLosses = t.nodeLosses + (nodeLoss ? 1 : 0);
+    const ctx = { ...ctxOf(t), nodeLosses, maxNodeLosses: this.maxNodeLosses };
+    const state = nextState(TaskState.RUNNING, event, ctx)!;
     const next: Task = {
       ...t,
       state,
       lease: '',
       finishedAtMs: isTerminal(state) ? nowMs : 0,
-      reason: event === 'cancel' ? 'cancelled' : reason,
+      reason: event === 'cancel' ? 'cancelled' : state === TaskState.FAILED ? lostTooOftenReason(nodeLosses, reason) : reason,
       history: withAttempt(t, reason, nowMs),
+      nodeLosses,
     };
     const res = await this.kv.txn(
       {
@@ -455,21 +466,30 @@ export class TaskTransitions {
    *            that lease (the incarnation really is gone)
    *   then:    delete running key and cancel request; put /task/<id> QUEUED
    *            (LOST if restartOnNodeFailure=false, CANCELLED if cancel was
-   *            requested) and its status key
+   *            requested, FAILED "lost its node N times" when this loss is
+   *            its --max-node-losses-th: a task that kills its node must not
+   *            go on to kill the next) and its status key
    * Exactly one survivor wins per task; the others' compares fail quietly.
    */
   async requeueLost(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
     const event: TaskEvent = t.cancelRequested ? 'cancel' : 'node_lost';
-    const state = nextState(TaskState.RUNNING, event, ctxOf(t))!;
+    const nodeLosses = t.nodeLosses + 1;
+    const ctx = { ...ctxOf(t), nodeLosses, maxNodeLosses: this.maxNodeLosses };
+    const state = nextState(TaskState.RUNNING, event, ctx)!;
     const why = `node ${t.node} lost`;
     const next: Task = {
       ...t,
       state,
       lease: '',
       finishedAtMs: isTerminal(state) ? nowMs : 0,
-      reason: event === 'cancel' ? 'cancelled' : state === TaskState.LOST ? `${why} (restartOnNodeFailure=false)` : why,
+      reason:
+        event === 'cancel' ? 'cancelled'
+        : state === TaskState.LOST ? `${why} (restartOnNodeFailure=false)`
+        : state === TaskState.FAILED && lostTooOften(ctx) ? lostTooOftenReason(nodeLosses, why)
+        : why,
       history: withAttempt(t, 'node lost', nowMs),
+      nodeLosses,
     };
     const res = await this.kv.txn(
       {

@@ -14,6 +14,7 @@ import { readFrames, STREAM_STDERR, STREAM_STDOUT } from '../../src/runner/log-f
 import { ContainerRequest, DockerRunner, LABEL_NODE, LABEL_TASK } from '../../src/runner/docker-runner';
 import { Reaper } from '../../src/runner/reaper';
 import { RunHandle } from '../../src/runner/types';
+import { ContainerPolicy } from '../../src/core/container-policy';
 
 const SOCK = process.env.LOOM_DOCKER_SOCK || '/tmp/loom-docker/docker.sock';
 const IMAGE = 'loom-busybox:latest';
@@ -192,7 +193,11 @@ describe('DockerRunner without an engine', () => {
 d('DockerRunner with a real engine', () => {
   jest.setTimeout(30_000);
   const docker = new Docker({ socketPath: SOCK });
-  const runner = new DockerRunner({ socketPath: SOCK, nodeName: NODE });
+  // Test dirs live in the system temp dir: the policy allows mounting it (and never the engine's socket).
+  const runner = new DockerRunner({
+    socketPath: SOCK, nodeName: NODE,
+    policy: { allowedMounts: [{ path: os.tmpdir(), readOnly: false }], hostNetwork: false, root: false, refusedPaths: [SOCK] },
+  });
 
   async function containersOf(taskId: string): Promise<Docker.ContainerInfo[]> {
     return docker.listContainers({ all: true, filters: { label: [`${LABEL_TASK}=${taskId}`] } });
@@ -239,6 +244,9 @@ d('DockerRunner with a real engine', () => {
     const ro = tempDir('ro');
     const rw = tempDir('rw');
     fs.writeFileSync(path.join(ro, 'in.txt'), 'from host\n');
+    // The container runs as 65534 (the image's user is root): it needs the modes a foreign user would.
+    fs.chmodSync(ro, 0o755);
+    fs.chmodSync(rw, 0o777);
     const req = request({
       argv: ['sh', '-c', 'cat /in/in.txt; echo x > /in/new 2>/dev/null && echo ro-writable; echo out > /out/new.txt'],
       mounts: [
@@ -386,5 +394,75 @@ d('DockerRunner with a real engine', () => {
       await known.remove({ force: true }).catch(() => undefined);
       await other.remove({ force: true }).catch(() => undefined);
     }
+  });
+});
+
+d('DockerRunner: restricted defaults and the container policy, on a real engine', () => {
+  jest.setTimeout(30_000);
+  const policy = (over: Partial<ContainerPolicy> = {}): ContainerPolicy => ({
+    allowedMounts: [], hostNetwork: false, root: false, refusedPaths: [SOCK], ...over,
+  });
+  const runnerWith = (p: ContainerPolicy, pidsLimit?: number) => new DockerRunner({ socketPath: SOCK, nodeName: NODE, policy: p, pidsLimit });
+  const statusLines = 'grep -E "^(CapEff|CapPrm|NoNewPrivs):" /proc/self/status; id -u';
+
+  test('no capabilities, no-new-privileges, the image\'s root becomes 65534', async () => {
+    const r = await runnerWith(policy()).startContainer(request({ argv: ['sh', '-c', statusLines] })).done;
+    expect(r.error).toBeUndefined();
+    expect(r.stdoutTail.toString()).toBe('CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n65534\n');
+  });
+
+  test('--allow-container-root: the image\'s root stays root, still without capabilities', async () => {
+    const r = await runnerWith(policy({ root: true })).startContainer(request({ argv: ['sh', '-c', statusLines] })).done;
+    expect(r.stdoutTail.toString()).toBe('CapPrm:\t0000000000000000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\n0\n');
+  });
+
+  test('the spec\'s user; user 0 refused unless the node allows root', async () => {
+    const as1234 = await runnerWith(policy()).startContainer(request({ argv: ['sh', '-c', 'id -u; id -g'], user: '1234:2345' })).done;
+    expect(as1234.stdoutTail.toString()).toBe('1234\n2345\n');
+    const root = request({ argv: ['id', '-u'], user: '0' });
+    const refused = await runnerWith(policy()).startContainer(root).done;
+    expect(refused.error).toMatch(/^refused by node .*: user 0 \(root\) needs a node started with --allow-container-root$/);
+    expect(refused.errorExitCode).toBe(125);
+    expect(await new Docker({ socketPath: SOCK }).listContainers({ all: true, filters: { label: [`${LABEL_TASK}=${root.taskId}`] } })).toEqual([]);
+    const allowed = await runnerWith(policy({ root: true })).startContainer(request({ argv: ['id', '-u'], user: '0' })).done;
+    expect(allowed.stdoutTail.toString()).toBe('0\n');
+  });
+
+  test('the pids limit applies: a shell cannot fork past it', async () => {
+    const forks = 'i=0; while [ $i -lt 100 ]; do sleep 30 & i=$((i+1)); done; echo started $i';
+    const limited = await runnerWith(policy(), 32).startContainer(request({ argv: ['sh', '-c', forks] })).done;
+    expect(limited.stdoutTail.toString()).not.toContain('started 100');
+    expect(limited.stderrTail.toString()).toMatch(/can't fork/);
+    const roomy = await runnerWith(policy()).startContainer(request({ argv: ['sh', '-c', forks] })).done;
+    expect(roomy.stdoutTail.toString()).toBe('started 100\n');
+  });
+
+  test('mounts: only under --allow-mount, read-only where it says :ro, never through a symlink out of it', async () => {
+    const allowed = tempDir('allowed');
+    const ro = tempDir('ro-only');
+    fs.writeFileSync(path.join(allowed, 'in.txt'), 'ok\n');
+    fs.chmodSync(allowed, 0o755); // readable by 65534, the container's user
+    fs.symlinkSync('/', path.join(allowed, 'escape'));
+    fs.symlinkSync(tempDir('elsewhere'), path.join(allowed, 'sideways'));
+    const p = policy({ allowedMounts: [{ path: allowed, readOnly: false }, { path: ro, readOnly: true }] });
+    const run = (host: string, readOnly: boolean) =>
+      runnerWith(p).startContainer(request({ argv: ['cat', '/m/in.txt'], mounts: [{ host, container: '/m', readOnly }] })).done;
+
+    expect((await run(allowed, true)).stdoutTail.toString()).toBe('ok\n');
+    expect((await run(path.join(allowed, 'escape'), true)).error).toMatch(/resolves to \/\): the host's root directory "\/" is never mounted/);
+    expect((await run(path.join(allowed, 'sideways'), true)).error).toMatch(/resolves to .*elsewhere.*is not under an --allow-mount path/);
+    expect((await run(tempDir('other'), true)).error).toMatch(/is not under an --allow-mount path/);
+    expect((await run(ro, false)).error).toMatch(/may only be mounted read-only/);
+    const roRun = await run(ro, true); // allowed: it ran (and found the directory empty)
+    expect(roRun.error).toBeUndefined();
+    expect(roRun.stderrTail.toString()).toMatch(/^cat: can't open/);
+  });
+
+  test('network host: only for an admin\'s task or with --allow-host-network', async () => {
+    const net = (p: ContainerPolicy, byAdmin: boolean) =>
+      runnerWith(p).startContainer(request({ argv: ['true'], network: 'host', byAdmin })).done;
+    expect((await net(policy(), false)).error).toMatch(/network host needs an admin/);
+    expect((await net(policy(), true)).exitCode).toBe(0);
+    expect((await net(policy({ hostNetwork: true }), false)).exitCode).toBe(0);
   });
 });

@@ -269,6 +269,7 @@ describe('two nodes sharing a queue', () => {
       for (const pid of firstPids) expect(() => process.kill(pid, 0)).toThrow();
       const t = await b.api.get(ids[0]);
       expect(t.history[0]).toMatchObject({ node: 'a', outcome: 'node lost' });
+      expect(t.nodeLosses).toBe(1); // one of the --max-node-losses (3) it may cost before it fails
       expect(a.logs.some((l) => /FENCED/.test(l))).toBe(true);
       proxy.heal();
       await waitFor(() => a.logs.some((l) => /rejoined/.test(l)), { what: 'a rejoins', timeoutMs: 20_000 });

@@ -3,7 +3,8 @@
  * not hold (a claim whose reply was lost) — only while its incarnation lives.
  * A fenced node's lease outlives the fence for a few seconds; it must not act
  * on task keys then (the chaos harness caught one handing back, as never
- * started, a task that ran and whose result the fence lost).
+ * started, a task that ran and whose result the fence lost). And a node that
+ * fences while a task runs hands it back counted as a loss of its node.
  */
 import { TaskState } from '../../src/gen/loom';
 import { QueueWindow } from '../../src/store/queue-window';
@@ -69,4 +70,21 @@ it('a live node hands back a claim it does not hold; a fenced one does not', asy
   expect(kept.history.map((h) => h.outcome)).not.toContain(LOST);
   // The node rejoins under a new lease (and its tasks of the old one go back by the usual way).
   await waitFor(() => (n.me.lease !== lease && n.inc ? true : undefined), { timeoutMs: 15_000, what: 'the node rejoined' });
+});
+
+it('a node that fences itself while running a task hands it back as a loss of its node; at --max-node-losses it fails', async () => {
+  t = await startNode(uniqueRoot(), 'fz', { maxNodeLosses: 2 });
+  const n = t.node as unknown as Inside;
+  const [id] = await t.api.submit([spec(['sleep', '30'])]);
+  for (const attempt of [1, 2]) {
+    await waitFor(async () => {
+      const task = await t.api.get(id);
+      return task.state === TaskState.RUNNING && task.attempt === attempt && n.inc ? true : undefined;
+    }, { timeoutMs: 15_000, what: `attempt ${attempt} running on the rejoined node` });
+    // What the reaper's watchdog does when the node stalls (a task that starves its node, say).
+    n.membership.fence('test: fenced');
+  }
+  const done = await t.api.wait(id);
+  expect(done).toMatchObject({ state: TaskState.FAILED, nodeLosses: 2, reason: 'lost its node 2 times (last: node fz fenced)' });
+  expect(done.history.map((h) => h.outcome)).toEqual(['node fz fenced', 'node fz fenced']);
 });

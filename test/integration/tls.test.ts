@@ -92,6 +92,25 @@ describe('a TLS cluster of two nodes', () => {
     expect(await logsOf(alice, id, true)).toBe('one\ntwo\n');
   });
 
+  it('a host network is for admins only: refused at submit with PERMISSION_DENIED, with no node allowing it to anyone', async () => {
+    const container = (network: string) => ({ container: { image: 'loom-busybox:latest', pull: 'never', mounts: [], network, user: '' } });
+    for (const network of ['host', 'container:other']) {
+      await expect(api(a, 'alice').submit([spec(['true'], container(network))])).rejects.toMatchObject({
+        code: 'PERMISSION_DENIED',
+        message: `alice may not use network ${network}: only an admin (see --admin) may, or anyone on a node started with --allow-host-network (no live node is)`,
+      });
+    }
+    // An admin's is accepted, and recorded as an admin's (the nodes that run it check that again).
+    const ops = api(a, 'ops');
+    const [id] = await ops.submit([spec(['true'], container('host'))]);
+    expect(await ops.get(id)).toMatchObject({ owner: 'ops', submittedByAdmin: true });
+    await ops.cancel(id);
+    // Any other network is anyone's.
+    const [plain] = await api(a, 'alice').submit([spec(['true'], container('bridge'))]);
+    expect(await ops.get(plain)).toMatchObject({ owner: 'alice', submittedByAdmin: false });
+    await ops.cancel(plain);
+  });
+
   it('refuses a plaintext client, with the reason on both sides', async () => {
     await expect(api(a, null).nodes()).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringMatching(/requires mutual TLS.*LOOM_TLS_CA/) });
     await waitFor(() => a.logs.some((l) => /refused plaintext connection from 127\.0\.0\.1:\d+: this node requires mutual TLS/.test(l)), { what: 'node log line' });

@@ -178,6 +178,55 @@ describe('store transitions', () => {
     expect(await q.runningKeys()).toEqual([]);
   });
 
+  it('a task whose node died or fenced while running it 3 times ends FAILED instead of taking down a 4th node', async () => {
+    const { keys, tr, q } = setup();
+    const t = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([t]);
+    const claimOn = async (node: string) => {
+      const lease = await register(keys, node);
+      const [held] = await tr.claim(await queuedEntries(keys), { node, lease }, Date.now());
+      expect(held).toBeDefined();
+      return { held: held!, me: { node, lease } };
+    };
+    // n1 dies with it: a survivor requeues it.
+    let c = await claimOn('n1');
+    await client.leaseClient.leaseRevoke({ ID: c.me.lease });
+    expect(await tr.requeueLost(c.held, Date.now())).toMatchObject({ state: TaskState.QUEUED, nodeLosses: 1 });
+    // n2 shuts down and hands it back: not a loss of its node.
+    c = await claimOn('n2');
+    expect(await tr.release(c.held, c.me, 'node n2 shut down', Date.now())).toBe(true);
+    expect((await q.get(t.id)).task).toMatchObject({ state: TaskState.QUEUED, nodeLosses: 1 });
+    // n3 fences itself while running it and hands it back: a loss.
+    c = await claimOn('n3');
+    expect(await tr.release(c.held, c.me, 'node n3 fenced', Date.now(), true)).toBe(true);
+    expect((await q.get(t.id)).task).toMatchObject({ state: TaskState.QUEUED, nodeLosses: 2 });
+    // n4 dies with it: the third loss ends it.
+    c = await claimOn('n4');
+    await client.leaseClient.leaseRevoke({ ID: c.me.lease });
+    const last = await tr.requeueLost(c.held, Date.now());
+    expect(last).toMatchObject({ state: TaskState.FAILED, nodeLosses: 3, reason: 'lost its node 3 times (last: node n4 lost)' });
+    expect((await q.get(t.id)).task).toMatchObject({ state: TaskState.FAILED, nodeLosses: 3 });
+    expect((await q.get(t.id)).task.history.map((a) => `${a.node}: ${a.outcome}`)).toEqual([
+      'n1: node lost', 'n2: node n2 shut down', 'n3: node n3 fenced', 'n4: node lost',
+    ]);
+    expect(await q.runningKeys()).toEqual([]);
+    expect(await queuedEntries(keys)).toEqual([]);
+    expect((await q.list({ state: TaskState.FAILED, pageSize: 10 })).tasks.map((x) => x.id)).toEqual([t.id]);
+  });
+
+  it('the limit is the cluster\'s to set (--max-node-losses), and a fence can be the last loss', async () => {
+    const keys = new Keys(uniqueRoot());
+    const tr = new TaskTransitions(kv, keys, 1);
+    const t = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([t]);
+    const lease = await register(keys, 'n1');
+    const [held] = await tr.claim(await queuedEntries(keys), { node: 'n1', lease }, Date.now());
+    expect(await tr.release(held!, { node: 'n1', lease }, 'node n1 fenced', Date.now(), true)).toBe(true);
+    expect((await new TaskQueries(kv, keys).get(t.id)).task).toMatchObject({
+      state: TaskState.FAILED, nodeLosses: 1, reason: 'lost its node once (last: node n1 fenced)',
+    });
+  });
+
   it('cancels a queued task, and marks a running one for its owner', async () => {
     const { keys, tr, q } = setup();
     const lease = await register(keys, 'n1');
