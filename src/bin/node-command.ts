@@ -154,6 +154,9 @@ export async function main(argv: string[]): Promise<number> {
     return e.exitCode;
   }
   const log = (msg: string) => process.stderr.write(`${new Date().toISOString()} ${config.name} ${msg}\n`);
+  // Belt and braces for what the node's code does not create with a mode of
+  // its own: nothing of the node's is for its tasks (loom-confine gives tasks 022).
+  process.umask(0o077);
   process.on('unhandledRejection', (err) => log(`unhandled rejection (kept running): ${(err as Error)?.stack ?? err}`));
   const inherited = closeInheritedDescriptors();
   if (inherited.length > 0) {

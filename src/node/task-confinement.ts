@@ -27,14 +27,13 @@ export function resolveRunAs(choice: NodeConfig['runAs'], uid: number): RunAs {
 
 /**
  * Makes the data dir private (0711: tasks may pass through to their scratch
- * directory, never list or read the rest), keeps what the node writes later
- * private (umask 077 for this process; tasks get 022 back), and returns the
- * confinement every process task runs under.
+ * directory, never list or read the rest; what the node writes there later
+ * is created 0600/0700) and returns the confinement every process task runs
+ * under.
  */
 export function taskConfinement(config: NodeConfig, log: (m: string) => void, opts: { lockDir?: string } = {}): Confinement {
   const uid = process.getuid?.() ?? 0;
   const runAs = resolveRunAs(config.runAs, uid);
-  process.umask(0o077);
   privatise(config.dataDir);
   const helper = confineBinary();
   if (!fs.existsSync(helper)) {

@@ -225,7 +225,7 @@ export class EmbeddedEtcd {
       env.ETCD_UNSUPPORTED_ARCH = unsupported;
     }
 
-    const fd = fs.openSync(cfg.logPath, 'a');
+    const fd = fs.openSync(cfg.logPath, 'a', 0o600);
     let child: ChildProcess;
     let offset: number;
     try {
@@ -837,7 +837,7 @@ function writeMarker(cfg: Resolved, members: EtcdPeer[] = cfg.members): void {
   const marker: ClusterMarker = { name: cfg.name, clusterToken: CLUSTER_TOKEN, members: memberList(members).sort(), createdAt };
   const tmp = `${cfg.markerPath}.tmp`;
   try {
-    fs.writeFileSync(tmp, JSON.stringify(marker, null, 2) + '\n');
+    fs.writeFileSync(tmp, JSON.stringify(marker, null, 2) + '\n', { mode: 0o600 });
     fs.renameSync(tmp, cfg.markerPath);
   } catch (err) {
     // Only a guard for later starts: a full disk must not stop this one.

@@ -136,7 +136,7 @@ export class Membership {
       this.opts.log?.(`node name "${this.opts.name}" is still held by lease ${holder?.lease}; waiting for it to expire`);
       await new Promise((r) => setTimeout(r, 500));
     }
-    if (this.opts.leaseFile) await fs.writeFile(this.opts.leaseFile, lease).catch(() => undefined);
+    if (this.opts.leaseFile) await fs.writeFile(this.opts.leaseFile, lease, { mode: 0o600 }).catch(() => undefined);
     this.current = keeper;
     keeper.start();
     return keeper;
