@@ -12,6 +12,7 @@ import { killAllClustersNow, setDefaultStopGrace } from './cluster';
 import { BenchContext, Scenario } from './context';
 import { errorLine, Figure, FigureLine, toLine } from './figures';
 import { machineInfo, renderReport } from './report';
+import { confinement } from './scenarios/confinement';
 import { contention } from './scenarios/contention';
 import { failover } from './scenarios/failover';
 import { fairness } from './scenarios/fairness';
@@ -19,7 +20,7 @@ import { latency } from './scenarios/latency';
 import { scale } from './scenarios/scale';
 import { throughput } from './scenarios/throughput';
 
-const SCENARIOS: Scenario[] = [throughput, latency, failover, fairness, contention, scale];
+const SCENARIOS: Scenario[] = [throughput, latency, failover, fairness, contention, scale, confinement];
 const REPO = path.resolve(__dirname, '../../..');
 
 interface Args {
