@@ -202,7 +202,7 @@ export class LoomNode {
     const window = new QueueWindow(kv, keys, 1000, log);
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
     const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log });
-    const dockerRunner = new DockerRunner({ socketPath: config.dockerSocket || undefined, nodeName: config.name, reaper, log });
+    const dockerRunner = new DockerRunner({ engine: config.docker, nodeName: config.name, reaper, log });
     const engine = new EngineWatch({
       ping: () => dockerRunner.ping(),
       intervalMs: opts.dockerProbeMs ?? DOCKER_PROBE_MS,
@@ -260,7 +260,7 @@ export class LoomNode {
     try {
       await engine.start();
       if (!engine.available) {
-        log(`no Docker engine answers at ${dockerRunner.socketPath}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s)`);
+        log(`no Docker engine answers at ${dockerRunner.address}${config.docker.source === 'default' ? '' : ` (from ${config.docker.source})`}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s)`);
       }
       await node.boot();
     } catch (err) {
@@ -372,7 +372,7 @@ export class LoomNode {
   /** The Docker engine started or stopped answering. */
   private onEngineChange(up: boolean, why: string): void {
     this.docker = up;
-    const socket = this.dockerRunner?.socketPath;
+    const socket = this.dockerRunner?.address;
     if (up) {
       this.opts.log(`docker engine found at ${socket}: taking container tasks`);
       // Containers of this node no task here accounts for: left by an

@@ -75,7 +75,7 @@ d('container tasks on a node', () => {
   let n: TestNode;
   const docker = new Docker({ socketPath: SOCK });
   beforeAll(async () => {
-    n = await startNode(uniqueRoot(), 'dock', { slots: 2, dockerSocket: SOCK });
+    n = await startNode(uniqueRoot(), 'dock', { slots: 2, docker: { kind: "unix", socketPath: SOCK, source: "test" } });
   });
   afterAll(async () => {
     await stopNode(n);
@@ -116,7 +116,7 @@ d('a Docker engine that comes and goes', () => {
 
   it('a node started before its engine takes container tasks once the engine answers', async () => {
     const proxy = new EngineProxy();
-    const n = await startNode(uniqueRoot(), 'late', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 200 });
+    const n = await startNode(uniqueRoot(), 'late', { slots: 2, docker: { kind: "unix", socketPath: proxy.path, source: "test" } }, { dockerProbeMs: 200 });
     afterAllDocker.push(async () => {
       await stopNode(n);
       await proxy.close();
@@ -140,7 +140,7 @@ d('a Docker engine that comes and goes', () => {
     const proxy = new EngineProxy();
     await proxy.open();
     proxy.failCreates = true;
-    const n = await startNode(uniqueRoot(), 'flaky', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 200 });
+    const n = await startNode(uniqueRoot(), 'flaky', { slots: 2, docker: { kind: "unix", socketPath: proxy.path, source: "test" } }, { dockerProbeMs: 200 });
     afterAllDocker.push(async () => {
       await stopNode(n);
       await proxy.close();
@@ -170,7 +170,7 @@ d('a Docker engine that comes and goes', () => {
     const proxy = new EngineProxy();
     await proxy.open();
     // Pinged rarely: the claim, not a ping, is what finds the engine gone.
-    const n = await startNode(uniqueRoot(), 'gone', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 600_000 });
+    const n = await startNode(uniqueRoot(), 'gone', { slots: 2, docker: { kind: "unix", socketPath: proxy.path, source: "test" } }, { dockerProbeMs: 600_000 });
     afterAllDocker.push(async () => {
       await stopNode(n);
       await proxy.close();
