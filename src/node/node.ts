@@ -260,7 +260,9 @@ export class LoomNode {
     try {
       await engine.start();
       if (!engine.available) {
-        log(`no Docker engine answers at ${dockerRunner.address}${config.docker.source === 'default' ? '' : ` (from ${config.docker.source})`}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s)`);
+        // Which setting named the engine: a newcomer's DOCKER_HOST or LOOM_DOCKER_SOCK may not be the one they meant.
+        const from = config.docker.source === 'default' ? 'the default; see --docker-socket, LOOM_DOCKER_SOCK, DOCKER_HOST' : `from ${config.docker.source}`;
+        log(`no Docker engine answers at ${dockerRunner.address}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s; that address is ${from})`);
       }
       await node.boot();
     } catch (err) {
