@@ -116,6 +116,8 @@ function withTask(err: unknown, id: string): LoomError {
 /** Was the end unusual enough to explain (beyond the command's own exit)? */
 function worthExplaining(task: Task): boolean {
   if (task.state === TaskState.COMPLETED) return false;
+  // Killed for memory: the exit code alone (137 from a container) would hide why.
+  if (task.oomKilled) return true;
   if (task.state === TaskState.FAILED && task.exitCode !== undefined && task.exitCode !== 0) {
     return false;
   }

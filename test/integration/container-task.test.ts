@@ -13,6 +13,7 @@ import Docker from 'dockerode';
 import { TaskState } from '../../src/gen/loom';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
+import { cli } from '../support/cluster';
 
 jest.setTimeout(120_000);
 const ROOT = path.resolve(__dirname, '../../..');
@@ -99,6 +100,14 @@ d('container tasks on a node', () => {
     expect(t.state).toBe(TaskState.FAILED);
     expect(t.oomKilled).toBe(true);
     expect(t.reason).toMatch(/out of memory/);
+  });
+
+  it('the attached CLI explains a container over its memory limit as it does a process task', async () => {
+    const r = await cli(['-N', n.node.address, 'run', '--image', IMAGE, '--pull', 'never', '--memory', '16M',
+      'sh', '-c', 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}']);
+    expect(r.code).toBe(137);
+    // The same line as for a process task the kernel OOM-killed (process-limits.test.ts).
+    expect(r.stderr).toMatch(/^loom: task \S+ failed \(signal SIGKILL\): killed: out of memory \(over its memory limit\)\n$/);
   });
 
   it('cancel stops and removes the container', async () => {
