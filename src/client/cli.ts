@@ -8,7 +8,7 @@ import { invalid, LoomError, toLoomError } from '../core/errors';
 import { isTerminal, stateName, TaskState } from '../core/lifecycle';
 import { NodeInfo, Task } from '../gen/loom';
 import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
-import { followTask, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
+import { followTask, reportQueued, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
 import { formatMembersTable, formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
 
@@ -212,7 +212,18 @@ async function runCommand(cmd: Cmd<'run'>, api: LoomApi, io: CliIo): Promise<num
 
   const follow = async (): Promise<number> => {
     const taskId = await submitted;
-    const task = await followTask(api, taskId, io as AttachIo, { showLogs: !cmd.json, signal: ctrl.signal });
+    // Waiting in silence looks like a hang: say why the task stays queued, if a reason is known.
+    const queuedCtrl = new AbortController();
+    const stopQueued = () => queuedCtrl.abort();
+    ctrl.signal.addEventListener('abort', stopQueued, { once: true });
+    void reportQueued(api, taskId, io as AttachIo, queuedCtrl.signal);
+    let task: Task;
+    try {
+      task = await followTask(api, taskId, io as AttachIo, { showLogs: !cmd.json, signal: ctrl.signal });
+    } finally {
+      queuedCtrl.abort();
+      ctrl.signal.removeEventListener('abort', stopQueued);
+    }
     if (cmd.json) await printJson(io, Task.toJSON(task));
     else if (worthExplaining(task) && !interrupted) await note(io, `task ${task.id} ${formatStateLine(task)}`);
     if (interrupted) return interrupted;
