@@ -135,7 +135,7 @@ d('a Docker engine that comes and goes', () => {
     const [id] = await n.api.submit([spec(['sh', '-c', 'echo engine-came-late'], { container })]);
     const waiting = await n.api.get(id);
     expect(waiting.state).toBe(TaskState.QUEUED);
-    expect(waiting.reason).toMatch(/waiting: .*needs a Docker engine/);
+    expect(waiting.reason).toMatch(/waiting: no live node has a Docker engine/);
 
     await proxy.open();
     const t = await n.api.wait(id);
@@ -195,7 +195,7 @@ d('a Docker engine that comes and goes', () => {
     expect(t.state).toBe(TaskState.QUEUED);
     expect(t.history).toHaveLength(1);
     expect(t.history[0].outcome).toBe('docker engine unavailable on node gone');
-    expect(t.reason).toMatch(/waiting: .*needs a Docker engine/);
+    expect(t.reason).toMatch(/waiting: no live node has a Docker engine/);
     await waitFor(async () => (await n.api.nodes())[0].docker === false, { what: 'the node to stop advertising docker' });
     expect(n.logs.join('\n')).toMatch(/docker engine at .* unavailable \(docker engine unavailable on node gone: docker daemon unreachable/);
     // Still queued: the node does not claim it again.
