@@ -52,15 +52,15 @@ async function runCerts(argv: string[]): Promise<void> {
 }
 
 async function runClient(argv: string[]): Promise<void> {
-  const handlers: (() => void)[] = [];
+  const handlers: ((signal: NodeJS.Signals) => void)[] = [];
   let signals = 0;
-  const onProcessSignal = () => {
+  const onProcessSignal = (signal: NodeJS.Signals) => {
     signals++;
     // A third interrupt means the CLI is stuck: give up at once.
-    if (signals >= 3) process.exit(130);
-    for (const fn of handlers) fn();
+    if (signals >= 3) process.exit(signal === 'SIGTERM' ? 143 : 130);
+    for (const fn of handlers) fn(signal);
   };
-  const onSignal = (fn: () => void) => {
+  const onSignal = (fn: (signal?: NodeJS.Signals) => void) => {
     if (handlers.length === 0) {
       process.on('SIGINT', onProcessSignal);
       process.on('SIGTERM', onProcessSignal);

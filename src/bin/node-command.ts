@@ -9,6 +9,7 @@ import {
 } from '../core/config';
 import { LoomError, toLoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
+import { resolveDockerEngine } from '../core/docker-engine';
 import { parseBytes } from '../core/fit';
 import { LoomNode } from '../node/node';
 import { numberFlag } from './flags';
@@ -60,7 +61,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('cpu', { requiresArg: true, describe: 'CPU cores offered to tasks (default: detected, cgroup limits included)' })
     .option('memory', { type: 'string', describe: 'memory offered to tasks, e.g. 8G (default: detected)' })
     .option('disk', { type: 'string', describe: 'disk offered to tasks, e.g. 100G (default: free space of --data-dir)' })
-    .option('docker-socket', { type: 'string', default: env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock', describe: 'Docker engine socket for --image tasks (or LOOM_DOCKER_SOCK)' })
+    .option('docker-socket', { type: 'string', describe: 'Docker engine for --image tasks: a socket path, unix:///path or tcp://host:port (default: LOOM_DOCKER_SOCK, else DOCKER_HOST with DOCKER_TLS_VERIFY/DOCKER_CERT_PATH, else /var/run/docker.sock)' })
     .option('allow-mount', { type: 'string', array: true, describe: 'host path container tasks may bind-mount, with what is below it; PATH:ro for read-only mounts only (repeatable; "/", the Docker socket and --data-dir are always refused)' })
     .option('allow-host-network', { type: 'boolean', default: false, describe: 'let any submitter\'s container use --network host or container:NAME here (otherwise admins only)' })
     .option('allow-container-root', { type: 'boolean', default: false, describe: 'let containers run as uid 0 (otherwise an image whose user is root or a name runs as 65534:65534, and --user 0 is refused)' })
@@ -123,7 +124,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
       diskBytes: args.disk ? bytesFlag(args.disk, '--disk') : 0,
     },
     starveAfterMs: parseDurationMs(args['starve-after']),
-    dockerSocket: args['docker-socket'],
+    docker: resolveDockerEngine(args['docker-socket'], env),
     spawner: args.spawner,
     taskNice: numberFlag(args['task-nice'], '--task-nice'),
     retentionMs: parseDurationMs(args.retention),

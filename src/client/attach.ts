@@ -183,3 +183,35 @@ export async function followTask(
     }
   }
 }
+
+/** How long an attached run waits in the queue before it says why, and how often it asks again. */
+export const QUEUED_NOTICE_MS = 2000;
+
+/**
+ * While the task stays queued, says why on stderr ("loom: queued: no live node
+ * has a Docker engine"): first after QUEUED_NOTICE_MS, then whenever the
+ * reason changes. The reason is the node's (Get explains a queued task no live
+ * node can run; see core/fit.ts explainUnplaceable); a task that merely waits
+ * for a free slot has none and nothing is printed. Ends when the task leaves
+ * the queue or `signal` aborts; never throws (a failed Get is asked again).
+ */
+export async function reportQueued(api: LoomApi, id: string, io: AttachIo, signal: AbortSignal, everyMs = QUEUED_NOTICE_MS): Promise<void> {
+  let said = '';
+  for (;;) {
+    await sleep(everyMs, signal);
+    if (signal.aborted) return;
+    let task: Task;
+    try {
+      task = await api.get(id, signal);
+    } catch {
+      if (signal.aborted) return;
+      continue;
+    }
+    if (signal.aborted || task.state !== TaskState.QUEUED) return;
+    const why = task.reason.startsWith('waiting: ') ? task.reason.slice('waiting: '.length) : '';
+    if (why && why !== said) {
+      said = why;
+      await writeOut(io.stderr, `loom: queued: ${why}\n`);
+    }
+  }
+}

@@ -8,7 +8,7 @@ import { invalid, LoomError, toLoomError } from '../core/errors';
 import { isTerminal, stateName, TaskState } from '../core/lifecycle';
 import { NodeInfo, Task } from '../gen/loom';
 import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
-import { followTask, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
+import { followTask, reportQueued, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
 import { defaultClientTls } from './tls';
 import { isLoopbackHost, parseHostPort } from '../core/config';
@@ -23,8 +23,8 @@ export interface CliIo {
   stderr: NodeJS.WritableStream;
   env: NodeJS.ProcessEnv;
   isTTY: boolean;
-  /** Registers a handler called on each SIGINT / SIGTERM. */
-  onSignal?: (fn: () => void) => void;
+  /** Registers a handler called on each SIGINT / SIGTERM, with its name. */
+  onSignal?: (fn: (signal?: NodeJS.Signals) => void) => void;
 }
 
 type Cmd<K extends Command['kind']> = Extract<Command, { kind: K }>;
@@ -136,60 +136,129 @@ function withTask(err: unknown, id: string): LoomError {
 /** Was the end unusual enough to explain (beyond the command's own exit)? */
 function worthExplaining(task: Task): boolean {
   if (task.state === TaskState.COMPLETED) return false;
+  // Killed for memory: the exit code alone (137 from a container) would hide why.
+  if (task.oomKilled) return true;
   if (task.state === TaskState.FAILED && task.exitCode !== undefined && task.exitCode !== 0) {
     return false;
   }
   return true;
 }
 
+/**
+ * How long the first interrupt of an attached run waits for its cancel to be
+ * answered. A cluster that does not answer within this is most likely gone
+ * (the node was stopped, the network cut): the user asked to stop, so the CLI
+ * says the task's fate is unknown and exits rather than waiting out retries.
+ */
+export const CANCEL_DEADLINE_MS = 1000;
+
+/** 130 for SIGINT, 143 for SIGTERM: what a shell reports for a process killed by it. */
+function signalExitStatus(signal: NodeJS.Signals | undefined): number {
+  return signal === 'SIGTERM' ? 143 : 130;
+}
+
 async function runCommand(cmd: Cmd<'run'>, api: LoomApi, io: CliIo): Promise<number> {
   if (cmd.array > 0) return submitArray(api, cmd.spec, cmd.array, { stdout: io.stdout, stderr: io.stderr, isTTY: io.isTTY }, cmd.json, cmd.detach);
-  const ctrl = new AbortController();
-  let id: string | undefined;
-  let signals = 0;
-  let cancelPending = false;
-  const cancelTask = async (taskId: string) => {
-    try {
-      await api.cancel(taskId);
-    } catch (err) {
-      const e = toLoomError(err);
-      if (e.code !== 'INVALID_STATE' && e.code !== 'NOT_FOUND') {
-        await note(io, `could not cancel task ${taskId}: ${e.message}`);
-      }
-    }
-  };
-  if (!cmd.detach) {
-    io.onSignal?.(() => {
-      signals++;
-      if (signals === 1) {
-        void note(io, `cancelling task${id ? ` ${id}` : ''} (interrupt again to stop waiting)`);
-        if (id) void cancelTask(id);
-        else cancelPending = true;
-      } else {
-        ctrl.abort();
-      }
-    });
-  }
-  [id] = await api.submit([cmd.spec], ctrl.signal);
   if (cmd.detach) {
+    const [id] = await api.submit([cmd.spec]);
     if (cmd.json) await printJson(io, { id });
     else await out(io, id);
     return 0;
   }
-  if (cancelPending) void cancelTask(id);
-  let task: Task;
+  const ctrl = new AbortController();
+  let id: string | undefined;
+  // Settles with the exit status once an interrupt has been dealt with.
+  let interrupted: Promise<number> | undefined;
+  let onInterrupted: ((code: number) => void) | undefined;
+  // Set by a second interrupt: the first one's cancel says nothing more.
+  let gaveUp = false;
+  const interruptDone = new Promise<number>((resolve) => (onInterrupted = resolve));
+  const submitted = api.submit([cmd.spec], ctrl.signal).then(([taskId]) => (id = taskId));
+
+  /**
+   * The first interrupt: cancel the task, giving the cluster CANCEL_DEADLINE_MS
+   * to answer. A cancel that reached it lets the output run to the task's end
+   * (the node stops it within its kill grace); one that did not ends the wait
+   * at once, saying the task may still run.
+   */
+  const firstInterrupt = async (signal: NodeJS.Signals | undefined): Promise<number> => {
+    const code = signalExitStatus(signal);
+    const deadline = AbortSignal.timeout(CANCEL_DEADLINE_MS);
+    await note(io, `${signal ?? 'interrupt'}: cancelling task${id ? ` ${id}` : ''} (again to exit at once)`);
+    const expired = new Promise<undefined>((resolve) => deadline.addEventListener('abort', () => resolve(undefined), { once: true }));
+    const taskId = id ?? (await Promise.race([submitted.catch(() => undefined), expired]));
+    if (gaveUp) return code;
+    if (!taskId) {
+      ctrl.abort();
+      await note(io, 'the submit was not answered: the task may or may not exist (see `loom list`)');
+      return code;
+    }
+    try {
+      // A second interrupt aborts ctrl: the cancel stops too, so nothing keeps the process alive.
+      const task = await api.cancel(taskId, AbortSignal.any([deadline, ctrl.signal]));
+      if (gaveUp) return code;
+      await note(io, isTerminal(task.state) ? `task ${taskId} cancelled` : `cancel of task ${taskId} reached the cluster; its node is stopping it`);
+      return code;
+    } catch (err) {
+      const e = toLoomError(err);
+      if (gaveUp) return code;
+      if (e.code === 'INVALID_STATE' || e.code === 'NOT_FOUND') {
+        // It ended (or was cleaned up) before the cancel arrived: nothing runs on.
+        await note(io, `task ${taskId} had already ended: ${e.message}`);
+      } else {
+        const why = deadline.aborted ? `no answer within ${CANCEL_DEADLINE_MS / 1000} s` : e.message;
+        ctrl.abort();
+        await note(io, `the cancel did not reach the cluster (${why}): task ${taskId} may still run; check it with \`loom status ${taskId}\``);
+      }
+      return code;
+    }
+  };
+  io.onSignal?.((signal) => {
+    if (interrupted) {
+      // A second interrupt: stop waiting now, whatever the cancel is doing.
+      if (gaveUp) return;
+      gaveUp = true;
+      ctrl.abort();
+      void note(io, `${signal ?? 'interrupt'} again: exiting without waiting for the cancel; task ${id ?? '(id not known yet)'} may still run`)
+        .then(() => onInterrupted?.(signalExitStatus(signal)));
+      return;
+    }
+    interrupted = firstInterrupt(signal);
+    interrupted.then((code) => {
+      // A cancel that reached the cluster keeps the output coming until the task ends.
+      if (ctrl.signal.aborted) onInterrupted?.(code);
+    }, () => onInterrupted?.(signalExitStatus(signal)));
+  });
+
+  const follow = async (): Promise<number> => {
+    const taskId = await submitted;
+    // Waiting in silence looks like a hang: say why the task stays queued, if a reason is known.
+    const queuedCtrl = new AbortController();
+    const stopQueued = () => queuedCtrl.abort();
+    ctrl.signal.addEventListener('abort', stopQueued, { once: true });
+    void reportQueued(api, taskId, io as AttachIo, queuedCtrl.signal);
+    let task: Task;
+    try {
+      task = await followTask(api, taskId, io as AttachIo, { showLogs: !cmd.json, signal: ctrl.signal });
+    } finally {
+      queuedCtrl.abort();
+      ctrl.signal.removeEventListener('abort', stopQueued);
+    }
+    if (cmd.json) await printJson(io, Task.toJSON(task));
+    else if (worthExplaining(task) && !interrupted) await note(io, `task ${task.id} ${formatStateLine(task)}`);
+    if (interrupted) return interrupted;
+    return taskExitStatus(task);
+  };
   try {
-    task = await followTask(api, id, io as AttachIo, { showLogs: !cmd.json, signal: ctrl.signal });
+    return await Promise.race([follow(), interruptDone]);
   } catch (err) {
+    if (interrupted) return Promise.race([interrupted, interruptDone]);
     if (ctrl.signal.aborted) {
       await note(io, `stopped waiting for task ${id}`);
       return 130;
     }
-    throw withTask(err, id);
+    throw id ? withTask(err, id) : err;
   }
-  if (cmd.json) await printJson(io, Task.toJSON(task));
-  else if (worthExplaining(task)) await note(io, `task ${task.id} ${formatStateLine(task)}`);
-  return taskExitStatus(task);
 }
 
 async function waitCommand(cmd: Cmd<'wait'>, api: LoomApi, io: CliIo): Promise<number> {

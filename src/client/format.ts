@@ -75,8 +75,15 @@ export function formatTime(ms: number): string {
   return new Date(ms).toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
 }
 
+/** 128 + SIGKILL: how Docker reports a container whose main process the kernel killed. */
+const OOM_KILL_EXIT = 137;
+
 /** "exit 3", "signal SIGKILL", or "-" while there is no result. */
 export function formatExit(task: Task): string {
+  // The kernel's OOM killer sends SIGKILL. A process task's record says so; a
+  // container's says 137 (Docker reports 128 + the signal of its main process
+  // as an exit code). Shown alike, so one OOM reads the same either way.
+  if (task.oomKilled && task.exitCode === OOM_KILL_EXIT) return 'signal SIGKILL';
   if (task.exitCode !== undefined && task.exitCode !== null) return `exit ${task.exitCode}`;
   if (task.signal) return `signal ${task.signal}`;
   return '-';

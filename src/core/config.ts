@@ -3,6 +3,7 @@ import { isIP } from 'net';
 import { invalid } from './errors';
 import { StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
 import { DEFAULT_CONTAINER_PIDS, parseAllowMount } from './container-policy';
+import { DEFAULT_DOCKER_SOCKET, type DockerEngine } from './docker-engine';
 
 export interface PeerSpec {
   name: string;
@@ -70,8 +71,8 @@ export interface NodeConfig {
   urgentPriority: number;
   /** Waiting this long, a task that fits a node's capacity makes that node stop taking smaller work until it fits. */
   starveAfterMs: number;
-  /** Docker engine socket for container tasks ('' = $LOOM_DOCKER_SOCK or /var/run/docker.sock). */
-  dockerSocket: string;
+  /** Docker engine for container tasks (src/bin resolves it: --docker-socket, LOOM_DOCKER_SOCK, DOCKER_HOST, default). */
+  docker: DockerEngine;
   /** Start plain process tasks through loom-spawner (posix_spawn) when it is built; false: Node's spawn. */
   spawner: boolean;
   /**
@@ -152,7 +153,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     steal: DEFAULT_STEAL_POLICY,
     capacity: { cpu: 0, memoryBytes: 0, diskBytes: 0 },
     starveAfterMs: 30_000,
-    dockerSocket: '',
+    docker: { kind: 'unix', socketPath: DEFAULT_DOCKER_SOCKET, source: 'default' },
     spawner: true,
     taskNice: 0,
     retentionMs: 24 * 3_600_000,

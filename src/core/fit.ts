@@ -85,6 +85,7 @@ export function explainUnplaceable(spec: TaskSpec, nodes: (Placeable & Pick<Node
   if (spec.pinNode && !live.some((n) => n.name === spec.pinNode)) return `node ${spec.pinNode} is not live`;
   const needs = spec.constraints.filter((c) => c.op === '=' && !live.some((n) => n.labels[c.key] === c.value));
   if (needs.length) return `no node has ${needs.map((c) => `${c.key}=${c.value}`).join(', ')}`;
+  if (spec.container?.image && !live.some((n) => n.docker)) return 'no live node has a Docker engine';
   const distinct = [...new Set(reasons)];
   return `no node can run it: ${distinct.slice(0, 3).map((r, i) => `${live[reasons.indexOf(r)].name}: ${r}`).join('; ')}`;
 }

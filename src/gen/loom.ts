@@ -408,7 +408,7 @@ export interface ListJobsResponse {
   nextPageToken: string;
 }
 
-/** Stored at /task/tail/<id> once the task has finished an attempt. */
+/** Stored at /tail/<id> once the task has finished an attempt. */
 export interface LogTail {
   stdout: Buffer;
   stderr: Buffer;

@@ -30,7 +30,7 @@ import { ProcessRunner } from '../runner/process-runner';
 import { resolveRunAs, taskConfinement } from './task-confinement';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
-import { DockerRunner, dockerSocketPath } from '../runner/docker-runner';
+import { DockerRunner } from '../runner/docker-runner';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { nodeMetrics } from './node-metrics';
@@ -90,9 +90,9 @@ const DOCKER_PROBE_MS = 10_000;
  * runner applies. The data dir (other tasks' logs, the lease file, the etcd
  * member) and the engine's socket are refused as given and as resolved.
  */
-function containerPolicyOf(config: NodeConfig, dockerSocket: string): ContainerPolicy {
+function containerPolicyOf(config: NodeConfig, dockerSocket: string | undefined): ContainerPolicy {
   const refused = new Set<string>();
-  for (const p of [config.dataDir, dockerSocket]) {
+  for (const p of [config.dataDir, ...(dockerSocket ? [dockerSocket] : [])]) {
     const abs = path.resolve(p);
     refused.add(abs);
     try {
@@ -231,9 +231,8 @@ export class LoomNode {
     const window = new QueueWindow(kv, keys, 1000, log);
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
     const runner = new ProcessRunner({ reaper, defaultCwd: process.cwd(), spawner, taskNice: config.taskNice, log, confinement });
-    const socketPath = config.dockerSocket || undefined;
-    const containerPolicy = containerPolicyOf(config, dockerSocketPath(socketPath));
-    const dockerRunner = new DockerRunner({ socketPath, nodeName: config.name, reaper, log, policy: containerPolicy, pidsLimit: config.containerPids });
+    const containerPolicy = containerPolicyOf(config, config.docker.kind === 'unix' ? config.docker.socketPath : undefined);
+    const dockerRunner = new DockerRunner({ engine: config.docker, nodeName: config.name, reaper, log, policy: containerPolicy, pidsLimit: config.containerPids });
     const engine = new EngineWatch({
       ping: () => dockerRunner.ping(),
       intervalMs: opts.dockerProbeMs ?? DOCKER_PROBE_MS,
@@ -292,7 +291,9 @@ export class LoomNode {
     try {
       await engine.start();
       if (!engine.available) {
-        log(`no Docker engine answers at ${dockerRunner.socketPath}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s)`);
+        // Which setting named the engine: a newcomer's DOCKER_HOST or LOOM_DOCKER_SOCK may not be the one they meant.
+        const from = config.docker.source === 'default' ? 'the default; see --docker-socket, LOOM_DOCKER_SOCK, DOCKER_HOST' : `from ${config.docker.source}`;
+        log(`no Docker engine answers at ${dockerRunner.address}: container tasks go to other nodes (asked again every ${Math.round((opts.dockerProbeMs ?? DOCKER_PROBE_MS) / 1000)} s; that address is ${from})`);
       }
       await node.boot();
     } catch (err) {
@@ -406,7 +407,7 @@ export class LoomNode {
   /** The Docker engine started or stopped answering. */
   private onEngineChange(up: boolean, why: string): void {
     this.docker = up;
-    const socket = this.dockerRunner?.socketPath;
+    const socket = this.dockerRunner?.address;
     if (up) {
       this.opts.log(`docker engine found at ${socket}: taking container tasks`);
       // Containers of this node no task here accounts for: left by an

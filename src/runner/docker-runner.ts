@@ -28,6 +28,8 @@
  * reapOrphans() at start-up to remove those whose task it does not know.
  */
 import * as fs from 'fs';
+import * as https from 'https';
+import * as path from 'path';
 import { constants as osConstants } from 'os';
 import { Readable } from 'stream';
 import type Docker from 'dockerode';
@@ -38,6 +40,24 @@ import {
   ContainerPolicy, DEFAULT_CONTAINER_PIDS, effectiveUser, EMPTY_POLICY, isHostNetwork, mountRefusal,
 } from '../core/container-policy';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
+import { DEFAULT_DOCKER_SOCKET, describeDockerEngine, type DockerEngine } from '../core/docker-engine';
+
+/**
+ * dockerode's options for an engine. Over TCP with TLS, an https agent carries
+ * the client certificate and whether the engine's is checked: dockerode takes
+ * ca/cert/key but has no way to encrypt without verifying (DOCKER_TLS).
+ * Certificate files are read here, when the client is first needed.
+ */
+function dockerodeOptions(engine: DockerEngine): Docker.DockerOptions {
+  if (engine.kind === 'unix') return { socketPath: engine.socketPath };
+  if (!engine.tls) return { host: engine.host, port: engine.port, protocol: 'http' };
+  const read = (name: string) => fs.readFileSync(path.join(engine.tls!.certDir, name));
+  const ca = read('ca.pem');
+  const cert = read('cert.pem');
+  const key = read('key.pem');
+  const agent = new https.Agent({ ca, cert, key, rejectUnauthorized: engine.tls.verify, keepAlive: true });
+  return { host: engine.host, port: engine.port, protocol: 'https', ca, cert, key, agent } as Docker.DockerOptions;
+}
 
 export type PullPolicy = 'never' | 'missing' | 'always';
 
@@ -74,7 +94,9 @@ export interface ContainerRequest extends RunRequest {
 }
 
 export interface DockerRunnerOptions {
-  /** Engine API socket. Default: $LOOM_DOCKER_SOCK, else /var/run/docker.sock. */
+  /** The engine (resolveDockerEngine: flag, LOOM_DOCKER_SOCK, DOCKER_HOST). Wins over socketPath. */
+  engine?: DockerEngine;
+  /** Shorthand for a unix-socket engine. Default (neither given): /var/run/docker.sock. */
   socketPath?: string;
   /** Recorded in the containers' loom.node label; reapOrphans() only touches these. */
   nodeName: string;
@@ -104,11 +126,15 @@ const OUTPUT_DRAIN_MS = 10_000;
 const PING_TIMEOUT_MS = 3_000;
 
 export class DockerRunner implements Runner {
-  readonly socketPath: string;
+  /** Where the engine is, for log lines and errors ("/run/docker.sock", "tcp://h:2376 (TLS, verified)"). */
+  readonly address: string;
+  readonly engine: DockerEngine;
   private client: Docker | undefined;
 
   constructor(private readonly opts: DockerRunnerOptions) {
-    this.socketPath = dockerSocketPath(opts.socketPath);
+    // No environment here: src/bin resolves DOCKER_HOST and friends into `engine`.
+    this.engine = opts.engine ?? { kind: 'unix', socketPath: opts.socketPath ?? DEFAULT_DOCKER_SOCKET, source: 'default' };
+    this.address = describeDockerEngine(this.engine);
   }
 
   /**
@@ -119,7 +145,7 @@ export class DockerRunner implements Runner {
   private get docker(): Docker {
     if (!this.client) {
       const Dockerode = require('dockerode') as typeof Docker;
-      this.client = new Dockerode({ socketPath: this.socketPath });
+      this.client = new Dockerode(dockerodeOptions(this.engine));
     }
     return this.client;
   }
@@ -130,14 +156,14 @@ export class DockerRunner implements Runner {
    */
   start(req: RunRequest): RunHandle {
     if (isContainerRequest(req)) return this.startContainer(req);
-    return new ContainerRun(this.docker, this.socketPath, this.opts, req, {
+    return new ContainerRun(this.docker, this.address, this.opts, req, {
       error: 'the docker runner needs an image (ContainerRequest.image)',
       exitCode: ENGINE_ERROR_EXIT,
     });
   }
 
   startContainer(req: ContainerRequest): RunHandle {
-    return new ContainerRun(this.docker, this.socketPath, this.opts, req);
+    return new ContainerRun(this.docker, this.address, this.opts, req);
   }
 
   /** Whether the engine answers on the socket (within 3 s). Never throws. */
@@ -145,7 +171,7 @@ export class DockerRunner implements Runner {
     let timer: NodeJS.Timeout | undefined;
     try {
       // No socket, no engine: answered without loading the client.
-      if (!(await fs.promises.stat(this.socketPath)).isSocket()) return false;
+      if (this.engine.kind === 'unix' && !(await fs.promises.stat(this.engine.socketPath)).isSocket()) return false;
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error('timeout')), PING_TIMEOUT_MS);
       });
@@ -171,7 +197,7 @@ export class DockerRunner implements Runner {
         filters: { label: [`${LABEL_NODE}=${this.opts.nodeName}`] },
       });
     } catch (err) {
-      throw new Error(describeEngineError(err, this.socketPath));
+      throw new Error(describeEngineError(err, this.address));
     }
     let removed = 0;
     for (const info of list) {
@@ -183,16 +209,11 @@ export class DockerRunner implements Runner {
         this.opts.log?.(`removed orphaned container ${info.Id.slice(0, 12)} (task ${task || '?'})`);
       } catch (err) {
         if (isGone(err)) continue;
-        this.opts.log?.(`cannot remove orphaned container ${info.Id.slice(0, 12)}: ${describeEngineError(err, this.socketPath)}`);
+        this.opts.log?.(`cannot remove orphaned container ${info.Id.slice(0, 12)}: ${describeEngineError(err, this.address)}`);
       }
     }
     return removed;
   }
-}
-
-/** The engine socket a runner given `socketPath` talks to (see DockerRunnerOptions.socketPath). */
-export function dockerSocketPath(socketPath?: string): string {
-  return socketPath ?? process.env.LOOM_DOCKER_SOCK ?? '/var/run/docker.sock';
 }
 
 export function isContainerRequest(req: RunRequest): req is ContainerRequest {
@@ -245,7 +266,7 @@ class ContainerRun implements RunHandle {
 
   constructor(
     private readonly docker: Docker,
-    private readonly socketPath: string,
+    private readonly address: string,
     private readonly opts: DockerRunnerOptions,
     private readonly req: RunRequest | ContainerRequest,
     preFailure?: StartFailure,
@@ -322,7 +343,7 @@ class ContainerRun implements RunHandle {
       try {
         await container.start();
       } catch (err) {
-        throw new RunFailure(describeStartError(err, creq.argv, this.socketPath));
+        throw new RunFailure(describeStartError(err, creq.argv, this.address));
       }
       this.phase = 'running';
       await this.registerInit(container);
@@ -338,7 +359,7 @@ class ContainerRun implements RunHandle {
         if (typeof info.State?.ExitCode === 'number') this.exitCode = info.State.ExitCode;
         this.oomKilled = Boolean(info.State?.OOMKilled);
       } catch (err) {
-        this.opts.log?.(`container ${shortId(container.id)}: inspect after exit failed: ${describeEngineError(err, this.socketPath)}`);
+        this.opts.log?.(`container ${shortId(container.id)}: inspect after exit failed: ${describeEngineError(err, this.address)}`);
       }
       await this.drainOutput(outputDone);
     } catch (err) {
@@ -348,7 +369,7 @@ class ContainerRun implements RunHandle {
       this.failure ??=
         err instanceof RunFailure
           ? err.failure
-          : { error: describeEngineError(err, this.socketPath), exitCode: ENGINE_ERROR_EXIT };
+          : { error: describeEngineError(err, this.address), exitCode: ENGINE_ERROR_EXIT };
     } finally {
       this.phase = 'exited';
       clearTimeout(this.timeoutTimer);
@@ -520,7 +541,7 @@ class ContainerRun implements RunHandle {
     container.kill({ signal }).catch((err: unknown) => {
       // "No such container" / "is not running": it is gone already, which is what we wanted.
       if (isGone(err)) return;
-      this.opts.log?.(`container ${shortId(container.id)}: ${signal} failed: ${describeEngineError(err, this.socketPath)}`);
+      this.opts.log?.(`container ${shortId(container.id)}: ${signal} failed: ${describeEngineError(err, this.address)}`);
     });
   }
 
@@ -531,7 +552,7 @@ class ContainerRun implements RunHandle {
       await container.remove({ force: true, v: true });
     } catch (err) {
       if (isGone(err) || isRemovalInProgress(err)) return;
-      this.opts.log?.(`container ${shortId(container.id)} (task ${taskIdOf(this.req)}) not removed: ${describeEngineError(err, this.socketPath)}`);
+      this.opts.log?.(`container ${shortId(container.id)} (task ${taskIdOf(this.req)}) not removed: ${describeEngineError(err, this.address)}`);
     }
   }
 
@@ -751,8 +772,8 @@ function engineMessage(err: unknown): string {
     .trim();
 }
 
-function describeEngineError(err: unknown, socketPath: string): string {
-  if (isUnreachable(err)) return `docker daemon unreachable at ${socketPath}: ${(err as EngineError).message ?? (err as EngineError).code}`;
+function describeEngineError(err: unknown, address: string): string {
+  if (isUnreachable(err)) return `docker daemon unreachable at ${address}: ${(err as EngineError).message ?? (err as EngineError).code}`;
   return engineMessage(err);
 }
 
@@ -771,8 +792,8 @@ function isRemovalInProgress(err: unknown): boolean {
 }
 
 /** Start failures the runtime reports for the command itself map to a shell's 127/126. */
-function describeStartError(err: unknown, argv: string[], socketPath: string): StartFailure {
-  if (isUnreachable(err)) return { error: describeEngineError(err, socketPath), exitCode: ENGINE_ERROR_EXIT };
+function describeStartError(err: unknown, argv: string[], address: string): StartFailure {
+  if (isUnreachable(err)) return { error: describeEngineError(err, address), exitCode: ENGINE_ERROR_EXIT };
   const msg = engineMessage(err);
   const command = argv[0] ?? '';
   if (/executable file not found|exec: "[^"]*": (?:stat [^:]*: )?no such file or directory/i.test(msg)) {

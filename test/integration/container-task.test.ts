@@ -14,6 +14,7 @@ import { JobSpec, TaskSpec, TaskState } from '../../src/gen/loom';
 import { rejectionOf } from '../support/errors';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
+import { cli } from '../support/cluster';
 
 jest.setTimeout(120_000);
 const ROOT = path.resolve(__dirname, '../../..');
@@ -76,7 +77,7 @@ d('container tasks on a node', () => {
   let n: TestNode;
   const docker = new Docker({ socketPath: SOCK });
   beforeAll(async () => {
-    n = await startNode(uniqueRoot(), 'dock', { slots: 2, dockerSocket: SOCK });
+    n = await startNode(uniqueRoot(), 'dock', { slots: 2, docker: { kind: "unix", socketPath: SOCK, source: "test" } });
   });
   afterAll(async () => {
     await stopNode(n);
@@ -110,6 +111,14 @@ d('container tasks on a node', () => {
     expect(t.reason).toMatch(/out of memory/);
   });
 
+  it('the attached CLI explains a container over its memory limit as it does a process task', async () => {
+    const r = await cli(['-N', n.node.address, 'run', '--image', IMAGE, '--pull', 'never', '--memory', '16M',
+      'sh', '-c', 'x=$(head -c 100000000 /dev/zero | tr "\\0" a); echo ${#x}']);
+    expect(r.code).toBe(137);
+    // The same line as for a process task the kernel OOM-killed (process-limits.test.ts).
+    expect(r.stderr).toMatch(/^loom: task \S+ failed \(signal SIGKILL\): killed: out of memory \(over its memory limit\)\n$/);
+  });
+
   it('cancel stops and removes the container', async () => {
     const [id] = await n.api.submit([spec(['sleep', '300'], { container: { image: IMAGE, pull: 'never', mounts: [], network: '', user: '' } })]);
     const labelled = async () => docker.listContainers({ all: true, filters: { label: [`loom.task=${id}`] } });
@@ -125,7 +134,7 @@ d('a Docker engine that comes and goes', () => {
 
   it('a node started before its engine takes container tasks once the engine answers', async () => {
     const proxy = new EngineProxy();
-    const n = await startNode(uniqueRoot(), 'late', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 200 });
+    const n = await startNode(uniqueRoot(), 'late', { slots: 2, docker: { kind: "unix", socketPath: proxy.path, source: "test" } }, { dockerProbeMs: 200 });
     afterAllDocker.push(async () => {
       await stopNode(n);
       await proxy.close();
@@ -135,7 +144,7 @@ d('a Docker engine that comes and goes', () => {
     const [id] = await n.api.submit([spec(['sh', '-c', 'echo engine-came-late'], { container })]);
     const waiting = await n.api.get(id);
     expect(waiting.state).toBe(TaskState.QUEUED);
-    expect(waiting.reason).toMatch(/waiting: .*needs a Docker engine/);
+    expect(waiting.reason).toMatch(/waiting: no live node has a Docker engine/);
 
     await proxy.open();
     const t = await n.api.wait(id);
@@ -149,7 +158,7 @@ d('a Docker engine that comes and goes', () => {
     const proxy = new EngineProxy();
     await proxy.open();
     proxy.failCreates = true;
-    const n = await startNode(uniqueRoot(), 'flaky', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 200 });
+    const n = await startNode(uniqueRoot(), 'flaky', { slots: 2, docker: { kind: "unix", socketPath: proxy.path, source: "test" } }, { dockerProbeMs: 200 });
     afterAllDocker.push(async () => {
       await stopNode(n);
       await proxy.close();
@@ -179,7 +188,7 @@ d('a Docker engine that comes and goes', () => {
     const proxy = new EngineProxy();
     await proxy.open();
     // Pinged rarely: the claim, not a ping, is what finds the engine gone.
-    const n = await startNode(uniqueRoot(), 'gone', { slots: 2, dockerSocket: proxy.path }, { dockerProbeMs: 600_000 });
+    const n = await startNode(uniqueRoot(), 'gone', { slots: 2, docker: { kind: "unix", socketPath: proxy.path, source: "test" } }, { dockerProbeMs: 600_000 });
     afterAllDocker.push(async () => {
       await stopNode(n);
       await proxy.close();
@@ -195,7 +204,7 @@ d('a Docker engine that comes and goes', () => {
     expect(t.state).toBe(TaskState.QUEUED);
     expect(t.history).toHaveLength(1);
     expect(t.history[0].outcome).toBe('docker engine unavailable on node gone');
-    expect(t.reason).toMatch(/waiting: .*needs a Docker engine/);
+    expect(t.reason).toMatch(/waiting: no live node has a Docker engine/);
     await waitFor(async () => (await n.api.nodes())[0].docker === false, { what: 'the node to stop advertising docker' });
     expect(n.logs.join('\n')).toMatch(/docker engine at .* unavailable \(docker engine unavailable on node gone: docker daemon unreachable/);
     // Still queued: the node does not claim it again.
@@ -213,8 +222,8 @@ d('container policy: refused at submit, never claimed by a node that does not al
     fs.chmodSync(shared, 0o755); // the container runs as 65534
     fs.writeFileSync(path.join(shared, 'in.txt'), 'shared data\n');
     const root = uniqueRoot();
-    plain = await startNode(root, 'plain', { slots: 2, dockerSocket: SOCK });
-    allowing = await startNode(root, 'allowing', { slots: 2, dockerSocket: SOCK, allowMounts: [{ path: shared, readOnly: true }] });
+    plain = await startNode(root, 'plain', { slots: 2, docker: { kind: 'unix', socketPath: SOCK, source: 'test' } });
+    allowing = await startNode(root, 'allowing', { slots: 2, docker: { kind: 'unix', socketPath: SOCK, source: 'test' }, allowMounts: [{ path: shared, readOnly: true }] });
     await waitFor(async () => (await plain.api.nodes()).filter((n) => n.docker && n.containerPolicy).length === 2, { what: 'both nodes published' });
   });
   afterAll(async () => {

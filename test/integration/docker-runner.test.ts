@@ -7,9 +7,11 @@
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import Docker from 'dockerode';
+import { resolveDockerEngine } from '../../src/core/docker-engine';
 import { readFrames, STREAM_STDERR, STREAM_STDOUT } from '../../src/runner/log-file';
 import { ContainerRequest, DockerRunner, LABEL_NODE, LABEL_TASK } from '../../src/runner/docker-runner';
 import { Reaper } from '../../src/runner/reaper';
@@ -226,6 +228,28 @@ d('DockerRunner with a real engine', () => {
     expect(await streams(req.logPath)).toEqual({ stdout: 'hi\n', stderr: 'err\n' });
     expect(h.logBytes).toBe(fs.statSync(req.logPath).size);
     expect(await containersOf(req.taskId)).toEqual([]);
+  });
+
+  test('an engine named by DOCKER_HOST=tcp://host:port (a TCP relay to the socket stands in for dockerd -H tcp://)', async () => {
+    const relay = net.createServer((c) => {
+      const engine = net.connect(SOCK);
+      c.pipe(engine).pipe(c);
+      c.on('error', () => engine.destroy());
+      engine.on('error', () => c.destroy());
+    });
+    await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (relay.address() as net.AddressInfo).port;
+      const engine = resolveDockerEngine(undefined, { DOCKER_HOST: `tcp://127.0.0.1:${port}` });
+      const overTcp = new DockerRunner({ engine, nodeName: NODE });
+      expect(overTcp.address).toBe(`tcp://127.0.0.1:${port}`);
+      expect(await overTcp.ping()).toBe(true);
+      const r = await overTcp.startContainer(request({ argv: ['echo', 'over tcp'] })).done;
+      expect(r.error).toBeUndefined();
+      expect(r.stdoutTail.toString()).toBe('over tcp\n');
+    } finally {
+      relay.close();
+    }
   });
 
   test('env and cwd; network none by default (only lo)', async () => {

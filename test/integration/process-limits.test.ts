@@ -9,6 +9,7 @@ import { TaskState } from '../../src/gen/loom';
 import { CgroupLimiter } from '../../src/runner/cgroup';
 import { uniqueRoot } from '../support/etcd';
 import { spec, startNode, stopNode, TestNode } from '../support/nodes';
+import { cli } from '../support/cluster';
 
 jest.setTimeout(60_000);
 const MiB = 1024 * 1024;
@@ -56,5 +57,11 @@ d('process task limits on a node', () => {
     const u = await n.api.wait(ok);
     expect(u.state).toBe(TaskState.COMPLETED);
     expect(u.oomKilled).toBeFalsy();
+  });
+
+  it('the attached CLI explains the OOM kill (the same line as for a container, container-task.test.ts)', async () => {
+    const r = await cli(['-N', n.node.address, 'run', '--memory', '32M', 'sh', '-c', 'x=$(head -c 200000000 /dev/zero | tr "\\0" a); echo ${#x}']);
+    expect(r.code).toBe(137);
+    expect(r.stderr).toMatch(/^loom: task \S+ failed \(signal SIGKILL\): killed: out of memory \(over its memory limit\)\n$/);
   });
 });

@@ -26,16 +26,17 @@ export interface ProcCluster {
   stopAll(): Promise<void>;
 }
 
-function launch(n: Omit<ProcNode, 'proc' | 'output'>): ProcNode {
+function launch(n: Omit<ProcNode, 'proc' | 'output'>, env?: NodeJS.ProcessEnv): ProcNode {
   const logFile = path.join(n.dataDir, 'node.log');
   fs.mkdirSync(n.dataDir, { recursive: true });
   const fd = fs.openSync(logFile, 'a');
-  const proc = spawn(process.execPath, [LOOM_BIN, 'node', ...n.args], { stdio: ['ignore', fd, fd] });
+  // Jest gives each test file its own copy of process.env, which a child does not inherit: pass it.
+  const proc = spawn(process.execPath, [LOOM_BIN, 'node', ...n.args], { stdio: ['ignore', fd, fd], env: env ?? process.env });
   fs.closeSync(fd);
   return { ...n, proc, output: () => fs.readFileSync(logFile, 'utf8') };
 }
 
-export async function startCluster(count: number, extraArgs: string[] = []): Promise<ProcCluster> {
+export async function startCluster(count: number, extraArgs: string[] = [], env?: NodeJS.ProcessEnv): Promise<ProcCluster> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-e2e-'));
   const specs: { name: string; api: string; peer: number; client: number }[] = [];
   for (let i = 1; i <= count; i++) {
@@ -48,14 +49,14 @@ export async function startCluster(count: number, extraArgs: string[] = []): Pro
       ...specs.filter((o) => o !== s).flatMap((o) => ['--peer', `${o.name}=http://127.0.0.1:${o.peer}`]),
       ...extraArgs,
     ];
-    return launch({ name: s.name, api: s.api, dataDir: path.join(dir, s.name), args });
+    return launch({ name: s.name, api: s.api, dataDir: path.join(dir, s.name), args }, env);
   });
   const cluster: ProcCluster = {
     nodes,
     dir,
     start(i: number) {
       const n = cluster.nodes[i];
-      cluster.nodes[i] = launch({ name: n.name, api: n.api, dataDir: n.dataDir, args: n.args });
+      cluster.nodes[i] = launch({ name: n.name, api: n.api, dataDir: n.dataDir, args: n.args }, env);
     },
     async stopAll() {
       await Promise.all(
