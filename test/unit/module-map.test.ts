@@ -40,7 +40,6 @@ const KNOWN = new Set([
   'node/node.ts uses etcd3',
   'node/executor.ts reads process.env',
   'runner/cgroup.ts reads process.env',
-  'runner/docker-runner.ts reads process.env',
   'runner/reaper-main.ts reads process.env',
   'runner/spawner.ts reads process.env',
   'store/embedded-etcd.ts reads process.env',
