@@ -175,9 +175,12 @@ class ProcessRun implements RunHandle {
     }
     const env = this.opts.reaper ? { ...req.env, LOOM_REAPER_TAG: this.opts.reaper.tag } : req.env;
     const spawner = this.opts.spawner;
-    // A limited task not placed by the wrapper is placed in its cgroup right after it
-    // starts (cgroup.ts), which wants the pid at once: those use Node's spawn.
-    if (!spawner?.usable || (this.limited && !this.joinedByWrapper)) return this.spawnHere(argv, cwd, env);
+    // A task with memory/cpu limits not placed by the wrapper gets them right after it
+    // starts (a cgroup, or an rlimit: cgroup.ts), which wants the pid at once: those use
+    // Node's spawn. (A confined task on a machine without cgroups has only its
+    // RLIMIT_NPROC, set by the wrapper: nothing to do after the spawn.)
+    const limitsAfterSpawn = this.limited && !this.joinedByWrapper && ((req.memoryBytes ?? 0) > 0 || (req.cpus ?? 0) > 0);
+    if (!spawner?.usable || limitsAfterSpawn) return this.spawnHere(argv, cwd, env);
     spawner.spawn({ argv, env, cwd, notAfterMs: req.notAfterMs }, {
       started: (pid) => this.onStarted(pid),
       failed: () => this.spawnHere(argv, cwd, env),
