@@ -42,6 +42,7 @@
 import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
+import { pidAlive } from './pid-alive';
 
 export interface ResourceLimits {
   /** Bytes; undefined or <= 0 = none. */
@@ -135,14 +136,6 @@ function counter(text: string | undefined, key: string): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function killAll(pids: number[]): void {
   for (const pid of pids) {
@@ -297,7 +290,7 @@ function removeStale(dirs: string[]): { removed: number; busy: number } {
     }
     for (const e of entries) {
       const m = /^loom_(\d+)(?:_|$)/.exec(e.name);
-      if (!e.isDirectory() || !m || Number(m[1]) === process.pid || alive(Number(m[1]))) continue;
+      if (!e.isDirectory() || !m || Number(m[1]) === process.pid || pidAlive(Number(m[1]))) continue;
       const parent = path.join(dir, e.name);
       let children: fs.Dirent[] = [];
       try {
@@ -830,7 +823,7 @@ export class TaskLimits {
     }
     execFile(this.prlimit, ['--pid', String(pid), `--as=${bytes}`], { timeout: 5000 }, (err, _stdout, stderr) => {
       // ESRCH: the task is already gone, nothing to limit.
-      if (err && alive(pid)) this.log(`task ${pid}: memory limit: rlimit not applied: ${(stderr || err.message).trim()}`);
+      if (err && pidAlive(pid)) this.log(`task ${pid}: memory limit: rlimit not applied: ${(stderr || err.message).trim()}`);
     });
   }
 }

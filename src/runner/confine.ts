@@ -25,6 +25,7 @@
  */
 import * as fs from 'fs';
 import * as path from 'path';
+import { pidAlive } from './pid-alive';
 
 export type RunAs = 'pool' | 'owner' | 'node';
 
@@ -50,14 +51,6 @@ export function findAccount(passwd: string, name: string): Account | undefined {
   return undefined;
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Uids of a range handed out one per running task, across every loom process of the machine. */
 export class UidPool {

@@ -25,6 +25,7 @@
  */
 import { performance } from 'perf_hooks';
 import * as fs from 'fs';
+import { pidAlive } from './pid-alive';
 
 /**
  * Every task the node starts carries LOOM_REAPER_TAG=<tag> in its
@@ -188,14 +189,6 @@ function checkDeadline(): void {
   process.stdout.write(`fenced ${count}\n`);
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 function shutdown(): void {
   if (shuttingDown) return;
@@ -213,7 +206,7 @@ function shutdown(): void {
   // Give members (etcd) a chance to exit cleanly, then make sure.
   const giveUpAt = performance.now() + MEMBER_KILL_GRACE_MS;
   const poll = (): void => {
-    for (const pid of members) if (!isAlive(pid)) members.delete(pid);
+    for (const pid of members) if (!pidAlive(pid)) members.delete(pid);
     if (members.size === 0) return void setTimeout(() => process.exit(0), Math.max(0, rescansDoneAt - performance.now()));
     if (performance.now() >= giveUpAt) {
       for (const pid of members) sendSignal(pid, 'SIGKILL');
