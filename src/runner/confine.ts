@@ -148,7 +148,10 @@ export interface TaskIdentity {
   gid?: number;
   /** The task's own scratch directory (its default cwd). */
   scratch: string;
-  /** Frees the uid and removes the scratch directory: after the task and everything it started is gone. */
+  /**
+   * Removes the scratch directory (in the background), then frees the uid:
+   * call it once the task and everything it started is gone.
+   */
   release(): void;
 }
 
@@ -220,12 +223,13 @@ export class Confinement {
       release: () => {
         if (released) return;
         released = true;
-        try {
-          fs.rmSync(scratch, { recursive: true, force: true });
-        } catch {
-          // a file the task made immutable, say: left for the operator
-        }
-        if (fromPool) this.opts.pool!.release(uid!);
+        // Off the event loop: a task may leave a million files behind, and
+        // removing them must not hold up the node's heartbeats. The uid goes
+        // back to the pool once its files are gone.
+        void fs.promises
+          .rm(scratch, { recursive: true, force: true })
+          .catch(() => undefined) // a file the task made immutable, say: left for the operator
+          .finally(() => fromPool && this.opts.pool!.release(uid!));
       },
     };
   }

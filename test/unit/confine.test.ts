@@ -9,6 +9,7 @@ import * as path from 'path';
 import { spawn } from 'child_process';
 import { commandExists, Confinement, findAccount, UidPool } from '../../src/runner/confine';
 import { resolveRunAs } from '../../src/node/task-confinement';
+import { waitFor } from '../support/etcd';
 
 describe('UidPool', () => {
   let dir: string;
@@ -73,7 +74,7 @@ describe('Confinement', () => {
   beforeEach(() => (root = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-confinement-'))));
   afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
-  test('owner: the account named like the owner; no account, or root, is refused', () => {
+  test('owner: the account named like the owner; no account, or root, is refused', async () => {
     const c = new Confinement({
       helper: '/x/loom-confine', runAs: 'owner', scratchRoot: path.join(root, 'scratch'), pidsMax: 64,
       passwd: () => 'root:x:0:0::/root:/bin/sh\nalice:x:1001:1001::/home/alice:/bin/sh\n',
@@ -89,10 +90,10 @@ describe('Confinement', () => {
       ['/x/loom-confine', '1001', '1001', '64', '/cg/a/cgroup.procs,/cg/b/cgroup.procs', '--', 'ls', '-l'],
     );
     who.release();
-    expect(fs.existsSync(who.scratch)).toBe(false);
+    await waitFor(() => !fs.existsSync(who.scratch), { what: 'the scratch dir removed' });
   });
 
-  test('node: keeps the identity (no uid, no process limit), still a scratch dir and cgroups', () => {
+  test('node: keeps the identity (no uid, no process limit), still a scratch dir and cgroups', async () => {
     const c = new Confinement({ helper: '/x/loom-confine', runAs: 'node', scratchRoot: path.join(root, 'scratch'), pidsMax: 64 });
     const who = c.begin('t.2', '');
     if (typeof who === 'string') throw new Error(who);
@@ -101,5 +102,20 @@ describe('Confinement', () => {
     expect(c.wrap(['true'], who, [])).toEqual(['/x/loom-confine', '-', '-', '-', '-', '--', 'true']);
     expect(c.describe()).toMatch(/^WARNING: tasks run as this node's own user/);
     who.release();
+    await waitFor(() => !fs.existsSync(who.scratch), { what: 'the scratch dir removed' });
+  });
+
+  test('pool: the uid goes back to the pool only once the scratch dir is gone', async () => {
+    if (process.getuid?.() !== 0) return; // chown needs root
+    const pool = new UidPool({ first: 61000, last: 61000 }, path.join(root, 'locks'));
+    const c = new Confinement({ helper: '/x/loom-confine', runAs: 'pool', pool, scratchRoot: path.join(root, 'scratch'), pidsMax: 64 });
+    const who = c.begin('t.3', '');
+    if (typeof who === 'string') throw new Error(who);
+    expect(who.uid).toBe(61000);
+    expect(c.begin('t.4', '')).toMatch(/no free task uid \(all 1 of --task-uids are in use\)/);
+    for (let i = 0; i < 200; i++) fs.writeFileSync(path.join(who.scratch, `f${i}`), '');
+    who.release();
+    await waitFor(() => pool.acquire() === 61000, { what: 'the uid free again' });
+    expect(fs.existsSync(who.scratch)).toBe(false);
   });
 });
