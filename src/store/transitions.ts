@@ -24,6 +24,7 @@ import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
 import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';
+import { TurnBook } from './turns';
 
 /** Tasks per submit transaction: 2 ops each + time markers, within etcd's default 128 ops. */
 export const SUBMIT_CHUNK = 63;
@@ -101,6 +102,7 @@ export class TaskTransitions {
   /** Time buckets whose marker this process wrote (see Keys.timeMarker). */
   private readonly markedBuckets = new Set<string>();
   private readonly cancels: TxnBatcher;
+  private readonly turns: TurnBook;
 
   constructor(
     private readonly kv: Kv,
@@ -109,6 +111,7 @@ export class TaskTransitions {
     private readonly maxNodeLosses = 3,
   ) {
     this.cancels = new TxnBatcher(kv, 'cancel');
+    this.turns = new TurnBook(kv, keys);
   }
 
   /**
@@ -156,7 +159,7 @@ export class TaskTransitions {
     const k = this.keys;
     switch (task.state) {
       case TaskState.QUEUED:
-        return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id), value)];
+        return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id, task.queueRound), value)];
       case TaskState.RUNNING:
         return [put(k.task(task.id), value), put(k.running(task.node, task.id), task.lease)];
       default: {
@@ -193,6 +196,7 @@ export class TaskTransitions {
       failures: 0,
       nodeLosses: 0,
       submittedByAdmin: byAdmin,
+      queueRound: 0,
     };
   }
 
@@ -214,7 +218,9 @@ export class TaskTransitions {
   }
 
   /**
-   * submit: queue new tasks, SUBMIT_CHUNK per transaction.
+   * submit: queue new tasks, SUBMIT_CHUNK per transaction, after their
+   * owners' turns are reserved (TurnBook: one read, one guarded transaction;
+   * the records get their queueRound).
    *   compare: /task/<id> missing (ids are fresh UUIDv7s; this only guards)
    *   then:    put /task/<id> (QUEUED), put queued key = same record,
    *            put /tasktime/<bucket> for new buckets (list hints)
@@ -228,6 +234,7 @@ export class TaskTransitions {
     // after a failure no new chunk starts, so what is queued is a prefix.
     let done = 0;
     try {
+      await this.turns.assign(records, signal);
       await forEachLimited(chunks, SUBMIT_IN_FLIGHT, async (chunk) => {
         const markers = this.markerOps(chunk);
         const res = await this.kv.txn(
@@ -255,8 +262,11 @@ export class TaskTransitions {
    *            resumed materialization skips what was written)
    *   then:    put /task/<id> and its status key (and job mark if terminal);
    *            put /tasktime/<bucket> for new buckets (list hints)
+   * Queued ones first get their owner's turns (TurnBook), as a submit's do:
+   * a job's tasks take turns with everyone else's.
    */
   async materialize(records: Task[]): Promise<void> {
+    await this.turns.assign(records.filter((t) => t.state === TaskState.QUEUED));
     for (let i = 0; i < records.length; i += BATCH_CHUNK) {
       const chunk = records.slice(i, i + BATCH_CHUNK);
       const markers = this.markerOps(chunk);
@@ -529,7 +539,7 @@ export class TaskTransitions {
   async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
     const next = this.cancelledRecord(t, nowMs);
-    const queuedKey = this.keys.queued(priorityOf(t), t.id);
+    const queuedKey = this.keys.queued(priorityOf(t), t.id, t.queueRound);
     const ok = await this.cancels.run({
       compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
       success: [del(queuedKey), ...this.writeRecord(next)],
