@@ -82,6 +82,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('tls-key', { type: 'string', describe: "this node's private key (PEM)" })
     .option('insecure', { type: 'boolean', default: false, describe: 'allow plaintext on non-loopback addresses (anyone who can reach the node can run commands)' })
     .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log, drain nodes and remove etcd members (repeatable, or comma-separated)' })
+    .option('urgent-submitter', { type: 'string', array: true, describe: 'identity besides the admins that may submit urgent priorities (>= --urgent-priority) (repeatable, or comma-separated)' })
     .parserConfiguration({ 'parse-numbers': false })
     .strict()
     .help()
@@ -134,6 +135,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     tls,
     insecure: args.insecure,
     admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),
+    urgentSubmitters: list(args['urgent-submitter']).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),
     allowMounts: list(args['allow-mount']).map(parseAllowMountFlag),
     allowHostNetwork: args['allow-host-network'],
     allowContainerRoot: args['allow-container-root'],

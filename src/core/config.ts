@@ -102,6 +102,8 @@ export interface NodeConfig {
   insecure?: boolean;
   /** --admin: identities (certificate CNs) that may cancel any task, read any task's logs, drain nodes. */
   admins?: string[];
+  /** --urgent-submitter: identities besides the admins that may submit priorities >= urgentPriority. */
+  urgentSubmitters?: string[];
   /** --allow-mount PATH[:ro]: host paths container tasks may bind-mount (and what is below them). */
   allowMounts: { path: string; readOnly: boolean }[];
   /** --allow-host-network: any submitter's container may use network host / container:* here. */
@@ -315,6 +317,7 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid(`too many labels: ${labels.length} > limit ${LABEL_LIMITS.count}`);
   }
   for (const admin of c.admins ?? []) validateIdentityName(admin, '--admin identity');
+  for (const who of c.urgentSubmitters ?? []) validateIdentityName(who, '--urgent-submitter identity');
   for (const m of c.allowMounts) parseAllowMountFlag(`${m.path}${m.readOnly ? ':ro' : ''}`);
   if (!Number.isInteger(c.containerPids) || c.containerPids < 16 || c.containerPids > 4_194_304) {
     throw invalid(`--container-pids must be an integer from 16 to 4194304 (got ${c.containerPids})`);

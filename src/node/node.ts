@@ -276,6 +276,7 @@ export class LoomNode {
       kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
+      urgency: { urgentPriority: config.urgentPriority, submitters: new Set(config.urgentSubmitters ?? []) },
       members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
     });
     const node: LoomNode = new LoomNode(

@@ -5,7 +5,7 @@
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
-import { TaskState } from '../../src/gen/loom';
+import { JobSpec, TaskState } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
 import { readTlsFiles, TlsFiles, TlsMaterial } from '../../src/client/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
@@ -80,5 +80,50 @@ describe('owners take turns within a priority', () => {
     expect(position).toBeLessThanOrEqual(claimedBefore + 1);
     expect(done.queueRound).toBeGreaterThan(0);
     await alice.cancelQueued();
+  });
+});
+
+describe('urgent priorities', () => {
+  let n: TestNode;
+  beforeAll(async () => {
+    n = await start('u1', { admins: ['ops'], urgentSubmitters: ['pager'] });
+  });
+  afterAll(async () => stopNode(n));
+
+  const urgentDenied = (who: string, priority: number) =>
+    `${who} may not submit priority ${priority}: priorities from 900 (--urgent-priority) are urgent, for admins (--admin) and identities ` +
+    'the node names with --urgent-submitter only; use a priority below 900';
+
+  it('refuses them to other identities with PERMISSION_DENIED, in a submit, a run and a job', async () => {
+    const alice = client(n, 'alice');
+    await expect(alice.submit([spec(['true'], { priority: 900 })])).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: urgentDenied('alice', 900) });
+    await expect(alice.submit([spec(['true']), spec(['true'], { priority: 999 })])).rejects.toMatchObject({
+      code: 'PERMISSION_DENIED', message: `task 1: ${urgentDenied('alice', 999)}`,
+    });
+    await expect(alice.run(spec(['true'], { priority: 950 }))).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: urgentDenied('alice', 950) });
+    const job = JobSpec.fromPartial({ name: 'urgent-job', count: 2, template: spec(['true'], { priority: 990 }) });
+    await expect(alice.submitJob(job)).rejects.toMatchObject({ code: 'PERMISSION_DENIED', message: expect.stringContaining(urgentDenied('alice', 990)) });
+    // Nothing of those was queued.
+    expect((await alice.list({ state: TaskState.QUEUED })).tasks).toEqual([]);
+    expect((await alice.listJobs(10, '')).jobs).toEqual([]);
+    // Below the threshold: anyone's.
+    const done = await alice.run(spec(['true'], { priority: 899 }));
+    expect(done.state).toBe(TaskState.COMPLETED);
+  });
+
+  it('takes them from an admin and from an --urgent-submitter identity', async () => {
+    for (const who of ['ops', 'pager']) {
+      const t = await client(n, who).run(spec(['true'], { priority: 999 }));
+      expect(t).toMatchObject({ state: TaskState.COMPLETED, owner: who });
+    }
+  });
+
+  it('takes them from anyone without TLS (everyone is local and may)', async () => {
+    const plain = await startNode(uniqueRoot(), 'p1', { urgentSubmitters: [] });
+    try {
+      expect((await plain.api.run(spec(['true'], { priority: 999 }))).state).toBe(TaskState.COMPLETED);
+    } finally {
+      await stopNode(plain);
+    }
   });
 });
