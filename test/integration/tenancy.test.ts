@@ -10,7 +10,11 @@ import { LoomApi } from '../../src/client/client';
 import { readTlsFiles, TlsFiles, TlsMaterial } from '../../src/client/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { NodeConfig } from '../../src/core/config';
-import { uniqueRoot, waitFor } from '../support/etcd';
+import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { connectEtcd, Kv, put } from '../../src/store/etcd';
+import { Keys } from '../../src/store/keys';
+import { encodeTask } from '../../src/store/codec';
+import { TaskTransitions } from '../../src/store/transitions';
 import { sharedFile, sharedTmpDir, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
 jest.setTimeout(120_000);
@@ -45,12 +49,13 @@ const client = (node: TestNode, who: string) => {
   return x;
 };
 
-const start = (name: string, extra: Partial<NodeConfig> = {}) => startNode(uniqueRoot(), name, { tls: files[name], ...extra });
+const start = (name: string, extra: Partial<NodeConfig> = {}, root = uniqueRoot()) => startNode(root, name, { tls: files[name], ...extra });
 
 describe('owners take turns within a priority', () => {
   let n: TestNode;
+  const root = uniqueRoot();
   beforeAll(async () => {
-    n = await start('f1', { slots: 1, urgentSlots: 0 });
+    n = await start('f1', { slots: 1, urgentSlots: 0 }, root);
   });
   afterAll(async () => stopNode(n));
 
@@ -80,6 +85,29 @@ describe('owners take turns within a priority', () => {
     expect(position).toBeLessThanOrEqual(claimedBefore + 1);
     expect(done.queueRound).toBeGreaterThan(0);
     await alice.cancelQueued();
+  });
+
+  it('runs a task an older node queued under the old key (no round), ahead of the rounds of its band', async () => {
+    const alice = client(n, 'alice');
+    const order = sharedFile(sharedTmpDir('loom-turns-'), 'order');
+    const aliceIds = await alice.submit(Array.from({ length: 20 }, () => spec(['sh', '-c', `echo alice >> ${order}; sleep 0.1`])));
+    // What an older node's submit writes: the record and /task/status/queued/<ppp>/<id>.
+    const etcd = connectEtcd({ endpoints: [testEtcdEndpoint()] });
+    try {
+      const keys = new Keys(root);
+      const old = new TaskTransitions(new Kv(etcd), keys).newRecord(spec(['sh', '-c', `echo old >> ${order}`]), 'carol', Date.now());
+      const value = encodeTask(old);
+      expect(keys.queued(100, old.id)).toBe(`${root}/task/status/queued/899/${old.id}`);
+      await new Kv(etcd).txn({ compare: [], success: [put(keys.task(old.id), value), put(keys.queued(100, old.id), value)] }, 'old submit');
+      await waitFor(async () => (await alice.get(old.id)).state === TaskState.COMPLETED, { what: 'the old-key task to complete' });
+    } finally {
+      etcd.close();
+    }
+    const lines = fs.readFileSync(order, 'utf8').trim().split('\n');
+    // It sorted first in its band: it ran while most of alice's 2 s of work still waited.
+    expect(lines.indexOf('old')).toBeGreaterThanOrEqual(0);
+    expect(lines.indexOf('old')).toBeLessThan(10);
+    for (const id of aliceIds) await alice.cancel(id).catch(() => undefined);
   });
 });
 
