@@ -109,9 +109,11 @@ export class TaskTransitions {
     readonly keys: Keys,
     /** --max-node-losses: node losses after which a task fails instead of being requeued. */
     private readonly maxNodeLosses = 3,
+    /** The round at a band's head if known locally (QueueWindow.headRound); saves a read per submit. */
+    headHint?: (priority: number) => number | undefined,
   ) {
     this.cancels = new TxnBatcher(kv, 'cancel');
-    this.turns = new TurnBook(kv, keys);
+    this.turns = new TurnBook(kv, keys, headHint);
   }
 
   /**

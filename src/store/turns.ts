@@ -1,7 +1,9 @@
 /**
  * Gives new tasks their owners' turns (rounds, core/turns.ts) before they
  * are queued. Per (priority, owner) it reads the owner's last turn
- * (/turn/<ppp>/<owner>) and the round at the band's head, looks up whether
+ * (/turn/<ppp>/<owner>) and the round at the band's head (from the node's
+ * queue window when the band is in it: etcd 3.4 answers a range by walking
+ * all its keys, limit or not, so that read grows with the band), looks up whether
  * that last task is still queued only when it matters, and takes the rounds
  * in one guarded transaction:
  *
@@ -39,6 +41,8 @@ export class TurnBook {
   constructor(
     private readonly kv: Kv,
     private readonly keys: Keys,
+    /** The band's head round when known locally (QueueWindow.headRound). */
+    private readonly headHint: (priority: number) => number | undefined = () => undefined,
   ) {}
 
   /**
@@ -92,17 +96,20 @@ export class TurnBook {
   /** Per group: the turn key's revision ('0': none) and the first round its tasks get. */
   private async read(groups: Group[], signal?: AbortSignal): Promise<{ revision: string; first: number }[]> {
     const ops: IRequestOp[] = [];
-    for (const g of groups) {
-      const [start, end] = this.keys.bandRounds(g.priority);
+    const heads = groups.map((g) => this.headHint(g.priority));
+    const at: number[] = [];
+    groups.forEach((g, i) => {
+      at.push(ops.length);
       ops.push({ request_range: { key: b(g.key) } });
-      // etcd 3.4 walks the band's keys to answer even with a limit: the cost of a deep band.
+      if (heads[i] !== undefined) return;
+      const [start, end] = this.keys.bandRounds(g.priority);
       ops.push({ request_range: { key: b(start), range_end: b(end), limit: 1, keys_only: true } });
-    }
+    });
     const res = await this.kv.txn({ compare: [], success: ops }, 'read turns', signal);
     const found = groups.map((g, i) => {
-      const kv = res.responses[2 * i]?.response_range?.kvs[0];
-      const headKv = res.responses[2 * i + 1]?.response_range?.kvs[0];
-      const head = headKv ? this.keys.parseQueued(headKv.key.toString())?.round ?? 0 : 0;
+      const kv = res.responses[at[i]]?.response_range?.kvs[0];
+      const headKv = heads[i] === undefined ? res.responses[at[i] + 1]?.response_range?.kvs[0] : undefined;
+      const head = heads[i] ?? (headKv ? this.keys.parseQueued(headKv.key.toString())?.round ?? 0 : 0);
       const last = kv ? parseTurn(kv.value.toString()) : undefined;
       return { g, revision: kv ? kv.mod_revision : '0', head, last };
     });

@@ -15,6 +15,7 @@ import { connectEtcd, Kv, put } from '../../src/store/etcd';
 import { Keys } from '../../src/store/keys';
 import { encodeTask } from '../../src/store/codec';
 import { TaskTransitions } from '../../src/store/transitions';
+import { QueueWindow } from '../../src/store/queue-window';
 import { sharedFile, sharedTmpDir, spec, startNode, stopNode, TestNode } from '../support/nodes';
 
 jest.setTimeout(120_000);
@@ -152,6 +153,36 @@ describe('urgent priorities', () => {
       expect((await plain.api.run(spec(['true'], { priority: 999 }))).state).toBe(TaskState.COMPLETED);
     } finally {
       await stopNode(plain);
+    }
+  });
+});
+
+describe("the queue window's view of a band's head round (saves a submit's read of it)", () => {
+  it('finds the first round of a band in the window, none for an empty band, and does not guess past the window', async () => {
+    const etcd = connectEtcd({ endpoints: [testEtcdEndpoint()] });
+    const kv = new Kv(etcd);
+    const keys = new Keys(uniqueRoot());
+    const window = new QueueWindow(kv, keys, 3);
+    try {
+      const queue = async (priority: number, round: number) => {
+        const t = new TaskTransitions(kv, keys).newRecord(spec(['true'], { priority }), 'x', Date.now());
+        await kv.txn({ compare: [], success: [put(keys.queued(priority, t.id, round), encodeTask(t))] }, 't');
+      };
+      await queue(100, 0); // an old key: first in its band, and no round
+      await queue(100, 6);
+      await queue(100, 5);
+      await queue(50, 2);
+      await window.start();
+      expect(window.view().map((e) => keys.parseQueued(e.key)?.round)).toEqual([0, 5, 6]);
+      expect(window.headRound(100)).toBe(5);
+      expect(window.headRound(200)).toBe(0); // sorts before the window's first key: empty
+      expect(window.headRound(50)).toBeUndefined(); // beyond the full window: read it from etcd
+      await queue(300, 9);
+      await waitFor(() => window.headRound(300) === 9, { what: 'the window to see a new band' });
+      expect(window.headRound(50)).toBeUndefined();
+    } finally {
+      await window.stop();
+      etcd.close();
     }
   });
 });
