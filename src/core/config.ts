@@ -117,6 +117,11 @@ export interface NodeConfig {
    * it this many times ends FAILED instead of being requeued once more.
    */
   maxNodeLosses: number;
+  /**
+   * --max-queued-per-owner: a submit that would take one owner past this many
+   * queued tasks is refused (RESOURCE_EXHAUSTED); 0: no limit.
+   */
+  maxQueuedPerOwner: number;
 }
 
 export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
@@ -169,6 +174,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     allowContainerRoot: false,
     containerPids: DEFAULT_CONTAINER_PIDS,
     maxNodeLosses: 3,
+    maxQueuedPerOwner: 0,
   };
 }
 
@@ -324,6 +330,9 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (!Number.isInteger(c.maxNodeLosses) || c.maxNodeLosses < 1 || c.maxNodeLosses > 100) {
     throw invalid(`--max-node-losses must be an integer from 1 to 100 (got ${c.maxNodeLosses})`);
+  }
+  if (!Number.isInteger(c.maxQueuedPerOwner) || c.maxQueuedPerOwner < 0 || c.maxQueuedPerOwner > 100_000_000) {
+    throw invalid(`--max-queued-per-owner must be an integer from 0 (no limit) to 100000000 (got ${c.maxQueuedPerOwner})`);
   }
   validateTransport(c);
   return c;

@@ -58,6 +58,8 @@ export interface ApiDeps {
   admins?: string[];
   /** Who may submit urgent priorities besides the admins (--urgent-priority, --urgent-submitter); unset: anyone. */
   urgency?: UrgencyPolicy;
+  /** --max-queued-per-owner: queued tasks one owner may have after a submit; 0 or unset: no limit. */
+  maxQueuedPerOwner?: number;
   /** Overrides of API_LIMITS (tests). */
   limits?: Partial<ApiLimits>;
   /** The etcd cluster's members (loom members). */
@@ -209,6 +211,7 @@ export class ApiServer {
           this.checkUrgency(specs, identity);
           await this.checkContainerPolicy(specs, identity, admin);
         },
+        checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
       }, opts),
       submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
       run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
@@ -377,8 +380,27 @@ export class ApiServer {
     const now = Date.now();
     const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now, admin));
     if (records.length === 1 && (await d.tryRunHere(records[0]))) return [records[0].id];
-    await d.transitions.submit(records);
+    await d.transitions.submit(records, undefined, d.maxQueuedPerOwner ?? 0);
     return records.map((r) => r.id);
+  }
+
+  /**
+   * A job's tasks count against --max-queued-per-owner when they are queued,
+   * but a job is queued later (after its dependencies) by whichever node
+   * gets there, so it is checked once, at its submit, against the owner's
+   * queue then: unlike a task submit, not guarded against the owner's
+   * concurrent submits.
+   */
+  private async checkQueueRoom(owner: string, count: number): Promise<void> {
+    const max = this.deps.maxQueuedPerOwner ?? 0;
+    if (max <= 0) return;
+    const { count: queued } = await this.deps.transitions.queuedOf(owner);
+    if (queued + count > max) {
+      throw new LoomError(
+        'RESOURCE_EXHAUSTED',
+        `${owner} has ${queued} tasks queued; a job of ${count} more would pass the limit of ${max} queued tasks per owner (--max-queued-per-owner): wait for some to run, or cancel some`,
+      );
+    }
   }
 
   /** PERMISSION_DENIED when `identity` may not submit a spec's urgent priority (see core/urgency.ts). */

@@ -278,6 +278,7 @@ export class LoomNode {
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
       urgency: { urgentPriority: config.urgentPriority, submitters: new Set(config.urgentSubmitters ?? []) },
+      maxQueuedPerOwner: config.maxQueuedPerOwner,
       members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
     });
     const node: LoomNode = new LoomNode(

@@ -17,6 +17,8 @@
  *   /jobwait/<upstream-id>/<downstream-id>   empty; downstream waits on upstream
  *   /tasktime/<bucket>                       empty; some task id may fall in this 4 s bucket
  *   /turn/<ppp>/<owner>                      "<round> <id>": the owner's last round taken in the band
+ *   /queuedby/<owner>/<id>                   empty; while the task is queued (a count of an owner's queue)
+ *   /queuecap/<owner>                        the owner's queued count as of its last capped submit (a guard)
  *
  * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
  * priority first. Within a priority, <round10> is the owner's turn
@@ -78,6 +80,7 @@ export class Keys {
   readonly cancelPrefix: string;
   readonly timeMarkerPrefix: string;
   readonly turnPrefix: string;
+  readonly queuedByPrefix: string;
 
   constructor(readonly root = '') {
     if (root !== '' && !/^\/[A-Za-z0-9_.-]+$/.test(root)) {
@@ -92,6 +95,7 @@ export class Keys {
     this.cancelPrefix = `${root}/cancel/`;
     this.timeMarkerPrefix = `${root}/tasktime/`;
     this.turnPrefix = `${root}/turn/`;
+    this.queuedByPrefix = `${root}/queuedby/`;
   }
 
   task(id: string): string {
@@ -127,6 +131,22 @@ export class Keys {
   bandRounds(priority: number): [string, string] {
     const band = this.band(priority);
     return [`${band}r`, `${band}s`];
+  }
+
+  /** Present while the owner's task is queued: the owner's queue is counted by this prefix. */
+  queuedBy(owner: string, id: string): string {
+    return `${this.queuedByOf(owner)}${id}`;
+  }
+
+  queuedByOf(owner: string): string {
+    if (owner.includes('/')) throw invalid(`owner "${owner.slice(0, 80)}" holds a '/'`);
+    return `${this.queuedByPrefix}${owner}/`;
+  }
+
+  /** Guard of an owner's capped submits (--max-queued-per-owner). */
+  queueCap(owner: string): string {
+    if (owner.includes('/')) throw invalid(`owner "${owner.slice(0, 80)}" holds a '/'`);
+    return `${this.root}/queuecap/${owner}`;
   }
 
   /** An owner's last turn in a band (core/turns.ts); identities hold no '/'. */

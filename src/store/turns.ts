@@ -21,11 +21,12 @@ import { LoomError } from '../core/errors';
 import { firstRound, formatTurn, lastTurnMatters, parseTurn, ROUND_MAX } from '../core/turns';
 import { b, IRequestOp, Kv, ifModRevision, put } from './etcd';
 import { Keys } from './keys';
+import { KeyedQueue, retryPause } from '../core/keyed-queue';
 
 /** (priority, owner) pairs per transaction: 2 reads each, 1 compare and 1 put: within etcd's 128 ops. */
 const GROUPS_PER_TXN = 60;
 /** Reads and reservations in a row that lost to the same owner's other submits. */
-const RESERVE_TRIES = 8;
+const RESERVE_TRIES = 20;
 
 interface Group {
   priority: number;
@@ -35,8 +36,8 @@ interface Group {
 }
 
 export class TurnBook {
-  /** The last assign of each owner set in this process (see assign). */
-  private readonly inProcess = new Map<string, Promise<void>>();
+  /** Assigns of the same owners in this process, one at a time (see assign). */
+  private readonly inProcess = new KeyedQueue();
 
   constructor(
     private readonly kv: Kv,
@@ -54,14 +55,7 @@ export class TurnBook {
   async assign(records: Task[], signal?: AbortSignal): Promise<void> {
     if (records.length === 0) return;
     const owners = [...new Set(records.map((t) => t.owner))].sort().join('\n');
-    const before = this.inProcess.get(owners) ?? Promise.resolve();
-    const mine = before.catch(() => undefined).then(() => this.assignNow(records, signal));
-    const settled = mine.catch(() => undefined);
-    this.inProcess.set(owners, settled);
-    void settled.then(() => {
-      if (this.inProcess.get(owners) === settled) this.inProcess.delete(owners);
-    });
-    return mine;
+    return this.inProcess.run(owners, () => this.assignNow(records, signal));
   }
 
   private async assignNow(records: Task[], signal?: AbortSignal): Promise<void> {
@@ -89,6 +83,7 @@ export class TurnBook {
       });
       const res = await this.kv.txn({ compare, success }, 'reserve turns', signal);
       if (res.succeeded) return;
+      await retryPause(attempt + 1);
     }
     throw new LoomError('CONFLICT', `other submits of the same owner kept taking its turns (${RESERVE_TRIES} tries); try again`);
   }

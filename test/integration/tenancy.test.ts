@@ -32,7 +32,7 @@ beforeAll(async () => {
     const r = await issueCert({ dir, role, name, ...(role === 'node' ? { hosts: ['127.0.0.1'] } : {}) });
     files[name] = { caFile: path.join(dir, 'ca.crt'), certFile: r.cert, keyFile: r.key };
   };
-  for (const n of ['f1', 'u1']) await add('node', n);
+  for (const n of ['f1', 'u1', 'q1', 'q2', 'q3']) await add('node', n);
   for (const c of ['alice', 'bob', 'ops', 'pager']) {
     await add('client', c);
     ids[c] = readTlsFiles(files[c]);
@@ -184,5 +184,70 @@ describe("the queue window's view of a band's head round (saves a submit's read 
       await window.stop();
       etcd.close();
     }
+  });
+});
+
+describe('--max-queued-per-owner', () => {
+  const nodes: TestNode[] = [];
+  const root = uniqueRoot();
+  beforeAll(async () => {
+    for (const name of ['q1', 'q2', 'q3']) nodes.push(await start(name, { maxQueuedPerOwner: 100, slots: 2 }, root));
+  });
+  afterAll(async () => {
+    for (const x of nodes) await stopNode(x);
+  });
+
+  // Pinned to a node that does not exist: it stays queued.
+  const parked = (n: number) => Array.from({ length: n }, () => spec(['true'], { pinNode: 'nowhere' }));
+  const queuedOf = async (who: string) => (await client(nodes[0], who).list({ state: TaskState.QUEUED, pageSize: 1000 })).tasks.filter((t) => t.owner === who).length;
+
+  it('refuses a submit that would pass the limit, naming it, and queues nothing of it; claims and cancels make room', async () => {
+    const alice = client(nodes[0], 'alice');
+    const mine = await alice.submit(parked(95));
+    await expect(alice.submit(parked(6))).rejects.toMatchObject({
+      code: 'RESOURCE_EXHAUSTED',
+      message: '0 of 6 tasks queued; alice has 95 tasks queued; 6 more would pass the limit of 100 queued tasks per owner (--max-queued-per-owner): wait for some to run, or cancel some',
+    });
+    expect(await queuedOf('alice')).toBe(95);
+    // Another owner has a queue of its own.
+    await client(nodes[1], 'bob').submit(parked(100));
+    // Queued, then claimed and run: they leave the count.
+    const ran = await alice.submit([spec(['true']), spec(['true']), spec(['true']), spec(['true']), spec(['true'])]);
+    for (const id of ran) expect((await alice.wait(id)).state).toBe(TaskState.COMPLETED);
+    await alice.submit(parked(5));
+    await expect(alice.submit(parked(1))).rejects.toMatchObject({ code: 'RESOURCE_EXHAUSTED' });
+    // A cancel leaves it too.
+    await alice.cancel(mine[0]);
+    await alice.submit(parked(1));
+    expect(await queuedOf('alice')).toBe(100);
+    // A job that would pass it is refused at its submit.
+    const job = JobSpec.fromPartial({ name: 'too-big', count: 3, template: spec(['true']) });
+    await expect(alice.submitJob(job)).rejects.toMatchObject({ code: 'RESOURCE_EXHAUSTED', message: expect.stringContaining('a job of 3 more') });
+    // `loom cancel --all-queued` empties the count as well.
+    await alice.cancelQueued();
+    await alice.submit(parked(100));
+    await alice.cancelQueued();
+    await client(nodes[1], 'bob').cancelQueued();
+  });
+
+  it('holds under concurrent submits of one owner through three nodes', async () => {
+    const apis = nodes.map((x) => client(x, 'ops'));
+    // 45 submits of 3 at once, 15 through each node: 33 fit under 100 (99 tasks; a 34th would make 102).
+    const results = await Promise.allSettled(Array.from({ length: 45 }, (_, i) => apis[i % 3].submit(parked(3))));
+    const accepted = results.filter((r) => r.status === 'fulfilled').length;
+    for (const r of results) if (r.status === 'rejected') expect(r.reason).toMatchObject({ code: 'RESOURCE_EXHAUSTED' });
+    expect(await queuedOf('ops')).toBe(accepted * 3);
+    expect(accepted).toBe(33);
+    await apis[0].cancelQueued();
+  });
+
+  it('checks a submit of several transactions (42 tasks each) as a whole', async () => {
+    const pager = client(nodes[2], 'pager');
+    await expect(pager.submit(parked(101))).rejects.toMatchObject({ code: 'RESOURCE_EXHAUSTED', message: expect.stringMatching(/^0 of 101 tasks queued; pager has 0 tasks queued/) });
+    await pager.submit(parked(90));
+    await expect(pager.submit(parked(11))).rejects.toMatchObject({ code: 'RESOURCE_EXHAUSTED' });
+    await pager.submit(parked(10));
+    expect(await queuedOf('pager')).toBe(100);
+    await pager.cancelQueued();
   });
 });
