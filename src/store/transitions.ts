@@ -21,13 +21,14 @@ import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
 import { Keys, prefixEnd } from './keys';
-
-type Compare = NonNullable<Parameters<Kv['txn']>[0]['compare']>[number];
 import { forEachLimited } from '../core/limited';
 import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';
 import { TurnBook } from './turns';
 import { KeyedQueue, retryPause } from '../core/keyed-queue';
+
+/** One compare of a transaction. */
+type Compare = NonNullable<Parameters<Kv['txn']>[0]['compare']>[number];
 
 /** Ops a queued task's write takes: record, queued key, owner index key (/queuedby/). */
 const OPS_PER_QUEUED = 3;
