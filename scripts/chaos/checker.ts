@@ -16,7 +16,7 @@
  *  stuck               nothing is QUEUED or RUNNING at the end, no queued or
  *                      running index key is left
  *  index               each record has exactly one status index key, the one its
- *                      state implies (queued/<999-prio>/id, running/<node>/id,
+ *                      state implies (queued/<999-prio>/[r<round>/]id, running/<node>/id,
  *                      <terminal>/<finishedAtMs 13 digits>/id); every index key
  *                      belongs to a record in that state
  *  state               the terminal state is the one the task's kind leads to
@@ -168,7 +168,8 @@ const STATE_KEY: Record<number, string> = {
 };
 const UUID = '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}';
 const RECORD_KEY = new RegExp(`^/task/(${UUID})$`);
-const STATUS_KEY = new RegExp(`^/task/status/(queued|running|completed|failed|cancelled|lost)/([^/]+)/(${UUID})$`);
+// A queued key may carry its owner's round between priority and id (Keys.queued).
+const STATUS_KEY = new RegExp(`^/task/status/(queued|running|completed|failed|cancelled|lost)/([^/]+)/(?:r\\d{10}/)?(${UUID})$`);
 
 function pad(n: number, width: number): string {
   return String(Math.max(0, Math.trunc(n))).padStart(width, '0');
@@ -182,7 +183,7 @@ function stateName(s: TaskState): string {
 export function expectedStatusKey(t: Task): string {
   switch (t.state) {
     case TaskState.QUEUED:
-      return `/task/status/queued/${pad(999 - (t.spec?.priority ?? 100), 3)}/${t.id}`;
+      return `/task/status/queued/${pad(999 - (t.spec?.priority ?? 100), 3)}/${t.queueRound > 0 ? `r${pad(t.queueRound, 10)}/` : ''}${t.id}`;
     case TaskState.RUNNING:
       return `/task/status/running/${t.node}/${t.id}`;
     default:

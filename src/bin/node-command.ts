@@ -67,6 +67,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('allow-container-root', { type: 'boolean', default: false, describe: 'let containers run as uid 0 (otherwise an image whose user is root or a name runs as 65534:65534, and --user 0 is refused)' })
     .option('container-pids', { requiresArg: true, default: d.containerPids, describe: 'pids limit of each container' })
     .option('max-node-losses', { requiresArg: true, default: d.maxNodeLosses, describe: 'a task whose node died or fenced while running it this many times ends FAILED instead of being requeued' })
+    .option('max-queued-per-owner', { requiresArg: true, default: d.maxQueuedPerOwner, describe: 'refuse a submit that would take one owner past this many queued tasks (0: no limit)' })
     .option('spawner', { type: 'boolean', default: true, describe: 'start tasks with the loom-spawner helper (posix_spawn; much cheaper than fork on VMs); --no-spawner: Node\'s spawn' })
     .option('task-nice', { requiresArg: true, default: d.taskNice, describe: 'niceness 0-19 of process tasks (also their autogroup\'s, where the kernel has one), so the node keeps its CPU when tasks use all of it' })
     .option('run-as', { type: 'string', default: d.runAs, describe: 'who process tasks run as: pool (a uid of its own per running task, from --task-uids), owner (the local account named like the task\'s owner), node (this node\'s own user: tasks can read its data and signal it); auto = pool as root, else node' })
@@ -83,6 +84,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('tls-key', { type: 'string', describe: "this node's private key (PEM)" })
     .option('insecure', { type: 'boolean', default: false, describe: 'allow plaintext on non-loopback addresses (anyone who can reach the node can run commands)' })
     .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log, drain nodes and remove etcd members (repeatable, or comma-separated)' })
+    .option('urgent-submitter', { type: 'string', array: true, describe: 'identity besides the admins that may submit urgent priorities (>= --urgent-priority) (repeatable, or comma-separated)' })
     .parserConfiguration({ 'parse-numbers': false })
     .strict()
     .help()
@@ -135,11 +137,13 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     tls,
     insecure: args.insecure,
     admins: list(args.admin).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),
+    urgentSubmitters: list(args['urgent-submitter']).flatMap((a) => a.split(',')).map((a) => a.trim()).filter(Boolean),
     allowMounts: list(args['allow-mount']).map(parseAllowMountFlag),
     allowHostNetwork: args['allow-host-network'],
     allowContainerRoot: args['allow-container-root'],
     containerPids: numberFlag(args['container-pids'], '--container-pids'),
     maxNodeLosses: numberFlag(args['max-node-losses'], '--max-node-losses'),
+    maxQueuedPerOwner: numberFlag(args['max-queued-per-owner'], '--max-queued-per-owner'),
   };
   if (!Number.isFinite(config.capacity.cpu) || config.capacity.cpu < 0) throw new LoomError('INVALID_ARGUMENT', '--cpu must be a positive number of cores');
   return validateNodeConfig(config);

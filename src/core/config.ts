@@ -103,6 +103,8 @@ export interface NodeConfig {
   insecure?: boolean;
   /** --admin: identities (certificate CNs) that may cancel any task, read any task's logs, drain nodes. */
   admins?: string[];
+  /** --urgent-submitter: identities besides the admins that may submit priorities >= urgentPriority. */
+  urgentSubmitters?: string[];
   /** --allow-mount PATH[:ro]: host paths container tasks may bind-mount (and what is below them). */
   allowMounts: { path: string; readOnly: boolean }[];
   /** --allow-host-network: any submitter's container may use network host / container:* here. */
@@ -116,6 +118,11 @@ export interface NodeConfig {
    * it this many times ends FAILED instead of being requeued once more.
    */
   maxNodeLosses: number;
+  /**
+   * --max-queued-per-owner: a submit that would take one owner past this many
+   * queued tasks is refused (RESOURCE_EXHAUSTED); 0: no limit.
+   */
+  maxQueuedPerOwner: number;
 }
 
 export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
@@ -168,6 +175,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     allowContainerRoot: false,
     containerPids: DEFAULT_CONTAINER_PIDS,
     maxNodeLosses: 3,
+    maxQueuedPerOwner: 0,
   };
 }
 
@@ -316,12 +324,16 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid(`too many labels: ${labels.length} > limit ${LABEL_LIMITS.count}`);
   }
   for (const admin of c.admins ?? []) validateIdentityName(admin, '--admin identity');
+  for (const who of c.urgentSubmitters ?? []) validateIdentityName(who, '--urgent-submitter identity');
   for (const m of c.allowMounts) parseAllowMountFlag(`${m.path}${m.readOnly ? ':ro' : ''}`);
   if (!Number.isInteger(c.containerPids) || c.containerPids < 16 || c.containerPids > 4_194_304) {
     throw invalid(`--container-pids must be an integer from 16 to 4194304 (got ${c.containerPids})`);
   }
   if (!Number.isInteger(c.maxNodeLosses) || c.maxNodeLosses < 1 || c.maxNodeLosses > 100) {
     throw invalid(`--max-node-losses must be an integer from 1 to 100 (got ${c.maxNodeLosses})`);
+  }
+  if (!Number.isInteger(c.maxQueuedPerOwner) || c.maxQueuedPerOwner < 0 || c.maxQueuedPerOwner > 100_000_000) {
+    throw invalid(`--max-queued-per-owner must be an integer from 0 (no limit) to 100000000 (got ${c.maxQueuedPerOwner})`);
   }
   validateTransport(c);
   return c;

@@ -335,6 +335,13 @@ export interface Task {
    * network namespaces (ContainerSpec.network host / container:*).
    */
   submittedByAdmin: boolean;
+  /**
+   * Its owner's turn within its priority (see Keys.queued): each owner's
+   * k-th queued task sorts with the others' k-th. 0: none (queued by an
+   * older node, or claimed in its submit), which sorts first in its band.
+   * Numbered apart from the others so concurrent additions do not collide.
+   */
+  queueRound: number;
 }
 
 export interface JobSpec {
@@ -1699,6 +1706,7 @@ function createBaseTask(): Task {
     failures: 0,
     nodeLosses: 0,
     submittedByAdmin: false,
+    queueRound: 0,
   };
 }
 
@@ -1769,6 +1777,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.submittedByAdmin !== false) {
       writer.uint32(176).bool(message.submittedByAdmin);
+    }
+    if (message.queueRound !== 0) {
+      writer.uint32(240).uint32(message.queueRound);
     }
     return writer;
   },
@@ -1962,6 +1973,14 @@ export const Task: MessageFns<Task> = {
             message.submittedByAdmin = reader.bool();
             continue;
           }
+          case 30: {
+            if (tag !== 240) {
+              break;
+            }
+
+            message.queueRound = reader.uint32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2040,6 +2059,11 @@ export const Task: MessageFns<Task> = {
         : isSet(object.submitted_by_admin)
         ? globalThis.Boolean(object.submitted_by_admin)
         : false,
+      queueRound: isSet(object.queueRound)
+        ? globalThis.Number(object.queueRound)
+        : isSet(object.queue_round)
+        ? globalThis.Number(object.queue_round)
+        : 0,
     };
   },
 
@@ -2111,6 +2135,9 @@ export const Task: MessageFns<Task> = {
     if (message.submittedByAdmin !== false) {
       obj.submittedByAdmin = message.submittedByAdmin;
     }
+    if (message.queueRound !== 0) {
+      obj.queueRound = Math.round(message.queueRound);
+    }
     return obj;
   },
 
@@ -2141,6 +2168,7 @@ export const Task: MessageFns<Task> = {
     message.failures = object.failures ?? 0;
     message.nodeLosses = object.nodeLosses ?? 0;
     message.submittedByAdmin = object.submittedByAdmin ?? false;
+    message.queueRound = object.queueRound ?? 0;
     return message;
   },
 };

@@ -4,6 +4,7 @@
  * Who may do what (identities come from client certificates, src/node/tls.ts;
  * without TLS everyone is the same local user and may do everything):
  *  - anyone authenticated: submit and run (and own what they submit), get, list, wait, nodes, members;
+ *    urgent priorities (>= --urgent-priority) only admins and --urgent-submitter identities;
  *    a task's env values are shown to its owner and admins only;
  *  - the task's owner or an admin (--admin, or any node certificate): cancel, logs;
  *  - an admin: drain/resume a node, remove the etcd member of a node that is gone;
@@ -26,6 +27,7 @@ import { validateNodeName } from '../core/config';
 import type { TlsMaterial } from '../client/tls';
 import { explainUnplaceable } from '../core/fit';
 import { submitRefusal } from '../core/container-policy';
+import { UrgencyPolicy, urgentRefusal } from '../core/urgency';
 import { nextChange } from '../store/key-watch';
 import { Kv, withAbort } from '../store/etcd';
 import { decodeTask } from '../store/codec';
@@ -54,6 +56,10 @@ export interface ApiDeps {
   tls?: TlsMaterial;
   /** Identities that may cancel any task, read any task's logs, drain nodes and remove etcd members (--admin). */
   admins?: string[];
+  /** Who may submit urgent priorities besides the admins (--urgent-priority, --urgent-submitter); unset: anyone. */
+  urgency?: UrgencyPolicy;
+  /** --max-queued-per-owner: queued tasks one owner may have after a submit; 0 or unset: no limit. */
+  maxQueuedPerOwner?: number;
   /** Overrides of API_LIMITS (tests). */
   limits?: Partial<ApiLimits>;
   /** The etcd cluster's members (loom members). */
@@ -200,7 +206,12 @@ export class ApiServer {
     return {
       ...jobHandlers({
         jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
-        checkContainers: (specs, identity, admin) => this.checkContainerPolicy(specs, identity, admin),
+        // A job's tasks are checked like a submit's: urgent priorities too.
+        checkContainers: async (specs, identity, admin) => {
+          this.checkUrgency(specs, identity);
+          await this.checkContainerPolicy(specs, identity, admin);
+        },
+        checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
       }, opts),
       submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
       run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
@@ -364,12 +375,40 @@ export class ApiServer {
     const d = this.deps;
     const specs = validateBatch(tasks);
     const admin = this.isAdmin(identity);
+    this.checkUrgency(specs, identity);
     await this.checkContainerPolicy(specs, identity, admin);
     const now = Date.now();
     const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now, admin));
     if (records.length === 1 && (await d.tryRunHere(records[0]))) return [records[0].id];
-    await d.transitions.submit(records);
+    await d.transitions.submit(records, undefined, d.maxQueuedPerOwner ?? 0);
     return records.map((r) => r.id);
+  }
+
+  /**
+   * A job's tasks count against --max-queued-per-owner when they are queued,
+   * but a job is queued later (after its dependencies) by whichever node
+   * gets there, so it is checked once, at its submit, against the owner's
+   * queue then: unlike a task submit, not guarded against the owner's
+   * concurrent submits.
+   */
+  private async checkQueueRoom(owner: string, count: number): Promise<void> {
+    const max = this.deps.maxQueuedPerOwner ?? 0;
+    if (max <= 0) return;
+    const { count: queued } = await this.deps.transitions.queuedOf(owner);
+    if (queued + count > max) {
+      throw new LoomError(
+        'RESOURCE_EXHAUSTED',
+        `${owner} has ${queued} tasks queued; a job of ${count} more would pass the limit of ${max} queued tasks per owner (--max-queued-per-owner): wait for some to run, or cancel some`,
+      );
+    }
+  }
+
+  /** PERMISSION_DENIED when `identity` may not submit a spec's urgent priority (see core/urgency.ts). */
+  private checkUrgency(specs: TaskSpec[], identity: Identity): void {
+    const policy = this.deps.urgency;
+    if (!policy) return;
+    const err = urgentRefusal(specs.map((s) => s.priority ?? 100), { name: identity.name, admin: this.isAdmin(identity) }, policy);
+    if (err) throw err;
   }
 
   /**

@@ -20,6 +20,8 @@ export interface JobApiDeps {
    * they are checked as a non-admin's.
    */
   checkContainers?: (specs: TaskSpec[], identity: Identity, admin: boolean) => Promise<void>;
+  /** RESOURCE_EXHAUSTED when `count` more queued tasks would pass the owner's --max-queued-per-owner. */
+  checkQueueRoom?: (owner: string, count: number) => Promise<void>;
 }
 
 /** A spec as `who` may see it: env values are its owner's and admins' business (as a task's are). */
@@ -68,6 +70,7 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
     submitJob: unary(async (req: SubmitJobRequest, { identity }): Promise<JobStatus> => {
       const spec = validateJobSpec(req.spec, identity.name);
       await d.checkContainers?.([spec.template!, ...Object.values(spec.overrides)], identity, false);
+      await d.checkQueueRoom?.(identity.name, spec.count);
       let held = await d.jobs.create(spec, Date.now());
       if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
       return { job: held.job, counts: await d.jobs.counts(held.job) };

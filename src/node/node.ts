@@ -226,7 +226,8 @@ export class LoomNode {
     endpointSync.start();
     const keys = new Keys(opts.keysRoot ?? '');
     const queries = new TaskQueries(kv, keys);
-    const transitions = new TaskTransitions(kv, keys, config.maxNodeLosses);
+    // The queue window knows the head of the bands being served: submits need not read it.
+    const transitions = new TaskTransitions(kv, keys, config.maxNodeLosses, (p) => window.headRound(p));
     const directory = new NodeDirectory(kv, keys, log);
     const window = new QueueWindow(kv, keys, 1000, log);
     const spawner = config.spawner ? await Spawner.start({ socketPath: path.resolve(config.dataDir, 'spawner.sock'), log, taskNice: config.taskNice }) : undefined;
@@ -275,6 +276,8 @@ export class LoomNode {
       kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
+      urgency: { urgentPriority: config.urgentPriority, submitters: new Set(config.urgentSubmitters ?? []) },
+      maxQueuedPerOwner: config.maxQueuedPerOwner,
       members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
     });
     const node: LoomNode = new LoomNode(

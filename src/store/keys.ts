@@ -2,7 +2,8 @@
  * The key schema — the single place that builds or parses etcd keys.
  *
  *   /task/<id>                               Task record (protobuf)
- *   /task/status/queued/<ppp>/<id>           queued; value = record snapshot
+ *   /task/status/queued/<ppp>/r<round10>/<id> queued; value = record snapshot
+ *   /task/status/queued/<ppp>/<id>           the same, of a task without a round
  *   /task/status/running/<node>/<id>         running; value = owner lease id
  *   /task/status/<terminal>/<ms13>/<id>      completed|failed|cancelled|lost
  *   /node/<name>                             NodeInfo, under the node's lease
@@ -15,11 +16,20 @@
  *   /jobdone/<job-id>/<index12>              state name; written with the task's terminal record
  *   /jobwait/<upstream-id>/<downstream-id>   empty; downstream waits on upstream
  *   /tasktime/<bucket>                       empty; some task id may fall in this 4 s bucket
+ *   /turn/<ppp>/<owner>                      "<round> <id>": the owner's last round taken in the band
+ *   /queuedby/<owner>/<id>                   empty; while the task is queued (a count of an owner's queue)
+ *   /queuecap/<owner>                        the owner's queued count as of its last capped submit (a guard)
  *
  * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
- * priority first. Task ids are UUIDv7, whose text sorts by creation time, so
- * within a priority a scan is submit order (FIFO). <ms13> is the finish time
- * in ms, zero-padded to 13 digits so string order is time order.
+ * priority first. Within a priority, <round10> is the owner's turn
+ * (core/turns.ts), zero-padded: each owner's k-th waiting task sorts with the
+ * others' k-th. Task ids are UUIDv7, whose text sorts by creation time, so
+ * within a round a scan is submit order. A task with no round (queued by an
+ * older node, or claimed in its own submit and then requeued) keeps the old
+ * key, which sorts before every round of its band ('r' is after the hex
+ * digits an id starts with): old keys stay readable and run first, in FIFO
+ * order, as they would have. <ms13> is the finish time in ms, zero-padded to
+ * 13 digits so string order is time order.
  *
  * Records live in [/task/0, /task/g): ids are lower-case hex, which keeps
  * "/task/status/" outside the record range.
@@ -35,6 +45,7 @@
 import { invalid } from '../core/errors';
 import { stateName, TaskState } from '../core/lifecycle';
 import { PRIORITY_MAX } from '../core/spec';
+import { ROUND_DIGITS } from '../core/turns';
 
 const ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 
@@ -68,6 +79,8 @@ export class Keys {
   readonly nodePrefix: string;
   readonly cancelPrefix: string;
   readonly timeMarkerPrefix: string;
+  readonly turnPrefix: string;
+  readonly queuedByPrefix: string;
 
   constructor(readonly root = '') {
     if (root !== '' && !/^\/[A-Za-z0-9_.-]+$/.test(root)) {
@@ -81,6 +94,8 @@ export class Keys {
     this.nodePrefix = `${root}/node/`;
     this.cancelPrefix = `${root}/cancel/`;
     this.timeMarkerPrefix = `${root}/tasktime/`;
+    this.turnPrefix = `${root}/turn/`;
+    this.queuedByPrefix = `${root}/queuedby/`;
   }
 
   task(id: string): string {
@@ -101,8 +116,43 @@ export class Keys {
     return `${this.root}/tail/${id}`;
   }
 
-  queued(priority: number, id: string): string {
-    return `${this.queuedPrefix}${pad(PRIORITY_MAX - priority, 3)}/${id}`;
+  /** The queued key of a task; round 0 (none) gives the old form, first in its band. */
+  queued(priority: number, id: string, round = 0): string {
+    const band = this.band(priority);
+    return round > 0 ? `${band}r${pad(round, ROUND_DIGITS)}/${id}` : `${band}${id}`;
+  }
+
+  /** Prefix of every queued key of a priority. */
+  band(priority: number): string {
+    return `${this.queuedPrefix}${pad(PRIORITY_MAX - priority, 3)}/`;
+  }
+
+  /** [start, end) of a band's queued keys that have a round, in round order. */
+  bandRounds(priority: number): [string, string] {
+    const band = this.band(priority);
+    return [`${band}r`, `${band}s`];
+  }
+
+  /** Present while the owner's task is queued: the owner's queue is counted by this prefix. */
+  queuedBy(owner: string, id: string): string {
+    return `${this.queuedByOf(owner)}${id}`;
+  }
+
+  queuedByOf(owner: string): string {
+    if (owner.includes('/')) throw invalid(`owner "${owner.slice(0, 80)}" holds a '/'`);
+    return `${this.queuedByPrefix}${owner}/`;
+  }
+
+  /** Guard of an owner's capped submits (--max-queued-per-owner). */
+  queueCap(owner: string): string {
+    if (owner.includes('/')) throw invalid(`owner "${owner.slice(0, 80)}" holds a '/'`);
+    return `${this.root}/queuecap/${owner}`;
+  }
+
+  /** An owner's last turn in a band (core/turns.ts); identities hold no '/'. */
+  turn(priority: number, owner: string): string {
+    if (owner.includes('/')) throw invalid(`owner "${owner.slice(0, 80)}" holds a '/'`);
+    return `${this.turnPrefix}${pad(PRIORITY_MAX - priority, 3)}/${owner}`;
   }
 
   running(node: string, id: string): string {
@@ -122,10 +172,10 @@ export class Keys {
   }
 
   /** The status index key a record in this state must have. */
-  statusKeyFor(t: { id: string; state: TaskState; node: string; priority: number; finishedAtMs: number }): string {
+  statusKeyFor(t: { id: string; state: TaskState; node: string; priority: number; finishedAtMs: number; queueRound: number }): string {
     switch (t.state) {
       case TaskState.QUEUED:
-        return this.queued(t.priority, t.id);
+        return this.queued(t.priority, t.id, t.queueRound);
       case TaskState.RUNNING:
         return this.running(t.node, t.id);
       default:
@@ -192,10 +242,11 @@ export class Keys {
     return rest !== undefined && ID.test(rest) ? rest : undefined;
   }
 
-  parseQueued(key: string): { priority: number; id: string } | undefined {
-    const m = /^(\d{3})\/([^/]+)$/.exec(strip(key, this.queuedPrefix) ?? '');
-    if (!m || !ID.test(m[2])) return undefined;
-    return { priority: PRIORITY_MAX - Number(m[1]), id: m[2] };
+  /** A queued key of either form; round 0 for the old one. */
+  parseQueued(key: string): { priority: number; round: number; id: string } | undefined {
+    const m = /^(\d{3})\/(?:r(\d{10})\/)?([^/]+)$/.exec(strip(key, this.queuedPrefix) ?? '');
+    if (!m || !ID.test(m[3])) return undefined;
+    return { priority: PRIORITY_MAX - Number(m[1]), round: m[2] === undefined ? 0 : Number(m[2]), id: m[3] };
   }
 
   parseRunning(key: string): { node: string; id: string } | undefined {

@@ -1,6 +1,6 @@
 /**
  * A bounded, ordered view of the head of the queue: the first `size` queued
- * keys in dispatch order (priority, then submit order), kept current by a
+ * keys in dispatch order (priority, round, then submit order), kept current by a
  * list-then-watch. Memory stays bounded however many tasks are queued: puts
  * that sort after the window's last key are ignored while the window is full
  * (`more` is set), and the window is re-listed when it runs dry.
@@ -58,6 +58,26 @@ export class QueueWindow {
 
   get length(): number {
     return this.entries.length;
+  }
+
+  /**
+   * The round at the head of a priority's band as this window sees it (0:
+   * the band holds no key with a round), or undefined when the band's rounds
+   * start beyond the window. Lets a submit skip reading the head from etcd
+   * (TurnBook), which etcd 3.4 answers by walking the whole band.
+   */
+  headRound(priority: number): number | undefined {
+    const [start, end] = this.keys.bandRounds(priority);
+    let lo = 0;
+    let hi = this.entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (this.entries[mid].key < start) lo = mid + 1;
+      else hi = mid;
+    }
+    const first = this.entries[lo];
+    if (first) return first.key < end ? this.keys.parseQueued(first.key)?.round ?? 0 : 0;
+    return this.more ? undefined : 0;
   }
 
   /** True when keys beyond the window may exist. */

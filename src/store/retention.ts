@@ -180,7 +180,7 @@ async function deleteJobTasks(kv: Kv, keys: Keys, job: Job): Promise<number> {
     if (page.kvs.length === 0) return n;
     const ops = page.kvs.map((rec) => {
       const t = decodeTask(rec.value);
-      const statusKey = keys.statusKeyFor({ id: t.id, state: t.state, node: t.node, priority: t.spec?.priority ?? 100, finishedAtMs: t.finishedAtMs });
+      const statusKey = keys.statusKeyFor({ id: t.id, state: t.state, node: t.node, priority: t.spec?.priority ?? 100, finishedAtMs: t.finishedAtMs, queueRound: t.queueRound });
       return {
         request_txn: {
           compare: [ifModRevision(keys.task(t.id), rec.mod_revision)],

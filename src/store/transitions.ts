@@ -20,13 +20,22 @@ import { encodeTail, encodeTask } from './codec';
 import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
-import { Keys } from './keys';
+import { Keys, prefixEnd } from './keys';
 import { forEachLimited } from '../core/limited';
 import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';
+import { TurnBook } from './turns';
+import { KeyedQueue, retryPause } from '../core/keyed-queue';
 
-/** Tasks per submit transaction: 2 ops each + time markers, within etcd's default 128 ops. */
-export const SUBMIT_CHUNK = 63;
+/** One compare of a transaction. */
+type Compare = NonNullable<Parameters<Kv['txn']>[0]['compare']>[number];
+
+/** Ops a queued task's write takes: record, queued key, owner index key (/queuedby/). */
+const OPS_PER_QUEUED = 3;
+/** Tasks per submit transaction: OPS_PER_QUEUED each + time markers + a cap guard, within etcd's default 128 ops. */
+export const SUBMIT_CHUNK = 42;
+/** Capped submit transactions in a row that lost to the same owner's other submits. */
+const CAPPED_TRIES = 20;
 /** Ops of one transaction: etcd's default --max-txn-ops. */
 const MAX_TXN_OPS = 128;
 /** Time buckets remembered as marked (a hint cache: forgetting one costs a put). */
@@ -101,14 +110,20 @@ export class TaskTransitions {
   /** Time buckets whose marker this process wrote (see Keys.timeMarker). */
   private readonly markedBuckets = new Set<string>();
   private readonly cancels: TxnBatcher;
+  private readonly turns: TurnBook;
+  /** Capped submits of one owner in this process, one at a time: racing on /queuecap/ only costs retries. */
+  private readonly cappedSubmits = new KeyedQueue();
 
   constructor(
     private readonly kv: Kv,
     readonly keys: Keys,
     /** --max-node-losses: node losses after which a task fails instead of being requeued. */
     private readonly maxNodeLosses = 3,
+    /** The round at a band's head if known locally (QueueWindow.headRound); saves a read per submit. */
+    headHint?: (priority: number) => number | undefined,
   ) {
     this.cancels = new TxnBatcher(kv, 'cancel');
+    this.turns = new TurnBook(kv, keys, headHint);
   }
 
   /**
@@ -125,7 +140,7 @@ export class TaskTransitions {
     return { ops: buckets.map((bkt) => put(this.keys.timeMarker(bkt), '')), buckets };
   }
 
-  /** Submit transactions: up to SUBMIT_CHUNK tasks, 2 ops each + one per new time bucket, ≤ MAX_TXN_OPS ops. */
+  /** Submit transactions: up to SUBMIT_CHUNK tasks, OPS_PER_QUEUED ops each + one per new time bucket + one guard, ≤ MAX_TXN_OPS ops. */
   private submitChunks(records: Task[]): Task[][] {
     const chunks: Task[][] = [];
     let chunk: Task[] = [];
@@ -133,7 +148,7 @@ export class TaskTransitions {
     for (const t of records) {
       const bucket = timeBucketOf(t.id);
       const more = this.markedBuckets.has(bucket) || buckets.has(bucket) ? 0 : 1;
-      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || 2 * (chunk.length + 1) + buckets.size + more > MAX_TXN_OPS)) {
+      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || OPS_PER_QUEUED * (chunk.length + 1) + buckets.size + more + 1 > MAX_TXN_OPS)) {
         chunks.push(chunk);
         chunk = [];
         buckets = new Set();
@@ -156,7 +171,8 @@ export class TaskTransitions {
     const k = this.keys;
     switch (task.state) {
       case TaskState.QUEUED:
-        return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id), value)];
+        // The owner index key goes and comes with the queued key: an owner's queue is one prefix count.
+        return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id, task.queueRound), value), put(k.queuedBy(task.owner, task.id), '')];
       case TaskState.RUNNING:
         return [put(k.task(task.id), value), put(k.running(task.node, task.id), task.lease)];
       default: {
@@ -193,6 +209,7 @@ export class TaskTransitions {
       failures: 0,
       nodeLosses: 0,
       submittedByAdmin: byAdmin,
+      queueRound: 0,
     };
   }
 
@@ -214,37 +231,117 @@ export class TaskTransitions {
   }
 
   /**
-   * submit: queue new tasks, SUBMIT_CHUNK per transaction.
+   * submit: queue new tasks, SUBMIT_CHUNK per transaction, after their
+   * owners' turns are reserved (TurnBook: one read, one guarded transaction;
+   * the records get their queueRound).
    *   compare: /task/<id> missing (ids are fresh UUIDv7s; this only guards)
    *   then:    put /task/<id> (QUEUED), put queued key = same record,
+   *            put /queuedby/<owner>/<id>,
    *            put /tasktime/<bucket> for new buckets (list hints)
    * Chunks are independent: if one fails, earlier chunks stay queued and the
    * error names how many were queued.
+   *
+   * With `maxQueuedPerOwner` (--max-queued-per-owner, > 0) the owner's queue
+   * is counted first (/queuedby/<owner>/, read with /queuecap/<owner>'s
+   * revision) and a submit that would take it past the cap is refused
+   * (RESOURCE_EXHAUSTED, nothing queued). Its chunks then go one at a time,
+   * each also
+   *   compare: /queuecap/<owner> at the revision of that count (or of this
+   *            submit's previous chunk)
+   *   then:    put /queuecap/<owner> = the count with this chunk
+   * so no other submit of the owner, on any node, can queue between the
+   * count and the write; one that did makes the next chunk fail its guard,
+   * count again and check again. Claims and cancels only lower the count,
+   * so they never touch the guard: the steal loop pays one index delete per
+   * claim, no read and no contention.
    */
-  async submit(records: Task[], signal?: AbortSignal): Promise<void> {
+  async submit(records: Task[], signal?: AbortSignal, maxQueuedPerOwner = 0): Promise<void> {
     const chunks = this.submitChunks(records);
-    // At most SUBMIT_IN_FLIGHT transactions at once (a 10,000-task submit is
-    // 159 of them; all at once would time out behind each other), in order;
-    // after a failure no new chunk starts, so what is queued is a prefix.
     let done = 0;
     try {
+      if (maxQueuedPerOwner > 0) {
+        const owner = records[0]?.owner ?? '';
+        await this.cappedSubmits.run(owner, () => this.submitCapped(records, chunks, maxQueuedPerOwner, (n) => (done += n), signal));
+        return;
+      }
+      await this.turns.assign(records, signal);
+      // At most SUBMIT_IN_FLIGHT transactions at once (a 10,000-task submit is
+      // 239 of them; all at once would time out behind each other), in order;
+      // after a failure no new chunk starts, so what is queued is a prefix.
       await forEachLimited(chunks, SUBMIT_IN_FLIGHT, async (chunk) => {
-        const markers = this.markerOps(chunk);
-        const res = await this.kv.txn(
-          {
-            compare: chunk.map((t) => ifMissing(this.keys.task(t.id))),
-            success: [...chunk.flatMap((t) => this.writeRecord(t)), ...markers.ops],
-          },
-          'submit',
-          signal,
-        );
+        const res = await this.submitTxn(chunk, [], [], signal);
         if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
-        this.rememberMarked(markers.buckets);
         done += chunk.length;
       });
     } catch (err) {
       const failure = err as LoomError;
       throw new LoomError(failure.code ?? 'UNAVAILABLE', `${done} of ${records.length} tasks queued; ${failure.message}`);
+    }
+  }
+
+  /** One submit transaction of `chunk` (see submit), with a guard's compare and write. */
+  private async submitTxn(chunk: Task[], compare: Compare[], success: IRequestOp[], signal?: AbortSignal) {
+    const markers = this.markerOps(chunk);
+    const res = await this.kv.txn(
+      {
+        compare: [...chunk.map((t) => ifMissing(this.keys.task(t.id))), ...compare],
+        success: [...chunk.flatMap((t) => this.writeRecord(t)), ...markers.ops, ...success],
+      },
+      'submit',
+      signal,
+    );
+    if (res.succeeded) this.rememberMarked(markers.buckets);
+    return res;
+  }
+
+  /** The owner's queued tasks (a count of /queuedby/<owner>/) and /queuecap/<owner>'s revision ('0': none). */
+  async queuedOf(owner: string, signal?: AbortSignal): Promise<{ count: number; revision: string }> {
+    const prefix = this.keys.queuedByOf(owner);
+    const res = await this.kv.txn(
+      {
+        compare: [],
+        success: [
+          // etcd 3.4 walks the owner's index keys to count them: the cost grows with the owner's queue.
+          { request_range: { key: Buffer.from(prefix), range_end: Buffer.from(prefixEnd(prefix)), count_only: true } },
+          { request_range: { key: Buffer.from(this.keys.queueCap(owner)), keys_only: true } },
+        ],
+      },
+      'count queued',
+      signal,
+    );
+    const cap = res.responses[1]?.response_range?.kvs[0];
+    return { count: Number(res.responses[0]?.response_range?.count ?? 0), revision: cap ? cap.mod_revision : '0' };
+  }
+
+  /** submit under --max-queued-per-owner (see submit). */
+  private async submitCapped(records: Task[], chunks: Task[][], max: number, progress: (n: number) => void, signal?: AbortSignal): Promise<void> {
+    const owner = records[0]?.owner ?? '';
+    if (records.some((t) => t.owner !== owner)) throw new LoomError('INTERNAL', 'a capped submit holds tasks of several owners');
+    let left = records.length;
+    let seen = await this.queuedOf(owner, signal);
+    const check = () => {
+      if (seen.count + left > max) throw queueFull(owner, max, seen.count, left);
+    };
+    check();
+    await this.turns.assign(records, signal);
+    const capKey = this.keys.queueCap(owner);
+    for (const chunk of chunks) {
+      for (let tries = 1; ; tries++) {
+        const count = seen.count + chunk.length;
+        const res = await this.submitTxn(chunk, [ifModRevision(capKey, seen.revision)], [put(capKey, String(count))], signal);
+        if (res.succeeded) {
+          seen = { count, revision: res.header.revision };
+          left -= chunk.length;
+          progress(chunk.length);
+          break;
+        }
+        const now = await this.queuedOf(owner, signal);
+        if (now.revision === seen.revision) throw new LoomError('CONFLICT', 'task id collision');
+        if (tries >= CAPPED_TRIES) throw new LoomError('CONFLICT', `other submits of ${owner} kept changing its queue (${CAPPED_TRIES} tries); try again`);
+        seen = now;
+        check();
+        await retryPause(tries);
+      }
     }
   }
 
@@ -255,8 +352,11 @@ export class TaskTransitions {
    *            resumed materialization skips what was written)
    *   then:    put /task/<id> and its status key (and job mark if terminal);
    *            put /tasktime/<bucket> for new buckets (list hints)
+   * Queued ones first get their owner's turns (TurnBook), as a submit's do:
+   * a job's tasks take turns with everyone else's.
    */
   async materialize(records: Task[]): Promise<void> {
+    await this.turns.assign(records.filter((t) => t.state === TaskState.QUEUED));
     for (let i = 0; i < records.length; i += BATCH_CHUNK) {
       const chunk = records.slice(i, i + BATCH_CHUNK);
       const markers = this.markerOps(chunk);
@@ -360,7 +460,7 @@ export class TaskTransitions {
         ifModRevision(this.keys.task(e.id), e.modRevision),
         ifLease(this.keys.node(me.node), me.lease),
       ],
-      success: [del(e.key), ...this.writeRecord(running)],
+      success: [del(e.key), del(this.keys.queuedBy(e.snapshot.owner, e.id)), ...this.writeRecord(running)],
     });
   }
 
@@ -529,10 +629,10 @@ export class TaskTransitions {
   async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
     const next = this.cancelledRecord(t, nowMs);
-    const queuedKey = this.keys.queued(priorityOf(t), t.id);
+    const queuedKey = this.keys.queued(priorityOf(t), t.id, t.queueRound);
     const ok = await this.cancels.run({
       compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
-      success: [del(queuedKey), ...this.writeRecord(next)],
+      success: [del(queuedKey), del(this.keys.queuedBy(t.owner, t.id)), ...this.writeRecord(next)],
     });
     return ok ? next : undefined;
   }
@@ -568,7 +668,7 @@ export class TaskTransitions {
           success: chunk.map(({ e }, j) =>
             nested({
               compare: [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)],
-              success: [del(e.key), ...this.writeRecord(next[j])],
+              success: [del(e.key), del(this.keys.queuedBy(e.snapshot.owner, e.id)), ...this.writeRecord(next[j])],
             }),
           ),
         },
@@ -603,4 +703,12 @@ export class TaskTransitions {
     );
     return res.succeeded ? next : undefined;
   }
+}
+
+/** RESOURCE_EXHAUSTED: the submit would take the owner's queue past --max-queued-per-owner. */
+function queueFull(owner: string, max: number, queued: number, more: number): LoomError {
+  return new LoomError(
+    'RESOURCE_EXHAUSTED',
+    `${owner} has ${queued} tasks queued; ${more} more would pass the limit of ${max} queued tasks per owner (--max-queued-per-owner): wait for some to run, or cancel some`,
+  );
 }

@@ -165,7 +165,7 @@ describe('priority and promotion races', () => {
         const { decodeTask } = await import('../../src/store/codec');
         const t = decodeTask(q!.value);
         await kv.txn({ compare: [], success: [
-          { request_delete_range: { key: Buffer.from(keys.queued(t.spec!.priority!, id)) } },
+          { request_delete_range: { key: Buffer.from(keys.queued(t.spec!.priority!, id, t.queueRound)) } },
           { request_put: { key: Buffer.from(keys.jobDone(up.job.id, t.index)), value: Buffer.from('completed') } },
         ] }, 't');
       }

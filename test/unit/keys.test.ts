@@ -10,7 +10,10 @@ describe('key schema', () => {
   it('builds and parses every key shape', () => {
     expect(k.task(id)).toBe(`/task/${id}`);
     expect(k.parseTask(k.task(id))).toBe(id);
-    expect(k.parseQueued(k.queued(90, id))).toEqual({ priority: 90, id });
+    expect(k.parseQueued(k.queued(90, id))).toEqual({ priority: 90, round: 0, id });
+    expect(k.queued(90, id, 7)).toBe(`/task/status/queued/909/r0000000007/${id}`);
+    expect(k.parseQueued(k.queued(90, id, 7))).toEqual({ priority: 90, round: 7, id });
+    expect(k.turn(90, 'alice')).toBe('/turn/909/alice');
     expect(k.parseRunning(k.running('node2', id))).toEqual({ node: 'node2', id });
     expect(k.parseStatus(k.terminal(TaskState.COMPLETED, 1700000000000, id))).toEqual({ state: 'completed', id });
     expect(k.parseNode(k.node('n1'))).toBe('n1');
@@ -21,6 +24,9 @@ describe('key schema', () => {
     expect(k.parseTask('/task/status/queued/100/x')).toBeUndefined();
     expect(k.parseQueued(`/task/status/queued/1/${id}`)).toBeUndefined();
     expect(k.parseQueued(`/task/status/queued/100/not-an-id`)).toBeUndefined();
+    expect(k.parseQueued(`/task/status/queued/100/r12/${id}`)).toBeUndefined();
+    expect(k.parseQueued(`/task/status/queued/100/r0000000001/x/${id}`)).toBeUndefined();
+    expect(() => k.turn(1, 'a/b')).toThrow(/holds a '\/'/);
     expect(k.parseRunning(`/task/status/running/${id}`)).toBeUndefined();
     expect(k.parseNode('/node/a/b')).toBeUndefined();
   });
@@ -40,6 +46,15 @@ describe('key schema', () => {
     expect(sorted[52]).toBe(k.queued(0, ids[0]));
   });
 
+  it('within a priority: keys without a round (older nodes) first, then by round, then submit order', () => {
+    const [a, b, c, d] = Array.from({ length: 4 }, () => uuidv7());
+    const keys = [k.queued(100, d, 2), k.queued(100, a, 10), k.queued(100, c), k.queued(100, b, 2), k.queued(101, d, 99)];
+    expect([...keys].sort()).toEqual([k.queued(101, d, 99), k.queued(100, c), k.queued(100, b, 2), k.queued(100, d, 2), k.queued(100, a, 10)]);
+    const [start, end] = k.bandRounds(100);
+    expect(keys.filter((x) => x >= start && x < end).sort()).toEqual([k.queued(100, b, 2), k.queued(100, d, 2), k.queued(100, a, 10)]);
+    expect(k.queued(100, c).startsWith(k.band(100))).toBe(true);
+  });
+
   it('terminal keys sort by finish time; epochs are fixed width', () => {
     const a = k.terminal(TaskState.FAILED, 999, id);
     const b = k.terminal(TaskState.FAILED, 1000, id);
@@ -57,7 +72,7 @@ describe('key schema', () => {
   it('uses a root for every key and validates it', () => {
     const r = new Keys('/t-1');
     expect(r.task(id).startsWith('/t-1/task/')).toBe(true);
-    expect(r.parseQueued(r.queued(5, id))).toEqual({ priority: 5, id });
+    expect(r.parseQueued(r.queued(5, id, 3))).toEqual({ priority: 5, round: 3, id });
     expect(() => new Keys('bad root')).toThrow(/invalid key root/);
   });
 
