@@ -2,7 +2,7 @@
  * The key schema — the single place that builds or parses etcd keys.
  *
  *   /task/<id>                               Task record (protobuf)
- *   /task/status/queued/<ppp>/r<round10>/<id> queued; value = record snapshot
+ *   /task/status/queued/<ppp>/r<round10>/<id>  queued; value = record snapshot
  *   /task/status/queued/<ppp>/<id>           the same, of a task without a round
  *   /task/status/running/<node>/<id>         running; value = owner lease id
  *   /task/status/<terminal>/<ms13>/<id>      completed|failed|cancelled|lost
