@@ -3,6 +3,7 @@ import { isIP } from 'net';
 import { invalid } from './errors';
 import { StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
 import { DEFAULT_CONTAINER_PIDS, parseAllowMount } from './container-policy';
+import { DEFAULT_MIN_FREE_DISK, MinFreeDisk } from './disk-space';
 
 export interface PeerSpec {
   name: string;
@@ -115,6 +116,11 @@ export interface NodeConfig {
    * it this many times ends FAILED instead of being requeued once more.
    */
   maxNodeLosses: number;
+  /**
+   * --min-free-disk: below this free space in the data dir's filesystem the
+   * node takes no new tasks (running ones go on) until space comes back.
+   */
+  minFreeDisk: MinFreeDisk;
 }
 
 export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
@@ -167,6 +173,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     allowContainerRoot: false,
     containerPids: DEFAULT_CONTAINER_PIDS,
     maxNodeLosses: 3,
+    minFreeDisk: DEFAULT_MIN_FREE_DISK,
   };
 }
 
@@ -321,6 +328,10 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (!Number.isInteger(c.maxNodeLosses) || c.maxNodeLosses < 1 || c.maxNodeLosses > 100) {
     throw invalid(`--max-node-losses must be an integer from 1 to 100 (got ${c.maxNodeLosses})`);
+  }
+  const { bytes, percent } = c.minFreeDisk;
+  if (!Number.isFinite(bytes) || bytes < 0 || !Number.isFinite(percent) || percent < 0 || percent >= 100 || (bytes > 0 && percent > 0)) {
+    throw invalid('--min-free-disk must be a size (e.g. 1G) or a percentage below 100% (e.g. 5%), or 0 for none');
   }
   validateTransport(c);
   return c;

@@ -461,6 +461,12 @@ export interface NodeInfo {
    * (the owner's local account) or "node" (the node's own user).
    */
   runAs: string;
+  /**
+   * Why this node takes no new tasks although nobody drained it: its data dir
+   * is low on space (--min-free-disk). Empty while it takes work. `draining`
+   * is set too, so placement and preference skip it as they skip a drain.
+   */
+  pausedReason: string;
 }
 
 export interface NodeInfo_LabelsEntry {
@@ -3549,6 +3555,7 @@ function createBaseNodeInfo(): NodeInfo {
     docker: false,
     containerPolicy: undefined,
     runAs: "",
+    pausedReason: "",
   };
 }
 
@@ -3613,6 +3620,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.runAs !== "") {
       writer.uint32(162).string(message.runAs);
+    }
+    if (message.pausedReason !== "") {
+      writer.uint32(170).string(message.pausedReason);
     }
     return writer;
   },
@@ -3793,6 +3803,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.runAs = reader.string();
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.pausedReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3863,6 +3881,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         ? globalThis.String(object.runAs)
         : isSet(object.run_as)
         ? globalThis.String(object.run_as)
+        : "",
+      pausedReason: isSet(object.pausedReason)
+        ? globalThis.String(object.pausedReason)
+        : isSet(object.paused_reason)
+        ? globalThis.String(object.paused_reason)
         : "",
     };
   },
@@ -3935,6 +3958,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.runAs !== "") {
       obj.runAs = message.runAs;
     }
+    if (message.pausedReason !== "") {
+      obj.pausedReason = message.pausedReason;
+    }
     return obj;
   },
 
@@ -3977,6 +4003,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       ? ContainerPolicy.fromPartial(object.containerPolicy)
       : undefined;
     message.runAs = object.runAs ?? "";
+    message.pausedReason = object.pausedReason ?? "";
     return message;
   },
 };
