@@ -32,7 +32,7 @@ import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';
 import { AdapterOptions, serverStream, tolerantService, unary } from './grpc-adapter';
-import { Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
+import { ConnectionLimits, Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
 import { LogService } from './logs';
 import { jobHandlers } from './job-api';
 import { JobStore } from '../store/jobs';
@@ -56,6 +56,8 @@ export interface ApiDeps {
   admins?: string[];
   /** Overrides of API_LIMITS (tests). */
   limits?: Partial<ApiLimits>;
+  /** Overrides of CONNECTION_LIMITS (tests). */
+  connectionLimits?: Partial<ConnectionLimits>;
   /** The etcd cluster's members (loom members). */
   members: EtcdMembers;
   /** The live nodes as this node's watch sees them (for the container policy check); unset: read from etcd. */
@@ -65,6 +67,8 @@ export interface ApiDeps {
 export interface ApiLimits {
   logStreamsPerNode: number;
   streamsPerClient: number;
+  /** A connection with no call for this long is closed (a client reconnects on its next call). */
+  idleConnectionMs: number;
 }
 
 /** How long a Run waits for its task to end before sending the id alone. */
@@ -79,6 +83,11 @@ export const API_LIMITS: Readonly<ApiLimits> = {
   logStreamsPerNode: 10_000,
   /** Concurrent log streams, waits and runs of one client identity (TLS mode). */
   streamsPerClient: 1_000,
+  /**
+   * Idle connections: each costs the node a descriptor and an HTTP/2 session.
+   * 5 minutes keeps a CLI's or a peer's connection across bursts of calls.
+   */
+  idleConnectionMs: 5 * 60_000,
 };
 
 export class ApiServer {
@@ -102,32 +111,30 @@ export class ApiServer {
       'grpc.max_send_message_length': 64 * 1024 * 1024,
       // No channelz registry: its per-call bookkeeping is paid on every call and nothing reads it.
       'grpc.enable_channelz': 0,
+      'grpc.max_connection_idle_ms': this.limits.idleConnectionMs,
     });
     server.addService(tolerantService(LoomService), this.handlers());
     const tls = this.deps.tls;
-    if (tls) {
-      // TLS is terminated by SecureListener, which hands only verified
-      // connections to this server (and explains every refusal).
-      const listener = new SecureListener({ tls, server, nodeName: this.deps.nodeName ?? '', log: this.deps.log });
-      const m = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(address);
-      if (!m) throw new LoomError('INVALID_ARGUMENT', `invalid listen address "${address}": expected host:port`);
-      try {
-        const port = await listener.listen(m[1], Number(m[2]));
-        this.server = server;
-        this.listener = listener;
-        return port;
-      } catch (err) {
-        await listener.close();
-        throw new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${(err as Error).message}`);
-      }
+    // Connections come through SecureListener, with TLS or without: it
+    // terminates TLS (and explains every refusal), and it bounds connections
+    // and handshakes, which grpc-js' own listener does not.
+    const listener = new SecureListener({ tls, server, nodeName: this.deps.nodeName ?? '', log: this.deps.log, limits: this.deps.connectionLimits });
+    const m = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(address);
+    if (!m) throw new LoomError('INVALID_ARGUMENT', `invalid listen address "${address}": expected host:port`);
+    try {
+      const port = await listener.listen(m[1], Number(m[2]));
+      this.server = server;
+      this.listener = listener;
+      return port;
+    } catch (err) {
+      await listener.close();
+      throw new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${(err as Error).message}`);
     }
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${err.message}`)) : resolve(p),
-      ),
-    );
-    this.server = server;
-    return port;
+  }
+
+  /** The API's connections now (tests). */
+  get connections(): { open: number; pending: number } {
+    return this.listener?.connections ?? { open: 0, pending: 0 };
   }
 
   /** May this identity act on every task and node? Without TLS everyone may. */

@@ -36,7 +36,8 @@ import { DockerRunner, dockerSocketPath } from '../runner/docker-runner';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { nodeMetrics } from './node-metrics';
-import { ApiServer } from './api-server';
+import { ApiLimits, ApiServer } from './api-server';
+import type { ConnectionLimits } from './tls';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
 import { RetentionSweeper } from './retention-sweeper';
@@ -77,6 +78,9 @@ export interface NodeOptions {
   endpointSyncMs?: number;
   /** How often the data dir's free space is checked against --min-free-disk (default DISK_CHECK_MS). */
   diskCheckMs?: number;
+  /** Overrides of the API's limits (tests). */
+  apiLimits?: Partial<ApiLimits>;
+  connectionLimits?: Partial<ConnectionLimits>;
 }
 
 /**
@@ -283,6 +287,7 @@ export class LoomNode {
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
       members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
+      limits: opts.apiLimits, connectionLimits: opts.connectionLimits,
     });
     const node: LoomNode = new LoomNode(
       config, opts, etcd, reaper, memberKv, kv, keys, queries, transitions, directory, window, executor, steal,
@@ -383,6 +388,11 @@ export class LoomNode {
       etcdMembers: this.health?.status() ?? {},
       memory: process.memoryUsage(),
     });
+  }
+
+  /** The API's connections now: open, and mid-handshake (tests). */
+  get apiConnections(): { open: number; pending: number } {
+    return this.api.connections;
   }
 
   get address(): string {
