@@ -236,18 +236,20 @@ export class ApiServer {
           release();
         }
       }, opts),
-      get: unary(async (req: GetRequest, { identity }) => {
-        const t = this.visible((await d.queries.get(req.id)).task, identity);
+      // Reads take the call's signal: a read queued behind others (Kv's cap
+      // on reads in flight) for a caller that went away leaves the queue.
+      get: unary(async (req: GetRequest, { signal, identity }) => {
+        const t = this.visible((await d.queries.get(req.id, signal)).task, identity);
         if (t.state !== TaskState.QUEUED) return t;
         // Say why a queued task waits, when no live node could run it.
-        const why = explainUnplaceable(t.spec!, await d.queries.nodes(), t.submittedByAdmin);
+        const why = explainUnplaceable(t.spec!, await d.queries.nodes(signal), t.submittedByAdmin);
         return why ? { ...t, reason: `waiting: ${why}` } : t;
       }, opts),
-      list: unary(async (req: ListRequest, { identity }): Promise<ListResponse> => {
+      list: unary(async (req: ListRequest, { signal, identity }): Promise<ListResponse> => {
         if (req.state === TaskState.UNRECOGNIZED || req.state < 0 || req.state > TaskState.LOST) {
           throw new LoomError('INVALID_ARGUMENT', `unknown state ${req.state}`);
         }
-        const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken });
+        const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken }, signal);
         return { ...res, tasks: res.tasks.map((t) => this.visible(t, identity)) };
       }, opts),
       cancel: unary(async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity), opts),
@@ -287,7 +289,7 @@ export class ApiServer {
           release();
         }
       }, opts),
-      nodes: unary(async (_req: NodesRequest): Promise<NodesResponse> => ({ nodes: await d.queries.nodes() }), opts),
+      nodes: unary(async (_req: NodesRequest, { signal }): Promise<NodesResponse> => ({ nodes: await d.queries.nodes(signal) }), opts),
       drain: unary(async (req: DrainRequest, { identity }): Promise<DrainResponse> => {
         if (!this.isAdmin(identity)) {
           throw new LoomError('PERMISSION_DENIED', `${identity.name} may not drain or resume nodes (only an admin, see --admin, may)`);
@@ -303,8 +305,8 @@ export class ApiServer {
         await setNodeControl(d.kv, d.queries.keys, req.name, control);
         return { control };
       }, opts),
-      members: unary(async (): Promise<MembersResponse> => {
-        const [members, live] = await Promise.all([d.members.list(), d.queries.nodes()]);
+      members: unary(async (_req, { signal }): Promise<MembersResponse> => {
+        const [members, live] = await Promise.all([d.members.list(), d.queries.nodes(signal)]);
         const up = new Set(live.map((n) => n.name));
         return { members: members.map((m) => ({ ...m, nodeUp: up.has(m.name) })) };
       }, opts),

@@ -10,10 +10,14 @@ import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
+import * as grpc from '@grpc/grpc-js';
+import { LoomClient } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
+import { TcpProxy } from '../support/tcp-proxy';
 import { readTlsFiles } from '../../src/client/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
-import { uniqueRoot, waitFor } from '../support/etcd';
+import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
+import { uuidAt } from '../support/ids';
 import { startNode, stopNode, TestNode } from '../support/nodes';
 
 jest.setTimeout(60_000);
@@ -134,5 +138,39 @@ describe('a TLS node', () => {
     await Promise.all([...silent, ...started].map((c) => c.closed));
     await waitFor(() => n.node.apiConnections.pending === 0, { what: 'no connection left mid-handshake' });
     expect((await n.api.nodes()).map((x) => x.name)).toContain('tconns');
+  });
+});
+
+describe('reads of callers that went away', () => {
+  it('leave the queue of reads waiting for etcd at once', async () => {
+    // The node reaches etcd through a proxy the test stalls: its reads hang,
+    // 128 in flight, and the rest queue in the node.
+    const proxy = TcpProxy.fromUrl(testEtcdEndpoint());
+    await proxy.start();
+    const n = await startNode(uniqueRoot(), 'reads', { etcdEndpoints: [proxy.url] });
+    const client = new LoomClient(n.node.address, grpc.credentials.createInsecure());
+    try {
+      proxy.stall();
+      const calls = 400;
+      const deadline = Date.now() + 1000;
+      const ended = Array.from({ length: calls }, (_, i) =>
+        new Promise<grpc.status | undefined>((resolve) =>
+          i % 2 === 0
+            ? client.get({ id: uuidAt(Date.now(), i) }, new grpc.Metadata(), { deadline }, (err) => resolve(err?.code))
+            : client.nodes({}, new grpc.Metadata(), { deadline }, (err) => resolve(err?.code)),
+        ),
+      );
+      await waitFor(() => n.node.kv.queuedReads >= calls - 128, { what: 'reads queued in the node' });
+      // Every caller gives up at its deadline...
+      expect(new Set(await Promise.all(ended))).toEqual(new Set([grpc.status.DEADLINE_EXCEEDED]));
+      // ...and their reads leave the queue then, not after the reads ahead of
+      // them have timed out (5 s each) and taken their turn at etcd.
+      await waitFor(() => n.node.kv.queuedReads === 0, { what: 'the queue to empty', timeoutMs: 1000 });
+    } finally {
+      proxy.heal();
+      client.close();
+      await stopNode(n);
+      await proxy.stop();
+    }
   });
 });
