@@ -330,8 +330,8 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid(`--max-node-losses must be an integer from 1 to 100 (got ${c.maxNodeLosses})`);
   }
   const { bytes, percent } = c.minFreeDisk;
-  if (!Number.isFinite(bytes) || bytes < 0 || !Number.isFinite(percent) || percent < 0 || percent >= 100 || (bytes > 0 && percent > 0)) {
-    throw invalid('--min-free-disk must be a size (e.g. 1G) or a percentage below 100% (e.g. 5%), or 0 for none');
+  if (!Number.isFinite(bytes) || bytes < 0 || !Number.isFinite(percent) || percent < 0 || percent >= 100) {
+    throw invalid('--min-free-disk must be a size (e.g. 1G), a percentage below 100% (e.g. 5%), both (1G,5%: the smaller), or 0 for none');
   }
   validateTransport(c);
   return c;

@@ -9,13 +9,21 @@
 import { invalid } from './errors';
 import { formatBytes, parseBytes } from './fit';
 
-/** Either an absolute floor (bytes) or a share of the filesystem (percent); 0 and 0: off. */
+/**
+ * An absolute floor (bytes), a share of the filesystem (percent), or both:
+ * then the smaller of the two. 0 and 0: off.
+ */
 export interface MinFreeDisk {
   bytes: number;
   percent: number;
 }
 
-export const DEFAULT_MIN_FREE_DISK: MinFreeDisk = { bytes: 1024 ** 3, percent: 0 };
+/**
+ * 1 GiB, or 5% of a filesystem smaller than 20 GiB: a node whose data dir is
+ * a small dedicated volume still works, and a big disk is not asked to keep
+ * more than 1 GiB free.
+ */
+export const DEFAULT_MIN_FREE_DISK: MinFreeDisk = { bytes: 1024 ** 3, percent: 5 };
 
 /**
  * Once low, a node takes work again only when free space is this much above
@@ -24,23 +32,32 @@ export const DEFAULT_MIN_FREE_DISK: MinFreeDisk = { bytes: 1024 ** 3, percent: 0
  */
 export const RESUME_MARGIN = 0.1;
 
-/** "1G", "512M", "5%", "0" (off). Throws INVALID_ARGUMENT. */
+/** "1G", "512M", "5%", "1G,5%" (the smaller), "0" (off). Throws INVALID_ARGUMENT. */
 export function parseMinFreeDisk(text: string): MinFreeDisk {
   const t = text.trim();
-  const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(t);
-  if (pct) {
-    const percent = Number(pct[1]);
-    if (percent >= 100) throw invalid(`--min-free-disk ${t}: a percentage must be below 100%`);
-    return { bytes: 0, percent };
+  const bad = () => invalid(`invalid --min-free-disk "${t.slice(0, 80)}" (examples: 1G, 512M, 5%, 1G,5% = the smaller of the two, 0 = off)`);
+  const out: MinFreeDisk = { bytes: 0, percent: 0 };
+  const parts = t.split(',').map((p) => p.trim());
+  if (parts.length > 2) throw bad();
+  for (const part of parts) {
+    const pct = /^(\d+(?:\.\d+)?)\s*%$/.exec(part);
+    if (pct) {
+      if (out.percent > 0) throw bad();
+      out.percent = Number(pct[1]);
+      if (out.percent >= 100) throw invalid(`--min-free-disk ${t}: a percentage must be below 100%`);
+      continue;
+    }
+    const bytes = parseBytes(part);
+    if (bytes === undefined || out.bytes > 0) throw bad();
+    out.bytes = bytes;
   }
-  const bytes = parseBytes(t);
-  if (bytes === undefined) throw invalid(`invalid --min-free-disk "${t.slice(0, 80)}" (examples: 1G, 512M, 5%, 0 = off)`);
-  return { bytes, percent: 0 };
+  if (parts.length === 2 && (out.bytes === 0 || out.percent === 0)) throw bad();
+  return out;
 }
 
 export function formatMinFreeDisk(m: MinFreeDisk): string {
-  if (m.percent > 0) return `${m.percent}%`;
-  return m.bytes > 0 ? formatBytes(m.bytes) : '0';
+  const parts = [...(m.bytes > 0 ? [formatBytes(m.bytes)] : []), ...(m.percent > 0 ? [`${m.percent}%`] : [])];
+  return parts.length > 0 ? parts.join(',') : '0';
 }
 
 /** What statfs says of the data dir's filesystem (bytes an unprivileged writer may still use, and the total). */
@@ -51,7 +68,9 @@ export interface DiskSample {
 
 /** The floor in bytes for this filesystem (0: off). */
 export function floorBytes(m: MinFreeDisk, totalBytes: number): number {
-  return m.percent > 0 ? Math.ceil((totalBytes * m.percent) / 100) : m.bytes;
+  const share = Math.ceil((totalBytes * m.percent) / 100);
+  if (m.bytes > 0 && m.percent > 0) return Math.min(m.bytes, share);
+  return m.percent > 0 ? share : m.bytes;
 }
 
 /**
@@ -72,6 +91,10 @@ export function isLowOnDisk(sample: DiskSample, m: MinFreeDisk, wasLow: boolean)
  */
 export function lowDiskReason(sample: DiskSample, m: MinFreeDisk): string {
   const floor = floorBytes(m, sample.totalBytes);
-  const what = m.percent > 0 ? `${formatBytes(floor)} (${m.percent}% of ${formatBytes(sample.totalBytes)})` : formatBytes(floor);
+  const share = `${m.percent}% of ${formatBytes(sample.totalBytes)}`;
+  const what =
+    m.percent > 0 && m.bytes > 0 ? `${formatBytes(floor)} (the smaller of ${formatBytes(m.bytes)} and ${share})`
+    : m.percent > 0 ? `${formatBytes(floor)} (${share})`
+    : formatBytes(floor);
   return `data dir low on space: ${formatBytes(sample.freeBytes)} free < --min-free-disk ${what}`;
 }

@@ -19,20 +19,27 @@ function failure(fn: () => unknown): LoomError {
 }
 
 describe('--min-free-disk', () => {
-  it('takes a size, a percentage or 0, and defaults to 1 GiB', () => {
+  it('takes a size, a percentage, both or 0, and defaults to the smaller of 1 GiB and 5%', () => {
     expect(parseMinFreeDisk('512M')).toEqual({ bytes: 512 * MiB, percent: 0 });
     expect(parseMinFreeDisk(' 5% ')).toEqual({ bytes: 0, percent: 5 });
     expect(parseMinFreeDisk('0.5%')).toEqual({ bytes: 0, percent: 0.5 });
     expect(parseMinFreeDisk('0')).toEqual({ bytes: 0, percent: 0 });
-    expect(parseNodeArgs([], {}).minFreeDisk).toEqual({ bytes: GiB, percent: 0 });
+    expect(parseMinFreeDisk('5%, 2G')).toEqual({ bytes: 2 * GiB, percent: 5 });
+    expect(parseNodeArgs([], {}).minFreeDisk).toEqual({ bytes: GiB, percent: 5 });
+    // The smaller: 1 GiB on a big disk, 5% of a small one (a 64 MiB volume keeps 3.2 MiB).
+    expect(floorBytes({ bytes: GiB, percent: 5 }, 200 * GiB)).toBe(GiB);
+    expect(floorBytes({ bytes: GiB, percent: 5 }, 64 * MiB)).toBe(Math.ceil(3.2 * MiB));
+    expect(lowDiskReason({ freeBytes: MiB, totalBytes: 64 * MiB }, { bytes: GiB, percent: 5 })).toBe(
+      'data dir low on space: 1MiB free < --min-free-disk 3.2MiB (the smaller of 1GiB and 5% of 64MiB)',
+    );
     expect(parseNodeArgs(['--min-free-disk', '10%'], {}).minFreeDisk).toEqual({ bytes: 0, percent: 10 });
   });
 
   it('refuses anything else with INVALID_ARGUMENT and an example', () => {
-    for (const bad of ['lots', '-1G', '5%%', '1G5', '']) {
+    for (const bad of ['lots', '-1G', '5%%', '1G5', '', '1G,2G', '5%,6%', '1G,', '1G,5%,2G']) {
       const e = failure(() => parseNodeArgs([`--min-free-disk=${bad}`], {}));
       expect(e.code).toBe('INVALID_ARGUMENT');
-      expect(e.message).toMatch(/invalid --min-free-disk .*\(examples: 1G, 512M, 5%, 0 = off\)/);
+      expect(e.message).toMatch(/invalid --min-free-disk .*\(examples: 1G, 512M, 5%, 1G,5% = the smaller of the two, 0 = off\)/);
     }
     expect(failure(() => parseMinFreeDisk('100%')).message).toBe('--min-free-disk 100%: a percentage must be below 100%');
   });
