@@ -44,13 +44,17 @@ describeAsRoot('a node whose data dir runs low on space', () => {
   afterAll(async () => {
     // stopNode removes the data dir: the mount point must be unmounted first,
     // so the node is stopped by hand here.
-    if (low) {
-      low.api.close();
-      await low.node.stop({ graceMs: 0 });
+    try {
+      if (low) {
+        low.api.close();
+        await low.node.stop({ graceMs: 0 });
+      }
+    } finally {
+      // Lazily if need be: a node that failed to stop must not leave the mount behind.
+      if (mounted) execFileSync('umount', ['-l', dataDir]);
+      fs.rmSync(base, { recursive: true, force: true });
+      if (other) await stopNode(other);
     }
-    if (mounted) execFileSync('umount', [dataDir]);
-    fs.rmSync(base, { recursive: true, force: true });
-    if (other) await stopNode(other);
   });
 
   it('stops claiming below the floor, says why once, and resumes when space comes back', async () => {
