@@ -433,7 +433,7 @@ export class LoomNode {
 
   /**
    * The data dir went below --min-free-disk (reason) or came back above it
-   * (undefined). Logged once per change; shown in \`loom nodes\` through the
+   * (undefined). Logged once per change; shown in `loom nodes` through the
    * published record. Tasks claimed ahead are handed back as on a drain: they
    * would write their logs here.
    */

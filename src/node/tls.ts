@@ -183,8 +183,9 @@ export const CONNECTION_LIMITS: Readonly<ConnectionLimits> = {
   // A real client finishes its handshake in milliseconds: only connections
   // that stall wait here, and the oldest of those goes first.
   pending: 256,
-  // Below the usual 1024-descriptor soft limit would starve the node's own
-  // files; every CLI call, waiting client and peer node holds one.
+  // Each is a descriptor and an HTTP/2 session: well above what a cluster's
+  // CLIs, waiting clients and peer nodes hold at once, and a bound on what a
+  // flood of them can take from the node (its log files, etcd connections).
   open: 4096,
 };
 
