@@ -220,9 +220,17 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
       // "node" means tasks share the node's identity: shout it.
       n.runAs === 'node' ? 'NODE USER' : n.runAs || '-',
       n.startedAtMs ? formatDurationMs(Math.max(0, now - n.startedAtMs)) : '-',
-      n.draining ? (n.drainDeadlineMs ? `draining (deadline ${new Date(n.drainDeadlineMs).toISOString().slice(11, 19)}Z)` : 'draining') : 'ready',
+      nodeState(n),
     ]),
   );
+}
+
+/** STATE of `loom nodes`: ready, draining (an operator's), or paused and why (the node's own verdict, e.g. a full disk). */
+function nodeState(n: NodeInfo): string {
+  if (n.pausedReason && !n.drainDeadlineMs) return `paused: ${n.pausedReason}`;
+  if (!n.draining) return 'ready';
+  const drain = n.drainDeadlineMs ? `draining (deadline ${new Date(n.drainDeadlineMs).toISOString().slice(11, 19)}Z)` : 'draining';
+  return n.pausedReason ? `${drain}; paused: ${n.pausedReason}` : drain;
 }
 
 /**

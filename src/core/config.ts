@@ -4,6 +4,7 @@ import { invalid } from './errors';
 import { StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
 import { DEFAULT_CONTAINER_PIDS, parseAllowMount } from './container-policy';
 import { DEFAULT_DOCKER_SOCKET, type DockerEngine } from './docker-engine';
+import { DEFAULT_MIN_FREE_DISK, MinFreeDisk } from './disk-space';
 
 export interface PeerSpec {
   name: string;
@@ -123,6 +124,11 @@ export interface NodeConfig {
    * queued tasks is refused (RESOURCE_EXHAUSTED); 0: no limit.
    */
   maxQueuedPerOwner: number;
+  /**
+   * --min-free-disk: below this free space in the data dir's filesystem the
+   * node takes no new tasks (running ones go on) until space comes back.
+   */
+  minFreeDisk: MinFreeDisk;
 }
 
 export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
@@ -176,6 +182,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     containerPids: DEFAULT_CONTAINER_PIDS,
     maxNodeLosses: 3,
     maxQueuedPerOwner: 0,
+    minFreeDisk: DEFAULT_MIN_FREE_DISK,
   };
 }
 
@@ -334,6 +341,10 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (!Number.isInteger(c.maxQueuedPerOwner) || c.maxQueuedPerOwner < 0 || c.maxQueuedPerOwner > 100_000_000) {
     throw invalid(`--max-queued-per-owner must be an integer from 0 (no limit) to 100000000 (got ${c.maxQueuedPerOwner})`);
+  }
+  const { bytes, percent } = c.minFreeDisk;
+  if (!Number.isFinite(bytes) || bytes < 0 || !Number.isFinite(percent) || percent < 0 || percent >= 100) {
+    throw invalid('--min-free-disk must be a size (e.g. 1G), a percentage below 100% (e.g. 5%), both (1G,5%: the smaller), or 0 for none');
   }
   validateTransport(c);
   return c;

@@ -468,6 +468,12 @@ export interface NodeInfo {
    * (the owner's local account) or "node" (the node's own user).
    */
   runAs: string;
+  /**
+   * Why this node takes no new tasks although nobody drained it: its data dir
+   * is low on space (--min-free-disk). Empty while it takes work. `draining`
+   * is set too, so placement and preference skip it as they skip a drain.
+   */
+  pausedReason: string;
 }
 
 export interface NodeInfo_LabelsEntry {
@@ -3577,6 +3583,7 @@ function createBaseNodeInfo(): NodeInfo {
     docker: false,
     containerPolicy: undefined,
     runAs: "",
+    pausedReason: "",
   };
 }
 
@@ -3641,6 +3648,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.runAs !== "") {
       writer.uint32(162).string(message.runAs);
+    }
+    if (message.pausedReason !== "") {
+      writer.uint32(170).string(message.pausedReason);
     }
     return writer;
   },
@@ -3821,6 +3831,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.runAs = reader.string();
             continue;
           }
+          case 21: {
+            if (tag !== 170) {
+              break;
+            }
+
+            message.pausedReason = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3891,6 +3909,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         ? globalThis.String(object.runAs)
         : isSet(object.run_as)
         ? globalThis.String(object.run_as)
+        : "",
+      pausedReason: isSet(object.pausedReason)
+        ? globalThis.String(object.pausedReason)
+        : isSet(object.paused_reason)
+        ? globalThis.String(object.paused_reason)
         : "",
     };
   },
@@ -3963,6 +3986,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.runAs !== "") {
       obj.runAs = message.runAs;
     }
+    if (message.pausedReason !== "") {
+      obj.pausedReason = message.pausedReason;
+    }
     return obj;
   },
 
@@ -4005,6 +4031,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       ? ContainerPolicy.fromPartial(object.containerPolicy)
       : undefined;
     message.runAs = object.runAs ?? "";
+    message.pausedReason = object.pausedReason ?? "";
     return message;
   },
 };

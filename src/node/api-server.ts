@@ -34,7 +34,7 @@ import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';
 import { AdapterOptions, serverStream, tolerantService, unary } from './grpc-adapter';
-import { Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
+import { ConnectionLimits, Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
 import { LogService } from './logs';
 import { jobHandlers } from './job-api';
 import { JobStore } from '../store/jobs';
@@ -62,6 +62,8 @@ export interface ApiDeps {
   maxQueuedPerOwner?: number;
   /** Overrides of API_LIMITS (tests). */
   limits?: Partial<ApiLimits>;
+  /** Overrides of CONNECTION_LIMITS (tests). */
+  connectionLimits?: Partial<ConnectionLimits>;
   /** The etcd cluster's members (loom members). */
   members: EtcdMembers;
   /** The live nodes as this node's watch sees them (for the container policy check); unset: read from etcd. */
@@ -71,6 +73,8 @@ export interface ApiDeps {
 export interface ApiLimits {
   logStreamsPerNode: number;
   streamsPerClient: number;
+  /** A connection with no call for this long is closed (a client reconnects on its next call). */
+  idleConnectionMs: number;
 }
 
 /** How long a Run waits for its task to end before sending the id alone. */
@@ -85,6 +89,11 @@ export const API_LIMITS: Readonly<ApiLimits> = {
   logStreamsPerNode: 10_000,
   /** Concurrent log streams, waits and runs of one client identity (TLS mode). */
   streamsPerClient: 1_000,
+  /**
+   * Idle connections: each costs the node a descriptor and an HTTP/2 session.
+   * 5 minutes keeps a CLI's or a peer's connection across bursts of calls.
+   */
+  idleConnectionMs: 5 * 60_000,
 };
 
 export class ApiServer {
@@ -108,32 +117,30 @@ export class ApiServer {
       'grpc.max_send_message_length': 64 * 1024 * 1024,
       // No channelz registry: its per-call bookkeeping is paid on every call and nothing reads it.
       'grpc.enable_channelz': 0,
+      'grpc.max_connection_idle_ms': this.limits.idleConnectionMs,
     });
     server.addService(tolerantService(LoomService), this.handlers());
     const tls = this.deps.tls;
-    if (tls) {
-      // TLS is terminated by SecureListener, which hands only verified
-      // connections to this server (and explains every refusal).
-      const listener = new SecureListener({ tls, server, nodeName: this.deps.nodeName ?? '', log: this.deps.log });
-      const m = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(address);
-      if (!m) throw new LoomError('INVALID_ARGUMENT', `invalid listen address "${address}": expected host:port`);
-      try {
-        const port = await listener.listen(m[1], Number(m[2]));
-        this.server = server;
-        this.listener = listener;
-        return port;
-      } catch (err) {
-        await listener.close();
-        throw new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${(err as Error).message}`);
-      }
+    // Connections come through SecureListener, with TLS or without: it
+    // terminates TLS (and explains every refusal), and it bounds connections
+    // and handshakes, which grpc-js' own listener does not.
+    const listener = new SecureListener({ tls, server, nodeName: this.deps.nodeName ?? '', log: this.deps.log, limits: this.deps.connectionLimits });
+    const m = /^(\[[^\]]*\]|[^:]*):(\d+)$/.exec(address);
+    if (!m) throw new LoomError('INVALID_ARGUMENT', `invalid listen address "${address}": expected host:port`);
+    try {
+      const port = await listener.listen(m[1], Number(m[2]));
+      this.server = server;
+      this.listener = listener;
+      return port;
+    } catch (err) {
+      await listener.close();
+      throw new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${(err as Error).message}`);
     }
-    const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (err, p) =>
-        err ? reject(new LoomError('UNAVAILABLE', `cannot listen on ${address}: ${err.message}`)) : resolve(p),
-      ),
-    );
-    this.server = server;
-    return port;
+  }
+
+  /** The API's connections now (tests). */
+  get connections(): { open: number; pending: number } {
+    return this.listener?.connections ?? { open: 0, pending: 0 };
   }
 
   /** May this identity act on every task and node? Without TLS everyone may. */
@@ -240,18 +247,20 @@ export class ApiServer {
           release();
         }
       }, opts),
-      get: unary(async (req: GetRequest, { identity }) => {
-        const t = this.visible((await d.queries.get(req.id)).task, identity);
+      // Reads take the call's signal: a read queued behind others (Kv's cap
+      // on reads in flight) for a caller that went away leaves the queue.
+      get: unary(async (req: GetRequest, { signal, identity }) => {
+        const t = this.visible((await d.queries.get(req.id, signal)).task, identity);
         if (t.state !== TaskState.QUEUED) return t;
         // Say why a queued task waits, when no live node could run it.
-        const why = explainUnplaceable(t.spec!, await d.queries.nodes(), t.submittedByAdmin);
+        const why = explainUnplaceable(t.spec!, await d.queries.nodes(signal), t.submittedByAdmin);
         return why ? { ...t, reason: `waiting: ${why}` } : t;
       }, opts),
-      list: unary(async (req: ListRequest, { identity }): Promise<ListResponse> => {
+      list: unary(async (req: ListRequest, { signal, identity }): Promise<ListResponse> => {
         if (req.state === TaskState.UNRECOGNIZED || req.state < 0 || req.state > TaskState.LOST) {
           throw new LoomError('INVALID_ARGUMENT', `unknown state ${req.state}`);
         }
-        const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken });
+        const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken }, signal);
         return { ...res, tasks: res.tasks.map((t) => this.visible(t, identity)) };
       }, opts),
       cancel: unary(async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity), opts),
@@ -291,7 +300,7 @@ export class ApiServer {
           release();
         }
       }, opts),
-      nodes: unary(async (_req: NodesRequest): Promise<NodesResponse> => ({ nodes: await d.queries.nodes() }), opts),
+      nodes: unary(async (_req: NodesRequest, { signal }): Promise<NodesResponse> => ({ nodes: await d.queries.nodes(signal) }), opts),
       drain: unary(async (req: DrainRequest, { identity }): Promise<DrainResponse> => {
         if (!this.isAdmin(identity)) {
           throw new LoomError('PERMISSION_DENIED', `${identity.name} may not drain or resume nodes (only an admin, see --admin, may)`);
@@ -307,8 +316,8 @@ export class ApiServer {
         await setNodeControl(d.kv, d.queries.keys, req.name, control);
         return { control };
       }, opts),
-      members: unary(async (): Promise<MembersResponse> => {
-        const [members, live] = await Promise.all([d.members.list(), d.queries.nodes()]);
+      members: unary(async (_req, { signal }): Promise<MembersResponse> => {
+        const [members, live] = await Promise.all([d.members.list(), d.queries.nodes(signal)]);
         const up = new Set(live.map((n) => n.name));
         return { members: members.map((m) => ({ ...m, nodeUp: up.has(m.name) })) };
       }, opts),

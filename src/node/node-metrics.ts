@@ -36,7 +36,7 @@ export function nodeMetrics(s: NodeMetricsSnapshot): Metric[] {
     gauge('loom_urgent_slots', 'Extra slots only urgent tasks may take (--urgent-slots).', s.urgentSlots),
     gauge('loom_tasks_running', 'Tasks running on this node.', s.running),
     gauge('loom_lease_held', '1 while this node holds a live membership lease; 0 while fenced or rejoining.', flag(s.leaseHeld)),
-    gauge('loom_draining', '1 while this node takes no new work (drained or stopping).', flag(s.draining)),
+    gauge('loom_draining', '1 while this node takes no new work (drained, stopping, or its data dir below --min-free-disk).', flag(s.draining)),
     gauge('loom_docker_up', "1 while this node's Docker engine answers.", flag(s.dockerUp)),
     {
       name: 'loom_claims_total',

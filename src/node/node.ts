@@ -31,10 +31,13 @@ import { resolveRunAs, taskConfinement } from './task-confinement';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
+import { DiskWatch } from './disk-watch';
+import { formatMinFreeDisk } from '../core/disk-space';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { nodeMetrics } from './node-metrics';
-import { ApiServer } from './api-server';
+import { ApiLimits, ApiServer } from './api-server';
+import type { ConnectionLimits } from './tls';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
 import { RetentionSweeper } from './retention-sweeper';
@@ -73,6 +76,11 @@ export interface NodeOptions {
   dockerProbeMs?: number;
   /** How often the etcd member list is read to follow added/removed members (default ENDPOINT_SYNC_MS). */
   endpointSyncMs?: number;
+  /** How often the data dir's free space is checked against --min-free-disk (default DISK_CHECK_MS). */
+  diskCheckMs?: number;
+  /** Overrides of the API's limits (tests). */
+  apiLimits?: Partial<ApiLimits>;
+  connectionLimits?: Partial<ConnectionLimits>;
 }
 
 /**
@@ -146,6 +154,8 @@ export class LoomNode {
   private health: EndpointHealth | undefined;
   /** Follows members added to / removed from the etcd cluster (stopped with the clients). */
   endpointSync: EndpointSync | undefined;
+  /** --min-free-disk: whether the data dir has room for new tasks' logs. */
+  private disk: DiskWatch | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -279,6 +289,7 @@ export class LoomNode {
       urgency: { urgentPriority: config.urgentPriority, submitters: new Set(config.urgentSubmitters ?? []) },
       maxQueuedPerOwner: config.maxQueuedPerOwner,
       members: new EtcdMembers(client, probeWith((url) => connectEtcd({ endpoints: [url], tls, ownConnection: true }))),
+      limits: opts.apiLimits, connectionLimits: opts.connectionLimits,
     });
     const node: LoomNode = new LoomNode(
       config, opts, etcd, reaper, memberKv, kv, keys, queries, transitions, directory, window, executor, steal,
@@ -291,6 +302,10 @@ export class LoomNode {
     node.dockerRunner = dockerRunner;
     node.containerPolicy = containerPolicy;
     node.engine = engine;
+    node.disk = new DiskWatch({
+      dir: config.dataDir, min: config.minFreeDisk, everyMs: opts.diskCheckMs, log,
+      onChange: (reason) => node.onDiskChange(reason),
+    });
     try {
       await engine.start();
       if (!engine.available) {
@@ -317,6 +332,8 @@ export class LoomNode {
     await this.cancels.start();
     this.controlWatch = watchNodeControl(this.kv, this.keys, config.name, (c) => this.applyControl(c), opts.log);
     await this.controlWatch.start();
+    // Before the node joins: one started on a full disk never claims.
+    await this.disk!.start();
     this.port = await this.api.listen(config.listen);
     if (config.metricsListen) {
       this.metricsEndpoint = new MetricsEndpoint(() => this.collectMetrics());
@@ -361,7 +378,7 @@ export class LoomNode {
       urgentSlots: this.config.urgentSlots,
       running: this.executor.count,
       leaseHeld: !!this.inc && !this.inc.signal.aborted,
-      draining: this.control.drain || this.stopping,
+      draining: this.takesNoWork,
       dockerUp: this.docker,
       claimedFromQueue: st.claimed,
       claimedAtSubmit: this.claimedAtSubmit,
@@ -375,6 +392,11 @@ export class LoomNode {
       etcdMembers: this.health?.status() ?? {},
       memory: process.memoryUsage(),
     });
+  }
+
+  /** The API's connections now: open, and mid-handshake (tests). */
+  get apiConnections(): { open: number; pending: number } {
+    return this.api.connections;
   }
 
   get address(): string {
@@ -393,7 +415,7 @@ export class LoomNode {
       lease: '',
       version: VERSION,
       pid: process.pid,
-      draining: this.stopping || this.control.drain,
+      draining: this.takesNoWork,
       claimed: this.steal.stats.claimed,
       lostClaims: this.steal.stats.lost,
       claimTxns: this.steal.stats.claimTxns,
@@ -404,7 +426,30 @@ export class LoomNode {
       docker: this.docker,
       runAs: resolveRunAs(this.config.runAs, process.getuid?.() ?? 0),
       containerPolicy: this.containerPolicy,
+      pausedReason: this.disk?.lowReason ?? '',
     };
+  }
+
+  /** Drained, stopping or low on disk: no new claims (what runs goes on). */
+  private get takesNoWork(): boolean {
+    return this.stopping || this.control.drain || this.disk?.lowReason !== undefined;
+  }
+
+  /**
+   * The data dir went below --min-free-disk (reason) or came back above it
+   * (undefined). Logged once per change; shown in `loom nodes` through the
+   * published record. Tasks claimed ahead are handed back as on a drain: they
+   * would write their logs here.
+   */
+  private onDiskChange(reason: string | undefined): void {
+    if (reason) {
+      this.opts.log(`not taking new tasks: ${reason} (running tasks go on)`);
+      this.executor.handBackWaiting('drain');
+    } else {
+      this.opts.log(`data dir has free space again (--min-free-disk ${formatMinFreeDisk(this.config.minFreeDisk)}): taking new tasks${this.control.drain ? ' once the drain is resumed' : ''}`);
+    }
+    this.steal.setPaused(this.takesNoWork);
+    if (this.inc) void this.publish(true);
   }
 
   /** The Docker engine started or stopped answering. */
@@ -446,8 +491,9 @@ export class LoomNode {
         }, Math.max(0, c.deadlineMs - Date.now()));
       }
     } else if (!this.stopping) {
-      this.opts.log('resumed: taking work again');
-      this.steal.setPaused(false);
+      const low = this.disk?.lowReason;
+      this.opts.log(low ? `resumed, but still not taking new tasks: ${low}` : 'resumed: taking work again');
+      this.steal.setPaused(this.takesNoWork);
     }
     void this.publish(true);
   }
@@ -519,7 +565,7 @@ export class LoomNode {
   async tryRunHere(record: Task): Promise<boolean> {
     const inc = this.inc;
     const me = this.me;
-    if (!inc || !me || inc.signal.aborted || this.stopping || this.control.drain) return false;
+    if (!inc || !me || inc.signal.aborted || this.takesNoWork) return false;
     const spec = record.spec!;
     const { slots, urgentSlots, urgentPriority } = this.config;
     // Tasks claimed ahead hold no slot an urgent task could use (see StealLoop.pass).
@@ -583,6 +629,7 @@ export class LoomNode {
     this.liveness?.stop();
     this.jobSweeper.stop();
     this.retention.stop();
+    this.disk?.stop();
     await this.api.close(1000);
     await this.metricsEndpoint?.close();
     this.logs.close();

@@ -6,12 +6,15 @@
  *    not the node's name, a key that is not the certificate's).
  *  - identityOf: who a verified peer certificate says the caller is. The one
  *    place identities are derived; the API gets them through grpc-adapter.
- *  - SecureListener: the API's TCP listener in TLS mode. It terminates TLS
+ *  - SecureListener: the API's TCP listener. With TLS it terminates TLS
  *    itself so that every refusal is explained on both sides: a connection
  *    whose client certificate is missing, expired or not from the cluster CA,
  *    and a plaintext gRPC client, get one line in the node's log and a gRPC
  *    error (PERMISSION_DENIED) that says why; only verified connections reach
- *    the real API (through grpc-js' connection injector).
+ *    the real API (through grpc-js' connection injector). Without TLS it
+ *    hands over connections that open with the HTTP/2 preface. Either way it
+ *    bounds connections: grpc-js has no such option (its server takes every
+ *    connection, and one that never sends a byte stays forever).
  */
 import * as http2 from 'http2';
 import * as net from 'net';
@@ -155,26 +158,52 @@ export class RateLimitedLog {
 }
 
 export interface SecureListenerOptions {
-  tls: TlsMaterial;
+  /** Mutual TLS; unset: plaintext (HTTP/2 connections are handed over as they are). */
+  tls?: TlsMaterial;
   /** The API: verified connections are injected into it. */
   server: grpc.Server;
   nodeName: string;
   log: (msg: string) => void;
-  /** A connection must have finished its handshake by then (default 10 s). */
-  handshakeTimeoutMs?: number;
+  /** Bounds on connections (CONNECTION_LIMITS by default). */
+  limits?: Partial<ConnectionLimits>;
 }
 
+export interface ConnectionLimits {
+  /** A connection must have finished its TLS handshake, or sent the HTTP/2 preface without TLS, by then. */
+  handshakeTimeoutMs: number;
+  /** Connections not yet handed to the API (mid-handshake) held at once; past it the oldest is closed. */
+  pending: number;
+  /** Connections open at once, handed over or not; past it new ones are closed at once. */
+  open: number;
+}
+
+/** Defaults, documented in the README (Limits). */
+export const CONNECTION_LIMITS: Readonly<ConnectionLimits> = {
+  handshakeTimeoutMs: 10_000,
+  // A real client finishes its handshake in milliseconds: only connections
+  // that stall wait here, and the oldest of those goes first.
+  pending: 256,
+  // Each is a descriptor and an HTTP/2 session: well above what a cluster's
+  // CLIs, waiting clients and peer nodes hold at once, and a bound on what a
+  // flood of them can take from the node (its log files, etcd connections).
+  open: 4096,
+};
+
 const TLS_HANDSHAKE_RECORD = 0x16;
-const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n');
+/** What an HTTP/2 client sends first (RFC 9113, 3.4); a plaintext gRPC client too. */
+const H2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n');
 
 export class SecureListener {
   private net: net.Server | undefined;
   private readonly injector: grpc.ConnectionInjector;
   /** Never listens: raw connections that start a TLS handshake are handed to it. */
-  private readonly tlsServer: tls.Server;
+  private readonly tlsServer: tls.Server | undefined;
   private readonly refusals: RateLimitedLog;
-  /** Connections not (yet) handed to the API: closed on close(). */
+  /** Connections not (yet) handed to the API, oldest first: closed on close(). */
   private readonly pending = new Set<net.Socket>();
+  /** Raw connections open (handed over or not). */
+  private open = 0;
+  readonly limits: ConnectionLimits;
   private closed: Promise<void> = Promise.resolve();
   /** host:port of each raw connection, for messages. */
   private readonly peers = new WeakMap<net.Socket, string>();
@@ -182,6 +211,8 @@ export class SecureListener {
   constructor(private readonly opts: SecureListenerOptions) {
     this.injector = opts.server.createConnectionInjector(grpc.ServerCredentials.createInsecure());
     this.refusals = new RateLimitedLog(opts.log);
+    this.limits = { ...CONNECTION_LIMITS, ...opts.limits };
+    if (!opts.tls) return;
     this.tlsServer = tls.createServer({
       ca: opts.tls.ca,
       cert: opts.tls.cert,
@@ -191,7 +222,7 @@ export class SecureListener {
       // Verified in onSecure, so that a refused client hears why (a handshake alert says little).
       rejectUnauthorized: false,
       ALPNProtocols: ['h2'],
-      handshakeTimeout: opts.handshakeTimeoutMs ?? 10_000,
+      handshakeTimeout: this.limits.handshakeTimeoutMs,
     });
     this.tlsServer.on('secureConnection', (t: tls.TLSSocket) => this.onSecure(t));
     this.tlsServer.on('tlsClientError', (err: NodeJS.ErrnoException, t: tls.TLSSocket) => {
@@ -234,41 +265,77 @@ export class SecureListener {
     await this.closed;
   }
 
+  /** Raw connections open now, and those among them not handed to the API yet (tests, metrics). */
+  get connections(): { open: number; pending: number } {
+    return { open: this.open, pending: this.pending.size };
+  }
+
   private onConnection(socket: net.Socket): void {
     const peer = `${socket.remoteAddress}:${socket.remotePort}`;
+    socket.on('error', () => undefined);
+    const { handshakeTimeoutMs, pending, open } = this.limits;
+    if (this.open >= open) {
+      this.refusals.write(`refused connection from ${peer}: ${open} connections open, the most this node serves`);
+      socket.destroy();
+      return;
+    }
+    this.open++;
+    socket.once('close', () => this.open--);
+    if (this.pending.size >= pending) {
+      const oldest = this.pending.values().next().value as net.Socket;
+      this.refusals.write(`closed connection from ${this.peers.get(oldest) ?? 'a client'}: ${pending} connections mid-handshake, it was the oldest`);
+      this.handOver(oldest);
+      oldest.destroy();
+    }
     this.peers.set(socket, peer);
     this.pending.add(socket);
     socket.once('close', () => this.pending.delete(socket));
-    socket.on('error', () => undefined);
     const timeout = setTimeout(() => {
-      this.refusals.write(`refused connection from ${peer}: no TLS handshake within ${(this.opts.handshakeTimeoutMs ?? 10_000) / 1000} s`);
+      this.refusals.write(`refused connection from ${peer}: no ${this.tlsServer ? 'TLS handshake' : 'HTTP/2 preface'} within ${handshakeTimeoutMs / 1000} s`);
       socket.destroy();
-    }, this.opts.handshakeTimeoutMs ?? 10_000);
+    }, handshakeTimeoutMs);
     timeout.unref();
     socket.once('close', () => clearTimeout(timeout));
-    socket.once('data', (chunk: Buffer) => {
+    // The first bytes say what the client speaks; without TLS the whole
+    // preface must arrive before the connection reaches grpc-js, whose
+    // HTTP/2 server would otherwise hold a stalled one for good.
+    let head = Buffer.alloc(0);
+    const onData = (chunk: Buffer) => {
+      head = Buffer.concat([head, chunk]);
+      const n = Math.min(head.length, H2_PREFACE.length);
+      const h2 = head.subarray(0, n).equals(H2_PREFACE.subarray(0, n));
+      if (h2 && !this.tlsServer && head.length < H2_PREFACE.length) return; // the rest of the preface
+      socket.removeListener('data', onData);
       socket.pause();
-      socket.unshift(chunk);
-      if (chunk[0] === TLS_HANDSHAKE_RECORD) {
-        this.startTls(socket, timeout);
-      } else if (H2_PREFACE.subarray(0, Math.min(chunk.length, H2_PREFACE.length)).equals(chunk.subarray(0, H2_PREFACE.length))) {
+      socket.unshift(head);
+      if (head[0] === TLS_HANDSHAKE_RECORD && this.tlsServer) {
+        // tls.Server has its own handshake timeout from here.
         clearTimeout(timeout);
+        this.tlsServer.emit('connection', socket);
+      } else if (h2 && this.tlsServer) {
+        clearTimeout(timeout);
+        this.handOver(socket);
         const reason =
           `node ${this.opts.nodeName} requires mutual TLS and this client connected without it: ` +
           'set LOOM_TLS_CA, LOOM_TLS_CERT and LOOM_TLS_KEY (see the README, Security)';
         this.refusals.write(`refused plaintext connection from ${peer}: this node requires mutual TLS`);
         this.refuse(socket, reason);
+      } else if (h2) {
+        clearTimeout(timeout);
+        this.handOver(socket);
+        this.injector.injectConnection(socket);
       } else {
-        this.refusals.write(`refused connection from ${peer}: neither TLS nor HTTP/2`);
+        const what = head[0] === TLS_HANDSHAKE_RECORD ? 'a TLS client, and this node serves plaintext (no --tls-*)' : this.tlsServer ? 'neither TLS nor HTTP/2' : 'not HTTP/2';
+        this.refusals.write(`refused connection from ${peer}: ${what}`);
         socket.destroy();
       }
-    });
+    };
+    socket.on('data', onData);
   }
 
-  private startTls(socket: net.Socket, timeout: NodeJS.Timeout): void {
-    // tls.Server has its own handshake timeout from here.
-    clearTimeout(timeout);
-    this.tlsServer.emit('connection', socket);
+  /** No longer counted as mid-handshake (handed to the API, refused, or evicted). */
+  private handOver(socket: net.Socket): void {
+    this.pending.delete(socket);
   }
 
   private onSecure(t: tls.TLSSocket): void {
@@ -279,6 +346,9 @@ export class SecureListener {
       t.destroy();
       return;
     }
+    // Its handshake is over: the raw connection under it is no longer pending.
+    const raw = (t as { _parent?: unknown })._parent;
+    if (raw instanceof net.Socket) this.handOver(raw);
     const verdict = refusalOf(t, this.opts.nodeName);
     if ('reason' in verdict) {
       this.refusals.write(`refused TLS connection from ${peer}: ${verdict.reason.replace(/^node \S+ (refused )?/, '')}`);

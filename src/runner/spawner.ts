@@ -53,6 +53,21 @@ export interface SpawnCallbacks {
 
 const TOKEN_LEN = 32;
 const HEADER_LEN = TOKEN_LEN + 10;
+/**
+ * A connection to the socket must send its header within this long. The
+ * helper writes it right after connecting, so only a stranger (anything
+ * running as the node's user can reach the socket) is ever this slow; a node
+ * whose event loop stalled this long has been fenced already.
+ */
+export const HEADER_TIMEOUT_MS = 10_000;
+/**
+ * Connections without a header kept at once, beyond two per request in
+ * flight: past it the oldest is closed. Each holds a descriptor and a socket
+ * object, and the node's descriptors are its log files and etcd connections.
+ */
+export const MAX_UNIDENTIFIED = 64;
+/** At most one log line per this long about connections closed for want of a header. */
+const DROP_LOG_MS = 60_000;
 /** Longest unix socket path (sun_path is 108 bytes with its NUL). */
 const MAX_SOCKET_PATH = 107;
 
@@ -79,6 +94,13 @@ export class Spawner {
   private seq = 0;
   private dead = false;
   private stdoutBuf = '';
+  /** Connections still to send their header, oldest first (Set keeps insertion order). */
+  private readonly unidentified = new Set<net.Socket>();
+  /** Connections closed without a header since the last log line about them. */
+  private dropped = 0;
+  private droppedLoggedAt = 0;
+  /** Connections closed without a header, ever (tests). */
+  droppedTotal = 0;
 
   private constructor(
     private readonly child: ChildProcess,
@@ -86,6 +108,7 @@ export class Spawner {
     private readonly socketPath: string,
     private readonly token: string,
     private readonly log: (message: string) => void,
+    private readonly headerTimeoutMs: number,
   ) {
     child.stdout!.setEncoding('utf8');
     child.stdout!.on('data', (chunk: string) => this.onReplies(chunk));
@@ -112,6 +135,8 @@ export class Spawner {
     env?: NodeJS.ProcessEnv;
     /** Niceness 0-19 the helper gives every task it starts (see task-priority.ts); default 0. */
     taskNice?: number;
+    /** Default HEADER_TIMEOUT_MS (tests shorten it). */
+    headerTimeoutMs?: number;
   }): Promise<Spawner | undefined> {
     const binary = opts.binary ?? spawnerBinary();
     const why = (reason: string) => {
@@ -140,7 +165,7 @@ export class Spawner {
     // Its own session: a Ctrl-C to the node's process group does not reach it.
     const child = spawn(binary, [opts.socketPath, String(opts.taskNice ?? 0)], { stdio: ['pipe', 'pipe', 'inherit'], detached: true, env: opts.env ?? process.env });
     child.stdin!.write(`${token}\n`);
-    return new Spawner(child, server, opts.socketPath, token, opts.log);
+    return new Spawner(child, server, opts.socketPath, token, opts.log, opts.headerTimeoutMs ?? HEADER_TIMEOUT_MS);
   }
 
   /** Whether requests are taken (false once the helper died or close() ran). */
@@ -170,6 +195,9 @@ export class Spawner {
   async close(): Promise<void> {
     this.dead = true;
     this.child.stdin!.end();
+    // server.close waits for every connection: a stranger's must not hold it up.
+    for (const socket of this.unidentified) socket.destroy();
+    this.unidentified.clear();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     fs.rmSync(this.socketPath, { force: true });
   }
@@ -229,12 +257,34 @@ export class Spawner {
     p.cb.exited(code, signal);
   }
 
+  /** Connections that have not sent their header yet, now. */
+  get unidentifiedCount(): number {
+    return this.unidentified.size;
+  }
+
   private onConnection(socket: net.Socket): void {
     socket.on('error', () => undefined); // a task's end of its output closing early is not our error
+    // Bounded: the oldest stranger makes room (the helper's own connections
+    // send their header at once, so they are never the oldest for long).
+    if (this.unidentified.size >= MAX_UNIDENTIFIED + 2 * this.bySeq.size) {
+      const oldest = this.unidentified.values().next().value as net.Socket;
+      this.dropUnidentified(oldest, 'too many connections without a header');
+    }
+    this.unidentified.add(socket);
+    // A whole-header deadline, not an idle timeout: a byte every few seconds must not keep it open.
+    const timer = setTimeout(() => this.dropUnidentified(socket, `no header within ${this.headerTimeoutMs} ms`), this.headerTimeoutMs);
+    timer.unref();
+    const identified = () => {
+      clearTimeout(timer);
+      this.unidentified.delete(socket);
+      socket.removeListener('readable', readHeader);
+    };
+    socket.once('close', identified);
     const readHeader = () => {
       const header = socket.read(HEADER_LEN) as Buffer | null;
       if (header === null) return;
-      socket.removeListener('readable', readHeader);
+      identified();
+      socket.removeListener('close', identified);
       const text = header.toString('latin1');
       const seq = parseInt(text.slice(TOKEN_LEN, TOKEN_LEN + 8), 16);
       const id = text[TOKEN_LEN + 8] === '1' ? 1 : text[TOKEN_LEN + 8] === '2' ? 2 : 0;
@@ -247,6 +297,20 @@ export class Spawner {
       else this.deliver(seq, p, id, socket);
     };
     socket.on('readable', readHeader);
+  }
+
+  /** Closes a connection that never sent its header; says so now and then. */
+  private dropUnidentified(socket: net.Socket, why: string): void {
+    if (!this.unidentified.delete(socket)) return;
+    socket.destroy();
+    this.dropped++;
+    this.droppedTotal++;
+    const now = Date.now();
+    if (now - this.droppedLoggedAt >= DROP_LOG_MS) {
+      this.log(`spawner: closed ${this.dropped} connection(s) to ${this.socketPath} (${why}); only loom-spawner should connect there`);
+      this.dropped = 0;
+      this.droppedLoggedAt = now;
+    }
   }
 
   private deliver(seq: number, p: Pending, id: 1 | 2, socket: net.Socket): void {
@@ -279,6 +343,8 @@ export class Spawner {
     const wasClosing = this.dead;
     this.dead = true;
     this.server.close();
+    for (const socket of this.unidentified) socket.destroy();
+    this.unidentified.clear();
     const pending = [...this.bySeq.values()];
     this.bySeq.clear();
     this.byPid.clear();

@@ -213,6 +213,11 @@ export class Kv {
     // Woken: the slot was handed over by releaseRead (reads unchanged).
   }
 
+  /** Reads waiting for one of the MAX_READS_IN_FLIGHT slots (tests). */
+  get queuedReads(): number {
+    return this.readWaiters.length;
+  }
+
   private releaseRead(): void {
     const next = this.readWaiters.shift();
     if (next) next();

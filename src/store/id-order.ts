@@ -32,6 +32,7 @@ class MarkedBuckets {
     private readonly kv: Kv,
     private readonly keys: Keys,
     startBucket: string,
+    private readonly signal?: AbortSignal,
   ) {
     this.from = keys.timeMarker(startBucket);
   }
@@ -42,6 +43,7 @@ class MarkedBuckets {
       const res = await this.kv.range(
         { key: b(this.from), range_end: b(prefixEnd(this.keys.timeMarkerPrefix)), limit: MARKER_BATCH, keys_only: true },
         'list tasks',
+        this.signal,
       );
       for (const kv of res.kvs) {
         const bucket = this.keys.parseTimeMarker(kv.key.toString());
@@ -58,9 +60,9 @@ class MarkedBuckets {
  * Up to `limit` task records with keys ≥ `start` (a key inside the record
  * range), in key order; `more` is true when records may follow them.
  */
-export async function recordsInIdOrder(kv: Kv, keys: Keys, start: string, limit: number): Promise<{ kvs: IKeyValue[]; more: boolean }> {
+export async function recordsInIdOrder(kv: Kv, keys: Keys, start: string, limit: number, signal?: AbortSignal): Promise<{ kvs: IKeyValue[]; more: boolean }> {
   const idStart = start.slice(keys.task('').length);
-  const marked = new MarkedBuckets(kv, keys, timeBucketOf(idStart));
+  const marked = new MarkedBuckets(kv, keys, timeBucketOf(idStart), signal);
   const out: IKeyValue[] = [];
   let from = start;
   let walked = 0;
@@ -69,7 +71,7 @@ export async function recordsInIdOrder(kv: Kv, keys: Keys, start: string, limit:
     // records (records in unmarked buckets after the last marker are there).
     const last = await marked.at(walked + span - 1);
     const end = last === undefined ? keys.taskRangeEnd : keys.task(nextTimeBucket(last));
-    const res = await kv.range({ key: b(from), range_end: b(end), limit: limit - out.length }, 'list tasks');
+    const res = await kv.range({ key: b(from), range_end: b(end), limit: limit - out.length }, 'list tasks', signal);
     out.push(...res.kvs);
     if (out.length >= limit) return { kvs: out, more: res.more || end !== keys.taskRangeEnd };
     if (end === keys.taskRangeEnd) return { kvs: out, more: false };

@@ -93,7 +93,7 @@ export class TaskQueries {
    * through that state's index in dispatch (queued) or finish-time order,
    * fetching the records in one txn.
    */
-  async list(q: ListQuery): Promise<{ tasks: Task[]; nextPageToken: string }> {
+  async list(q: ListQuery, signal?: AbortSignal): Promise<{ tasks: Task[]; nextPageToken: string }> {
     const limit = Math.min(Math.max(1, q.pageSize || 100), MAX_PAGE);
     let start: string;
     let end: string;
@@ -115,14 +115,14 @@ export class TaskQueries {
     }
     const byId = q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED;
     const res = byId
-      ? await recordsInIdOrder(this.kv, this.keys, start, limit)
-      : await this.kv.range({ key: b(start), range_end: b(end), limit, keys_only: true }, 'list tasks');
+      ? await recordsInIdOrder(this.kv, this.keys, start, limit, signal)
+      : await this.kv.range({ key: b(start), range_end: b(end), limit, keys_only: true }, 'list tasks', signal);
     let tasks: Task[];
     if (byId) {
       tasks = res.kvs.map((kv) => decodeTask(kv.value));
     } else {
       const ids = res.kvs.map((kv) => kv.key.toString().split('/').pop()!);
-      tasks = await this.getMany(ids);
+      tasks = await this.getMany(ids, signal);
     }
     if (q.node) tasks = tasks.filter((t) => t.node === q.node);
     const last = res.kvs[res.kvs.length - 1];
@@ -159,11 +159,11 @@ export class TaskQueries {
   }
 
   /** Records for ids, in order, skipping any that vanished. */
-  async getMany(ids: string[]): Promise<Task[]> {
+  async getMany(ids: string[], signal?: AbortSignal): Promise<Task[]> {
     const out: Task[] = [];
     for (let i = 0; i < ids.length; i += 128) {
       const chunk = ids.slice(i, i + 128);
-      const res = await this.kv.txn({ compare: [], success: chunk.map((id) => rangeOp(this.keys.task(id))) }, 'get tasks');
+      const res = await this.kv.txn({ compare: [], success: chunk.map((id) => rangeOp(this.keys.task(id))) }, 'get tasks', signal);
       for (const r of res.responses) {
         const kv = r.response_range?.kvs[0];
         if (kv) out.push(decodeTask(kv.value));
@@ -172,10 +172,11 @@ export class TaskQueries {
     return out;
   }
 
-  async nodes(): Promise<NodeInfo[]> {
+  async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {
     const res = await this.kv.range(
       { key: b(this.keys.nodePrefix), range_end: b(prefixEnd(this.keys.nodePrefix)) },
       'list nodes',
+      signal,
     );
     const out: NodeInfo[] = [];
     for (const kv of res.kvs) {
