@@ -24,6 +24,7 @@ import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
 import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';
+import { chunkBySize, MAX_TXN_BYTES, opBytes } from './txn-size';
 
 /** Tasks per submit transaction: 2 ops each + time markers, within etcd's default 128 ops. */
 export const SUBMIT_CHUNK = 63;
@@ -125,20 +126,28 @@ export class TaskTransitions {
     return { ops: buckets.map((bkt) => put(this.keys.timeMarker(bkt), '')), buckets };
   }
 
-  /** Submit transactions: up to SUBMIT_CHUNK tasks, 2 ops each + one per new time bucket, ≤ MAX_TXN_OPS ops. */
+  /**
+   * Submit transactions: up to SUBMIT_CHUNK tasks, 2 ops each + one per new
+   * time bucket, ≤ MAX_TXN_OPS ops and ≤ MAX_TXN_BYTES of keys and values (a
+   * queued task is stored twice: 4 of the largest specs fill a transaction).
+   */
   private submitChunks(records: Task[]): Task[][] {
     const chunks: Task[][] = [];
     let chunk: Task[] = [];
+    let bytes = 0;
     let buckets = new Set<string>();
     for (const t of records) {
       const bucket = timeBucketOf(t.id);
       const more = this.markedBuckets.has(bucket) || buckets.has(bucket) ? 0 : 1;
-      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || 2 * (chunk.length + 1) + buckets.size + more > MAX_TXN_OPS)) {
+      const size = this.writeRecord(t).reduce((n, op) => n + opBytes(op), 0);
+      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || 2 * (chunk.length + 1) + buckets.size + more > MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES)) {
         chunks.push(chunk);
         chunk = [];
+        bytes = 0;
         buckets = new Set();
       }
       chunk.push(t);
+      bytes += size;
       if (!this.markedBuckets.has(bucket)) buckets.add(bucket);
     }
     if (chunk.length) chunks.push(chunk);
@@ -257,16 +266,14 @@ export class TaskTransitions {
    *            put /tasktime/<bucket> for new buckets (list hints)
    */
   async materialize(records: Task[]): Promise<void> {
-    for (let i = 0; i < records.length; i += BATCH_CHUNK) {
-      const chunk = records.slice(i, i + BATCH_CHUNK);
+    const op = (t: Task) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) });
+    // By count and by bytes (see txn-size.ts).
+    for (const chunk of chunkBySize(records, (t) => opBytes(op(t)), BATCH_CHUNK)) {
       const markers = this.markerOps(chunk);
       await this.kv.txn(
         {
           compare: [],
-          success: [
-            ...chunk.map((t) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) })),
-            ...markers.ops,
-          ],
+          success: [...chunk.map(op), ...markers.ops],
         },
         'materialize job',
       );
@@ -337,19 +344,26 @@ export class TaskTransitions {
     const finishing = new Set(finishes.map((f) => f.held.task.id));
     const sent = entries.filter((e) => !finishing.has(e.id));
     const records = sent.map((e) => this.runningRecord(e.snapshot, me, nowMs));
-    const res = await this.kv.txn(
-      {
-        compare: [],
-        success: [...sent.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))],
-      },
-      finishes.length === 0 ? 'claim' : sent.length === 0 ? 'finish' : 'claim and finish',
-      signal,
-    );
-    const ok = (j: number) => res.responses[j]?.response_txn?.succeeded === true;
-    const claimed = new Map(sent.map((e, j) => [e, ok(j) ? { task: records[j], revision: res.header.revision } : undefined]));
+    const ops = [...sent.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))];
+    const what = finishes.length === 0 ? 'claim' : sent.length === 0 ? 'finish' : 'claim and finish';
+    // Usually one transaction; split when the records are large (a claim of
+    // 64 tasks with 128 KiB environments would be refused whole by etcd's
+    // request limit, every task in it, again at each try). Each item is its
+    // own nested transaction, so splitting changes no item's outcome.
+    const ok: boolean[] = ops.map(() => false);
+    const revisions: string[] = ops.map(() => '');
+    const indices = ops.map((_, i) => i);
+    for (const part of chunkBySize(indices, (i) => opBytes(ops[i]), BATCH_CHUNK)) {
+      const res = await this.kv.txn({ compare: [], success: part.map((i) => ops[i]) }, what, signal);
+      part.forEach((i, k) => {
+        ok[i] = res.responses[k]?.response_txn?.succeeded === true;
+        revisions[i] = res.header.revision;
+      });
+    }
+    const claimed = new Map(sent.map((e, j) => [e, ok[j] ? { task: records[j], revision: revisions[j] } : undefined]));
     return {
       claimed: entries.map((e) => claimed.get(e)),
-      finished: finishes.map((_, k) => ok(sent.length + k)),
+      finished: finishes.map((_, k) => ok[sent.length + k]),
     };
   }
 
@@ -558,19 +572,19 @@ export class TaskTransitions {
       seen.add(e.key);
       todo.push({ e, i });
     });
-    const chunks: (typeof todo)[] = [];
-    for (let i = 0; i < todo.length; i += BATCH_CHUNK) chunks.push(todo.slice(i, i + BATCH_CHUNK));
+    const op = (e: QueuedEntry, next: Task) =>
+      nested({
+        compare: [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)],
+        success: [del(e.key), ...this.writeRecord(next)],
+      });
+    // By count and by bytes: each cancel rewrites the whole record (see txn-size.ts).
+    const chunks = chunkBySize(todo, ({ e }) => opBytes(op(e, e.snapshot)), BATCH_CHUNK);
     await forEachLimited(chunks, SEEN_CANCELS_IN_FLIGHT, async (chunk) => {
       const next = chunk.map(({ e }) => this.cancelledRecord(e.snapshot, nowMs));
       const res = await this.kv.txn(
         {
           compare: [],
-          success: chunk.map(({ e }, j) =>
-            nested({
-              compare: [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)],
-              success: [del(e.key), ...this.writeRecord(next[j])],
-            }),
-          ),
+          success: chunk.map(({ e }, j) => op(e, next[j])),
         },
         'cancel',
         signal,
