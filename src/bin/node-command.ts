@@ -72,6 +72,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('task-uids', { type: 'string', default: `${d.taskUids.first}-${d.taskUids.last}`, describe: 'FIRST-LAST: uids (gid = uid) reserved for tasks under --run-as pool; no account may use them' })
     .option('pids', { requiresArg: true, default: d.taskPids, describe: 'processes and threads each process task may have at once (cgroup pids.max; RLIMIT_NPROC too under its own uid)' })
     .option('max-log-bytes', { type: 'string', default: '256M', describe: 'cap of one attempt\'s log file on disk: the head up to it, then a note of what was cut and the last 64K of each stream (0 = no cap)' })
+    .option('etcd-quota', { type: 'string', describe: 'etcd\'s --quota-backend-bytes with --etcd (default 2G, etcd\'s own; embedded members: 4G): submits stop at half of it' })
     .option('metrics-listen', { type: 'string', describe: 'host:port for GET /metrics (Prometheus text format: counts and gauges, no task data; plaintext)' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
@@ -139,6 +140,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     allowContainerRoot: args['allow-container-root'],
     containerPids: numberFlag(args['container-pids'], '--container-pids'),
     maxNodeLosses: numberFlag(args['max-node-losses'], '--max-node-losses'),
+    etcdQuotaBytes: args['etcd-quota'] ? bytesFlag(args['etcd-quota'], '--etcd-quota') : 0,
   };
   if (!Number.isFinite(config.capacity.cpu) || config.capacity.cpu < 0) throw new LoomError('INVALID_ARGUMENT', '--cpu must be a positive number of cores');
   return validateNodeConfig(config);

@@ -20,6 +20,8 @@ export interface JobApiDeps {
    * they are checked as a non-admin's.
    */
   checkContainers?: (specs: TaskSpec[], identity: Identity, admin: boolean) => Promise<void>;
+  /** The submit gate of etcd's space (see ApiDeps.storage). */
+  storage?: { checkSubmit(bytes: number): void };
 }
 
 /** A spec as `who` may see it: env values are its owner's and admins' business (as a task's are). */
@@ -68,6 +70,8 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
     submitJob: unary(async (req: SubmitJobRequest, { identity }): Promise<JobStatus> => {
       const spec = validateJobSpec(req.spec, identity.name);
       await d.checkContainers?.([spec.template!, ...Object.values(spec.overrides)], identity, false);
+      // The job record, then its tasks, each stored twice while queued (record and queued key).
+      d.storage?.checkSubmit(JobSpec.encode(spec).finish().length + 2 * spec.count * TaskSpec.encode(spec.template!).finish().length);
       let held = await d.jobs.create(spec, Date.now());
       if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
       return { job: held.job, counts: await d.jobs.counts(held.job) };

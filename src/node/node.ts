@@ -38,6 +38,10 @@ import { ApiServer } from './api-server';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
 import { RetentionSweeper } from './retention-sweeper';
+import { StorageKeeper } from './storage-keeper';
+import { StorageWatch } from '../store/storage';
+import { ETCD_DEFAULT_QUOTA_BYTES } from '../core/storage';
+import { EMBEDDED_QUOTA_BYTES } from '../store/embedded-etcd';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
@@ -73,7 +77,16 @@ export interface NodeOptions {
   dockerProbeMs?: number;
   /** How often the etcd member list is read to follow added/removed members (default ENDPOINT_SYNC_MS). */
   endpointSyncMs?: number;
+  /** How often etcd's space is looked at (default STORAGE_CHECK_MS). */
+  storageCheckMs?: number;
 }
+
+/**
+ * How often each node reads every member's backend size and the alarms (one
+ * Status per member and one alarm list): how stale the submit gate may be,
+ * and how soon the maintaining node acts.
+ */
+const STORAGE_CHECK_MS = 5_000;
 
 /**
  * How often a node asks its Docker engine whether it answers: the longest a
@@ -146,6 +159,8 @@ export class LoomNode {
   private health: EndpointHealth | undefined;
   /** Follows members added to / removed from the etcd cluster (stopped with the clients). */
   endpointSync: EndpointSync | undefined;
+  /** etcd's space: the submit gate and, on one node, its maintenance. */
+  storage: StorageKeeper | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -272,7 +287,14 @@ export class LoomNode {
     }, { log });
     const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir, credentials: tls && channelCredentials(tls) });
     const jobs = new JobStore(kv, keys, transitions, log);
+    const storageWatch = new StorageWatch({
+      endpoints: () => health.endpoints,
+      connect: (e) => connectEtcd({ endpoints: [e], tls, ownConnection: true }),
+      quotaBytes: config.etcdQuotaBytes || (etcd ? EMBEDDED_QUOTA_BYTES : ETCD_DEFAULT_QUOTA_BYTES),
+      log,
+    });
     const api = new ApiServer({
+      storage: storageWatch,
       kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
@@ -284,6 +306,7 @@ export class LoomNode {
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
     node.spawner = spawner;
+    node.storage = new StorageKeeper({ watch: storageWatch, self: config.name, liveNodes: () => directory.names(), everyMs: opts.storageCheckMs ?? STORAGE_CHECK_MS, log });
     node.health = health;
     node.endpointSync = endpointSync;
     node.dockerRunner = dockerRunner;
@@ -328,6 +351,7 @@ export class LoomNode {
     this.liveness.start();
     this.jobSweeper.start();
     this.retention.start();
+    this.storage?.start();
     this.executor.onResult((t) => {
       const state = stateName(t.state);
       this.resultsByState.set(state, (this.resultsByState.get(state) ?? 0) + 1);
@@ -579,6 +603,7 @@ export class LoomNode {
     this.liveness?.stop();
     this.jobSweeper.stop();
     this.retention.stop();
+    this.storage?.stop();
     await this.api.close(1000);
     await this.metricsEndpoint?.close();
     this.logs.close();
