@@ -67,8 +67,8 @@ export function storageRefusal(s: StorageState): string | undefined {
   if (s.nospace) return `etcd raised its NOSPACE alarm (quota ${mib(s.quotaBytes)}): finished tasks must be deleted (retention) and the space defragmented`;
   const big = largest(s);
   const limit = s.quotaBytes * SUBMIT_STOP_FRACTION;
-  if (big && big.dbSize >= limit) {
-    return `etcd member ${big.endpoint} holds ${mib(big.dbSize)} of its ${mib(s.quotaBytes)} quota; submits stop at ${Math.round(SUBMIT_STOP_FRACTION * 100)}% so that running tasks can still record their results`;
+  if (big && big.dbSize > limit) {
+    return `etcd member ${big.endpoint} would hold ${mib(big.dbSize)} of its ${mib(s.quotaBytes)} quota; submits stop at ${Math.round(SUBMIT_STOP_FRACTION * 100)}% so that running tasks can still record their results`;
   }
   return undefined;
 }

@@ -59,14 +59,15 @@ export class StorageWatch {
    * cannot run through the reserve unseen.
    */
   checkSubmit(bytes: number): void {
-    const why = storageRefusal(this.withPending());
+    // This submit counts too: one large enough to cross the limit is refused whole.
+    const why = storageRefusal(this.withPending(bytes));
     if (why) throw storageFull(why);
     this.pending.push({ atMs: Date.now(), bytes });
   }
 
-  /** The last look, with this node's submits it may not show added to every member. */
-  private withPending(): StorageState {
-    const extra = this.pending.reduce((n, p) => n + p.bytes, 0);
+  /** The last look, with `bytes` and this node's submits it may not show added to every member. */
+  private withPending(bytes: number): StorageState {
+    const extra = this.pending.reduce((n, p) => n + p.bytes, bytes);
     if (extra === 0) return this.state;
     return { ...this.state, members: this.state.members.map((m) => ({ ...m, dbSize: m.dbSize + extra })) };
   }
