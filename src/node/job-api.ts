@@ -38,6 +38,9 @@ export function visibleJob(job: Job, identity: Identity, isAdmin: boolean): Job 
   return { ...job, spec: { ...spec, template: spec.template && hideEnv(spec.template), overrides } };
 }
 
+/** Encoded size of a job's spec (template and overrides): its record must fit one etcd request (see store/txn-size.ts). */
+export const MAX_JOB_SPEC_BYTES = 512 * 1024;
+
 /** Re-validates a job spec on the server (clients may be anything); the owner is the caller. */
 export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSpec {
   if (!spec) throw invalid('job spec is missing');
@@ -53,6 +56,12 @@ export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSp
     overrides[i] = validateSpec(o);
   }
   const out: JobSpec = { ...spec, owner, template, overrides, after: spec.after ?? [], afterAny: spec.afterAny ?? [], labels: spec.labels ?? {} };
+  // The job record (template and every override) is written in one etcd
+  // transaction: one too large for etcd's request limit could never be stored.
+  const size = JobSpec.encode(out).finish().length;
+  if (size > MAX_JOB_SPEC_BYTES) {
+    throw invalid(`job spec is ${size} bytes > limit ${MAX_JOB_SPEC_BYTES} (its template and overrides are stored in one etcd request): use fewer or smaller overrides, or several jobs`);
+  }
   checkGraph([out], new Set([...out.after, ...out.afterAny]));
   return out;
 }
