@@ -101,11 +101,16 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
         throw new LoomError('INVALID_STATE', `job ${job.spec!.name} has already ended`);
       }
       if (!(await d.jobs.killBlocked(held))) {
+        // Still being written: from now on its writer writes the rest CANCELLED.
+        const stopped = job.state === JobState.SUBMITTING ? await d.jobs.cancelSubmitting(held) : undefined;
+        if (job.state === JobState.SUBMITTING && !stopped) throw new LoomError('CONFLICT', `job ${job.spec!.name} changed while being cancelled; try again`);
         // One guarded transaction per task, CANCEL_PARALLELISM at a time: a
         // 10,000-task job is cancelled in seconds, not minutes.
         await forEachLimited(await d.jobs.openTaskIds(job), CANCEL_PARALLELISM, async (id) => {
           await d.cancelTask(id, identity).catch(() => undefined); // already finished: fine
         });
+        // Finishes the writing here unless another node is at it (then that one does).
+        if (stopped) await d.jobs.materialize(stopped);
       }
       return status(d.jobs, job.id, identity, d.isAdmin(identity));
     }, opts),

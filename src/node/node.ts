@@ -286,7 +286,7 @@ export class LoomNode {
       delete: () => undefined,
     }, { log });
     const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir, credentials: tls && channelCredentials(tls) });
-    const jobs = new JobStore(kv, keys, transitions, log);
+    const jobs = new JobStore(kv, keys, transitions, log, () => node.liveLease());
     const storageWatch = new StorageWatch({
       endpoints: () => health.endpoints,
       connect: (e) => connectEtcd({ endpoints: [e], tls, ownConnection: true }),
@@ -369,6 +369,11 @@ export class LoomNode {
       `node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}` +
         (this.metricsEndpoint ? `, metrics http://${config.metricsListen.replace(/:\d+$/, '')}:${this.metricsPort}/metrics` : ''),
     );
+  }
+
+  /** This incarnation's lease, while it lives (undefined when fenced or stopping). */
+  liveLease(): string | undefined {
+    return this.inc && !this.inc.signal.aborted && !this.stopping ? this.inc.lease : undefined;
   }
 
   /** What GET /metrics shows (--metrics-listen). */

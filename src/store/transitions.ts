@@ -17,6 +17,7 @@ import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { isTerminal, lostTooOften, lostTooOftenReason, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
+import type { ITxnRequest } from 'etcd3';
 import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
@@ -259,26 +260,31 @@ export class TaskTransitions {
 
   /**
    * materialize: write a job's tasks (QUEUED, or already terminal when the
-   * job failed before running), one nested transaction per task.
-   *   compare: /task/<id> missing (job task ids are deterministic, so a
+   * job failed or was cancelled before running), one nested transaction per task.
+   *   compare: `guard` (the job record unchanged and this node still its
+   *            writer, see JobStore.materialize), then per task:
+   *            /task/<id> missing (job task ids are deterministic, so a
    *            resumed materialization skips what was written)
    *   then:    put /task/<id> and its status key (and job mark if terminal);
    *            put /tasktime/<bucket> for new buckets (list hints)
+   * Returns false, having written nothing more, once the guard fails.
    */
-  async materialize(records: Task[]): Promise<void> {
+  async materialize(records: Task[], guard: ITxnRequest['compare'] = []): Promise<boolean> {
     const op = (t: Task) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) });
     // By count and by bytes (see txn-size.ts).
     for (const chunk of chunkBySize(records, (t) => opBytes(op(t)), BATCH_CHUNK)) {
       const markers = this.markerOps(chunk);
-      await this.kv.txn(
+      const res = await this.kv.txn(
         {
-          compare: [],
+          compare: guard,
           success: [...chunk.map(op), ...markers.ops],
         },
         'materialize job',
       );
+      if (!res.succeeded) return false;
       this.rememberMarked(markers.buckets);
     }
+    return true;
   }
 
   /**
