@@ -40,6 +40,22 @@ const SEEN_CANCELS_IN_FLIGHT = 4;
 /** Claims or results per transaction (nested transactions, one per task). */
 export const BATCH_CHUNK = 64;
 const HISTORY_KEEP = 20;
+/**
+ * Longest reason kept in a record, and in each history entry. A reason can
+ * quote the command (`command not found: <argv[0]>`, up to 128 KiB), and a
+ * record keeps HISTORY_KEEP of them: uncut, a task retried with such a
+ * command grew past etcd's request limit, and its result could never be
+ * recorded (the node retries a result while its lease lives: the task held
+ * its slot for good). Cut, a result (record, status key, two 64 KiB tails)
+ * stays under MAX_TXN_BYTES with the largest spec.
+ */
+export const MAX_REASON_CHARS = 1024;
+
+/** `reason`, cut to MAX_REASON_CHARS with a note of how much was cut. */
+export function clipReason(reason: string): string {
+  if (reason.length <= MAX_REASON_CHARS) return reason;
+  return `${reason.slice(0, MAX_REASON_CHARS)}... (${reason.length - MAX_REASON_CHARS} more characters cut)`;
+}
 
 export interface NodeIdentity {
   node: string;
@@ -94,7 +110,7 @@ function withAttempt(task: Task, outcome: string, finishedAtMs: number): Attempt
     node: task.node,
     startedAtMs: task.startedAtMs,
     finishedAtMs,
-    outcome,
+    outcome: clipReason(outcome),
   };
   return [...task.history, entry].slice(-HISTORY_KEEP);
 }
@@ -402,7 +418,7 @@ export class TaskTransitions {
       notBeforeMs: state === TaskState.QUEUED && event === 'fail' ? outcome.finishedAtMs + retryDelayMs(held.spec?.backoffMs ?? 0, held.spec?.backoffExponential ?? false, failures) : 0,
       oomKilled: outcome.oomKilled ?? false,
       signal: outcome.signal ?? '',
-      reason: state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason,
+      reason: clipReason(state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason),
       history: withAttempt(held, event === 'cancel' ? 'cancelled' : outcome.reason || label, outcome.finishedAtMs),
     };
   }

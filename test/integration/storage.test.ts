@@ -204,3 +204,16 @@ test('a flood of maximum-size submits from three clients: each accepted or refus
   expect(t.logs.filter((l) => /FENCED/.test(l))).toEqual([]);
   expect((await t.api.nodes()).map((n) => n.name)).toContain('flood1');
 }, 180_000);
+
+test('a task whose every attempt fails quoting a 120 KiB command still records its results (reasons are cut) and ends FAILED', async () => {
+  etcd = await startEtcd();
+  t = await startNode(uniqueRoot(), 'reason1', { etcdEndpoints: [etcd.endpoint], etcdQuotaBytes: QUOTA, slots: 1 }, { storageCheckMs: 500 });
+  // "command not found: <argv[0]>" each time, 25 attempts: uncut, the record's
+  // reason and history (20 entries) outgrew etcd's request limit (1.5 MiB here).
+  const [id] = await t.api.submit([spec([`/nonexistent/${'c'.repeat(120 * 1024)}`], { retries: 24 })]);
+  const done = await t.api.wait(id);
+  expect(done.state).toBe(TaskState.FAILED);
+  expect(done.attempt).toBe(25);
+  expect(done.reason).toMatch(/^command not found: \/nonexistent\/c+\.\.\. \(\d+ more characters cut\)$/);
+  expect(done.history).toHaveLength(20);
+}, 120_000);
