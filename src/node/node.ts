@@ -399,6 +399,7 @@ export class LoomNode {
       retentionDeletedTasks: this.retention.deletedTasks,
       etcdMembers: this.health?.status() ?? {},
       memory: process.memoryUsage(),
+      etcdSpace: this.storage?.space(),
     });
   }
 

@@ -29,6 +29,12 @@ export class StorageKeeper {
     this.timer.unref();
   }
 
+  /** The last look at etcd's space (for /metrics); undefined before the first answer. */
+  space(): { quotaBytes: number; nospace: boolean; members: { endpoint: string; dbSize: number }[] } | undefined {
+    const s = this.d.watch.last;
+    return s.members.length > 0 ? s : undefined;
+  }
+
   stop(): void {
     if (this.timer) clearInterval(this.timer);
     this.d.watch.close();

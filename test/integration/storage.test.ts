@@ -132,7 +132,12 @@ test('submits stop short of the quota; a running task still records its result; 
 
 test('under etcd\'s NOSPACE alarm submits are refused with the same error; once the space is freed the alarm is disarmed and submits work', async () => {
   etcd = await startEtcd();
-  t = await startNode(uniqueRoot(), 'quota2', { etcdEndpoints: [etcd.endpoint], etcdQuotaBytes: QUOTA, slots: 1 }, { storageCheckMs: 200 });
+  t = await startNode(uniqueRoot(), 'quota2', { etcdEndpoints: [etcd.endpoint], etcdQuotaBytes: QUOTA, slots: 1, metricsListen: '127.0.0.1:0' }, { storageCheckMs: 200 });
+  const metric = async (name: string) => {
+    const text = await (await fetch(`http://127.0.0.1:${t.node.metricsPort}/metrics`)).text();
+    return new RegExp(`^${name}(\\{[^}]*\\})? (\\S+)$`, 'm').exec(text)?.[2];
+  };
+  expect(await waitFor(() => metric('loom_etcd_quota_bytes'), { what: 'storage metrics' })).toBe(String(QUOTA));
   // Something other than loom fills etcd until it raises the alarm.
   const junk = Buffer.alloc(1024 * 1024, 'j');
   for (let i = 0; i < 100; i++) {
@@ -144,6 +149,7 @@ test('under etcd\'s NOSPACE alarm submits are refused with the same error; once 
     }
   }
   expect(await nospaceRaised(etcd.client)).toBe(true);
+  await waitFor(async () => (await metric('loom_etcd_nospace')) === '1', { what: 'loom_etcd_nospace 1' });
 
   const refused = await t.api.submit([spec(['true'])]).then(() => undefined, (e: LoomError) => e);
   expect(refused?.code).toBe('RESOURCE_EXHAUSTED');
@@ -152,6 +158,7 @@ test('under etcd\'s NOSPACE alarm submits are refused with the same error; once 
   await etcd.client.delete().prefix('/junk/');
   await waitFor(async () => !(await nospaceRaised(etcd.client)), { timeoutMs: 30_000, intervalMs: 200, what: 'alarm disarmed' });
   expect(t.logs.some((l) => /disarmed etcd's NOSPACE alarm/.test(l))).toBe(true);
+  await waitFor(async () => (await metric('loom_etcd_nospace')) === '0', { what: 'loom_etcd_nospace 0' });
   // Submits work again (the node may first have to rejoin: under the alarm etcd refuses heartbeats and lease grants).
   const id = await waitFor(
     async () => (await t.api.submit([spec(['true'])]).catch(() => []))[0],
