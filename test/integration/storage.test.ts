@@ -105,6 +105,7 @@ test('submits stop short of the quota; a running task still records its result; 
   expect(done.state).toBe(TaskState.COMPLETED);
   expect(done.exitCode).toBe(0);
   expect(await nospaceRaised(etcd.client)).toBe(false);
+  fs.rmSync(dir, { recursive: true, force: true });
 
   // Cancelled, the bulky tasks are finished work: retention deletes them,
   // the maintaining node compacts and defragments (the cancels' rewrites and
