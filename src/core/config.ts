@@ -129,6 +129,12 @@ export interface NodeConfig {
    * node takes no new tasks (running ones go on) until space comes back.
    */
   minFreeDisk: MinFreeDisk;
+  /**
+   * --etcd-quota: etcd's --quota-backend-bytes, which loom cannot ask etcd
+   * for; submits stop at half of it (core/storage.ts). 0: the embedded
+   * members' (4 GiB), or etcd's default (2 GiB) with --etcd.
+   */
+  etcdQuotaBytes: number;
 }
 
 export const RUN_AS = ['auto', 'pool', 'owner', 'node'] as const;
@@ -183,6 +189,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     maxNodeLosses: 3,
     maxQueuedPerOwner: 0,
     minFreeDisk: DEFAULT_MIN_FREE_DISK,
+    etcdQuotaBytes: 0,
   };
 }
 
@@ -307,6 +314,9 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   }
   if (!Number.isInteger(c.maxLogBytes) || (c.maxLogBytes !== 0 && c.maxLogBytes < 4096)) {
     throw invalid(`--max-log-bytes must be 0 (no cap) or at least 4K (got ${c.maxLogBytes})`);
+  }
+  if (!Number.isInteger(c.etcdQuotaBytes) || (c.etcdQuotaBytes !== 0 && c.etcdQuotaBytes < 8 * 1024 * 1024)) {
+    throw invalid(`--etcd-quota must be at least 8M (got ${c.etcdQuotaBytes})`);
   }
   if (!Number.isInteger(c.taskPids) || c.taskPids < 8 || c.taskPids > 4_194_304) {
     throw invalid(`--pids must be an integer from 8 to 4194304 (got ${c.taskPids})`);

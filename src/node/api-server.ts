@@ -68,6 +68,8 @@ export interface ApiDeps {
   members: EtcdMembers;
   /** The live nodes as this node's watch sees them (for the container policy check); unset: read from etcd. */
   nodes?: () => NodeInfo[];
+  /** etcd's space: refuses submits (RESOURCE_EXHAUSTED, "cluster storage full") near the quota; unset: no gate. */
+  storage?: { checkSubmit(bytes: number): void };
 }
 
 export interface ApiLimits {
@@ -219,6 +221,7 @@ export class ApiServer {
           await this.checkContainerPolicy(specs, identity, admin);
         },
         checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
+        storage: d.storage,
       }, opts),
       submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
       run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
@@ -386,6 +389,8 @@ export class ApiServer {
     const admin = this.isAdmin(identity);
     this.checkUrgency(specs, identity);
     await this.checkContainerPolicy(specs, identity, admin);
+    // Each task is stored twice while queued (its record, and the queued key carrying it).
+    d.storage?.checkSubmit(specs.reduce((n, s) => n + 2 * TaskSpec.encode(s).finish().length, 0));
     const now = Date.now();
     const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now, admin));
     if (records.length === 1 && (await d.tryRunHere(records[0]))) return [records[0].id];

@@ -22,6 +22,8 @@ export interface JobApiDeps {
   checkContainers?: (specs: TaskSpec[], identity: Identity, admin: boolean) => Promise<void>;
   /** RESOURCE_EXHAUSTED when `count` more queued tasks would pass the owner's --max-queued-per-owner. */
   checkQueueRoom?: (owner: string, count: number) => Promise<void>;
+  /** The submit gate of etcd's space (see ApiDeps.storage). */
+  storage?: { checkSubmit(bytes: number): void };
 }
 
 /** A spec as `who` may see it: env values are its owner's and admins' business (as a task's are). */
@@ -38,6 +40,9 @@ export function visibleJob(job: Job, identity: Identity, isAdmin: boolean): Job 
   return { ...job, spec: { ...spec, template: spec.template && hideEnv(spec.template), overrides } };
 }
 
+/** Encoded size of a job's spec (template and overrides): its record must fit one etcd request (see store/txn-size.ts). */
+export const MAX_JOB_SPEC_BYTES = 512 * 1024;
+
 /** Re-validates a job spec on the server (clients may be anything); the owner is the caller. */
 export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSpec {
   if (!spec) throw invalid('job spec is missing');
@@ -53,6 +58,12 @@ export function validateJobSpec(spec: JobSpec | undefined, owner: string): JobSp
     overrides[i] = validateSpec(o);
   }
   const out: JobSpec = { ...spec, owner, template, overrides, after: spec.after ?? [], afterAny: spec.afterAny ?? [], labels: spec.labels ?? {} };
+  // The job record (template and every override) is written in one etcd
+  // transaction: one too large for etcd's request limit could never be stored.
+  const size = JobSpec.encode(out).finish().length;
+  if (size > MAX_JOB_SPEC_BYTES) {
+    throw invalid(`job spec is ${size} bytes > limit ${MAX_JOB_SPEC_BYTES} (its template and overrides are stored in one etcd request): use fewer or smaller overrides, or several jobs`);
+  }
   checkGraph([out], new Set([...out.after, ...out.afterAny]));
   return out;
 }
@@ -71,6 +82,8 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
       const spec = validateJobSpec(req.spec, identity.name);
       await d.checkContainers?.([spec.template!, ...Object.values(spec.overrides)], identity, false);
       await d.checkQueueRoom?.(identity.name, spec.count);
+      // The job record, then its tasks, each stored twice while queued (record and queued key).
+      d.storage?.checkSubmit(JobSpec.encode(spec).finish().length + 2 * spec.count * TaskSpec.encode(spec.template!).finish().length);
       let held = await d.jobs.create(spec, Date.now());
       if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
       return { job: held.job, counts: await d.jobs.counts(held.job) };
@@ -91,11 +104,16 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
         throw new LoomError('INVALID_STATE', `job ${job.spec!.name} has already ended`);
       }
       if (!(await d.jobs.killBlocked(held))) {
+        // Still being written: from now on its writer writes the rest CANCELLED.
+        const stopped = job.state === JobState.SUBMITTING ? await d.jobs.cancelSubmitting(held) : undefined;
+        if (job.state === JobState.SUBMITTING && !stopped) throw new LoomError('CONFLICT', `job ${job.spec!.name} changed while being cancelled; try again`);
         // One guarded transaction per task, CANCEL_PARALLELISM at a time: a
         // 10,000-task job is cancelled in seconds, not minutes.
         await forEachLimited(await d.jobs.openTaskIds(job), CANCEL_PARALLELISM, async (id) => {
           await d.cancelTask(id, identity).catch(() => undefined); // already finished: fine
         });
+        // Finishes the writing here unless another node is at it (then that one does).
+        if (stopped) await d.jobs.materialize(stopped);
       }
       return status(d.jobs, job.id, identity, d.isAdmin(identity));
     }, opts),

@@ -23,6 +23,8 @@ export interface NodeMetricsSnapshot {
   /** Per etcd endpoint, what its last probe found (undefined: answers); empty with one endpoint (not probed). */
   etcdMembers: Record<string, string | undefined>;
   memory: { rss: number; heapUsed: number };
+  /** etcd's space as this node's last look found it (store/storage.ts); unset: not looked yet. */
+  etcdSpace?: { quotaBytes: number; nospace: boolean; members: { endpoint: string; dbSize: number }[] };
 }
 
 const gauge = (name: string, help: string, value: number): Metric => ({ name, help, type: 'gauge', samples: [{ value }] });
@@ -62,6 +64,18 @@ export function nodeMetrics(s: NodeMetricsSnapshot): Metric[] {
       type: 'gauge',
       samples: Object.keys(s.etcdMembers).sort().map((endpoint) => ({ labels: { endpoint }, value: flag(s.etcdMembers[endpoint] === undefined) })),
     },
+    ...(s.etcdSpace
+      ? [
+          {
+            name: 'loom_etcd_db_bytes',
+            help: "Size of each etcd member's backend file (what etcd compares with its quota); submits stop at half of loom_etcd_quota_bytes.",
+            type: 'gauge' as const,
+            samples: [...s.etcdSpace.members].sort((a, b) => (a.endpoint < b.endpoint ? -1 : 1)).map((m) => ({ labels: { endpoint: m.endpoint }, value: m.dbSize })),
+          },
+          gauge('loom_etcd_quota_bytes', "etcd's space quota as this node takes it (--etcd-quota).", s.etcdSpace.quotaBytes),
+          gauge('loom_etcd_nospace', "1 while etcd's NOSPACE alarm is raised (every write that puts anything is refused).", flag(s.etcdSpace.nospace)),
+        ]
+      : []),
     gauge('process_resident_memory_bytes', 'Resident memory of the node process.', s.memory.rss),
     gauge('nodejs_heap_used_bytes', 'V8 heap in use.', s.memory.heapUsed),
   ];

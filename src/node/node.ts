@@ -41,6 +41,10 @@ import type { ConnectionLimits } from './tls';
 import { JobStore } from '../store/jobs';
 import { JobSweeper } from './job-sweeper';
 import { RetentionSweeper } from './retention-sweeper';
+import { StorageKeeper } from './storage-keeper';
+import { StorageWatch } from '../store/storage';
+import { ETCD_DEFAULT_QUOTA_BYTES } from '../core/storage';
+import { EMBEDDED_QUOTA_BYTES } from '../store/embedded-etcd';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
@@ -81,7 +85,16 @@ export interface NodeOptions {
   /** Overrides of the API's limits (tests). */
   apiLimits?: Partial<ApiLimits>;
   connectionLimits?: Partial<ConnectionLimits>;
+  /** How often etcd's space is looked at (default STORAGE_CHECK_MS). */
+  storageCheckMs?: number;
 }
+
+/**
+ * How often each node reads every member's backend size and the alarms (one
+ * Status per member and one alarm list): how stale the submit gate may be,
+ * and how soon the maintaining node acts.
+ */
+const STORAGE_CHECK_MS = 5_000;
 
 /**
  * How often a node asks its Docker engine whether it answers: the longest a
@@ -156,6 +169,8 @@ export class LoomNode {
   endpointSync: EndpointSync | undefined;
   /** --min-free-disk: whether the data dir has room for new tasks' logs. */
   private disk: DiskWatch | undefined;
+  /** etcd's space: the submit gate and, on one node, its maintenance. */
+  storage: StorageKeeper | undefined;
 
   private constructor(
     readonly config: NodeConfig,
@@ -281,8 +296,15 @@ export class LoomNode {
       delete: () => undefined,
     }, { log });
     const logs = new LogService({ kv, queries, executor, directory, self: config.name, dataDir: config.dataDir, credentials: tls && channelCredentials(tls) });
-    const jobs = new JobStore(kv, keys, transitions, log);
+    const jobs = new JobStore(kv, keys, transitions, log, () => node.liveLease());
+    const storageWatch = new StorageWatch({
+      endpoints: () => health.endpoints,
+      connect: (e) => connectEtcd({ endpoints: [e], tls, ownConnection: true }),
+      quotaBytes: config.etcdQuotaBytes || (etcd ? EMBEDDED_QUOTA_BYTES : ETCD_DEFAULT_QUOTA_BYTES),
+      log,
+    });
     const api = new ApiServer({
+      storage: storageWatch,
       kv, queries, transitions, logs, log, jobs, settledHere: (id) => executor.settled(id),
       tryRunHere: (record) => node.tryRunHere(record),
       nodeName: config.name, tls, admins: config.admins, nodes: () => directory.all(),
@@ -297,6 +319,7 @@ export class LoomNode {
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
     node.spawner = spawner;
+    node.storage = new StorageKeeper({ watch: storageWatch, self: config.name, liveNodes: () => directory.names(), everyMs: opts.storageCheckMs ?? STORAGE_CHECK_MS, log });
     node.health = health;
     node.endpointSync = endpointSync;
     node.dockerRunner = dockerRunner;
@@ -349,6 +372,7 @@ export class LoomNode {
     this.liveness.start();
     this.jobSweeper.start();
     this.retention.start();
+    this.storage?.start();
     this.executor.onResult((t) => {
       const state = stateName(t.state);
       this.resultsByState.set(state, (this.resultsByState.get(state) ?? 0) + 1);
@@ -366,6 +390,11 @@ export class LoomNode {
       `node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}` +
         (this.metricsEndpoint ? `, metrics http://${config.metricsListen.replace(/:\d+$/, '')}:${this.metricsPort}/metrics` : ''),
     );
+  }
+
+  /** This incarnation's lease, while it lives (undefined when fenced or stopping). */
+  liveLease(): string | undefined {
+    return this.inc && !this.inc.signal.aborted && !this.stopping ? this.inc.lease : undefined;
   }
 
   /** What GET /metrics shows (--metrics-listen). */
@@ -391,6 +420,7 @@ export class LoomNode {
       retentionDeletedTasks: this.retention.deletedTasks,
       etcdMembers: this.health?.status() ?? {},
       memory: process.memoryUsage(),
+      etcdSpace: this.storage?.space(),
     });
   }
 
@@ -630,6 +660,7 @@ export class LoomNode {
     this.jobSweeper.stop();
     this.retention.stop();
     this.disk?.stop();
+    this.storage?.stop();
     await this.api.close(1000);
     await this.metricsEndpoint?.close();
     this.logs.close();

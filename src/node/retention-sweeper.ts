@@ -46,7 +46,11 @@ export class RetentionSweeper {
     if (this.running) return;
     this.running = true;
     try {
-      if (preferredNode('retention', this.d.liveNodes()) === this.d.self) {
+      // This node counts itself among the live ones: under etcd's NOSPACE
+      // alarm every node is fenced and none can rejoin (lease grants are
+      // refused), and deleting finished work is how space comes back.
+      // Guarded deletes keep a second sweeper safe.
+      if (preferredNode('retention', [...new Set([...this.d.liveNodes(), this.d.self])]) === this.d.self) {
         // Every marker is checked at the first sweep and then hourly; in between only
         // those of buckets a sweep deleted from (checking one walks its records).
         const now = Date.now();

@@ -36,6 +36,9 @@ import { diagnoseEtcdLog, lastErrorLine, oneLine, readLogLines } from './etcd-lo
 /** SIGTERM → SIGKILL wait when stopping the member (see EmbeddedEtcd.stop). */
 const STOP_GRACE_MS = 2000;
 
+/** --quota-backend-bytes of embedded members (4 GiB): nodes stop submits at half of it (core/storage.ts). */
+export const EMBEDDED_QUOTA_BYTES = 4 * 1024 * 1024 * 1024;
+
 export interface EtcdPeer {
   name: string;
   url: string;
@@ -693,7 +696,7 @@ function resolveOptions(opts: EmbeddedEtcdOptions): Resolved {
     '--initial-cluster-token', CLUSTER_TOKEN,
     '--auto-compaction-mode', 'periodic',
     '--auto-compaction-retention', '5m',
-    '--quota-backend-bytes', '4294967296',
+    '--quota-backend-bytes', String(EMBEDDED_QUOTA_BYTES),
     '--max-txn-ops', '1024',
     '--max-request-bytes', '10485760',
     '--snapshot-count', '20000',

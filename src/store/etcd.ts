@@ -5,6 +5,7 @@
 import { circuitBreaker, ConsecutiveBreaker, ExponentialBackoff, handleWhen, retry } from 'cockatiel';
 import { ClientClosedError, Etcd3, isRecoverableError, IKeyValue, IRequestOp, ITxnRequest, ITxnResponse, IRangeRequest, IRangeResponse } from 'etcd3';
 import { LoomError } from '../core/errors';
+import { storageFull } from '../core/storage';
 import { EndpointHealth, MemberSkippedError } from './endpoint-health';
 
 export type { IKeyValue, IRequestOp, ITxnResponse };
@@ -102,8 +103,13 @@ const DEFAULT_TIMEOUT_MS = 5000;
 export function etcdError(err: unknown, what: string): LoomError {
   if (err instanceof LoomError) return err;
   const message = err instanceof Error ? err.message : String(err);
-  if (/too many operations in txn request|request is too large|duplicate key/i.test(message)) {
+  if (/too many operations in txn request|request is too large|received message larger than max|duplicate key/i.test(message)) {
     return new LoomError('INVALID_ARGUMENT', `${what}: etcd refused the request: ${message}`);
+  }
+  if (/database space exceeded/i.test(message)) {
+    // etcd's NOSPACE alarm stands: every put is refused until space is freed,
+    // defragmented and the alarm disarmed (node/storage-keeper.ts).
+    return storageFull(`${what}: etcd refused the write: its space quota is exhausted (NOSPACE alarm)`);
   }
   if (/required revision has been compacted/i.test(message)) {
     return new LoomError('INVALID_STATE', `${what}: revision compacted`);

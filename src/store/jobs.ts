@@ -5,7 +5,11 @@
  * nothing (the sweep finishes what it started):
  *
  *   create      BLOCKED | SUBMITTING (compare: name free, upstream records unchanged)
- *   materialize SUBMITTING -> ACTIVE (tasks written with deterministic ids, then the flip)
+ *   materialize SUBMITTING -> ACTIVE (tasks written with deterministic ids, then the flip), by
+ *               one node at a time: the holder of /jobwriter/<job> (under its lease); every
+ *               batch compares the job record's revision and the writer key
+ *   cancel      BLOCKED -> KILLED; SUBMITTING: reason "cancelled" (the job record changes, so
+ *               the writer re-reads it and writes the rest CANCELLED); ACTIVE: its tasks
  *   finalize    ACTIVE -> COMPLETED | FAILED | KILLED once every task left its mark
  *   promote     BLOCKED -> SUBMITTING when all upstream jobs are done (one winner)
  *
@@ -18,13 +22,15 @@ import { Job, JobCounts, JobSpec, JobState, Task, TaskState } from '../gen/loom'
 import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { expandTask } from '../core/job-spec';
-import { b, del, ifMissing, ifModRevision, Kv, put } from './etcd';
+import { b, del, ifLease, ifMissing, ifModRevision, Kv, put } from './etcd';
 import { decodeTask } from './codec';
 import { isTaskId, jobTaskId, jobTaskIdRange, Keys, prefixEnd } from './keys';
 import { TaskTransitions } from './transitions';
 
 const FINISHED = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
 const MATERIALIZE_CHUNK = 1000;
+/** Job.reason of a job cancelled while its tasks were being written. */
+const CANCELLED_REASON = 'cancelled';
 
 export interface HeldJob {
   job: Job;
@@ -49,6 +55,14 @@ export class JobStore {
     private readonly keys: Keys,
     private readonly transitions: TaskTransitions,
     private readonly log: (m: string) => void = () => undefined,
+    /**
+     * This node's lease, undefined while fenced. Given, a node writes a
+     * job's tasks only while it holds the job's writer key under that lease,
+     * so one node at a time materializes a job (a 100,000-task job would
+     * otherwise be written by every node's sweep at once). Unset (tests of
+     * the store alone): no writer key.
+     */
+    private readonly writerLease?: () => string | undefined,
   ) {}
 
   async get(ref: string): Promise<HeldJob> {
@@ -129,25 +143,58 @@ export class JobStore {
     return { ready };
   }
 
-  /** Writes the job's tasks (idempotent), then flips SUBMITTING -> ACTIVE. */
+  /**
+   * Writes the job's tasks (idempotent), then flips SUBMITTING -> ACTIVE.
+   * Returns at once, unchanged, when another node (or another call on this
+   * one) holds the job's writer key: that one finishes it.
+   */
   async materialize(held: HeldJob, onProgress?: (done: number, total: number) => void): Promise<HeldJob> {
-    const { job } = held;
-    if (job.state !== JobState.SUBMITTING) return held;
-    const spec = job.spec!;
+    if (held.job.state !== JobState.SUBMITTING) return held;
+    const writer = this.keys.jobWriter(held.job.id);
+    let lease: string | undefined;
+    if (this.writerLease) {
+      lease = this.writerLease();
+      if (!lease) return held;
+      const took = await this.kv.txn({ compare: [ifMissing(writer)], success: [put(writer, lease, lease)] }, 'take job writer');
+      if (!took.succeeded) return held;
+    }
+    try {
+      return await this.writeTasks(held, lease, onProgress);
+    } finally {
+      // Guarded: only our own key (a fenced node's went with its lease).
+      if (lease) await this.kv.txn({ compare: [ifLease(writer, lease)], success: [del(writer)] }, 'release job writer').catch(() => undefined);
+    }
+  }
+
+  private async writeTasks(held: HeldJob, lease: string | undefined, onProgress?: (done: number, total: number) => void): Promise<HeldJob> {
+    const spec = held.job.spec!;
     const now = Date.now();
-    for (let i = 0; i < spec.count; i += MATERIALIZE_CHUNK) {
+    for (let i = 0; i < spec.count; ) {
+      const { job } = held;
+      // A cancel or a failed dependency changes the job record: what is left is written terminal.
+      const terminal = job.reason === CANCELLED_REASON ? TaskState.CANCELLED : job.reason ? TaskState.FAILED : undefined;
       const records: Task[] = [];
       for (let index = i; index < Math.min(spec.count, i + MATERIALIZE_CHUNK); index++) {
         const t = this.transitions.newRecord(expandTask(spec, index), spec.owner, now);
         t.id = jobTaskId(job.id, index);
         t.jobId = job.id;
         t.index = index;
-        if (job.reason) Object.assign(t, { state: TaskState.FAILED, finishedAtMs: now, reason: job.reason });
+        if (terminal !== undefined) Object.assign(t, { state: terminal, finishedAtMs: now, reason: job.reason });
         records.push(t);
       }
-      await Promise.all(chunks(records, 64).map((c) => this.transitions.materialize(c)));
-      onProgress?.(Math.min(spec.count, i + MATERIALIZE_CHUNK), spec.count);
+      const guard = [ifModRevision(this.keys.job(job.id), held.revision), ...(lease ? [ifLease(this.keys.jobWriter(job.id), lease)] : [])];
+      const written = await Promise.all(chunks(records, 64).map((c) => this.transitions.materialize(c, guard)));
+      if (written.every(Boolean)) {
+        i += MATERIALIZE_CHUNK;
+        onProgress?.(Math.min(spec.count, i), spec.count);
+        continue;
+      }
+      // The guard failed: the job changed (cancelled) or this node lost the writer key (fenced).
+      const fresh = await this.get(job.id);
+      if (fresh.job.state !== JobState.SUBMITTING || fresh.revision === held.revision) return fresh;
+      held = fresh; // the same chunk again, as the record now says
     }
+    const { job } = held;
     const next: Job = { ...job, state: JobState.ACTIVE };
     const res = await this.kv.txn(
       { compare: [ifModRevision(this.keys.job(job.id), held.revision)], success: [put(this.keys.job(job.id), encodeJob(next))] },
@@ -157,6 +204,23 @@ export class JobStore {
     const active = { job: next, revision: res.header.revision };
     if (job.reason) await this.finalizeIfDone(job.id);
     return active;
+  }
+
+  /**
+   * Cancels a job that is still having its tasks written (SUBMITTING):
+   *   compare: the job record at the revision read
+   *   then:    put the job with reason "cancelled"
+   * The writer's next batch fails its guard, re-reads, and writes the rest
+   * of the tasks CANCELLED; the caller cancels those already queued.
+   */
+  async cancelSubmitting(held: HeldJob): Promise<HeldJob | undefined> {
+    if (held.job.state !== JobState.SUBMITTING) return undefined;
+    const next: Job = { ...held.job, reason: CANCELLED_REASON };
+    const res = await this.kv.txn(
+      { compare: [ifModRevision(this.keys.job(held.job.id), held.revision)], success: [put(this.keys.job(held.job.id), encodeJob(next))] },
+      'cancel job',
+    );
+    return res.succeeded ? { job: next, revision: res.header.revision } : undefined;
   }
 
   /** Task counts per state, from the job's task records (paged). */

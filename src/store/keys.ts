@@ -15,6 +15,7 @@
  *   /jobopen/<job-id>                        empty; while the job is BLOCKED, SUBMITTING or ACTIVE
  *   /jobdone/<job-id>/<index12>              state name; written with the task's terminal record
  *   /jobwait/<upstream-id>/<downstream-id>   empty; downstream waits on upstream
+ *   /jobwriter/<job-id>                      the lease of the node writing the job's tasks (under that lease)
  *   /tasktime/<bucket>                       empty; some task id may fall in this 4 s bucket
  *   /turn/<ppp>/<owner>                      "<round> <id>": the owner's last round taken in the band
  *   /queuedby/<owner>/<id>                   empty; while the task is queued (a count of an owner's queue)
@@ -221,6 +222,11 @@ export class Keys {
 
   jobDoneOf(jobId: string): string {
     return `${this.root}/jobdone/${jobId}/`;
+  }
+
+  /** Held (under its lease) by the one node writing a SUBMITTING job's tasks. */
+  jobWriter(id: string): string {
+    return `${this.root}/jobwriter/${id}`;
   }
 
   jobWait(upstream: string, downstream: string): string {

@@ -17,6 +17,7 @@ import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { isTerminal, lostTooOften, lostTooOftenReason, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
+import type { ITxnRequest } from 'etcd3';
 import {
   Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
 } from './etcd';
@@ -26,6 +27,7 @@ import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';
 import { TurnBook } from './turns';
 import { KeyedQueue, retryPause } from '../core/keyed-queue';
+import { chunkBySize, MAX_TXN_BYTES, opBytes } from './txn-size';
 
 /** One compare of a transaction. */
 type Compare = NonNullable<Parameters<Kv['txn']>[0]['compare']>[number];
@@ -47,6 +49,22 @@ const SEEN_CANCELS_IN_FLIGHT = 4;
 /** Claims or results per transaction (nested transactions, one per task). */
 export const BATCH_CHUNK = 64;
 const HISTORY_KEEP = 20;
+/**
+ * Longest reason kept in a record, and in each history entry. A reason can
+ * quote the command (`command not found: <argv[0]>`, up to 128 KiB), and a
+ * record keeps HISTORY_KEEP of them: uncut, a task retried with such a
+ * command grew past etcd's request limit, and its result could never be
+ * recorded (the node retries a result while its lease lives: the task held
+ * its slot for good). Cut, a result (record, status key, two 64 KiB tails)
+ * stays under MAX_TXN_BYTES with the largest spec.
+ */
+export const MAX_REASON_CHARS = 1024;
+
+/** `reason`, cut to MAX_REASON_CHARS with a note of how much was cut. */
+export function clipReason(reason: string): string {
+  if (reason.length <= MAX_REASON_CHARS) return reason;
+  return `${reason.slice(0, MAX_REASON_CHARS)}... (${reason.length - MAX_REASON_CHARS} more characters cut)`;
+}
 
 export interface NodeIdentity {
   node: string;
@@ -101,7 +119,7 @@ function withAttempt(task: Task, outcome: string, finishedAtMs: number): Attempt
     node: task.node,
     startedAtMs: task.startedAtMs,
     finishedAtMs,
-    outcome,
+    outcome: clipReason(outcome),
   };
   return [...task.history, entry].slice(-HISTORY_KEEP);
 }
@@ -140,20 +158,29 @@ export class TaskTransitions {
     return { ops: buckets.map((bkt) => put(this.keys.timeMarker(bkt), '')), buckets };
   }
 
-  /** Submit transactions: up to SUBMIT_CHUNK tasks, OPS_PER_QUEUED ops each + one per new time bucket + one guard, ≤ MAX_TXN_OPS ops. */
+  /**
+   * Submit transactions: up to SUBMIT_CHUNK tasks, OPS_PER_QUEUED ops each +
+   * one per new time bucket + one guard, ≤ MAX_TXN_OPS ops and ≤ MAX_TXN_BYTES
+   * of keys and values (a queued task is stored twice: 4 of the largest specs
+   * fill a transaction).
+   */
   private submitChunks(records: Task[]): Task[][] {
     const chunks: Task[][] = [];
     let chunk: Task[] = [];
+    let bytes = 0;
     let buckets = new Set<string>();
     for (const t of records) {
       const bucket = timeBucketOf(t.id);
       const more = this.markedBuckets.has(bucket) || buckets.has(bucket) ? 0 : 1;
-      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || OPS_PER_QUEUED * (chunk.length + 1) + buckets.size + more + 1 > MAX_TXN_OPS)) {
+      const size = this.writeRecord(t).reduce((n, op) => n + opBytes(op), 0);
+      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || OPS_PER_QUEUED * (chunk.length + 1) + buckets.size + more + 1 > MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES)) {
         chunks.push(chunk);
         chunk = [];
+        bytes = 0;
         buckets = new Set();
       }
       chunk.push(t);
+      bytes += size;
       if (!this.markedBuckets.has(bucket)) buckets.add(bucket);
     }
     if (chunk.length) chunks.push(chunk);
@@ -347,31 +374,34 @@ export class TaskTransitions {
 
   /**
    * materialize: write a job's tasks (QUEUED, or already terminal when the
-   * job failed before running), one nested transaction per task.
-   *   compare: /task/<id> missing (job task ids are deterministic, so a
+   * job failed or was cancelled before running), one nested transaction per task.
+   *   compare: `guard` (the job record unchanged and this node still its
+   *            writer, see JobStore.materialize), then per task:
+   *            /task/<id> missing (job task ids are deterministic, so a
    *            resumed materialization skips what was written)
    *   then:    put /task/<id> and its status key (and job mark if terminal);
    *            put /tasktime/<bucket> for new buckets (list hints)
    * Queued ones first get their owner's turns (TurnBook), as a submit's do:
-   * a job's tasks take turns with everyone else's.
+   * a job's tasks take turns with everyone else's. Returns false, having
+   * written nothing more, once the guard fails.
    */
-  async materialize(records: Task[]): Promise<void> {
+  async materialize(records: Task[], guard: ITxnRequest['compare'] = []): Promise<boolean> {
     await this.turns.assign(records.filter((t) => t.state === TaskState.QUEUED));
-    for (let i = 0; i < records.length; i += BATCH_CHUNK) {
-      const chunk = records.slice(i, i + BATCH_CHUNK);
+    const op = (t: Task) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) });
+    // By count and by bytes (see txn-size.ts).
+    for (const chunk of chunkBySize(records, (t) => opBytes(op(t)), BATCH_CHUNK)) {
       const markers = this.markerOps(chunk);
-      await this.kv.txn(
+      const res = await this.kv.txn(
         {
-          compare: [],
-          success: [
-            ...chunk.map((t) => nested({ compare: [ifMissing(this.keys.task(t.id))], success: this.writeRecord(t) })),
-            ...markers.ops,
-          ],
+          compare: guard,
+          success: [...chunk.map(op), ...markers.ops],
         },
         'materialize job',
       );
+      if (!res.succeeded) return false;
       this.rememberMarked(markers.buckets);
     }
+    return true;
   }
 
   /**
@@ -437,19 +467,26 @@ export class TaskTransitions {
     const finishing = new Set(finishes.map((f) => f.held.task.id));
     const sent = entries.filter((e) => !finishing.has(e.id));
     const records = sent.map((e) => this.runningRecord(e.snapshot, me, nowMs));
-    const res = await this.kv.txn(
-      {
-        compare: [],
-        success: [...sent.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))],
-      },
-      finishes.length === 0 ? 'claim' : sent.length === 0 ? 'finish' : 'claim and finish',
-      signal,
-    );
-    const ok = (j: number) => res.responses[j]?.response_txn?.succeeded === true;
-    const claimed = new Map(sent.map((e, j) => [e, ok(j) ? { task: records[j], revision: res.header.revision } : undefined]));
+    const ops = [...sent.map((e, j) => this.claimOp(e, records[j], me)), ...finishes.map((f) => this.finishOp(f, me))];
+    const what = finishes.length === 0 ? 'claim' : sent.length === 0 ? 'finish' : 'claim and finish';
+    // Usually one transaction; split when the records are large (a claim of
+    // 64 tasks with 128 KiB environments would be refused whole by etcd's
+    // request limit, every task in it, again at each try). Each item is its
+    // own nested transaction, so splitting changes no item's outcome.
+    const ok: boolean[] = ops.map(() => false);
+    const revisions: string[] = ops.map(() => '');
+    const indices = ops.map((_, i) => i);
+    for (const part of chunkBySize(indices, (i) => opBytes(ops[i]), BATCH_CHUNK)) {
+      const res = await this.kv.txn({ compare: [], success: part.map((i) => ops[i]) }, what, signal);
+      part.forEach((i, k) => {
+        ok[i] = res.responses[k]?.response_txn?.succeeded === true;
+        revisions[i] = res.header.revision;
+      });
+    }
+    const claimed = new Map(sent.map((e, j) => [e, ok[j] ? { task: records[j], revision: revisions[j] } : undefined]));
     return {
       claimed: entries.map((e) => claimed.get(e)),
-      finished: finishes.map((_, k) => ok(sent.length + k)),
+      finished: finishes.map((_, k) => ok[sent.length + k]),
     };
   }
 
@@ -482,7 +519,7 @@ export class TaskTransitions {
       notBeforeMs: state === TaskState.QUEUED && event === 'fail' ? outcome.finishedAtMs + retryDelayMs(held.spec?.backoffMs ?? 0, held.spec?.backoffExponential ?? false, failures) : 0,
       oomKilled: outcome.oomKilled ?? false,
       signal: outcome.signal ?? '',
-      reason: state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason,
+      reason: clipReason(state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason),
       history: withAttempt(held, event === 'cancel' ? 'cancelled' : outcome.reason || label, outcome.finishedAtMs),
     };
   }
@@ -658,19 +695,19 @@ export class TaskTransitions {
       seen.add(e.key);
       todo.push({ e, i });
     });
-    const chunks: (typeof todo)[] = [];
-    for (let i = 0; i < todo.length; i += BATCH_CHUNK) chunks.push(todo.slice(i, i + BATCH_CHUNK));
+    const op = (e: QueuedEntry, next: Task) =>
+      nested({
+        compare: [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)],
+        success: [del(e.key), del(this.keys.queuedBy(e.snapshot.owner, e.id)), ...this.writeRecord(next)],
+      });
+    // By count and by bytes: each cancel rewrites the whole record (see txn-size.ts).
+    const chunks = chunkBySize(todo, ({ e }) => opBytes(op(e, e.snapshot)), BATCH_CHUNK);
     await forEachLimited(chunks, SEEN_CANCELS_IN_FLIGHT, async (chunk) => {
       const next = chunk.map(({ e }) => this.cancelledRecord(e.snapshot, nowMs));
       const res = await this.kv.txn(
         {
           compare: [],
-          success: chunk.map(({ e }, j) =>
-            nested({
-              compare: [ifModRevision(e.key, e.modRevision), ifModRevision(this.keys.task(e.id), e.modRevision)],
-              success: [del(e.key), del(this.keys.queuedBy(e.snapshot.owner, e.id)), ...this.writeRecord(next[j])],
-            }),
-          ),
+          success: chunk.map(({ e }, j) => op(e, next[j])),
         },
         'cancel',
         signal,

@@ -7,6 +7,7 @@
  */
 import { ITxnRequest } from 'etcd3';
 import { Kv, nested } from './etcd';
+import { MAX_TXN_BYTES, opBytes } from './txn-size';
 
 /** Nested transactions per etcd transaction (within etcd's default 128 ops). */
 const MAX_BATCH = 64;
@@ -51,13 +52,17 @@ export class TxnBatcher {
     const batch: Pending[] = [];
     const rest: Pending[] = [];
     const written = new Set<string>();
+    let bytes = 0;
     for (const p of this.queue) {
       const keys = writtenKeys(p.txn);
-      if (batch.length >= MAX_BATCH || keys.some((k) => written.has(k))) {
+      // Also by bytes (see txn-size.ts); the first always goes, whatever its size.
+      const size = opBytes(nested(p.txn));
+      if (batch.length >= MAX_BATCH || keys.some((k) => written.has(k)) || (batch.length > 0 && bytes + size > MAX_TXN_BYTES)) {
         rest.push(p);
         continue;
       }
       keys.forEach((k) => written.add(k));
+      bytes += size;
       batch.push(p);
     }
     this.queue = rest;

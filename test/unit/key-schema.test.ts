@@ -47,6 +47,7 @@ const samples: Record<string, string[]> = (() => {
     jobOpen: [k.jobOpen(JOB)],
     jobDone: [k.jobDone(JOB, 7)],
     jobWait: [k.jobWait(JOB, JOB2)],
+    jobWriter: [k.jobWriter(JOB)],
     timeMarker: [k.timeMarker(ID.slice(0, 10))],
   };
 })();
