@@ -10,6 +10,7 @@ import * as path from 'path';
 import { Budget } from './budget';
 import { killAllClustersNow, setDefaultStopGrace } from './cluster';
 import { BenchContext, Scenario } from './context';
+import { killAllPeersNow } from './peer/redis';
 import { errorLine, Figure, FigureLine, toLine } from './figures';
 import { machineInfo, renderReport } from './report';
 import { confinement } from './scenarios/confinement';
@@ -90,14 +91,16 @@ async function main(): Promise<number> {
     return 2;
   }
   const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`bench: ${sig}: killing the clusters started by this run\n`);
+    process.stderr.write(`bench: ${sig}: killing the clusters and peer processes started by this run\n`);
     killAllClustersNow();
+    killAllPeersNow();
     process.exit(130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('exit', (code) => {
     killAllClustersNow();
+    killAllPeersNow();
     // main() settles through process.exit; getting here otherwise means the
     // event loop ran dry while a scenario still awaited something.
     if (!settled && code === 0) {
@@ -161,6 +164,7 @@ main().then(
     settled = true;
     process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
     killAllClustersNow();
+    killAllPeersNow();
     process.exit(1);
   },
 );
