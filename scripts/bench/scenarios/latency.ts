@@ -16,6 +16,8 @@ import { BenchContext, Scenario } from '../context';
 import { putRoundTrips } from '../etcd-probe';
 import { percentile } from '../stats';
 import { spec, wallNow } from '../tasks';
+import { BULLMQ_VERSION, BullRig } from '../peer/bullmq';
+import { PERSISTENCE_TEXT, Persistence, redisVersion } from '../peer/redis';
 
 const S = 'latency';
 
@@ -96,9 +98,11 @@ export const latency: Scenario = {
     const spawnerExtra = { tasks: n, note: 'no loom: true started by a loom-spawner of the benchmark process, both output connections read to the end and the exit status received, sequentially' };
     ctx.emit({ scenario: S, figure: 'raw_spawner_p50', label: 'floor: one `true` through loom-spawner (posix_spawn) and awaited, no loom, p50', unit: 'ms', values: viaSpawner.p50, extra: spawnerExtra });
     ctx.emit({ scenario: S, figure: 'raw_spawner_p99', label: 'floor: one `true` through loom-spawner (posix_spawn) and awaited, no loom, p99', unit: 'ms', values: viaSpawner.p99, extra: spawnerExtra });
+    let oneNodeSlots = 0;
     for (const members of [1, 3]) {
       const one = members === 1;
       const c = await BenchCluster.start({ name: `lat${members}m`, nodes: members, etcd: 'embedded' }, ctx.log);
+      if (one) oneNodeSlots = await c.totalSlots().catch(() => 0);
       // The one-member cluster also times submit() then wait(), alternating task by task with run.
       const calls: LatencyCall[] = one ? ['run', 'submit+wait'] : ['run'];
       const p = new Map(calls.map((h) => [h, { r50: [] as number[], r99: [] as number[], c50: [] as number[], c99: [] as number[] }]));
@@ -146,6 +150,7 @@ export const latency: Scenario = {
       }
       ctx.emit({ scenario: S, figure: `etcd_put_p50_${members}m`, label: `floor: one etcd put (a durable write), round trip p50, ${members === 1 ? 'one-member' : '3-member'} etcd`, unit: 'ms', values: [put50], extra: { puts: 200 } });
     }
+    await bullmqLatency(ctx, n, warmup, oneNodeSlots || 1);
     ctx.note(S, `${n} sequential tasks \`true\` per repetition (after ${warmup} warm-up tasks), each one LoomApi.run(spec) call to node 1 ` +
       '(submit and wait in one gRPC stream: the node claims the task in the submit transaction and answers the waiting caller itself). ' +
       `On the one-member cluster each repetition also runs ${n} tasks as LoomApi.submit([one]) then LoomApi.wait(id), alternating task by task with run, ` +
@@ -159,3 +164,44 @@ export const latency: Scenario = {
       'for the least a durable submit→completed can take here.');
   },
 };
+
+/**
+ * The peer: BullMQ's submit→done for single jobs `true`, one at a time, on one
+ * worker process (the slots of the one-node loom cluster) and its own Redis,
+ * without persistence and with AOF everysec.
+ */
+async function bullmqLatency(ctx: BenchContext, n: number, warmup: number, slots: number): Promise<void> {
+  const redis = redisVersion();
+  for (const p of ['none', 'aof'] as Persistence[]) {
+    const q = { p50: [] as number[], p99: [] as number[] };
+    let error = redis.error;
+    if (!error) {
+      try {
+        const rig = await BullRig.start({ persistence: p, concurrency: [slots] }, ctx.log);
+        try {
+          await rig.latency(warmup);
+          await repeat(ctx, S, `BullMQ (${p})`, ctx.budget(ctx.quick ? 4 : 20), async (rep) => {
+            const xs = await rig.latency(n);
+            q.p50.push(percentile(xs, 50));
+            q.p99.push(percentile(xs, 99));
+            ctx.log(`${S} BullMQ (${p}) rep ${rep + 1}: add→finished p50 ${q.p50[rep].toFixed(2)} ms p99 ${q.p99[rep].toFixed(2)} ms`);
+          });
+        } finally {
+          await rig.stop();
+        }
+      } catch (err) {
+        error = (err as Error).message;
+        ctx.log(`${S}: BullMQ (${p}) failed: ${error}`);
+      }
+    }
+    const what = `BullMQ, Redis ${p === 'none' ? 'without persistence' : 'AOF everysec'}, 1 worker process`;
+    const extra = { jobs: n, bullmq: BULLMQ_VERSION, redis: redis.version ?? 'unavailable', persistence: PERSISTENCE_TEXT[p], concurrency: slots, ...(error ? { error } : {}) };
+    ctx.emit({ scenario: S, figure: `bullmq_${p}_completed_p50`, label: `peer: submit→completed p50 (${what})`, unit: 'ms', values: q.p50, extra, note: error });
+    ctx.emit({ scenario: S, figure: `bullmq_${p}_completed_p99`, label: `peer: submit→completed p99 (${what})`, unit: 'ms', values: q.p99, extra, note: error });
+  }
+  ctx.note(S, `Peer: BullMQ ${BULLMQ_VERSION} on Debian's redis-server ${redis.version ?? '(unavailable)'}, ${PERSISTENCE_TEXT.none} and ${PERSISTENCE_TEXT.aof}, ` +
+    `each its own server; one worker process of concurrency ${slots} (the one-node cluster's slots) spawning \`true\` as in Throughput. ` +
+    `A producer process times ${n} jobs per repetition (after ${warmup} warm-up jobs), one at a time: Queue.add, then Job.waitUntilFinished ` +
+    "(QueueEvents, BullMQ's way to wait for a job), from before the add to the finished event; compare with loom's one-member figures. " +
+    "These run after the loom clusters, not in the same repetitions: compare medians, expecting the machine's load to differ.");
+}
