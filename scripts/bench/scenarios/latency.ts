@@ -135,12 +135,13 @@ export const latency: Scenario = {
       const q = p.get('run')!;
       ctx.emit({ scenario: S, figure: `submit_running_p50_${members}m`, label: `submit→running p50 (${topo})`, unit: 'ms', values: q.r50, extra });
       ctx.emit({ scenario: S, figure: `submit_running_p99_${members}m`, label: `submit→running p99 (${topo})`, unit: 'ms', values: q.r99, extra });
+      const side = (row: string) => (one ? { side: { row, col: 'loom, 1 node (one-member etcd)' } } : {});
       ctx.emit({
-        scenario: S, figure: `submit_completed_p50_${members}m`, label: `submit→completed p50 (${topo})`, unit: 'ms', values: q.c50, extra,
+        scenario: S, figure: `submit_completed_p50_${members}m`, label: `submit→completed p50 (${topo})`, unit: 'ms', values: q.c50, extra: { ...extra, ...side('submit→completed p50') },
         target: one ? { op: '<=', value: 5, text: '≤ 5 ms' } : undefined,
       });
       ctx.emit({
-        scenario: S, figure: `submit_completed_p99_${members}m`, label: `submit→completed p99 (${topo})`, unit: 'ms', values: q.c99, extra,
+        scenario: S, figure: `submit_completed_p99_${members}m`, label: `submit→completed p99 (${topo})`, unit: 'ms', values: q.c99, extra: { ...extra, ...side('submit→completed p99') },
         target: one ? { op: '<=', value: 20, text: '≤ 20 ms' } : undefined,
       });
       const sw = p.get('submit+wait');
@@ -196,8 +197,9 @@ async function bullmqLatency(ctx: BenchContext, n: number, warmup: number, slots
     }
     const what = `BullMQ, Redis ${p === 'none' ? 'without persistence' : 'AOF everysec'}, 1 worker process`;
     const extra = { jobs: n, bullmq: BULLMQ_VERSION, redis: redis.version ?? 'unavailable', persistence: PERSISTENCE_TEXT[p], concurrency: slots, ...(error ? { error } : {}) };
-    ctx.emit({ scenario: S, figure: `bullmq_${p}_completed_p50`, label: `peer: submit→completed p50 (${what})`, unit: 'ms', values: q.p50, extra, note: error });
-    ctx.emit({ scenario: S, figure: `bullmq_${p}_completed_p99`, label: `peer: submit→completed p99 (${what})`, unit: 'ms', values: q.p99, extra, note: error });
+    const col = `BullMQ, Redis ${p === 'none' ? 'without persistence' : 'AOF everysec'} (1 worker)`;
+    ctx.emit({ scenario: S, figure: `bullmq_${p}_completed_p50`, label: `peer: submit→completed p50 (${what})`, unit: 'ms', values: q.p50, extra: { ...extra, side: { row: 'submit→completed p50', col } }, note: error });
+    ctx.emit({ scenario: S, figure: `bullmq_${p}_completed_p99`, label: `peer: submit→completed p99 (${what})`, unit: 'ms', values: q.p99, extra: { ...extra, side: { row: 'submit→completed p99', col } }, note: error });
   }
   ctx.note(S, `Peer: BullMQ ${BULLMQ_VERSION} on Debian's redis-server ${redis.version ?? '(unavailable)'}, ${PERSISTENCE_TEXT.none} and ${PERSISTENCE_TEXT.aof}, ` +
     `each its own server; one worker process of concurrency ${slots} (the one-node cluster's slots) spawning \`true\` as in Throughput. ` +

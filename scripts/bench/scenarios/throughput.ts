@@ -27,6 +27,21 @@ import { PERSISTENCE_TEXT, Persistence, redisVersion } from '../peer/redis';
 const S = 'throughput';
 const PEERS: Persistence[] = ['none', 'aof'];
 
+/** Rows and columns of the side-by-side table in BENCHMARKS.md (see report.ts). */
+const LOOM = 'loom (3 nodes, 3 etcd members)';
+const PEER_COL: Record<Persistence, string> = { none: 'BullMQ, Redis without persistence', aof: 'BullMQ, Redis AOF everysec' };
+const ROW = {
+  rate: 'throughput (tasks or jobs/s)',
+  ratio: 'loom / this, throughput, same repetition',
+  submit: 'submit (add) rate',
+  server: 'CPU per task: store (etcd members / redis-server)',
+  workers: 'CPU per task: loom nodes / BullMQ workers',
+  commands: 'CPU per task: the command (`true`)',
+  total: 'CPU per task: all of the above and the helpers',
+  producer: 'CPU per task: the BullMQ producer',
+};
+const side = (row: string, col: string) => ({ row, col, rank: Object.values(ROW).indexOf(row) });
+
 interface Rep {
   rate: number;
   raw: number;
@@ -146,7 +161,7 @@ export const throughput: Scenario = {
     const v = (f: (r: Rep) => number) => reps.map(f);
     ctx.emit({
       scenario: S, figure: 'cluster_tasks_per_s', label: `cluster throughput, ${n} × \`true\`, first submit → last completion`,
-      unit: 'tasks/s', values: v((r) => r.rate), target: { op: '>=', value: 600, text: '≥ 600 tasks/s' }, extra,
+      unit: 'tasks/s', values: v((r) => r.rate), target: { op: '>=', value: 600, text: '≥ 600 tasks/s' }, extra: { ...extra, side: side(ROW.rate, LOOM) },
     });
     ctx.emit({
       scenario: S, figure: 'raw_spawn_per_s', label: `raw spawn rate of \`true\` from one Node process (${slots} in flight, output piped)`,
@@ -160,12 +175,12 @@ export const throughput: Scenario = {
       scenario: S, figure: 'cluster_vs_raw_pct', label: 'cluster throughput / raw spawn rate (same repetition)',
       unit: '%', values: v((r) => (100 * r.rate) / r.raw), target: { op: '>=', value: 70, text: '≥ 70 %' },
     });
-    ctx.emit({ scenario: S, figure: 'submit_tasks_per_s', label: `submit rate (batches of ${batch}, one lane per node)`, unit: 'tasks/s', values: v((r) => r.submitRate) });
+    ctx.emit({ scenario: S, figure: 'submit_tasks_per_s', label: `submit rate (batches of ${batch}, one lane per node)`, unit: 'tasks/s', values: v((r) => r.submitRate), extra: { side: side(ROW.submit, LOOM) } });
     ctx.emit({ scenario: S, figure: 'cluster_machine_busy_pct', label: `machine CPU busy during the cluster run (all ${CORES} cores)`, unit: '%', values: v((r) => r.busy) });
     ctx.emit({ scenario: S, figure: 'raw_machine_busy_pct', label: `machine CPU busy during the raw spawn run (all ${CORES} cores)`, unit: '%', values: v((r) => r.rawBusy) });
-    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_nodes', label: 'CPU per task: the 3 loom node processes', unit: 'ms', values: v((r) => r.cpu.nodeMs) });
-    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_etcd', label: 'CPU per task: the 3 etcd members', unit: 'ms', values: v((r) => r.cpu.etcdMs) });
-    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_processes', label: 'CPU per task: the task process (`true`)', unit: 'ms', values: v((r) => r.cpu.tasksMs) });
+    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_nodes', label: 'CPU per task: the 3 loom node processes', unit: 'ms', values: v((r) => r.cpu.nodeMs), extra: { side: side(ROW.workers, LOOM) } });
+    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_etcd', label: 'CPU per task: the 3 etcd members', unit: 'ms', values: v((r) => r.cpu.etcdMs), extra: { side: side(ROW.server, LOOM) } });
+    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_processes', label: 'CPU per task: the task process (`true`)', unit: 'ms', values: v((r) => r.cpu.tasksMs), extra: { side: side(ROW.commands, LOOM) } });
     ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_reapers', label: 'CPU per task: the helpers (reaper, loom-spawner)', unit: 'ms', values: v((r) => r.cpu.helperMs) });
     const perTask = (r: Rep) => r.cpu.nodeMs + r.cpu.etcdMs + r.cpu.tasksMs + r.cpu.helperMs;
     ctx.emit({
@@ -179,7 +194,7 @@ export const throughput: Scenario = {
       'the end time comes from the index, not from the poll). The raw rate spawns `true` from this benchmark process ' +
       `with ${slots} children in flight (detached, stdout/stderr piped and read to the end) for ${rawMs / 1000} s while the cluster is idle, just before the cluster run.`);
     const loomCpu = (r: Rep) => r.cpu.nodeMs + r.cpu.etcdMs + r.cpu.tasksMs + r.cpu.helperMs;
-    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_total', label: 'CPU per task: loom in all (nodes, etcd members, tasks, helpers; not the submitting bench process)', unit: 'ms', values: v(loomCpu) });
+    ctx.emit({ scenario: S, figure: 'cpu_ms_per_task_total', label: 'CPU per task: loom in all (nodes, etcd members, tasks, helpers; not the submitting bench process)', unit: 'ms', values: v(loomCpu), extra: { side: side(ROW.total, LOOM) } });
     emitPeer(ctx, reps, peerErrors, { n, batch, lanes: 3, perNode, redis: redis.version ?? 'unavailable' });
     ctx.emit({
       scenario: S, figure: 'raw_cpu_bound_ceiling_per_s', label: `raw spawn CPU-bound ceiling: ${CORES} cores ÷ CPU per raw spawn`,
@@ -211,16 +226,18 @@ function emitPeer(
     const what = `BullMQ, Redis ${p === 'none' ? 'without persistence' : 'AOF everysec'}`;
     const fig = (figure: string, label: string, unit: string, values: number[], more?: Record<string, unknown>) =>
       ctx.emit({ scenario: S, figure, label, unit, values, extra: more, note: values.length ? undefined : errors.get(p) ?? 'no run' });
-    fig(`bullmq_${p}_jobs_per_s`, `${what}: ${o.n} × \`true\`, ${workers}, first add → last finishedOn`, 'jobs/s', vals((b) => b.rate), extra);
-    fig(`loom_vs_bullmq_${p}`, `loom / ${what}, throughput (same repetition)`, '×', vals((b, r) => r.rate / b.rate));
-    fig(`bullmq_${p}_add_jobs_per_s`, `${what}: add rate (addBulk of ${o.batch}, ${o.lanes} connections)`, 'jobs/s', vals((b) => b.submitRate));
-    const cpu = (k: keyof BullCpu, label: string) => fig(`bullmq_${p}_cpu_ms_per_job_${k.replace(/Ms$/, '')}`, `${what}: CPU per job, ${label}`, 'ms', vals((b) => b.cpu[k]));
-    cpu('redisMs', 'redis-server');
-    cpu('workersMs', 'the worker processes');
-    cpu('commandsMs', 'the job process (`true`)');
-    cpu('producerMs', 'the producer process');
+    const col = PEER_COL[p];
+    fig(`bullmq_${p}_jobs_per_s`, `${what}: ${o.n} × \`true\`, ${workers}, first add → last finishedOn`, 'jobs/s', vals((b) => b.rate), { ...extra, side: side(ROW.rate, col) });
+    fig(`loom_vs_bullmq_${p}`, `loom / ${what}, throughput (same repetition)`, '×', vals((b, r) => r.rate / b.rate), { side: side(ROW.ratio, col) });
+    fig(`bullmq_${p}_add_jobs_per_s`, `${what}: add rate (addBulk of ${o.batch}, ${o.lanes} connections)`, 'jobs/s', vals((b) => b.submitRate), { side: side(ROW.submit, col) });
+    const cpu = (k: keyof BullCpu, label: string, row: string) =>
+      fig(`bullmq_${p}_cpu_ms_per_job_${k.replace(/Ms$/, '')}`, `${what}: CPU per job, ${label}`, 'ms', vals((b) => b.cpu[k]), { side: side(row, col) });
+    cpu('redisMs', 'redis-server', ROW.server);
+    cpu('workersMs', 'the worker processes', ROW.workers);
+    cpu('commandsMs', 'the job process (`true`)', ROW.commands);
+    cpu('producerMs', 'the producer process', ROW.producer);
     fig(`bullmq_${p}_cpu_ms_per_job_total`, `${what}: CPU per job in all (redis-server, workers, jobs; not the producer)`, 'ms',
-      vals((b) => b.cpu.redisMs + b.cpu.workersMs + b.cpu.commandsMs));
+      vals((b) => b.cpu.redisMs + b.cpu.workersMs + b.cpu.commandsMs), { side: side(ROW.total, col) });
   }
   ctx.note(S, `Peer: BullMQ ${BULLMQ_VERSION} (ioredis) on Debian's redis-server ${o.redis}, each set-up its own server on a private loopback port and temp dir, ` +
     `started once for all repetitions like the loom cluster: ${PERSISTENCE_TEXT.none}, BullMQ's usual benchmark set-up, and ${PERSISTENCE_TEXT.aof}, ` +
