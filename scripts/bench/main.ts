@@ -4,6 +4,11 @@
  * stderr) and writes BENCHMARKS.md from what it measured.
  *
  *   npm run bench -- [--only throughput,latency,...] [--reps N] [--quick] [--out FILE]
+ *
+ * The throughput and latency scenarios also measure a peer, BullMQ on a
+ * private redis-server (scripts/bench/setup-peer.sh installs Debian's
+ * redis-server; LOOM_REDIS_BIN names another binary); without Redis those
+ * figures are reported as not measured.
  */
 import * as fs from 'fs';
 import * as path from 'path';

@@ -244,11 +244,15 @@ function emitPeer(
     "closer to loom's durability (etcd commits each write to disk before answering; everysec can lose the last second). " +
     `Same work as loom's: ${o.n} jobs per repetition whose worker spawns \`true\` (own process group, stdout/stderr piped and read to the end, a tail of each returned ` +
     `as the job's result and kept in Redis, as loom keeps a tail in the task's record; completed jobs are kept, BullMQ's default), ` +
-    `${workers} (the slots of each loom node), Node's default flags; one producer process adds them with Queue.addBulk in batches of ${o.batch} over ${o.lanes} ` +
+    `${workers} (the slots of each loom node), Node's default flags, each job's process started with Node's child_process.spawn as a BullMQ user would ` +
+    `(loom nodes start plain tasks through loom-spawner, posix_spawn: the two raw rates above show what that is worth here); one producer process adds them with Queue.addBulk in batches of ${o.batch} over ${o.lanes} ` +
     'connections adding concurrently (one lane per loom node). Workers and producer are child processes of the bench, ready before the clock starts. ' +
     "The clock starts at the producer's wall clock before the first add and stops at the latest finishedOn in the completed set " +
     '(progress is polled with ZCARD every 250 ms). Each repetition runs loom first, then the two BullMQ set-ups, their order alternating per repetition; ' +
     'the loom cluster idles while BullMQ runs and the Redis servers and workers idle while loom runs. loom / BullMQ is taken per repetition, ' +
     'so only machine load that changes within a repetition skews it. CPU per job is the /proc utime+stime of each process over the run ' +
-    "(the job processes are the workers' waited-for children), divided by the jobs done.");
+    "(the job processes are the workers' waited-for children), divided by the jobs done." +
+    (process.getuid?.() === 0
+      ? ' This bench runs as root, so loom confines each task (--run-as pool: its own uid, cgroups, a scratch dir; see Confinement cost for what that costs) while BullMQ runs its jobs as the worker: loom does more per task here.'
+      : ''));
 }
