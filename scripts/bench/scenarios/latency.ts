@@ -121,7 +121,8 @@ export const latency: Scenario = {
       try {
         const api = c.api(0);
         await sequentialLatency(api, warmup, undefined, calls);
-        const budget = ctx.budget(ctx.quick ? 8 : one ? 55 : 40);
+        // The one-member repetitions also run the BullMQ peer (about a third of their time).
+        const budget = ctx.budget(ctx.quick ? 8 : one ? 75 : 40);
         await repeat(ctx, S, `${members}-member`, budget, async (rep) => {
           const byCall = await sequentialLatency(api, n, undefined, calls);
           for (const [h, samples] of byCall) {
