@@ -4,12 +4,18 @@
  * stderr) and writes BENCHMARKS.md from what it measured.
  *
  *   npm run bench -- [--only throughput,latency,...] [--reps N] [--quick] [--out FILE]
+ *
+ * The throughput and latency scenarios also measure a peer, BullMQ on a
+ * private redis-server (scripts/bench/setup-peer.sh installs Debian's
+ * redis-server; LOOM_REDIS_BIN names another binary); without Redis those
+ * figures are reported as not measured.
  */
 import * as fs from 'fs';
 import * as path from 'path';
 import { Budget } from './budget';
 import { killAllClustersNow, setDefaultStopGrace } from './cluster';
 import { BenchContext, Scenario } from './context';
+import { killAllPeersNow } from './peer/redis';
 import { errorLine, Figure, FigureLine, toLine } from './figures';
 import { machineInfo, renderReport } from './report';
 import { confinement } from './scenarios/confinement';
@@ -90,14 +96,16 @@ async function main(): Promise<number> {
     return 2;
   }
   const onSignal = (sig: NodeJS.Signals) => {
-    process.stderr.write(`bench: ${sig}: killing the clusters started by this run\n`);
+    process.stderr.write(`bench: ${sig}: killing the clusters and peer processes started by this run\n`);
     killAllClustersNow();
+    killAllPeersNow();
     process.exit(130);
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
   process.on('exit', (code) => {
     killAllClustersNow();
+    killAllPeersNow();
     // main() settles through process.exit; getting here otherwise means the
     // event loop ran dry while a scenario still awaited something.
     if (!settled && code === 0) {
@@ -161,6 +169,7 @@ main().then(
     settled = true;
     process.stderr.write(`bench: ${(err as Error).stack ?? err}\n`);
     killAllClustersNow();
+    killAllPeersNow();
     process.exit(1);
   },
 );

@@ -5,6 +5,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { FigureLine } from './figures';
 import { etcdVersion } from './etcd-probe';
+import { BULLMQ_VERSION } from './peer/bullmq';
+import { redisVersion } from './peer/redis';
 
 export interface MachineInfo {
   cpu: string;
@@ -14,6 +16,8 @@ export interface MachineInfo {
   os: string;
   node: string;
   etcd: string;
+  /** The peer the bench compares loom with (BullMQ and Redis versions). */
+  peer: string;
   loadAvg: string;
   commit: string;
 }
@@ -43,6 +47,7 @@ export function machineInfo(): MachineInfo {
     os: osName,
     node: process.version,
     etcd: etcdVersion(),
+    peer: `BullMQ ${BULLMQ_VERSION}, redis-server ${redisVersion().version ?? '(not installed)'}`,
     loadAvg: os.loadavg().map((x) => x.toFixed(2)).join(' '),
     commit,
   };
@@ -84,6 +89,36 @@ function cell(s: string): string {
   return s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 }
 
+/**
+ * Figures whose JSON line has `side: {row, col}` (set through Figure.extra)
+ * also go into a table of medians, rows × columns: loom beside its peer.
+ */
+export interface SideBySide {
+  row: string;
+  col: string;
+  /** Where the row goes (ascending; rows without come after, in the order first seen). */
+  rank?: number;
+}
+
+function sideBySide(lines: FigureLine[]): string[] {
+  const cells = lines.filter((l) => !l.error && l.side) as (FigureLine & { side: SideBySide })[];
+  if (cells.length === 0) return [];
+  const rank = (row: string) => Math.min(...cells.filter((l) => l.side.row === row).map((l) => l.side.rank ?? Infinity));
+  const rows = [...new Set(cells.map((l) => l.side.row))].sort((a, b) => rank(a) - rank(b));
+  const cols = [...new Set(cells.map((l) => l.side.col))];
+  const out = ['Side by side (medians over the repetitions; ratios are the median of the per-repetition ratios):', ''];
+  out.push(`| | ${cols.map(cell).join(' | ')} |`, `|---|${cols.map(() => '---').join('|')}|`);
+  for (const row of rows) {
+    const v = cols.map((col) => {
+      const l = cells.find((x) => x.side.row === row && x.side.col === col);
+      return l ? cell(value(l)) : '';
+    });
+    out.push(`| ${cell(row)} | ${v.join(' | ')} |`);
+  }
+  out.push('');
+  return out;
+}
+
 export function renderReport(r: ReportInput): string {
   const m = r.machine;
   const out: string[] = [];
@@ -111,6 +146,7 @@ export function renderReport(r: ReportInput): string {
   out.push(`| kernel | ${cell(m.kernel)} |`);
   out.push(`| Node.js | ${m.node} |`);
   out.push(`| etcd | ${cell(m.etcd)} |`);
+  out.push(`| peer | ${cell(m.peer)} |`);
   out.push(`| load average at start (1/5/15 min) | ${m.loadAvg} |`);
   out.push('');
 
@@ -141,6 +177,7 @@ export function renderReport(r: ReportInput): string {
       );
     }
     out.push('');
+    out.push(...sideBySide(lines));
   }
   out.push('## Raw output', '', 'The JSON lines the run printed, one per figure:', '', '```');
   for (const l of r.lines) out.push(JSON.stringify(l));
