@@ -238,6 +238,7 @@ async function removeGroup(dir: string, giveUpMs: number): Promise<boolean> {
 /** Kills every process of the groups: cgroup.kill where the kernel has it, else each pid (twice: a fork may race the first pass). */
 async function killGroups(dirs: readonly string[]): Promise<void> {
   for (const dir of dirs) {
+    if (procs(dir).length === 0) continue; // the usual case: nothing left behind
     if (exists(path.join(dir, 'cgroup.kill'))) {
       try {
         write(path.join(dir, 'cgroup.kill'), '1');
@@ -256,6 +257,8 @@ async function killGroups(dirs: readonly string[]): Promise<void> {
  * thaws it so the kills are delivered. Gives up freezing after FREEZE_WAIT_MS and kills anyway.
  */
 async function freezeAndKill(dir: string): Promise<void> {
+  // Most tasks leave nothing behind: no freezing for an empty group.
+  if (procs(dir).length === 0) return;
   const state = path.join(dir, 'freezer.state');
   try {
     write(state, 'FROZEN');
