@@ -1,10 +1,8 @@
 /**
- * Container tasks through a real node and a real Docker engine (started by
- * scripts/docker-up.sh; skipped, with the reason printed, only where dockerd
- * cannot start). The engine coming and going is played by a unix socket
+ * Container tasks through a real node and a real Docker engine (the shared
+ * one of test/support/docker.ts). The engine coming and going is played by a unix socket
  * proxy in front of the real engine's socket.
  */
-import { spawnSync } from 'child_process';
 import * as fs from 'fs';
 import * as net from 'net';
 import * as os from 'os';
@@ -15,21 +13,16 @@ import { rejectionOf } from '../support/errors';
 import { uniqueRoot, waitFor } from '../support/etcd';
 import { collectLogs, spec, startNode, stopNode, TestNode } from '../support/nodes';
 import { cli } from '../support/cluster';
+import { DOCKER_SOCK, TEST_IMAGE, describeWithDocker } from '../support/docker';
 
 jest.setTimeout(120_000);
-const ROOT = path.resolve(__dirname, '../../..');
-const SOCK = process.env.LOOM_DOCKER_SOCK || '/tmp/loom-docker/docker.sock';
-const IMAGE = 'loom-busybox:latest';
+const SOCK = DOCKER_SOCK;
+const IMAGE = TEST_IMAGE;
 
-const wasUp = spawnSync(process.execPath, ['-e', `require('http').get({socketPath:${JSON.stringify(SOCK)},path:'/_ping'},r=>process.exit(r.statusCode===200?0:1)).on('error',()=>process.exit(1))`]).status === 0;
-const up = spawnSync('bash', [path.join(ROOT, 'scripts/docker-up.sh')], { env: { ...process.env, LOOM_DOCKER_SOCK: SOCK }, encoding: 'utf8', timeout: 300_000 });
-const available = up.status === 0;
-if (!available) console.warn(`container task tests skipped: ${(up.stdout + up.stderr).trim().split('\n').slice(-3).join(' | ')}`);
-const d = available ? describe : describe.skip;
+const d = describeWithDocker('container task tests');
 const afterAllDocker: (() => Promise<void>)[] = [];
 afterAll(async () => {
   for (const fn of afterAllDocker) await fn();
-  if (!wasUp) spawnSync('bash', [path.join(ROOT, 'scripts/docker-down.sh')]);
 });
 
 /** A unix socket that forwards to the engine's while open: an engine that can come and go. */
@@ -178,7 +171,12 @@ d('a Docker engine that comes and goes', () => {
     const seen = n.logs.length;
     const [again] = await n.api.submit([spec(['sh', '-c', 'echo never'], { container })]);
     await waitFor(async () => (await n.api.get(again)).history.length >= 1, { what: 'the next hand-back' });
-    const after = n.logs.slice(seen).join('\n');
+    // Up to its first hand-back only: on a busy machine the poll above can see a
+    // second one (the hold after one failure is 0 s), which rightly says "2 in a row".
+    const lines = n.logs.slice(seen);
+    const first = lines.findIndex((l) => l.includes(`task ${again}:`));
+    expect(first).toBeGreaterThanOrEqual(0);
+    const after = lines.slice(0, first + 1).join('\n');
     expect(after).toMatch(/docker engine unavailable on node flaky/);
     expect(after).not.toMatch(/failed in a row/); // a first failure again: no hold
     await n.api.cancel(again);

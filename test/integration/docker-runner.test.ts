@@ -1,9 +1,8 @@
 /**
  * DockerRunner against a real Docker engine: the private one
  * scripts/docker-up.sh starts (socket $LOOM_DOCKER_SOCK, default
- * /tmp/loom-docker/docker.sock) with the offline test image loom-busybox.
- * When docker-up.sh exits 3 (no docker here: cannot install, dockerd cannot
- * start, ...) every engine test is skipped and the reason printed once.
+ * /tmp/loom-docker/docker.sock) with the offline test image loom-busybox
+ * (see test/support/docker.ts for when the engine tests skip or fail).
  */
 import { spawnSync } from 'child_process';
 import * as fs from 'fs';
@@ -17,81 +16,13 @@ import { ContainerRequest, DockerRunner, LABEL_NODE, LABEL_TASK } from '../../sr
 import { Reaper } from '../../src/runner/reaper';
 import { RunHandle } from '../../src/runner/types';
 import { ContainerPolicy } from '../../src/core/container-policy';
+import { DOCKER_SOCK, TEST_IMAGE, describeWithDocker } from '../support/docker';
 
-const SOCK = process.env.LOOM_DOCKER_SOCK || '/tmp/loom-docker/docker.sock';
-const IMAGE = 'loom-busybox:latest';
+const SOCK = DOCKER_SOCK;
+const IMAGE = TEST_IMAGE;
 const NODE = `test-node-${process.pid}`;
 
-/** The repo root, from src (ts-jest) or dist/test/integration (compiled). */
-function repoRoot(): string {
-  for (let dir = __dirname; dir !== path.dirname(dir); dir = path.dirname(dir)) {
-    if (fs.existsSync(path.join(dir, 'scripts', 'docker-up.sh'))) return dir;
-  }
-  return process.cwd();
-}
-
-/**
- * 0: an engine answers on SOCK and has the test image; 1: it answers, no
- * image; 2: no engine. (Synchronous: it decides describe vs describe.skip.)
- */
-function probeEngine(): number {
-  const probe = `
-    const http = require('http');
-    const get = (p) => new Promise((res) => {
-      const r = http.get({ socketPath: ${JSON.stringify(SOCK)}, path: p, timeout: 3000 }, (m) => { m.resume(); res(m.statusCode); });
-      r.on('error', () => res(0)); r.on('timeout', () => { r.destroy(); res(0); });
-    });
-    (async () => {
-      if ((await get('/_ping')) !== 200) process.exit(2);
-      process.exit((await get('/images/${IMAGE}/json')) === 200 ? 0 : 1);
-    })();`;
-  return spawnSync(process.execPath, ['-e', probe], { timeout: 10_000 }).status ?? 2;
-}
-
-interface Availability {
-  available: boolean;
-  /** Why the engine tests are skipped (exit 3), or why docker-up.sh broke (other exits). */
-  reason?: string;
-  broken?: boolean;
-  /** docker-up.sh started the engine for this file: stop it afterwards. */
-  startedHere?: boolean;
-}
-
-function bringUpDocker(): Availability {
-  const before = probeEngine();
-  if (before === 0) return { available: true };
-  const script = path.join(repoRoot(), 'scripts', 'docker-up.sh');
-  const r = spawnSync('bash', [script], {
-    env: { ...process.env, LOOM_DOCKER_SOCK: SOCK },
-    stdio: ['ignore', 'pipe', 'pipe'],
-    encoding: 'utf8',
-    timeout: 600_000, // a fresh machine installs docker.io first
-  });
-  const output = `${r.stdout ?? ''}${r.stderr ?? ''}`.trim();
-  if (r.status === 0) return { available: true, startedHere: before === 2 };
-  if (r.status === 3) {
-    const lines = (r.stderr ?? '').trim().split('\n');
-    return { available: false, reason: lines[lines.length - 1] || 'docker-up.sh exited 3' };
-  }
-  return {
-    available: false,
-    broken: true,
-    reason: `scripts/docker-up.sh failed (exit ${r.status ?? r.signal ?? r.error?.message}):\n${output}`,
-  };
-}
-
-const availability = bringUpDocker();
-if (!availability.available) {
-  console.warn(`docker-runner tests skipped: ${availability.reason}`);
-}
-const d = availability.available ? describe : describe.skip;
-
-if (availability.broken) {
-  // Not "no docker here" but a broken script: that must not pass as a skip.
-  test('scripts/docker-up.sh works', () => {
-    throw new Error(availability.reason);
-  });
-}
+const d = describeWithDocker('docker-runner tests');
 
 const dirs: string[] = [];
 function tempDir(label: string): string {
@@ -144,14 +75,6 @@ function firstOutput(h: RunHandle): Promise<void> {
 
 afterAll(() => {
   for (const dir of dirs.splice(0)) fs.rmSync(dir, { recursive: true, force: true });
-  if (availability.startedHere) {
-    // The engine's data (the imported image) stays for the next run.
-    spawnSync('bash', [path.join(repoRoot(), 'scripts', 'docker-down.sh')], {
-      env: { ...process.env, LOOM_DOCKER_SOCK: SOCK },
-      stdio: 'ignore',
-      timeout: 60_000,
-    });
-  }
 });
 
 describe('DockerRunner without an engine', () => {

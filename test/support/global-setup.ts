@@ -3,6 +3,7 @@
  * for all their tests (private data dir, free ports on 127.0.0.1), records it
  * in TEST_ETCD_FILE and in $LOOM_TEST_ETCD (which the test workers inherit).
  * When LOOM_TEST_ETCD is already set, uses that etcd and starts nothing.
+ * Also notes whether the test Docker engine was up (see support/docker.ts).
  */
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -16,6 +17,7 @@ import {
   processAlive,
   readTestEtcdFile,
 } from './etcd';
+import { dockerWasUpBeforeRun } from './docker';
 
 /** What teardown needs; globals set here are visible to globalTeardown. */
 export interface TestEtcdState {
@@ -97,7 +99,16 @@ async function startTestEtcd(): Promise<TestEtcdState> {
   throw lastError;
 }
 
+const DOCKER_KEY = '__loomDockerWasUp';
+
+/** Was the test Docker engine up before this run (undefined: not asked)? */
+export function dockerWasUp(): boolean | undefined {
+  return (globalThis as Record<string, unknown>)[DOCKER_KEY] as boolean | undefined;
+}
+
 export default async function globalSetup(): Promise<void> {
+  // Test files start the shared engine on demand and never stop it; teardown does.
+  if (dockerWasUp() === undefined) (globalThis as Record<string, unknown>)[DOCKER_KEY] = dockerWasUpBeforeRun();
   const given = process.env[TEST_ETCD_ENV];
   if (given) {
     process.stderr.write(`\ntest etcd: using ${TEST_ETCD_ENV}=${given}\n`);

@@ -1,7 +1,8 @@
-/** jest globalTeardown: stops the etcd global-setup started, by its PID, and removes its data. */
+/** jest globalTeardown: stops the etcd global-setup started, by its PID, and removes its data; stops the test Docker engine if this run started it. */
 import * as fs from 'node:fs';
 import { TEST_ETCD_ENV, TEST_ETCD_FILE, processAlive, readTestEtcdFile } from './etcd';
-import { isOurDataDir, testEtcdState } from './global-setup';
+import { dockerWasUp, isOurDataDir, testEtcdState } from './global-setup';
+import { stopDockerIfStarted } from './docker';
 
 async function killByPid(pid: number, graceMs: number): Promise<void> {
   const deadline = Date.now() + graceMs;
@@ -23,6 +24,11 @@ async function killByPid(pid: number, graceMs: number): Promise<void> {
 }
 
 export default async function globalTeardown(): Promise<void> {
+  const docker = dockerWasUp();
+  if (docker !== undefined) {
+    stopDockerIfStarted(docker);
+    (globalThis as Record<string, unknown>).__loomDockerWasUp = true; // once per run
+  }
   const state = testEtcdState();
   const recorded = readTestEtcdFile();
   const info = state?.info ?? (recorded?.ownerPid === process.pid ? recorded : undefined);
