@@ -25,7 +25,7 @@ import * as path from 'path';
 import yargs from 'yargs';
 import { validateIdentityName, validateNodeName } from '../core/config';
 import { invalid, LoomError, toLoomError } from '../core/errors';
-import { ETCD_ALLOWED_HOSTNAME } from '../store/embedded-etcd';
+import { ETCD_ALLOWED_HOSTNAME } from '../etcd/embedded';
 import { numberFlag } from './flags';
 
 export const CA_CERT = 'ca.crt';

@@ -17,7 +17,7 @@ import {
   DrainRequest, DrainResponse, CancelQueuedRequest, NodeInfo, CancelQueuedResponse, RunRequest, RunEvent, TaskSpec,
   MembersResponse, RemoveMemberRequest, RemoveMemberResponse,
 } from '../gen/loom';
-import type { EtcdMembers } from '../store/etcd-members';
+import type { EtcdMembers } from '../etcd/members';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
 import { LIMITS, validateBatch } from '../core/spec';
@@ -28,8 +28,8 @@ import type { TlsMaterial } from '../client/tls';
 import { explainUnplaceable } from '../core/fit';
 import { submitRefusal } from '../core/container-policy';
 import { UrgencyPolicy, urgentRefusal } from '../core/urgency';
-import { nextChange } from '../store/key-watch';
-import { Kv, withAbort } from '../store/etcd';
+import { nextChange } from '../etcd/key-watch';
+import { Kv, withAbort } from '../etcd/client';
 import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';

@@ -23,7 +23,7 @@ export interface NodeMetricsSnapshot {
   /** Per etcd endpoint, what its last probe found (undefined: answers); empty with one endpoint (not probed). */
   etcdMembers: Record<string, string | undefined>;
   memory: { rss: number; heapUsed: number };
-  /** etcd's space as this node's last look found it (store/storage.ts); unset: not looked yet. */
+  /** etcd's space as this node's last look found it (etcd/space.ts); unset: not looked yet. */
   etcdSpace?: { quotaBytes: number; nospace: boolean; members: { endpoint: string; dbSize: number }[] };
 }
 

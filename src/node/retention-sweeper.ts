@@ -6,7 +6,7 @@
 import { promises as fs } from 'fs';
 import * as path from 'path';
 import { preferredNode } from '../core/steal-policy';
-import { Kv } from '../store/etcd';
+import { Kv } from '../etcd/client';
 import { Keys } from '../store/keys';
 import { sweepFinished } from '../store/retention';
 

@@ -7,7 +7,7 @@
  * node whose directory is empty still maintains rather than wait for a peer.
  */
 import { preferredNode } from '../core/steal-policy';
-import { StorageWatch } from '../store/storage';
+import { StorageWatch } from '../etcd/space';
 
 export interface StorageKeeperDeps {
   watch: StorageWatch;

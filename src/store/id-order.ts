@@ -14,8 +14,8 @@
  * a task.
  */
 import { isTimeBucket, nextTimeBucket, timeBucketOf } from '../core/ids';
-import { b, IKeyValue, Kv } from './etcd';
-import { Keys, prefixEnd } from './keys';
+import { b, IKeyValue, Kv, prefixEnd } from '../etcd/client';
+import { Keys } from './keys';
 
 /** Markers read per request. */
 const MARKER_BATCH = 512;

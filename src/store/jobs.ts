@@ -22,9 +22,9 @@ import { Job, JobCounts, JobSpec, JobState, Task, TaskState } from '../gen/loom'
 import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { expandTask } from '../core/job-spec';
-import { b, del, ifLease, ifMissing, ifModRevision, Kv, put } from './etcd';
+import { b, del, ifLease, ifMissing, ifModRevision, Kv, put, prefixEnd } from '../etcd/client';
 import { decodeTask } from './codec';
-import { isTaskId, jobTaskId, jobTaskIdRange, Keys, prefixEnd } from './keys';
+import { isTaskId, jobTaskId, jobTaskIdRange, Keys } from './keys';
 import { TaskTransitions } from './transitions';
 
 const FINISHED = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);

@@ -287,15 +287,3 @@ export { jobTaskId, jobTaskIdRange } from '../core/ids';
 function strip(key: string, prefix: string): string | undefined {
   return key.startsWith(prefix) ? key.slice(prefix.length) : undefined;
 }
-
-/** The smallest key greater than every key with this prefix (etcd range end). */
-export function prefixEnd(prefix: string): string {
-  const buf = Buffer.from(prefix);
-  for (let i = buf.length - 1; i >= 0; i--) {
-    if (buf[i] < 0xff) {
-      buf[i] += 1;
-      return buf.subarray(0, i + 1).toString('latin1');
-    }
-  }
-  return '\0';
-}

@@ -1,18 +1,18 @@
 /**
  * One etcd client per member, for the lease keeper: its keepalive rounds go
  * to two chosen members at once and its heartbeats to the member that
- * answered last (lease-keeper.ts), which a client that picks a member at
+ * answered last (etcd/lease-keeper.ts), which a client that picks a member at
  * random for each request cannot do.
  *
- * The member list is EndpointHealth's (endpoint-sync.ts keeps it current), so
+ * The member list is EndpointHealth's (etcd/endpoint-sync.ts keeps it current), so
  * these clients follow the membership like the node's others; a client of a
  * member that left is closed the next time the list is read. Each has a
  * connection of its own and the heartbeat's short deadline.
  */
 import type { Etcd3 } from 'etcd3';
-import { EndpointHealth } from './endpoint-health';
-import { Kv } from './etcd';
-import { KeepAliveStream } from './lease-keeper';
+import { EndpointHealth } from '../etcd/endpoint-health';
+import { Kv } from '../etcd/client';
+import { KeepAliveStream } from '../etcd/lease-keeper';
 import { MemberLinks, openKeepAlive } from './membership';
 
 export interface MemberClientsOptions {

@@ -21,7 +21,7 @@
  * requeued TTL after its last heartbeat, whatever etcd's leader did.
  *
  * How keepalives and heartbeats reach etcd (two members per round, streams
- * no stuck keepalive blocks) is lease-keeper.ts.
+ * no stuck keepalive blocks) is etcd/lease-keeper.ts.
  *
  * An Incarnation exposes an AbortSignal: it fires on fence, on lease loss
  * reported by etcd, or on leave(). Everything the node does under that
@@ -31,11 +31,11 @@ import { promises as fs } from 'fs';
 import { NodeInfo } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { encodeNode } from './codec';
-import { del, IKeyValue, ifLease, ifModRevision, Kv, put, rangeOp } from './etcd';
+import { del, IKeyValue, ifLease, ifModRevision, Kv, put, rangeOp } from '../etcd/client';
 import { Keys } from './keys';
-import { KeepAliveStream, KeepaliveLinks, LeaseKeeper } from './lease-keeper';
+import { KeepAliveStream, KeepaliveLinks, LeaseKeeper } from '../etcd/lease-keeper';
 
-export { staleAfterMs } from './lease-keeper';
+export { staleAfterMs } from '../etcd/lease-keeper';
 
 /** Per-member clients for keepalive streams and heartbeats (member-clients.ts). */
 export interface MemberLinks extends KeepaliveLinks {
@@ -79,7 +79,7 @@ export class Membership {
    *   just died times out in time for the next one to try another member, and
    *   its failure cannot reset the connection the keepalive stream uses.
    * @param links per-member clients: keepalive rounds go to two members at
-   *   once and heartbeats to the member that answered last (lease-keeper.ts).
+   *   once and heartbeats to the member that answered last (etcd/lease-keeper.ts).
    *   Without it, streams and heartbeats go to whatever member kv/beatKv pick.
    */
   constructor(

@@ -5,9 +5,9 @@
  */
 import { NodeControl } from '../gen/loom';
 import { LoomError } from '../core/errors';
-import { b, del, Kv, put } from './etcd';
+import { b, del, Kv, put } from '../etcd/client';
 import { Keys } from './keys';
-import { PrefixWatch } from './prefix-watch';
+import { PrefixWatch } from '../etcd/prefix-watch';
 
 export async function setNodeControl(kv: Kv, keys: Keys, node: string, control: NodeControl): Promise<void> {
   const op = control.drain ? put(keys.control(node), Buffer.from(NodeControl.encode(control).finish())) : del(keys.control(node));

@@ -4,9 +4,9 @@
  */
 import { NodeInfo } from '../gen/loom';
 import { decodeNode } from './codec';
-import { Kv } from './etcd';
+import { Kv } from '../etcd/client';
 import { Keys } from './keys';
-import { PrefixWatch } from './prefix-watch';
+import { PrefixWatch } from '../etcd/prefix-watch';
 
 /** A node key's revision and the local time (Date.now) it was first seen. */
 export interface Sighting {

@@ -3,8 +3,8 @@ import { LogTail, NodeInfo, Task, TaskState } from '../gen/loom';
 import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { decodeNode, decodeTail, decodeTask } from './codec';
-import { b, IKeyValue, Kv, rangeOp, withAbort } from './etcd';
-import { checkTaskId, Keys, prefixEnd } from './keys';
+import { b, IKeyValue, Kv, rangeOp, withAbort, prefixEnd } from '../etcd/client';
+import { checkTaskId, Keys } from './keys';
 import { recordsInIdOrder } from './id-order';
 import { HeldTask, QueuedEntry } from './transitions';
 

@@ -6,9 +6,9 @@
  * (`more` is set), and the window is re-listed when it runs dry.
  */
 import { IKeyValue } from 'etcd3';
-import { Kv } from './etcd';
+import { Kv } from '../etcd/client';
 import { Keys } from './keys';
-import { PrefixWatch } from './prefix-watch';
+import { PrefixWatch } from '../etcd/prefix-watch';
 import { queuedEntryOf } from './queries';
 import { QueuedEntry } from './transitions';
 

@@ -9,8 +9,8 @@
  */
 import { Job, JobState } from '../gen/loom';
 import { decodeTask } from './codec';
-import { b, del, ifModRevision, Kv, rangeOp } from './etcd';
-import { jobTaskIdRange, Keys, pad, prefixEnd, TERMINAL_KEY_STATES } from './keys';
+import { b, del, ifModRevision, Kv, rangeOp, prefixEnd } from '../etcd/client';
+import { jobTaskIdRange, Keys, pad, TERMINAL_KEY_STATES } from './keys';
 import { isTimeBucket, nextTimeBucket, timeBucketAt, timeBucketOf } from '../core/ids';
 
 const PAGE = 100;

@@ -18,10 +18,8 @@ import { LoomError } from '../core/errors';
 import { isTerminal, lostTooOften, lostTooOftenReason, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import type { ITxnRequest } from 'etcd3';
-import {
-  Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put,
-} from './etcd';
-import { Keys, prefixEnd } from './keys';
+import { Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put, prefixEnd } from '../etcd/client';
+import { Keys } from './keys';
 import { forEachLimited } from '../core/limited';
 import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';

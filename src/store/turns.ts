@@ -19,7 +19,7 @@
 import { Task } from '../gen/loom';
 import { LoomError } from '../core/errors';
 import { firstRound, formatTurn, lastTurnMatters, parseTurn, ROUND_MAX } from '../core/turns';
-import { b, IRequestOp, Kv, ifModRevision, put } from './etcd';
+import { b, IRequestOp, Kv, ifModRevision, put } from '../etcd/client';
 import { Keys } from './keys';
 import { KeyedQueue, retryPause } from '../core/keyed-queue';
 

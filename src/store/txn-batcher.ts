@@ -6,7 +6,7 @@
  * While a batch is in flight, new ones wait and go together in the next.
  */
 import { ITxnRequest } from 'etcd3';
-import { Kv, nested } from './etcd';
+import { Kv, nested } from '../etcd/client';
 import { MAX_TXN_BYTES, opBytes } from './txn-size';
 
 /** Nested transactions per etcd transaction (within etcd's default 128 ops). */

@@ -10,7 +10,7 @@ import { validateSpec } from '../../src/core/spec';
 import { ApiServer } from '../../src/node/api-server';
 import { testEtcdMembers } from '../support/members';
 import { LogService } from '../../src/node/logs';
-import { connectEtcd, Kv } from '../../src/store/etcd';
+import { connectEtcd, Kv } from '../../src/etcd/client';
 import { JobStore } from '../../src/store/jobs';
 import { Keys } from '../../src/store/keys';
 import { TaskQueries } from '../../src/store/queries';

@@ -7,7 +7,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { EmbeddedEtcd, EmbeddedEtcdOptions, resolveEtcdBinary } from '../../src/store/embedded-etcd';
+import { EmbeddedEtcd, EmbeddedEtcdOptions, resolveEtcdBinary } from '../../src/etcd/embedded';
 import { freePort, processAlive, testEtcdEndpoint, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
 import { rejectionOf } from '../support/errors';

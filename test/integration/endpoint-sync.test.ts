@@ -1,6 +1,6 @@
 /**
  * A running node follows the etcd cluster's membership: members that join
- * later receive its requests, removed ones are dropped (src/store/endpoint-sync.ts).
+ * later receive its requests, removed ones are dropped (src/etcd/endpoint-sync.ts).
  * Real nodes, each embedding its etcd member.
  */
 import * as fs from 'node:fs';
@@ -9,9 +9,9 @@ import * as path from 'node:path';
 import { defaultNodeConfig, NodeConfig } from '../../src/core/config';
 import { Etcd3 } from 'etcd3';
 import { LoomNode } from '../../src/node/node';
-import { EmbeddedEtcd } from '../../src/store/embedded-etcd';
-import { connectEtcd } from '../../src/store/etcd';
-import { EndpointHealth } from '../../src/store/endpoint-health';
+import { EmbeddedEtcd } from '../../src/etcd/embedded';
+import { connectEtcd } from '../../src/etcd/client';
+import { EndpointHealth } from '../../src/etcd/endpoint-health';
 import { LoomApi } from '../../src/client/client';
 import { TaskState } from '../../src/gen/loom';
 import { freePort, testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';

@@ -6,8 +6,8 @@
  * that stall on demand.
  */
 import { Etcd3 } from 'etcd3';
-import { connectEtcd, KEEPALIVE_EMBEDDED_MS } from '../../src/store/etcd';
-import { EndpointHealth } from '../../src/store/endpoint-health';
+import { connectEtcd, KEEPALIVE_EMBEDDED_MS } from '../../src/etcd/client';
+import { EndpointHealth } from '../../src/etcd/endpoint-health';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
 

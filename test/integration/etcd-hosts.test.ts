@@ -1,12 +1,12 @@
 /**
- * Changing a running etcd3 client's members (src/store/etcd-hosts.ts) and the
+ * Changing a running etcd3 client's members (src/etcd/hosts.ts) and the
  * probes that follow them, against the real test etcd: a proxy gives the same
  * member a second address, so a client can be moved from one to the other.
  */
 import { Etcd3 } from 'etcd3';
-import { connectEtcd } from '../../src/store/etcd';
-import { EndpointHealth } from '../../src/store/endpoint-health';
-import { clientEndpoints, setClientHosts } from '../../src/store/etcd-hosts';
+import { connectEtcd } from '../../src/etcd/client';
+import { EndpointHealth } from '../../src/etcd/endpoint-health';
+import { clientEndpoints, setClientHosts } from '../../src/etcd/hosts';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';
 import { thrownBy } from '../support/errors';

@@ -5,9 +5,9 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { connectEtcd } from '../../src/store/etcd';
-import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/store/embedded-etcd';
-import { EtcdMembers, probeWith } from '../../src/store/etcd-members';
+import { connectEtcd } from '../../src/etcd/client';
+import { EmbeddedEtcd, EmbeddedEtcdOptions } from '../../src/etcd/embedded';
+import { EtcdMembers, probeWith } from '../../src/etcd/members';
 import { freePort } from '../support/etcd';
 import { rejectionOf } from '../support/errors';
 

@@ -5,7 +5,7 @@
 import { Etcd3 } from 'etcd3';
 import { JobSpec, JobState, Task } from '../../src/gen/loom';
 import { JobStore } from '../../src/store/jobs';
-import { connectEtcd, Kv } from '../../src/store/etcd';
+import { connectEtcd, Kv } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
 import { TaskTransitions } from '../../src/store/transitions';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';

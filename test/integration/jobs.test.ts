@@ -2,7 +2,7 @@
 import { JobSpec, JobState, TaskState } from '../../src/gen/loom';
 import { parseJobFile, submitOrder } from '../../src/core/job-spec';
 import { JobStore } from '../../src/store/jobs';
-import { connectEtcd, Kv } from '../../src/store/etcd';
+import { connectEtcd, Kv } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
 import { TaskTransitions } from '../../src/store/transitions';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';

@@ -5,9 +5,9 @@
  * answers, on a stream no stuck keepalive blocks.
  */
 import { Etcd3 } from 'etcd3';
-import { connectEtcd, Kv } from '../../src/store/etcd';
-import { EndpointHealth } from '../../src/store/endpoint-health';
-import { LeaseKeeper } from '../../src/store/lease-keeper';
+import { connectEtcd, Kv } from '../../src/etcd/client';
+import { EndpointHealth } from '../../src/etcd/endpoint-health';
+import { LeaseKeeper } from '../../src/etcd/lease-keeper';
 import { MemberClients } from '../../src/store/member-clients';
 import { testEtcdEndpoint, waitFor } from '../support/etcd';
 import { TcpProxy } from '../support/tcp-proxy';

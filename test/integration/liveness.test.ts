@@ -5,7 +5,7 @@
  */
 import { Etcd3 } from 'etcd3';
 import { NodeInfo } from '../../src/gen/loom';
-import { connectEtcd, Kv } from '../../src/store/etcd';
+import { connectEtcd, Kv } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
 import { Membership } from '../../src/store/membership';
 import { NodeDirectory } from '../../src/store/node-directory';

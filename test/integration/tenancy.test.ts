@@ -11,7 +11,7 @@ import { readTlsFiles, TlsFiles, TlsMaterial } from '../../src/client/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { NodeConfig } from '../../src/core/config';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
-import { connectEtcd, Kv, put } from '../../src/store/etcd';
+import { connectEtcd, Kv, put } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
 import { encodeTask } from '../../src/store/codec';
 import { TaskTransitions } from '../../src/store/transitions';

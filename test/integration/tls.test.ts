@@ -15,7 +15,7 @@ import { channelCredentials, readTlsFiles, TlsFiles, TlsMaterial } from '../../s
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { defaultNodeConfig } from '../../src/core/config';
 import { LoomNode } from '../../src/node/node';
-import { EmbeddedEtcd } from '../../src/store/embedded-etcd';
+import { EmbeddedEtcd } from '../../src/etcd/embedded';
 import { freePort, uniqueRoot, waitFor } from '../support/etcd';
 import { spec, startNode, stopNode, TestNode } from '../support/nodes';
 import { cli } from '../support/cluster';

@@ -1,8 +1,8 @@
 /** The store's transactions against a real etcd, each test under its own key root. */
 import { Etcd3 } from 'etcd3';
 import { NodeInfo, TaskState } from '../../src/gen/loom';
-import { connectEtcd, Kv } from '../../src/store/etcd';
-import { Keys, prefixEnd } from '../../src/store/keys';
+import { connectEtcd, Kv, prefixEnd } from '../../src/etcd/client';
+import { Keys } from '../../src/store/keys';
 import { nextTimeBucket, timeBucketAt, timeBucketOf } from '../../src/core/ids';
 import { TaskQueries } from '../../src/store/queries';
 import { QueueWindow } from '../../src/store/queue-window';

@@ -8,7 +8,7 @@
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { EmbeddedEtcd } from '../../src/store/embedded-etcd';
+import { EmbeddedEtcd } from '../../src/etcd/embedded';
 import {
   TEST_ETCD_ENV,
   TEST_ETCD_FILE,

@@ -3,8 +3,8 @@
  * tests: `loom members` lists it, and a removal is always refused (it
  * answers, and it is the only voter).
  */
-import { connectEtcd } from '../../src/store/etcd';
-import { EtcdMembers, probeWith } from '../../src/store/etcd-members';
+import { connectEtcd } from '../../src/etcd/client';
+import { EtcdMembers, probeWith } from '../../src/etcd/members';
 import { testEtcdEndpoint } from './etcd';
 
 export function testEtcdMembers(): { members: EtcdMembers; close: () => void } {

@@ -12,7 +12,7 @@ import { ApiServer } from '../../src/node/api-server';
 import { testEtcdMembers } from '../support/members';
 import { LogService } from '../../src/node/logs';
 import { loadNodeTls } from '../../src/node/tls';
-import { Kv } from '../../src/store/etcd';
+import { Kv } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
 import { TaskQueries } from '../../src/store/queries';
 import { TaskTransitions } from '../../src/store/transitions';

@@ -1,4 +1,4 @@
-import { diagnoseEtcdLog } from '../../src/store/etcd-log';
+import { diagnoseEtcdLog } from '../../src/etcd/log';
 import { uniqueRoot, waitFor } from '../support/etcd';
 
 const ctx = {

@@ -1,5 +1,5 @@
 /** Which URLs a node's etcd clients follow, from etcd's member list (pure). */
-import { givenAreMemberUrls, memberEndpoints } from '../../src/store/endpoint-sync';
+import { givenAreMemberUrls, memberEndpoints } from '../../src/etcd/endpoint-sync';
 
 const m = (ID: string, name: string, clientURLs: string[], isLearner = false) => ({ ID, name, clientURLs, isLearner });
 

@@ -1,4 +1,4 @@
-import { initialClusterAfterJoin, ListedMember, memberIdHex, planJoin, sameCluster } from '../../src/store/join-plan';
+import { initialClusterAfterJoin, ListedMember, memberIdHex, planJoin, sameCluster } from '../../src/etcd/join-plan';
 import { thrownBy } from '../support/errors';
 
 const url = (n: number) => `http://10.0.0.${n}:2380`;

@@ -1,6 +1,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { isTimeBucket, nextTimeBucket, timeBucketAt, timeBucketOf } from '../../src/core/ids';
-import { Keys, pad, prefixEnd, checkTaskId } from '../../src/store/keys';
+import { prefixEnd } from '../../src/etcd/client';
+import { Keys, pad, checkTaskId } from '../../src/store/keys';
 import { TaskState } from '../../src/gen/loom';
 
 describe('key schema', () => {

@@ -4,7 +4,7 @@
  * chaos tests, which cannot place an acknowledgement at an exact instant).
  */
 import { EventEmitter } from 'events';
-import { KeepaliveLinks, LeaseKeeper, roundMembers } from '../../src/store/lease-keeper';
+import { KeepaliveLinks, LeaseKeeper, roundMembers } from '../../src/etcd/lease-keeper';
 
 class ScriptedStream extends EventEmitter {
   writes = 0;

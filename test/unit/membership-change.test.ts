@@ -3,7 +3,7 @@
  * is sent again, a dropped proposal is looked up before it is sent again,
  * and anything else fails at once.
  */
-import { changeMembership, JoinOptions } from '../../src/store/member-join';
+import { changeMembership, JoinOptions } from '../../src/etcd/member-join';
 
 function opts(logged: string[]): JoinOptions {
   return { name: 'n4', peerUrl: 'http://10.0.0.4:2380', peerListen: 'http://10.0.0.4:2380', peerUrls: [], log: (m) => logged.push(m), tlsHostname: '' };

@@ -17,16 +17,17 @@ const SRC = path.resolve(__dirname, '../../../src');
 const MAY_IMPORT: Record<string, string[]> = {
   gen: [],
   core: ['gen'],
-  store: ['core', 'gen'],
+  etcd: ['core', 'gen'],
+  store: ['core', 'gen', 'etcd'],
   runner: ['core', 'gen'],
   client: ['core', 'gen'],
-  node: ['core', 'gen', 'store', 'runner'],
-  bin: ['core', 'gen', 'store', 'runner', 'node', 'client'],
+  node: ['core', 'gen', 'etcd', 'store', 'runner'],
+  bin: ['core', 'gen', 'etcd', 'store', 'runner', 'node', 'client'],
 };
 
 /** Third-party clients and the layers that may use them. */
 const PACKAGES: Record<string, string[]> = {
-  etcd3: ['store'],
+  etcd3: ['etcd', 'store'],
   dockerode: ['runner'],
   '@grpc/grpc-js': ['node', 'client', 'bin', 'gen'],
   yargs: ['client', 'bin'],
@@ -42,7 +43,7 @@ const KNOWN = new Set([
   'runner/cgroup.ts reads process.env',
   'runner/reaper-main.ts reads process.env',
   'runner/spawner.ts reads process.env',
-  'store/embedded-etcd.ts reads process.env',
+  'etcd/embedded.ts reads process.env',
 ]);
 
 function sources(dir: string): string[] {

@@ -7,7 +7,7 @@
  * `/metrics` as down until each node restarted. Every few seconds the member
  * list is read (etcd answers it from the member's own state: cheap) and, when
  * the voting members changed, every client and the health probes follow
- * (etcd-hosts.ts). etcd's own Go client does the same with AutoSyncInterval.
+ * (hosts.ts). etcd's own Go client does the same with AutoSyncInterval.
  *
  * Learners are left out: etcd refuses them every request loom sends. A member
  * added but not started yet has no client URL and is left out until it has
@@ -20,7 +20,7 @@
  */
 import type { Etcd3 } from 'etcd3';
 import { EndpointHealth } from './endpoint-health';
-import { clientEndpoints, setClientHosts } from './etcd-hosts';
+import { clientEndpoints, setClientHosts } from './hosts';
 
 /** What the sync needs of one member from etcd's member list. */
 export interface ListedMember {

@@ -12,7 +12,7 @@ import { Etcd3 } from 'etcd3';
 import { probeProblem } from '../core/connect-reason';
 import { LoomError } from '../core/errors';
 import type { EtcdMember } from '../gen/loom';
-import { etcdError } from './etcd';
+import { etcdError } from './client';
 import { memberIdHex } from './join-plan';
 
 /** How long one member's Status may take before it counts as not answering. */

@@ -5,8 +5,7 @@
  * It never silently stops: errors are retried with backoff until aborted.
  */
 import { Etcd3, IKeyValue, Watcher } from 'etcd3';
-import { b, Kv } from './etcd';
-import { prefixEnd } from './keys';
+import { b, Kv, prefixEnd } from './client';
 
 export interface PrefixHandlers {
   /** All keys under the prefix at `revision` (paged internally). */

@@ -1,7 +1,7 @@
 /**
  * What `loom node --join` does with the member list a running cluster gave,
  * and whether a member list fits the --peer flags a node was started with.
- * Pure: member-join.ts and embedded-etcd.ts do the talking to etcd.
+ * Pure: member-join.ts and embedded.ts do the talking to etcd.
  */
 import { LoomError, invalid } from '../core/errors';
 

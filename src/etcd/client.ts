@@ -43,7 +43,7 @@ export const KEEPALIVE_EMBEDDED_MS = 2000;
 /**
  * An error that means the request was not executed: it never left this
  * process (no connection, a skipped member, a member dropped from the
- * client's list just as the request picked it: etcd-hosts.ts closes its
+ * client's list just as the request picked it: hosts.ts closes its
  * Host), or a learner refused it before anything ran (a member whose
  * promotion it has not applied yet).
  */
@@ -244,6 +244,18 @@ export class Kv {
 // ---- builders for raw transaction pieces ----
 
 export const b = (key: string): Buffer => Buffer.from(key);
+
+/** The smallest key greater than every key with this prefix (etcd range end). */
+export function prefixEnd(prefix: string): string {
+  const buf = Buffer.from(prefix);
+  for (let i = buf.length - 1; i >= 0; i--) {
+    if (buf[i] < 0xff) {
+      buf[i] += 1;
+      return buf.subarray(0, i + 1).toString('latin1');
+    }
+  }
+  return '\0';
+}
 
 export const put = (key: string, value: Buffer | string, lease?: string): IRequestOp => ({
   request_put: { key: b(key), value: typeof value === 'string' ? b(value) : value, lease },

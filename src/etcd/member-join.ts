@@ -23,7 +23,7 @@
 import { noop } from 'cockatiel';
 import { Etcd3 } from 'etcd3';
 import { LoomError } from '../core/errors';
-import { httpRequest } from './etcd-http';
+import { httpRequest } from './http';
 import { initialClusterAfterJoin, ListedMember, memberIdHex, planJoin } from './join-plan';
 
 export interface JoinOptions {

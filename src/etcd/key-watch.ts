@@ -1,7 +1,7 @@
 /** Wait for the next change of one key after a known revision. */
 import { IKeyValue } from 'etcd3';
 import { LoomError } from '../core/errors';
-import { etcdError, Kv } from './etcd';
+import { etcdError, Kv } from './client';
 
 /**
  * Resolves with the key's next version after `afterRevision` (undefined if

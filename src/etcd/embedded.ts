@@ -8,7 +8,7 @@
  *
  * etcd's own output goes to <dataDir>/etcd.log (appended). When etcd dies
  * before it is healthy, or never becomes healthy, the error says why in one
- * line, read off the tail of that log (etcd-log.ts: port in use, data dir
+ * line, read off the tail of that log (log.ts: port in use, data dir
  * of another cluster, ...), and names the log.
  *
  * etcd ignores its --initial-cluster flags once its data dir exists, so a data
@@ -30,8 +30,8 @@ import { LoomError, invalid } from '../core/errors';
 import { validateNodeName } from '../core/config';
 import { checkBootstrap, joinCluster, promoteLearner } from './member-join';
 import { sameCluster } from './join-plan';
-import { HttpTls, httpRequest } from './etcd-http';
-import { diagnoseEtcdLog, lastErrorLine, oneLine, readLogLines } from './etcd-log';
+import { HttpTls, httpRequest } from './http';
+import { diagnoseEtcdLog, lastErrorLine, oneLine, readLogLines } from './log';
 
 /** SIGTERM → SIGKILL wait when stopping the member (see EmbeddedEtcd.stop). */
 const STOP_GRACE_MS = 2000;
