@@ -7,7 +7,7 @@
  * the process end on its own so piped output is never cut off.
  */
 import type * as CliModule from '../client/cli';
-import type * as ClientTlsModule from '../client/tls';
+import type * as ClientTlsModule from '../wire/tls';
 
 interface NodeCommandModule {
   main(argv: string[]): Promise<number>;
@@ -87,7 +87,7 @@ async function runClient(argv: string[]): Promise<void> {
   let code: number;
   try {
     // LOOM_TLS_CA/CERT/KEY: every LoomApi the CLI makes uses them (read on first use).
-    const tls = require('../client/tls') as typeof ClientTlsModule;
+    const tls = require('../wire/tls') as typeof ClientTlsModule;
     tls.setDefaultClientTls(tls.tlsFilesFromEnv(process.env));
     const cli = require('../client/cli') as typeof CliModule;
     code = await cli.runCli(argv, {

@@ -10,7 +10,7 @@ import { NodeInfo, Task } from '../gen/loom';
 import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
 import { followTask, reportQueued, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
-import { defaultClientTls } from './tls';
+import { defaultClientTls } from '../wire/tls';
 import { isLoopbackHost, parseHostPort } from '../core/config';
 import { formatMembersTable, formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
 

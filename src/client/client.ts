@@ -32,8 +32,8 @@ import {
   type Task,
   TaskSpec,
 } from '../gen/loom';
-import { cancelledError, fromGrpcError, LOOM_CODE_KEY } from './errors';
-import { channelCredentials, defaultClientTls, type TlsMaterial } from './tls';
+import { cancelledError, fromGrpcError, LOOM_CODE_KEY } from '../wire/grpc-errors';
+import { channelCredentials, defaultClientTls, type TlsMaterial } from '../wire/tls';
 
 export const DEFAULT_DEADLINE_MS = 10_000;
 

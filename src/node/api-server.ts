@@ -24,7 +24,7 @@ import { LIMITS, validateBatch } from '../core/spec';
 import { checkTaskId } from '../store/keys';
 import { setNodeControl } from '../store/node-control';
 import { validateNodeName } from '../core/config';
-import type { TlsMaterial } from '../client/tls';
+import type { TlsMaterial } from '../wire/tls';
 import { explainUnplaceable } from '../core/fit';
 import { submitRefusal } from '../core/container-policy';
 import { UrgencyPolicy, urgentRefusal } from '../core/urgency';

@@ -8,7 +8,8 @@
  * AdapterOptions.identify (src/node/tls.ts) — the only place it is derived.
  */
 import * as grpc from '@grpc/grpc-js';
-import { LoomError, toLoomError } from '../core/errors';
+import { LoomError } from '../core/errors';
+import { toServiceError } from '../wire/grpc-errors';
 import { Identity, LOCAL_IDENTITY } from './tls';
 
 export interface CallContext {
@@ -57,13 +58,6 @@ export function tolerantService<S extends grpc.ServiceDefinition>(service: S): S
 function request<Req>(req: Req | MalformedRequest): Req {
   if (req instanceof MalformedRequest) throw new LoomError('INVALID_ARGUMENT', `malformed request: ${req.reason.slice(0, 200)}`);
   return req;
-}
-
-export function toServiceError(err: unknown): Partial<grpc.ServiceError> {
-  const e = toLoomError(err);
-  const metadata = new grpc.Metadata();
-  metadata.set('loom-code', e.code);
-  return { code: e.grpcStatus, details: e.message, metadata, message: e.message };
 }
 
 /** An AbortSignal that fires when the client cancels or the call ends. */

@@ -25,7 +25,7 @@ import { Kv } from '../etcd/client';
 import { NodeDirectory } from '../store/node-directory';
 import { readFrames, STREAM_STDERR } from '../runner/log-file';
 import { Executor, legacyLogPathFor, logPathFor } from './executor';
-import { fromGrpcError } from '../client/errors';
+import { fromGrpcError } from '../wire/grpc-errors';
 
 export interface LogDeps {
   kv: Kv;

@@ -51,7 +51,7 @@ import { Requeuer } from './requeuer';
 import { Liveness } from './liveness';
 import { StealLoop } from './steal-loop';
 import { WriteLane } from './write-lane';
-import { channelCredentials, TlsMaterial } from '../client/tls';
+import { channelCredentials, TlsMaterial } from '../wire/tls';
 import { loadNodeTls } from './tls';
 
 export const VERSION = '0.1.0';

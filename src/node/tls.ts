@@ -22,7 +22,7 @@ import * as tls from 'tls';
 import * as grpc from '@grpc/grpc-js';
 import { TlsFiles, validateIdentityName } from '../core/config';
 import { LoomError } from '../core/errors';
-import { readTlsFiles, roleOf, TlsMaterial, type CertRole } from '../client/tls';
+import { readTlsFiles, roleOf, TlsMaterial, type CertRole } from '../wire/tls';
 
 /** Who is calling. Without TLS everyone is the same local user. */
 export interface Identity {

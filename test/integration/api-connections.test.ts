@@ -14,7 +14,7 @@ import * as grpc from '@grpc/grpc-js';
 import { LoomClient } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
 import { TcpProxy } from '../support/tcp-proxy';
-import { readTlsFiles } from '../../src/client/tls';
+import { readTlsFiles } from '../../src/wire/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { uuidAt } from '../support/ids';

@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { JobSpec, TaskSpec } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
-import { readTlsFiles, TlsFiles } from '../../src/client/tls';
+import { readTlsFiles, TlsFiles } from '../../src/wire/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { escapeControls, quoteArg } from '../../src/client/format';
 import { uniqueRoot } from '../support/etcd';

@@ -11,7 +11,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { LoomApi } from '../../src/client/client';
-import { readTlsFiles } from '../../src/client/tls';
+import { readTlsFiles } from '../../src/wire/tls';
 import { defaultNodeConfig } from '../../src/core/config';
 import { TaskState } from '../../src/gen/loom';
 import { LoomNode } from '../../src/node/node';

@@ -7,7 +7,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { JobSpec, TaskState } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
-import { readTlsFiles, TlsFiles, TlsMaterial } from '../../src/client/tls';
+import { readTlsFiles, TlsFiles, TlsMaterial } from '../../src/wire/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { NodeConfig } from '../../src/core/config';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';

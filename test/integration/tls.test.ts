@@ -11,7 +11,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Etcd3 } from 'etcd3';
 import { LogChunk, LoomClient, TaskState } from '../../src/gen/loom';
 import { LoomApi } from '../../src/client/client';
-import { channelCredentials, readTlsFiles, TlsFiles, TlsMaterial } from '../../src/client/tls';
+import { channelCredentials, readTlsFiles, TlsFiles, TlsMaterial } from '../../src/wire/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { defaultNodeConfig } from '../../src/core/config';
 import { LoomNode } from '../../src/node/node';

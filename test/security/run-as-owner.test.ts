@@ -8,7 +8,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { LoomApi } from '../../src/client/client';
-import { readTlsFiles, TlsFiles } from '../../src/client/tls';
+import { readTlsFiles, TlsFiles } from '../../src/wire/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { TaskState } from '../../src/gen/loom';
 import { findAccount } from '../../src/runner/confine';

@@ -19,7 +19,7 @@ import { TaskTransitions } from '../../src/store/transitions';
 import { JobStore } from '../../src/store/jobs';
 import { encodeTask } from '../../src/store/codec';
 import { LoomApi } from '../../src/client/client';
-import { readTlsFiles, TlsMaterial } from '../../src/client/tls';
+import { readTlsFiles, TlsMaterial } from '../../src/wire/tls';
 import { initCa, issueCert } from '../../src/bin/certs-command';
 import { fakeEtcd } from '../support/fake-etcd';
 

@@ -21,7 +21,7 @@ import { TaskTransitions } from '../../src/store/transitions';
 import { JobStore } from '../../src/store/jobs';
 import { decodeNode, decodeTail, decodeTask, encodeNode, encodeTask } from '../../src/store/codec';
 import { ERROR_CODES, isErrorCode, LoomError } from '../../src/core/errors';
-import { LOOM_CODE_KEY } from '../../src/client/errors';
+import { LOOM_CODE_KEY } from '../../src/wire/grpc-errors';
 import { LIMITS } from '../../src/core/spec';
 
 jest.setTimeout(120_000);

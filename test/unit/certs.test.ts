@@ -4,7 +4,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { initCa, issueCert, main, nodeSans } from '../../src/bin/certs-command';
-import { readTlsFiles, subjectFields } from '../../src/client/tls';
+import { readTlsFiles, subjectFields } from '../../src/wire/tls';
 import { loadNodeTls } from '../../src/node/tls';
 import { LoomError } from '../../src/core/errors';
 

@@ -17,27 +17,24 @@ const SRC = path.resolve(__dirname, '../../../src');
 const MAY_IMPORT: Record<string, string[]> = {
   gen: [],
   core: ['gen'],
+  wire: ['core', 'gen'],
   etcd: ['core', 'gen'],
   store: ['core', 'gen', 'etcd'],
   runner: ['core', 'gen'],
-  client: ['core', 'gen'],
-  node: ['core', 'gen', 'etcd', 'store', 'runner'],
-  bin: ['core', 'gen', 'etcd', 'store', 'runner', 'node', 'client'],
+  client: ['core', 'gen', 'wire'],
+  node: ['core', 'gen', 'wire', 'etcd', 'store', 'runner'],
+  bin: ['core', 'gen', 'wire', 'etcd', 'store', 'runner', 'node', 'client'],
 };
 
 /** Third-party clients and the layers that may use them. */
 const PACKAGES: Record<string, string[]> = {
   etcd3: ['etcd', 'store'],
   dockerode: ['runner'],
-  '@grpc/grpc-js': ['node', 'client', 'bin', 'gen'],
+  '@grpc/grpc-js': ['wire', 'node', 'client', 'bin', 'gen'],
   yargs: ['client', 'bin'],
 };
 
 const KNOWN = new Set([
-  'node/api-server.ts imports client',
-  'node/logs.ts imports client',
-  'node/node.ts imports client',
-  'node/tls.ts imports client',
   'node/node.ts uses etcd3',
   'node/executor.ts reads process.env',
   'runner/cgroup.ts reads process.env',

@@ -8,8 +8,8 @@ import {
   defaultNodeConfig, isLoopbackHost, LABEL_LIMITS, NodeConfig, parseLabel, plaintextExposure, validateNodeConfig,
 } from '../../src/core/config';
 import { parseNodeArgs } from '../../src/bin/node-command';
-import { checkNodeServer, tlsFilesFromEnv } from '../../src/client/tls';
-import { fromGrpcError } from '../../src/client/errors';
+import { checkNodeServer, tlsFilesFromEnv } from '../../src/wire/tls';
+import { fromGrpcError } from '../../src/wire/grpc-errors';
 import { identityOf } from '../../src/node/tls';
 import { LoomError } from '../../src/core/errors';
 

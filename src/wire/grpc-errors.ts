@@ -1,18 +1,27 @@
 /**
- * The client's one mapping from whatever a gRPC call throws to a LoomError.
+ * LoomErrors on the gRPC wire, both ways: a node sends every error as a
+ * ServiceError whose metadata carries `loom-code` (an ErrorCode) and whose
+ * details are the message to show (toServiceError); a client maps whatever a
+ * call throws back to a LoomError (fromGrpcError).
  *
- * A node sends every error as a ServiceError whose metadata carries
- * `loom-code` (an ErrorCode) and whose details are the message to show.
  * Errors without it come from gRPC itself (connection refused, deadline, a
  * proxy, an older node) and are mapped by their numeric status.
  */
 import { Metadata, status as GrpcStatus, type ServiceError } from '@grpc/grpc-js';
-import { codeForGrpcStatus, isErrorCode, LoomError } from '../core/errors';
+import { codeForGrpcStatus, isErrorCode, LoomError, toLoomError } from '../core/errors';
 import { connectReason } from '../core/connect-reason';
 
 export const LOOM_CODE_KEY = 'loom-code';
 /** Optional: the id (task, node) the error is about. */
 export const LOOM_SUBJECT_KEY = 'loom-subject';
+
+/** What a node answers for any error a handler throws. */
+export function toServiceError(err: unknown): Partial<ServiceError> {
+  const e = toLoomError(err);
+  const metadata = new Metadata();
+  metadata.set(LOOM_CODE_KEY, e.code);
+  return { code: e.grpcStatus, details: e.message, metadata, message: e.message };
+}
 
 function isServiceError(err: unknown): err is ServiceError {
   return (
