@@ -252,7 +252,8 @@ export class ChaosCluster {
     for (const m of this.members) for (const p of m.linkProxies) p.apply();
     for (const w of this.nodes) {
       const p = w.etcdProxies[i];
-      if (p) mode === 'drop' ? p.stall() : p.partition();
+      if (p && mode === 'drop') p.stall();
+      else if (p) p.partition();
     }
     this.harnessProxies[i].partition();
   }

@@ -7,7 +7,7 @@ import { runJobCommand, submitArray } from './job-cli';
 import { invalid, LoomError, toLoomError } from '../core/errors';
 import { isTerminal, stateName, TaskState } from '../core/lifecycle';
 import { NodeInfo, Task } from '../gen/loom';
-import { parseCommandLine, type Command, type ListArgs, type RunArgs } from './args';
+import { parseCommandLine, type Command, type ListArgs } from './args';
 import { followTask, reportQueued, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
 import { defaultClientTls } from '../wire/tls';

@@ -228,7 +228,7 @@ export function parseLabel(text: string): [string, string] {
   const at = text.indexOf('=');
   if (at <= 0) throw invalid(`invalid label "${text.slice(0, 80)}": expected KEY=VALUE`);
   const key = text.slice(0, at);
-  if (!/^[A-Za-z0-9_.\/-]{1,63}$/.test(key)) {
+  if (!/^[A-Za-z0-9_./-]{1,63}$/.test(key)) {
     throw invalid(`invalid label key "${key.slice(0, 80)}": 1-${LABEL_LIMITS.keyChars} characters of letters, digits, "_", ".", "/" or "-"`);
   }
   const value = text.slice(at + 1);

@@ -87,7 +87,7 @@ export function explainUnplaceable(spec: TaskSpec, nodes: (Placeable & Pick<Node
   if (needs.length) return `no node has ${needs.map((c) => `${c.key}=${c.value}`).join(', ')}`;
   if (spec.container?.image && !live.some((n) => n.docker)) return 'no live node has a Docker engine';
   const distinct = [...new Set(reasons)];
-  return `no node can run it: ${distinct.slice(0, 3).map((r, i) => `${live[reasons.indexOf(r)].name}: ${r}`).join('; ')}`;
+  return `no node can run it: ${distinct.slice(0, 3).map((r) => `${live[reasons.indexOf(r)].name}: ${r}`).join('; ')}`;
 }
 
 /** Parses "256M", "1.5G", "512Ki", "1000" (bytes) into bytes. */

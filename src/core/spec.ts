@@ -35,7 +35,7 @@ function bytes(s: string): number {
 /** What a caller may give: any subset of a TaskSpec. */
 export type SpecInput = Partial<TaskSpec>;
 
-const LABEL_KEY = /^[A-Za-z0-9_.\/-]{1,63}$/;
+const LABEL_KEY = /^[A-Za-z0-9_./-]{1,63}$/;
 const PULL = new Set(['never', 'missing', 'always']);
 
 function validateResources(r: Resources | undefined): Resources {

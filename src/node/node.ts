@@ -4,7 +4,6 @@
  */
 import { promises as fs, realpathSync } from 'fs';
 import * as path from 'path';
-import { Etcd3 } from 'etcd3';
 import { ContainerPolicy, NodeControl, NodeInfo, Resources, Task } from '../gen/loom';
 import { addResources, fits, NO_RESOURCES, refusal } from '../core/fit';
 import { automaticLabels, machineCapacity, MetricsSampler } from './machine';

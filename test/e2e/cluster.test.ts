@@ -4,7 +4,6 @@
  * once, and only tasks that were running on the killed node may run twice.
  */
 import * as fs from 'fs';
-import * as path from 'path';
 import { LoomApi } from '../../src/client/client';
 import { TaskState } from '../../src/gen/loom';
 import { collectLogs, sharedFile, spec } from '../support/nodes';

@@ -6,7 +6,6 @@
  * does one whose slot-holder turns out long (aheadStaleMs).
  */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import { TaskState } from '../../src/gen/loom';
 import { DEFAULT_STEAL_POLICY } from '../../src/core/steal-policy';

@@ -8,8 +8,6 @@ import { TaskTransitions } from '../../src/store/transitions';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
 import { spec, startNode, stopNode, TestNode, sharedFile, sharedTmpDir } from '../support/nodes';
 import * as fs from 'fs';
-import * as os from 'os';
-import * as path from 'path';
 
 jest.setTimeout(90_000);
 

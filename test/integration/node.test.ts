@@ -1,6 +1,5 @@
 /** A real in-process node (real etcd, real processes) driven through its gRPC API. */
 import * as fs from 'fs';
-import * as os from 'os';
 import * as path from 'path';
 import * as grpc from '@grpc/grpc-js';
 import { LoomClient, RunEvent, TaskSpec, TaskState } from '../../src/gen/loom';

@@ -260,7 +260,7 @@ describe('store transitions', () => {
   });
 
   it('lists every task once, in id order, across ids years apart and an older id that appears after a first page', async () => {
-    const { keys, tr, q } = setup();
+    const { tr, q } = setup();
     const now = Date.now();
     const times = [
       ...Array.from({ length: 7 }, (_, i) => now - 3 * 365 * 86_400_000 + i), // three years ago

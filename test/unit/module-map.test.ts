@@ -13,29 +13,17 @@ import * as path from 'path';
 
 const SRC = path.resolve(__dirname, '../../../src');
 
+/** The map itself, shared with lint (eslint.config.js): one source. */
+const MAP = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../../../scripts/lint/module-map.json'), 'utf8')) as {
+  mayImport: Record<string, string[]>;
+  packages: Record<string, string[]>;
+};
 /** Layer -> layers it may import (besides itself). gen is generated protobuf code. */
-const MAY_IMPORT: Record<string, string[]> = {
-  gen: [],
-  core: ['gen'],
-  wire: ['core', 'gen'],
-  etcd: ['core', 'gen'],
-  store: ['core', 'gen', 'etcd'],
-  runner: ['core', 'gen'],
-  client: ['core', 'gen', 'wire'],
-  node: ['core', 'gen', 'wire', 'etcd', 'store', 'runner'],
-  bin: ['core', 'gen', 'wire', 'etcd', 'store', 'runner', 'node', 'client'],
-};
-
+const MAY_IMPORT = MAP.mayImport;
 /** Third-party clients and the layers that may use them. */
-const PACKAGES: Record<string, string[]> = {
-  etcd3: ['etcd', 'store'],
-  dockerode: ['runner'],
-  '@grpc/grpc-js': ['wire', 'node', 'client', 'bin', 'gen'],
-  yargs: ['client', 'bin'],
-};
+const PACKAGES = MAP.packages;
 
 const KNOWN = new Set([
-  'node/node.ts uses etcd3',
   'node/executor.ts reads process.env',
   'runner/cgroup.ts reads process.env',
   'runner/reaper-main.ts reads process.env',
