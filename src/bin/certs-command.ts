@@ -26,7 +26,7 @@ import yargs from 'yargs';
 import { validateIdentityName, validateNodeName } from '../core/config';
 import { invalid, LoomError, toLoomError } from '../core/errors';
 import { ETCD_ALLOWED_HOSTNAME } from '../etcd/embedded';
-import { numberFlag } from './flags';
+import { numberFlag, strictFlags } from './flags';
 
 export const CA_CERT = 'ca.crt';
 export const CA_KEY = 'ca.key';
@@ -228,7 +228,7 @@ function list(value: unknown): string[] {
 export async function main(argv: string[], out: (s: string) => void = (s) => process.stdout.write(s)): Promise<number> {
   try {
     let result: Promise<void> | undefined;
-    yargs(argv)
+    strictFlags(yargs(argv))
       .scriptName('loom certs')
       .usage('$0 <command>\n\nA cluster CA and the certificates of its nodes and clients (uses openssl).')
       .command(
@@ -273,13 +273,6 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
         },
       )
       .demandCommand(1, 'give a command: init or issue')
-      .parserConfiguration({ 'parse-numbers': false })
-      .strict()
-      .help()
-      .version(false)
-      .fail((msg, err) => {
-        throw err instanceof LoomError ? err : new LoomError('INVALID_ARGUMENT', msg ?? err?.message ?? 'invalid arguments');
-      })
       .parseSync();
     if (result) await result;
     return 0;

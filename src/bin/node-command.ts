@@ -13,7 +13,7 @@ import { resolveDockerEngine } from '../core/docker-engine';
 import { parseBytes } from '../core/fit';
 import { formatMinFreeDisk, parseMinFreeDisk } from '../core/disk-space';
 import { LoomNode } from '../node/node';
-import { numberFlag } from './flags';
+import { numberFlag, strictFlags } from './flags';
 import { closeInheritedDescriptors } from './inherited-fds';
 
 function list(value: unknown): string[] {
@@ -39,7 +39,7 @@ function tlsFlags(caFile: string | undefined, certFile: string | undefined, keyF
 
 export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfig {
   const d = defaultNodeConfig(os.availableParallelism?.() ?? os.cpus().length);
-  const args = yargs(argv)
+  const args = strictFlags(yargs(argv))
     .scriptName('loom node')
     .usage('$0 [options]\n\nRun a loom node. With no flags: a one-member cluster in ./data, API on 127.0.0.1:8080.')
     .option('name', { type: 'string', default: d.name, describe: 'node name (unique in the cluster; also its etcd member name)' })
@@ -88,13 +88,6 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('insecure', { type: 'boolean', default: false, describe: 'allow plaintext on non-loopback addresses (anyone who can reach the node can run commands)' })
     .option('admin', { type: 'string', array: true, describe: 'identity (certificate CN) that may cancel any task, read any log, drain nodes and remove etcd members (repeatable, or comma-separated)' })
     .option('urgent-submitter', { type: 'string', array: true, describe: 'identity besides the admins that may submit urgent priorities (>= --urgent-priority) (repeatable, or comma-separated)' })
-    .parserConfiguration({ 'parse-numbers': false })
-    .strict()
-    .help()
-    .version(false)
-    .fail((msg, err) => {
-      throw err instanceof LoomError ? err : new LoomError('INVALID_ARGUMENT', msg ?? err?.message ?? 'invalid arguments');
-    })
     .parseSync();
   const listen = args.listen;
   const { host } = parseHostPort(listen, '--listen');

@@ -40,6 +40,7 @@ import {
   ContainerPolicy, DEFAULT_CONTAINER_PIDS, effectiveUser, EMPTY_POLICY, isHostNetwork, mountRefusal,
 } from '../core/container-policy';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
+import { KillEscalation, type StopSignal } from './kill-escalation';
 import { DEFAULT_DOCKER_SOCKET, describeDockerEngine, type DockerEngine } from '../core/docker-engine';
 
 /**
@@ -258,10 +259,8 @@ class ContainerRun implements RunHandle {
   private pendingGraceMs: number | undefined;
   /** We sent the container a signal. */
   private signalled = false;
-  private termSent = false;
-  private killAt: number | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
-  private killTimer: NodeJS.Timeout | undefined;
+  private readonly stopper = new KillEscalation((signal) => this.kill(signal));
   private settled = false;
 
   constructor(
@@ -352,7 +351,7 @@ class ContainerRun implements RunHandle {
       const status = (await container.wait()) as { StatusCode?: number };
       this.phase = 'exited';
       clearTimeout(this.timeoutTimer);
-      clearTimeout(this.killTimer);
+      this.stopper.settle();
       this.exitCode = status.StatusCode;
       try {
         const info = await container.inspect();
@@ -373,7 +372,7 @@ class ContainerRun implements RunHandle {
     } finally {
       this.phase = 'exited';
       clearTimeout(this.timeoutTimer);
-      clearTimeout(this.killTimer);
+      this.stopper.settle();
       this.unregisterInit();
       this.output?.destroy();
       await this.removeContainer();
@@ -518,23 +517,10 @@ class ContainerRun implements RunHandle {
       this.pullStream?.destroy();
       return;
     }
-    if (graceMs <= 0) {
-      clearTimeout(this.killTimer);
-      this.kill('SIGKILL');
-      return;
-    }
-    if (!this.termSent) {
-      this.termSent = true;
-      this.kill('SIGTERM');
-    }
-    const killAt = Date.now() + graceMs;
-    if (this.killAt !== undefined && this.killAt <= killAt) return;
-    this.killAt = killAt;
-    clearTimeout(this.killTimer);
-    this.killTimer = setTimeout(() => this.kill('SIGKILL'), graceMs);
+    this.stopper.stop(graceMs);
   }
 
-  private kill(signal: 'SIGTERM' | 'SIGKILL'): void {
+  private kill(signal: StopSignal): void {
     const container = this.container;
     if (!container || this.phase === 'exited') return;
     this.signalled = true;

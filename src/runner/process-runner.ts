@@ -15,6 +15,7 @@ import { CgroupLimiter, TaskLimits, TaskLimitsRun } from './cgroup';
 import { Spawner } from './spawner';
 import { commandExists, Confinement, TaskIdentity } from './confine';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
+import { KillEscalation } from './kill-escalation';
 
 export interface ProcessRunnerOptions {
   reaper?: Reaper;
@@ -87,10 +88,8 @@ class ProcessRun implements RunHandle {
   private processClosed = false;
   private logClosed = false;
   private settled = false;
-  private termSent = false;
-  private killAt: number | undefined;
   private timeoutTimer: NodeJS.Timeout | undefined;
-  private killTimer: NodeJS.Timeout | undefined;
+  private readonly stopper = new KillEscalation((signal) => this.signalGroup(signal));
   /** The task's memory/CPU limits (a cgroup, or an rlimit), when it asked for any. */
   private limited: TaskLimitsRun | undefined;
   private killedByRunner = false;
@@ -312,7 +311,7 @@ class ProcessRun implements RunHandle {
     if (code !== null) this.exitCode = code;
     if (signal !== null) this.exitSignal = signal;
     clearTimeout(this.timeoutTimer);
-    clearTimeout(this.killTimer);
+    this.stopper.settle();
     // The leader is gone; anything it left behind in its group (background
     // jobs) would hold our pipes open and outlive the task: kill it.
     if (!groupKilled) this.signalGroup('SIGKILL');
@@ -330,20 +329,7 @@ class ProcessRun implements RunHandle {
       this.deferredGraceMs = Math.min(this.deferredGraceMs ?? graceMs, graceMs);
       return;
     }
-    if (graceMs <= 0) {
-      clearTimeout(this.killTimer);
-      this.signalGroup('SIGKILL');
-      return;
-    }
-    if (!this.termSent) {
-      this.termSent = true;
-      this.signalGroup('SIGTERM');
-    }
-    const killAt = Date.now() + graceMs;
-    if (this.killAt !== undefined && this.killAt <= killAt) return;
-    this.killAt = killAt;
-    clearTimeout(this.killTimer);
-    this.killTimer = setTimeout(() => this.signalGroup('SIGKILL'), graceMs);
+    this.stopper.stop(graceMs);
   }
 
   private signalGroup(signal: NodeJS.Signals): void {
