@@ -8,6 +8,7 @@ import { LoomError } from '../core/errors';
 import { TaskState } from '../core/lifecycle';
 import { LogStream, type LogChunk, type Task } from '../gen/loom';
 import type { LoomApi } from './client';
+import { sleep } from '../core/sleep';
 
 export interface AttachIo {
   stdout: NodeJS.WritableStream;
@@ -80,18 +81,6 @@ function retryable(err: unknown): boolean {
     err instanceof LoomError &&
     (err.code === 'UNAVAILABLE' || err.code === 'FENCED' || err.code === 'DEADLINE_EXCEEDED')
   );
-}
-
-function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    }
-    signal.addEventListener('abort', done, { once: true });
-  });
 }
 
 /**

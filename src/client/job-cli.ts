@@ -7,6 +7,7 @@ import { parseJobFile, submitOrder } from '../core/job-spec';
 import { jobTaskId } from '../core/ids';
 import { formatDurationMs } from '../core/duration';
 import { LoomApi } from './client';
+import { sleep } from '../core/sleep';
 
 export interface JobIo {
   stdout: NodeJS.WritableStream;
@@ -76,7 +77,7 @@ async function watch(api: LoomApi, ref: string, io: JobIo, json: boolean): Promi
       await write(io.stdout, json ? `${JSON.stringify(JobStatus.toJSON(st))}\n` : describeJob(st));
       return jobExitStatus(st);
     }
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
   }
 }
 

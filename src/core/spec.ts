@@ -26,6 +26,11 @@ export const PRIORITY_MIN = 0;
 export const PRIORITY_MAX = 999;
 export const PRIORITY_DEFAULT = 100;
 
+/** A spec's priority: PRIORITY_DEFAULT when it names none (records written before the field, specs not validated yet). */
+export function priorityOf(spec: Partial<Pick<TaskSpec, 'priority'>> | undefined): number {
+  return spec?.priority ?? PRIORITY_DEFAULT;
+}
+
 const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 function bytes(s: string): number {
@@ -138,7 +143,7 @@ export function validateSpec(spec: SpecInput | undefined): TaskSpec {
   if (!Number.isInteger(retries) || retries < 0 || retries > LIMITS.maxRetries) {
     throw invalid(`retries must be an integer from 0 to ${LIMITS.maxRetries}`);
   }
-  const priority = spec.priority ?? PRIORITY_DEFAULT;
+  const priority = priorityOf(spec);
   if (!Number.isInteger(priority) || priority < PRIORITY_MIN || priority > PRIORITY_MAX) {
     throw invalid(`priority must be an integer from ${PRIORITY_MIN} to ${PRIORITY_MAX}`);
   }

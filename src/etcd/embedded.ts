@@ -32,6 +32,7 @@ import { checkBootstrap, joinCluster, promoteLearner } from './member-join';
 import { sameCluster } from './join-plan';
 import { HttpTls, httpRequest } from './http';
 import { diagnoseEtcdLog, lastErrorLine, oneLine, readLogLines } from './log';
+import { sleep } from '../core/sleep';
 
 /** SIGTERM → SIGKILL wait when stopping the member (see EmbeddedEtcd.stop). */
 const STOP_GRACE_MS = 2000;
@@ -296,7 +297,7 @@ export class EmbeddedEtcd {
             `and starting it again (start ${start + 1} of ${FRESH_JOIN_STARTS})`,
         );
         fs.rmSync(etcd.etcdDir, { recursive: true, force: true });
-        await new Promise<void>((r) => setTimeout(r, FRESH_JOIN_RETRY_MS));
+        await sleep(FRESH_JOIN_RETRY_MS, wait.signal);
         throwIfAborted(wait.signal, 'starting etcd');
       }
     }

@@ -25,6 +25,7 @@ import { Etcd3 } from 'etcd3';
 import { LoomError } from '../core/errors';
 import { httpRequest } from './http';
 import { initialClusterAfterJoin, ListedMember, memberIdHex, planJoin } from './join-plan';
+import { sleep } from '../core/sleep';
 
 export interface JoinOptions {
   name: string;
@@ -54,7 +55,6 @@ interface PeerApiMember {
 }
 
 const REQUEST_MS = 3000;
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 /** A peer that takes longer to list the members is taken for one not up yet. */
 const BOOTSTRAP_CHECK_MS = 1500;
 /** How long a membership change is retried while etcd defers or drops it. */
@@ -175,7 +175,7 @@ export async function promoteLearner(o: PromoteOptions): Promise<void> {
       if (Date.now() + PROMOTE_RETRY_MS > o.deadline) {
         throw new LoomError('UNAVAILABLE', `etcd member "${o.name}" is still a learner: promoting it failed (last: ${last})`);
       }
-      await sleep(PROMOTE_RETRY_MS);
+      await sleep(PROMOTE_RETRY_MS, o.signal);
     }
   } finally {
     client.etcd.close();

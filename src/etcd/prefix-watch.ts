@@ -6,6 +6,7 @@
  */
 import { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { b, Kv, prefixEnd } from './client';
+import { sleep } from '../core/sleep';
 
 export interface PrefixHandlers {
   /** All keys under the prefix at `revision` (paged internally). */
@@ -76,7 +77,7 @@ export class PrefixWatch {
         return;
       } catch (err) {
         this.opts.log?.(`list ${this.prefix} failed (${(err as Error).message}); retrying`);
-        await new Promise((r) => setTimeout(r, delayMs));
+        await sleep(delayMs);
         delayMs = Math.min(delayMs * 2, 2000);
       }
     }

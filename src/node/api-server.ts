@@ -20,7 +20,7 @@ import {
 import type { EtcdMembers } from '../etcd/members';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
-import { LIMITS, validateBatch } from '../core/spec';
+import { LIMITS, priorityOf, validateBatch } from '../core/spec';
 import { checkTaskId } from '../store/keys';
 import { setNodeControl } from '../store/node-control';
 import { validateNodeName } from '../core/config';
@@ -421,7 +421,7 @@ export class ApiServer {
   private checkUrgency(specs: TaskSpec[], identity: Identity): void {
     const policy = this.deps.urgency;
     if (!policy) return;
-    const err = urgentRefusal(specs.map((s) => s.priority ?? 100), { name: identity.name, admin: this.isAdmin(identity) }, policy);
+    const err = urgentRefusal(specs.map(priorityOf), { name: identity.name, admin: this.isAdmin(identity) }, policy);
     if (err) throw err;
   }
 

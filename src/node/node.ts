@@ -52,6 +52,8 @@ import { StealLoop } from './steal-loop';
 import { WriteLane } from './write-lane';
 import { channelCredentials, TlsMaterial } from '../wire/tls';
 import { loadNodeTls } from './tls';
+import { priorityOf } from '../core/spec';
+import { sleep } from '../core/sleep';
 
 export const VERSION = '0.1.0';
 
@@ -586,7 +588,7 @@ export class LoomNode {
       } catch (err) {
         const wait = nextWait();
         this.opts.log(`rejoin failed: ${(err as Error).message}; retrying in ${wait} ms`);
-        await new Promise((r) => setTimeout(r, wait));
+        await sleep(wait);
       }
     }
   }
@@ -598,7 +600,7 @@ export class LoomNode {
     const spec = record.spec!;
     const { slots, urgentSlots, urgentPriority } = this.config;
     // Tasks claimed ahead hold no slot an urgent task could use (see StealLoop.pass).
-    const urgent = (spec.priority ?? 0) >= urgentPriority;
+    const urgent = priorityOf(spec) >= urgentPriority;
     if (urgent ? this.executor.count >= slots + urgentSlots : this.executor.count + this.executor.backlog >= slots) return false;
     const free = addResources(this.capacity, this.executor.inUse, -1);
     if (refusal(spec, this.selfInfo(), record.submittedByAdmin) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;

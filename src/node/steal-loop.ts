@@ -22,6 +22,7 @@ import { QueueWindow, WindowEntry } from '../store/queue-window';
 import { BATCH_CHUNK, HeldTask, NodeIdentity, TaskTransitions } from '../store/transitions';
 import { Executor } from './executor';
 import { WriteLane } from './write-lane';
+import { sleep } from '../core/sleep';
 
 export interface SelfInfo {
   name: string;
@@ -279,7 +280,7 @@ export class StealLoop {
       this.lane.release();
     }
     if (failed) {
-      await new Promise((r) => setTimeout(r, 250));
+      await sleep(250, inc.signal);
       this.claiming = false;
       this.wake();
     }

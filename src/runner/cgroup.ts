@@ -43,6 +43,7 @@ import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as path from 'path';
 import { pidAlive } from './pid-alive';
+import { sleep } from '../core/sleep';
 
 export interface ResourceLimits {
   /** Bytes; undefined or <= 0 = none. */
@@ -231,7 +232,7 @@ async function removeGroup(dir: string, giveUpMs: number): Promise<boolean> {
     } else {
       killAll(procs(dir));
     }
-    await new Promise((r) => setTimeout(r, RELEASE_RETRY_MS));
+    await sleep(RELEASE_RETRY_MS);
   }
 }
 
@@ -264,7 +265,7 @@ async function freezeAndKill(dir: string): Promise<void> {
     write(state, 'FROZEN');
     const deadline = Date.now() + FREEZE_WAIT_MS;
     while ((read(state) ?? '').trim() !== 'FROZEN' && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 2));
+      await sleep(2);
     }
   } catch {
     // the group is gone, or no freezing here: kill what we see

@@ -34,6 +34,7 @@ import { encodeNode } from './codec';
 import { del, IKeyValue, ifLease, ifModRevision, Kv, put, rangeOp } from '../etcd/client';
 import { Keys } from './keys';
 import { KeepAliveStream, KeepaliveLinks, LeaseKeeper } from '../etcd/lease-keeper';
+import { sleep } from '../core/sleep';
 
 export { staleAfterMs } from '../etcd/lease-keeper';
 
@@ -134,7 +135,7 @@ export class Membership {
         throw new LoomError('INVALID_STATE', `another live node is named "${this.opts.name}" (lease ${holder?.lease}); pick another --name`);
       }
       this.opts.log?.(`node name "${this.opts.name}" is still held by lease ${holder?.lease}; waiting for it to expire`);
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500, signal);
     }
     if (this.opts.leaseFile) await fs.writeFile(this.opts.leaseFile, lease, { mode: 0o600 }).catch(() => undefined);
     this.current = keeper;

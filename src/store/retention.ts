@@ -12,6 +12,7 @@ import { decodeTask } from './codec';
 import { b, del, ifModRevision, Kv, rangeOp, prefixEnd } from '../etcd/client';
 import { jobTaskIdRange, Keys, pad, TERMINAL_KEY_STATES } from './keys';
 import { isTimeBucket, nextTimeBucket, timeBucketAt, timeBucketOf } from '../core/ids';
+import { priorityOf } from '../core/spec';
 
 const PAGE = 100;
 const FINISHED_JOB = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
@@ -180,7 +181,7 @@ async function deleteJobTasks(kv: Kv, keys: Keys, job: Job): Promise<number> {
     if (page.kvs.length === 0) return n;
     const ops = page.kvs.map((rec) => {
       const t = decodeTask(rec.value);
-      const statusKey = keys.statusKeyFor({ id: t.id, state: t.state, node: t.node, priority: t.spec?.priority ?? 100, finishedAtMs: t.finishedAtMs, queueRound: t.queueRound });
+      const statusKey = keys.statusKeyFor({ id: t.id, state: t.state, node: t.node, priority: priorityOf(t.spec), finishedAtMs: t.finishedAtMs, queueRound: t.queueRound });
       return {
         request_txn: {
           compare: [ifModRevision(keys.task(t.id), rec.mod_revision)],

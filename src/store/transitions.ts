@@ -26,6 +26,7 @@ import { TxnBatcher } from './txn-batcher';
 import { TurnBook } from './turns';
 import { KeyedQueue, retryPause } from '../core/keyed-queue';
 import { chunkBySize, MAX_TXN_BYTES, opBytes } from './txn-size';
+import { priorityOf } from '../core/spec';
 
 /** One compare of a transaction. */
 type Compare = NonNullable<Parameters<Kv['txn']>[0]['compare']>[number];
@@ -99,9 +100,6 @@ export interface Outcome {
   tail?: LogTail;
 }
 
-function priorityOf(task: Task): number {
-  return task.spec?.priority ?? 100;
-}
 
 function ctxOf(task: Task) {
   return {
@@ -197,7 +195,7 @@ export class TaskTransitions {
     switch (task.state) {
       case TaskState.QUEUED:
         // The owner index key goes and comes with the queued key: an owner's queue is one prefix count.
-        return [put(k.task(task.id), value), put(k.queued(priorityOf(task), task.id, task.queueRound), value), put(k.queuedBy(task.owner, task.id), '')];
+        return [put(k.task(task.id), value), put(k.queued(priorityOf(task.spec), task.id, task.queueRound), value), put(k.queuedBy(task.owner, task.id), '')];
       case TaskState.RUNNING:
         return [put(k.task(task.id), value), put(k.running(task.node, task.id), task.lease)];
       default: {
@@ -664,7 +662,7 @@ export class TaskTransitions {
   async cancelQueued(held: HeldTask, nowMs: number): Promise<Task | undefined> {
     const t = held.task;
     const next = this.cancelledRecord(t, nowMs);
-    const queuedKey = this.keys.queued(priorityOf(t), t.id, t.queueRound);
+    const queuedKey = this.keys.queued(priorityOf(t.spec), t.id, t.queueRound);
     const ok = await this.cancels.run({
       compare: [ifModRevision(this.keys.task(t.id), held.revision), ifExists(queuedKey)],
       success: [del(queuedKey), del(this.keys.queuedBy(t.owner, t.id)), ...this.writeRecord(next)],

@@ -22,6 +22,7 @@ import { firstRound, formatTurn, lastTurnMatters, parseTurn, ROUND_MAX } from '.
 import { b, IRequestOp, Kv, ifModRevision, put } from '../etcd/client';
 import { Keys } from './keys';
 import { KeyedQueue, retryPause } from '../core/keyed-queue';
+import { priorityOf } from '../core/spec';
 
 /** (priority, owner) pairs per transaction: 2 reads each, 1 compare and 1 put: within etcd's 128 ops. */
 const GROUPS_PER_TXN = 60;
@@ -61,7 +62,7 @@ export class TurnBook {
   private async assignNow(records: Task[], signal?: AbortSignal): Promise<void> {
     const groups = new Map<string, Group>();
     for (const t of records) {
-      const priority = t.spec?.priority ?? 100;
+      const priority = priorityOf(t.spec);
       const key = this.keys.turn(priority, t.owner);
       let g = groups.get(key);
       if (!g) groups.set(key, (g = { priority, owner: t.owner, key, tasks: [] }));
