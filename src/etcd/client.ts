@@ -184,6 +184,23 @@ export class Kv {
     }
   }
 
+  /**
+   * A key range read page by page, in key order: each page is up to `limit`
+   * keys after the last one of the page before. Stops when etcd says no more
+   * follow, or when signal aborts (between pages). For scans that do not
+   * delete what they read (those re-read from the start of the range).
+   */
+  async *pages(req: { key: string; end: string; limit: number; keysOnly?: boolean }, what: string, signal?: AbortSignal): AsyncGenerator<IKeyValue[]> {
+    let from = req.key;
+    for (;;) {
+      if (signal?.aborted) return;
+      const page = await this.range({ key: b(from), range_end: b(req.end), limit: req.limit, keys_only: req.keysOnly }, what, signal);
+      if (page.kvs.length > 0) yield page.kvs;
+      if (!page.more || page.kvs.length === 0) return;
+      from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
+    }
+  }
+
   async range(req: IRangeRequest, what: string, signal?: AbortSignal): Promise<IRangeResponse> {
     await this.acquireRead(what, signal);
     try {

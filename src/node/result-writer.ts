@@ -13,7 +13,7 @@
  * earlier result batch) is out, results wait, and the next claim takes them
  * or, if none comes, they go on their own once the lane is free.
  */
-import { FinishItem, NodeIdentity, TaskTransitions } from '../store/transitions';
+import { BATCH_CHUNK, FinishItem, NodeIdentity, TaskTransitions } from '../store/transitions';
 import { WriteLane } from './write-lane';
 
 export interface PendingResult extends FinishItem {
@@ -23,7 +23,6 @@ export interface PendingResult extends FinishItem {
   reject: (err: unknown) => void;
 }
 
-const MAX_BATCH = 64;
 /** Longest a result waits for a claim to ride in (see the hold option). */
 export const HOLD_MAX_MS = 20;
 
@@ -103,7 +102,7 @@ export class ResultWriter {
     if (!this.lane.tryAcquire(this.retry)) return;
     this.flushing = true;
     try {
-      const batch = this.take(this.queue[0].me.lease, MAX_BATCH);
+      const batch = this.take(this.queue[0].me.lease, BATCH_CHUNK);
       try {
         const results = await this.transitions.finish(batch, batch[0].me);
         batch.forEach((p, i) => p.resolve(results[i]));

@@ -658,6 +658,9 @@ function containerConfig(req: ContainerRequest, nodeName: string, confined: Conf
 /**
  * Splits the engine's multiplexed attach stream (Tty off): frames of an
  * 8-byte header [stream, 0, 0, 0, length (uint32 BE)] and the data.
+ * Not docker-modem's demuxStream: that one concatenates every chunk onto
+ * what it holds (copying a large frame once per chunk) and needs two
+ * Writables, where the output sink takes each frame with its stream id.
  */
 export class StreamDemuxer {
   private pending: Buffer[] = [];

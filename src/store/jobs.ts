@@ -26,6 +26,7 @@ import { b, del, ifLease, ifMissing, ifModRevision, Kv, put, prefixEnd } from '.
 import { decodeTask } from './codec';
 import { isTaskId, jobTaskId, jobTaskIdRange, Keys } from './keys';
 import { TaskTransitions } from './transitions';
+import { BATCH_CHUNK } from './txn-size';
 
 const FINISHED = new Set([JobState.JOB_COMPLETED, JobState.JOB_FAILED, JobState.KILLED]);
 const MATERIALIZE_CHUNK = 1000;
@@ -183,7 +184,7 @@ export class JobStore {
         records.push(t);
       }
       const guard = [ifModRevision(this.keys.job(job.id), held.revision), ...(lease ? [ifLease(this.keys.jobWriter(job.id), lease)] : [])];
-      const written = await Promise.all(chunks(records, 64).map((c) => this.transitions.materialize(c, guard)));
+      const written = await Promise.all(chunks(records, BATCH_CHUNK).map((c) => this.transitions.materialize(c, guard)));
       if (written.every(Boolean)) {
         i += MATERIALIZE_CHUNK;
         onProgress?.(Math.min(spec.count, i), spec.count);
@@ -238,16 +239,12 @@ export class JobStore {
       const written = Math.min(job.spec!.count, Number(res.count));
       return { ...c, queued: written, blocked: job.spec!.count - written };
     }
-    let from = this.keys.task(start);
-    for (;;) {
-      const res = await this.kv.range({ key: b(from), range_end: b(this.keys.task(end)), limit: 1000 }, 'job counts');
-      for (const kv of res.kvs) {
+    for await (const page of this.kv.pages({ key: this.keys.task(start), end: this.keys.task(end), limit: 1000 }, 'job counts')) {
+      for (const kv of page) {
         const t = decodeTask(kv.value);
         const k = stateName(t.state) as keyof JobCounts;
         if (k in c) c[k]++;
       }
-      if (!res.more || res.kvs.length === 0) break;
-      from = res.kvs[res.kvs.length - 1].key.toString() + '\0';
     }
     const written = c.queued + c.running + c.completed + c.failed + c.cancelled + c.lost;
     c.blocked = Math.max(0, job.spec!.count - written);
@@ -344,16 +341,13 @@ export class JobStore {
   async openTaskIds(job: Job): Promise<string[]> {
     const [start, end] = jobTaskIdRange(job.id);
     const out: string[] = [];
-    let from = this.keys.task(start);
-    for (;;) {
-      const res = await this.kv.range({ key: b(from), range_end: b(this.keys.task(end)), limit: 1000 }, 'job tasks');
-      for (const kv of res.kvs) {
+    for await (const page of this.kv.pages({ key: this.keys.task(start), end: this.keys.task(end), limit: 1000 }, 'job tasks')) {
+      for (const kv of page) {
         const t = decodeTask(kv.value);
         if (t.state === TaskState.QUEUED || t.state === TaskState.RUNNING) out.push(t.id);
       }
-      if (!res.more || res.kvs.length === 0) return out;
-      from = res.kvs[res.kvs.length - 1].key.toString() + '\0';
     }
+    return out;
   }
 }
 

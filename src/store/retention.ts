@@ -43,15 +43,11 @@ export async function sweepFinished(
     const prefix = keys.terminalPrefix(state);
     // Terminal keys sort by finish time: everything before `end` is old enough.
     const end = `${prefix}${pad(cutoff, 13)}`;
-    let from = prefix;
-    for (;;) {
-      if (signal?.aborted) return out;
-      const page = await kv.range({ key: b(from), range_end: b(end), limit: PAGE, keys_only: true }, 'retention scan');
-      if (page.kvs.length === 0) break;
-      const ids = page.kvs.map((k) => k.key.toString().split('/').pop()!);
+    for await (const page of kv.pages({ key: prefix, end, limit: PAGE, keysOnly: true }, 'retention scan', signal)) {
+      const ids = page.map((k) => k.key.toString().split('/').pop()!);
       for (const id of ids) touched.add(timeBucketOf(id));
       const recs = await kv.txn({ compare: [], success: ids.map((id) => rangeOp(keys.task(id))) }, 'retention read');
-      const ops = page.kvs.map((statusKv, i) => {
+      const ops = page.map((statusKv, i) => {
         const id = ids[i];
         const rec = recs.responses[i]?.response_range?.kvs[0];
         const statusKey = statusKv.key.toString();
@@ -72,9 +68,8 @@ export async function sweepFinished(
         out.tasks += res.responses.filter((r) => r.response_txn?.succeeded).length;
       }
       // Tasks of jobs are skipped (the job sweep takes them with their job).
-      if (!page.more) break;
-      from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
     }
+    if (signal?.aborted) return out;
   }
   out.jobs = await sweepJobs(kv, keys, cutoff, out, touched, signal);
   out.markers = markers === 'all' ? await sweepTimeMarkers(kv, keys, cutoff, signal) : await sweepTouchedMarkers(kv, keys, cutoff, touched);
@@ -125,28 +120,21 @@ async function deleteEmptyMarkers(kv: Kv, keys: Keys, buckets: string[], checkMa
  */
 async function sweepTimeMarkers(kv: Kv, keys: Keys, cutoff: number, signal?: AbortSignal): Promise<number> {
   const end = keys.timeMarker(timeBucketAt(cutoff));
-  let from = keys.timeMarkerPrefix;
   let deleted = 0;
-  for (;;) {
-    if (signal?.aborted) return deleted;
-    const page = await kv.range({ key: b(from), range_end: b(end), limit: PAGE, keys_only: true }, 'retention scan markers');
-    const buckets = page.kvs
+  for await (const page of kv.pages({ key: keys.timeMarkerPrefix, end, limit: PAGE, keysOnly: true }, 'retention scan markers', signal)) {
+    const buckets = page
       .map((k) => keys.parseTimeMarker(k.key.toString()))
       .filter((bk): bk is string => bk !== undefined && isTimeBucket(bk));
     deleted += await deleteEmptyMarkers(kv, keys, buckets, false);
-    if (!page.more || page.kvs.length === 0) return deleted;
-    from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
   }
+  return deleted;
 }
 
 /** Finished jobs older than the cutoff: the job and all its tasks go together. */
 async function sweepJobs(kv: Kv, keys: Keys, cutoff: number, out: SweepResult, touched: Set<string>, signal?: AbortSignal): Promise<number> {
   let jobs = 0;
-  let from = keys.jobPrefix;
-  for (;;) {
-    if (signal?.aborted) return jobs;
-    const page = await kv.range({ key: b(from), range_end: b(prefixEnd(keys.jobPrefix)), limit: PAGE }, 'retention jobs');
-    for (const jkv of page.kvs) {
+  for await (const page of kv.pages({ key: keys.jobPrefix, end: prefixEnd(keys.jobPrefix), limit: PAGE }, 'retention jobs', signal)) {
+    for (const jkv of page) {
       const job = Job.decode(jkv.value);
       if (!FINISHED_JOB.has(job.state) || !job.finishedAtMs || job.finishedAtMs >= cutoff) continue;
       out.tasks += await deleteJobTasks(kv, keys, job);
@@ -168,9 +156,8 @@ async function sweepJobs(kv: Kv, keys: Keys, cutoff: number, out: SweepResult, t
       );
       if (res.succeeded) jobs++;
     }
-    if (!page.more || page.kvs.length === 0) return jobs;
-    from = page.kvs[page.kvs.length - 1].key.toString() + '\0';
   }
+  return jobs;
 }
 
 async function deleteJobTasks(kv: Kv, keys: Keys, job: Job): Promise<number> {

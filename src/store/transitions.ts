@@ -1,6 +1,7 @@
 /**
  * Every change of a task's state, each as ONE guarded etcd transaction. No
- * other code writes task keys. Each function's header lists what it compares
+ * other code writes task keys but retention.ts, which deletes finished tasks
+ * (guarded by the revision it read). Each function's header lists what it compares
  * and what it writes; a failed compare means someone else acted first, and
  * the caller re-reads instead of overwriting.
  *
@@ -25,7 +26,8 @@ import { timeBucketOf } from '../core/ids';
 import { TxnBatcher } from './txn-batcher';
 import { TurnBook } from './turns';
 import { KeyedQueue, retryPause } from '../core/keyed-queue';
-import { chunkBySize, MAX_TXN_BYTES, opBytes } from './txn-size';
+import { BATCH_CHUNK, chunkBySize, MAX_TXN_BYTES, opBytes } from './txn-size';
+export { BATCH_CHUNK };
 import { priorityOf } from '../core/spec';
 
 /** One compare of a transaction. */
@@ -45,8 +47,6 @@ const MARKED_BUCKETS_MAX = 256;
 export const SUBMIT_IN_FLIGHT = 8;
 /** Transactions in flight at once for cancelQueuedSeen (a bulk cancel). */
 const SEEN_CANCELS_IN_FLIGHT = 4;
-/** Claims or results per transaction (nested transactions, one per task). */
-export const BATCH_CHUNK = 64;
 const HISTORY_KEEP = 20;
 /**
  * Longest reason kept in a record, and in each history entry. A reason can

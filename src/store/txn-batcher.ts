@@ -7,10 +7,7 @@
  */
 import { ITxnRequest } from 'etcd3';
 import { Kv, nested } from '../etcd/client';
-import { MAX_TXN_BYTES, opBytes } from './txn-size';
-
-/** Nested transactions per etcd transaction (within etcd's default 128 ops). */
-const MAX_BATCH = 64;
+import { BATCH_CHUNK, MAX_TXN_BYTES, opBytes } from './txn-size';
 
 interface Pending {
   txn: ITxnRequest;
@@ -43,7 +40,7 @@ export class TxnBatcher {
   }
 
   /**
-   * The next batch: up to MAX_BATCH queued transactions, skipping (for the
+   * The next batch: up to BATCH_CHUNK queued transactions, skipping (for the
    * next batch) any that writes a key an earlier one in the batch writes:
    * etcd refuses a transaction that writes one key twice, which would fail
    * the whole batch (two cancels of one task at once).
@@ -57,7 +54,7 @@ export class TxnBatcher {
       const keys = writtenKeys(p.txn);
       // Also by bytes (see txn-size.ts); the first always goes, whatever its size.
       const size = opBytes(nested(p.txn));
-      if (batch.length >= MAX_BATCH || keys.some((k) => written.has(k)) || (batch.length > 0 && bytes + size > MAX_TXN_BYTES)) {
+      if (batch.length >= BATCH_CHUNK || keys.some((k) => written.has(k)) || (batch.length > 0 && bytes + size > MAX_TXN_BYTES)) {
         rest.push(p);
         continue;
       }

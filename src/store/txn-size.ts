@@ -14,6 +14,12 @@ import type { IRequestOp } from 'etcd3';
  */
 export const MAX_TXN_BYTES = 1024 * 1024;
 
+/**
+ * Items (claims, results, submits, cancels: one nested transaction each, of
+ * up to two ops) per etcd transaction, within etcd's default --max-txn-ops 128.
+ */
+export const BATCH_CHUNK = 64;
+
 const OP_OVERHEAD = 16;
 
 /** What `op` adds to a transaction's size (keys and values; nested transactions included). */
