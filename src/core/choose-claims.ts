@@ -100,6 +100,17 @@ export function chooseClaims<E extends ClaimCandidate>(entries: readonly E[], in
 export const AHEAD_PER_SLOT = 8;
 
 /**
+ * Slots a node may fill now, the one rule for the steal loop and for a
+ * submit claimed on the spot. Tasks claimed ahead wait for a slot, so for
+ * ordinary tasks they count as running (free); urgent tasks start at once in
+ * a slot of their own, up to urgentSlots beyond slots, and tasks waiting
+ * ahead hold none of those (urgentFree).
+ */
+export function freeSlots(s: { slots: number; urgentSlots: number; running: number; backlog: number }): { free: number; urgentFree: number } {
+  return { free: s.slots - s.running - s.backlog, urgentFree: s.slots + s.urgentSlots - s.running };
+}
+
+/**
  * How many tasks a node may claim beyond its free slots, to start as its
  * running ones end (Executor.startWhenFree): none unless its tasks are short.
  * The last one claimed ahead waits about (ahead / slots) x the typical run

@@ -53,6 +53,7 @@ import { WriteLane } from './write-lane';
 import { channelCredentials, TlsMaterial } from '../wire/tls';
 import { loadNodeTls } from './tls';
 import { priorityOf } from '../core/spec';
+import { freeSlots } from '../core/choose-claims';
 import { sleep } from '../core/sleep';
 
 export const VERSION = '0.1.0';
@@ -599,9 +600,8 @@ export class LoomNode {
     if (!inc || !me || inc.signal.aborted || this.takesNoWork) return false;
     const spec = record.spec!;
     const { slots, urgentSlots, urgentPriority } = this.config;
-    // Tasks claimed ahead hold no slot an urgent task could use (see StealLoop.pass).
-    const urgent = priorityOf(spec) >= urgentPriority;
-    if (urgent ? this.executor.count >= slots + urgentSlots : this.executor.count + this.executor.backlog >= slots) return false;
+    const room = freeSlots({ slots, urgentSlots, running: this.executor.count, backlog: this.executor.backlog });
+    if ((priorityOf(spec) >= urgentPriority ? room.urgentFree : room.free) <= 0) return false;
     const free = addResources(this.capacity, this.executor.inUse, -1);
     if (refusal(spec, this.selfInfo(), record.submittedByAdmin) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());

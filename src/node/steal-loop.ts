@@ -16,7 +16,7 @@
 import { ContainerPolicy, NodeInfo, Resources } from '../gen/loom';
 import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
 import { addResources, refusal as refusal_ } from '../core/fit';
-import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims } from '../core/choose-claims';
+import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims, freeSlots } from '../core/choose-claims';
 import { Incarnation } from '../store/membership';
 import { QueueWindow, WindowEntry } from '../store/queue-window';
 import { BATCH_CHUNK, HeldTask, NodeIdentity, TaskTransitions } from '../store/transitions';
@@ -190,10 +190,9 @@ export class StealLoop {
     const slots = this.deps.slots();
     const ex = this.deps.executor;
     const running = ex.count;
-    // Tasks claimed ahead wait for slots, so they count as running here; not
-    // for urgent tasks, which start at once in a slot of their own.
-    let free = slots - running - ex.backlog;
-    const urgentFree = slots + this.deps.urgentSlots - running;
+    const room = freeSlots({ slots, urgentSlots: this.deps.urgentSlots, running, backlog: ex.backlog });
+    let free = room.free;
+    const urgentFree = room.urgentFree;
     // A claim ahead must start before a busy peer's steal delay would let it take the task.
     const waitBudgetMs = this.deps.policy.stealDelayMs + this.deps.policy.loadDelayMs;
     // And only while the queue is deep: more than every live node could claim ahead at once

@@ -1,4 +1,4 @@
-import { AHEAD_PER_SLOT, aheadRoom, chooseAhead, ChooseInput, chooseClaims, ClaimCandidate } from '../../src/core/choose-claims';
+import { AHEAD_PER_SLOT, aheadRoom, chooseAhead, ChooseInput, chooseClaims, ClaimCandidate, freeSlots } from '../../src/core/choose-claims';
 import { Resources, TaskSpec } from '../../src/gen/loom';
 
 interface E extends ClaimCandidate {
@@ -134,5 +134,14 @@ describe('chooseAhead', () => {
     once.snapshot = { ...once.snapshot, spec: TaskSpec.fromPartial({ command: ['true'], restartOnNodeFailure: false }) };
     const es = [entry('a'), entry('b', { notBeforeMs: NOW + 10 }), entry('c', { cpu: 1 }), boxed, once, entry('d')];
     expect(pick(es, 6, [es[0]])).toEqual(['d']);
+  });
+});
+
+describe('freeSlots', () => {
+  it('counts tasks waiting ahead as running for ordinary tasks, not for urgent ones', () => {
+    expect(freeSlots({ slots: 2, urgentSlots: 1, running: 0, backlog: 0 })).toEqual({ free: 2, urgentFree: 3 });
+    expect(freeSlots({ slots: 2, urgentSlots: 1, running: 2, backlog: 5 })).toEqual({ free: -5, urgentFree: 1 });
+    expect(freeSlots({ slots: 2, urgentSlots: 1, running: 3, backlog: 0 })).toEqual({ free: -1, urgentFree: 0 });
+    expect(freeSlots({ slots: 4, urgentSlots: 0, running: 1, backlog: 2 })).toEqual({ free: 1, urgentFree: 3 });
   });
 });
