@@ -39,12 +39,22 @@ export function fnv1a(text: string): number {
   return hash >>> 0;
 }
 
-/** Rendezvous (highest random weight) choice of a node for a task. */
-export function preferredNode(taskId: string, nodes: readonly string[]): string | undefined {
+/**
+ * Rendezvous (highest random weight) choice of a node for a task, weighted:
+ * each node scores weight / -ln(u), u its hash of the task mapped into (0, 1),
+ * so a node is chosen for a share of the tasks proportional to its weight
+ * (the steal loop passes slots: a 6-slot node prefers 3x the tasks of a
+ * 2-slot one). With equal weights the order is the hashes' own order. Adding
+ * or removing a node moves only the tasks it gains or had. Nodes with no
+ * positive weight are chosen only when none has one.
+ */
+export function preferredNode(taskId: string, nodes: readonly string[], weightOf?: (node: string) => number): string | undefined {
   let best: string | undefined;
-  let bestScore = -1;
+  let bestScore = -Infinity;
   for (const node of nodes) {
-    const score = fnv1a(`${node}\u0000${taskId}`);
+    const hash = fnv1a(`${node}\u0000${taskId}`);
+    const weight = weightOf ? weightOf(node) : 1;
+    const score = weight > 0 ? weight / -Math.log((hash + 0.5) / 0x1_0000_0000) : hash - 0x1_0000_0000;
     if (score > bestScore || (score === bestScore && best !== undefined && node < best)) {
       best = node;
       bestScore = score;

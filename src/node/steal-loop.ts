@@ -143,7 +143,7 @@ export class StealLoop {
 
   /**
    * Is this node the rendezvous choice among the live nodes that could run
-   * the entry? Cached per entry until the node set changes, with the entry's
+   * the entry, weighted by their slots (see preferredNode)? Cached per entry until the node set changes, with the entry's
    * steal jitter (fixed per node and task), so a pass hashes nothing it has
    * hashed before.
    */
@@ -152,10 +152,9 @@ export class StealLoop {
     if (cached && cached.version === version) return cached;
     const spec = entry.snapshot.spec!;
     const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
-    const names = placed
-      ? this.deps.nodeInfos().filter((n) => !n.draining && refusal_(spec, n, entry.snapshot.submittedByAdmin) === undefined).map((n) => n.name)
-      : this.deps.liveNodes();
-    const preferred = names.length <= 1 || preferredNode(entry.id, names) === this.me!.node;
+    const able = this.deps.nodeInfos().filter((n) => !n.draining && (!placed || refusal_(spec, n, entry.snapshot.submittedByAdmin) === undefined));
+    const slots = new Map(able.map((n) => [n.name, n.slots]));
+    const preferred = able.length <= 1 || preferredNode(entry.id, [...slots.keys()], (name) => slots.get(name)!) === this.me!.node;
     const jitter = cached?.jitter ?? fnv1a(`${this.me!.node}/${entry.id}`) / 0x1_0000_0000;
     const pref = { version, preferred, jitter };
     if (this.prefCache.size > 20_000) this.prefCache.clear();

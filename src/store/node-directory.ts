@@ -18,7 +18,7 @@ export interface Sighting {
 
 /** What placement and preference depend on: a change bumps `version`. */
 function placementOf(n: NodeInfo): string {
-  return JSON.stringify([n.lease, n.draining, n.docker, n.labels, n.capacity]);
+  return JSON.stringify([n.lease, n.draining, n.docker, n.slots, n.labels, n.capacity]);
 }
 
 export class NodeDirectory {

@@ -33,4 +33,34 @@ describe('steal policy', () => {
     });
     expect(preferredNode('x', [])).toBeUndefined();
   });
+
+  it('weights the choice: a node with 3x the slots prefers ~3x the tasks', () => {
+    const slots: Record<string, number> = { small: 2, big: 6 };
+    const counts: Record<string, number> = { small: 0, big: 0 };
+    const n = 20_000;
+    for (let i = 0; i < n; i++) counts[preferredNode(`task-${i}`, ['small', 'big'], (x) => slots[x])!]++;
+    expect(counts.big / n).toBeGreaterThan(0.72);
+    expect(counts.big / n).toBeLessThan(0.78);
+    const three: Record<string, number> = { a: 1, b: 2, c: 5 };
+    const c3: Record<string, number> = { a: 0, b: 0, c: 0 };
+    for (let i = 0; i < n; i++) c3[preferredNode(`${i}`, ['a', 'b', 'c'], (x) => three[x])!]++;
+    expect(c3.a / n).toBeGreaterThan(0.1);
+    expect(c3.a / n).toBeLessThan(0.15);
+    expect(c3.c / n).toBeGreaterThan(0.6);
+    expect(c3.c / n).toBeLessThan(0.65);
+  });
+
+  it('with equal weights chooses as without, and moves only the lost node\'s share when weighted', () => {
+    for (let i = 0; i < 2000; i++) expect(preferredNode(`t${i}`, ['a', 'b', 'c'], () => 4)).toBe(preferredNode(`t${i}`, ['a', 'b', 'c']));
+    const w: Record<string, number> = { a: 1, b: 3, c: 8 };
+    for (let i = 0; i < 2000; i++) {
+      const before = preferredNode(`t${i}`, ['a', 'b', 'c'], (x) => w[x]);
+      if (before !== 'c') expect(preferredNode(`t${i}`, ['a', 'b'], (x) => w[x])).toBe(before);
+    }
+  });
+
+  it('never prefers a node of weight 0 while another has slots', () => {
+    for (let i = 0; i < 500; i++) expect(preferredNode(`t${i}`, ['none', 'some'], (x) => (x === 'none' ? 0 : 1))).toBe('some');
+    expect(preferredNode('t', ['x', 'y'], () => 0)).toBeDefined();
+  });
 });
