@@ -31,6 +31,8 @@ export interface ClusterOptions {
   etcd: 'embedded' | 'shared';
   /** Slots per node (default: the node's own default, the CPU count). */
   slots?: number;
+  /** Slots of each node in turn, instead of one `slots` for all. */
+  slotsPerNode?: number[];
   /** Extra `loom node` flags for every node. */
   args?: string[];
   readyTimeoutMs?: number;
@@ -137,8 +139,11 @@ export class BenchCluster {
     } else {
       etcdUrls = specs.map((s) => s.client);
     }
-    const slots = opts.slots !== undefined ? ['--slots', String(opts.slots)] : [];
-    const nodes = specs.map((s) => {
+    const slotsOf = (i: number): string[] => {
+      const n = opts.slotsPerNode?.[i] ?? opts.slots;
+      return n !== undefined ? ['--slots', String(n)] : [];
+    };
+    const nodes = specs.map((s, i) => {
       const dataDir = path.join(dir, s.name);
       const etcdArgs =
         opts.etcd === 'shared'
@@ -148,7 +153,7 @@ export class BenchCluster {
               ...specs.filter((o) => o !== s).flatMap((o) => ['--peer', `${o.name}=${o.peer}`]),
             ];
       const metrics = opts.metrics ? ['--metrics-listen', s.metrics] : [];
-      const args = ['--name', s.name, '--listen', s.api, '--data-dir', dataDir, ...etcdArgs, ...slots, ...metrics, ...(opts.args ?? [])];
+      const args = ['--name', s.name, '--listen', s.api, '--data-dir', dataDir, ...etcdArgs, ...slotsOf(i), ...metrics, ...(opts.args ?? [])];
       const node = launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined);
       if (opts.metrics) node.metricsUrl = `http://${s.metrics}/metrics`;
       return node;

@@ -56,7 +56,7 @@ export type Command =
   | ({ kind: 'status'; id: string } & GlobalArgs)
   | ({ kind: 'cancel'; id: string } & GlobalArgs)
   | ({ kind: 'cancelQueued' } & GlobalArgs)
-  | ({ kind: 'wait'; id: string } & GlobalArgs)
+  | ({ kind: 'wait'; id: string; result: boolean } & GlobalArgs)
   | ({ kind: 'logs'; id: string; follow: boolean } & GlobalArgs)
   | ({ kind: 'list' } & ListArgs)
   | ({ kind: 'nodes' } & GlobalArgs)
@@ -320,7 +320,9 @@ function mainParser(env: Env): Argv {
         describe: 'cancel every task of yours that is queued (an admin: every queued task); running tasks are left alone',
       }),
     )
-    .command('wait <id>', 'wait for a task to end; exit with its status')
+    .command('wait <id>', 'wait for a task to end; exit with its status', (y) =>
+      y.option('result', { type: 'boolean', default: false, describe: 'print the result the task left in $LOOM_RESULT (raw bytes) instead of its state' }),
+    )
     .command('nodes', "list the cluster's nodes")
     .command('members [verb] [member]', "list the etcd cluster's members; `loom members remove NAME|ID` removes the member of a node gone for good (admin)")
     .command('job', 'job files, arrays and dependencies (see `loom job --help`)')
@@ -432,7 +434,7 @@ export function parseCommandLine(argv: string[], env: Env = {}): Command {
       return { kind: 'cancel', id: requireId(p), ...globals(p, env) };
     }
     case 'wait':
-      return { kind: 'wait', id: requireId(p), ...globals(p, env) };
+      return { kind: 'wait', id: requireId(p), result: Boolean(last(p.result)), ...globals(p, env) };
     case 'logs':
       return { kind: 'logs', id: requireId(p), follow: Boolean(last(p.follow)), ...globals(p, env) };
     case 'list':

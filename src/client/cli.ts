@@ -274,7 +274,10 @@ async function waitCommand(cmd: Cmd<'wait'>, api: LoomApi, io: CliIo): Promise<n
     }
     throw err;
   }
-  if (cmd.json) await printJson(io, Task.toJSON(task));
+  if (cmd.result) {
+    await writeOut(io.stdout, task.result);
+    if (task.state !== TaskState.COMPLETED) await note(io, formatStateLine(task));
+  } else if (cmd.json) await printJson(io, Task.toJSON(task));
   else await out(io, formatStateLine(task));
   return taskExitStatus(task);
 }

@@ -151,6 +151,7 @@ export function formatTaskSummary(task: Task, now: number): string {
   if (spec?.pinNode) rows.push(['on', spec.pinNode]);
   if (task.nodeLosses) rows.push(['node losses', `${task.nodeLosses} (its node died or fenced while running it; see --max-node-losses)`]);
   if (task.oomKilled) rows.push(['oom', 'yes: killed for exceeding its memory limit']);
+  if (task.result.length) rows.push(['result', describeResult(task.result)]);
   if (spec?.cwd) rows.push(['cwd', spec.cwd]);
   const env = Object.entries(spec?.env ?? {});
   if (env.length) rows.push(['env', env.map(([k, v]) => quoteArg(`${k}=${v}`)).join(' ')]);
@@ -250,4 +251,12 @@ export function formatMembersTable(members: EtcdMember[]): string {
   const text = table(['NAME', 'ID', 'ROLE', 'ANSWERS', 'NODE', 'PEER URL', 'CLIENT URL'], rows);
   const problems = members.filter((m) => !m.answers).map((m) => `${m.name || m.id}: ${m.problem}`);
   return problems.length ? `${text}${problems.join('\n')}\n` : text;
+}
+
+/** A result for the summary: short UTF-8 text as is, anything else by its size. */
+function describeResult(result: Uint8Array): string {
+  const text = Buffer.from(result).toString('utf8');
+  const printable = !text.includes('\uFFFD') && !/[\u0000-\u0008\u000e-\u001f]/.test(text);
+  if (printable && result.length <= 200 && !text.trimEnd().includes('\n')) return text.trimEnd();
+  return `${result.length} bytes (\`loom wait ID --result\` prints them)`;
 }

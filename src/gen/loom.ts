@@ -342,6 +342,11 @@ export interface Task {
    * Numbered apart from the others so concurrent additions do not collide.
    */
   queueRound: number;
+  /**
+   * What the attempt that ended it left in $LOOM_RESULT (at most 64 KiB;
+   * empty if none).
+   */
+  result: Buffer;
 }
 
 export interface JobSpec {
@@ -1713,6 +1718,7 @@ function createBaseTask(): Task {
     nodeLosses: 0,
     submittedByAdmin: false,
     queueRound: 0,
+    result: Buffer.alloc(0),
   };
 }
 
@@ -1786,6 +1792,9 @@ export const Task: MessageFns<Task> = {
     }
     if (message.queueRound !== 0) {
       writer.uint32(240).uint32(message.queueRound);
+    }
+    if (message.result.length !== 0) {
+      writer.uint32(250).bytes(message.result);
     }
     return writer;
   },
@@ -1987,6 +1996,14 @@ export const Task: MessageFns<Task> = {
             message.queueRound = reader.uint32();
             continue;
           }
+          case 31: {
+            if (tag !== 250) {
+              break;
+            }
+
+            message.result = Buffer.from(reader.bytes());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -2070,6 +2087,7 @@ export const Task: MessageFns<Task> = {
         : isSet(object.queue_round)
         ? globalThis.Number(object.queue_round)
         : 0,
+      result: isSet(object.result) ? Buffer.from(bytesFromBase64(object.result)) : Buffer.alloc(0),
     };
   },
 
@@ -2144,6 +2162,9 @@ export const Task: MessageFns<Task> = {
     if (message.queueRound !== 0) {
       obj.queueRound = Math.round(message.queueRound);
     }
+    if (message.result.length !== 0) {
+      obj.result = base64FromBytes(message.result);
+    }
     return obj;
   },
 
@@ -2175,6 +2196,7 @@ export const Task: MessageFns<Task> = {
     message.nodeLosses = object.nodeLosses ?? 0;
     message.submittedByAdmin = object.submittedByAdmin ?? false;
     message.queueRound = object.queueRound ?? 0;
+    message.result = object.result ?? Buffer.alloc(0);
     return message;
   },
 };

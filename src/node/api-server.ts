@@ -5,7 +5,7 @@
  * without TLS everyone is the same local user and may do everything):
  *  - anyone authenticated: submit and run (and own what they submit), get, list, wait, nodes, members;
  *    urgent priorities (>= --urgent-priority) only admins and --urgent-submitter identities;
- *    a task's env values are shown to its owner and admins only;
+ *    a task's env values and its result (output, like its logs) are shown to its owner and admins only;
  *  - the task's owner or an admin (--admin, or any node certificate): cancel, logs;
  *  - an admin: drain/resume a node, remove the etcd member of a node that is gone;
  *  - a node certificate only: Logs of one attempt (attempt > 0), the node-to-node log proxy.
@@ -160,11 +160,11 @@ export class ApiServer {
     );
   }
 
-  /** The task as `id` may see it: env values are its owner's and admins' business. */
+  /** The task as `id` may see it: env values and the result are its owner's and admins' business. */
   private visible(t: Task, id: Identity): Task {
-    if (this.isAdmin(id) || t.owner === id.name || !t.spec || Object.keys(t.spec.env).length === 0) return t;
-    const env = Object.fromEntries(Object.keys(t.spec.env).map((k) => [k, '(hidden)']));
-    return { ...t, spec: { ...t.spec, env } };
+    if (this.isAdmin(id) || t.owner === id.name) return t;
+    const env = t.spec && Object.keys(t.spec.env).length > 0 ? Object.fromEntries(Object.keys(t.spec.env).map((k) => [k, '(hidden)'])) : undefined;
+    return { ...t, result: Buffer.alloc(0), spec: t.spec && env ? { ...t.spec, env } : t.spec };
   }
 
   /** Counts a long call (log stream, wait, run) against its client's limit; returns the release. */

@@ -384,8 +384,7 @@ export class Executor {
       // still hold it; otherwise a survivor has requeued it already.
       const node = this.deps.nodeName;
       const why = fenced || r.stoppedFor === 'fence' ? `node ${node} fenced` : exec.handBack ?? (r.stoppedFor === 'drain' ? `node ${node} drained` : `node ${node} shut down`);
-      // A fence while the task ran counts as a loss of its node (Task.node_losses): a task that makes its node fence would
-      // otherwise go on to each next node.
+      // A fence while the task ran counts as a loss of its node (Task.node_losses), or a task that fences its node would go on to each next one.
       const nodeLoss = fenced || r.stoppedFor === 'fence';
       const ok = await this.deps.transitions.release(exec.held, exec.me, why, Date.now(), nodeLoss).catch(() => false);
       this.deps.log(`task ${t.id}: ${why}; ${ok ? 'requeued' : 'left to the survivors'}`);
@@ -396,8 +395,9 @@ export class Executor {
       exitCode: r.exitCode ?? (r.error ? r.errorExitCode : undefined),
       oomKilled: r.oomKilled,
       signal: r.signal,
-      reason: describe(r, t.spec!.timeoutMs),
+      reason: [describe(r, t.spec!.timeoutMs), r.resultError].filter(Boolean).join('; '),
       finishedAtMs: r.finishedAtMs,
+      result: r.result,
       tail: {
         stdout: r.stdoutTail,
         stderr: r.stderrTail,

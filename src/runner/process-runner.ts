@@ -6,6 +6,7 @@
  */
 import { spawn } from 'child_process';
 import * as fs from 'fs';
+import * as path from 'path';
 import { Readable } from 'stream';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
@@ -16,6 +17,7 @@ import { Spawner } from './spawner';
 import { commandExists, Confinement, TaskIdentity } from './confine';
 import { RunHandle, RunRequest, RunResult, Runner, StopReason } from './types';
 import { KillEscalation } from './kill-escalation';
+import { readResultFile } from './result-file';
 
 export interface ProcessRunnerOptions {
   reaper?: Reaper;
@@ -95,6 +97,8 @@ class ProcessRun implements RunHandle {
   private killedByRunner = false;
   /** Who the task runs as, when confined; released once it and all it started are gone. */
   private identity: TaskIdentity | undefined;
+  /** $LOOM_RESULT of the task (set once it is about to start). */
+  private resultPath: string | undefined;
   /** The task joined its cgroups itself (loom-confine), before its exec. */
   private joinedByWrapper = false;
   /** Spawner streams closed so far (of 2). */
@@ -172,7 +176,10 @@ class ProcessRun implements RunHandle {
         this.terminate(req.killGraceMs);
       }, req.timeoutMs);
     }
-    const env = this.opts.reaper ? { ...req.env, LOOM_REAPER_TAG: this.opts.reaper.tag } : req.env;
+    // A task of its own uid writes its result in its scratch dir; one that runs as the node, beside its log.
+    this.resultPath = this.identity ? path.join(this.identity.scratch, '.loom-result') : `${req.logPath}.result`;
+    if (!this.identity) fs.rmSync(this.resultPath, { force: true });
+    const env = { ...req.env, LOOM_RESULT: this.resultPath, ...(this.opts.reaper ? { LOOM_REAPER_TAG: this.opts.reaper.tag } : {}) };
     const spawner = this.opts.spawner;
     // A task with memory/cpu limits not placed by the wrapper gets them right after it
     // starts (a cgroup, or an rlimit: cgroup.ts), which wants the pid at once: those use
@@ -361,6 +368,7 @@ class ProcessRun implements RunHandle {
     if (this.settled || !this.processClosed || (this.sink && !this.logClosed)) return;
     this.settled = true;
     const result = this.result();
+    this.takeResult(result);
     const finish = () => {
       this.resolveDone(result);
       this.emitProgress();
@@ -381,6 +389,15 @@ class ProcessRun implements RunHandle {
       result.finishedAtMs = Date.now();
       finish();
     });
+  }
+
+  /** Reads the task's $LOOM_RESULT before its scratch dir goes. */
+  private takeResult(result: RunResult): void {
+    if (!this.resultPath || result.error) return;
+    const read = readResultFile(this.resultPath, this.identity?.uid);
+    if (read.result) result.result = read.result;
+    if (read.error) result.resultError = read.error;
+    if (!this.identity) fs.rmSync(this.resultPath, { force: true });
   }
 
   private result(): RunResult {

@@ -59,6 +59,10 @@ export interface RunResult {
    * started: nothing ran. The task may go to another node; it did not fail.
    */
   engineUnavailable?: boolean;
+  /** What the task left in $LOOM_RESULT (see result-file.ts), if anything. */
+  result?: Buffer;
+  /** Why a $LOOM_RESULT that was there was not taken (too large, a symlink, ...). */
+  resultError?: string;
   stdoutTail: Buffer;
   stderrTail: Buffer;
   stdoutTruncated: boolean;

@@ -98,6 +98,7 @@ export interface Outcome {
   reason: string;
   finishedAtMs: number;
   tail?: LogTail;
+  result?: Buffer; // the attempt's $LOOM_RESULT
 }
 
 
@@ -219,7 +220,6 @@ export class TaskTransitions {
       submittedAtMs: nowMs,
       startedAtMs: 0,
       finishedAtMs: 0,
-      exitCode: undefined,
       signal: '',
       reason: '',
       cancelRequested: false,
@@ -233,6 +233,7 @@ export class TaskTransitions {
       nodeLosses: 0,
       submittedByAdmin: byAdmin,
       queueRound: 0,
+      result: Buffer.alloc(0),
     };
   }
 
@@ -250,6 +251,7 @@ export class TaskTransitions {
       reason: '',
       cancelRequested: false,
       oomKilled: false,
+      result: Buffer.alloc(0),
     };
   }
 
@@ -514,6 +516,7 @@ export class TaskTransitions {
       // A retry waits its backoff; nodes skip it in the queue until then.
       notBeforeMs: state === TaskState.QUEUED && event === 'fail' ? outcome.finishedAtMs + retryDelayMs(held.spec?.backoffMs ?? 0, held.spec?.backoffExponential ?? false, failures) : 0,
       oomKilled: outcome.oomKilled ?? false,
+      result: outcome.result ?? Buffer.alloc(0),
       signal: outcome.signal ?? '',
       reason: clipReason(state === TaskState.QUEUED ? `retry after ${outcome.reason || label}` : event === 'cancel' ? 'cancelled' : outcome.reason),
       history: withAttempt(held, event === 'cancel' ? 'cancelled' : outcome.reason || label, outcome.finishedAtMs),

@@ -161,6 +161,15 @@ describe('a TLS cluster of two nodes', () => {
     ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/is a client certificate.*needs a node certificate/) });
   });
 
+  it("shows a task's result to its owner and admins, not to others", async () => {
+    const alice = api(a, 'alice');
+    const [id] = await alice.submit([spec(['sh', '-c', 'printf private > "$LOOM_RESULT"'])]);
+    expect(Buffer.from((await alice.wait(id)).result).toString()).toBe('private');
+    expect((await api(b, 'bob').get(id)).result).toHaveLength(0);
+    expect((await api(b, 'bob').wait(id)).result).toHaveLength(0);
+    expect(Buffer.from((await api(b, 'ops').get(id)).result).toString()).toBe('private');
+  });
+
   it("lets only the owner or an admin cancel a task or read its logs (CLI exit code 7)", async () => {
     const alice = api(a, 'alice');
     const [id] = await alice.submit([spec(['sh', '-c', 'echo secret output; exec sleep 30'], { env: { TOKEN: 't0ken' } })]);

@@ -171,11 +171,22 @@ describe.each([
     expect(h.logBytes).toBe(fs.statSync(r0.logPath).size);
   });
 
-  test('the environment is exactly the one given', async () => {
-    const h = runner.start(req(['env'], { env: { FOO: 'bar baz', PATH: '/usr/bin:/bin' } }));
+  test('the environment is exactly the one given, and where to leave a result', async () => {
+    const r0 = req(['env'], { env: { FOO: 'bar baz', PATH: '/usr/bin:/bin' } });
+    const h = runner.start(r0);
     const r = await h.done;
     expect(r.exitCode).toBe(0);
-    expect(r.stdoutTail.toString().trim().split('\n').sort()).toEqual(['FOO=bar baz', 'PATH=/usr/bin:/bin']);
+    expect(r.stdoutTail.toString().trim().split('\n').sort()).toEqual(['FOO=bar baz', `LOOM_RESULT=${r0.logPath}.result`, 'PATH=/usr/bin:/bin']);
+  });
+
+  test('reports what the task left in $LOOM_RESULT, then removes the file', async () => {
+    const r0 = req(['sh', '-c', 'printf "%s" done > "$LOOM_RESULT"']);
+    const r = await runner.start(r0).done;
+    expect(r.result?.toString()).toBe('done');
+    expect(fs.existsSync(`${r0.logPath}.result`)).toBe(false);
+    const none = await runner.start(req(['true'])).done;
+    expect(none.result).toBeUndefined();
+    expect(none.resultError).toBeUndefined();
   });
 
   test('runs in the given cwd, or the default one', async () => {

@@ -42,7 +42,7 @@ describe('task isolation from the node', () => {
     let out = '';
     for await (const f of readFrames(logPath, {})) out += f.data.toString();
     const names = out.trim().split('\n').map((l) => l.slice(0, l.indexOf('='))).sort();
-    expect(names).toEqual(['LOOM_ATTEMPT', 'LOOM_NODE', 'LOOM_TASK_ID', 'MINE', 'PATH']);
+    expect(names).toEqual(['LOOM_ATTEMPT', 'LOOM_NODE', 'LOOM_RESULT', 'LOOM_TASK_ID', 'MINE', 'PATH']);
     expect(out).not.toContain('do-not-leak');
   });
 });

@@ -1,6 +1,9 @@
 /**
  * 4. Fairness: N tasks of 100 ms (`sleep 0.1`) on 3 equal nodes; each node's
- * share of the tasks (from each record's node) and the max/min ratio.
+ * share of the tasks (from each record's node) and the max/min ratio. Then
+ * the weighted variant: a 2-slot and a 6-slot node, whose shares should be
+ * their slot shares (25 % and 75 %); the figure is the largest distance of a
+ * share from its slot share, relative to it.
  */
 import { TaskState } from '../../../src/gen/loom';
 import { repeat } from '../budget';
@@ -11,55 +14,108 @@ import { spec, submitSpread } from '../tasks';
 
 const S = 'fairness';
 const SLOTS = 8;
+const WEIGHTED_SLOTS = [2, 6];
+
+/** Tasks of `ids` completed per node, from the records. */
+async function completedPerNode(c: BenchCluster, ids: Set<string>): Promise<{ per: Map<string, number>; seen: number }> {
+  const per = new Map<string, number>(c.nodes.map((x) => [x.name, 0]));
+  let token = '';
+  let seen = 0;
+  do {
+    const page = await c.api(0).list({ state: TaskState.COMPLETED, pageSize: 1000, pageToken: token });
+    for (const t of page.tasks) {
+      if (!ids.has(t.id)) continue;
+      seen++;
+      per.set(t.node, (per.get(t.node) ?? 0) + 1);
+    }
+    token = page.nextPageToken;
+  } while (token);
+  return { per, seen };
+}
+
+/** Runs `n` sleep tasks per repetition on `c`, calling `record` with each repetition's counts. */
+async function runShares(
+  ctx: BenchContext, c: BenchCluster, n: number, budgetS: number, what: string,
+  record: (per: Map<string, number>, seen: number) => void,
+): Promise<void> {
+  const counter = new TaskCounter(c.etcd());
+  const budget = ctx.budget(budgetS);
+  await repeat(ctx, S, what, budget, async (rep) => {
+    const before = terminalTotal(await counter.counts());
+    const ids = new Set(await submitSpread(c, spec(['sleep', '0.1']), n, 500));
+    const w = await counter.waitTerminalUntil(before, n, budget.deadline(20_000), 250);
+    if (w.timedOut) {
+      ctx.note(S, `${what} repetition ${rep + 1} cut by the time budget with ${w.done} of ${n} tasks done; its shares are of the tasks completed by then`);
+    }
+    const { per, seen } = await completedPerNode(c, ids);
+    if (seen === 0) throw new Error(`none of the ${n} tasks completed`);
+    record(per, seen);
+    ctx.log(`${S} ${what} rep ${rep + 1}: ${[...per].map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  });
+}
+
+async function equalNodes(ctx: BenchContext, n: number): Promise<void> {
+  const c = await BenchCluster.start({ name: 'fair', nodes: 3, etcd: 'embedded', slots: SLOTS }, ctx.log);
+  const shares = new Map<string, number[]>(c.nodes.map((x) => [x.name, []]));
+  const ratios: number[] = [];
+  try {
+    await runShares(ctx, c, n, ctx.quick ? 12 : 70, 'runs', (per, seen) => {
+      const counts = [...per.values()];
+      for (const [name, k] of per) shares.get(name)?.push((100 * k) / seen);
+      ratios.push(Math.max(...counts) / Math.max(1, Math.min(...counts)));
+    });
+  } finally {
+    await c.stop();
+  }
+  const extra = { tasks: n, nodes: 3, slotsPerNode: SLOTS };
+  for (const [name, v] of shares) {
+    ctx.emit({ scenario: S, figure: `share_${name}`, label: `share of tasks run by ${name}`, unit: '%', values: v, extra });
+  }
+  ctx.emit({
+    scenario: S, figure: 'max_min_ratio', label: 'max/min tasks per node', unit: '×', values: ratios, extra,
+    target: { op: '<=', value: 1.25, text: '≤ 1.25' },
+  });
+}
+
+async function weightedNodes(ctx: BenchContext, n: number): Promise<void> {
+  const c = await BenchCluster.start({ name: 'wfair', nodes: WEIGHTED_SLOTS.length, etcd: 'embedded', slotsPerNode: WEIGHTED_SLOTS }, ctx.log);
+  const total = WEIGHTED_SLOTS.reduce((a, b) => a + b, 0);
+  const slotShare = new Map(c.nodes.map((x, i) => [x.name, (100 * WEIGHTED_SLOTS[i]) / total]));
+  const shares = new Map<string, number[]>(c.nodes.map((x) => [x.name, []]));
+  const errors: number[] = [];
+  try {
+    await runShares(ctx, c, n, ctx.quick ? 12 : 60, 'weighted runs', (per, seen) => {
+      let worst = 0;
+      for (const [name, k] of per) {
+        const share = (100 * k) / seen;
+        shares.get(name)?.push(share);
+        worst = Math.max(worst, (100 * Math.abs(share - slotShare.get(name)!)) / slotShare.get(name)!);
+      }
+      errors.push(worst);
+    });
+  } finally {
+    await c.stop();
+  }
+  const extra = { tasks: n, nodes: WEIGHTED_SLOTS.length, slots: WEIGHTED_SLOTS.join('+') };
+  for (const [name, v] of shares) {
+    ctx.emit({ scenario: S, figure: `weighted_share_${name}`, label: `share of tasks run by ${name} (${WEIGHTED_SLOTS[c.nodes.findIndex((x) => x.name === name)]} slots)`, unit: '%', values: v, extra });
+  }
+  ctx.emit({
+    scenario: S, figure: 'weighted_share_error', label: 'largest distance of a share from its slot share, relative', unit: '%', values: errors, extra,
+    target: { op: '<=', value: 10, text: '≤ 10 %' },
+  });
+}
 
 export const fairness: Scenario = {
   name: S,
   title: 'Fairness',
   async run(ctx: BenchContext) {
     const n = ctx.quick ? 300 : 3000;
-    const c = await BenchCluster.start({ name: 'fair', nodes: 3, etcd: 'embedded', slots: SLOTS }, ctx.log);
-    const shares = new Map<string, number[]>(c.nodes.map((x) => [x.name, []]));
-    const ratios: number[] = [];
-    try {
-      const counter = new TaskCounter(c.etcd());
-      const budget = ctx.budget(ctx.quick ? 12 : 70);
-      await repeat(ctx, S, 'runs', budget, async (rep) => {
-        const before = terminalTotal(await counter.counts());
-        const ids = new Set(await submitSpread(c, spec(['sleep', '0.1']), n, 500));
-        const w = await counter.waitTerminalUntil(before, n, budget.deadline(20_000), 250);
-        if (w.timedOut) {
-          ctx.note(S, `repetition ${rep + 1} cut by the time budget with ${w.done} of ${n} tasks done; its shares are of the tasks completed by then`);
-        }
-        const per = new Map<string, number>(c.nodes.map((x) => [x.name, 0]));
-        let token = '';
-        let seen = 0;
-        do {
-          const page = await c.api(0).list({ state: TaskState.COMPLETED, pageSize: 1000, pageToken: token });
-          for (const t of page.tasks) {
-            if (!ids.has(t.id)) continue;
-            seen++;
-            per.set(t.node, (per.get(t.node) ?? 0) + 1);
-          }
-          token = page.nextPageToken;
-        } while (token);
-        if (seen === 0) throw new Error(`none of the ${n} tasks completed`);
-        const counts = [...per.values()];
-        for (const [name, k] of per) shares.get(name)?.push((100 * k) / seen);
-        ratios.push(Math.max(...counts) / Math.max(1, Math.min(...counts)));
-        ctx.log(`${S} rep ${rep + 1}: ${[...per].map(([k, v]) => `${k}=${v}`).join(' ')}`);
-      });
-    } finally {
-      await c.stop();
-    }
-    const extra = { tasks: n, nodes: 3, slotsPerNode: SLOTS };
-    for (const [name, v] of shares) {
-      ctx.emit({ scenario: S, figure: `share_${name}`, label: `share of tasks run by ${name}`, unit: '%', values: v, extra });
-    }
-    ctx.emit({
-      scenario: S, figure: 'max_min_ratio', label: 'max/min tasks per node', unit: '×', values: ratios, extra,
-      target: { op: '<=', value: 1.25, text: '≤ 1.25' },
-    });
+    await equalNodes(ctx, n);
+    await weightedNodes(ctx, n);
     ctx.note(S, `${n} tasks \`sleep 0.1\` per repetition, submitted in batches of 500 spread over the nodes; 3 nodes with ${SLOTS} slots each ` +
-      "(more than the default, to keep a repetition short), 3 embedded etcd members, one cluster for all repetitions. Shares come from each completed record's node.");
+      "(more than the default, to keep a repetition short), 3 embedded etcd members, one cluster for all repetitions. Shares come from each completed record's node. " +
+      `Weighted: ${WEIGHTED_SLOTS.length} nodes with ${WEIGHTED_SLOTS.join(' and ')} slots (each an embedded etcd member), the same tasks; ` +
+      'the error is |share − slot share| / slot share of the node furthest from its slot share.');
   },
 };
