@@ -1,7 +1,7 @@
 /** Node configuration: the shape, the defaults, and their validation. */
 import { isIP } from 'net';
 import { invalid } from './errors';
-import { StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
+import { checkMaxLoad, StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
 import { DEFAULT_CONTAINER_PIDS, parseAllowMount } from './container-policy';
 import { DEFAULT_DOCKER_SOCKET, type DockerEngine } from './docker-engine';
 import { DEFAULT_MIN_FREE_DISK, MinFreeDisk } from './disk-space';
@@ -124,11 +124,10 @@ export interface NodeConfig {
    * queued tasks is refused (RESOURCE_EXHAUSTED); 0: no limit.
    */
   maxQueuedPerOwner: number;
-  /**
-   * --min-free-disk: below this free space in the data dir's filesystem the
-   * node takes no new tasks (running ones go on) until space comes back.
-   */
+  /** --min-free-disk: below this free space in the data dir's filesystem, no new tasks (running ones go on). */
   minFreeDisk: MinFreeDisk;
+  /** --max-load: CPU busy share at which the node takes no new tasks (steal-policy.ts parseMaxLoad); 0 = off. */
+  maxLoad: number;
   /**
    * --etcd-quota: etcd's --quota-backend-bytes, which loom cannot ask etcd
    * for; submits stop at half of it (core/storage.ts). 0: the embedded
@@ -189,6 +188,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     maxNodeLosses: 3,
     maxQueuedPerOwner: 0,
     minFreeDisk: DEFAULT_MIN_FREE_DISK,
+    maxLoad: 0,
     etcdQuotaBytes: 0,
   };
 }
@@ -356,6 +356,7 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   if (!Number.isFinite(bytes) || bytes < 0 || !Number.isFinite(percent) || percent < 0 || percent >= 100) {
     throw invalid('--min-free-disk must be a size (e.g. 1G), a percentage below 100% (e.g. 5%), both (1G,5%: the smaller), or 0 for none');
   }
+  checkMaxLoad(c.maxLoad);
   validateTransport(c);
   return c;
 }

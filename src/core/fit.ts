@@ -77,9 +77,13 @@ export function refusal(spec: TaskSpec, node: Placeable, byAdmin = false): strin
  * A one-line reason no live node can run the task ("no node has arch=arm64"),
  * or undefined when at least one can.
  */
-export function explainUnplaceable(spec: TaskSpec, nodes: (Placeable & Pick<NodeInfo, 'draining'>)[], byAdmin = false): string | undefined {
+export function explainUnplaceable(spec: TaskSpec, nodes: (Placeable & Pick<NodeInfo, 'draining'> & Partial<Pick<NodeInfo, 'pausedReason'>>)[], byAdmin = false): string | undefined {
   const live = nodes.filter((n) => !n.draining);
-  if (live.length === 0) return 'no live node takes work';
+  if (live.length === 0) {
+    // Drained by an operator says nothing more; a pause (disk, --max-load) says why.
+    const paused = nodes.filter((n) => n.pausedReason).map((n) => `${n.name}: ${n.pausedReason}`);
+    return paused.length ? `no live node takes work (${paused.slice(0, 3).join('; ')})` : 'no live node takes work';
+  }
   const reasons = live.map((n) => refusal(spec, n, byAdmin));
   if (reasons.some((r) => r === undefined)) return undefined;
   if (spec.pinNode && !live.some((n) => n.name === spec.pinNode)) return `node ${spec.pinNode} is not live`;

@@ -7,6 +7,7 @@
  * little (and longer the busier they are), so they only steal what the
  * preferred node cannot take. A random jitter breaks the remaining ties.
  */
+import { invalid } from './errors';
 
 export interface StealPolicy {
   /** Wait of a non-preferred node before stealing, when idle. */
@@ -64,16 +65,50 @@ export function preferredNode(taskId: string, nodes: readonly string[], weightOf
 }
 
 /**
- * How long this node waits before claiming a task. 0 = claim now.
+ * How long this node waits before claiming a task. 0 = claim now. `cpuBusy`
+ * (the measured busy fraction of the machine's CPUs, 0..1; given with
+ * --max-load) lengthens a steal, never the preferred node's own claim.
  * `random` is injectable so tests are deterministic.
  */
 export function claimDelayMs(
-  opts: { preferred: boolean; running: number; slots: number },
+  opts: { preferred: boolean; running: number; slots: number; cpuBusy?: number },
   policy: StealPolicy = DEFAULT_STEAL_POLICY,
   random: () => number = Math.random,
 ): number {
-  const load = opts.slots > 0 ? Math.min(1, opts.running / opts.slots) : 1;
-  if (opts.preferred && load < 1) return 0;
+  const slotLoad = opts.slots > 0 ? Math.min(1, opts.running / opts.slots) : 1;
+  if (opts.preferred && slotLoad < 1) return 0;
+  // A steal waits by the busier of its slots and its measured CPUs (work outside loom counts too).
+  const load = Math.max(slotLoad, Math.min(1, opts.cpuBusy ?? 0));
   const base = opts.preferred ? 0 : policy.stealDelayMs;
   return base + policy.loadDelayMs * load + policy.jitterMs * random();
+}
+
+/** How far below --max-load the measured CPU must fall before a node that held back claims again. */
+export const MAX_LOAD_HYSTERESIS = 0.1;
+
+/**
+ * --max-load: why a node whose CPUs are this busy (the measured busy
+ * fraction of all CPUs, its own tasks and everything else on the machine)
+ * takes no new tasks; undefined when it may. `holding` says whether it holds
+ * back now: it resumes only below maxLoad - MAX_LOAD_HYSTERESIS, so a load
+ * that hovers at the threshold does not flap. maxLoad 0 = never.
+ */
+export function loadHoldReason(cpuBusy: number, maxLoad: number, holding: boolean): string | undefined {
+  if (maxLoad <= 0) return undefined;
+  const limit = holding ? maxLoad - MAX_LOAD_HYSTERESIS : maxLoad;
+  if (cpuBusy < limit) return undefined;
+  const pct = (f: number) => `${Math.round(f * 100)}%`;
+  return `CPUs ${pct(cpuBusy)} busy (--max-load ${pct(maxLoad)}; takes tasks again below ${pct(maxLoad - MAX_LOAD_HYSTERESIS)})`;
+}
+
+/** --max-load text: "90%" or "0.9" (a share of the CPUs), "0" = off; NaN when it is neither (checkMaxLoad refuses it). */
+export function parseMaxLoad(text: string): number {
+  const t = text.trim();
+  if (t === '') return NaN;
+  return t.endsWith('%') ? Number(t.slice(0, -1)) / 100 : Number(t);
+}
+
+export function checkMaxLoad(maxLoad: number): void {
+  if (Number.isFinite(maxLoad) && (maxLoad === 0 || (maxLoad >= 0.2 && maxLoad <= 1))) return;
+  throw invalid(`--max-load must be a share of the CPUs from 20% to 100% (e.g. 90% or 0.9), or 0 for none (got ${maxLoad})`);
 }

@@ -32,6 +32,7 @@ import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
 import { DiskWatch } from './disk-watch';
 import { formatMinFreeDisk } from '../core/disk-space';
+import { WorkPause } from './work-pause';
 import { EngineWatch } from './engine-watch';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
 import { nodeMetrics } from './node-metrics';
@@ -171,6 +172,8 @@ export class LoomNode {
   endpointSync: EndpointSync | undefined;
   /** --min-free-disk: whether the data dir has room for new tasks' logs. */
   private disk: DiskWatch | undefined;
+  /** Reasons to take no new tasks besides a drain (disk, load). */
+  private readonly pause: WorkPause;
   /** etcd's space: the submit gate and, on one node, its maintenance. */
   storage: StorageKeeper | undefined;
 
@@ -195,7 +198,16 @@ export class LoomNode {
     private readonly api: ApiServer,
     private readonly jobSweeper: JobSweeper,
     readonly retention: RetentionSweeper,
-  ) {}
+  ) {
+    this.pause = new WorkPause({
+      diskReason: () => this.disk?.lowReason, maxLoad: config.maxLoad, heldOtherwise: () => this.stopping || this.control.drain, log: opts.log,
+      onChange: (paused) => {
+        if (paused) this.executor.handBackWaiting('drain');
+        this.steal.setPaused(this.takesNoWork);
+        if (this.inc) void this.publish(true);
+      },
+    });
+  }
 
   static async start(config: NodeConfig, opts: NodeOptions): Promise<LoomNode> {
     const log = opts.log;
@@ -277,6 +289,7 @@ export class LoomNode {
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
       window, transitions, executor, slots: () => config.slots, urgentSlots: config.urgentSlots, urgentPriority: config.urgentPriority,
       liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log, lane,
+      cpuBusy: config.maxLoad > 0 ? () => node.metrics.latest.cpuUtilization : undefined,
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
     const membership = new Membership(memberKv, keys, {
@@ -329,7 +342,7 @@ export class LoomNode {
     node.engine = engine;
     node.disk = new DiskWatch({
       dir: config.dataDir, min: config.minFreeDisk, everyMs: opts.diskCheckMs, log,
-      onChange: (reason) => node.onDiskChange(reason),
+      onChange: (reason) => node.pause.changed(reason, `data dir has free space again (--min-free-disk ${formatMinFreeDisk(config.minFreeDisk)})`),
     });
     try {
       await engine.start();
@@ -384,6 +397,7 @@ export class LoomNode {
     let tick = 0;
     this.publishTimer = setInterval(() => {
       this.metrics.sample();
+      this.pause.checkLoad(this.metrics.latest.cpuUtilization);
       void this.publish();
       if (++tick % 3 === 0) void this.reconcileOwn();
     }, 3000);
@@ -458,30 +472,13 @@ export class LoomNode {
       docker: this.docker,
       runAs: resolveRunAs(this.config.runAs, process.getuid?.() ?? 0),
       containerPolicy: this.containerPolicy,
-      pausedReason: this.disk?.lowReason ?? '',
+      pausedReason: this.pause.reason ?? '',
     };
   }
 
-  /** Drained, stopping or low on disk: no new claims (what runs goes on). */
+  /** Drained, stopping, low on disk or over --max-load: no new claims (what runs goes on). */
   private get takesNoWork(): boolean {
-    return this.stopping || this.control.drain || this.disk?.lowReason !== undefined;
-  }
-
-  /**
-   * The data dir went below --min-free-disk (reason) or came back above it
-   * (undefined). Logged once per change; shown in `loom nodes` through the
-   * published record. Tasks claimed ahead are handed back as on a drain: they
-   * would write their logs here.
-   */
-  private onDiskChange(reason: string | undefined): void {
-    if (reason) {
-      this.opts.log(`not taking new tasks: ${reason} (running tasks go on)`);
-      this.executor.handBackWaiting('drain');
-    } else {
-      this.opts.log(`data dir has free space again (--min-free-disk ${formatMinFreeDisk(this.config.minFreeDisk)}): taking new tasks${this.control.drain ? ' once the drain is resumed' : ''}`);
-    }
-    this.steal.setPaused(this.takesNoWork);
-    if (this.inc) void this.publish(true);
+    return this.stopping || this.control.drain || this.pause.reason !== undefined;
   }
 
   /** The Docker engine started or stopped answering. */
@@ -523,7 +520,7 @@ export class LoomNode {
         }, Math.max(0, c.deadlineMs - Date.now()));
       }
     } else if (!this.stopping) {
-      const low = this.disk?.lowReason;
+      const low = this.pause.reason;
       this.opts.log(low ? `resumed, but still not taking new tasks: ${low}` : 'resumed: taking work again');
       this.steal.setPaused(this.takesNoWork);
     }

@@ -50,6 +50,8 @@ export interface StealDeps {
   liveNodes: () => string[];
   nodesVersion: () => number;
   policy: StealPolicy;
+  /** With --max-load: the machine's measured CPU busy fraction, which lengthens steals. */
+  cpuBusy?: () => number;
   log: (msg: string) => void;
   /** Shared with the executor's result writer: one claim-or-result transaction out at a time. */
   lane?: WriteLane;
@@ -168,6 +170,7 @@ export class StealLoop {
     const version = this.deps.nodesVersion();
     const running = this.deps.executor.count;
     const slots = this.deps.slots();
+    const cpuBusy = this.deps.cpuBusy?.();
     return chooseClaims(entries, {
       freeSlots,
       free: subtract(self.capacity, this.deps.inUse()),
@@ -177,7 +180,7 @@ export class StealLoop {
       preferred: (e) => this.preference(e, version).preferred,
       stealAt: (e) => {
         const { jitter } = this.preference(e, version);
-        return e.seenAtMs + claimDelayMs({ preferred: false, running, slots }, this.deps.policy, () => jitter);
+        return e.seenAtMs + claimDelayMs({ preferred: false, running, slots, cpuBusy }, this.deps.policy, () => jitter);
       },
     });
   }

@@ -47,6 +47,8 @@ describe('constraints and placement', () => {
     expect(explainUnplaceable(s({ pinNode: 'zz' }), [amd, big])).toBe('node zz is not live');
     expect(explainUnplaceable(s({}), [amd, big])).toBeUndefined();
     expect(explainUnplaceable(s({}), [])).toBe('no live node takes work');
+    const paused = { ...amd, draining: true, pausedReason: 'CPUs 97% busy (--max-load 90%; takes tasks again below 80%)' };
+    expect(explainUnplaceable(s({}), [paused, { ...big, draining: true }])).toBe('no live node takes work (a: CPUs 97% busy (--max-load 90%; takes tasks again below 80%))');
     const image = { image: 'busybox', pull: 'never', mounts: [], network: '' };
     expect(explainUnplaceable(s({ container: image }), [amd, node('c', {}, 2, 4)])).toBe('no live node has a Docker engine');
     expect(explainUnplaceable(s({ container: image }), [amd, big])).toBeUndefined();

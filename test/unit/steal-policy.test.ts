@@ -1,4 +1,4 @@
-import { claimDelayMs, preferredNode, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
+import { claimDelayMs, loadHoldReason, preferredNode, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
 
 describe('steal policy', () => {
   it('lets the preferred, not-full node claim at once', () => {
@@ -62,5 +62,24 @@ describe('steal policy', () => {
   it('never prefers a node of weight 0 while another has slots', () => {
     for (let i = 0; i < 500; i++) expect(preferredNode(`t${i}`, ['none', 'some'], (x) => (x === 'none' ? 0 : 1))).toBe('some');
     expect(preferredNode('t', ['x', 'y'], () => 0)).toBeDefined();
+  });
+
+  it('makes a steal wait longer on busy CPUs, never the preferred node\'s own claim', () => {
+    const idle = claimDelayMs({ preferred: false, running: 0, slots: 4, cpuBusy: 0 }, P, () => 0);
+    const busyCpu = claimDelayMs({ preferred: false, running: 0, slots: 4, cpuBusy: 0.9 }, P, () => 0);
+    expect(idle).toBe(P.stealDelayMs);
+    expect(busyCpu).toBeCloseTo(P.stealDelayMs + 0.9 * P.loadDelayMs);
+    // The busier of slots and CPUs counts, capped at full.
+    expect(claimDelayMs({ preferred: false, running: 3, slots: 4, cpuBusy: 0.1 }, P, () => 0)).toBeCloseTo(P.stealDelayMs + 0.75 * P.loadDelayMs);
+    expect(claimDelayMs({ preferred: false, running: 0, slots: 4, cpuBusy: 3 }, P, () => 0)).toBe(P.stealDelayMs + P.loadDelayMs);
+    expect(claimDelayMs({ preferred: true, running: 0, slots: 4, cpuBusy: 1 }, P, () => 0.5)).toBe(0);
+  });
+
+  it('holds back at --max-load and resumes only a tenth below it', () => {
+    expect(loadHoldReason(0.99, 0, false)).toBeUndefined();
+    expect(loadHoldReason(0.89, 0.9, false)).toBeUndefined();
+    expect(loadHoldReason(0.9, 0.9, false)).toBe('CPUs 90% busy (--max-load 90%; takes tasks again below 80%)');
+    expect(loadHoldReason(0.85, 0.9, true)).toBe('CPUs 85% busy (--max-load 90%; takes tasks again below 80%)');
+    expect(loadHoldReason(0.79, 0.9, true)).toBeUndefined();
   });
 });
