@@ -101,14 +101,15 @@ export function loadHoldReason(cpuBusy: number, maxLoad: number, holding: boolea
   return `CPUs ${pct(cpuBusy)} busy (--max-load ${pct(maxLoad)}; takes tasks again below ${pct(maxLoad - MAX_LOAD_HYSTERESIS)})`;
 }
 
-/** --max-load text: "90%" or "0.9" (a share of the CPUs), "0" = off; NaN when it is neither (checkMaxLoad refuses it). */
+/** --max-load text: "90%" or "0.9" (a share of the CPUs), "0" = off. */
 export function parseMaxLoad(text: string): number {
   const t = text.trim();
-  if (t === '') return NaN;
-  return t.endsWith('%') ? Number(t.slice(0, -1)) / 100 : Number(t);
+  const n = t === '' ? NaN : t.endsWith('%') ? Number(t.slice(0, -1)) / 100 : Number(t);
+  checkMaxLoad(n, text);
+  return n;
 }
 
-export function checkMaxLoad(maxLoad: number): void {
+export function checkMaxLoad(maxLoad: number, given: string = String(maxLoad)): void {
   if (Number.isFinite(maxLoad) && (maxLoad === 0 || (maxLoad >= 0.2 && maxLoad <= 1))) return;
-  throw invalid(`--max-load must be a share of the CPUs from 20% to 100% (e.g. 90% or 0.9), or 0 for none (got ${maxLoad})`);
+  throw invalid(`--max-load must be a share of the CPUs from 20% to 100% (e.g. 90% or 0.9), or 0 for none (got "${given}")`);
 }

@@ -1,4 +1,4 @@
-import { claimDelayMs, loadHoldReason, preferredNode, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
+import { checkMaxLoad, claimDelayMs, loadHoldReason, parseMaxLoad, preferredNode, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
 
 describe('steal policy', () => {
   it('lets the preferred, not-full node claim at once', () => {
@@ -81,5 +81,16 @@ describe('steal policy', () => {
     expect(loadHoldReason(0.9, 0.9, false)).toBe('CPUs 90% busy (--max-load 90%; takes tasks again below 80%)');
     expect(loadHoldReason(0.85, 0.9, true)).toBe('CPUs 85% busy (--max-load 90%; takes tasks again below 80%)');
     expect(loadHoldReason(0.79, 0.9, true)).toBeUndefined();
+  });
+
+  it('reads --max-load as a percentage or a share, and refuses anything else', () => {
+    expect(parseMaxLoad('90%')).toBeCloseTo(0.9);
+    expect(parseMaxLoad(' 0.75 ')).toBe(0.75);
+    expect(parseMaxLoad('0')).toBe(0);
+    for (const ok of ['0', '20%', '100%', '0.9']) expect(() => parseMaxLoad(ok)).not.toThrow();
+    for (const bad of ['', 'lots', '10%', '150%', '-1', '2']) {
+      expect(() => parseMaxLoad(bad)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/^--max-load must be a share of the CPUs.*\(got "/) }));
+    }
+    expect(() => checkMaxLoad(0.1)).toThrow(/got "0.1"/);
   });
 });
