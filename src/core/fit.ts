@@ -5,6 +5,7 @@
  */
 import { NodeInfo, Resources, TaskSpec } from '../gen/loom';
 import { containerRefusal } from './container-policy';
+import { kindOf, nodeKinds } from './task-kind';
 
 export const NO_RESOURCES: Resources = { cpu: 0, memoryBytes: 0, diskBytes: 0 };
 
@@ -46,7 +47,7 @@ export function formatBytes(n: number): string {
   return `${Math.round(v * 10) / 10}${units[u]}`;
 }
 
-type Placeable = Pick<NodeInfo, 'name' | 'labels' | 'capacity' | 'docker'> & Partial<Pick<NodeInfo, 'containerPolicy'>>;
+type Placeable = Pick<NodeInfo, 'name' | 'labels' | 'capacity' | 'docker'> & Partial<Pick<NodeInfo, 'containerPolicy' | 'kinds'>>;
 
 /**
  * Why `spec` can never run on `node` (ignoring what is busy now), or
@@ -65,6 +66,8 @@ export function refusal(spec: TaskSpec, node: Placeable, byAdmin = false): strin
     const refused = containerRefusal(spec.container, node.containerPolicy, byAdmin);
     if (refused) return refused;
   }
+  const kind = kindOf(spec);
+  if (!nodeKinds(node).includes(kind)) return `runs no ${kind} tasks`;
   const want = spec.resources ?? NO_RESOURCES;
   if (node.capacity) {
     const short = shortfall(want, node.capacity);
@@ -90,6 +93,8 @@ export function explainUnplaceable(spec: TaskSpec, nodes: (Placeable & Pick<Node
   const needs = spec.constraints.filter((c) => c.op === '=' && !live.some((n) => n.labels[c.key] === c.value));
   if (needs.length) return `no node has ${needs.map((c) => `${c.key}=${c.value}`).join(', ')}`;
   if (spec.container?.image && !live.some((n) => n.docker)) return 'no live node has a Docker engine';
+  const kind = kindOf(spec);
+  if (!live.some((n) => nodeKinds(n).includes(kind))) return `no live node runs ${kind} tasks (nodes older than the ${kind} kind: upgrade them)`;
   const distinct = [...new Set(reasons)];
   return `no node can run it: ${distinct.slice(0, 3).map((r) => `${live[reasons.indexOf(r)].name}: ${r}`).join('; ')}`;
 }

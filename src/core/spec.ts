@@ -5,6 +5,7 @@
 import { ContainerSpec, Resources, TaskSpec, Constraint } from '../gen/loom';
 import { invalid, LoomError } from './errors';
 import { alwaysRefusedMount, parseUser } from './container-policy';
+import { restartDefault, validateHttp } from './task-kind';
 
 export const LIMITS = {
   argvCount: 4096,
@@ -95,7 +96,11 @@ function validateContainer(c: ContainerSpec | undefined): ContainerSpec | undefi
 export function validateSpec(spec: SpecInput | undefined): TaskSpec {
   if (!spec) throw invalid('task spec is missing');
   const command = spec.command ?? [];
-  if (command.length === 0 || command[0] === '') {
+  const http = spec.http?.url || spec.http?.method ? validateHttp(spec.http) : undefined;
+  if (http && (command.length > 0 || spec.container?.image)) {
+    throw invalid('an HTTP task (--http) runs no command and no container: give one of them');
+  }
+  if (!http && (command.length === 0 || command[0] === '')) {
     throw invalid('command is empty: give a program to run, e.g. `loom run ls -- -l`');
   }
   if (command.length > LIMITS.argvCount) {
@@ -155,13 +160,14 @@ export function validateSpec(spec: SpecInput | undefined): TaskSpec {
     timeoutMs,
     retries,
     priority,
-    restartOnNodeFailure: spec.restartOnNodeFailure ?? true,
+    restartOnNodeFailure: spec.restartOnNodeFailure ?? restartDefault({ http }),
     resources: validateResources(spec.resources),
     constraints: validateConstraints(spec.constraints),
     pinNode: validatePin(spec.pinNode ?? ''),
     container: validateContainer(spec.container),
     backoffMs: validateBackoff(spec.backoffMs),
     backoffExponential: Boolean(spec.backoffExponential),
+    http,
   };
 }
 

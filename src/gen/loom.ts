@@ -229,17 +229,45 @@ export interface TaskSpec {
   constraints: Constraint[];
   /** Run only on this node (`--on NODE`). */
   pinNode: string;
-  /** Run in a container instead of as a process. */
+  /**
+   * The task's kind (core/task-kind.ts): a process (neither set), a container,
+   * or an HTTP request. At most one of container and http is set (validateSpec
+   * refuses both); on the wire this is what a oneof would encode.
+   */
   container:
     | ContainerSpec
     | undefined;
   /** Wait before a retry: backoff_ms, doubled per failure when exponential. */
   backoffMs: number;
   backoffExponential: boolean;
+  /** Make an HTTP request instead of running a command (`loom run --http`). */
+  http: HttpSpec | undefined;
 }
 
 export interface TaskSpec_EnvEntry {
   key: string;
+  value: string;
+}
+
+/** An HTTP task: the node that claims it makes the request (runner/http-runner.ts). */
+export interface HttpSpec {
+  /** GET, POST, ... (an HTTP token, upper-cased at submit). */
+  method: string;
+  /** http:// or https:// only. */
+  url: string;
+  /** In order; a name may repeat. Values are hidden from non-owners like env. */
+  headers: HttpHeader[];
+  body: Buffer;
+  /** Statuses that count as success, e.g. "200-299" (the default when empty) or "200,204,300-399". */
+  expect: string;
+  /** PEM of the CA(s) an https:// server must chain to, instead of the system's. */
+  caPem: string;
+  /** Redirects followed before the task fails (unset = 10; 0 = none followed). */
+  maxRedirects?: number | undefined;
+}
+
+export interface HttpHeader {
+  name: string;
   value: string;
 }
 
@@ -479,6 +507,12 @@ export interface NodeInfo {
    * is set too, so placement and preference skip it as they skip a drain.
    */
   pausedReason: string;
+  /**
+   * Task kinds this node can run (core/task-kind.ts): "command", "http", and
+   * "container" while its Docker engine answers. Empty in records of nodes
+   * older than kinds: they run commands and containers only.
+   */
+  kinds: string[];
 }
 
 export interface NodeInfo_LabelsEntry {
@@ -687,6 +721,7 @@ function createBaseTaskSpec(): TaskSpec {
     container: undefined,
     backoffMs: 0,
     backoffExponential: false,
+    http: undefined,
   };
 }
 
@@ -733,6 +768,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     }
     if (message.backoffExponential !== false) {
       writer.uint32(112).bool(message.backoffExponential);
+    }
+    if (message.http !== undefined) {
+      HttpSpec.encode(message.http, writer.uint32(122).fork()).join();
     }
     return writer;
   },
@@ -865,6 +903,14 @@ export const TaskSpec: MessageFns<TaskSpec> = {
             message.backoffExponential = reader.bool();
             continue;
           }
+          case 15: {
+            if (tag !== 122) {
+              break;
+            }
+
+            message.http = HttpSpec.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -928,6 +974,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
         : isSet(object.backoff_exponential)
         ? globalThis.Boolean(object.backoff_exponential)
         : false,
+      http: isSet(object.http) ? HttpSpec.fromJSON(object.http) : undefined,
     };
   },
 
@@ -981,6 +1028,9 @@ export const TaskSpec: MessageFns<TaskSpec> = {
     if (message.backoffExponential !== false) {
       obj.backoffExponential = message.backoffExponential;
     }
+    if (message.http !== undefined) {
+      obj.http = HttpSpec.toJSON(message.http);
+    }
     return obj;
   },
 
@@ -1015,6 +1065,7 @@ export const TaskSpec: MessageFns<TaskSpec> = {
       : undefined;
     message.backoffMs = object.backoffMs ?? 0;
     message.backoffExponential = object.backoffExponential ?? false;
+    message.http = (object.http !== undefined && object.http !== null) ? HttpSpec.fromPartial(object.http) : undefined;
     return message;
   },
 };
@@ -1099,6 +1150,264 @@ export const TaskSpec_EnvEntry: MessageFns<TaskSpec_EnvEntry> = {
   fromPartial(object: DeepPartial<TaskSpec_EnvEntry>): TaskSpec_EnvEntry {
     const message = createBaseTaskSpec_EnvEntry();
     message.key = object.key ?? "";
+    message.value = object.value ?? "";
+    return message;
+  },
+};
+
+function createBaseHttpSpec(): HttpSpec {
+  return { method: "", url: "", headers: [], body: Buffer.alloc(0), expect: "", caPem: "", maxRedirects: undefined };
+}
+
+export const HttpSpec: MessageFns<HttpSpec> = {
+  encode(message: HttpSpec, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.method !== "") {
+      writer.uint32(10).string(message.method);
+    }
+    if (message.url !== "") {
+      writer.uint32(18).string(message.url);
+    }
+    for (const v of message.headers) {
+      HttpHeader.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.body.length !== 0) {
+      writer.uint32(34).bytes(message.body);
+    }
+    if (message.expect !== "") {
+      writer.uint32(42).string(message.expect);
+    }
+    if (message.caPem !== "") {
+      writer.uint32(50).string(message.caPem);
+    }
+    if (message.maxRedirects !== undefined) {
+      writer.uint32(56).uint32(message.maxRedirects);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpSpec {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpSpec();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.method = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.url = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.headers.push(HttpHeader.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.body = Buffer.from(reader.bytes());
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.expect = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.caPem = reader.string();
+            continue;
+          }
+          case 7: {
+            if (tag !== 56) {
+              break;
+            }
+
+            message.maxRedirects = reader.uint32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpSpec {
+    return {
+      method: isSet(object.method) ? globalThis.String(object.method) : "",
+      url: isSet(object.url) ? globalThis.String(object.url) : "",
+      headers: globalThis.Array.isArray(object?.headers) ? object.headers.map((e: any) => HttpHeader.fromJSON(e)) : [],
+      body: isSet(object.body) ? Buffer.from(bytesFromBase64(object.body)) : Buffer.alloc(0),
+      expect: isSet(object.expect) ? globalThis.String(object.expect) : "",
+      caPem: isSet(object.caPem)
+        ? globalThis.String(object.caPem)
+        : isSet(object.ca_pem)
+        ? globalThis.String(object.ca_pem)
+        : "",
+      maxRedirects: isSet(object.maxRedirects)
+        ? globalThis.Number(object.maxRedirects)
+        : isSet(object.max_redirects)
+        ? globalThis.Number(object.max_redirects)
+        : undefined,
+    };
+  },
+
+  toJSON(message: HttpSpec): unknown {
+    const obj: any = {};
+    if (message.method !== "") {
+      obj.method = message.method;
+    }
+    if (message.url !== "") {
+      obj.url = message.url;
+    }
+    if (message.headers?.length) {
+      obj.headers = message.headers.map((e) => HttpHeader.toJSON(e));
+    }
+    if (message.body.length !== 0) {
+      obj.body = base64FromBytes(message.body);
+    }
+    if (message.expect !== "") {
+      obj.expect = message.expect;
+    }
+    if (message.caPem !== "") {
+      obj.caPem = message.caPem;
+    }
+    if (message.maxRedirects !== undefined) {
+      obj.maxRedirects = Math.round(message.maxRedirects);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HttpSpec>): HttpSpec {
+    return HttpSpec.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HttpSpec>): HttpSpec {
+    const message = createBaseHttpSpec();
+    message.method = object.method ?? "";
+    message.url = object.url ?? "";
+    message.headers = object.headers?.map((e) => HttpHeader.fromPartial(e)) || [];
+    message.body = object.body ?? Buffer.alloc(0);
+    message.expect = object.expect ?? "";
+    message.caPem = object.caPem ?? "";
+    message.maxRedirects = object.maxRedirects ?? undefined;
+    return message;
+  },
+};
+
+function createBaseHttpHeader(): HttpHeader {
+  return { name: "", value: "" };
+}
+
+export const HttpHeader: MessageFns<HttpHeader> = {
+  encode(message: HttpHeader, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HttpHeader {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseHttpHeader();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.name = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): HttpHeader {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: HttpHeader): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HttpHeader>): HttpHeader {
+    return HttpHeader.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HttpHeader>): HttpHeader {
+    const message = createBaseHttpHeader();
+    message.name = object.name ?? "";
     message.value = object.value ?? "";
     return message;
   },
@@ -3606,6 +3915,7 @@ function createBaseNodeInfo(): NodeInfo {
     containerPolicy: undefined,
     runAs: "",
     pausedReason: "",
+    kinds: [],
   };
 }
 
@@ -3673,6 +3983,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     if (message.pausedReason !== "") {
       writer.uint32(170).string(message.pausedReason);
+    }
+    for (const v of message.kinds) {
+      writer.uint32(178).string(v!);
     }
     return writer;
   },
@@ -3861,6 +4174,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.pausedReason = reader.string();
             continue;
           }
+          case 22: {
+            if (tag !== 178) {
+              break;
+            }
+
+            message.kinds.push(reader.string());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -3937,6 +4258,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
         : isSet(object.paused_reason)
         ? globalThis.String(object.paused_reason)
         : "",
+      kinds: globalThis.Array.isArray(object?.kinds)
+        ? object.kinds.map((e: any) => globalThis.String(e))
+        : [],
     };
   },
 
@@ -4011,6 +4335,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.pausedReason !== "") {
       obj.pausedReason = message.pausedReason;
     }
+    if (message.kinds?.length) {
+      obj.kinds = message.kinds;
+    }
     return obj;
   },
 
@@ -4054,6 +4381,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       : undefined;
     message.runAs = object.runAs ?? "";
     message.pausedReason = object.pausedReason ?? "";
+    message.kinds = object.kinds?.map((e) => e) || [];
     return message;
   },
 };

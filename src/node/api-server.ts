@@ -27,6 +27,7 @@ import { validateNodeName } from '../core/config';
 import type { TlsMaterial } from '../wire/tls';
 import { explainUnplaceable } from '../core/fit';
 import { submitRefusal } from '../core/container-policy';
+import { secretsHidden } from '../core/redact';
 import { UrgencyPolicy, urgentRefusal } from '../core/urgency';
 import { nextChange } from '../etcd/key-watch';
 import { Kv, withAbort } from '../etcd/client';
@@ -160,11 +161,10 @@ export class ApiServer {
     );
   }
 
-  /** The task as `id` may see it: env values and the result are its owner's and admins' business. */
+  /** The task as `id` may see it: its secrets (core/redact.ts) and result are its owner's and admins' business. */
   private visible(t: Task, id: Identity): Task {
     if (this.isAdmin(id) || t.owner === id.name) return t;
-    const env = t.spec && Object.keys(t.spec.env).length > 0 ? Object.fromEntries(Object.keys(t.spec.env).map((k) => [k, '(hidden)'])) : undefined;
-    return { ...t, result: Buffer.alloc(0), spec: t.spec && env ? { ...t.spec, env } : t.spec };
+    return { ...t, result: Buffer.alloc(0), spec: t.spec && secretsHidden(t.spec) };
   }
 
   /** Counts a long call (log stream, wait, run) against its client's limit; returns the release. */

@@ -16,31 +16,20 @@ import { LIMITS } from '../core/spec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, NodeIdentity, Outcome, TaskTransitions } from '../store/transitions';
 import { Incarnation } from '../store/membership';
-import { RunHandle, RunResult, Runner, StopReason } from '../runner/types';
-import { DockerRunner, PullPolicy } from '../runner/docker-runner';
+import { RunHandle, RunResult, StopReason } from '../runner/types';
+import { failedHandle } from '../runner/failed-handle';
+import { KindRegistry } from '../runner/kind';
 import { LoomError } from '../core/errors';
 import { PendingResult, ResultWriter } from './result-writer';
 import { WriteLane } from './write-lane';
 import { PendingHandle } from './pending-handle';
 import { DEFAULT_STEAL_POLICY } from '../core/steal-policy';
 
-/** A handle for an attempt that could not start at all (or must not: fenced). */
-function failedHandle(error: string, errorExitCode: number, stoppedFor?: StopReason, engineUnavailable?: boolean): RunHandle {
-  const now = Date.now();
-  const done = Promise.resolve<RunResult>({
-    timedOut: false, error, errorExitCode, stoppedFor, stdoutTail: Buffer.alloc(0), stderrTail: Buffer.alloc(0),
-    stdoutTruncated: false, stderrTruncated: false, startedAtMs: now, finishedAtMs: now,
-    ...(engineUnavailable ? { engineUnavailable } : {}),
-  });
-  return { pid: undefined, done, stop: () => undefined, logBytes: 0, onProgress: () => () => undefined };
-}
 export interface ExecutorDeps {
   transitions: TaskTransitions;
   queries: TaskQueries;
-  runner: Runner;
-  /** Container runner: used while dockerUp() says the engine answers. */
-  docker?: DockerRunner;
-  dockerUp?: () => boolean;
+  /** What starts each kind of task (runner/kind.ts). */
+  kinds: KindRegistry;
   /**
    * A container could not be created because the engine did not answer:
    * the node stops taking container tasks until it answers again. Called
@@ -117,6 +106,7 @@ export function taskEnv(task: Task, node: string): Record<string, string> {
 
 function describe(r: RunResult, timeoutMs: number): string {
   if (r.error) return r.error;
+  if (r.reason) return r.reason;
   if (r.timedOut) return `timeout after ${timeoutMs} ms`;
   if (r.oomKilled) return 'killed: out of memory (over its memory limit)';
   if (r.signal) return `killed by ${r.signal}`;
@@ -150,6 +140,11 @@ export class Executor {
 
   get inUse(): Resources {
     return this.used;
+  }
+
+  /** The kinds of task this node runs now (NodeInfo.kinds). */
+  get kinds(): string[] {
+    return this.deps.kinds.available();
   }
 
   /** Tasks claimed ahead, waiting for a slot. */
@@ -266,43 +261,20 @@ export class Executor {
     }
   }
 
-  /** Starts the attempt's process (or a handle that says why it could not): it holds a slot until it exits. */
+  /** Starts the attempt through its kind (or a handle that says why it could not): it holds a slot until it exits. */
   private launch(exec: Execution): RunHandle {
     const { held, inc } = exec;
     const t = held.task;
     const spec = t.spec!;
-    const base = {
-      argv: spec.command,
-      cwd: spec.cwd,
-      logPath: logPathFor(this.deps.dataDir, t.id, t.attempt),
-      timeoutMs: spec.timeoutMs,
-      killGraceMs: this.deps.killGraceMs,
-      tailBytes: LIMITS.tailBytes,
-      maxLogBytes: this.deps.maxLogBytes,
-    };
-    const c = spec.container;
-    let handle: RunHandle;
-    if (inc.signal.aborted || Date.now() >= inc.fenceAtMs()) {
-      // The claim's reply was handled after this node's fence deadline (e.g.
-      // it was frozen in between): never spawn; hand the task back if we can.
-      handle = failedHandle('node fenced before the task started', 0, 'fence');
-    } else if (c?.image) {
-      // In a container the image's own PATH applies; loom adds only its variables.
-      const { PATH: _path, ...env } = taskEnv(t, this.deps.nodeName);
-      handle = this.deps.docker && (this.deps.dockerUp?.() ?? true)
-        ? this.deps.docker.startContainer({
-            ...base, env: spec.env.PATH ? { ...env, PATH: spec.env.PATH } : env,
-            image: c.image, pull: (c.pull || 'missing') as PullPolicy, mounts: c.mounts, network: c.network || 'none',
-            user: c.user, byAdmin: t.submittedByAdmin, taskId: t.id, memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
-          })
-        : failedHandle('this node has no Docker engine answering', 125, undefined, true);
-    } else {
-      handle = this.deps.runner.start({
-        ...base, env: taskEnv(t, this.deps.nodeName),
-        memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
-        notAfterMs: inc.fenceAtMs(), owner: t.owner,
-      });
-    }
+    // The claim's reply may be handled after this node's fence deadline (e.g.
+    // it was frozen in between): never start then; hand the task back if we can.
+    const handle = inc.signal.aborted || Date.now() >= inc.fenceAtMs()
+      ? failedHandle('node fenced before the task started', 0, 'fence')
+      : this.deps.kinds.start({
+          task: t, env: taskEnv(t, this.deps.nodeName), logPath: logPathFor(this.deps.dataDir, t.id, t.attempt),
+          killGraceMs: this.deps.killGraceMs, tailBytes: LIMITS.tailBytes, maxLogBytes: this.deps.maxLogBytes,
+          notAfterMs: inc.fenceAtMs(),
+        });
     exec.handle = handle;
     exec.occupies = true;
     exec.sinceMs = Date.now();

@@ -4,6 +4,7 @@ import { Job, JobRequest, JobSpec, JobState, JobStatus, ListJobsRequest, ListJob
 import { invalid, LoomError } from '../core/errors';
 import { checkGraph, MAX_JOB_TASKS } from '../core/job-spec';
 import { validateSpec } from '../core/spec';
+import { secretsHidden } from '../core/redact';
 import { JobStore } from '../store/jobs';
 import { AdapterOptions, unary } from './grpc-adapter';
 import { Identity } from './tls';
@@ -26,18 +27,12 @@ export interface JobApiDeps {
   storage?: { checkSubmit(bytes: number): void };
 }
 
-/** A spec as `who` may see it: env values are its owner's and admins' business (as a task's are). */
-function hideEnv(spec: TaskSpec): TaskSpec {
-  if (Object.keys(spec.env).length === 0) return spec;
-  return { ...spec, env: Object.fromEntries(Object.keys(spec.env).map((k) => [k, '(hidden)'])) };
-}
-
-/** The job as `identity` may see it: the env values of its template and overrides hidden from others. */
+/** The job as `identity` may see it: the secrets of its template and overrides hidden from others (core/redact.ts). */
 export function visibleJob(job: Job, identity: Identity, isAdmin: boolean): Job {
   const spec = job.spec;
   if (!spec || isAdmin || spec.owner === identity.name) return job;
-  const overrides = Object.fromEntries(Object.entries(spec.overrides).map(([k, o]) => [k, hideEnv(o)]));
-  return { ...job, spec: { ...spec, template: spec.template && hideEnv(spec.template), overrides } };
+  const overrides = Object.fromEntries(Object.entries(spec.overrides).map(([k, o]) => [k, secretsHidden(o)]));
+  return { ...job, spec: { ...spec, template: spec.template && secretsHidden(spec.template), overrides } };
 }
 
 /** Encoded size of a job's spec (template and overrides): its record must fit one etcd request (see store/txn-size.ts). */

@@ -30,6 +30,7 @@ import { resolveRunAs, taskConfinement } from './task-confinement';
 import { Reaper } from '../runner/reaper';
 import { Spawner } from '../runner/spawner';
 import { DockerRunner } from '../runner/docker-runner';
+import { nodeKindRegistry } from '../runner/kind';
 import { DiskWatch } from './disk-watch';
 import { formatMinFreeDisk } from '../core/disk-space';
 import { WorkPause } from './work-pause';
@@ -280,7 +281,7 @@ export class LoomNode {
     });
     const lane = new WriteLane();
     const executor = new Executor({
-      lane, slots: () => config.slots, aheadStaleMs: config.steal.aheadStaleMs, transitions, queries, runner, docker: dockerRunner, dockerUp: () => engine.available,
+      lane, slots: () => config.slots, aheadStaleMs: config.steal.aheadStaleMs, transitions, queries, kinds: nodeKindRegistry(runner, dockerRunner, () => engine.available, `loom/${VERSION}`, log),
       onEngineUnavailable: (why) => engine.markDown(why), onEngineWorked: () => engine.markWorked(),
       dataDir: config.dataDir, nodeName: config.name, killGraceMs: config.killGraceMs, maxLogBytes: config.maxLogBytes || undefined, log,
       syncWatchdog: () => reaper.sync(),
@@ -470,6 +471,7 @@ export class LoomNode {
       free: addResources(this.capacity, this.executor.inUse, -1),
       metrics: this.metrics.latest,
       docker: this.docker,
+      kinds: this.executor.kinds,
       runAs: resolveRunAs(this.config.runAs, process.getuid?.() ?? 0),
       containerPolicy: this.containerPolicy,
       pausedReason: this.pause.reason ?? '',
@@ -501,7 +503,7 @@ export class LoomNode {
   }
 
   selfInfo() {
-    return { name: this.config.name, labels: this.labels, capacity: this.capacity, docker: this.docker, containerPolicy: this.containerPolicy };
+    return { name: this.config.name, labels: this.labels, capacity: this.capacity, docker: this.docker, containerPolicy: this.containerPolicy, kinds: this.executor.kinds };
   }
 
   /** Drain: stop claiming; at the deadline, requeue what still runs. Resume undoes it. */

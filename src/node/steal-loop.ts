@@ -31,6 +31,8 @@ export interface SelfInfo {
   docker: boolean;
   /** Fixed for the node's life (its flags), so a cached refusal stays true. */
   containerPolicy?: ContainerPolicy;
+  /** The task kinds it runs (NodeInfo.kinds); command and container (if docker) when absent. */
+  kinds?: string[];
 }
 
 const subtract = (a: Resources, b: Resources) => addResources(a, b, -1);
@@ -153,7 +155,7 @@ export class StealLoop {
     const cached = this.prefCache.get(entry.key);
     if (cached && cached.version === version) return cached;
     const spec = entry.snapshot.spec!;
-    const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
+    const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.http?.url || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
     const able = this.deps.nodeInfos().filter((n) => !n.draining && (!placed || refusal_(spec, n, entry.snapshot.submittedByAdmin) === undefined));
     const slots = new Map(able.map((n) => [n.name, n.slots]));
     const preferred = able.length <= 1 || preferredNode(entry.id, [...slots.keys()], (name) => slots.get(name)!) === this.me!.node;

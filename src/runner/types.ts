@@ -59,6 +59,8 @@ export interface RunResult {
    * started: nothing ran. The task may go to another node; it did not fail.
    */
   engineUnavailable?: boolean;
+  /** How the attempt ended, in words, when the kind says it better than its exit status (e.g. "HTTP 404 Not Found"). */
+  reason?: string;
   /** What the task left in $LOOM_RESULT (see result-file.ts), if anything. */
   result?: Buffer;
   /** Why a $LOOM_RESULT that was there was not taken (too large, a symlink, ...). */
