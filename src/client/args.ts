@@ -16,11 +16,12 @@ import { invalid, LoomError } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
 import { parseDecimal } from '../core/numbers';
 import { parseHostPort } from '../core/config';
-import { parseBytes } from '../core/fit';
 import { parseStateName, TaskState } from '../core/lifecycle';
 import { LIMITS, PRIORITY_MAX, PRIORITY_MIN, validateSpec } from '../core/spec';
 import type { TaskSpec } from '../gen/loom';
 import type { JobCommand } from './job-cli';
+import { bytesArg, numberArg, parseBackoff, parseConstraint, parseMount } from './spec-flags';
+import { httpSpecOf, httpOptions } from './http-args';
 
 export const DEFAULT_NODE = '127.0.0.1:8080';
 
@@ -157,7 +158,7 @@ function globals(argv: Parsed, env: Env): GlobalArgs {
 // ---- run ------------------------------------------------------------------
 
 function runOptions(y: Argv): Argv {
-  return y
+  return httpOptions(y)
     .option('timeout', { type: 'string', requiresArg: true, describe: 'kill the task after this long (30s, 5m, 1h30m)' })
     .option('retries', { type: 'string', requiresArg: true, describe: 'extra attempts after a failure [0..100]' })
     .option('backoff', { type: 'string', requiresArg: true, describe: 'wait before each retry, e.g. 5s; prefix exp: to double it per failure (exp:1s)' })
@@ -168,8 +169,7 @@ function runOptions(y: Argv): Argv {
     .option('restart', {
       type: 'boolean',
       nargs: 0, // never eat a following "true"/"false": `loom run -d true`
-      default: true,
-      describe: 'requeue if its node dies (--no-restart: mark it lost)',
+      describe: 'requeue if its node dies (default yes; for --http only with an idempotent method; --no-restart: mark it lost)',
     })
     .option('detach', { alias: 'd', type: 'boolean', nargs: 0, default: false, describe: 'print the task id and exit' })
     .option('cpu', { type: 'string', requiresArg: true, describe: 'CPU cores the task needs free (fractional)' })
@@ -186,8 +186,8 @@ function runOptions(y: Argv): Argv {
 }
 
 const RUN_USAGE =
-  '$0 run [options] <command> [args..]\n\n' +
-  'Run a command on the cluster, stream its output, and exit with its status.\n' +
+  '$0 run [options] <command> [args..]\n$0 run [options] --http URL\n\n' +
+  'Run a command (or make an HTTP request) on the cluster, stream its output, and exit with its status.\n' +
   "loom's options go before the command; everything after it is passed verbatim\n" +
   '(a `--` right after the command is dropped): loom run --timeout 5s ls -- -l';
 
@@ -207,7 +207,9 @@ function runParser(): Argv {
 function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
   const rest = opts._.map(String);
   const [program, ...args] = rest;
-  if (program === undefined || program === '') {
+  const http = httpSpecOf(opts);
+  if (http && program !== undefined) throw invalid(`an HTTP task (--http) runs no command: drop "${program.slice(0, 40)}" or --http`);
+  if (!http && (program === undefined || program === '')) {
     throw invalid('command is empty: give a program to run, e.g. `loom run ls -- -l`');
   }
   const env_: Record<string, string> = {};
@@ -219,13 +221,13 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
   const timeout = str(opts.timeout);
   const spec = validateSpec({
     name: str(opts.name) ?? '',
-    command: [program, ...(args[0] === '--' ? args.slice(1) : args)],
+    command: http ? [] : [program, ...(args[0] === '--' ? args.slice(1) : args)],
     env: env_,
     cwd: str(opts.cwd) ?? '',
     timeoutMs: timeout === undefined ? 0 : parseDurationMs(timeout),
     retries: intArg(str(opts.retries), '--retries', 0, LIMITS.maxRetries) ?? 0,
     priority: intArg(str(opts.priority), '--priority', PRIORITY_MIN, PRIORITY_MAX),
-    restartOnNodeFailure: Boolean(last(opts.restart)),
+    restartOnNodeFailure: opts.restart === undefined ? undefined : Boolean(last(opts.restart)),
     ...parseBackoff(str(opts.backoff)),
     resources: {
       cpu: numberArg(str(opts.cpu), '--cpu'),
@@ -237,43 +239,10 @@ function buildRun(opts: Parsed, outer: Parsed, env: Env): RunArgs {
     container: str(opts.image) !== undefined || opts.mount !== undefined || opts.network !== undefined || opts.pull !== undefined || opts.user !== undefined
       ? { image: str(opts.image) ?? '', pull: str(opts.pull) ?? '', mounts: list(opts.mount).map(parseMount), network: str(opts.network) ?? '', user: str(opts.user) ?? '' }
       : undefined,
+    http,
   });
   const g = globals({ ...outer, ...definedOnly(opts, ['node', 'json', 'insecure']) } as Parsed, env);
   return { ...g, spec, detach: Boolean(last(opts.detach)), array: intArg(str(opts.array), '--array', 1, 100_000) ?? 0 };
-}
-
-function numberArg(text: string | undefined, flag: string): number {
-  if (text === undefined) return 0;
-  const n = parseDecimal(text);
-  if (n === undefined || n < 0) throw invalid(`invalid ${flag} "${text}": expected a number >= 0`);
-  return n;
-}
-
-function bytesArg(text: string | undefined, flag: string): number {
-  if (text === undefined) return 0;
-  const n = parseBytes(text);
-  if (n === undefined) throw invalid(`invalid ${flag} "${text}" (examples: 256M, 1.5G)`);
-  return n;
-}
-
-function parseBackoff(text: string | undefined): { backoffMs: number; backoffExponential: boolean } {
-  if (text === undefined) return { backoffMs: 0, backoffExponential: false };
-  const exp = text.startsWith('exp:');
-  return { backoffMs: parseDurationMs(exp ? text.slice(4) : text), backoffExponential: exp };
-}
-
-export function parseConstraint(text: string): { key: string; op: string; value: string } {
-  const m = /^([^=!]+)(!=|=)(.*)$/.exec(text);
-  if (!m) throw invalid(`invalid --constraint "${text}": expected k=v or k!=v`);
-  return { key: m[1], op: m[2], value: m[3] };
-}
-
-export function parseMount(text: string): { host: string; container: string; readOnly: boolean } {
-  const parts = text.split(':');
-  if (parts.length < 2 || parts.length > 3 || (parts[2] !== undefined && parts[2] !== 'ro' && parts[2] !== 'rw')) {
-    throw invalid(`invalid --mount "${text}": expected /host/path:/container/path[:ro]`);
-  }
-  return { host: parts[0], container: parts[1], readOnly: parts[2] === 'ro' };
 }
 
 function definedOnly(obj: Parsed, keys: string[]): Record<string, unknown> {

@@ -2,6 +2,7 @@
 import { formatBytes } from '../core/fit';
 import { formatDurationMs } from '../core/duration';
 import { isTerminal, stateName } from '../core/lifecycle';
+import { nodeKinds } from '../core/task-kind';
 import type { EtcdMember, NodeInfo, Task } from '../gen/loom';
 
 /**
@@ -105,9 +106,14 @@ function sameAsExit(reason: string, exit: string): boolean {
   return reason.trim().toLowerCase() === exit.toLowerCase();
 }
 
+/** What the task runs, in one line: its command, or an HTTP task's method and URL. */
+function whatItRuns(spec: Task['spec']): string {
+  return spec?.http?.url ? `${spec.http.method || 'GET'} ${spec.http.url}` : formatCommand(spec?.command ?? []);
+}
+
 function taskTitle(task: Task): string {
   const name = task.spec?.name ?? '';
-  const command = formatCommand(task.spec?.command ?? []);
+  const command = whatItRuns(task.spec);
   return name ? `${name}: ${command}` : command;
 }
 
@@ -135,7 +141,13 @@ export function formatTaskSummary(task: Task, now: number): string {
   if (task.notBeforeMs && task.notBeforeMs > now) {
     rows.push(['retry in', formatDurationMs(task.notBeforeMs - now)]);
   }
-  rows.push(['command', formatCommand(spec?.command ?? [])]);
+  rows.push([spec?.http?.url ? 'http' : 'command', whatItRuns(spec)]);
+  const h = spec?.http;
+  if (h?.url) {
+    if (h.headers.length) rows.push(['headers', h.headers.map((x) => quoteArg(`${x.name}: ${x.value}`)).join(' ')]);
+    if (h.body.length) rows.push(['body', `${h.body.length} bytes`]);
+    rows.push(['expect', h.expect || '200-299']);
+  }
   if (task.owner) rows.push(['owner', task.owner]);
   if (task.jobId) rows.push(['job', `${task.jobId} (index ${task.index})`]);
   const c = spec?.container;
@@ -207,7 +219,7 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
   const userLabels = (l: Record<string, string>) =>
     Object.fromEntries(Object.entries(l).filter(([k]) => !['arch', 'os', 'hostname', 'node'].includes(k)));
   return table(
-    ['NAME', 'ADDRESS', 'RUNNING', 'CPU%', 'LOAD', 'MEM AVAIL', 'FREE CPU/MEM', 'LABELS', 'DOCKER', 'TASKS AS', 'UPTIME', 'STATE'],
+    ['NAME', 'ADDRESS', 'RUNNING', 'CPU%', 'LOAD', 'MEM AVAIL', 'FREE CPU/MEM', 'LABELS', 'KINDS', 'TASKS AS', 'UPTIME', 'STATE'],
     sorted.map((n) => [
       n.name,
       n.address || '-',
@@ -217,7 +229,8 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
       n.metrics ? `${formatBytes(n.metrics.memoryAvailableBytes)}/${formatBytes(n.metrics.memoryTotalBytes)}` : '-',
       n.free ? `${Math.round(n.free.cpu * 100) / 100}/${formatBytes(n.free.memoryBytes)}` : '-',
       truncate(formatLabels(userLabels(n.labels)), 30),
-      n.docker ? 'yes' : '-',
+      // What it runs now: "container" only while its Docker engine answers.
+      nodeKinds(n).join(','),
       // "node" means tasks share the node's identity: shout it.
       n.runAs === 'node' ? 'NODE USER' : n.runAs || '-',
       n.startedAtMs ? formatDurationMs(Math.max(0, now - n.startedAtMs)) : '-',

@@ -11,7 +11,7 @@ export type TaskKindName = 'command' | 'container' | 'http';
 
 export const TASK_KINDS: readonly TaskKindName[] = ['command', 'container', 'http'];
 
-export function kindOf(spec: Pick<TaskSpec, 'container' | 'http'> | undefined): TaskKindName {
+export function kindOf(spec: Partial<Pick<TaskSpec, 'container' | 'http'>> | undefined): TaskKindName {
   if (spec?.http?.url) return 'http';
   if (spec?.container?.image) return 'container';
   return 'command';
@@ -40,7 +40,7 @@ export function isIdempotent(method: string): boolean {
  * a POST that reached the server before the node died must not be sent twice
  * behind the user's back.
  */
-export function restartDefault(spec: Pick<TaskSpec, 'http'>): boolean {
+export function restartDefault(spec: Partial<Pick<TaskSpec, 'http'>>): boolean {
   return spec.http?.url ? isIdempotent(spec.http.method || 'GET') : true;
 }
 

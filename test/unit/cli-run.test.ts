@@ -306,6 +306,6 @@ describe('other commands', () => {
     expect(t.stdout()).toBe('hello\n');
     t = capture();
     expect(await runCli(['-N', addr, 'nodes'], t.io)).toBe(0);
-    expect(t.stdout()).toMatch(/^NAME\s+ADDRESS\s+RUNNING\s+CPU%\s+LOAD\s+MEM AVAIL\s+FREE CPU\/MEM\s+LABELS\s+DOCKER\s+TASKS AS\s+UPTIME\s+STATE\nn1\s+127\.0\.0\.1:8080\s+1\/4\s+-\s+-\s+-\s+-\s+gpu=1\s+-\s+NODE USER\s+1m\ds\s+ready\nn2\s+127\.0\.0\.2:8080\s+0\/2\s+-\s+-\s+-\s+-\s+-\s+yes\s+pool\s+\d+(\.\d+)?s\s+ready\n$/);
+    expect(t.stdout()).toMatch(/^NAME\s+ADDRESS\s+RUNNING\s+CPU%\s+LOAD\s+MEM AVAIL\s+FREE CPU\/MEM\s+LABELS\s+KINDS\s+TASKS AS\s+UPTIME\s+STATE\nn1\s+127\.0\.0\.1:8080\s+1\/4\s+-\s+-\s+-\s+-\s+gpu=1\s+command\s+NODE USER\s+1m\ds\s+ready\nn2\s+127\.0\.0\.2:8080\s+0\/2\s+-\s+-\s+-\s+-\s+-\s+command,container\s+pool\s+\d+(\.\d+)?s\s+ready\n$/);
   });
 });
