@@ -19,8 +19,8 @@ export function decodeTask(value: Uint8Array, expectedId?: string): Task {
   if (expectedId !== undefined && task.id !== expectedId) {
     throw new LoomError('INTERNAL', `task record under ${expectedId} holds id "${task.id}"`, expectedId);
   }
-  if (!task.spec || task.spec.command.length === 0) {
-    throw new LoomError('INTERNAL', 'task record has no command', task.id);
+  if (!task.spec || (task.spec.command.length === 0 && !task.spec.http?.url)) {
+    throw new LoomError('INTERNAL', 'task record has no command and no HTTP request', task.id);
   }
   if (!(task.state >= TaskState.QUEUED && task.state <= TaskState.LOST)) {
     throw new LoomError('INTERNAL', `task record has unknown state ${task.state}`, task.id);

@@ -28,6 +28,7 @@ jest.setTimeout(60_000);
 describe('API access rules (TLS)', () => {
   const keys = new Keys('');
   const ALICE_TASK = uuidv7();
+  const ALICE_HTTP = uuidv7();
   let dir: string;
   let server: ApiServer;
   let address: string;
@@ -52,7 +53,11 @@ describe('API access rules (TLS)', () => {
       ids[who] = readTlsFiles({ caFile: ca, certFile: c.cert, keyFile: c.key });
     }
     ids.n1 = loadNodeTls({ caFile: ca, certFile: n.cert, keyFile: n.key }, 'n1');
-    const store = new Map([[keys.task(ALICE_TASK), encodeTask(Task.fromPartial({ id: ALICE_TASK, owner: 'alice', state: TaskState.RUNNING, attempt: 1, spec: { command: ['sleep', '9'], env: { TOKEN: 's3cret' } } }))]]);
+    const hook = { method: 'POST', url: 'https://hooks.example/x', headers: [{ name: 'Authorization', value: 'Bearer s3cret' }], body: Buffer.from('{"token":"s3cret"}') };
+    const store = new Map([
+      [keys.task(ALICE_TASK), encodeTask(Task.fromPartial({ id: ALICE_TASK, owner: 'alice', state: TaskState.RUNNING, attempt: 1, spec: { command: ['sleep', '9'], env: { TOKEN: 's3cret' } } }))],
+      [keys.task(ALICE_HTTP), encodeTask(Task.fromPartial({ id: ALICE_HTTP, owner: 'alice', state: TaskState.RUNNING, attempt: 1, spec: { http: hook } }))],
+    ]);
     const kv = new Kv(fakeEtcd(store));
     const transitions = new TaskTransitions(kv, keys);
     // A log stream that lasts until the client goes away.
@@ -124,6 +129,14 @@ describe('API access rules (TLS)', () => {
     expect((await api('alice').get(ALICE_TASK)).spec?.env).toEqual({ TOKEN: 's3cret' });
     expect((await api('ops').get(ALICE_TASK)).spec?.env).toEqual({ TOKEN: 's3cret' });
     expect((await api('bob').get(ALICE_TASK)).spec?.env).toEqual({ TOKEN: '(hidden)' });
+  });
+
+  it("shows an HTTP task's header values and body to its owner and admins only", async () => {
+    expect((await api('alice').get(ALICE_HTTP)).spec?.http?.headers).toEqual([{ name: 'Authorization', value: 'Bearer s3cret' }]);
+    expect((await api('ops').get(ALICE_HTTP)).spec?.http?.body.toString()).toBe('{"token":"s3cret"}');
+    const bob = await api('bob').get(ALICE_HTTP);
+    expect(bob.spec?.http).toMatchObject({ url: 'https://hooks.example/x', headers: [{ name: 'Authorization', value: '(hidden)' }] });
+    expect(bob.spec?.http?.body.toString()).toBe('(hidden)');
   });
 
   it("refuses others' cancels and log reads, and drains from non-admins", async () => {
