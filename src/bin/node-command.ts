@@ -13,6 +13,7 @@ import { resolveDockerEngine } from '../core/docker-engine';
 import { parseBytes } from '../core/fit';
 import { formatMinFreeDisk, parseMinFreeDisk } from '../core/disk-space';
 import { parseMaxLoad } from '../core/steal-policy';
+import { parsePlacement } from '../core/placement';
 import { LoomNode } from '../node/node';
 import { numberFlag, strictFlags } from './flags';
 import { closeInheritedDescriptors } from './inherited-fds';
@@ -78,6 +79,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('max-log-bytes', { type: 'string', default: '256M', describe: 'cap of one attempt\'s log file on disk: the head up to it, then a note of what was cut and the last 64K of each stream (0 = no cap)' })
     .option('min-free-disk', { type: 'string', default: formatMinFreeDisk(d.minFreeDisk), describe: 'take no new tasks while the data dir\'s filesystem has less free space than this: a size, a percentage of the filesystem (5%), or both (the smaller of the two); 0 = no floor. Running tasks go on; new ones are taken again once it has a tenth more than this' })
     .option('max-load', { type: 'string', default: '0', describe: 'take no new tasks while the machine\'s CPUs are this busy (from /proc/stat, work outside loom included): 90% or 0.9; below it, steals wait longer the busier they are. Taken again a tenth below it; 0 = off' })
+    .option('placement', { type: 'string', default: 'spread', describe: 'which node a queued task prefers (give every node the same): spread (a share by slots), random (nodes alike), pack (the busiest with a free slot: idle nodes stay idle), least-loaded (by free slots, idle CPU and memory as measured)' })
     .option('etcd-quota', { type: 'string', describe: 'etcd\'s --quota-backend-bytes with --etcd (default 2G, etcd\'s own; embedded members: 4G): submits stop at half of it' })
     .option('metrics-listen', { type: 'string', describe: 'host:port for GET /metrics (Prometheus text format: counts and gauges, no task data; plaintext)' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
@@ -144,6 +146,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     maxQueuedPerOwner: numberFlag(args['max-queued-per-owner'], '--max-queued-per-owner'),
     minFreeDisk: parseMinFreeDisk(args['min-free-disk']),
     maxLoad: parseMaxLoad(args['max-load']),
+    placement: parsePlacement(args.placement),
     etcdQuotaBytes: args['etcd-quota'] ? bytesFlag(args['etcd-quota'], '--etcd-quota') : 0,
   };
   if (!Number.isFinite(config.capacity.cpu) || config.capacity.cpu < 0) throw new LoomError('INVALID_ARGUMENT', '--cpu must be a positive number of cores');

@@ -2,6 +2,7 @@
 import { isIP } from 'net';
 import { invalid } from './errors';
 import { checkMaxLoad, StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
+import { parsePlacement, Placement } from './placement';
 import { DEFAULT_CONTAINER_PIDS, parseAllowMount } from './container-policy';
 import { DEFAULT_DOCKER_SOCKET, type DockerEngine } from './docker-engine';
 import { DEFAULT_MIN_FREE_DISK, MinFreeDisk } from './disk-space';
@@ -128,6 +129,7 @@ export interface NodeConfig {
   minFreeDisk: MinFreeDisk;
   /** --max-load: CPU busy share at which the node takes no new tasks (steal-policy.ts parseMaxLoad); 0 = off. */
   maxLoad: number;
+  /** --placement: how a task's preferred node is chosen (core/placement.ts). */ placement: Placement;
   /**
    * --etcd-quota: etcd's --quota-backend-bytes, which loom cannot ask etcd
    * for; submits stop at half of it (core/storage.ts). 0: the embedded
@@ -189,6 +191,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     maxQueuedPerOwner: 0,
     minFreeDisk: DEFAULT_MIN_FREE_DISK,
     maxLoad: 0,
+    placement: 'spread',
     etcdQuotaBytes: 0,
   };
 }
@@ -203,11 +206,7 @@ export function parseAllowMountFlag(text: string): { path: string; readOnly: boo
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/;
 
 export function validateNodeName(name: string): string {
-  if (!NAME.test(name)) {
-    throw invalid(
-      `invalid node name "${name}": 1-63 characters of letters, digits, "_", "." or "-"`,
-    );
-  }
+  if (!NAME.test(name)) throw invalid(`invalid node name "${name}": 1-63 characters of letters, digits, "_", "." or "-"`);
   return name;
 }
 
@@ -357,6 +356,7 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid('--min-free-disk must be a size (e.g. 1G), a percentage below 100% (e.g. 5%), both (1G,5%: the smaller), or 0 for none');
   }
   checkMaxLoad(c.maxLoad);
+  parsePlacement(c.placement);
   validateTransport(c);
   return c;
 }

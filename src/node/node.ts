@@ -2,10 +2,12 @@
  * A loom node: wires the store, the runner and the daemon's loops together,
  * and owns the node's life: start, fence-and-rejoin, graceful stop.
  */
-import { promises as fs, realpathSync } from 'fs';
+import { promises as fs } from 'fs';
 import * as path from 'path';
 import { ContainerPolicy, NodeControl, NodeInfo, Resources, Task } from '../gen/loom';
 import { addResources, fits, NO_RESOURCES, refusal } from '../core/fit';
+import { readsLoad } from '../core/placement';
+import { containerPolicyOf } from './container-rules';
 import { automaticLabels, machineCapacity, MetricsSampler } from './machine';
 import { NodeConfig } from '../core/config';
 import { LoomError } from '../core/errors';
@@ -108,31 +110,6 @@ const STORAGE_CHECK_MS = 5_000;
  * there is none, one HTTP request over it when there is.
  */
 const DOCKER_PROBE_MS = 10_000;
-
-/**
- * This node's rules for container tasks, published in its NodeInfo so that
- * any node's submit check and placement read the same rules this node's
- * runner applies. The data dir (other tasks' logs, the lease file, the etcd
- * member) and the engine's socket are refused as given and as resolved.
- */
-function containerPolicyOf(config: NodeConfig, dockerSocket: string | undefined): ContainerPolicy {
-  const refused = new Set<string>();
-  for (const p of [config.dataDir, ...(dockerSocket ? [dockerSocket] : [])]) {
-    const abs = path.resolve(p);
-    refused.add(abs);
-    try {
-      refused.add(realpathSync(abs));
-    } catch {
-      // Not there (yet): the path as given is what a mount would name.
-    }
-  }
-  return {
-    allowedMounts: config.allowMounts.map((m) => ({ path: m.path, readOnly: m.readOnly })),
-    hostNetwork: config.allowHostNetwork,
-    root: config.allowContainerRoot,
-    refusedPaths: [...refused],
-  };
-}
 
 export class LoomNode {
   private stopping = false;
@@ -289,8 +266,9 @@ export class LoomNode {
     const steal = new StealLoop({
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
       window, transitions, executor, slots: () => config.slots, urgentSlots: config.urgentSlots, urgentPriority: config.urgentPriority,
-      liveNodes: () => directory.names(), nodesVersion: () => directory.version, policy: config.steal, log, lane,
-      cpuBusy: config.maxLoad > 0 ? () => node.metrics.latest.cpuUtilization : undefined,
+      liveNodes: () => directory.names(), policy: config.steal, log, lane, placement: config.placement,
+      nodesVersion: () => (readsLoad(config.placement) ? directory.recordsVersion : directory.version),
+      cpuBusy: config.maxLoad > 0 || config.placement === 'least-loaded' ? () => node.metrics.latest.cpuUtilization : undefined,
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
     const membership = new Membership(memberKv, keys, {
@@ -603,6 +581,8 @@ export class LoomNode {
     if ((priorityOf(spec) >= urgentPriority ? room.urgentFree : room.free) <= 0) return false;
     const free = addResources(this.capacity, this.executor.inUse, -1);
     if (refusal(spec, this.selfInfo(), record.submittedByAdmin) !== undefined || !fits(spec.resources ?? NO_RESOURCES, free)) return false;
+    // Where placement reads load, the node a client talks to runs a task only if it is the one placement prefers.
+    if (readsLoad(this.config.placement) && !this.steal.prefersHere(record.id, spec, record.submittedByAdmin)) return false;
     const held = await this.transitions.submitClaimed(record, me, Date.now());
     if (!held) return false;
     this.claimedAtSubmit++;

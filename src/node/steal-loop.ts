@@ -13,8 +13,9 @@
  * starts them as slots free. One claim-or-result transaction is out at a time
  * per node (WriteLane), so what piles up meanwhile goes in the next one.
  */
-import { ContainerPolicy, NodeInfo, Resources } from '../gen/loom';
-import { claimDelayMs, fnv1a, preferredNode, StealPolicy } from '../core/steal-policy';
+import { ContainerPolicy, NodeInfo, Resources, TaskSpec } from '../gen/loom';
+import { claimDelayMs, fnv1a, StealPolicy } from '../core/steal-policy';
+import { Placement, placementView, preferredFor } from '../core/placement';
 import { addResources, refusal as refusal_ } from '../core/fit';
 import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims, freeSlots } from '../core/choose-claims';
 import { Incarnation } from '../store/membership';
@@ -52,6 +53,8 @@ export interface StealDeps {
   liveNodes: () => string[];
   nodesVersion: () => number;
   policy: StealPolicy;
+  /** --placement: how the preferred node of a task is chosen (default spread). */
+  placement?: Placement;
   /** With --max-load: the machine's measured CPU busy fraction, which lengthens steals. */
   cpuBusy?: () => number;
   log: (msg: string) => void;
@@ -135,6 +138,16 @@ export class StealLoop {
     }, Math.max(1, atMs - Date.now()));
   }
 
+  /**
+   * Whether the placement strategy (core/placement.ts) prefers this node for
+   * task `id` among the live nodes that could run it.
+   */
+  prefersHere(id: string, spec: TaskSpec, byAdmin: boolean): boolean {
+    const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.http?.url || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
+    const able = this.deps.nodeInfos().filter((n) => !n.draining && (!placed || refusal_(spec, n, byAdmin) === undefined));
+    return able.length <= 1 || preferredFor(this.deps.placement ?? 'spread', id, able.map(placementView)) === this.me?.node;
+  }
+
   /** Why this node can never run the entry (cached: the spec and this node's labels are fixed). */
   private refusalFor(entry: WindowEntry, self: SelfInfo): string | undefined {
     const cached = this.refusals.get(entry.key);
@@ -154,11 +167,7 @@ export class StealLoop {
   private preference(entry: WindowEntry, version: number): Preference {
     const cached = this.prefCache.get(entry.key);
     if (cached && cached.version === version) return cached;
-    const spec = entry.snapshot.spec!;
-    const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.http?.url || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
-    const able = this.deps.nodeInfos().filter((n) => !n.draining && (!placed || refusal_(spec, n, entry.snapshot.submittedByAdmin) === undefined));
-    const slots = new Map(able.map((n) => [n.name, n.slots]));
-    const preferred = able.length <= 1 || preferredNode(entry.id, [...slots.keys()], (name) => slots.get(name)!) === this.me!.node;
+    const preferred = this.prefersHere(entry.id, entry.snapshot.spec!, entry.snapshot.submittedByAdmin);
     const jitter = cached?.jitter ?? fnv1a(`${this.me!.node}/${entry.id}`) / 0x1_0000_0000;
     const pref = { version, preferred, jitter };
     if (this.prefCache.size > 20_000) this.prefCache.clear();

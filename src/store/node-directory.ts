@@ -18,7 +18,7 @@ export interface Sighting {
 
 /** What placement and preference depend on: a change bumps `version`. */
 function placementOf(n: NodeInfo): string {
-  return JSON.stringify([n.lease, n.draining, n.docker, n.slots, n.labels, n.capacity]);
+  return JSON.stringify([n.lease, n.draining, n.docker, n.slots, n.labels, n.capacity, n.kinds]);
 }
 
 export class NodeDirectory {
@@ -29,6 +29,8 @@ export class NodeDirectory {
   private changeListeners: (() => void)[] = [];
   /** Bumped whenever the live nodes change in a way placement can see (not on heartbeats). */
   version = 0;
+  /** Bumped on every change of a node record, heartbeats (load figures) included. */
+  recordsVersion = 0;
 
   constructor(kv: Kv, private readonly keys: Keys, log?: (m: string) => void) {
     this.watch = new PrefixWatch(
@@ -62,6 +64,7 @@ export class NodeDirectory {
           if (name && old && old.lease !== String(kv.lease)) this.emitGone(name, old.lease);
           // Most puts are heartbeats (load figures only): placement did not change.
           const now = name ? this.nodes.get(name) : undefined;
+          this.recordsVersion++;
           if (!old || !now || placementOf(old) !== placementOf(now)) this.changed();
         },
         delete: (kv) => {
@@ -140,6 +143,7 @@ export class NodeDirectory {
 
   private changed(): void {
     this.version++;
+    this.recordsVersion++;
     for (const fn of this.changeListeners) fn();
   }
 

@@ -17,6 +17,7 @@ describe('HTTP tasks on a real node', () => {
   let n: TestNode;
   let server: http.Server;
   let base: string;
+  let flaky = 0;
   const seen: { method: string; url: string; auth?: string; body: string }[] = [];
   const env = { LOOM_INSECURE: '', LOOM_TLS_CA: '', LOOM_TLS_CERT: '', LOOM_TLS_KEY: '' };
   const loom = (...args: string[]) => cli(['-N', n.node.address, ...args], env);
@@ -27,6 +28,10 @@ describe('HTTP tasks on a real node', () => {
       req.on('data', (c) => (body += c));
       req.on('end', () => {
         seen.push({ method: req.method!, url: req.url!, auth: req.headers.authorization, body });
+        if (req.url === '/flaky' && (flaky++ % 2 === 0)) {
+          res.statusCode = 500;
+          return res.end('try again\n');
+        }
         if (req.url === '/missing') {
           res.statusCode = 404;
           return res.end('not here\n');
@@ -72,6 +77,13 @@ describe('HTTP tasks on a real node', () => {
     expect(run.stdout).toBe('not here\n');
     const id = (await loom('run', '-d', '--http', `${base}/missing`)).stdout.trim();
     expect(await n.api.wait(id)).toMatchObject({ state: TaskState.FAILED, exitCode: 22, reason: 'HTTP 404 Not Found (expected 200-299)' });
+  });
+
+  it('a 500 counts as a failure for --retries: the second attempt gets the 200', async () => {
+    const run = await loom('run', '--http', `${base}/flaky`, '--retries', '1', '--json');
+    expect(run.code).toBe(0);
+    expect(JSON.parse(run.stdout)).toMatchObject({ state: 'COMPLETED', attempt: 2, exitCode: 0 });
+    expect(seen.filter((s) => s.url === '/flaky')).toHaveLength(2);
   });
 
   it('a POST is recorded as not restarting after a node death unless asked; a refused connection exits 7', async () => {

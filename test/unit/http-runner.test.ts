@@ -233,6 +233,28 @@ describe('HTTP tasks', () => {
     expect((await streams(logPath)).stdout.length).toBe(big.length);
   });
 
+  it('a 10 MiB body keeps the log under --max-log-bytes and the node\'s memory to the tails', async () => {
+    const chunk = Buffer.alloc(64 * 1024, 'y');
+    handler = (_req, res) => {
+      let left = 160; // 10 MiB
+      const more = () => {
+        while (left > 0) {
+          left--;
+          if (!res.write(chunk)) return void res.once('drain', more);
+        }
+        res.end();
+      };
+      more();
+    };
+    const { handle, logPath } = run(spec({}), { maxLogBytes: 1024 * 1024 });
+    const r = await handle.done;
+    expect(r).toMatchObject({ exitCode: 0, stdoutBytes: 10 * 1024 * 1024, stdoutTruncated: true });
+    expect(r.stdoutTail.length).toBe(64 * 1024);
+    expect(r.resultError).toMatch(/10485760 bytes > the 65536-byte result limit/);
+    // Head up to the cap, the cut note and the retained tail: never the whole body.
+    expect(fs.statSync(logPath).size).toBeLessThan(1024 * 1024 + 3 * 64 * 1024);
+  });
+
   it('a reply cut off mid-body exits 56', async () => {
     handler = (_req, res) => {
       res.writeHead(200, { 'Content-Length': '100' });
