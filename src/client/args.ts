@@ -443,7 +443,8 @@ const JOB_USAGE = `$0 job <verb> ...
   loom job status JOB [--watch]      a job's state and task counts
   loom job list [--limit N]          list jobs
   loom job cancel JOB                cancel every task of a job
-  loom job logs JOB --index N [-f]   one task's output`;
+  loom job logs JOB --index N [-f]   one task's output
+  loom job result JOB --index N      one task's result, once it ended`;
 
 /**
  * `loom job submit FILE | status JOB | list | cancel JOB | logs JOB --index N`.
@@ -474,13 +475,14 @@ function parseJobCommand(argv: string[], env: Env): Command {
       y = y.command('job cancel <job>', 'cancel every task of a job');
       break;
     case 'logs':
-      y = y.command('job logs <job>', "print one task's output", (c) =>
-        c.option('index', { type: 'string', demandOption: true }).option('follow', { alias: 'f', type: 'boolean', default: false }));
+    case 'result':
+      y = y.command(`job ${verbArg} <job>`, verbArg === 'logs' ? "print one task's output" : "print one task's result ($LOOM_RESULT, an HTTP body) once it ended; exits with its code", (c) =>
+        verbArg === 'logs' ? c.option('index', { type: 'string', demandOption: true }).option('follow', { alias: 'f', type: 'boolean', default: false }) : c.option('index', { type: 'string', demandOption: true }));
       break;
     default:
       if (verbArg === undefined && (argv.includes('--help') || argv.includes('-h'))) break;
-      if (verbArg === undefined) throw invalid('missing job command: submit, status, list, cancel or logs (see `loom job --help`)');
-      throw invalid(`unknown job command "${verbArg}" (submit, status, list, cancel, logs; see \`loom job --help\`)`);
+      if (verbArg === undefined) throw invalid('missing job command: submit, status, list, cancel, logs or result (see `loom job --help`)');
+      throw invalid(`unknown job command "${verbArg}" (submit, status, list, cancel, logs, result; see \`loom job --help\`)`);
   }
   const parsed = parseWith(y, argv, verbArg ? `loom job ${verbArg}` : 'loom job');
   if (parsed.output !== undefined) return { kind: 'output', text: parsed.output };
@@ -501,10 +503,11 @@ function parseJobCommand(argv: string[], env: Env): Command {
       job = { verb, job: str(p.job) ?? '' };
       break;
     case 'logs':
+    case 'result':
       job = { verb, job: str(p.job) ?? '', index: intArg(str(p.index), '--index', 0, 100_000) ?? 0, follow: Boolean(last(p.follow)) };
       break;
     default:
-      throw invalid(`unknown job command "${verb}" (submit, status, list, cancel, logs)`);
+      throw invalid(`unknown job command "${verb}" (submit, status, list, cancel, logs, result)`);
   }
   return { kind: 'job', job, ...globals(p, env) };
 }

@@ -1,6 +1,6 @@
-/** `loom job submit|status|list|cancel|logs` and `loom run --array N`. */
+/** `loom job submit|status|list|cancel|logs|result` and `loom run --array N`. */
 import * as fs from 'fs';
-import { Job, JobCounts, JobSpec, JobState, JobStatus, TaskSpec } from '../gen/loom';
+import { Job, JobCounts, JobSpec, JobState, JobStatus, TaskSpec, TaskState } from '../gen/loom';
 import { invalid } from '../core/errors';
 import { jobPhase, progressBar } from '../core/job-state';
 import { parseJobFile, submitOrder } from '../core/job-spec';
@@ -8,6 +8,8 @@ import { jobTaskId } from '../core/ids';
 import { formatDurationMs } from '../core/duration';
 import { LoomApi } from './client';
 import { sleep } from '../core/sleep';
+import { taskExitStatus, writeOut } from './attach';
+import { formatStateLine } from './format';
 
 export interface JobIo {
   stdout: NodeJS.WritableStream;
@@ -20,7 +22,7 @@ export type JobCommand =
   | { verb: 'status'; job: string; watch: boolean }
   | { verb: 'list'; limit: number; pageToken: string }
   | { verb: 'cancel'; job: string }
-  | { verb: 'logs'; job: string; index: number; follow: boolean };
+  | { verb: 'logs' | 'result'; job: string; index: number; follow: boolean };
 
 const write = (s: NodeJS.WritableStream, text: string) => new Promise<void>((r) => s.write(text, () => r()));
 
@@ -166,10 +168,18 @@ export async function runJobCommand(cmd: JobCommand, api: LoomApi, io: JobIo, js
       await write(io.stdout, json ? `${JSON.stringify(JobStatus.toJSON(st))}\n` : `job ${st.job!.spec!.name}: ${st.counts!.cancelled} task(s) cancelled, ${st.counts!.running} still stopping, ${st.counts!.completed + st.counts!.failed + st.counts!.lost} had ended\n`);
       return 0;
     }
-    case 'logs': {
+    case 'logs':
+    case 'result': {
       const st = await api.getJob(cmd.job);
       if (cmd.index < 0 || cmd.index >= st.job!.spec!.count) throw invalid(`--index must be from 0 to ${st.job!.spec!.count - 1}`);
       const id = jobTaskId(st.job!.id, cmd.index);
+      if (cmd.verb === 'result') {
+        // As `loom wait --result`: the bytes as stored, the task's exit status.
+        const t = await api.wait(id);
+        await writeOut(io.stdout, t.result);
+        if (t.state !== TaskState.COMPLETED) await write(io.stderr, `loom: ${formatStateLine(t)}\n`);
+        return taskExitStatus(t);
+      }
       for await (const c of api.logs(id, cmd.follow)) {
         if (c.notice) await write(io.stderr, `loom: ${c.notice}\n`);
         if (c.data.length) await write(c.stream === 2 ? io.stderr : io.stdout, Buffer.from(c.data) as unknown as string);
