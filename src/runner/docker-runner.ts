@@ -35,6 +35,8 @@ import { Readable } from 'stream';
 import type Docker from 'dockerode';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
+import { collectResult, prepareResultMount, removeResultMount, ResultMount } from './container-result';
+import { ResultRead } from './result-file';
 import { Reaper } from './reaper';
 import {
   ContainerPolicy, DEFAULT_CONTAINER_PIDS, effectiveUser, EMPTY_POLICY, isHostNetwork, mountRefusal,
@@ -92,6 +94,8 @@ export interface ContainerRequest extends RunRequest {
   user?: string;
   /** The submitter was an admin (Task.submitted_by_admin): it may use a host network. */
   byAdmin?: boolean;
+  /** A directory of the node for the container's $LOOM_RESULT (container-result.ts); undefined: none. */
+  resultDir?: string;
 }
 
 export interface DockerRunnerOptions {
@@ -250,6 +254,8 @@ class ContainerRun implements RunHandle {
   private phase: Phase = 'preparing';
   private exitCode: number | undefined;
   private oomKilled = false;
+  private resultMount: ResultMount | undefined;
+  private resultRead: ResultRead | undefined;
   private failure: StartFailure | undefined;
   /** The engine did not answer before the container was started (nothing ran). */
   private engineUnreachable = false;
@@ -327,8 +333,11 @@ class ContainerRun implements RunHandle {
       if (this.aborted) return;
       const confined = await this.confine(creq);
       if (this.aborted) return;
+      const mount = creq.resultDir ? prepareResultMount(creq.resultDir, confined.user) : undefined;
+      if (mount && 'skipped' in mount) this.opts.log?.(`task ${creq.taskId}: no $LOOM_RESULT in its container: ${mount.skipped}`);
+      else this.resultMount = mount;
       const container = await this.docker.createContainer(
-        containerConfig(creq, this.opts.nodeName, confined, this.opts.pidsLimit ?? DEFAULT_CONTAINER_PIDS),
+        containerConfig(creq, this.opts.nodeName, confined, this.opts.pidsLimit ?? DEFAULT_CONTAINER_PIDS, this.resultMount),
       );
       this.container = container;
       if (this.aborted) return;
@@ -361,6 +370,7 @@ class ContainerRun implements RunHandle {
         this.opts.log?.(`container ${shortId(container.id)}: inspect after exit failed: ${describeEngineError(err, this.address)}`);
       }
       await this.drainOutput(outputDone);
+      if (this.resultMount) this.resultRead = collectResult(this.resultMount);
     } catch (err) {
       // Before 'starting' no start request was sent: whatever the engine
       // may have created, nothing ran, so the task can go elsewhere.
@@ -376,6 +386,7 @@ class ContainerRun implements RunHandle {
       this.unregisterInit();
       this.output?.destroy();
       await this.removeContainer();
+      removeResultMount(this.resultMount);
       if (this.sink) await this.sink.end();
       this.settle();
     }
@@ -578,6 +589,8 @@ class ContainerRun implements RunHandle {
       base.errorExitCode = ENGINE_ERROR_EXIT;
       return base;
     }
+    if (this.resultRead?.result) base.result = this.resultRead.result;
+    if (this.resultRead?.error) base.resultError = this.resultRead.error;
     if (this.oomKilled) base.oomKilled = true;
     const signal = this.exitCode > 128 ? signalName(this.exitCode - 128) : undefined;
     if (this.signalled && signal) base.signal = signal;
@@ -616,13 +629,13 @@ function resolveHostPath(host: string): string {
   return host;
 }
 
-function containerConfig(req: ContainerRequest, nodeName: string, confined: Confinement, pidsLimit: number): Docker.ContainerCreateOptions {
+function containerConfig(req: ContainerRequest, nodeName: string, confined: Confinement, pidsLimit: number, result?: ResultMount): Docker.ContainerCreateOptions {
   const memory = req.memoryBytes && req.memoryBytes > 0 ? Math.floor(req.memoryBytes) : undefined;
   const nanoCpus = req.cpus && req.cpus > 0 ? Math.round(req.cpus * 1e9) : undefined;
   return {
     Image: req.image,
     Cmd: req.argv.length > 0 ? req.argv : undefined,
-    Env: Object.entries(req.env).map(([k, v]) => `${k}=${v}`),
+    Env: [...Object.entries(req.env).map(([k, v]) => `${k}=${v}`), ...(result ? [result.env] : [])],
     WorkingDir: req.cwd || undefined,
     // '' only when root is allowed and the image names none: the image's default (root).
     User: confined.user || undefined,
@@ -634,7 +647,7 @@ function containerConfig(req: ContainerRequest, nodeName: string, confined: Conf
     Tty: false,
     HostConfig: {
       NetworkMode: req.network || 'none',
-      Binds: confined.binds,
+      Binds: result ? [...confined.binds, result.bind] : confined.binds,
       // Kubernetes' "restricted" Pod Security Standard: no capability at all
       // (not even the engine's default set), no gaining privileges through
       // setuid/file capabilities, a bounded process count (a fork bomb stays

@@ -97,7 +97,8 @@ export function containerKind(docker: DockerRunner, up: () => boolean): TaskKind
         killGraceMs: a.killGraceMs, tailBytes: a.tailBytes, maxLogBytes: a.maxLogBytes,
         env: spec.env.PATH ? { ...env, PATH: spec.env.PATH } : env,
         image: c.image, pull: (c.pull || 'missing') as PullPolicy, mounts: c.mounts, network: c.network || 'none',
-        user: c.user, byAdmin: t.submittedByAdmin, taskId: t.id,
+        user: c.user, byAdmin: t.submittedByAdmin, taskId: t.id, // Only an engine on this machine (a unix socket) mounts a path of this node.
+        resultDir: docker.engine.kind === 'unix' ? a.logPath.replace(/\.log$/, '.result') : undefined,
         memoryBytes: spec.resources?.memoryBytes || undefined, cpus: spec.resources?.cpu || undefined,
       });
     },

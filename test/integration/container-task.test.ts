@@ -112,6 +112,21 @@ d('container tasks on a node', () => {
     expect(r.stderr).toMatch(/^loom: task \S+ failed \(signal SIGKILL\): killed: out of memory \(over its memory limit\)\n$/);
   });
 
+  it('a container returns a result through $LOOM_RESULT; a symlink to a node file is refused; the directory is removed', async () => {
+    const box = { image: IMAGE, pull: 'never', mounts: [], network: '', user: '' };
+    const [id, linked] = await n.api.submit([
+      spec(['sh', '-c', 'printf "from-$(id -u)" > "$LOOM_RESULT"'], { container: box }),
+      spec(['sh', '-c', 'ln -s /etc/passwd "$LOOM_RESULT"'], { container: box }),
+    ]);
+    const t = await n.api.wait(id);
+    expect(t.state).toBe(TaskState.COMPLETED);
+    expect(Buffer.from(t.result).toString()).toBe('from-65534');
+    const l = await n.api.wait(linked);
+    expect(l.result).toHaveLength(0);
+    expect(l.reason).toMatch(/\$LOOM_RESULT is a symbolic link/);
+    expect(fs.readdirSync(path.join(n.dataDir, 'logs')).filter((f) => f.endsWith('.result'))).toEqual([]);
+  });
+
   it('cancel stops and removes the container', async () => {
     const [id] = await n.api.submit([spec(['sleep', '300'], { container: { image: IMAGE, pull: 'never', mounts: [], network: '', user: '' } })]);
     const labelled = async () => docker.listContainers({ all: true, filters: { label: [`loom.task=${id}`] } });
