@@ -35,6 +35,8 @@ export interface ClusterOptions {
   slotsPerNode?: number[];
   /** Extra `loom node` flags for every node. */
   args?: string[];
+  /** CPU list (taskset -c) each node in turn is pinned to, with its tasks and embedded etcd member. */
+  cpusPerNode?: string[];
   readyTimeoutMs?: number;
   /** SIGTERM -> SIGKILL wait when stopping a node (default 20 s, see setDefaultStopGrace). */
   stopGraceMs?: number;
@@ -154,7 +156,7 @@ export class BenchCluster {
             ];
       const metrics = opts.metrics ? ['--metrics-listen', s.metrics] : [];
       const args = ['--name', s.name, '--listen', s.api, '--data-dir', dataDir, ...etcdArgs, ...slotsOf(i), ...metrics, ...(opts.args ?? [])];
-      const node = launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined);
+      const node = launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined, opts.cpusPerNode?.[i]);
       if (opts.metrics) node.metricsUrl = `http://${s.metrics}/metrics`;
       return node;
     });
@@ -332,11 +334,15 @@ export class BenchCluster {
   }
 }
 
-function launchNode(name: string, api: string, dataDir: string, args: string[], etcdClientUrl?: string): BenchNode {
+function launchNode(name: string, api: string, dataDir: string, args: string[], etcdClientUrl?: string, cpus?: string): BenchNode {
   fs.mkdirSync(dataDir, { recursive: true });
   const logFile = path.join(dataDir, 'node.log');
   const fd = fs.openSync(logFile, 'a');
-  const proc = spawn(process.execPath, [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...args], { stdio: ['ignore', fd, fd], cwd: dataDir });
+  const argv = [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...args];
+  // taskset execs the node: the pid is the node's.
+  const proc = cpus !== undefined
+    ? spawn('taskset', ['-c', cpus, process.execPath, ...argv], { stdio: ['ignore', fd, fd], cwd: dataDir })
+    : spawn(process.execPath, argv, { stdio: ['ignore', fd, fd], cwd: dataDir });
   fs.closeSync(fd);
   return { name, api, dataDir, logFile, proc, pid: proc.pid!, etcdClientUrl, helpers: [] };
 }

@@ -9,15 +9,55 @@ export interface CpuTimes {
   total: number;
 }
 
-/** The aggregate "cpu" line of /proc/stat. */
-export function parseProcStat(text: string): CpuTimes | undefined {
-  const line = text.split('\n').find((l) => /^cpu\s/.test(l));
-  if (!line) return undefined;
+function cpuTimesOf(line: string): CpuTimes | undefined {
   const v = line.trim().split(/\s+/).slice(1).map(Number);
   if (v.length < 4 || v.some((x) => !Number.isFinite(x))) return undefined;
   const idle = v[3] + (v[4] ?? 0); // idle + iowait
   const total = v.slice(0, 8).reduce((a, b) => a + b, 0); // excludes guest (counted in user)
   return { idle, total };
+}
+
+/**
+ * CPU times from /proc/stat: the aggregate "cpu" line, or with `cpus` (the
+ * CPUs this process may run on, see parseCpuList) the sum of those CPUs'
+ * lines, so a node pinned to some CPUs (taskset, a cpuset) measures the
+ * ones its tasks share, not the whole machine.
+ */
+export function parseProcStat(text: string, cpus?: readonly number[]): CpuTimes | undefined {
+  const lines = text.split('\n');
+  if (cpus && cpus.length > 0) {
+    const wanted = new Set(cpus.map((c) => `cpu${c}`));
+    const sum = { idle: 0, total: 0 };
+    let found = 0;
+    for (const l of lines) {
+      const name = /^cpu\d+\s/.exec(l)?.[0].trim();
+      if (!name || !wanted.has(name)) continue;
+      const t = cpuTimesOf(l);
+      if (!t) return undefined;
+      sum.idle += t.idle;
+      sum.total += t.total;
+      found++;
+    }
+    if (found === wanted.size) return sum;
+  }
+  const line = lines.find((l) => /^cpu\s/.test(l));
+  return line ? cpuTimesOf(line) : undefined;
+}
+
+/** The CPUs of a "Cpus_allowed_list: 0-3,6" line of /proc/self/status; undefined if absent or malformed. */
+export function parseCpuList(statusText: string): number[] | undefined {
+  const m = /^Cpus_allowed_list:\s*(\S+)\s*$/m.exec(statusText);
+  if (!m) return undefined;
+  const out: number[] = [];
+  for (const part of m[1].split(',')) {
+    const r = /^(\d+)(?:-(\d+))?$/.exec(part);
+    if (!r) return undefined;
+    const lo = Number(r[1]);
+    const hi = r[2] === undefined ? lo : Number(r[2]);
+    if (hi < lo || hi - lo > 4096) return undefined;
+    for (let c = lo; c <= hi; c++) out.push(c);
+  }
+  return out;
 }
 
 /** Busy fraction (0..1) between two samples. */

@@ -3,7 +3,7 @@ import * as fs from 'fs';
 import * as os from 'os';
 import { NodeMetrics, Resources } from '../gen/loom';
 import {
-  CpuTimes, cpuUtilization, detectCapacity, parseCfsQuota, parseCpuMax, parseMemoryLimit, parseMeminfo, parseProcStat,
+  CpuTimes, cpuUtilization, detectCapacity, parseCpuList, parseCfsQuota, parseCpuMax, parseMemoryLimit, parseMeminfo, parseProcStat,
 } from '../core/capacity';
 
 function read(path: string): string | undefined {
@@ -55,11 +55,13 @@ export function machineCapacity(dataDir: string, override: Partial<Resources>): 
 const MIN_CPU_WINDOW_TICKS = 100;
 
 export class MetricsSampler {
-  private prev: CpuTimes | undefined = parseProcStat(read('/proc/stat') ?? '');
+  /** The CPUs this node may run on (its tasks inherit them): what its CPU figure measures. */
+  private readonly cpus = parseCpuList(read('/proc/self/status') ?? '');
+  private prev: CpuTimes | undefined = parseProcStat(read('/proc/stat') ?? '', this.cpus);
   private last: NodeMetrics = { cpuUtilization: 0, memoryTotalBytes: 0, memoryAvailableBytes: 0, load1: 0, sampledAtMs: 0 };
 
   sample(): NodeMetrics {
-    const cur = parseProcStat(read('/proc/stat') ?? '');
+    const cur = parseProcStat(read('/proc/stat') ?? '', this.cpus);
     const mem = parseMeminfo(read('/proc/meminfo') ?? '');
     // A window of a few clock ticks says little (a node sampled right after
     // its own busy start-up read 100 %): keep the last figure and measure

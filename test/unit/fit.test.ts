@@ -1,5 +1,5 @@
 import { explainUnplaceable, fits, parseBytes, refusal, shortfall } from '../../src/core/fit';
-import { cpuUtilization, detectCapacity, parseCfsQuota, parseCpuMax, parseMemoryLimit, parseMeminfo, parseProcStat } from '../../src/core/capacity';
+import { cpuUtilization, detectCapacity, parseCfsQuota, parseCpuMax, parseMemoryLimit, parseMeminfo, parseProcStat, parseCpuList } from '../../src/core/capacity';
 import { validateSpec } from '../../src/core/spec';
 import { NodeInfo } from '../../src/gen/loom';
 
@@ -61,6 +61,21 @@ describe('capacity detection parsing', () => {
     const b = parseProcStat('cpu  150 0 150 900 0 0 0 0 0 0\n')!;
     expect(cpuUtilization(a, b)).toBeCloseTo(0.5);
     expect(parseProcStat('garbage')).toBeUndefined();
+  });
+  it('measures only the CPUs the node may run on: a busy CPU1 shows for a node pinned to it, not for one on CPU0', () => {
+    // CPU0 idle throughout, CPU1 busy throughout; the aggregate line is half busy.
+    const t0 = 'cpu  100 0 0 100 0 0 0 0\ncpu0 0 0 0 100 0 0 0 0\ncpu1 100 0 0 0 0 0 0 0\n';
+    const t1 = 'cpu  200 0 0 200 0 0 0 0\ncpu0 0 0 0 200 0 0 0 0\ncpu1 200 0 0 0 0 0 0 0\n';
+    const busy = (cpus?: number[]) => cpuUtilization(parseProcStat(t0, cpus)!, parseProcStat(t1, cpus)!);
+    expect(busy()).toBeCloseTo(0.5);
+    expect(busy([1])).toBeCloseTo(1);
+    expect(busy([0])).toBeCloseTo(0);
+    expect(busy([0, 1])).toBeCloseTo(0.5);
+    // A CPU the file does not list: the aggregate line.
+    expect(busy([7])).toBeCloseTo(0.5);
+    expect(parseCpuList('Name:\tnode\nCpus_allowed_list:\t0-2,5\n')).toEqual([0, 1, 2, 5]);
+    expect(parseCpuList('Cpus_allowed_list:\t3-1\n')).toBeUndefined();
+    expect(parseCpuList('nothing')).toBeUndefined();
   });
   it('reads meminfo and cgroup limits (v1 and v2)', () => {
     expect(parseMeminfo('MemTotal:  2048 kB\nMemFree: 10 kB\nMemAvailable: 1024 kB\n')).toEqual({ totalBytes: 2048 * 1024, availableBytes: 1024 * 1024 });

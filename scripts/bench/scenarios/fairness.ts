@@ -5,6 +5,8 @@
  * their slot shares (25 % and 75 %); the figure is the largest distance of a
  * share from its slot share, relative to it.
  */
+import { spawn, spawnSync } from 'child_process';
+import * as os from 'os';
 import { TaskState } from '../../../src/gen/loom';
 import { repeat } from '../budget';
 import { BenchCluster } from '../cluster';
@@ -106,6 +108,57 @@ async function weightedNodes(ctx: BenchContext, n: number): Promise<void> {
   });
 }
 
+const LOAD_SLOTS = 4;
+
+/** Waits until `pred` holds of the nodes' records (their metrics are published every 3 s). */
+async function untilNodes(c: BenchCluster, what: string, timeoutMs: number, pred: (byName: Map<string, { cpu: number; paused: string }>) => boolean): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    const nodes = await c.api(0).nodes();
+    if (pred(new Map(nodes.map((n) => [n.name, { cpu: n.metrics?.cpuUtilization ?? 0, paused: n.pausedReason }])))) return true;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  return false;
+}
+
+/**
+ * The load variant: two nodes, each pinned to one CPU (taskset), both with
+ * --placement least-loaded --max-load 90%; a CPU burner outside loom on the
+ * second node's CPU. The figure is the burdened node's share of the tasks,
+ * then the same node's share once the burner is gone (same cluster, same run).
+ */
+async function loadedNodes(ctx: BenchContext, n: number): Promise<void> {
+  if (os.cpus().length < 2 || spawnSync('taskset', ['-c', '0', 'true']).status !== 0) {
+    ctx.note(S, 'load variant skipped: it needs two CPUs and taskset');
+    return;
+  }
+  const c = await BenchCluster.start({
+    name: 'lfair', nodes: 2, etcd: 'embedded', slots: LOAD_SLOTS, cpusPerNode: ['0', '1'], args: ['--placement', 'least-loaded', '--max-load', '90%'],
+  }, ctx.log);
+  const [idle, busy] = c.nodes.map((x) => x.name);
+  const busyShares: number[] = [];
+  const afterShares: number[] = [];
+  const burner = spawn('taskset', ['-c', '1', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' });
+  try {
+    const seen = await untilNodes(c, 'burner', 30_000, (m) => (m.get(busy)?.cpu ?? 0) >= 0.9 && m.get(busy)!.paused !== '');
+    if (!seen) ctx.note(S, `load variant: ${busy} did not report its CPU busy and paused within 30 s; its shares are as measured`);
+    await runShares(ctx, c, n, ctx.quick ? 10 : 40, 'load runs (burner on)', (per, k) => busyShares.push((100 * (per.get(busy) ?? 0)) / k));
+    burner.kill('SIGKILL');
+    const resumed = await untilNodes(c, 'resume', 30_000, (m) => m.get(busy)!.paused === '' && (m.get(busy)?.cpu ?? 1) < 0.5);
+    if (!resumed) ctx.note(S, `load variant: ${busy} had not resumed 30 s after the burner stopped`);
+    await runShares(ctx, c, n, ctx.quick ? 10 : 40, 'load runs (burner off)', (per, k) => afterShares.push((100 * (per.get(busy) ?? 0)) / k));
+  } finally {
+    burner.kill('SIGKILL');
+    await c.stop();
+  }
+  const extra = { tasks: n, nodes: 2, slotsPerNode: LOAD_SLOTS };
+  ctx.emit({
+    scenario: S, figure: 'load_share_burdened', label: `share of tasks run by ${busy}, its CPU busy with a burner outside loom`, unit: '%', values: busyShares, extra,
+    target: { op: '<=', value: 10, text: '≤ 10 %' },
+  });
+  ctx.emit({ scenario: S, figure: 'load_share_after', label: `share of tasks run by ${busy} once the burner stopped (${idle} the rest)`, unit: '%', values: afterShares, extra });
+}
+
 export const fairness: Scenario = {
   name: S,
   title: 'Fairness',
@@ -115,9 +168,13 @@ export const fairness: Scenario = {
     // 8 slots in all: fewer tasks, so that three repetitions fit its budget.
     const nWeighted = ctx.quick ? 300 : 1200;
     await weightedNodes(ctx, nWeighted);
+    const nLoad = ctx.quick ? 200 : 800;
+    await loadedNodes(ctx, nLoad);
     ctx.note(S, `${n} tasks \`sleep 0.1\` per repetition, submitted in batches of 500 spread over the nodes; 3 nodes with ${SLOTS} slots each ` +
       "(more than the default, to keep a repetition short), 3 embedded etcd members, one cluster for all repetitions. Shares come from each completed record's node. " +
       `Weighted: ${nWeighted} such tasks per repetition on ${WEIGHTED_SLOTS.length} nodes with ${WEIGHTED_SLOTS.join(' and ')} slots (each an embedded etcd member); ` +
-      'the error is |share − slot share| / slot share of the node furthest from its slot share.');
+      'the error is |share − slot share| / slot share of the node furthest from its slot share. ' +
+      `Load: ${nLoad} such tasks per repetition on 2 nodes of ${LOAD_SLOTS} slots, each pinned to one CPU with taskset (a node measures the CPUs it may run on), ` +
+      'both with `--placement least-loaded --max-load 90%`; a busy loop outside loom pinned to the second CPU, then stopped: the second node\'s share with it and without it.');
   },
 };
