@@ -47,10 +47,36 @@ export function taskConfinement(config: NodeConfig, log: (m: string) => void, op
     pidsMax: config.taskPids,
   });
   log(confinement.describe());
+  const closed = runAs === 'node' ? undefined : closedAncestor(config.dataDir);
+  if (closed) {
+    log(`${closed.dir} is mode ${closed.mode.toString(8).padStart(4, '0')}: tasks under their own uids cannot pass through it to their scratch directories in ${path.resolve(config.dataDir)}, so writing $LOOM_RESULT (or any absolute path there) fails with "Permission denied"; allow others to traverse it (chmod o+x ${closed.dir}) or choose a --data-dir under a directory they can traverse`);
+  }
   if (runAs === 'node' && config.runAs === 'auto') {
     log(`this node is not root (uid ${uid}), so it cannot give tasks another identity: pass --run-as node to say that is intended, or run it as root`);
   }
   return confinement;
+}
+
+/**
+ * The first directory above the data dir that other users may not traverse
+ * (no x bit for others), or undefined: a task of another uid reaches its
+ * scratch directory by path only through directories it may search.
+ */
+export function closedAncestor(dataDir: string): { dir: string; mode: number } | undefined {
+  const parts: string[] = [];
+  for (let dir = path.dirname(path.resolve(dataDir)); ; dir = path.dirname(dir)) {
+    parts.unshift(dir);
+    if (dir === path.dirname(dir)) break;
+  }
+  for (const dir of parts) {
+    try {
+      const mode = fs.statSync(dir).mode & 0o7777;
+      if ((mode & 0o001) === 0) return { dir, mode };
+    } catch {
+      return undefined;
+    }
+  }
+  return undefined;
 }
 
 /** The data dir 0711 and every entry in it (but scratch) closed to others. */

@@ -26,17 +26,22 @@ export interface ProcCluster {
   stopAll(): Promise<void>;
 }
 
-function launch(n: Omit<ProcNode, 'proc' | 'output'>, env?: NodeJS.ProcessEnv): ProcNode {
+function launch(n: Omit<ProcNode, 'proc' | 'output'>, env?: NodeJS.ProcessEnv, cpus?: string): ProcNode {
   const logFile = path.join(n.dataDir, 'node.log');
   fs.mkdirSync(n.dataDir, { recursive: true });
   const fd = fs.openSync(logFile, 'a');
   // Jest gives each test file its own copy of process.env, which a child does not inherit: pass it.
-  const proc = spawn(process.execPath, [LOOM_BIN, 'node', ...n.args], { stdio: ['ignore', fd, fd], env: env ?? process.env });
+  const argv = [LOOM_BIN, 'node', ...n.args];
+  // Pinned (taskset execs the node, same pid): its embedded etcd and its tasks inherit the CPUs.
+  const proc = cpus !== undefined
+    ? spawn('taskset', ['-c', cpus, process.execPath, ...argv], { stdio: ['ignore', fd, fd], env: env ?? process.env })
+    : spawn(process.execPath, argv, { stdio: ['ignore', fd, fd], env: env ?? process.env });
   fs.closeSync(fd);
   return { ...n, proc, output: () => fs.readFileSync(logFile, 'utf8') };
 }
 
-export async function startCluster(count: number, extraArgs: string[] = [], env?: NodeJS.ProcessEnv): Promise<ProcCluster> {
+/** `cpus[i]`: a CPU list (taskset -c) node i is pinned to. */
+export async function startCluster(count: number, extraArgs: string[] = [], env?: NodeJS.ProcessEnv, cpus: (string | undefined)[] = []): Promise<ProcCluster> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-e2e-'));
   const specs: { name: string; api: string; peer: number; client: number }[] = [];
   for (let i = 1; i <= count; i++) {
@@ -49,14 +54,14 @@ export async function startCluster(count: number, extraArgs: string[] = [], env?
       ...specs.filter((o) => o !== s).flatMap((o) => ['--peer', `${o.name}=http://127.0.0.1:${o.peer}`]),
       ...extraArgs,
     ];
-    return launch({ name: s.name, api: s.api, dataDir: path.join(dir, s.name), args }, env);
+    return launch({ name: s.name, api: s.api, dataDir: path.join(dir, s.name), args }, env, cpus[specs.indexOf(s)]);
   });
   const cluster: ProcCluster = {
     nodes,
     dir,
     start(i: number) {
       const n = cluster.nodes[i];
-      cluster.nodes[i] = launch({ name: n.name, api: n.api, dataDir: n.dataDir, args: n.args }, env);
+      cluster.nodes[i] = launch({ name: n.name, api: n.api, dataDir: n.dataDir, args: n.args }, env, cpus[i]);
     },
     async stopAll() {
       await Promise.all(

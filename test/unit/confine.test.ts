@@ -8,7 +8,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { spawn } from 'child_process';
 import { commandExists, Confinement, findAccount, UidPool } from '../../src/runner/confine';
-import { resolveRunAs } from '../../src/node/task-confinement';
+import { closedAncestor, resolveRunAs } from '../../src/node/task-confinement';
 import { waitFor } from '../support/etcd';
 
 describe('UidPool', () => {
@@ -117,5 +117,21 @@ describe('Confinement', () => {
     who.release();
     await waitFor(() => pool.acquire() === 61000, { what: 'the uid free again' });
     expect(fs.existsSync(who.scratch)).toBe(false);
+  });
+});
+
+describe('the data dir\'s ancestors', () => {
+  it('names the first directory above it that others may not traverse', () => {
+    const top = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-closed-'));
+    try {
+      const dataDir = path.join(top, 'a', 'data');
+      fs.mkdirSync(dataDir, { recursive: true, mode: 0o755 });
+      fs.chmodSync(top, 0o700);
+      expect(closedAncestor(dataDir)).toEqual({ dir: top, mode: 0o700 });
+      fs.chmodSync(top, 0o711);
+      expect(closedAncestor(dataDir)).toBeUndefined();
+    } finally {
+      fs.rmSync(top, { recursive: true, force: true });
+    }
   });
 });
