@@ -267,7 +267,7 @@ export class LoomNode {
       self: () => node.selfInfo(), nodeInfos: () => directory.all(), inUse: () => executor.inUse, starveAfterMs: config.starveAfterMs,
       window, transitions, executor, slots: () => config.slots, urgentSlots: config.urgentSlots, urgentPriority: config.urgentPriority,
       liveNodes: () => directory.names(), policy: config.steal, log, lane, placement: config.placement,
-      nodesVersion: () => (readsLoad(config.placement) ? directory.recordsVersion : directory.version),
+      nodesVersion: () => (readsLoad(config.placement) ? directory.loadVersion : directory.version),
       cpuBusy: config.maxLoad > 0 || config.placement === 'least-loaded' ? () => node.metrics.latest.cpuUtilization : undefined,
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });

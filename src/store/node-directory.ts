@@ -29,8 +29,14 @@ export class NodeDirectory {
   private changeListeners: (() => void)[] = [];
   /** Bumped whenever the live nodes change in a way placement can see (not on heartbeats). */
   version = 0;
-  /** Bumped on every change of a node record, heartbeats (load figures) included. */
-  recordsVersion = 0;
+  /**
+   * Bumped like `version`, and by heartbeats (load figures) at most once a
+   * second: what placement strategies that read load key their caches by
+   * (core/placement.ts), so a busy cluster's heartbeats do not recompute
+   * every queued task's preference on each one.
+   */
+  loadVersion = 0;
+  private loadBumpedAtMs = 0;
 
   constructor(kv: Kv, private readonly keys: Keys, log?: (m: string) => void) {
     this.watch = new PrefixWatch(
@@ -64,8 +70,8 @@ export class NodeDirectory {
           if (name && old && old.lease !== String(kv.lease)) this.emitGone(name, old.lease);
           // Most puts are heartbeats (load figures only): placement did not change.
           const now = name ? this.nodes.get(name) : undefined;
-          this.recordsVersion++;
           if (!old || !now || placementOf(old) !== placementOf(now)) this.changed();
+          else if (Date.now() - this.loadBumpedAtMs >= 1000) this.bumpLoad();
         },
         delete: (kv) => {
           const name = keys.parseNode(kv.key.toString());
@@ -141,9 +147,14 @@ export class NodeDirectory {
     }
   }
 
+  private bumpLoad(): void {
+    this.loadVersion++;
+    this.loadBumpedAtMs = Date.now();
+  }
+
   private changed(): void {
     this.version++;
-    this.recordsVersion++;
+    this.bumpLoad();
     for (const fn of this.changeListeners) fn();
   }
 
