@@ -35,6 +35,7 @@ import { Readable } from 'stream';
 import type Docker from 'dockerode';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
+import { notifyProgress } from './progress';
 import { collectResult, prepareResultMount, removeResultMount, ResultMount } from './container-result';
 import { ResultRead } from './result-file';
 import { Reaper } from './reaper';
@@ -599,13 +600,7 @@ class ContainerRun implements RunHandle {
   }
 
   private emitProgress(): void {
-    for (const fn of this.listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.opts.log?.(`progress listener threw: ${(err as Error).message}`);
-      }
-    }
+    notifyProgress(this.listeners, this.opts.log);
   }
 }
 

@@ -19,6 +19,7 @@ import * as https from 'https';
 import { HttpSpec } from '../gen/loom';
 import { HTTP_LIMITS, parseExpect, statusExpected, DEFAULT_EXPECT } from '../core/task-kind';
 import { OutputSink, prepareLogDir } from './output-sink';
+import { notifyProgress } from './progress';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { RESULT_MAX_BYTES } from './result-file';
 import { RunHandle, RunResult, StopReason } from './types';
@@ -282,13 +283,7 @@ class HttpAttempt implements RunHandle {
   }
 
   private emitProgress(): void {
-    for (const fn of this.listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.opts.log?.(`progress listener threw: ${(err as Error).message}`);
-      }
-    }
+    notifyProgress(this.listeners, this.opts.log);
   }
 }
 

@@ -10,6 +10,7 @@ import * as path from 'path';
 import { Readable } from 'stream';
 import { STREAM_STDERR, STREAM_STDOUT } from './log-file';
 import { OutputSink, prepareLogDir } from './output-sink';
+import { notifyProgress } from './progress';
 import { Reaper } from './reaper';
 import { lowerTaskPriority } from './task-priority';
 import { CgroupLimiter, TaskLimits, TaskLimitsRun } from './cgroup';
@@ -428,13 +429,7 @@ class ProcessRun implements RunHandle {
   }
 
   private emitProgress(): void {
-    for (const fn of this.listeners) {
-      try {
-        fn();
-      } catch (err) {
-        this.opts.log?.(`progress listener threw: ${(err as Error).message}`);
-      }
-    }
+    notifyProgress(this.listeners, this.opts.log);
   }
 }
 
