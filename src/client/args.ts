@@ -20,7 +20,7 @@ import { parseStateName, TaskState } from '../core/lifecycle';
 import { LIMITS, PRIORITY_MAX, PRIORITY_MIN, validateSpec } from '../core/spec';
 import type { TaskSpec } from '../gen/loom';
 import type { JobCommand } from './job-cli';
-import { bytesArg, numberArg, parseBackoff, parseConstraint, parseMount } from './spec-flags';
+import { bytesArg, last, list, numberArg, parseBackoff, parseConstraint, parseMount, str } from './spec-flags';
 import { httpSpecOf, httpOptions } from './http-args';
 
 export const DEFAULT_NODE = '127.0.0.1:8080';
@@ -117,20 +117,6 @@ function base(args?: readonly string[]): Argv {
 }
 
 // ---- option helpers -------------------------------------------------------
-
-function last(value: unknown): unknown {
-  return Array.isArray(value) ? value[value.length - 1] : value;
-}
-
-function str(value: unknown): string | undefined {
-  const v = last(value);
-  return v === undefined || v === null ? undefined : String(v);
-}
-
-function list(value: unknown): string[] {
-  if (value === undefined || value === null) return [];
-  return (Array.isArray(value) ? value : [value]).map(String);
-}
 
 function intArg(text: string | undefined, flag: string, min: number, max: number): number | undefined {
   if (text === undefined) return undefined;

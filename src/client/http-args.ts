@@ -8,9 +8,8 @@ import type { Argv } from 'yargs';
 import { invalid } from '../core/errors';
 import { HTTP_LIMITS } from '../core/task-kind';
 import type { HttpSpec } from '../gen/loom';
+import { list, str } from './spec-flags';
 
-const str = (v: unknown): string | undefined => (v === undefined ? undefined : String(Array.isArray(v) ? v[v.length - 1] : v));
-const list = (v: unknown): string[] => (v === undefined ? [] : (Array.isArray(v) ? v : [v]).map(String));
 
 export const HTTP_FLAGS = ['http', 'method', 'header', 'data', 'expect', 'http-ca', 'max-redirects'] as const;
 

@@ -1,11 +1,28 @@
 /**
- * Parsers of `loom run`'s task flags that turn one flag's text into a spec
- * field, or throw INVALID_ARGUMENT naming the flag (exit 2).
+ * Reading yargs' parsed flags (last, str, list), and parsers of `loom run`'s
+ * task flags that turn one flag's text into a spec field, or throw
+ * INVALID_ARGUMENT naming the flag (exit 2).
  */
 import { invalid } from '../core/errors';
 import { parseDurationMs } from '../core/duration';
 import { parseDecimal } from '../core/numbers';
 import { parseBytes } from '../core/fit';
+
+/** A repeated flag's last value (yargs gives an array when a flag is given twice). */
+export function last(value: unknown): unknown {
+  return Array.isArray(value) ? value[value.length - 1] : value;
+}
+
+export function str(value: unknown): string | undefined {
+  const v = last(value);
+  return v === undefined || v === null ? undefined : String(v);
+}
+
+/** Every value of a repeatable flag. */
+export function list(value: unknown): string[] {
+  if (value === undefined || value === null) return [];
+  return (Array.isArray(value) ? value : [value]).map(String);
+}
 
 export function numberArg(text: string | undefined, flag: string): number {
   if (text === undefined) return 0;

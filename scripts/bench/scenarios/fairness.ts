@@ -111,7 +111,7 @@ async function weightedNodes(ctx: BenchContext, n: number): Promise<void> {
 const LOAD_SLOTS = 4;
 
 /** Waits until `pred` holds of the nodes' records (their metrics are published every 3 s). */
-async function untilNodes(c: BenchCluster, what: string, timeoutMs: number, pred: (byName: Map<string, { cpu: number; paused: string }>) => boolean): Promise<boolean> {
+async function untilNodes(c: BenchCluster, timeoutMs: number, pred: (byName: Map<string, { cpu: number; paused: string }>) => boolean): Promise<boolean> {
   const end = Date.now() + timeoutMs;
   while (Date.now() < end) {
     const nodes = await c.api(0).nodes();
@@ -140,11 +140,11 @@ async function loadedNodes(ctx: BenchContext, n: number): Promise<void> {
   const afterShares: number[] = [];
   const burner = spawn('taskset', ['-c', '1', process.execPath, '-e', 'for (;;) {}'], { stdio: 'ignore' });
   try {
-    const seen = await untilNodes(c, 'burner', 30_000, (m) => (m.get(busy)?.cpu ?? 0) >= 0.9 && m.get(busy)!.paused !== '');
+    const seen = await untilNodes(c, 30_000, (m) => (m.get(busy)?.cpu ?? 0) >= 0.9 && m.get(busy)!.paused !== '');
     if (!seen) ctx.note(S, `load variant: ${busy} did not report its CPU busy and paused within 30 s; its shares are as measured`);
     await runShares(ctx, c, n, ctx.quick ? 10 : 40, 'load runs (burner on)', (per, k) => busyShares.push((100 * (per.get(busy) ?? 0)) / k));
     burner.kill('SIGKILL');
-    const resumed = await untilNodes(c, 'resume', 30_000, (m) => m.get(busy)!.paused === '' && (m.get(busy)?.cpu ?? 1) < 0.5);
+    const resumed = await untilNodes(c, 30_000, (m) => m.get(busy)!.paused === '' && (m.get(busy)?.cpu ?? 1) < 0.5);
     if (!resumed) ctx.note(S, `load variant: ${busy} had not resumed 30 s after the burner stopped`);
     await runShares(ctx, c, n, ctx.quick ? 10 : 40, 'load runs (burner off)', (per, k) => afterShares.push((100 * (per.get(busy) ?? 0)) / k));
   } finally {
