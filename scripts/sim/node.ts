@@ -50,7 +50,7 @@ interface Entry {
 }
 
 /** The head of the queue a node looks at in one pass (QueueWindow's size on a real node). */
-const WINDOW = 256;
+const WINDOW = 1000;
 const ENTRY_ORDER = (a: Entry, b: Entry) => b.priority - a.priority || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 
 export class SimNode {
@@ -192,6 +192,7 @@ export class SimNode {
       refused: () => false,
       preferred: (e) => pref(e).preferred,
       stealAt: (e) => e.seenAtMs + claimDelayMs({ preferred: false, running, slots: this.slots }, DEFAULT_STEAL_POLICY, () => pref(e).jitter),
+      stealRank: (e) => pref(e).jitter,
     });
     if (choice.chosen.length === 0) {
       if (choice.nextAt < Infinity) this.schedulePass(choice.nextAt - now);

@@ -193,6 +193,7 @@ export class StealLoop {
         const { jitter } = this.preference(e, version);
         return e.seenAtMs + claimDelayMs({ preferred: false, running, slots, cpuBusy }, this.deps.policy, () => jitter);
       },
+      stealRank: (e) => this.preference(e, version).jitter,
     });
   }
 

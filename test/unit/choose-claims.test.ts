@@ -5,12 +5,14 @@ interface E extends ClaimCandidate {
   id: string;
   mine: boolean;
   stealAtMs: number;
+  /** This node's steal order for the entry (lower first). */
+  rank: number;
 }
 
 const NOW = 1_000_000;
 const CAP: Resources = { cpu: 4, memoryBytes: 8e9, diskBytes: 0 };
 
-function entry(id: string, o: Partial<{ priority: number; mine: boolean; stealAtMs: number; seenAtMs: number; notBeforeMs: number; cpu: number }> = {}): E {
+function entry(id: string, o: Partial<{ priority: number; mine: boolean; stealAtMs: number; seenAtMs: number; notBeforeMs: number; cpu: number; rank: number }> = {}): E {
   const spec = TaskSpec.fromPartial({ command: ['true'], resources: o.cpu ? { cpu: o.cpu } : undefined });
   return {
     id,
@@ -19,6 +21,7 @@ function entry(id: string, o: Partial<{ priority: number; mine: boolean; stealAt
     snapshot: { notBeforeMs: o.notBeforeMs ?? 0, spec },
     mine: o.mine ?? true,
     stealAtMs: o.stealAtMs ?? NOW + 20,
+    rank: o.rank ?? 0,
   };
 }
 
@@ -33,6 +36,7 @@ function choose(entries: E[], freeSlots: number, extra: Partial<ChooseInput<E>> 
     refused: (e) => (looked.add(e.id), false),
     preferred: (e) => e.mine,
     stealAt: (e) => e.stealAtMs,
+    stealRank: (e) => e.rank,
     ...extra,
   });
   return { ids: res.chosen.map((e) => e.id), nextAt: res.nextAt, looked: looked.size };
@@ -51,13 +55,21 @@ describe('chooseClaims', () => {
     expect(r.looked).toBe(4);
   });
 
-  it('steals from the back of the band once the steal time has passed, and only then', () => {
-    const es = [entry('a', { mine: false, stealAtMs: NOW - 1 }), entry('b', { mine: false, stealAtMs: NOW - 1 }), entry('c', { mine: false, stealAtMs: NOW + 7 })];
-    const r = choose(es, 1);
-    expect(r.ids).toEqual(['b']);
+  it('steals once the steal time has passed, and only then', () => {
+    const es = [entry('a', { mine: false, stealAtMs: NOW - 1 }), entry('c', { mine: false, stealAtMs: NOW + 7 })];
+    expect(choose(es, 1).ids).toEqual(['a']);
     const none = choose([entry('c', { mine: false, stealAtMs: NOW + 7 })], 1);
     expect(none.ids).toEqual([]);
     expect(none.nextAt).toBe(NOW + 7);
+  });
+
+  it('steals in its own rank order, so thieves seeing the same entries start at different ones', () => {
+    const ranks: Record<string, [number, number]> = { a: [3, 1], b: [1, 2], c: [2, 3] };
+    const es = Object.keys(ranks).map((id) => entry(id, { mine: false, stealAtMs: NOW - 1 }));
+    const thief = (k: 0 | 1, slots: number) => choose(es, slots, { stealRank: (e) => ranks[e.id][k] }).ids;
+    expect(thief(0, 1)).toEqual(['b']);
+    expect(thief(1, 1)).toEqual(['a']);
+    expect(thief(0, 2)).toEqual(['b', 'c']);
   });
 
   it('does not look at a lower band while a higher one has an entry waiting to be stolen', () => {
