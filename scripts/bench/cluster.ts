@@ -42,6 +42,8 @@ export interface ClusterOptions {
   stopGraceMs?: number;
   /** Start every node with --metrics-listen (see claimCounters). */
   metrics?: boolean;
+  /** Another build's dist/src/bin/loom.js to run the nodes with (default: this checkout's). */
+  loomBin?: string;
 }
 
 export interface BenchNode {
@@ -65,6 +67,8 @@ export interface NodeStats {
   claimed: number;
   lost: number;
   claimTxns: number;
+  /** Times the node fenced itself (loom_fenced_total). */
+  fenced: number;
 }
 
 export interface ClusterCpu {
@@ -156,7 +160,7 @@ export class BenchCluster {
             ];
       const metrics = opts.metrics ? ['--metrics-listen', s.metrics] : [];
       const args = ['--name', s.name, '--listen', s.api, '--data-dir', dataDir, ...etcdArgs, ...slotsOf(i), ...metrics, ...(opts.args ?? [])];
-      const node = launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined, opts.cpusPerNode?.[i]);
+      const node = launchNode(s.name, s.api, dataDir, args, opts.etcd === 'embedded' ? s.client : undefined, opts.cpusPerNode?.[i], opts.loomBin);
       if (opts.metrics) node.metricsUrl = `http://${s.metrics}/metrics`;
       return node;
     });
@@ -248,6 +252,7 @@ export class BenchCluster {
           claimed: value('loom_claims_total{via="queue"}'),
           lost: value('loom_claims_lost_total'),
           claimTxns: value('loom_claim_transactions_total'),
+          fenced: value('loom_fenced_total'),
         };
       }),
     );
@@ -334,11 +339,11 @@ export class BenchCluster {
   }
 }
 
-function launchNode(name: string, api: string, dataDir: string, args: string[], etcdClientUrl?: string, cpus?: string): BenchNode {
+function launchNode(name: string, api: string, dataDir: string, args: string[], etcdClientUrl?: string, cpus?: string, loomBin = LOOM_BIN): BenchNode {
   fs.mkdirSync(dataDir, { recursive: true });
   const logFile = path.join(dataDir, 'node.log');
   const fd = fs.openSync(logFile, 'a');
-  const argv = [...NODE_RUNTIME_FLAGS, LOOM_BIN, 'node', ...args];
+  const argv = [...NODE_RUNTIME_FLAGS, loomBin, 'node', ...args];
   // taskset execs the node: the pid is the node's.
   const proc = cpus !== undefined
     ? spawn('taskset', ['-c', cpus, process.execPath, ...argv], { stdio: ['ignore', fd, fd], cwd: dataDir })

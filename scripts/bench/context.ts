@@ -17,10 +17,14 @@ export interface BenchContext {
   budget: (seconds: number) => Budget;
   /** Method notes and caveats shown under the scenario in BENCHMARKS.md. */
   note: (scenario: string, text: string) => void;
+  /** --baseline: another build's loom.js that scenarios which compare builds also run. */
+  baselineBin?: string;
 }
 
 export interface Scenario {
   name: string;
   title: string;
+  /** Not part of a full run (too long for its 15 minutes): only with --only; reported in its own file. */
+  onDemand?: boolean;
   run: (ctx: BenchContext) => Promise<void>;
 }

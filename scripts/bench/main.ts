@@ -23,10 +23,11 @@ import { contention } from './scenarios/contention';
 import { failover } from './scenarios/failover';
 import { fairness } from './scenarios/fairness';
 import { latency } from './scenarios/latency';
+import { manyNodes } from './scenarios/many-nodes';
 import { scale } from './scenarios/scale';
 import { throughput } from './scenarios/throughput';
 
-const SCENARIOS: Scenario[] = [throughput, latency, failover, fairness, contention, scale, confinement];
+const SCENARIOS: Scenario[] = [throughput, latency, failover, fairness, contention, scale, confinement, manyNodes];
 const REPO = path.resolve(__dirname, '../../..');
 
 interface Args {
@@ -34,19 +35,24 @@ interface Args {
   reps: number;
   quick: boolean;
   budget: boolean;
-  out: string;
+  out?: string;
+  baseline?: string;
 }
 
 const USAGE = `usage: npm run bench -- [options]
   --only NAME,...  scenarios to run (${SCENARIOS.map((s) => s.name).join(', ')}); default all
+                   but the on-demand ones (${SCENARIOS.filter((s) => s.onDemand).map((s) => s.name).join(', ')}), which a full run has no time for
   --reps N         repetitions per figure (default 3; 1 with --quick)
   --quick          small sizes: a smoke run in under 2 minutes
   --no-budget      never cut a scenario short (by default each has a time budget so the
                    whole run stays under 15 minutes; cut figures say so)
-  --out FILE       where to write the report (default BENCHMARKS.md in the repo root)`;
+  --out FILE       where to write the report (default BENCHMARKS.md in the repo root;
+                   BENCHMARKS-NAME.md when only on-demand scenarios run)
+  --baseline PATH  another build's dist/src/bin/loom.js: scenarios that compare builds
+                   (many-nodes) run it too, beside this one, in the same run`;
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { only: [], reps: 0, quick: false, budget: true, out: path.join(REPO, 'BENCHMARKS.md') };
+  const args: Args = { only: [], reps: 0, quick: false, budget: true };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const [flag, inline] = a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
@@ -71,6 +77,10 @@ function parseArgs(argv: string[]): Args {
         break;
       case '--out':
         args.out = path.resolve(next());
+        break;
+      case '--baseline':
+        args.baseline = path.resolve(next());
+        if (!fs.existsSync(args.baseline)) throw new Error(`--baseline ${args.baseline}: no such file (give another checkout's dist/src/bin/loom.js)`);
         break;
       case '-h':
       case '--help':
@@ -136,8 +146,11 @@ async function main(): Promise<number> {
     fail: (scenario, figure, label, reason) => print({ scenario, figure, label, error: reason }),
     budget: (seconds) => new Budget(args.budget ? seconds : Infinity),
     note: (scenario, text) => notes.set(scenario, [...(notes.get(scenario) ?? []), text]),
+    baselineBin: args.baseline,
   };
-  const chosen = args.only.length ? SCENARIOS.filter((s) => args.only.includes(s.name)) : SCENARIOS;
+  const chosen = args.only.length ? SCENARIOS.filter((s) => args.only.includes(s.name)) : SCENARIOS.filter((s) => !s.onDemand);
+  // A run of on-demand scenarios alone keeps the full run's BENCHMARKS.md and writes its own file.
+  const out = args.out ?? path.join(REPO, chosen.every((s) => s.onDemand) ? `BENCHMARKS-${chosen.map((s) => s.name).join('-')}.md` : 'BENCHMARKS.md');
   for (const s of chosen) {
     log(`== ${s.name}`);
     const ts = Date.now();
@@ -154,8 +167,8 @@ async function main(): Promise<number> {
     machine, startedAt, durationMs: Date.now() - t0, command, quick: args.quick, reps: args.reps,
     scenarios: chosen.map((s) => ({ name: s.name, title: s.title })), lines, notes,
   });
-  fs.writeFileSync(args.out, report);
-  log(`wrote ${args.out} (${((Date.now() - t0) / 60_000).toFixed(1)} min in all)`);
+  fs.writeFileSync(out, report);
+  log(`wrote ${out} (${((Date.now() - t0) / 60_000).toFixed(1)} min in all)`);
   return 0;
 }
 
