@@ -17,7 +17,7 @@ import { EndpointHealth } from '../etcd/endpoint-health';
 import { EndpointSync, memberEndpoints } from '../etcd/endpoint-sync';
 import { EtcdMembers, probeWith } from '../etcd/members';
 import { backoff } from '../core/backoff';
-import { EmbeddedEtcd } from '../etcd/embedded';
+import { EMBEDDED_QUOTA_BYTES, EmbeddedEtcd } from '../etcd/embedded';
 import { Keys } from '../store/keys';
 import { Incarnation, Membership, staleAfterMs } from '../store/membership';
 import { MemberClients } from '../store/member-clients';
@@ -47,7 +47,6 @@ import { RetentionSweeper } from './retention-sweeper';
 import { StorageKeeper } from './storage-keeper';
 import { StorageWatch } from '../etcd/space';
 import { ETCD_DEFAULT_QUOTA_BYTES } from '../core/storage';
-import { EMBEDDED_QUOTA_BYTES } from '../etcd/embedded';
 import { Executor } from './executor';
 import { LogService } from './logs';
 import { Requeuer } from './requeuer';
@@ -118,8 +117,8 @@ export class LoomNode {
   private publishTimer: NodeJS.Timeout | undefined;
   private liveness: Liveness | undefined;
   private lastPublished = '';
-  /** `running` in the record last published (-1: none yet). */
-  private publishedRunning = -1;
+  /** The record last published; heartbeats repeat it, the same bytes, which no node decodes again (NodeDirectory). */
+  private publishedInfo: NodeInfo | undefined;
   private control: NodeControl = { drain: false, deadlineMs: 0 };
   /** --metrics-listen: the endpoint and its port (0 when off). */
   private metricsEndpoint: MetricsEndpoint | undefined;
@@ -508,7 +507,7 @@ export class LoomNode {
   }
 
   private async join(): Promise<void> {
-    const inc = await this.membership.join(() => this.info());
+    const inc = await this.membership.join(() => this.publishedInfo ?? this.info());
     this.inc = inc;
     this.me = { node: this.config.name, lease: inc.lease };
     inc.signal.addEventListener('abort', () => void this.onFenced(inc), { once: true });
@@ -601,7 +600,7 @@ export class LoomNode {
    * comparing the record after each one is work that changes nothing.
    */
   private schedulePublish(): void {
-    if (this.executor.count === 0 && this.publishedRunning !== 0) void this.publish();
+    if (this.executor.count === 0 && (this.publishedInfo?.running ?? -1) !== 0) void this.publish();
   }
 
   /** Rewrites /node/<name> when what it shows changed (or when forced). */
@@ -612,7 +611,7 @@ export class LoomNode {
     try {
       if (await this.membership.publish(info, signal)) {
         this.lastPublished = digest;
-        this.publishedRunning = info.running;
+        this.publishedInfo = info;
       }
     } catch {
       // transient; next tick retries

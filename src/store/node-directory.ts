@@ -23,6 +23,8 @@ function placementOf(n: NodeInfo): string {
 
 export class NodeDirectory {
   private readonly nodes = new Map<string, NodeInfo>();
+  /** Each node's record as last decoded: a heartbeat that rewrites the same bytes is not decoded again. */
+  private readonly raw = new Map<string, Buffer>();
   private readonly sightings = new Map<string, Sighting>();
   private readonly watch: PrefixWatch;
   private goneListeners: ((name: string, lease: string) => void)[] = [];
@@ -47,6 +49,7 @@ export class NodeDirectory {
           const before = new Map(this.nodes);
           const seen = new Map(this.sightings);
           this.nodes.clear();
+          this.raw.clear();
           this.sightings.clear();
           for (const kv of kvs) {
             this.upsert(kv.key.toString(), kv.value, String(kv.lease));
@@ -65,10 +68,16 @@ export class NodeDirectory {
         put: (kv) => {
           const name = keys.parseNode(kv.key.toString());
           const old = name ? this.nodes.get(name) : undefined;
+          // Most puts are heartbeats repeating the record last published (node.ts):
+          // every node receives every node's, so they cost a revision, no decode.
+          if (name && old && old.lease === String(kv.lease) && this.raw.get(name)?.equals(kv.value)) {
+            this.observe(name, old.lease, kv.mod_revision);
+            return;
+          }
           this.upsert(kv.key.toString(), kv.value, String(kv.lease));
           if (name) this.observe(name, String(kv.lease), kv.mod_revision);
           if (name && old && old.lease !== String(kv.lease)) this.emitGone(name, old.lease);
-          // Most puts are heartbeats (load figures only): placement did not change.
+          // Load figures only: placement did not change.
           const now = name ? this.nodes.get(name) : undefined;
           if (!old || !now || placementOf(old) !== placementOf(now)) this.changed();
           else if (Date.now() - this.loadBumpedAtMs >= 1000) this.bumpLoad();
@@ -77,6 +86,7 @@ export class NodeDirectory {
           const name = keys.parseNode(kv.key.toString());
           const old = name ? this.nodes.get(name) : undefined;
           if (name) this.sightings.delete(name);
+          if (name) this.raw.delete(name);
           if (name && old) {
             this.nodes.delete(name);
             this.emitGone(name, old.lease);
@@ -142,6 +152,7 @@ export class NodeDirectory {
     if (!name) return;
     try {
       this.nodes.set(name, { ...decodeNode(value, name), lease });
+      this.raw.set(name, value);
     } catch {
       // corrupt record: ignore this node's details
     }

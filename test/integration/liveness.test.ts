@@ -48,6 +48,28 @@ describe('heartbeats', () => {
     }
   });
 
+  it('a heartbeat that repeats the record moves the sighting on without a decode; a changed record is decoded', async () => {
+    const keys = new Keys(uniqueRoot());
+    let record = info('x');
+    const m = new Membership(kv, keys, { name: 'x', ttlSeconds: 2 });
+    await m.join(() => record);
+    const directory = new NodeDirectory(kv, keys);
+    await directory.start();
+    const revision = () => directory.silent('y', 0).find((s) => s.name === 'x')?.modRevision ?? '0';
+    try {
+      await waitFor(() => directory.get('x') !== undefined, { what: 'x listed' });
+      const first = directory.get('x');
+      const seen = BigInt(revision());
+      await waitFor(() => BigInt(revision()) >= seen + 2n, { what: 'two heartbeats seen' });
+      expect(directory.get('x')).toBe(first); // the same object: those puts were not decoded
+      record = NodeInfo.fromPartial({ name: 'x', slots: 2 });
+      await waitFor(() => directory.get('x')?.slots === 2, { what: 'changed record decoded' });
+    } finally {
+      await directory.stop();
+      await m.leave();
+    }
+  });
+
   it('a node whose heartbeats stop is fenced before a survivor deletes its key, while its lease still lives', async () => {
     const keys = new Keys(uniqueRoot());
     let beating = true;
