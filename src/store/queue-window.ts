@@ -9,13 +9,49 @@ import { IKeyValue } from 'etcd3';
 import { Kv } from '../etcd/client';
 import { Keys } from './keys';
 import { PrefixWatch } from '../etcd/prefix-watch';
-import { queuedEntryOf } from './queries';
+import { Task } from '../gen/loom';
+import { decodeTask } from './codec';
 import { QueuedEntry } from './transitions';
 
 export interface WindowEntry extends QueuedEntry {
   priority: number;
   /** Local time this node first saw the entry (for the steal delay). */
   seenAtMs: number;
+}
+
+/**
+ * An entry whose record is decoded when first read. Every node receives
+ * every queued put, but reads the records only of the entries its passes
+ * look at (a pass stops once its free slots are filled, and a full node
+ * makes none): most puts leave the queue again without being decoded here.
+ * A record that does not decode reads as a task that never comes due, so
+ * no pass takes it, and is reported once.
+ */
+class LazyEntry implements WindowEntry {
+  private task: Task | undefined;
+
+  constructor(
+    readonly id: string,
+    readonly key: string,
+    readonly modRevision: string,
+    readonly priority: number,
+    readonly seenAtMs: number,
+    private value: Buffer | undefined,
+    private readonly log?: (msg: string) => void,
+  ) {}
+
+  get snapshot(): Task {
+    if (!this.task) {
+      try {
+        this.task = decodeTask(this.value!, this.id);
+      } catch (err) {
+        this.log?.(`skipping corrupt queued key ${this.key}: ${(err as Error).message}`);
+        this.task = Task.fromPartial({ id: this.id, notBeforeMs: Infinity });
+      }
+      this.value = undefined;
+    }
+    return this.task;
+  }
 }
 
 export class QueueWindow {
@@ -105,13 +141,10 @@ export class QueueWindow {
   }
 
   private toEntry(kv: IKeyValue, seenAtMs: number): WindowEntry | undefined {
-    try {
-      const e = queuedEntryOf(this.keys, kv);
-      return e && { ...e, seenAtMs };
-    } catch (err) {
-      this.log?.(`skipping corrupt queued key ${kv.key.toString()}: ${(err as Error).message}`);
-      return undefined;
-    }
+    const key = kv.key.toString();
+    const parsed = this.keys.parseQueued(key);
+    if (!parsed) return undefined;
+    return new LazyEntry(parsed.id, key, kv.mod_revision, parsed.priority, seenAtMs, kv.value, this.log);
   }
 
   private reset(kvs: IKeyValue[]): void {

@@ -433,6 +433,23 @@ describe('queue window', () => {
     await w.stop();
   });
 
+  it('decodes a record when first read; a corrupt one reads as never due and is reported', async () => {
+    const { keys, tr } = setup();
+    const [good, bad] = [tr.newRecord(spec(['echo', 'hi']), 'me', Date.now()), tr.newRecord(spec(), 'me', Date.now())];
+    await tr.submit([good, bad]);
+    const logs: string[] = [];
+    const w = new QueueWindow(kv, keys, 100, (m) => logs.push(m));
+    await w.start();
+    const entryOf = (id: string) => w.view().find((e) => e.id === id)!;
+    const written = await client.put(entryOf(bad.id).key).value(Buffer.from([0xff, 0xff, 0xff])).exec();
+    await waitFor(() => entryOf(bad.id).modRevision === written.header.revision, { what: 'the corrupt put reaches the window' });
+    expect(logs).toEqual([]); // nothing decoded yet
+    expect(entryOf(good.id).snapshot.spec?.command).toEqual(['echo', 'hi']);
+    expect(entryOf(bad.id).snapshot.notBeforeMs).toBe(Infinity);
+    expect(logs.join('\n')).toMatch(/corrupt queued key/);
+    await w.stop();
+  });
+
   it('stays bounded and refills in order when more are queued than it holds', async () => {
     const { keys, tr } = setup();
     const records = Array.from({ length: 30 }, () => tr.newRecord(spec(), 'me', Date.now()));
