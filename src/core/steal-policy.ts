@@ -65,6 +65,38 @@ export function preferredNode(taskId: string, nodes: readonly string[], weightOf
 }
 
 /**
+ * FNV-1a of node and turn, its bits mixed (murmur3's finalizer): turn keys
+ * differ only in their last characters, which plain FNV-1a spreads poorly
+ * over the high bits that decide the order.
+ */
+function turnScore(node: string, turn: string): number {
+  let h = fnv1a(`${node}\u0000${turn}`);
+  h = Math.imul(h ^ (h >>> 16), 0x85ebca6b);
+  h = Math.imul(h ^ (h >>> 13), 0xc2b2ae35);
+  return (h ^ (h >>> 16)) >>> 0;
+}
+
+/**
+ * Whether `self` is one of the `k` nodes whose turn `turn` is (rendezvous
+ * order of the turn's key over the live nodes and self). Cluster-wide sweeps
+ * that every node could do (orphaned running keys, open jobs) use it with a
+ * key naming the sweep and its time slot: k nodes sweep per slot, not all N,
+ * and a different k the next slot, so a node that stopped sweeping (dead,
+ * stuck) is covered by the others within a slot or two.
+ */
+export function takesTurn(self: string, nodes: readonly string[], turn: string, k: number): boolean {
+  const all = [...new Set([...nodes, self])];
+  if (all.length <= k) return true;
+  const mine = turnScore(self, turn);
+  let ahead = 0;
+  for (const node of all) {
+    const h = turnScore(node, turn);
+    if (node !== self && (h > mine || (h === mine && node < self))) ahead++;
+  }
+  return ahead < k;
+}
+
+/**
  * How long this node waits before claiming a task. 0 = claim now. `cpuBusy`
  * (the measured busy fraction of the machine's CPUs, 0..1; given with
  * --max-load) lengthens a steal, never the preferred node's own claim.

@@ -308,7 +308,7 @@ export class LoomNode {
     });
     const node: LoomNode = new LoomNode(
       config, opts, etcd, reaper, memberKv, kv, keys, queries, transitions, directory, window, executor, steal,
-      requeuer, membership, cancels, logs, api, new JobSweeper(jobs, log),
+      requeuer, membership, cancels, logs, api, new JobSweeper({ jobs, log, self: config.name, liveNodes: () => directory.names(), holdsQueued: (j) => window.holdsJob(j) }),
       new RetentionSweeper({ kv, keys, self: config.name, liveNodes: () => directory.names(), dataDir: config.dataDir, retentionMs: config.retentionMs, log }),
     );
     node.spawner = spawner;

@@ -1,14 +1,16 @@
 /**
  * Puts back the work of nodes whose incarnation is gone. Triggered by a
  * /node/<name> delete (seen by every survivor), plus a sweep at start-up
- * and every few seconds for anything nobody saw. A running key is orphaned
+ * and every few seconds for anything nobody saw. The periodic sweep reads
+ * every running key and node key of the cluster, so only SWEEPERS_PER_TURN
+ * nodes make it per interval (takesTurn), not every node. A running key is orphaned
  * when its value (the owner's lease) is not the lease /node/<name> is under
  * now. Each survivor may try; the guarded transaction lets exactly one win.
  * The survivor preferred by rendezvous hashing acts at once, the others
  * only if the task is still orphaned a moment later.
  */
 import { LoomError } from '../core/errors';
-import { preferredNode } from '../core/steal-policy';
+import { preferredNode, takesTurn } from '../core/steal-policy';
 import { TaskState } from '../gen/loom';
 import { TaskQueries, RunningKey } from '../store/queries';
 import { TaskTransitions } from '../store/transitions';
@@ -23,6 +25,9 @@ export interface RequeuerDeps {
   backupDelayMs?: number;
 }
 
+/** Nodes that make the periodic orphan sweep in each interval. */
+const SWEEPERS_PER_TURN = 2;
+
 export class Requeuer {
   private timer: NodeJS.Timeout | undefined;
   private sweeping: Promise<void> | undefined;
@@ -35,7 +40,9 @@ export class Requeuer {
   start(): void {
     void this.sweep();
     const every = this.deps.sweepIntervalMs ?? 3000;
-    this.timer = setInterval(() => void this.sweep(), every);
+    this.timer = setInterval(() => {
+      if (takesTurn(this.deps.self, this.deps.liveNodes(), `orphan-sweep/${Math.floor(Date.now() / every)}`, SWEEPERS_PER_TURN)) void this.sweep();
+    }, every);
     this.timer.unref();
   }
 

@@ -11,6 +11,7 @@ import { Keys } from './keys';
 import { PrefixWatch } from '../etcd/prefix-watch';
 import { Task } from '../gen/loom';
 import { decodeTask } from './codec';
+import { jobTaskIdRange } from '../core/ids';
 import { QueuedEntry } from './transitions';
 
 export interface WindowEntry extends QueuedEntry {
@@ -94,6 +95,12 @@ export class QueueWindow {
 
   get length(): number {
     return this.entries.length;
+  }
+
+  /** Whether the window holds a queued task of the job. */
+  holdsJob(jobId: string): boolean {
+    const [from, to] = jobTaskIdRange(jobId);
+    return this.entries.some((e) => e.id >= from && e.id < to);
   }
 
   /**

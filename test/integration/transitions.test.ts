@@ -3,7 +3,7 @@ import { Etcd3 } from 'etcd3';
 import { NodeInfo, TaskState } from '../../src/gen/loom';
 import { connectEtcd, Kv, prefixEnd } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
-import { nextTimeBucket, timeBucketAt, timeBucketOf } from '../../src/core/ids';
+import { jobTaskId, nextTimeBucket, timeBucketAt, timeBucketOf } from '../../src/core/ids';
 import { TaskQueries } from '../../src/store/queries';
 import { QueueWindow } from '../../src/store/queue-window';
 import { QueuedEntry, TaskTransitions } from '../../src/store/transitions';
@@ -430,6 +430,22 @@ describe('queue window', () => {
     const after = tr.newRecord(spec(), 'me', Date.now());
     await tr.submit([after]);
     await waitFor(() => w.length === 2, { what: 'watch delivers the new task' });
+    await w.stop();
+  });
+
+  it('tells whether it holds queued tasks of a job', async () => {
+    const { keys, tr } = setup();
+    const jobId = '01a24e39-5a60-72fc-a539-d9ef8d9ac8fd';
+    const [first, second] = [0, 1].map((i) => Object.assign(tr.newRecord(spec(), 'me', Date.now()), { id: jobTaskId(jobId, i), jobId, index: i }));
+    const other = tr.newRecord(spec(), 'me', Date.now());
+    await tr.submit([first, second, other]);
+    const w = new QueueWindow(kv, keys, 100);
+    await w.start();
+    expect(w.holdsJob(jobId)).toBe(true);
+    expect(w.holdsJob('01a24e39-5a60-72fc-a540-d9ef8d9ac8fd')).toBe(false); // another job
+    for (const e of w.view().filter((x) => x.id !== other.id)) await client.delete().key(e.key).exec();
+    await waitFor(() => w.length === 1, { what: 'the deletes reach the window' });
+    expect(w.holdsJob(jobId)).toBe(false);
     await w.stop();
   });
 

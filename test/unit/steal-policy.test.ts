@@ -1,4 +1,4 @@
-import { checkMaxLoad, claimDelayMs, loadHoldReason, parseMaxLoad, preferredNode, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
+import { checkMaxLoad, claimDelayMs, loadHoldReason, parseMaxLoad, preferredNode, takesTurn, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
 
 describe('steal policy', () => {
   it('lets the preferred, not-full node claim at once', () => {
@@ -12,6 +12,28 @@ describe('steal policy', () => {
     expect(idle).toBe(P.stealDelayMs);
     expect(busy).toBeGreaterThan(idle);
     expect(claimDelayMs({ preferred: false, running: 0, slots: 4 }, P, () => 1)).toBe(P.stealDelayMs + P.jitterMs);
+  });
+
+  it('gives each sweep turn to exactly k nodes, a different k each turn, spread evenly', () => {
+    const nodes = Array.from({ length: 10 }, (_, i) => `n${i}`);
+    const turnsOf = new Map(nodes.map((n) => [n, 0]));
+    const takers = new Set<string>();
+    for (let slot = 0; slot < 500; slot++) {
+      const mine = nodes.filter((n) => takesTurn(n, nodes, `orphan-sweep/${slot}`, 2));
+      expect(mine).toHaveLength(2);
+      mine.forEach((n) => turnsOf.set(n, turnsOf.get(n)! + 1));
+      takers.add(mine.join(','));
+    }
+    for (const count of turnsOf.values()) expect(count).toBeGreaterThan(50); // 100 expected
+    expect(takers.size).toBeGreaterThan(20);
+  });
+
+  it('lets every node take the turn when there are no more than k, and counts a node missing from its own view', () => {
+    expect(takesTurn('a', [], 't', 2)).toBe(true);
+    expect(takesTurn('a', ['b'], 't', 2)).toBe(true);
+    const view = ['b', 'c', 'd'];
+    const withSelf = ['a', ...view].filter((n) => takesTurn(n, n === 'a' ? view : ['a', ...view], 't/7', 2));
+    expect(withSelf).toHaveLength(2);
   });
 
   it('chooses a stable preferred node, spread evenly', () => {

@@ -1,0 +1,44 @@
+import { JobSweeper } from '../../src/node/job-sweeper';
+import { JobStore } from '../../src/store/jobs';
+import { sleep } from '../../src/core/sleep';
+
+/** The sweeper's timing only: a JobStore that records the checks it is asked for. */
+function recorder() {
+  const checks: string[] = [];
+  const jobs = { finalizeIfDone: async (id: string) => void checks.push(id), sweep: async () => undefined } as unknown as JobStore;
+  return { checks, jobs };
+}
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+describe('job sweeper', () => {
+  it('checks a job once per burst of task ends', async () => {
+    const { checks, jobs } = recorder();
+    const s = new JobSweeper({ jobs, log: () => undefined, self: 'a', liveNodes: () => ['a'], holdsQueued: () => false, debounceMs: 20 });
+    for (let i = 0; i < 10; i++) s.taskEnded('j1');
+    await until(() => checks.length > 0, 'the check');
+    await sleep(60);
+    expect(checks).toEqual(['j1']);
+    s.stop();
+  });
+
+  it('waits while this node still sees queued tasks of the job, and checks once they are gone', async () => {
+    const { checks, jobs } = recorder();
+    let queued = true;
+    let asked = 0;
+    const s = new JobSweeper({ jobs, log: () => undefined, self: 'a', liveNodes: () => ['a'], holdsQueued: () => (asked++, queued), debounceMs: 10 });
+    s.taskEnded('j1');
+    await until(() => asked >= 3, 'the window asked again');
+    expect(checks).toEqual([]);
+    queued = false;
+    await until(() => checks.length > 0, 'the check');
+    expect(checks).toEqual(['j1']);
+    s.stop();
+  });
+});
