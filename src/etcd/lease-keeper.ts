@@ -29,6 +29,7 @@
  * leader now. When the heartbeat lags a round behind, the first acknowledgement
  * after the gap sends one at once rather than at the next round.
  */
+import { monitorEventLoopDelay } from 'perf_hooks';
 import { LoomError } from '../core/errors';
 
 export interface KeepAliveStream {
@@ -75,6 +76,19 @@ export function keepaliveEveryMs(ttlMs: number): number {
   return Math.max(200, Math.floor(ttlMs / 6));
 }
 
+/**
+ * Why the node fences, in words: `loopHeldMs` is the longest this process's
+ * event loop was held since the last proof. Held longer than a keepalive may
+ * wait for its answer, the node itself was too busy to send or hear one;
+ * otherwise etcd did not answer in time. Pure; exported for tests.
+ */
+export function fenceReason(what: string, silentMs: number, loopHeldMs: number, ttlMs: number): string {
+  const held = Math.round(loopHeldMs);
+  return loopHeldMs >= staleAfterMs(ttlMs)
+    ? `no ${what} for ${silentMs} ms, and this node's event loop was held up to ${held} ms meanwhile (too busy to hear etcd); fenced`
+    : `no ${what} for ${silentMs} ms while this node's event loop answered within ${held} ms (etcd did not answer in time); fenced`;
+}
+
 /** Heartbeats in flight at once (a slow member must not stop the next one). */
 const MAX_BEATS_IN_FLIGHT = 3;
 /** Members each keepalive round goes to. */
@@ -115,6 +129,8 @@ export class LeaseKeeper {
   private beatsInFlight = 0;
   private timer: NodeJS.Timeout | undefined;
   private readonly ttlMs: number;
+  /** Event-loop delay since the last proof (reset when the proof advances). */
+  private readonly loop = monitorEventLoopDelay({ resolution: 20 });
 
   constructor(
     private readonly links: KeepaliveLinks,
@@ -162,6 +178,7 @@ export class LeaseKeeper {
       this.timer = setTimeout(tick, Math.max(1, wait));
     };
     this.opts.onAck?.(this.fenceAtMs());
+    this.loop.enable();
     tick();
   }
 
@@ -173,7 +190,8 @@ export class LeaseKeeper {
   private fenceIfDue(): boolean {
     if (Date.now() < this.fenceAtMs()) return false;
     const what = this.beat && this.lastBeatSentMs < this.lastAckSentMs ? 'heartbeat committed' : 'keepalive acknowledged';
-    this.stop(new LoomError('FENCED', `no ${what} for ${Date.now() - this.lastProofMs()} ms; fenced`));
+    const heldMs = this.loop.count > 0 ? this.loop.max / 1e6 : 0;
+    this.stop(new LoomError('FENCED', fenceReason(what, Date.now() - this.lastProofMs(), heldMs, this.ttlMs)));
     return true;
   }
 
@@ -236,8 +254,7 @@ export class LeaseKeeper {
     if (this.fenceIfDue()) return;
     this.lastAckFrom.set(lane.member, Date.now());
     if (sentMs !== undefined && sentMs > this.lastAckSentMs) {
-      this.lastAckSentMs = sentMs;
-      this.opts.onAck?.(this.fenceAtMs());
+      this.proved(() => (this.lastAckSentMs = sentMs));
       // The first answer after a gap (say a new etcd leader): the heartbeat, if it lags a
       // round behind, goes now to the member that answered instead of at the next tick.
       if (this.beat && this.lastBeatSentMs < sentMs - keepaliveEveryMs(this.ttlMs)) void this.sendBeat();
@@ -277,15 +294,21 @@ export class LeaseKeeper {
   /** A write of the node key under this lease, sent at `sentMs`, committed: it counts as a heartbeat. */
   beatCommitted(sentMs: number): void {
     if (!this.beat || this.signal.aborted || this.fenceIfDue()) return;
-    if (sentMs > this.lastBeatSentMs) {
-      this.lastBeatSentMs = sentMs;
-      this.opts.onAck?.(this.fenceAtMs());
-    }
+    if (sentMs > this.lastBeatSentMs) this.proved(() => (this.lastBeatSentMs = sentMs));
+  }
+
+  /** Records a newer proof (`update`), tells onAck, and starts the loop-delay window again if the proof advanced. */
+  private proved(update: () => void): void {
+    const before = this.lastProofMs();
+    update();
+    if (this.lastProofMs() > before) this.loop.reset();
+    this.opts.onAck?.(this.fenceAtMs());
   }
 
   stop(reason: LoomError): void {
     if (this.signal.aborted) return;
     if (this.timer) clearTimeout(this.timer);
+    this.loop.disable();
     for (const lane of [...this.lanes]) this.close(lane);
     this.controller.abort(reason);
   }

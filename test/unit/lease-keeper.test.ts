@@ -4,7 +4,7 @@
  * chaos tests, which cannot place an acknowledgement at an exact instant).
  */
 import { EventEmitter } from 'events';
-import { KeepaliveLinks, LeaseKeeper, roundMembers } from '../../src/etcd/lease-keeper';
+import { fenceReason, KeepaliveLinks, LeaseKeeper, roundMembers } from '../../src/etcd/lease-keeper';
 
 class ScriptedStream extends EventEmitter {
   writes = 0;
@@ -276,5 +276,39 @@ describe('roundMembers', () => {
   it('one member: one stream per round; none: none', () => {
     expect(roundMembers(['a'], () => false, never)).toEqual(['a']);
     expect(roundMembers([], () => false, never)).toEqual([]);
+  });
+});
+
+describe('LeaseKeeper fence reason', () => {
+  const fenced = (k: LeaseKeeper) => new Promise<string>((resolve) => k.signal.addEventListener('abort', () => resolve((k.signal.reason as Error).message)));
+
+  it('blames etcd when no acknowledgement came while the event loop was free', async () => {
+    const { k } = keeper(2); // fences ~1 s after the grant
+    const why = fenced(k);
+    k.start();
+    expect(await why).toMatch(/^no keepalive acknowledged for \d+ ms while this node's event loop answered within \d+ ms \(etcd did not answer in time\)/);
+  });
+
+  it('blames the node when its event loop was held past the deadline', async () => {
+    const { k } = keeper(2);
+    const why = fenced(k);
+    k.start();
+    await new Promise((r) => setTimeout(r, 50));
+    busyUntil(k.fenceAtMs() + 300);
+    expect(await why).toMatch(/event loop was held up to \d+ ms meanwhile \(too busy to hear etcd\)/);
+  });
+});
+
+describe('fence reason', () => {
+  it('says whether the node itself was held up or etcd did not answer', () => {
+    expect(fenceReason('keepalive acknowledged', 3800, 2400.4, 5000)).toBe(
+      "no keepalive acknowledged for 3800 ms, and this node's event loop was held up to 2400 ms meanwhile (too busy to hear etcd); fenced",
+    );
+    expect(fenceReason('heartbeat committed', 3900, 35, 5000)).toBe(
+      "no heartbeat committed for 3900 ms while this node's event loop answered within 35 ms (etcd did not answer in time); fenced",
+    );
+    // The line is a keepalive's own wait (staleAfterMs: 1 s at a 5 s TTL).
+    expect(fenceReason('keepalive acknowledged', 3800, 999, 5000)).toMatch(/etcd did not answer/);
+    expect(fenceReason('keepalive acknowledged', 3800, 1000, 5000)).toMatch(/too busy/);
   });
 });
