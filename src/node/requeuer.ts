@@ -6,11 +6,13 @@
  * nodes make it per interval (takesTurn), not every node. A running key is orphaned
  * when its value (the owner's lease) is not the lease /node/<name> is under
  * now. Each survivor may try; the guarded transaction lets exactly one win.
- * The survivor preferred by rendezvous hashing acts at once, the others
- * only if the task is still orphaned a moment later.
+ * On a delete, the survivor first in rendezvous order for the incarnation
+ * acts at once and the second a moment later (if the first died too or
+ * failed); the others leave it to the sweep: each would range the gone
+ * node's running keys, N - 1 reads per loss.
  */
 import { LoomError } from '../core/errors';
-import { preferredNode, takesTurn } from '../core/steal-policy';
+import { takesTurn } from '../core/steal-policy';
 import { TaskState } from '../gen/loom';
 import { TaskQueries, RunningKey } from '../store/queries';
 import { TaskTransitions } from '../store/transitions';
@@ -27,6 +29,12 @@ export interface RequeuerDeps {
 
 /** Nodes that make the periodic orphan sweep in each interval. */
 const SWEEPERS_PER_TURN = 2;
+
+/** What this node does when `turn` (a gone incarnation) is seen: requeue at once, after a delay, or leave it to the sweep. */
+export function requeueRole(self: string, survivors: readonly string[], turn: string): 'first' | 'backup' | 'none' {
+  if (takesTurn(self, survivors, turn, 1)) return 'first';
+  return takesTurn(self, survivors, turn, 2) ? 'backup' : 'none';
+}
 
 export class Requeuer {
   private timer: NodeJS.Timeout | undefined;
@@ -53,9 +61,9 @@ export class Requeuer {
   /** A node's incarnation (lease) is gone: requeue what it was running. */
   nodeGone(name: string, lease: string): void {
     if (name === this.deps.self || this.declared.delete(`${name}/${lease}`)) return;
-    const survivors = this.deps.liveNodes().filter((n) => n !== name);
-    const first = preferredNode(`${name}/${lease}`, survivors) === this.deps.self;
-    const delay = first ? 0 : this.deps.backupDelayMs ?? 1000;
+    const role = requeueRole(this.deps.self, this.deps.liveNodes().filter((n) => n !== name), `${name}/${lease}`);
+    if (role === 'none') return;
+    const delay = role === 'first' ? 0 : this.deps.backupDelayMs ?? 1000;
     setTimeout(() => void this.requeueNode(name, lease), delay).unref();
   }
 
