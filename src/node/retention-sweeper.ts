@@ -5,7 +5,7 @@
  */
 import { promises as fs } from 'fs';
 import * as path from 'path';
-import { preferredNode } from '../core/steal-policy';
+import { takesTurn } from '../core/steal-policy';
 import { Kv } from '../etcd/client';
 import { Keys } from '../store/keys';
 import { sweepFinished } from '../store/retention';
@@ -50,7 +50,7 @@ export class RetentionSweeper {
       // alarm every node is fenced and none can rejoin (lease grants are
       // refused), and deleting finished work is how space comes back.
       // Guarded deletes keep a second sweeper safe.
-      if (preferredNode('retention', [...new Set([...this.d.liveNodes(), this.d.self])]) === this.d.self) {
+      if (takesTurn(this.d.self, this.d.liveNodes(), 'retention', 1)) {
         // Every marker is checked at the first sweep and then hourly; in between only
         // those of buckets a sweep deleted from (checking one walks its records).
         const now = Date.now();

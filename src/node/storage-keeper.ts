@@ -6,7 +6,7 @@
  * ones: under the alarm no node can rejoin (etcd refuses lease grants), so a
  * node whose directory is empty still maintains rather than wait for a peer.
  */
-import { preferredNode } from '../core/steal-policy';
+import { takesTurn } from '../core/steal-policy';
 import { StorageWatch } from '../etcd/space';
 
 export interface StorageKeeperDeps {
@@ -45,8 +45,7 @@ export class StorageKeeper {
     this.running = true;
     try {
       await this.d.watch.refresh();
-      const nodes = [...new Set([...this.d.liveNodes(), this.d.self])];
-      if (preferredNode('storage', nodes) === this.d.self) await this.d.watch.maintain();
+      if (takesTurn(this.d.self, this.d.liveNodes(), 'storage', 1)) await this.d.watch.maintain();
     } catch (e) {
       this.d.log(`storage check failed: ${(e as Error).message}`);
     } finally {
