@@ -76,6 +76,9 @@ function turnScore(node: string, turn: string): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
+/** Nodes that make each periodic cluster-wide sweep (orphans, open jobs) per interval. */
+export const SWEEPERS_PER_TURN = 2;
+
 /**
  * Whether `self` is one of the `k` nodes whose turn `turn` is (rendezvous
  * order of the turn's key over the live nodes and self). Cluster-wide sweeps

@@ -10,11 +10,8 @@
  * be done yet; the window's watch tells us when they go), and the periodic
  * sweep is made by SWEEPERS_PER_TURN nodes per interval (takesTurn).
  */
-import { takesTurn } from '../core/steal-policy';
+import { SWEEPERS_PER_TURN, takesTurn } from '../core/steal-policy';
 import { JobStore } from '../store/jobs';
-
-/** Nodes that sweep open jobs in each interval. */
-const SWEEPERS_PER_TURN = 2;
 
 export interface JobSweeperDeps {
   jobs: JobStore;

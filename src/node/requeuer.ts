@@ -12,7 +12,7 @@
  * node's running keys, N - 1 reads per loss.
  */
 import { LoomError } from '../core/errors';
-import { takesTurn } from '../core/steal-policy';
+import { SWEEPERS_PER_TURN, takesTurn } from '../core/steal-policy';
 import { TaskState } from '../gen/loom';
 import { TaskQueries, RunningKey } from '../store/queries';
 import { TaskTransitions } from '../store/transitions';
@@ -26,9 +26,6 @@ export interface RequeuerDeps {
   sweepIntervalMs?: number;
   backupDelayMs?: number;
 }
-
-/** Nodes that make the periodic orphan sweep in each interval. */
-const SWEEPERS_PER_TURN = 2;
 
 /** What this node does when `turn` (a gone incarnation) is seen: requeue at once, after a delay, or leave it to the sweep. */
 export function requeueRole(self: string, survivors: readonly string[], turn: string): 'first' | 'backup' | 'none' {

@@ -1,6 +1,7 @@
 import { JobSweeper } from '../../src/node/job-sweeper';
 import { JobStore } from '../../src/store/jobs';
 import { sleep } from '../../src/core/sleep';
+import { waitFor } from '../support/etcd';
 
 /** The sweeper's timing only: a JobStore that records the checks it is asked for. */
 function recorder() {
@@ -9,21 +10,13 @@ function recorder() {
   return { checks, jobs };
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 5000;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
 describe('job sweeper', () => {
   it('checks a job once per burst of task ends', async () => {
     const { checks, jobs } = recorder();
     const s = new JobSweeper({ jobs, log: () => undefined, self: 'a', liveNodes: () => ['a'], holdsQueued: () => false, debounceMs: 20 });
     for (let i = 0; i < 10; i++) s.taskEnded('j1');
-    await until(() => checks.length > 0, 'the check');
-    await sleep(60);
+    await waitFor(() => checks.length > 0, { what: 'the check', timeoutMs: 5000, intervalMs: 5 });
+    await sleep(60); // no second check arrives (an absence: nothing to wait for)
     expect(checks).toEqual(['j1']);
     s.stop();
   });
@@ -34,10 +27,10 @@ describe('job sweeper', () => {
     let asked = 0;
     const s = new JobSweeper({ jobs, log: () => undefined, self: 'a', liveNodes: () => ['a'], holdsQueued: () => (asked++, queued), debounceMs: 10 });
     s.taskEnded('j1');
-    await until(() => asked >= 3, 'the window asked again');
+    await waitFor(() => asked >= 3, { what: 'the window asked again', timeoutMs: 5000, intervalMs: 5 });
     expect(checks).toEqual([]);
     queued = false;
-    await until(() => checks.length > 0, 'the check');
+    await waitFor(() => checks.length > 0, { what: 'the check', timeoutMs: 5000, intervalMs: 5 });
     expect(checks).toEqual(['j1']);
     s.stop();
   });
