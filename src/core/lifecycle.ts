@@ -119,3 +119,20 @@ export function parseStateName(name: string): TaskState | undefined {
     ? undefined
     : state;
 }
+
+/**
+ * Longest reason kept in a record, and in each history entry. A reason can
+ * quote the command (`command not found: <argv[0]>`, up to 128 KiB), and a
+ * record keeps the last 20 of them (store/transitions.ts): uncut, a task retried with such a
+ * command grew past etcd's request limit, and its result could never be
+ * recorded (the node retries a result while its lease lives: the task held
+ * its slot for good). Cut, a result (record, status key, two 64 KiB tails)
+ * stays under MAX_TXN_BYTES with the largest spec.
+ */
+export const MAX_REASON_CHARS = 1024;
+
+/** `reason`, cut to MAX_REASON_CHARS with a note of how much was cut. */
+export function clipReason(reason: string): string {
+  if (reason.length <= MAX_REASON_CHARS) return reason;
+  return `${reason.slice(0, MAX_REASON_CHARS)}... (${reason.length - MAX_REASON_CHARS} more characters cut)`;
+}

@@ -20,15 +20,14 @@ import {
 import type { EtcdMembers } from '../etcd/members';
 import { LoomError } from '../core/errors';
 import { isTerminal, stateName } from '../core/lifecycle';
-import { LIMITS, priorityOf, validateBatch } from '../core/spec';
+import { LIMITS } from '../core/spec';
 import { checkTaskId } from '../store/keys';
 import { setNodeControl } from '../store/node-control';
 import { validateNodeName } from '../core/config';
 import type { TlsMaterial } from '../wire/tls';
 import { explainUnplaceable } from '../core/fit';
-import { submitRefusal } from '../core/container-policy';
 import { secretsHidden } from '../core/redact';
-import { UrgencyPolicy, urgentRefusal } from '../core/urgency';
+import { UrgencyPolicy } from '../core/urgency';
 import { nextChange } from '../etcd/key-watch';
 import { Kv, withAbort } from '../etcd/client';
 import { decodeTask } from '../store/codec';
@@ -39,6 +38,7 @@ import { ConnectionLimits, Identity, identityOfCall, RateLimitedLog, SecureListe
 import { LogService } from './logs';
 import { jobHandlers } from './job-api';
 import { JobStore } from '../store/jobs';
+import { SubmitChecks } from './submit-checks';
 
 export interface ApiDeps {
   kv: Kv;
@@ -104,12 +104,14 @@ export class ApiServer {
   private listener: SecureListener | undefined;
   private logStreams = 0;
   private readonly perClient = new Map<string, number>();
+  private readonly checks: SubmitChecks;
   private readonly admins: Set<string>;
   private readonly denials: RateLimitedLog;
   private readonly limits: ApiLimits;
 
   constructor(private readonly deps: ApiDeps) {
     this.admins = new Set(deps.admins ?? []);
+    this.checks = new SubmitChecks({ urgency: deps.urgency, nodes: deps.nodes, readNodes: () => deps.queries.nodes(), storage: deps.storage });
     this.limits = { ...API_LIMITS, ...deps.limits };
     this.denials = new RateLimitedLog(deps.log, 'permission denials');
   }
@@ -216,10 +218,7 @@ export class ApiServer {
       ...jobHandlers({
         jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
         // A job's tasks are checked like a submit's: urgent priorities too.
-        checkContainers: async (specs, identity, admin) => {
-          this.checkUrgency(specs, identity);
-          await this.checkContainerPolicy(specs, identity, admin);
-        },
+        checkContainers: (specs, identity, admin) => this.checks.policy(specs, identity, admin),
         checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
         storage: d.storage,
       }, opts),
@@ -385,12 +384,8 @@ export class ApiServer {
   /** Records the tasks (one with room here is claimed in the same transaction); their ids in order. */
   private async submit(tasks: TaskSpec[], identity: Identity): Promise<string[]> {
     const d = this.deps;
-    const specs = validateBatch(tasks);
     const admin = this.isAdmin(identity);
-    this.checkUrgency(specs, identity);
-    await this.checkContainerPolicy(specs, identity, admin);
-    // Each task is stored twice while queued (its record, and the queued key carrying it).
-    d.storage?.checkSubmit(specs.reduce((n, s) => n + 2 * TaskSpec.encode(s).finish().length, 0));
+    const specs = await this.checks.specs(tasks, identity, admin);
     const now = Date.now();
     const records = specs.map((s) => d.transitions.newRecord(s, identity.name, now, admin));
     if (records.length === 1 && (await d.tryRunHere(records[0]))) return [records[0].id];
@@ -414,30 +409,6 @@ export class ApiServer {
         'RESOURCE_EXHAUSTED',
         `${owner} has ${queued} tasks queued; a job of ${count} more would pass the limit of ${max} queued tasks per owner (--max-queued-per-owner): wait for some to run, or cancel some`,
       );
-    }
-  }
-
-  /** PERMISSION_DENIED when `identity` may not submit a spec's urgent priority (see core/urgency.ts). */
-  private checkUrgency(specs: TaskSpec[], identity: Identity): void {
-    const policy = this.deps.urgency;
-    if (!policy) return;
-    const err = urgentRefusal(specs.map(priorityOf), { name: identity.name, admin: this.isAdmin(identity) }, policy);
-    if (err) throw err;
-  }
-
-  /**
-   * Refuses at submit what no live node's container policy allows (the
-   * nodes re-check when claiming and when starting: they may differ, and
-   * change). Only specs with mounts, a host network or user 0 look.
-   */
-  private async checkContainerPolicy(specs: TaskSpec[], identity: Identity, admin: boolean): Promise<void> {
-    let nodes: NodeInfo[] | undefined;
-    for (let i = 0; i < specs.length; i++) {
-      const c = specs[i].container;
-      if (!c || (c.mounts.length === 0 && !c.network && !c.user)) continue;
-      nodes ??= this.deps.nodes ? this.deps.nodes() : await this.deps.queries.nodes();
-      const err = submitRefusal(c, nodes, admin, identity.name);
-      if (err) throw specs.length > 1 ? new LoomError(err.code, `task ${i}: ${err.message}`) : err;
     }
   }
 

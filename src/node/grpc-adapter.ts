@@ -9,6 +9,8 @@
  */
 import * as grpc from '@grpc/grpc-js';
 import { LoomError } from '../core/errors';
+import { KeyedQueue } from '../core/keyed-queue';
+import { nextTurn } from '../core/sleep';
 import { toServiceError } from '../wire/grpc-errors';
 import { Identity, LOCAL_IDENTITY } from './tls';
 
@@ -32,6 +34,33 @@ class MalformedRequest {
   constructor(readonly reason: string) {}
 }
 
+/** Requests larger than this are decoded when their handler is about to run (see LargeRequest). */
+const DECODE_LATER_BYTES = 1024 * 1024;
+
+/**
+ * A large request's bytes, decoded just before its handler runs, one at a
+ * time and each in a loop turn of its own. grpc-js decodes a message as its
+ * last frame arrives, and the concurrent streams of a connection finish
+ * together: a dozen 16 MiB submits decoded in one turn would hold the event
+ * loop for over a second, and the lease's keepalives with it.
+ */
+class LargeRequest {
+  constructor(
+    readonly bytes: Buffer,
+    readonly decode: (bytes: Buffer) => unknown,
+  ) {}
+}
+
+const largeDecodes = new KeyedQueue();
+
+function decoded(decode: (bytes: Buffer) => unknown, bytes: Buffer): unknown {
+  try {
+    return decode(bytes);
+  } catch (err) {
+    return new MalformedRequest((err as Error)?.message ?? String(err));
+  }
+}
+
 /**
  * The service definition with request decoding that never throws: grpc-js
  * would answer a malformed message with a bare INTERNAL; the adapter answers
@@ -43,19 +72,21 @@ export function tolerantService<S extends grpc.ServiceDefinition>(service: S): S
     const m = def as grpc.MethodDefinition<unknown, unknown>;
     out[name] = {
       ...m,
-      requestDeserialize: (bytes: Buffer) => {
-        try {
-          return m.requestDeserialize(bytes);
-        } catch (err) {
-          return new MalformedRequest((err as Error)?.message ?? String(err));
-        }
-      },
+      requestDeserialize: (bytes: Buffer) =>
+        bytes.length > DECODE_LATER_BYTES ? new LargeRequest(bytes, m.requestDeserialize) : decoded(m.requestDeserialize, bytes),
     };
   }
   return out as S;
 }
 
-function request<Req>(req: Req | MalformedRequest): Req {
+async function request<Req>(req: Req | MalformedRequest | LargeRequest): Promise<Req> {
+  if (req instanceof LargeRequest) {
+    const large = req;
+    req = (await largeDecodes.run('decode', async () => {
+      await nextTurn();
+      return decoded(large.decode, large.bytes);
+    })) as Req | MalformedRequest;
+  }
   if (req instanceof MalformedRequest) throw new LoomError('INVALID_ARGUMENT', `malformed request: ${req.reason.slice(0, 200)}`);
   return req;
 }
@@ -77,7 +108,7 @@ export function unary<Req, Res>(
     const { signal, done } = callSignal(call as never);
     let answered = false;
     Promise.resolve()
-      .then(() => fn(request(call.request), { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
+      .then(async () => fn(await request(call.request), { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
       .then(
         (res) => {
           if (!answered) {
@@ -121,7 +152,7 @@ export function serverStream<Req, Res>(
       });
     };
     Promise.resolve()
-      .then(() => fn(request(call.request), write, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
+      .then(async () => fn(await request(call.request), write, { signal, identity: identify ? identify(call as never) : LOCAL_IDENTITY }))
       .then(
         () => {
           if (!signal.aborted) call.end();

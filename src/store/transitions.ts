@@ -16,7 +16,7 @@
 import { v7 as uuidv7 } from 'uuid';
 import { Attempt, LogTail, Task, TaskSpec, TaskState } from '../gen/loom';
 import { LoomError } from '../core/errors';
-import { isTerminal, lostTooOften, lostTooOftenReason, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
+import { clipReason, isTerminal, lostTooOften, lostTooOftenReason, nextState, retryDelayMs, stateName, TaskEvent } from '../core/lifecycle';
 import { encodeTail, encodeTask } from './codec';
 import type { ITxnRequest } from 'etcd3';
 import { Kv, IRequestOp, del, ifExists, ifLease, ifModRevision, ifMissing, ifNotLease, ifValue, nested, put, prefixEnd } from '../etcd/client';
@@ -48,21 +48,11 @@ export const SUBMIT_IN_FLIGHT = 8;
 /** Transactions in flight at once for cancelQueuedSeen (a bulk cancel). */
 const SEEN_CANCELS_IN_FLIGHT = 4;
 const HISTORY_KEEP = 20;
-/**
- * Longest reason kept in a record, and in each history entry. A reason can
- * quote the command (`command not found: <argv[0]>`, up to 128 KiB), and a
- * record keeps HISTORY_KEEP of them: uncut, a task retried with such a
- * command grew past etcd's request limit, and its result could never be
- * recorded (the node retries a result while its lease lives: the task held
- * its slot for good). Cut, a result (record, status key, two 64 KiB tails)
- * stays under MAX_TXN_BYTES with the largest spec.
- */
-export const MAX_REASON_CHARS = 1024;
 
-/** `reason`, cut to MAX_REASON_CHARS with a note of how much was cut. */
-export function clipReason(reason: string): string {
-  if (reason.length <= MAX_REASON_CHARS) return reason;
-  return `${reason.slice(0, MAX_REASON_CHARS)}... (${reason.length - MAX_REASON_CHARS} more characters cut)`;
+/** A submit transaction's tasks and their writes, each record encoded once (after its queue round is set). */
+interface SubmitChunk {
+  tasks: Task[];
+  ops: IRequestOp[];
 }
 
 export interface NodeIdentity {
@@ -156,31 +146,34 @@ export class TaskTransitions {
   }
 
   /**
-   * Submit transactions: up to SUBMIT_CHUNK tasks, OPS_PER_QUEUED ops each +
+   * Submit transactions, built once the records' rounds are assigned: up to SUBMIT_CHUNK tasks, OPS_PER_QUEUED ops each +
    * one per new time bucket + one guard, ≤ MAX_TXN_OPS ops and ≤ MAX_TXN_BYTES
    * of keys and values (a queued task is stored twice: 4 of the largest specs
    * fill a transaction).
    */
-  private submitChunks(records: Task[]): Task[][] {
-    const chunks: Task[][] = [];
-    let chunk: Task[] = [];
+  private submitChunks(records: Task[]): SubmitChunk[] {
+    const chunks: SubmitChunk[] = [];
+    let chunk: SubmitChunk = { tasks: [], ops: [] };
     let bytes = 0;
     let buckets = new Set<string>();
     for (const t of records) {
       const bucket = timeBucketOf(t.id);
       const more = this.markedBuckets.has(bucket) || buckets.has(bucket) ? 0 : 1;
-      const size = this.writeRecord(t).reduce((n, op) => n + opBytes(op), 0);
-      if (chunk.length && (chunk.length >= SUBMIT_CHUNK || OPS_PER_QUEUED * (chunk.length + 1) + buckets.size + more + 1 > MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES)) {
+      const ops = this.writeRecord(t);
+      const size = ops.reduce((n, op) => n + opBytes(op), 0);
+      const n = chunk.tasks.length;
+      if (n && (n >= SUBMIT_CHUNK || OPS_PER_QUEUED * (n + 1) + buckets.size + more + 1 > MAX_TXN_OPS || bytes + size > MAX_TXN_BYTES)) {
         chunks.push(chunk);
-        chunk = [];
+        chunk = { tasks: [], ops: [] };
         bytes = 0;
         buckets = new Set();
       }
-      chunk.push(t);
+      chunk.tasks.push(t);
+      chunk.ops.push(...ops);
       bytes += size;
       if (!this.markedBuckets.has(bucket)) buckets.add(bucket);
     }
-    if (chunk.length) chunks.push(chunk);
+    if (chunk.tasks.length) chunks.push(chunk);
     return chunks;
   }
 
@@ -281,22 +274,21 @@ export class TaskTransitions {
    * claim, no read and no contention.
    */
   async submit(records: Task[], signal?: AbortSignal, maxQueuedPerOwner = 0): Promise<void> {
-    const chunks = this.submitChunks(records);
     let done = 0;
     try {
       if (maxQueuedPerOwner > 0) {
         const owner = records[0]?.owner ?? '';
-        await this.cappedSubmits.run(owner, () => this.submitCapped(records, chunks, maxQueuedPerOwner, (n) => (done += n), signal));
+        await this.cappedSubmits.run(owner, () => this.submitCapped(records, maxQueuedPerOwner, (n) => (done += n), signal));
         return;
       }
       await this.turns.assign(records, signal);
       // At most SUBMIT_IN_FLIGHT transactions at once (a 10,000-task submit is
       // 239 of them; all at once would time out behind each other), in order;
       // after a failure no new chunk starts, so what is queued is a prefix.
-      await forEachLimited(chunks, SUBMIT_IN_FLIGHT, async (chunk) => {
+      await forEachLimited(this.submitChunks(records), SUBMIT_IN_FLIGHT, async (chunk) => {
         const res = await this.submitTxn(chunk, [], [], signal);
         if (!res.succeeded) throw new LoomError('CONFLICT', 'task id collision');
-        done += chunk.length;
+        done += chunk.tasks.length;
       });
     } catch (err) {
       const failure = err as LoomError;
@@ -305,12 +297,12 @@ export class TaskTransitions {
   }
 
   /** One submit transaction of `chunk` (see submit), with a guard's compare and write. */
-  private async submitTxn(chunk: Task[], compare: Compare[], success: IRequestOp[], signal?: AbortSignal) {
-    const markers = this.markerOps(chunk);
+  private async submitTxn(chunk: SubmitChunk, compare: Compare[], success: IRequestOp[], signal?: AbortSignal) {
+    const markers = this.markerOps(chunk.tasks);
     const res = await this.kv.txn(
       {
-        compare: [...chunk.map((t) => ifMissing(this.keys.task(t.id))), ...compare],
-        success: [...chunk.flatMap((t) => this.writeRecord(t)), ...markers.ops, ...success],
+        compare: [...chunk.tasks.map((t) => ifMissing(this.keys.task(t.id))), ...compare],
+        success: [...chunk.ops, ...markers.ops, ...success],
       },
       'submit',
       signal,
@@ -339,7 +331,7 @@ export class TaskTransitions {
   }
 
   /** submit under --max-queued-per-owner (see submit). */
-  private async submitCapped(records: Task[], chunks: Task[][], max: number, progress: (n: number) => void, signal?: AbortSignal): Promise<void> {
+  private async submitCapped(records: Task[], max: number, progress: (n: number) => void, signal?: AbortSignal): Promise<void> {
     const owner = records[0]?.owner ?? '';
     if (records.some((t) => t.owner !== owner)) throw new LoomError('INTERNAL', 'a capped submit holds tasks of several owners');
     let left = records.length;
@@ -350,14 +342,14 @@ export class TaskTransitions {
     check();
     await this.turns.assign(records, signal);
     const capKey = this.keys.queueCap(owner);
-    for (const chunk of chunks) {
+    for (const chunk of this.submitChunks(records)) {
       for (let tries = 1; ; tries++) {
-        const count = seen.count + chunk.length;
+        const count = seen.count + chunk.tasks.length;
         const res = await this.submitTxn(chunk, [ifModRevision(capKey, seen.revision)], [put(capKey, String(count))], signal);
         if (res.succeeded) {
           seen = { count, revision: res.header.revision };
-          left -= chunk.length;
-          progress(chunk.length);
+          left -= chunk.tasks.length;
+          progress(chunk.tasks.length);
           break;
         }
         const now = await this.queuedOf(owner, signal);

@@ -198,7 +198,24 @@ describe('API handlers under arbitrary input', () => {
     expect(o).toMatchObject({ ok: false, code: 'INVALID_ARGUMENT' });
     expect(o.message).toMatch(/malformed request/);
   });
+
+  it('maps a malformed large request (decoded in a turn of its own) to INVALID_ARGUMENT too', async () => {
+    // A valid 2 MiB name field, then a truncated varint: over the size decoded later.
+    const name = Buffer.alloc(2 * 1024 * 1024, 'n');
+    const spec = Buffer.concat([Buffer.from([0x0a]), varint(name.length), name]);
+    const bytes = Buffer.concat([Buffer.from([0x0a]), varint(spec.length), spec, Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])]);
+    const o = await call(raw, 'submit', bytes);
+    expect(o).toMatchObject({ ok: false, code: 'INVALID_ARGUMENT' });
+    expect(o.message).toMatch(/malformed request/);
+  });
 });
+
+function varint(n: number): Buffer {
+  const out: number[] = [];
+  for (; n > 0x7f; n >>>= 7) out.push((n & 0x7f) | 0x80);
+  out.push(n);
+  return Buffer.from(out);
+}
 
 describe('record codec under arbitrary bytes', () => {
   const stable = (fn: () => unknown) => {
