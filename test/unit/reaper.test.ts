@@ -4,14 +4,8 @@ import * as os from 'os';
 import * as path from 'path';
 import { ProcessRunner } from '../../src/runner/process-runner';
 import { Reaper } from '../../src/runner/reaper';
+import { waitFor } from '../support/etcd';
 
-async function waitFor(cond: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Gone, or a zombie nobody reaps yet (PID 1 in a container may not). */
 function isGone(pid: number): boolean {
