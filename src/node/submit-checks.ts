@@ -1,10 +1,11 @@
 /**
  * What a submit's specs must pass before anything is written: validation,
  * the urgency policy, the container policy of the live nodes, and etcd's
- * space. Submits are checked one at a time, each from a loop turn of its
- * own: a request may carry 16 MiB of specs, and a dozen of them checked back
- * to back in one turn would hold the event loop for seconds, long enough for
- * the node to miss its lease's keepalives and fence itself.
+ * space. Submits of several tasks are checked one at a time, each from a
+ * loop turn of its own: a request may carry 16 MiB of specs, and a dozen of
+ * them checked back to back in one turn would hold the event loop for
+ * seconds, long enough for the node to miss its lease's keepalives and fence
+ * itself.
  */
 import { NodeInfo, TaskSpec } from '../gen/loom';
 import { LoomError } from '../core/errors';
@@ -28,16 +29,25 @@ export class SubmitChecks {
 
   constructor(private readonly deps: SubmitCheckDeps) {}
 
-  /** The validated specs of a task submit, or the first refusal. */
+  /**
+   * The validated specs of a task submit, or the first refusal. A one-task
+   * submit (at most one spec's limits, ~300 KiB) is checked at once: the
+   * common `loom run` pays no queue and no turn.
+   */
   specs(tasks: TaskSpec[], identity: Identity, admin: boolean): Promise<TaskSpec[]> {
+    if (tasks.length <= 1) return this.check(tasks, identity, admin);
     return this.queue.run('submit', async () => {
       await nextTurn();
-      const specs = validateBatch(tasks);
-      await this.policy(specs, identity, admin);
-      // Each task is stored twice while queued (its record, and the queued key carrying it).
-      this.deps.storage?.checkSubmit(specs.reduce((n, s) => n + 2 * TaskSpec.encode(s).finish().length, 0));
-      return specs;
+      return this.check(tasks, identity, admin);
     });
+  }
+
+  private async check(tasks: TaskSpec[], identity: Identity, admin: boolean): Promise<TaskSpec[]> {
+    const specs = validateBatch(tasks);
+    await this.policy(specs, identity, admin);
+    // Each task is stored twice while queued (its record, and the queued key carrying it).
+    this.deps.storage?.checkSubmit(specs.reduce((n, s) => n + 2 * TaskSpec.encode(s).finish().length, 0));
+    return specs;
   }
 
   /** The urgency and container policies, for a submit's or a job's specs. */
