@@ -14,8 +14,11 @@ if [ "$#" -eq 0 ]; then
   npx --no-install eslint . </dev/null
 fi
 if [ "$#" -gt 0 ]; then
-  printf 'test: npx jest --ci%s\n' "$(printf ' %q' "$@")"
+  printf 'test: npx jest --ci --forceExit%s\n' "$(printf ' %q' "$@")"
 else
-  printf 'test: npx jest --ci\n'
+  printf 'test: npx jest --ci --forceExit\n'
 fi
-exec npx --no-install jest --ci "$@" </dev/null
+# --forceExit: two full runs on 2026-12-07 passed every test and then stayed up
+# (a handle left open in jest's main process, not found yet); without it CI
+# would wait out its time limit. The exit status is still the tests'.
+exec npx --no-install jest --ci --forceExit "$@" </dev/null
