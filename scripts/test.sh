@@ -18,7 +18,7 @@ if [ "$#" -gt 0 ]; then
 else
   printf 'test: npx jest --ci --forceExit\n'
 fi
-# --forceExit: two full runs on 2026-12-07 passed every test and then stayed up
-# (a handle left open in jest's main process, not found yet); without it CI
+# --forceExit: two full runs on 2026-12-07 (one passing, one not) stayed up after
+# the summary (a handle left open in jest's main process, not found yet); without it CI
 # would wait out its time limit. The exit status is still the tests'.
 exec npx --no-install jest --ci --forceExit "$@" </dev/null
