@@ -4,6 +4,7 @@
  *   npm run sim                                   10 nodes, 5,000 tasks, seed 1
  *   npm run sim -- --nodes 3,10,20,50             one run per node count, a table
  *   npm run sim -- --plant claim-without-compare  the checker must report violations
+ *   npm run sim -- --nodes 500 --no-thief-order   every thief at once, to compare
  *   npm run sim -- --json
  *
  * Exit status: 0 no violations, 1 violations, 2 bad arguments.
@@ -48,11 +49,14 @@ function main(argv: string[]): number {
     .option('deaths', { type: 'number', default: SIM_DEFAULTS.deaths, describe: 'node deaths (each restarts 1-3 s later)' })
     .option('lost-replies', { type: 'number', default: SIM_DEFAULTS.lostReplies, describe: 'chance a claim reply is lost' })
     .option('slow-periods', { type: 'number', default: SIM_DEFAULTS.slowPeriods, describe: '200 ms periods of 10x slower etcd' })
+    .option('thief-order', { type: 'boolean', default: SIM_DEFAULTS.thiefOrder, describe: 'thieves of a task take turns in its order (--no-thief-order: all at once, with jitter)' })
+    .option('thief-turns', { type: 'number', default: SIM_DEFAULTS.thiefTurns, describe: 'thieves with a turn of their own before the rest' })
+    .option('crowd-step-ms', { type: 'number', default: SIM_DEFAULTS.crowdStepMs, describe: 'after the turns, rank T + r waits this x log2(1 + r) more' })
     .option('plant', { choices: PLANTS, default: 'none' as Plant, describe: 'remove one store compare on purpose' })
     .option('json', { type: 'boolean', default: false })
     .strict()
     .check((v) => {
-      for (const k of ['slots', 'tasks', 'deaths', 'slow-periods'] as const) {
+      for (const k of ['slots', 'tasks', 'deaths', 'slow-periods', 'thief-turns', 'crowd-step-ms'] as const) {
         const n = v[k] as number;
         if (!Number.isInteger(n) || n < (k === 'slots' || k === 'tasks' ? 1 : 0)) throw new Error(`--${k}: expected a whole number, got ${n}`);
       }
@@ -79,6 +83,9 @@ function main(argv: string[]): number {
       lostReplies: a['lost-replies'],
       slowPeriods: a['slow-periods'],
       plant: a.plant,
+      thiefOrder: a['thief-order'],
+      thiefTurns: a['thief-turns'],
+      crowdStepMs: a['crowd-step-ms'],
     });
     results.push(r);
     if (!a.json) {

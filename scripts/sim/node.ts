@@ -11,7 +11,7 @@
  * the result writer's batching (one result per transaction here).
  */
 import { chooseClaims, freeSlots } from '../../src/core/choose-claims';
-import { claimDelayMs, DEFAULT_STEAL_POLICY, fnv1a, preferredNode } from '../../src/core/steal-policy';
+import { claimDelayMs, DEFAULT_STEAL_POLICY, preferredNode, stealHash, stealOrder, StealPolicy } from '../../src/core/steal-policy';
 import { Clock } from './clock';
 import { Rng } from '../chaos/rng';
 import { QueueEvent, SimStore } from './store';
@@ -37,6 +37,27 @@ export class Net {
   }
 }
 
+/**
+ * Each task's preferred node and order of thieves over a node set, computed
+ * once for all simulated nodes (every real node computes the same, its own
+ * part of it: preferredNode and thiefRank). The order is checked against
+ * thiefRank in test/unit/sim.test.ts.
+ */
+export class StealOrders {
+  private readonly cache = new Map<string, { members: string; preferred: string | undefined; rank: Map<string, number> }>();
+
+  of(id: string, names: readonly string[], members: string): { preferred: string | undefined; rank: ReadonlyMap<string, number> } {
+    const hit = this.cache.get(id);
+    if (hit?.members === members) return hit;
+    const preferred = preferredNode(id, names);
+    const thieves = names.filter((n) => n !== preferred).map((n) => ({ n, h: stealHash(n, id) }));
+    thieves.sort((a, b) => a.h - b.h || (a.n < b.n ? -1 : a.n > b.n ? 1 : 0));
+    const entry = { members, preferred, rank: new Map(thieves.map((t, i) => [t.n, i])) };
+    this.cache.set(id, entry);
+    return entry;
+  }
+}
+
 interface Entry {
   id: string;
   priority: number;
@@ -45,8 +66,8 @@ interface Entry {
   snapshot: { notBeforeMs: number };
   /** Unqueued or claimed: dropped lazily, so an event costs no scan of the queue. */
   gone?: boolean;
-  /** Rendezvous choice and steal jitter, cached per node set as the real steal loop does. */
-  pref?: { members: string; preferred: boolean; jitter: number };
+  /** Rendezvous choice, thief rank and steal hash, cached per node set as the real steal loop does. */
+  pref?: { members: string; preferred: boolean; rank: number; jitter: number };
 }
 
 /** The head of the queue a node looks at in one pass (QueueWindow's size on a real node). */
@@ -78,6 +99,9 @@ export class SimNode {
     private readonly live: () => string[],
     private readonly durationOf: (id: string) => number,
     private readonly log: SimLog,
+    private readonly orders: StealOrders,
+    private readonly policy: StealPolicy = DEFAULT_STEAL_POLICY,
+    private readonly thiefOrder = true,
   ) {
     store.watch((events) => {
       const inc = this.incarnation;
@@ -179,8 +203,10 @@ export class SimNode {
     const now = this.clock.now;
     const pref = (e: Entry) => {
       if (e.pref?.members !== members) {
-        const preferred = names.length <= 1 || preferredNode(e.id, names) === this.name;
-        e.pref = { members, preferred, jitter: e.pref?.jitter ?? fnv1a(`${this.name}/${e.id}`) / 0x1_0000_0000 };
+        const order = this.orders.of(e.id, names, members);
+        const preferred = names.length <= 1 || order.preferred === this.name;
+        const rank = preferred ? 0 : order.rank.get(this.name) ?? names.length;
+        e.pref = { members, preferred, rank, jitter: e.pref?.jitter ?? stealHash(this.name, e.id) };
       }
       return e.pref;
     };
@@ -191,8 +217,8 @@ export class SimNode {
       starveAfterMs: 10_000,
       refused: () => false,
       preferred: (e) => pref(e).preferred,
-      stealAt: (e) => e.seenAtMs + claimDelayMs({ preferred: false, running, slots: this.slots }, DEFAULT_STEAL_POLICY, () => pref(e).jitter),
-      stealRank: (e) => pref(e).jitter,
+      stealAt: (e) => e.seenAtMs + claimDelayMs({ preferred: false, running, slots: this.slots, thiefRank: this.thiefOrder ? pref(e).rank : undefined }, this.policy, () => pref(e).jitter),
+      stealRank: (e) => (this.thiefOrder ? stealOrder(pref(e).rank, pref(e).jitter, this.policy) : pref(e).jitter),
     });
     if (choice.chosen.length === 0) {
       if (choice.nextAt < Infinity) this.schedulePass(choice.nextAt - now);

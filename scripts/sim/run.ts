@@ -7,8 +7,9 @@
 import { Clock } from './clock';
 import { Rng } from '../chaos/rng';
 import { SimLog } from './checker';
-import { Net, SimNode } from './node';
+import { Net, SimNode, StealOrders } from './node';
 import { Plant, SimStore } from './store';
+import { DEFAULT_STEAL_POLICY } from '../../src/core/steal-policy';
 
 export interface SimOptions {
   seed: number;
@@ -22,6 +23,11 @@ export interface SimOptions {
   /** Slow-etcd periods (200 ms with transactions 10x slower). */
   slowPeriods: number;
   plant: Plant;
+  /** Thieves take turns in each task's order (thiefRank); false: all at once, with jitter. */
+  thiefOrder: boolean;
+  /** StealPolicy.thiefTurns and crowdStepMs of every node. */
+  thiefTurns: number;
+  crowdStepMs: number;
   ttlMs: number;
   /** Virtual time after which the run stops (what is left undone is reported). */
   limitMs: number;
@@ -36,6 +42,9 @@ export const SIM_DEFAULTS: SimOptions = {
   lostReplies: 0.01,
   slowPeriods: 3,
   plant: 'none',
+  thiefOrder: true,
+  thiefTurns: DEFAULT_STEAL_POLICY.thiefTurns,
+  crowdStepMs: DEFAULT_STEAL_POLICY.crowdStepMs,
   ttlMs: 5000,
   limitMs: 3_600_000,
 };
@@ -69,9 +78,11 @@ export function runSimulation(partial: Partial<SimOptions> = {}): SimResult {
   const ids = Array.from({ length: o.tasks }, (_, i) => `t${String(i).padStart(8, '0')}`);
   const duration = new Map(ids.map((id) => [id, plan.chance(0.03) ? plan.int(100, 500) : plan.int(1, 20)]));
   const nodes: SimNode[] = [];
+  const orders = new StealOrders();
   const live = () => nodes.filter((n) => n.listed).map((n) => n.name);
+  const policy = { ...DEFAULT_STEAL_POLICY, thiefTurns: o.thiefTurns, crowdStepMs: o.crowdStepMs };
   for (let i = 0; i < o.nodes; i++) {
-    nodes.push(new SimNode(`n${i + 1}`, o.slots, clock, store, net, live, (id) => duration.get(id)!, log));
+    nodes.push(new SimNode(`n${i + 1}`, o.slots, clock, store, net, live, (id) => duration.get(id)!, log, orders, policy, o.thiefOrder));
   }
   for (const n of nodes) n.join();
   for (let i = 0; i * SUBMIT_BATCH < ids.length; i++) {

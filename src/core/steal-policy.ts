@@ -5,7 +5,10 @@
  * one, each task has a *preferred* node chosen by rendezvous hashing over the
  * live node names: the preferred node claims at once, the others wait a
  * little (and longer the busier they are), so they only steal what the
- * preferred node cannot take. A random jitter breaks the remaining ties.
+ * preferred node cannot take. The thieves of a task come in a per-task order
+ * (thiefRank): the first few get a turn each, one step apart, so a task the
+ * preferred node cannot take is tried by one thief at a time instead of by
+ * every idle node at once; after them everyone may steal, with a jitter.
  */
 import { invalid } from './errors';
 
@@ -21,6 +24,21 @@ export interface StealPolicy {
    * for one is handed back: the tasks holding the slots turned out long.
    */
   aheadStaleMs: number;
+  /** Thieves of a task that get a turn of their own (thiefRank below this), before everyone. */
+  thiefTurns: number;
+  /**
+   * Time between two thieves' turns: long enough for a claim to commit and
+   * reach the next thief's watch, so the next one sees the task gone instead
+   * of racing for it.
+   */
+  thiefStepMs: number;
+  /**
+   * After the turns, thieves of rank T + r wait crowdStepMs x log2(1 + r)
+   * more: the crowd comes in over time, not all at once, so when a few
+   * tasks are left for many idle nodes the earliest in each task's order win
+   * (npm run sim -- --nodes 500 shows the lost claims).
+   */
+  crowdStepMs: number;
 }
 
 export const DEFAULT_STEAL_POLICY: StealPolicy = {
@@ -28,6 +46,9 @@ export const DEFAULT_STEAL_POLICY: StealPolicy = {
   loadDelayMs: 40,
   jitterMs: 10,
   aheadStaleMs: 250,
+  thiefTurns: 4,
+  thiefStepMs: 10,
+  crowdStepMs: 20,
 };
 
 /** 32-bit FNV-1a of a string: cheap, stable across processes. */
@@ -76,6 +97,32 @@ function turnScore(node: string, turn: string): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
+/**
+ * A node's steal hash for a task in [0, 1), fixed per node and task: the
+ * order of thieves (thiefRank), and the jitter of a steal after their turns.
+ */
+export function stealHash(node: string, taskId: string): number {
+  return turnScore(node, `/${taskId}`) / 0x1_0000_0000;
+}
+
+/**
+ * Where `self` stands among the thieves of task `taskId`: the nodes that could
+ * run it (`nodes`) other than its preferred node, in stealHash order (ties:
+ * name). 0 = the first thief. Every node computes the same order from the
+ * same node list, so the thieves of one task take turns without talking, and
+ * each task has its own order, so one node's overflow spreads over all.
+ */
+export function thiefRank(taskId: string, nodes: readonly string[], self: string, preferred: string | undefined): number {
+  const mine = stealHash(self, taskId);
+  let rank = 0;
+  for (const node of new Set(nodes)) {
+    if (node === self || node === preferred) continue;
+    const h = stealHash(node, taskId);
+    if (h < mine || (h === mine && node < self)) rank++;
+  }
+  return rank;
+}
+
 /** Nodes that make each periodic cluster-wide sweep (orphans, open jobs) per interval. */
 export const SWEEPERS_PER_TURN = 2;
 
@@ -103,10 +150,15 @@ export function takesTurn(self: string, nodes: readonly string[], turn: string, 
  * How long this node waits before claiming a task. 0 = claim now. `cpuBusy`
  * (the measured busy fraction of the machine's CPUs, 0..1; given with
  * --max-load) lengthens a steal, never the preferred node's own claim.
- * `random` is injectable so tests are deterministic.
+ * `thiefRank` (see thiefRank) places a steal in its turn: the first
+ * policy.thiefTurns thieves wait one thiefStepMs more each, without jitter
+ * (a turn is one node's), and the rest wait past every turn, in waves
+ * (crowdStepMs), with jitter. Without it every thief steals at once, with
+ * jitter. `random` is
+ * injectable so tests are deterministic.
  */
 export function claimDelayMs(
-  opts: { preferred: boolean; running: number; slots: number; cpuBusy?: number },
+  opts: { preferred: boolean; running: number; slots: number; cpuBusy?: number; thiefRank?: number },
   policy: StealPolicy = DEFAULT_STEAL_POLICY,
   random: () => number = Math.random,
 ): number {
@@ -115,7 +167,21 @@ export function claimDelayMs(
   // A steal waits by the busier of its slots and its measured CPUs (work outside loom counts too).
   const load = Math.max(slotLoad, Math.min(1, opts.cpuBusy ?? 0));
   const base = opts.preferred ? 0 : policy.stealDelayMs;
-  return base + policy.loadDelayMs * load + policy.jitterMs * random();
+  const rank = opts.preferred ? undefined : opts.thiefRank;
+  if (rank === undefined) return base + policy.loadDelayMs * load + policy.jitterMs * random();
+  if (rank < policy.thiefTurns) return base + policy.loadDelayMs * load + policy.thiefStepMs * rank;
+  // Past the turns the crowd comes in over time: rank T + r waits crowdStepMs x log2(1 + r) more.
+  const crowd = policy.thiefTurns * policy.thiefStepMs + policy.crowdStepMs * Math.log2(1 + rank - policy.thiefTurns);
+  return base + crowd + policy.loadDelayMs * load + policy.jitterMs * random();
+}
+
+/**
+ * The order in which a thief looks at tasks it may steal (lower first): its
+ * own turns first, earliest turn first, then the rest by its steal hash, so
+ * two thieves looking at the same stealable tasks start at different ones.
+ */
+export function stealOrder(thiefRank: number, hash: number, policy: StealPolicy = DEFAULT_STEAL_POLICY): number {
+  return Math.min(thiefRank, policy.thiefTurns) + hash;
 }
 
 /** How far below --max-load the measured CPU must fall before a node that held back claims again. */

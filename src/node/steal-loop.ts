@@ -14,7 +14,7 @@
  * per node (WriteLane), so what piles up meanwhile goes in the next one.
  */
 import { ContainerPolicy, NodeInfo, Resources, TaskSpec } from '../gen/loom';
-import { claimDelayMs, fnv1a, StealPolicy } from '../core/steal-policy';
+import { claimDelayMs, stealHash, stealOrder, StealPolicy, thiefRank } from '../core/steal-policy';
 import { Placement, placementView, preferredFor } from '../core/placement';
 import { addResources, refusal as refusal_ } from '../core/fit';
 import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims, freeSlots } from '../core/choose-claims';
@@ -66,7 +66,9 @@ export interface StealDeps {
 interface Preference {
   version: number;
   preferred: boolean;
-  /** This node's steal jitter for the entry, in [0, 1). */
+  /** This node's place among the entry's thieves (thiefRank; 0 when preferred). */
+  rank: number;
+  /** This node's steal hash for the entry, in [0, 1): its jitter and order among equals. */
   jitter: number;
 }
 
@@ -143,9 +145,15 @@ export class StealLoop {
    * task `id` among the live nodes that could run it.
    */
   prefersHere(id: string, spec: TaskSpec, byAdmin: boolean): boolean {
+    const { preferred, able } = this.placement(id, spec, byAdmin);
+    return able.length <= 1 || preferred === this.me?.node;
+  }
+
+  /** The live nodes that could run task `id`, and the one of them the placement strategy prefers. */
+  private placement(id: string, spec: TaskSpec, byAdmin: boolean): { preferred: string | undefined; able: string[] } {
     const placed = spec.pinNode || spec.constraints.length || spec.container?.image || spec.http?.url || spec.resources?.cpu || spec.resources?.memoryBytes || spec.resources?.diskBytes;
     const able = this.deps.nodeInfos().filter((n) => !n.draining && (!placed || refusal_(spec, n, byAdmin) === undefined));
-    return able.length <= 1 || preferredFor(this.deps.placement ?? 'spread', id, able.map(placementView)) === this.me?.node;
+    return { preferred: preferredFor(this.deps.placement ?? 'spread', id, able.map(placementView)), able: able.map((n) => n.name) };
   }
 
   /** Why this node can never run the entry (cached: the spec and this node's labels are fixed). */
@@ -159,17 +167,21 @@ export class StealLoop {
   }
 
   /**
-   * Is this node the rendezvous choice among the live nodes that could run
-   * the entry, weighted by their slots (see preferredNode)? Cached per entry until the node set changes, with the entry's
-   * steal jitter (fixed per node and task), so a pass hashes nothing it has
-   * hashed before.
+   * Is this node the placement's choice among the live nodes that could run
+   * the entry (by default rendezvous weighted by slots, see preferredNode),
+   * and if not, where does it stand among the entry's thieves (thiefRank)?
+   * Cached per entry until the node set changes, with the entry's steal hash
+   * (fixed per node and task), so a pass hashes nothing it has hashed before.
    */
   private preference(entry: WindowEntry, version: number): Preference {
     const cached = this.prefCache.get(entry.key);
     if (cached && cached.version === version) return cached;
-    const preferred = this.prefersHere(entry.id, entry.snapshot.spec!, entry.snapshot.submittedByAdmin);
-    const jitter = cached?.jitter ?? fnv1a(`${this.me!.node}/${entry.id}`) / 0x1_0000_0000;
-    const pref = { version, preferred, jitter };
+    const me = this.me!.node;
+    const { preferred: first, able } = this.placement(entry.id, entry.snapshot.spec!, entry.snapshot.submittedByAdmin);
+    const preferred = able.length <= 1 || first === me;
+    const rank = preferred ? 0 : thiefRank(entry.id, able, me, first);
+    const jitter = cached?.jitter ?? stealHash(me, entry.id);
+    const pref = { version, preferred, rank, jitter };
     if (this.prefCache.size > 20_000) this.prefCache.clear();
     this.prefCache.set(entry.key, pref);
     return pref;
@@ -190,10 +202,13 @@ export class StealLoop {
       refused: (e) => this.refusalFor(e, self) !== undefined,
       preferred: (e) => this.preference(e, version).preferred,
       stealAt: (e) => {
-        const { jitter } = this.preference(e, version);
-        return e.seenAtMs + claimDelayMs({ preferred: false, running, slots, cpuBusy }, this.deps.policy, () => jitter);
+        const { rank, jitter } = this.preference(e, version);
+        return e.seenAtMs + claimDelayMs({ preferred: false, running, slots, cpuBusy, thiefRank: rank }, this.deps.policy, () => jitter);
       },
-      stealRank: (e) => this.preference(e, version).jitter,
+      stealRank: (e) => {
+        const { rank, jitter } = this.preference(e, version);
+        return stealOrder(rank, jitter, this.deps.policy);
+      },
     });
   }
 

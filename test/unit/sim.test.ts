@@ -2,6 +2,8 @@
 // deaths, lost replies and slow etcd keep the rules, and the checker reports
 // it when a store compare is taken away.
 import { runSimulation } from '../../scripts/sim/run';
+import { StealOrders } from '../../scripts/sim/node';
+import { thiefRank } from '../../src/core/steal-policy';
 
 const SMALL = { tasks: 600, nodes: 6, deaths: 2, lostReplies: 0.05, slowPeriods: 2 };
 
@@ -38,6 +40,16 @@ describe('simulated cluster', () => {
     const r = runSimulation({ nodes: 20, tasks: 2000, seed: 3 });
     expect(r.violations).toEqual([]);
     expect(r.lostClaimsPerTask).toBeLessThan(0.2);
+  });
+
+  it('orders each task\'s thieves as a real node computes its own place (thiefRank)', () => {
+    const names = Array.from({ length: 30 }, (_, i) => `n${i + 1}`);
+    const orders = new StealOrders();
+    for (let i = 0; i < 200; i++) {
+      const id = `t${String(i).padStart(8, '0')}`;
+      const o = orders.of(id, names, names.join(','));
+      for (const n of names) if (n !== o.preferred) expect(o.rank.get(n)).toBe(thiefRank(id, names, n, o.preferred));
+    }
   });
 
   it('reports tasks left without a result when the run is cut short', () => {

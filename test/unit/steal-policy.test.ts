@@ -1,4 +1,4 @@
-import { checkMaxLoad, claimDelayMs, loadHoldReason, parseMaxLoad, preferredNode, takesTurn, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
+import { checkMaxLoad, claimDelayMs, loadHoldReason, parseMaxLoad, preferredNode, stealOrder, takesTurn, thiefRank, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
 
 describe('steal policy', () => {
   it('lets the preferred, not-full node claim at once', () => {
@@ -12,6 +12,46 @@ describe('steal policy', () => {
     expect(idle).toBe(P.stealDelayMs);
     expect(busy).toBeGreaterThan(idle);
     expect(claimDelayMs({ preferred: false, running: 0, slots: 4 }, P, () => 1)).toBe(P.stealDelayMs + P.jitterMs);
+  });
+
+  it('orders the thieves of each task: ranks 0..n-2 over the nodes but the preferred one, the same from any list order', () => {
+    const nodes = Array.from({ length: 12 }, (_, i) => `node-${i}`);
+    const firsts = new Map<string, number>();
+    for (let i = 0; i < 600; i++) {
+      const id = `job-1-${i}`;
+      const pref = preferredNode(id, nodes)!;
+      const ranks = nodes.filter((n) => n !== pref).map((n) => thiefRank(id, nodes, n, pref));
+      expect([...ranks].sort((a, b) => a - b)).toEqual(Array.from({ length: nodes.length - 1 }, (_, k) => k));
+      const reversed = [...nodes].reverse();
+      expect(nodes.filter((n) => n !== pref).map((n) => thiefRank(id, reversed, n, pref))).toEqual(ranks);
+      const first = nodes.find((n) => n !== pref && thiefRank(id, nodes, n, pref) === 0)!;
+      firsts.set(first, (firsts.get(first) ?? 0) + 1);
+    }
+    // Each task has its own order: the first thief is spread over all nodes (50 each expected).
+    expect(firsts.size).toBe(nodes.length);
+    for (const count of firsts.values()) expect(count).toBeGreaterThan(20);
+  });
+
+  it('gives the first thieves a turn each, one step apart and without jitter, then lets the rest in over time', () => {
+    const at = (rank: number, jitter: number) => claimDelayMs({ preferred: false, running: 0, slots: 1, thiefRank: rank }, P, () => jitter);
+    for (let r = 0; r < P.thiefTurns; r++) {
+      expect(at(r, 0)).toBe(P.stealDelayMs + r * P.thiefStepMs);
+      expect(at(r, 0.99)).toBe(at(r, 0));
+    }
+    const lastTurn = at(P.thiefTurns - 1, 0);
+    expect(at(P.thiefTurns, 0)).toBeGreaterThanOrEqual(lastTurn + P.thiefStepMs);
+    let before = at(P.thiefTurns, 0);
+    for (const r of [P.thiefTurns + 1, P.thiefTurns + 3, P.thiefTurns + 7, P.thiefTurns + 100]) {
+      expect(at(r, 0)).toBeGreaterThan(before);
+      before = at(r, 0);
+    }
+    // 500 nodes: the last thief waits well under a second.
+    expect(at(498, 1)).toBeLessThan(500);
+    // Without a rank (older callers): every thief at once, with jitter.
+    expect(claimDelayMs({ preferred: false, running: 0, slots: 1 }, P, () => 0)).toBe(P.stealDelayMs);
+    // A thief looks at its own turns first, earliest first, then the rest by hash.
+    expect(stealOrder(0, 0.9)).toBeLessThan(stealOrder(1, 0.1));
+    expect(stealOrder(P.thiefTurns + 50, 0.1)).toBeLessThan(stealOrder(P.thiefTurns, 0.2));
   });
 
   it('gives each sweep turn to exactly k nodes, a different k each turn, spread evenly', () => {
