@@ -54,6 +54,8 @@ export interface NodeConfig {
   joinEtcd: boolean;
   /** host:port of the Prometheus metrics endpoint ('' = off). */
   metricsListen: string;
+  /** host:port of the HTTP/JSON API, over the node's TLS when it has --tls-* ('' = off). */
+  httpListen: string;
   slots: number;
   leaseTtlSeconds: number;
   labels: Record<string, string>;
@@ -163,6 +165,7 @@ export function defaultNodeConfig(cpuCount: number): NodeConfig {
     etcdBin: 'etcd',
     joinEtcd: false,
     metricsListen: '',
+    httpListen: '',
     slots: Math.max(1, cpuCount),
     urgentSlots: 1,
     urgentPriority: 900,
@@ -274,6 +277,7 @@ export function plaintextExposure(c: NodeConfig): string[] {
   const out: string[] = [];
   if (!c.tls) {
     if (!isLoopbackHost(parseHostPort(c.listen, '--listen').host)) out.push(`--listen ${c.listen}`);
+    if (c.httpListen && !isLoopbackHost(parseHostPort(c.httpListen, '--http-listen').host)) out.push(`--http-listen ${c.httpListen}`);
     if (c.etcdEndpoints.length === 0) {
       if (!isLoopbackHost(urlHost(c.peerListen))) out.push(`--peer-listen ${c.peerListen}`);
       if (!isLoopbackHost(urlHost(c.clientListen))) out.push(`--client-listen ${c.clientListen}`);
@@ -306,6 +310,7 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     throw invalid(`--task-nice must be an integer from 0 to 19 (got ${c.taskNice})`);
   }
   if (c.metricsListen) parseHostPort(c.metricsListen, '--metrics-listen');
+  if (c.httpListen) parseHostPort(c.httpListen, '--http-listen');
   if (!RUN_AS.includes(c.runAs)) throw invalid(`--run-as must be one of ${RUN_AS.join(', ')} (got "${c.runAs}")`);
   const { first, last } = c.taskUids;
   if (!Number.isInteger(first) || !Number.isInteger(last) || first < 1 || last < first || last > 0x7ffffffe) {
@@ -320,12 +325,8 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
   if (!Number.isInteger(c.taskPids) || c.taskPids < 8 || c.taskPids > 4_194_304) {
     throw invalid(`--pids must be an integer from 8 to 4194304 (got ${c.taskPids})`);
   }
-  if (c.joinEtcd && c.etcdEndpoints.length > 0) {
-    throw invalid('--join adds an embedded etcd member to the cluster; a node with --etcd embeds none');
-  }
-  if (c.joinEtcd && c.peers.length === 0) {
-    throw invalid('--join needs --peer members of the running cluster to join');
-  }
+  if (c.joinEtcd && c.etcdEndpoints.length > 0) throw invalid('--join adds an embedded etcd member to the cluster; a node with --etcd embeds none');
+  if (c.joinEtcd && c.peers.length === 0) throw invalid('--join needs --peer members of the running cluster to join');
   if (!Number.isInteger(c.urgentPriority) || c.urgentPriority < 0 || c.urgentPriority > 999) {
     throw invalid(`--urgent-priority must be an integer from 0 to 999 (got ${c.urgentPriority})`);
   }
@@ -336,9 +337,7 @@ export function validateNodeConfig(c: NodeConfig): NodeConfig {
     if (!/^https?:\/\/[^/\s]+$/.test(url)) throw invalid(`invalid --etcd endpoint "${url}"`);
   }
   const labels = Object.keys(c.labels);
-  if (labels.length > LABEL_LIMITS.count) {
-    throw invalid(`too many labels: ${labels.length} > limit ${LABEL_LIMITS.count}`);
-  }
+  if (labels.length > LABEL_LIMITS.count) throw invalid(`too many labels: ${labels.length} > limit ${LABEL_LIMITS.count}`);
   for (const admin of c.admins ?? []) validateIdentityName(admin, '--admin identity');
   for (const who of c.urgentSubmitters ?? []) validateIdentityName(who, '--urgent-submitter identity');
   for (const m of c.allowMounts) parseAllowMountFlag(`${m.path}${m.readOnly ? ':ro' : ''}`);

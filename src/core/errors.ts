@@ -1,8 +1,8 @@
 /**
  * The one error class of loom. Every failure that crosses a boundary (gRPC,
  * CLI) carries a stable `code`; the code travels in gRPC metadata
- * (`loom-code`) and is mapped to a gRPC status and to a CLI exit code in the
- * single table below — nowhere else.
+ * (`loom-code`) and is mapped to a gRPC status, an HTTP status and a CLI
+ * exit code in the single table below — nowhere else.
  */
 export type ErrorCode =
   | 'INVALID_ARGUMENT' // bad input: empty command, malformed flag, over a limit
@@ -22,21 +22,24 @@ interface CodeInfo {
   grpc: number;
   /** CLI exit status for loom's own failures. */
   exit: number;
+  /** HTTP status of the HTTP/JSON API (node/http-api.ts). */
+  http: number;
 }
 
-/** The single mapping table: code -> gRPC status, code -> exit status. */
+/** The single mapping table: code -> gRPC status, exit status, HTTP status. */
 export const ERROR_CODES: Record<ErrorCode, CodeInfo> = {
-  INVALID_ARGUMENT: { grpc: 3, exit: 2 },
-  NOT_FOUND: { grpc: 5, exit: 3 },
-  INVALID_STATE: { grpc: 9, exit: 4 },
-  UNAVAILABLE: { grpc: 14, exit: 5 },
-  RESOURCE_EXHAUSTED: { grpc: 8, exit: 6 },
-  PERMISSION_DENIED: { grpc: 7, exit: 7 },
-  DEADLINE_EXCEEDED: { grpc: 4, exit: 5 },
-  CANCELLED: { grpc: 1, exit: 130 },
-  FENCED: { grpc: 14, exit: 5 },
-  CONFLICT: { grpc: 10, exit: 4 },
-  INTERNAL: { grpc: 13, exit: 1 },
+  INVALID_ARGUMENT: { grpc: 3, exit: 2, http: 400 },
+  NOT_FOUND: { grpc: 5, exit: 3, http: 404 },
+  INVALID_STATE: { grpc: 9, exit: 4, http: 409 },
+  UNAVAILABLE: { grpc: 14, exit: 5, http: 503 },
+  RESOURCE_EXHAUSTED: { grpc: 8, exit: 6, http: 429 },
+  PERMISSION_DENIED: { grpc: 7, exit: 7, http: 403 },
+  DEADLINE_EXCEEDED: { grpc: 4, exit: 5, http: 504 },
+  // 499: nginx's "client closed request"; nobody reads it, the client is gone.
+  CANCELLED: { grpc: 1, exit: 130, http: 499 },
+  FENCED: { grpc: 14, exit: 5, http: 503 },
+  CONFLICT: { grpc: 10, exit: 4, http: 409 },
+  INTERNAL: { grpc: 13, exit: 1, http: 500 },
 };
 
 /** gRPC status -> code, for errors that arrive without loom metadata. */

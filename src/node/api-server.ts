@@ -33,7 +33,9 @@ import { Kv, withAbort } from '../etcd/client';
 import { decodeTask } from '../store/codec';
 import { TaskQueries } from '../store/queries';
 import { HeldTask, TaskTransitions } from '../store/transitions';
-import { AdapterOptions, serverStream, tolerantService, unary } from './grpc-adapter';
+import { AdapterOptions, tolerantService } from './grpc-adapter';
+import { TaskOps, taskHandlers } from './task-ops';
+import { ClientSlots } from './client-slots';
 import { ConnectionLimits, Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
 import { LogService } from './logs';
 import { jobHandlers } from './job-api';
@@ -103,7 +105,7 @@ export class ApiServer {
   private server: grpc.Server | undefined;
   private listener: SecureListener | undefined;
   private logStreams = 0;
-  private readonly perClient = new Map<string, number>();
+  private readonly clientSlots: ClientSlots;
   private readonly checks: SubmitChecks;
   private readonly admins: Set<string>;
   private readonly denials: RateLimitedLog;
@@ -113,6 +115,7 @@ export class ApiServer {
     this.admins = new Set(deps.admins ?? []);
     this.checks = new SubmitChecks({ urgency: deps.urgency, nodes: deps.nodes, readNodes: () => deps.queries.nodes(), storage: deps.storage });
     this.limits = { ...API_LIMITS, ...deps.limits };
+    this.clientSlots = new ClientSlots(this.limits.streamsPerClient, Boolean(deps.tls));
     this.denials = new RateLimitedLog(deps.log, 'permission denials');
   }
 
@@ -169,27 +172,6 @@ export class ApiServer {
     return { ...t, result: Buffer.alloc(0), spec: t.spec && secretsHidden(t.spec) };
   }
 
-  /** Counts a long call (log stream, wait, run) against its client's limit; returns the release. */
-  private holdClientSlot(id: Identity): () => void {
-    if (!this.deps.tls || id.role === 'node') return () => undefined;
-    const n = this.perClient.get(id.name) ?? 0;
-    if (n >= this.limits.streamsPerClient) {
-      throw new LoomError(
-        'RESOURCE_EXHAUSTED',
-        `too many concurrent log streams, waits and runs for ${id.name} on this node (limit ${this.limits.streamsPerClient})`,
-      );
-    }
-    this.perClient.set(id.name, n + 1);
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      const left = (this.perClient.get(id.name) ?? 1) - 1;
-      if (left <= 0) this.perClient.delete(id.name);
-      else this.perClient.set(id.name, left);
-    };
-  }
-
   async close(graceMs = 2000): Promise<void> {
     const s = this.server;
     if (!s) return;
@@ -207,13 +189,20 @@ export class ApiServer {
     await this.listener?.close();
   }
 
+  /** The node's mutual TLS, for the HTTP API (the same identities); unset: plaintext. */
+  get tls(): TlsMaterial | undefined {
+    return this.deps.tls;
+  }
+
+  /** What an error costs the log: unexpected ones in full, denials rate-limited (one rule for every transport). */
+  readonly onError = (err: unknown): void => {
+    if (!(err instanceof LoomError) || err.code === 'INTERNAL') this.deps.log(`api error: ${(err as Error).stack ?? err}`);
+    else if (err.code === 'PERMISSION_DENIED') this.denials.write(`denied: ${err.message}`);
+  };
+
   private handlers(): LoomServer {
     const d = this.deps;
-    const onError = (err: unknown) => {
-      if (!(err instanceof LoomError) || err.code === 'INTERNAL') d.log(`api error: ${(err as Error).stack ?? err}`);
-      else if (err.code === 'PERMISSION_DENIED') this.denials.write(`denied: ${err.message}`);
-    };
-    const opts: AdapterOptions = { onError, identify: d.tls ? identityOfCall : undefined };
+    const opts: AdapterOptions = { onError: this.onError, identify: d.tls ? identityOfCall : undefined };
     return {
       ...jobHandlers({
         jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
@@ -222,11 +211,19 @@ export class ApiServer {
         checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
         storage: d.storage,
       }, opts),
-      submit: unary(async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }), opts),
-      run: serverStream(async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
+      ...taskHandlers(this.ops(), opts),
+    };
+  }
+
+  /** The task, node and member calls, transport-free: gRPC (handlers) and HTTP (http-api.ts) serve the same. */
+  ops(): TaskOps {
+    const d = this.deps;
+    return {
+      submit: async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }),
+      run: async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
         if (!req.task) throw new LoomError('INVALID_ARGUMENT', 'run: no task given');
         // Taken before the submit: a caller over its limit gets an error and no task.
-        const release = this.holdClientSlot(identity);
+        const release = this.clientSlots.hold(identity);
         try {
           const [id] = await this.submit([req.task], identity);
           const ended = this.wait(id, signal);
@@ -248,35 +245,35 @@ export class ApiServer {
         } finally {
           release();
         }
-      }, opts),
+      },
       // Reads take the call's signal: a read queued behind others (Kv's cap
       // on reads in flight) for a caller that went away leaves the queue.
-      get: unary(async (req: GetRequest, { signal, identity }) => {
+      get: async (req: GetRequest, { signal, identity }) => {
         const t = this.visible((await d.queries.get(req.id, signal)).task, identity);
         if (t.state !== TaskState.QUEUED) return t;
         // Say why a queued task waits, when no live node could run it.
         const why = explainUnplaceable(t.spec!, await d.queries.nodes(signal), t.submittedByAdmin);
         return why ? { ...t, reason: `waiting: ${why}` } : t;
-      }, opts),
-      list: unary(async (req: ListRequest, { signal, identity }): Promise<ListResponse> => {
+      },
+      list: async (req: ListRequest, { signal, identity }): Promise<ListResponse> => {
         if (req.state === TaskState.UNRECOGNIZED || req.state < 0 || req.state > TaskState.LOST) {
           throw new LoomError('INVALID_ARGUMENT', `unknown state ${req.state}`);
         }
         const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken }, signal);
         return { ...res, tasks: res.tasks.map((t) => this.visible(t, identity)) };
-      }, opts),
-      cancel: unary(async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity), opts),
-      cancelQueued: unary(async (_req: CancelQueuedRequest, { signal, identity }) => this.cancelAllQueued(identity, signal), opts),
-      wait: unary(async (req: WaitRequest, { signal, identity }) => {
+      },
+      cancel: async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity),
+      cancelQueued: async (_req: CancelQueuedRequest, { signal, identity }) => this.cancelAllQueued(identity, signal),
+      wait: async (req: WaitRequest, { signal, identity }) => {
         checkTaskId(req.id);
-        const release = this.holdClientSlot(identity);
+        const release = this.clientSlots.hold(identity);
         try {
           return this.visible(await this.wait(req.id, signal), identity);
         } finally {
           release();
         }
-      }, opts),
-      logs: serverStream(async (req: LogsRequest, write: (m: LogChunk) => Promise<void>, { signal, identity }) => {
+      },
+      logs: async (req: LogsRequest, write: (m: LogChunk) => Promise<void>, { signal, identity }) => {
         checkTaskId(req.id);
         if (req.attempt > 0) {
           // One attempt's file, straight from this node: the log proxy between nodes.
@@ -293,7 +290,7 @@ export class ApiServer {
         if (this.logStreams >= this.limits.logStreamsPerNode) {
           throw new LoomError('RESOURCE_EXHAUSTED', `too many log streams on this node (limit ${this.limits.logStreamsPerNode})`);
         }
-        const release = this.holdClientSlot(identity);
+        const release = this.clientSlots.hold(identity);
         this.logStreams++;
         try {
           await d.logs.stream(req.id, req.follow, req.attempt, write, signal);
@@ -301,9 +298,9 @@ export class ApiServer {
           this.logStreams--;
           release();
         }
-      }, opts),
-      nodes: unary(async (_req: NodesRequest, { signal }): Promise<NodesResponse> => ({ nodes: await d.queries.nodes(signal) }), opts),
-      drain: unary(async (req: DrainRequest, { identity }): Promise<DrainResponse> => {
+      },
+      nodes: async (_req: NodesRequest, { signal }): Promise<NodesResponse> => ({ nodes: await d.queries.nodes(signal) }),
+      drain: async (req: DrainRequest, { identity }): Promise<DrainResponse> => {
         if (!this.isAdmin(identity)) {
           throw new LoomError('PERMISSION_DENIED', `${identity.name} may not drain or resume nodes (only an admin, see --admin, may)`);
         }
@@ -317,13 +314,13 @@ export class ApiServer {
         const control = { drain: req.drain, deadlineMs: req.drain && deadline > 0 ? Date.now() + deadline : 0 };
         await setNodeControl(d.kv, d.queries.keys, req.name, control);
         return { control };
-      }, opts),
-      members: unary(async (_req, { signal }): Promise<MembersResponse> => {
+      },
+      members: async (_req, { signal }): Promise<MembersResponse> => {
         const [members, live] = await Promise.all([d.members.list(), d.queries.nodes(signal)]);
         const up = new Set(live.map((n) => n.name));
         return { members: members.map((m) => ({ ...m, nodeUp: up.has(m.name) })) };
-      }, opts),
-      removeMember: unary(async (req: RemoveMemberRequest, { identity }): Promise<RemoveMemberResponse> => {
+      },
+      removeMember: async (req: RemoveMemberRequest, { identity }): Promise<RemoveMemberResponse> => {
         if (!this.isAdmin(identity)) {
           throw new LoomError('PERMISSION_DENIED', `${identity.name} may not remove etcd members (only an admin, see --admin, may)`);
         }
@@ -333,7 +330,7 @@ export class ApiServer {
         const { removed, members } = await d.members.remove(which, live);
         d.log(`etcd member ${removed.name ? `"${removed.name}" ` : ''}(id ${removed.id}) removed from the cluster by ${identity.name}`);
         return { removed, members };
-      }, opts),
+      },
     };
   }
 

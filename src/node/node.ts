@@ -37,7 +37,8 @@ import { DiskWatch } from './disk-watch';
 import { formatMinFreeDisk } from '../core/disk-space';
 import { WorkPause } from './work-pause';
 import { EngineWatch } from './engine-watch';
-import { Metric, MetricsEndpoint } from './metrics-endpoint';
+import { Metric } from './metrics-endpoint';
+import { HttpEndpoints } from './http-endpoints';
 import { nodeMetrics } from './node-metrics';
 import { ApiLimits, ApiServer } from './api-server';
 import type { ConnectionLimits } from './tls';
@@ -120,9 +121,14 @@ export class LoomNode {
   /** The record last published; heartbeats repeat it, the same bytes, which no node decodes again (NodeDirectory). */
   private publishedInfo: NodeInfo | undefined;
   private control: NodeControl = { drain: false, deadlineMs: 0 };
-  /** --metrics-listen: the endpoint and its port (0 when off). */
-  private metricsEndpoint: MetricsEndpoint | undefined;
-  metricsPort = 0;
+  /** --metrics-listen and --http-listen. */
+  private endpoints: HttpEndpoints | undefined;
+  get metricsPort(): number {
+    return this.endpoints?.metricsPort ?? 0;
+  }
+  get httpPort(): number {
+    return this.endpoints?.httpPort ?? 0;
+  }
   /** Times this node fenced itself. */
   private fencedCount = 0;
   /** Tasks claimed in the transaction that submitted them (tryRunHere). */
@@ -351,10 +357,11 @@ export class LoomNode {
     // Before the node joins: one started on a full disk never claims.
     await this.disk!.start();
     this.port = await this.api.listen(config.listen);
-    if (config.metricsListen) {
-      this.metricsEndpoint = new MetricsEndpoint(() => this.collectMetrics());
-      this.metricsPort = await this.metricsEndpoint.listen(config.metricsListen);
-    }
+    this.endpoints = new HttpEndpoints({
+      metricsListen: config.metricsListen, httpListen: config.httpListen, metrics: () => this.collectMetrics(),
+      api: { ops: this.api.ops(), tls: this.api.tls, onError: this.api.onError, nodeName: config.name },
+    });
+    await this.endpoints.start();
     await this.join();
     this.requeuer.start();
     this.liveness = new Liveness({
@@ -382,7 +389,7 @@ export class LoomNode {
     this.publishTimer.unref();
     opts.log(
       `node ${config.name} up: api ${this.address}, ${config.slots} slots, etcd ${this.etcd ? this.etcd.clientUrl : config.etcdEndpoints.join(',')}` +
-        (this.metricsEndpoint ? `, metrics http://${config.metricsListen.replace(/:\d+$/, '')}:${this.metricsPort}/metrics` : ''),
+        this.endpoints.describe(),
     );
   }
 
@@ -395,26 +402,12 @@ export class LoomNode {
   private collectMetrics(): Metric[] {
     const st = this.steal.stats;
     return nodeMetrics({
-      node: this.config.name,
-      version: VERSION,
-      slots: this.config.slots,
-      urgentSlots: this.config.urgentSlots,
-      running: this.executor.count,
-      leaseHeld: !!this.inc && !this.inc.signal.aborted,
-      draining: this.takesNoWork,
-      dockerUp: this.docker,
-      claimedFromQueue: st.claimed,
-      claimedAtSubmit: this.claimedAtSubmit,
-      lostClaims: st.lost,
-      claimTxns: st.claimTxns,
-      resultsByState: this.resultsByState,
-      requeued: this.requeuer.requeued,
-      declaredDead: this.liveness?.declared ?? 0,
-      fenced: this.fencedCount,
-      retentionDeletedTasks: this.retention.deletedTasks,
-      etcdMembers: this.health?.status() ?? {},
-      memory: process.memoryUsage(),
-      etcdSpace: this.storage?.space(),
+      node: this.config.name, version: VERSION, slots: this.config.slots, urgentSlots: this.config.urgentSlots,
+      running: this.executor.count, leaseHeld: !!this.inc && !this.inc.signal.aborted, draining: this.takesNoWork, dockerUp: this.docker,
+      claimedFromQueue: st.claimed, claimedAtSubmit: this.claimedAtSubmit, lostClaims: st.lost, claimTxns: st.claimTxns,
+      resultsByState: this.resultsByState, requeued: this.requeuer.requeued, declaredDead: this.liveness?.declared ?? 0, fenced: this.fencedCount,
+      retentionDeletedTasks: this.retention.deletedTasks, etcdMembers: this.health?.status() ?? {},
+      memory: process.memoryUsage(), etcdSpace: this.storage?.space(),
     });
   }
 
@@ -641,7 +634,7 @@ export class LoomNode {
     this.disk?.stop();
     this.storage?.stop();
     await this.api.close(1000);
-    await this.metricsEndpoint?.close();
+    await this.endpoints?.close();
     this.logs.close();
     await this.membership.leave('node stopped', SHUTDOWN_COURTESY_MS);
     await Promise.all([this.window.stop(), this.directory.stop(), this.cancels.stop(), this.controlWatch?.stop()]);

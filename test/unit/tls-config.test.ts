@@ -74,6 +74,15 @@ describe('plaintext only on loopback unless --insecure', () => {
     expect(plaintextExposure(t)).toEqual([]);
   });
 
+  it('treats a plaintext --http-listen beyond loopback the same way', () => {
+    const etcd = { etcdEndpoints: ['http://127.0.0.1:2379'] };
+    expect(err(() => validateNodeConfig(base({ ...etcd, httpListen: '0.0.0.0:8081' })))?.message).toMatch(/refusing to use --http-listen 0\.0\.0\.0:8081 without TLS/);
+    expect(validateNodeConfig(base({ ...etcd, httpListen: '0.0.0.0:8081', insecure: true }))).toBeDefined();
+    expect(validateNodeConfig(base({ ...etcd, httpListen: '127.0.0.1:8081' }))).toBeDefined();
+    expect(err(() => validateNodeConfig(base({ ...etcd, httpListen: 'nope' })))?.message).toMatch(/invalid --http-listen "nope"/);
+    expect(parseNodeArgs(['--http-listen', '127.0.0.1:9090'], {}).httpListen).toBe('127.0.0.1:9090');
+  });
+
   it('treats plaintext etcd beyond loopback the same way', () => {
     expect(err(() => validateNodeConfig(base({ etcdEndpoints: ['http://10.0.0.5:2379'] })))?.message).toMatch(/--etcd http:\/\/10\.0\.0\.5:2379/);
     expect(validateNodeConfig(base({ etcdEndpoints: ['http://10.0.0.5:2379'], insecure: true }))).toBeDefined();

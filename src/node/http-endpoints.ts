@@ -1,0 +1,50 @@
+/**
+ * The node's HTTP listeners beside the gRPC API: --metrics-listen (Prometheus
+ * text, plaintext, counts only) and --http-listen (the HTTP/JSON API, over the
+ * node's TLS set-up). Either may be off (empty address).
+ */
+import type { HttpApi, HttpApiOptions } from './http-api';
+import { Metric, MetricsEndpoint } from './metrics-endpoint';
+
+export interface HttpEndpointsOptions {
+  metricsListen: string;
+  httpListen: string;
+  metrics: () => Metric[];
+  api: HttpApiOptions;
+}
+
+const hostOf = (address: string) => address.replace(/:\d+$/, '');
+
+export class HttpEndpoints {
+  private metrics: MetricsEndpoint | undefined;
+  private http: HttpApi | undefined;
+  /** Their ports once listening (0 when off). */
+  metricsPort = 0;
+  httpPort = 0;
+
+  constructor(private readonly o: HttpEndpointsOptions) {}
+
+  async start(): Promise<void> {
+    if (this.o.metricsListen) {
+      this.metrics = new MetricsEndpoint(this.o.metrics);
+      this.metricsPort = await this.metrics.listen(this.o.metricsListen);
+    }
+    if (this.o.httpListen) {
+      // Loaded only when asked for: fastify costs a node that serves no HTTP API its start-up time.
+      const { HttpApi } = await import('./http-api');
+      this.http = new HttpApi(this.o.api);
+      this.httpPort = await this.http.listen(this.o.httpListen);
+    }
+  }
+
+  /** For the node's "up" line: where they listen. */
+  describe(): string {
+    const scheme = this.o.api.tls ? 'https' : 'http';
+    return (this.metrics ? `, metrics http://${hostOf(this.o.metricsListen)}:${this.metricsPort}/metrics` : '') +
+      (this.http ? `, http api ${scheme}://${hostOf(this.o.httpListen)}:${this.httpPort}/api/v1` : '');
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.metrics?.close(), this.http?.close()]);
+  }
+}

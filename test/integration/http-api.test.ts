@@ -1,0 +1,231 @@
+/**
+ * The HTTP/JSON API on a real node (real etcd, real processes, a real HTTP
+ * server): tasks through their whole life with curl-shaped requests, every
+ * error with its code and status, the OpenAPI document against the routes
+ * the server answers, and mutual TLS with the same identities as gRPC.
+ */
+import * as fs from 'fs';
+import * as https from 'https';
+import * as os from 'os';
+import * as path from 'path';
+import { uniqueRoot, waitFor } from '../support/etcd';
+import { startNode, stopNode, TestNode } from '../support/nodes';
+import { uuidAt } from '../support/ids';
+import { initCa, issueCert } from '../../src/bin/certs-command';
+import { readTlsFiles, TlsFiles, TlsMaterial } from '../../src/wire/tls';
+import { ERROR_CODES } from '../../src/core/errors';
+
+jest.setTimeout(60_000);
+
+interface Reply {
+  status: number;
+  type: string;
+  text: string;
+  json: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+async function call(base: string, method: string, route: string, body?: unknown, raw?: string): Promise<Reply> {
+  const res = await fetch(`${base}${route}`, {
+    method,
+    ...(body !== undefined || raw !== undefined ? { body: raw ?? JSON.stringify(body), headers: { 'content-type': 'application/json' } } : {}),
+  });
+  const text = await res.text();
+  const type = res.headers.get('content-type') ?? '';
+  return { status: res.status, type, text, json: type.includes('json') ? JSON.parse(text) : undefined };
+}
+
+const NO_SUCH = uuidAt(Date.now() - 86_400_000, 4242);
+
+describe('the HTTP/JSON API (plaintext, loopback)', () => {
+  let n: TestNode;
+  let base: string;
+  beforeAll(async () => {
+    n = await startNode(uniqueRoot(), 'web', { slots: 2, httpListen: '127.0.0.1:0' });
+    base = `http://127.0.0.1:${n.node.httpPort}`;
+  });
+  afterAll(() => stopNode(n));
+
+  it('submits a task, waits for it, and serves its record and output', async () => {
+    const sub = await call(base, 'POST', '/api/v1/tasks', { command: ['sh', '-c', 'echo out; echo err >&2; exit 3'] });
+    expect(sub.status).toBe(200);
+    const [id] = sub.json.ids;
+    const done = await call(base, 'GET', `/api/v1/tasks/${id}/wait?timeout=20000`);
+    expect(done.status).toBe(200);
+    expect(done.json).toMatchObject({ id, state: 'FAILED', exitCode: 3, owner: 'local' });
+    expect((await call(base, 'GET', `/api/v1/tasks/${id}`)).json.state).toBe('FAILED');
+    const logs = await call(base, 'GET', `/api/v1/tasks/${id}/logs`);
+    expect(logs.status).toBe(200);
+    expect(logs.type).toMatch(/^text\/plain/);
+    expect(logs.text.split('\n').sort()).toEqual(['', 'err', 'out']);
+  });
+
+  it('submits several at once and lists them by state, a page at a time', async () => {
+    const sub = await call(base, 'POST', '/api/v1/tasks', { tasks: [{ command: ['true'] }, { command: ['true'] }, { command: ['true'] }] });
+    expect(sub.json.ids).toHaveLength(3);
+    for (const id of sub.json.ids) expect((await call(base, 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('COMPLETED');
+    const seen = new Set<string>();
+    let token = '';
+    do {
+      const page = await call(base, 'GET', `/api/v1/tasks?state=completed&page_size=2${token ? `&page_token=${encodeURIComponent(token)}` : ''}`);
+      expect(page.status).toBe(200);
+      expect(page.json.tasks.length).toBeLessThanOrEqual(2);
+      for (const t of page.json.tasks) {
+        expect(t.state).toBe('COMPLETED');
+        seen.add(t.id);
+      }
+      token = page.json.nextPageToken ?? '';
+    } while (token);
+    for (const id of sub.json.ids) expect(seen.has(id)).toBe(true);
+  });
+
+  it('cancels a running task, and follows a live log to its end', async () => {
+    const [id] = (await call(base, 'POST', '/api/v1/tasks', { command: ['sh', '-c', 'echo started; sleep 30'] })).json.ids;
+    const follow = call(base, 'GET', `/api/v1/tasks/${id}/logs?follow=1`);
+    await waitFor(async () => (await call(base, 'GET', `/api/v1/tasks/${id}`)).json.state === 'RUNNING', { what: 'the task running' });
+    const cancel = await call(base, 'POST', `/api/v1/tasks/${id}/cancel`);
+    expect(cancel.status).toBe(200);
+    expect((await call(base, 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('CANCELLED');
+    expect((await follow).text).toContain('started\n');
+    // Cancelled already: not in a state that allows it.
+    const again = await call(base, 'POST', `/api/v1/tasks/${id}/cancel`);
+    expect(again.status).toBe(409);
+    expect(again.json.error).toMatchObject({ code: 'INVALID_STATE', subject: id });
+  });
+
+  it('answers a wait that runs out with 504 DEADLINE_EXCEEDED, and the task goes on', async () => {
+    const [id] = (await call(base, 'POST', '/api/v1/tasks', { command: ['sleep', '2'] })).json.ids;
+    const r = await call(base, 'GET', `/api/v1/tasks/${id}/wait?timeout=200`);
+    expect(r.status).toBe(504);
+    expect(r.json.error.code).toBe('DEADLINE_EXCEEDED');
+    expect((await call(base, 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('COMPLETED');
+  });
+
+  it('refuses bad input with a stable code and the matching status, and stays up', async () => {
+    const cases: [string, string, unknown, string | undefined, number, string, RegExp][] = [
+      ['POST', '/api/v1/tasks', undefined, '{"command": [', 400, 'INVALID_ARGUMENT', /JSON/i],
+      ['POST', '/api/v1/tasks', { cmd: ['ls'] }, undefined, 400, 'INVALID_ARGUMENT', /unknown field "cmd"/],
+      ['POST', '/api/v1/tasks', { command: 'ls -l' }, undefined, 400, 'INVALID_ARGUMENT', /array of strings/],
+      ['POST', '/api/v1/tasks', { command: [] }, undefined, 400, 'INVALID_ARGUMENT', /command/],
+      ['POST', '/api/v1/tasks', { tasks: [] }, undefined, 400, 'INVALID_ARGUMENT', /non-empty/],
+      ['POST', '/api/v1/tasks', [1, 2], undefined, 400, 'INVALID_ARGUMENT', /JSON object/],
+      ['GET', '/api/v1/tasks?state=bogus', undefined, undefined, 400, 'INVALID_ARGUMENT', /unknown state "bogus"/],
+      ['GET', '/api/v1/tasks?page_size=-1', undefined, undefined, 400, 'INVALID_ARGUMENT', /page_size/],
+      ['GET', '/api/v1/tasks/not-a-task-id', undefined, undefined, 400, 'INVALID_ARGUMENT', /not a task id/],
+      ['GET', `/api/v1/tasks/${NO_SUCH}`, undefined, undefined, 404, 'NOT_FOUND', /./],
+      ['GET', `/api/v1/tasks/${NO_SUCH}/wait?timeout=0`, undefined, undefined, 400, 'INVALID_ARGUMENT', /timeout/],
+      ['GET', `/api/v1/tasks/${NO_SUCH}/logs`, undefined, undefined, 404, 'NOT_FOUND', /./],
+      ['POST', '/api/v1/nodes/no-such-node/drain', undefined, undefined, 404, 'NOT_FOUND', /no live node/],
+      ['GET', '/api/v1/nope', undefined, undefined, 404, 'NOT_FOUND', /no such endpoint/],
+      ['DELETE', '/api/v1/tasks', undefined, undefined, 404, 'NOT_FOUND', /no such endpoint/],
+    ];
+    for (const [method, route, body, raw, status, code, message] of cases) {
+      const r = await call(base, method, route, body, raw);
+      expect({ route, method, status: r.status, code: r.json?.error?.code }).toEqual({ route, method, status, code });
+      expect(r.json.error.message).toMatch(message);
+      expect(ERROR_CODES[code as keyof typeof ERROR_CODES].http).toBe(status);
+    }
+    expect((await call(base, 'GET', '/api/v1/nodes')).json.nodes.map((x: { name: string }) => x.name)).toContain('web');
+  });
+
+  it('drains and resumes a node', async () => {
+    const d = await call(base, 'POST', '/api/v1/nodes/web/drain');
+    expect(d.json.control.drain).toBe(true);
+    await waitFor(async () => (await call(base, 'GET', '/api/v1/nodes')).json.nodes.find((x: { name: string }) => x.name === 'web')?.draining === true, { what: 'the node record' });
+    const r = await call(base, 'POST', '/api/v1/nodes/web/resume');
+    expect(r.json.control.drain ?? false).toBe(false);
+    await waitFor(async () => !(await call(base, 'GET', '/api/v1/nodes')).json.nodes.find((x: { name: string }) => x.name === 'web')?.draining, { what: 'the node record' });
+  });
+
+  it('serves an OpenAPI document whose every route the server answers, with a documented status', async () => {
+    const doc = (await call(base, 'GET', '/api/v1/openapi.json')).json;
+    expect(doc.openapi).toMatch(/^3\./);
+    const routes = Object.entries(doc.paths as Record<string, Record<string, { responses: Record<string, unknown> }>>);
+    expect(routes.length).toBeGreaterThanOrEqual(10);
+    for (const [template, methods] of routes) {
+      for (const [method, op] of Object.entries(methods)) {
+        const route = template.replace('{id}', NO_SUCH).replace('{name}', 'no-such-node');
+        const r = await call(base, method.toUpperCase(), route.endsWith('/wait') ? `${route}?timeout=100` : route, method === 'post' && template === '/api/v1/tasks' ? { command: ['true'] } : undefined);
+        expect({ route, method, endpoint: /no such endpoint/.test(r.json?.error?.message ?? '') }).toEqual({ route, method, endpoint: false });
+        expect({ route, method, documented: Object.keys(op.responses).includes(String(r.status)) }).toEqual({ route, method, documented: true });
+      }
+    }
+  });
+});
+
+describe('the HTTP/JSON API over mutual TLS', () => {
+  let dir: string;
+  let n: TestNode;
+  const files: Record<string, TlsFiles> = {};
+  const ids: Record<string, TlsMaterial> = {};
+  let port = 0;
+
+  /** One request with `who`'s client certificate (none: no certificate). */
+  function tlsCall(who: string | undefined, method: string, route: string, body?: unknown): Promise<Reply> {
+    const id = who ? ids[who] : undefined;
+    return new Promise((resolve, reject) => {
+      const req = https.request({
+        host: '127.0.0.1', port, path: route, method, ca: ids.ca.ca, ...(id ? { cert: id.cert, key: id.key } : {}),
+        headers: body === undefined ? {} : { 'content-type': 'application/json' },
+      }, (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c) => (text += c));
+        res.on('end', () => {
+          const type = String(res.headers['content-type'] ?? '');
+          resolve({ status: res.statusCode ?? 0, type, text, json: type.includes('json') ? JSON.parse(text) : undefined });
+        });
+      });
+      req.on('error', reject);
+      req.end(body === undefined ? undefined : JSON.stringify(body));
+    });
+  }
+
+  beforeAll(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'loom-http-tls-'));
+    const pki = path.join(dir, 'pki');
+    const other = path.join(dir, 'other');
+    await initCa({ dir: pki });
+    await initCa({ dir: other });
+    const add = async (key: string, d: string, role: 'node' | 'client', name: string) => {
+      const r = await issueCert({ dir: d, role, name, hosts: role === 'node' ? ['127.0.0.1'] : undefined });
+      files[key] = { caFile: path.join(d, 'ca.crt'), certFile: r.cert, keyFile: r.key };
+      ids[key] = readTlsFiles(files[key]);
+    };
+    await add('h1', pki, 'node', 'h1');
+    await add('alice', pki, 'client', 'alice');
+    await add('bob', pki, 'client', 'bob');
+    await add('foreign', other, 'client', 'alice');
+    ids.ca = ids.alice;
+    n = await startNode(uniqueRoot(), 'h1', { tls: files.h1, httpListen: '127.0.0.1:0' });
+    port = n.node.httpPort;
+  });
+  afterAll(async () => {
+    await stopNode(n);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('names the caller by its certificate: the owner may cancel, another client may not', async () => {
+    const sub = await tlsCall('alice', 'POST', '/api/v1/tasks', { command: ['sleep', '30'] });
+    expect(sub.status).toBe(200);
+    const [id] = sub.json.ids;
+    expect((await tlsCall('alice', 'GET', `/api/v1/tasks/${id}`)).json.owner).toBe('alice');
+    const denied = await tlsCall('bob', 'POST', `/api/v1/tasks/${id}/cancel`);
+    expect(denied.status).toBe(403);
+    expect(denied.json.error).toMatchObject({ code: 'PERMISSION_DENIED' });
+    expect(denied.json.error.message).toMatch(/bob may not cancel task .* belongs to alice/);
+    expect((await tlsCall('bob', 'GET', `/api/v1/tasks/${id}/logs`)).status).toBe(403);
+    expect((await tlsCall('bob', 'POST', '/api/v1/nodes/h1/drain')).status).toBe(403);
+    expect((await tlsCall('alice', 'POST', `/api/v1/tasks/${id}/cancel`)).status).toBe(200);
+    expect((await tlsCall('alice', 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('CANCELLED');
+  });
+
+  it('refuses a request without a certificate, or with one of another CA, saying why', async () => {
+    const none = await tlsCall(undefined, 'GET', '/api/v1/nodes');
+    expect(none.status).toBe(403);
+    expect(none.json.error.message).toMatch(/requires a client certificate/);
+    const foreign = await tlsCall('foreign', 'GET', '/api/v1/nodes');
+    expect(foreign.status).toBe(403);
+    expect(foreign.json.error.message).toMatch(/refused the client certificate CN=alice/);
+    expect(n.logs.join('\n')).toMatch(/denied|refused/);
+  });
+});
