@@ -38,7 +38,7 @@ import { TaskOps, taskHandlers } from './task-ops';
 import { ClientSlots } from './client-slots';
 import { ConnectionLimits, Identity, identityOfCall, RateLimitedLog, SecureListener } from './tls';
 import { LogService } from './logs';
-import { jobHandlers } from './job-api';
+import { jobHandlers, JobOps, jobOps } from './job-api';
 import { JobStore } from '../store/jobs';
 import { SubmitChecks } from './submit-checks';
 
@@ -106,6 +106,7 @@ export class ApiServer {
   private listener: SecureListener | undefined;
   private logStreams = 0;
   private readonly clientSlots: ClientSlots;
+  private readonly jobs: JobOps;
   private readonly checks: SubmitChecks;
   private readonly admins: Set<string>;
   private readonly denials: RateLimitedLog;
@@ -116,6 +117,13 @@ export class ApiServer {
     this.checks = new SubmitChecks({ urgency: deps.urgency, nodes: deps.nodes, readNodes: () => deps.queries.nodes(), storage: deps.storage });
     this.limits = { ...API_LIMITS, ...deps.limits };
     this.clientSlots = new ClientSlots(this.limits.streamsPerClient, Boolean(deps.tls));
+    this.jobs = jobOps({
+      jobs: deps.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
+      // A job's tasks are checked like a submit's: urgent priorities too.
+      checkContainers: (specs, identity, admin) => this.checks.policy(specs, identity, admin),
+      checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
+      storage: deps.storage,
+    });
     this.denials = new RateLimitedLog(deps.log, 'permission denials');
   }
 
@@ -201,24 +209,15 @@ export class ApiServer {
   };
 
   private handlers(): LoomServer {
-    const d = this.deps;
-    const opts: AdapterOptions = { onError: this.onError, identify: d.tls ? identityOfCall : undefined };
-    return {
-      ...jobHandlers({
-        jobs: d.jobs, cancelTask: (id, identity) => this.cancel(id, identity), isAdmin: (i) => this.isAdmin(i),
-        // A job's tasks are checked like a submit's: urgent priorities too.
-        checkContainers: (specs, identity, admin) => this.checks.policy(specs, identity, admin),
-        checkQueueRoom: (owner, count) => this.checkQueueRoom(owner, count),
-        storage: d.storage,
-      }, opts),
-      ...taskHandlers(this.ops(), opts),
-    };
+    const opts: AdapterOptions = { onError: this.onError, identify: this.deps.tls ? identityOfCall : undefined };
+    return { ...jobHandlers(this.jobs, opts), ...taskHandlers(this.ops(), opts) };
   }
 
-  /** The task, node and member calls, transport-free: gRPC (handlers) and HTTP (http-api.ts) serve the same. */
-  ops(): TaskOps {
+  /** The API's calls, transport-free: gRPC (handlers) and HTTP (http-api.ts) serve the same. */
+  ops(): TaskOps & JobOps {
     const d = this.deps;
     return {
+      ...this.jobs,
       submit: async (req: SubmitRequest, { identity }): Promise<SubmitResponse> => ({ ids: await this.submit(req.tasks, identity) }),
       run: async (req: RunRequest, write: (m: RunEvent) => Promise<void>, { signal, identity }) => {
         if (!req.task) throw new LoomError('INVALID_ARGUMENT', 'run: no task given');

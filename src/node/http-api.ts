@@ -16,18 +16,24 @@
 import type { TLSSocket } from 'tls';
 import type { IncomingMessage, ServerResponse } from 'http';
 import fastify, { FastifyError, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import { CancelQueuedResponse, DrainResponse, ListResponse, LogStream, MembersResponse, NodesResponse, SubmitResponse, Task, TaskSpec, TaskState, taskStateFromJSON } from '../gen/loom';
+import {
+  CancelQueuedResponse, DrainResponse, JobSpec, JobStatus, ListJobsResponse, ListResponse, LogStream, MembersResponse, NodesResponse, SubmitResponse, Task, TaskSpec,
+  TaskState, taskStateFromJSON,
+} from '../gen/loom';
 import { ERROR_CODES, invalid, LoomError, toLoomError } from '../core/errors';
 import { LIMITS } from '../core/spec';
 import { parseHostPort } from '../core/config';
 import type { TlsMaterial } from '../wire/tls';
 import { CallContext } from './grpc-adapter';
 import { TaskOps } from './task-ops';
+import { JobOps } from './job-api';
 import { Identity, identityOf, LOCAL_IDENTITY } from './tls';
 import { HTTP_ROUTES, openApiDocument, HttpRoute } from './http-routes';
 
+type ApiOps = TaskOps & JobOps;
+
 export interface HttpApiOptions {
-  ops: TaskOps;
+  ops: ApiOps;
   /** The node's mutual TLS; unset: plaintext, every caller is the local user. */
   tls?: TlsMaterial;
   onError: (err: unknown) => void;
@@ -49,7 +55,7 @@ interface Call {
 }
 
 /** What each route does; the paths, methods and documentation are in http-routes.ts. */
-const HANDLERS: Record<string, (ops: TaskOps, c: Call) => Promise<unknown>> = {
+const HANDLERS: Record<string, (ops: ApiOps, c: Call) => Promise<unknown>> = {
   submitTasks: async (ops, c) => SubmitResponse.toJSON(await ops.submit({ tasks: specsOf(c.body) }, c.ctx)),
   listTasks: async (ops, c) => ListResponse.toJSON(await ops.list({
     state: c.query.state ? stateOf(c.query.state) : TaskState.TASK_STATE_UNSPECIFIED,
@@ -77,10 +83,42 @@ const HANDLERS: Record<string, (ops: TaskOps, c: Call) => Promise<unknown>> = {
   drainNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: true, deadlineMs: c.query.deadline ? wholeNumber(c.query.deadline, 'deadline') : 0 }, c.ctx)),
   resumeNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: false, deadlineMs: 0 }, c.ctx)),
   listMembers: async (ops, c) => MembersResponse.toJSON(await ops.members({}, c.ctx)),
+  submitJob: async (ops, c) => JobStatus.toJSON(await ops.submitJob({ spec: jobSpecOf(c.body) }, c.ctx)),
+  listJobs: async (ops, c) => ListJobsResponse.toJSON(await ops.listJobs({
+    pageSize: c.query.page_size ? wholeNumber(c.query.page_size, 'page_size') : 0, pageToken: c.query.page_token ?? '',
+  }, c.ctx)),
+  getJob: async (ops, c) => JobStatus.toJSON(await ops.getJob({ job: c.params.job }, c.ctx)),
+  cancelJob: async (ops, c) => JobStatus.toJSON(await ops.cancelJob({ job: c.params.job }, c.ctx)),
 };
 
-/** Fields a task spec may have in JSON (TaskSpec's own). */
+/** Fields a task spec and a job spec may have in JSON (their messages' own). */
 const SPEC_FIELDS = new Set(Object.keys(TaskSpec.fromJSON({})));
+const JOB_FIELDS = new Set(Object.keys(JobSpec.fromJSON({})));
+
+/** A JSON object with only the fields of `known`: a misspelt field is refused by name, not ignored. */
+function checkFields(item: unknown, known: Set<string>, what: string): Record<string, unknown> {
+  if (!item || typeof item !== 'object' || Array.isArray(item)) throw invalid(`${what}: expected a JSON object`);
+  const unknown = Object.keys(item).filter((k) => !known.has(k));
+  if (unknown.length) throw invalid(`${what}: unknown field${unknown.length > 1 ? 's' : ''} ${unknown.slice(0, 5).map((k) => `"${k.slice(0, 40)}"`).join(', ')} (it has ${[...known].join(', ')})`);
+  return item as Record<string, unknown>;
+}
+
+function checkSpec(item: unknown, what: string): TaskSpec {
+  const cmd = checkFields(item, SPEC_FIELDS, what).command;
+  if (cmd !== undefined && (!Array.isArray(cmd) || cmd.some((a) => typeof a !== 'string'))) throw invalid(`${what}: "command" must be an array of strings`);
+  return TaskSpec.fromJSON(item);
+}
+
+/** A job spec (JobSpec's JSON form: name, count, template, overrides by index, after, afterAny, labels). */
+function jobSpecOf(body: unknown): JobSpec {
+  const b = checkFields(body, JOB_FIELDS, 'job spec');
+  if (b.template === undefined) throw invalid('job spec: "template" (the task spec of every task) is missing');
+  checkSpec(b.template, 'job spec template');
+  const overrides = b.overrides ?? {};
+  if (typeof overrides !== 'object' || Array.isArray(overrides)) throw invalid('job spec: "overrides" must map task indexes to task specs');
+  for (const [k, o] of Object.entries(overrides as object)) checkSpec(o, `job spec override ${k.slice(0, 20)}`);
+  return JobSpec.fromJSON(b);
+}
 
 /** One spec (`{"command": [...]}`) or several (`{"tasks": [...]}`), with unknown fields refused by name. */
 function specsOf(body: unknown): TaskSpec[] {
@@ -88,14 +126,7 @@ function specsOf(body: unknown): TaskSpec[] {
   const b = body as Record<string, unknown>;
   const list = 'tasks' in b ? b.tasks : [b];
   if (!Array.isArray(list) || list.length === 0) throw invalid('"tasks" must be a non-empty array of task specs');
-  return list.map((item, i) => {
-    if (!item || typeof item !== 'object' || Array.isArray(item)) throw invalid(`task ${i}: expected a JSON object`);
-    const unknown = Object.keys(item).filter((k) => !SPEC_FIELDS.has(k));
-    if (unknown.length) throw invalid(`task ${i}: unknown field${unknown.length > 1 ? 's' : ''} ${unknown.slice(0, 5).map((k) => `"${k.slice(0, 40)}"`).join(', ')} (a task spec has ${[...SPEC_FIELDS].join(', ')})`);
-    const cmd = (item as Record<string, unknown>).command;
-    if (cmd !== undefined && (!Array.isArray(cmd) || cmd.some((a) => typeof a !== 'string'))) throw invalid(`task ${i}: "command" must be an array of strings`);
-    return TaskSpec.fromJSON(item);
-  });
+  return list.map((item, i) => checkSpec(item, `task ${i}`));
 }
 
 function stateOf(text: string): TaskState {
@@ -118,7 +149,7 @@ function wholeNumber(text: string, what: string): number {
  * of their own starting `loom: `; an error after the output began ends the
  * stream with such a line, since the status is already sent.
  */
-async function streamLogs(ops: TaskOps, c: Call): Promise<undefined> {
+async function streamLogs(ops: ApiOps, c: Call): Promise<undefined> {
   const out = c.raw;
   const begin = () => {
     if (!out.headersSent) out.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });

@@ -62,6 +62,20 @@ export const HTTP_ROUTES: readonly HttpRoute[] = [
     returns: '{"control": {...}}', errors: ['NOT_FOUND', 'PERMISSION_DENIED', 'INVALID_ARGUMENT'],
   },
   { method: 'POST', path: '/api/v1/nodes/{name}/resume', operationId: 'resumeNode', summary: 'Resume a drained node (admins)', returns: '{"control": {...}}', errors: ['NOT_FOUND', 'PERMISSION_DENIED'] },
+  {
+    method: 'POST', path: '/api/v1/jobs', operationId: 'submitJob', summary: 'Submit a job: count tasks from a template, with overrides and dependencies',
+    body: 'a job spec (JobSpec in proto/loom.proto): {"name": "render", "count": 100, "template": {"command": ["render", "{{index}}"]}, "overrides": {"0": {...}}, "after": ["prepare"]}',
+    returns: 'the job\'s status: {"job": {...}, "counts": {...}}', errors: ['INVALID_ARGUMENT', 'RESOURCE_EXHAUSTED', 'CONFLICT'],
+  },
+  {
+    method: 'GET', path: '/api/v1/jobs', operationId: 'listJobs', summary: 'List jobs, a page at a time',
+    query: { page_size: 'jobs per page', page_token: 'nextPageToken of the page before' }, returns: '{"jobs": [...], "nextPageToken": "..."}', errors: ['INVALID_ARGUMENT'],
+  },
+  { method: 'GET', path: '/api/v1/jobs/{job}', operationId: 'getJob', summary: 'A job and its tasks\' counts by state (by id or name)', returns: '{"job": {...}, "counts": {...}}', errors: ['NOT_FOUND'] },
+  {
+    method: 'POST', path: '/api/v1/jobs/{job}/cancel', operationId: 'cancelJob', summary: 'Cancel a job and its open tasks (its owner or an admin)',
+    returns: '{"job": {...}, "counts": {...}}', errors: ['NOT_FOUND', 'INVALID_STATE', 'PERMISSION_DENIED', 'CONFLICT'],
+  },
   { method: 'GET', path: '/api/v1/members', operationId: 'listMembers', summary: 'The etcd members', returns: '{"members": [...]}', errors: ['UNAVAILABLE'] },
 ];
 

@@ -7,6 +7,7 @@ import { validateSpec } from '../core/spec';
 import { secretsHidden } from '../core/redact';
 import { JobStore } from '../store/jobs';
 import { AdapterOptions, unary } from './grpc-adapter';
+import type { UnaryOp } from './task-ops';
 import { Identity } from './tls';
 import { forEachLimited } from '../core/limited';
 
@@ -71,9 +72,27 @@ async function status(jobs: JobStore, ref: string, identity: Identity, isAdmin: 
 /** Task cancels in flight at once for one `loom job cancel`. */
 const CANCEL_PARALLELISM = 64;
 
-export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
+export interface JobOps {
+  submitJob: UnaryOp<SubmitJobRequest, JobStatus>;
+  getJob: UnaryOp<JobRequest, JobStatus>;
+  listJobs: UnaryOp<ListJobsRequest, ListJobsResponse>;
+  cancelJob: UnaryOp<JobRequest, JobStatus>;
+}
+
+/** The job calls served over gRPC. */
+export function jobHandlers(ops: JobOps, opts: AdapterOptions) {
   return {
-    submitJob: unary(async (req: SubmitJobRequest, { identity }): Promise<JobStatus> => {
+    submitJob: unary(ops.submitJob, opts) as grpc.handleUnaryCall<SubmitJobRequest, JobStatus>,
+    getJob: unary(ops.getJob, opts),
+    listJobs: unary(ops.listJobs, opts),
+    cancelJob: unary(ops.cancelJob, opts),
+  };
+}
+
+/** The job calls, transport-free (see task-ops.ts). */
+export function jobOps(d: JobApiDeps): JobOps {
+  return {
+    submitJob: async (req, { identity }) => {
       const spec = validateJobSpec(req.spec, identity.name);
       await d.checkContainers?.([spec.template!, ...Object.values(spec.overrides)], identity, false);
       await d.checkQueueRoom?.(identity.name, spec.count);
@@ -82,14 +101,14 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
       let held = await d.jobs.create(spec, Date.now());
       if (held.job.state === JobState.SUBMITTING) held = await d.jobs.materialize(held);
       return { job: held.job, counts: await d.jobs.counts(held.job) };
-    }, opts) as grpc.handleUnaryCall<SubmitJobRequest, JobStatus>,
-    getJob: unary(async (req: JobRequest, { identity }) => status(d.jobs, req.job, identity, d.isAdmin(identity)), opts),
-    listJobs: unary(async (req: ListJobsRequest, { identity }): Promise<ListJobsResponse> => {
+    },
+    getJob: async (req, { identity }) => status(d.jobs, req.job, identity, d.isAdmin(identity)),
+    listJobs: async (req, { identity }) => {
       const page = await d.jobs.list(req.pageSize, req.pageToken);
       const admin = d.isAdmin(identity);
       return { ...page, jobs: page.jobs.map((j) => visibleJob(j, identity, admin)) };
-    }, opts),
-    cancelJob: unary(async (req: JobRequest, { identity }): Promise<JobStatus> => {
+    },
+    cancelJob: async (req, { identity }) => {
       const held = await d.jobs.get(req.job);
       const job: Job = held.job;
       if (job.spec!.owner !== identity.name && !d.isAdmin(identity)) {
@@ -111,6 +130,6 @@ export function jobHandlers(d: JobApiDeps, opts: AdapterOptions) {
         if (stopped) await d.jobs.materialize(stopped);
       }
       return status(d.jobs, job.id, identity, d.isAdmin(identity));
-    }, opts),
+    },
   };
 }

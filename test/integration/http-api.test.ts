@@ -127,6 +127,43 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
     expect((await call(base, 'GET', '/api/v1/nodes')).json.nodes.map((x: { name: string }) => x.name)).toContain('web');
   });
 
+  it('submits a job from JSON, follows its counts, lists it, and cancels another', async () => {
+    const name = `web-${Date.now().toString(36)}`;
+    const sub = await call(base, 'POST', '/api/v1/jobs', {
+      name, count: 3, template: { command: ['sh', '-c', 'exit 0'] }, overrides: { 2: { command: ['sh', '-c', 'exit 5'] } },
+    });
+    expect(sub.status).toBe(200);
+    expect(sub.json.job.spec).toMatchObject({ name, count: 3, owner: 'local' });
+    const done = await waitFor(async () => {
+      const j = (await call(base, 'GET', `/api/v1/jobs/${name}`)).json;
+      return ['JOB_COMPLETED', 'JOB_FAILED'].includes(j.job.state) ? j : undefined;
+    }, { what: 'the job to end' });
+    expect(done.job.state).toBe('JOB_FAILED');
+    expect(done.counts).toMatchObject({ completed: 2, failed: 1 });
+    expect((await call(base, 'GET', '/api/v1/jobs?page_size=1000')).json.jobs.map((j: { spec: { name: string } }) => j.spec.name)).toContain(name);
+
+    const slow = `${name}-slow`;
+    expect((await call(base, 'POST', '/api/v1/jobs', { name: slow, count: 4, template: { command: ['sleep', '30'] } })).status).toBe(200);
+    const cancelled = await call(base, 'POST', `/api/v1/jobs/${slow}/cancel`);
+    expect(cancelled.status).toBe(200);
+    await waitFor(async () => (await call(base, 'GET', `/api/v1/jobs/${slow}`)).json.job.state === 'KILLED', { what: 'the job killed' });
+    expect((await call(base, 'POST', `/api/v1/jobs/${slow}/cancel`)).status).toBe(409);
+
+    const bad: [unknown, RegExp][] = [
+      [{ name: 'x', count: 1, templ: {} }, /unknown field "templ"/],
+      [{ name: 'x', count: 1 }, /"template" .* is missing/],
+      [{ name: 'x', count: 1, template: { cmd: ['true'] } }, /template: unknown field "cmd"/],
+      [{ name: 'x', count: 0, template: { command: ['true'] } }, /count must be/],
+      [{ name: 'x', count: 2, template: { command: ['true'] }, overrides: { 7: { command: ['true'] } } }, /override index 7 out of range/],
+    ];
+    for (const [body, message] of bad) {
+      const r = await call(base, 'POST', '/api/v1/jobs', body);
+      expect({ status: r.status, code: r.json.error.code }).toEqual({ status: 400, code: 'INVALID_ARGUMENT' });
+      expect(r.json.error.message).toMatch(message);
+    }
+    expect((await call(base, 'GET', '/api/v1/jobs/no-such-job')).json.error.code).toBe('NOT_FOUND');
+  });
+
   it('drains and resumes a node', async () => {
     const d = await call(base, 'POST', '/api/v1/nodes/web/drain');
     expect(d.json.control.drain).toBe(true);
@@ -143,8 +180,8 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
     expect(routes.length).toBeGreaterThanOrEqual(10);
     for (const [template, methods] of routes) {
       for (const [method, op] of Object.entries(methods)) {
-        const route = template.replace('{id}', NO_SUCH).replace('{name}', 'no-such-node');
-        const r = await call(base, method.toUpperCase(), route.endsWith('/wait') ? `${route}?timeout=100` : route, method === 'post' && template === '/api/v1/tasks' ? { command: ['true'] } : undefined);
+        const route = template.replace('{id}', NO_SUCH).replace('{name}', 'no-such-node').replace('{job}', 'no-such-job');
+        const r = await call(base, method.toUpperCase(), route.endsWith('/wait') ? `${route}?timeout=100` : route, method === 'post' && template === '/api/v1/tasks' ? { command: ['true'] } : method === 'post' && template === '/api/v1/jobs' ? { name: 'doc-job', count: 1, template: { command: ['true'] } } : undefined);
         expect({ route, method, endpoint: /no such endpoint/.test(r.json?.error?.message ?? '') }).toEqual({ route, method, endpoint: false });
         expect({ route, method, documented: Object.keys(op.responses).includes(String(r.status)) }).toEqual({ route, method, documented: true });
       }
