@@ -27,6 +27,7 @@ import type { TlsMaterial } from '../wire/tls';
 import { CallContext } from './grpc-adapter';
 import { TaskOps } from './task-ops';
 import { JobOps } from './job-api';
+import { EventHub } from './event-hub';
 import { Identity, identityOf, LOCAL_IDENTITY } from './tls';
 import { HTTP_ROUTES, openApiDocument, HttpRoute } from './http-routes';
 
@@ -38,6 +39,8 @@ export interface HttpApiOptions {
   tls?: TlsMaterial;
   onError: (err: unknown) => void;
   nodeName: string;
+  /** The live events of /api/v1/events. */
+  events?: EventHub;
 }
 
 /** Longest `?timeout=` a wait may ask for (the default is 30 s). */
@@ -52,6 +55,7 @@ interface Call {
   body: unknown;
   ctx: CallContext;
   raw: ServerResponse;
+  events?: EventHub;
 }
 
 /** What each route does; the paths, methods and documentation are in http-routes.ts. */
@@ -79,6 +83,7 @@ const HANDLERS: Record<string, (ops: ApiOps, c: Call) => Promise<unknown>> = {
     }
   },
   taskLogs: (ops, c) => streamLogs(ops, c),
+  events: (_ops, c) => streamEvents(c),
   listNodes: async (ops, c) => NodesResponse.toJSON(await ops.nodes({}, c.ctx)),
   drainNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: true, deadlineMs: c.query.deadline ? wholeNumber(c.query.deadline, 'deadline') : 0 }, c.ctx)),
   resumeNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: false, deadlineMs: 0 }, c.ctx)),
@@ -174,6 +179,30 @@ async function streamLogs(ops: ApiOps, c: Call): Promise<undefined> {
   return undefined;
 }
 
+/** Keep-alive comments on an idle event stream, so proxies and clients see it open. */
+const EVENT_PING_MS = 15_000;
+
+/** /api/v1/events: the node's EventHub, as text/event-stream, until the client goes (or is dropped). */
+async function streamEvents(c: Call): Promise<undefined> {
+  if (!c.events) throw new LoomError('UNAVAILABLE', 'this node serves no event stream');
+  const out = c.raw;
+  out.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' });
+  out.write(': loom events\n\n');
+  const remove = await c.events.add({
+    buffered: () => out.writableLength,
+    write: (text) => void (out.destroyed || out.write(text)),
+    close: () => out.end(),
+  });
+  const ping = setInterval(() => void (out.destroyed || out.write(': ping\n\n')), EVENT_PING_MS);
+  await new Promise<void>((resolve) => {
+    if (out.destroyed || out.writableEnded) return resolve();
+    out.once('close', () => resolve());
+  });
+  clearInterval(ping);
+  remove();
+  return undefined;
+}
+
 /** The error body and status of anything thrown. */
 function errorReply(err: unknown): { status: number; body: { error: { code: string; message: string; subject?: string } } } {
   const fe = err as FastifyError;
@@ -232,7 +261,7 @@ export class HttpApi {
         reply.raw.on('close', () => {
           if (!reply.raw.writableFinished) controller.abort(new LoomError('CANCELLED', 'client went away'));
         });
-        const call: Call = { params: req.params as Params, query: req.query as Query, body: req.body, ctx: { signal: controller.signal, identity }, raw: reply.raw };
+        const call: Call = { params: req.params as Params, query: req.query as Query, body: req.body, ctx: { signal: controller.signal, identity }, raw: reply.raw, events: this.o.events };
         if (route.streams) {
           reply.hijack();
           try {

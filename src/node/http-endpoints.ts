@@ -5,12 +5,22 @@
  */
 import type { HttpApi, HttpApiOptions } from './http-api';
 import { Metric, MetricsEndpoint } from './metrics-endpoint';
+import { EventHub } from './event-hub';
+import { Kv } from '../etcd/client';
+import { Keys } from '../store/keys';
+import { NodeDirectory } from '../store/node-directory';
+import { StatusFeed } from '../store/status-feed';
 
 export interface HttpEndpointsOptions {
   metricsListen: string;
   httpListen: string;
   metrics: () => Metric[];
-  api: HttpApiOptions;
+  api: Omit<HttpApiOptions, 'events'>;
+  /** What the HTTP API's event stream is made of: task changes from etcd, the live nodes. */
+  kv: Kv;
+  keys: Keys;
+  directory: NodeDirectory;
+  log: (msg: string) => void;
 }
 
 const hostOf = (address: string) => address.replace(/:\d+$/, '');
@@ -32,7 +42,9 @@ export class HttpEndpoints {
     if (this.o.httpListen) {
       // Loaded only when asked for: fastify costs a node that serves no HTTP API its start-up time.
       const { HttpApi } = await import('./http-api');
-      this.http = new HttpApi(this.o.api);
+      const { kv, keys, directory, log } = this.o;
+      const events = new EventHub({ feed: (f) => new StatusFeed(kv, keys, f, log), nodes: () => directory.all(), onNodesChange: (f) => directory.onChange(f), log });
+      this.http = new HttpApi({ ...this.o.api, events });
       this.httpPort = await this.http.listen(this.o.httpListen);
     }
   }

@@ -16,8 +16,10 @@ export interface HttpRoute {
   body?: string;
   /** What a 200 carries. */
   returns: string;
-  /** The answer is a stream (text/plain), not one JSON value. */
+  /** The answer is a stream, not one JSON value. */
   streams?: boolean;
+  /** Its content type when not JSON (default for streams: text/plain). */
+  contentType?: string;
   /** The loom error codes this route answers with, besides the ones every route may. */
   errors: ErrorCode[];
 }
@@ -76,6 +78,12 @@ export const HTTP_ROUTES: readonly HttpRoute[] = [
     method: 'POST', path: '/api/v1/jobs/{job}/cancel', operationId: 'cancelJob', summary: 'Cancel a job and its open tasks (its owner or an admin)',
     returns: '{"job": {...}, "counts": {...}}', errors: ['NOT_FOUND', 'INVALID_STATE', 'PERMISSION_DENIED', 'CONFLICT'],
   },
+  {
+    method: 'GET', path: '/api/v1/events', operationId: 'events', summary: 'Live events (Server-Sent Events)', streams: true, contentType: 'text/event-stream',
+    returns: 'events "task" ({id, state, node, revision}: each state change), "nodes" ({nodes: [...]}: at once and on each change), ' +
+      '"queue" ({queued, slotsFree, atMs}: every second), "dropped" (then the stream ends: the client read too slowly)',
+    errors: [],
+  },
   { method: 'GET', path: '/api/v1/members', operationId: 'listMembers', summary: 'The etcd members', returns: '{"members": [...]}', errors: ['UNAVAILABLE'] },
 ];
 
@@ -107,7 +115,7 @@ export function openApiDocument(nodeName: string): Record<string, unknown> {
       ...Object.entries(r.query ?? {}).map(([name, description]) => ({ name, in: 'query', required: false, description, schema: { type: 'string' } })),
     ];
     const responses: Record<string, unknown> = {
-      200: { description: r.returns, content: r.streams ? { 'text/plain': { schema: { type: 'string' } } } : { 'application/json': { schema: { type: 'object' } } } },
+      200: { description: r.returns, content: r.streams ? { [r.contentType ?? 'text/plain']: { schema: { type: 'string' } } } : { 'application/json': { schema: { type: 'object' } } } },
     };
     for (const code of new Set([...r.errors, ...ALWAYS])) {
       const status = String(ERROR_CODES[code].http);

@@ -103,11 +103,10 @@ export interface NodeOptions {
 const STORAGE_CHECK_MS = 5_000;
 
 /**
- * How often a node asks its Docker engine whether it answers: the longest a
- * node started before its engine waits to take container tasks, or keeps
- * advertising an engine that went away (a container that cannot be created
- * for want of an answer marks it down at once). A stat of the socket when
- * there is none, one HTTP request over it when there is.
+ * How often a node asks its Docker engine whether it answers: the longest a node started before its
+ * engine waits to take container tasks, or keeps advertising an engine that went away (a container that
+ * cannot be created for want of an answer marks it down at once). A stat of the socket when there is
+ * none, one HTTP request over it when there is.
  */
 const DOCKER_PROBE_MS = 10_000;
 
@@ -360,6 +359,7 @@ export class LoomNode {
     this.endpoints = new HttpEndpoints({
       metricsListen: config.metricsListen, httpListen: config.httpListen, metrics: () => this.collectMetrics(),
       api: { ops: this.api.ops(), tls: this.api.tls, onError: this.api.onError, nodeName: config.name },
+      kv: this.kv, keys: this.keys, directory: this.directory, log: opts.log,
     });
     await this.endpoints.start();
     await this.join();

@@ -164,6 +164,44 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
     expect((await call(base, 'GET', '/api/v1/jobs/no-such-job')).json.error.code).toBe('NOT_FOUND');
   });
 
+  it('streams live events: the nodes at once, each task state change, the queue every second', async () => {
+    const controller = new AbortController();
+    const res = await fetch(`${base}/api/v1/events`, { signal: controller.signal });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
+    const events: { event: string; data: any }[] = []; // eslint-disable-line @typescript-eslint/no-explicit-any
+    const reading = (async () => {
+      let text = '';
+      const decoder = new TextDecoder();
+      for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+        text += decoder.decode(chunk, { stream: true });
+        let end: number;
+        while ((end = text.indexOf('\n\n')) >= 0) {
+          const block = text.slice(0, end);
+          text = text.slice(end + 2);
+          const event = /^event: (.*)$/m.exec(block)?.[1];
+          const data = /^data: (.*)$/m.exec(block)?.[1];
+          if (event && data) events.push({ event, data: JSON.parse(data) });
+        }
+      }
+    })().catch(() => undefined);
+    try {
+      await waitFor(() => events.some((e) => e.event === 'nodes'), { what: 'the nodes event' });
+      expect(events.find((e) => e.event === 'nodes')!.data.nodes.map((x: { name: string }) => x.name)).toContain('web');
+      const [id] = (await call(base, 'POST', '/api/v1/tasks', { command: ['sh', '-c', 'exit 2'] })).json.ids;
+      await waitFor(() => events.some((e) => e.event === 'task' && e.data.id === id && e.data.state === 'failed'), { what: 'the task failed event' });
+      const mine = events.filter((e) => e.event === 'task' && e.data.id === id).map((e) => e.data.state);
+      expect(mine).toContain('running');
+      expect(mine.indexOf('running')).toBeLessThan(mine.indexOf('failed'));
+      expect(events.find((e) => e.event === 'task' && e.data.state === 'running')!.data.node).toBe('web');
+      await waitFor(() => events.some((e) => e.event === 'queue'), { what: 'the queue event' });
+      expect(events.find((e) => e.event === 'queue')!.data).toMatchObject({ queued: expect.any(Number), slotsFree: expect.any(Number) });
+    } finally {
+      controller.abort();
+      await reading;
+    }
+  });
+
   it('drains and resumes a node', async () => {
     const d = await call(base, 'POST', '/api/v1/nodes/web/drain');
     expect(d.json.control.drain).toBe(true);
@@ -181,6 +219,13 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
     for (const [template, methods] of routes) {
       for (const [method, op] of Object.entries(methods)) {
         const route = template.replace('{id}', NO_SUCH).replace('{name}', 'no-such-node').replace('{job}', 'no-such-job');
+        if (route === '/api/v1/events') {
+          const controller = new AbortController();
+          const res = await fetch(`${base}${route}`, { signal: controller.signal });
+          expect(Object.keys(op.responses)).toContain(String(res.status));
+          controller.abort();
+          continue;
+        }
         const r = await call(base, method.toUpperCase(), route.endsWith('/wait') ? `${route}?timeout=100` : route, method === 'post' && template === '/api/v1/tasks' ? { command: ['true'] } : method === 'post' && template === '/api/v1/jobs' ? { name: 'doc-job', count: 1, template: { command: ['true'] } } : undefined);
         expect({ route, method, endpoint: /no such endpoint/.test(r.json?.error?.message ?? '') }).toEqual({ route, method, endpoint: false });
         expect({ route, method, documented: Object.keys(op.responses).includes(String(r.status)) }).toEqual({ route, method, documented: true });
