@@ -228,8 +228,9 @@ export class HttpApi {
       ...(tls ? { https: { key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: false } } : {}),
     }) as unknown as FastifyInstance;
     app.setErrorHandler((err, _req, reply) => {
-      this.o.onError(err);
       const { status, body } = errorReply(err);
+      // A client's bad request is not the node's failure: logged (or not) as loom's own refusals are.
+      this.o.onError(err instanceof LoomError || status >= 500 ? err : new LoomError('INVALID_ARGUMENT', body.error.message));
       void reply.code(status).send(body);
     });
     app.setNotFoundHandler((req, reply) => {

@@ -125,6 +125,8 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
       expect(ERROR_CODES[code as keyof typeof ERROR_CODES].http).toBe(status);
     }
     expect((await call(base, 'GET', '/api/v1/nodes')).json.nodes.map((x: { name: string }) => x.name)).toContain('web');
+    // Bad requests are the client's: none is logged as the node's own failure.
+    expect(n.logs.filter((l) => /api error/.test(l))).toEqual([]);
   });
 
   it('submits a job from JSON, follows its counts, lists it, and cancels another', async () => {
