@@ -186,6 +186,12 @@ const EVENT_PING_MS = 15_000;
 async function streamEvents(c: Call): Promise<undefined> {
   if (!c.events) throw new LoomError('UNAVAILABLE', 'this node serves no event stream');
   const out = c.raw;
+  // Listened for before anything is awaited: a client that leaves at once must still end this.
+  const gone = new Promise<void>((resolve) => {
+    out.once('close', () => resolve());
+    c.ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+    if (c.ctx.signal.aborted) resolve();
+  });
   out.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store' });
   out.write(': loom events\n\n');
   const remove = await c.events.add({
@@ -194,10 +200,7 @@ async function streamEvents(c: Call): Promise<undefined> {
     close: () => out.end(),
   });
   const ping = setInterval(() => void (out.destroyed || out.write(': ping\n\n')), EVENT_PING_MS);
-  await new Promise<void>((resolve) => {
-    if (out.destroyed || out.writableEnded) return resolve();
-    out.once('close', () => resolve());
-  });
+  await gone;
   clearInterval(ping);
   remove();
   return undefined;
@@ -225,6 +228,8 @@ export class HttpApi {
     const app = fastify({
       logger: false,
       bodyLimit: LIMITS.requestBytes,
+      // A stopping node closes every connection, event streams and followed logs too, instead of waiting for them.
+      forceCloseConnections: true,
       ...(tls ? { https: { key: tls.key, cert: tls.cert, ca: tls.ca, requestCert: true, rejectUnauthorized: false } } : {}),
     }) as unknown as FastifyInstance;
     app.setErrorHandler((err, _req, reply) => {

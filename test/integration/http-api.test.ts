@@ -204,6 +204,18 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
     }
   });
 
+  it('closes event streams that are still open when the node stops', async () => {
+    const other = await startNode(uniqueRoot(), 'web2', { httpListen: '127.0.0.1:0' });
+    const res = await fetch(`http://127.0.0.1:${other.node.httpPort}/api/v1/events`);
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    await reader.read(); // the stream is open and being served
+    const started = Date.now();
+    await stopNode(other);
+    // The client sees its stream end (or break) instead of the stop waiting for it.
+    await reader.read().then(() => undefined, () => undefined);
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
   it('drains and resumes a node', async () => {
     const d = await call(base, 'POST', '/api/v1/nodes/web/drain');
     expect(d.json.control.drain).toBe(true);
