@@ -162,7 +162,20 @@ async function streamLogs(ops: ApiOps, c: Call): Promise<undefined> {
   const write = (data: Buffer | string): Promise<void> => {
     begin();
     if (out.destroyed) return Promise.reject(new LoomError('CANCELLED', 'client went away'));
-    return out.write(data) ? Promise.resolve() : new Promise((resolve) => out.once('drain', resolve));
+    if (out.write(data)) return Promise.resolve();
+    // Full: wait for the client to read, and give up when it goes (else the stream, and its slot, would wait forever).
+    return new Promise((resolve, reject) => {
+      const done = (err?: Error) => {
+        out.off('drain', onDrain);
+        out.off('close', onClose);
+        if (err) reject(err);
+        else resolve();
+      };
+      const onDrain = () => done();
+      const onClose = () => done(new LoomError('CANCELLED', 'client went away'));
+      out.once('drain', onDrain);
+      out.once('close', onClose);
+    });
   };
   try {
     await ops.logs({ id: c.params.id, follow: c.query.follow === '1' || c.query.follow === 'true', attempt: 0 }, async (chunk) => {

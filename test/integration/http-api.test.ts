@@ -6,6 +6,7 @@
  */
 import * as fs from 'fs';
 import * as https from 'https';
+import * as net from 'net';
 import * as os from 'os';
 import * as path from 'path';
 import { uniqueRoot, waitFor } from '../support/etcd';
@@ -214,6 +215,33 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
     // The client sees its stream end (or break) instead of the stop waiting for it.
     await reader.read().then(() => undefined, () => undefined);
     expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it('frees a log stream whose client stopped reading and then went away', async () => {
+    // One log stream per node: a stream left waiting on a gone client would refuse every later one.
+    const small = await startNode(uniqueRoot(), 'web3', { httpListen: '127.0.0.1:0' }, { apiLimits: { logStreamsPerNode: 1 } });
+    const at = `http://127.0.0.1:${small.node.httpPort}`;
+    try {
+      // 120 MB of output: more than the loopback socket buffers hold (up to 32 + 4 MB here), so the server's writes back up.
+      const [id] = (await call(at, 'POST', '/api/v1/tasks', { command: ['head', '-c', '120000000', '/dev/zero'] })).json.ids;
+      expect((await call(at, 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('COMPLETED');
+      const stuck = net.connect(small.node.httpPort, '127.0.0.1');
+      await new Promise((resolve) => stuck.once('connect', resolve));
+      stuck.write(`GET /api/v1/tasks/${id}/logs HTTP/1.1\r\nHost: x\r\n\r\n`);
+      // Its answer began (so it holds the slot); then it reads nothing more.
+      await new Promise((resolve) => stuck.once('readable', resolve));
+      expect(String(stuck.read())).toMatch(/^HTTP\/1\.1 200/);
+      await waitFor(async () => (await call(at, 'GET', `/api/v1/tasks/${id}/logs`)).status === 429, { what: 'the first stream holding the only slot' });
+      stuck.destroy();
+      const r = await waitFor(async () => {
+        const res = await fetch(`${at}/api/v1/tasks/${id}/logs`);
+        const size = (await res.arrayBuffer()).byteLength;
+        return res.status === 200 ? size : undefined;
+      }, { what: 'the slot freed', timeoutMs: 20_000 });
+      expect(r).toBe(120_000_000);
+    } finally {
+      await stopNode(small);
+    }
   });
 
   it('drains and resumes a node', async () => {
