@@ -154,8 +154,7 @@ export function takesTurn(self: string, nodes: readonly string[], turn: string, 
  * policy.thiefTurns thieves wait one thiefStepMs more each, without jitter
  * (a turn is one node's), and the rest wait past every turn, in waves
  * (crowdStepMs), with jitter. Without it every thief steals at once, with
- * jitter. `random` is
- * injectable so tests are deterministic.
+ * jitter. `random` is injectable so tests are deterministic.
  */
 export function claimDelayMs(
   opts: { preferred: boolean; running: number; slots: number; cpuBusy?: number; thiefRank?: number },
@@ -167,12 +166,12 @@ export function claimDelayMs(
   // A steal waits by the busier of its slots and its measured CPUs (work outside loom counts too).
   const load = Math.max(slotLoad, Math.min(1, opts.cpuBusy ?? 0));
   const base = opts.preferred ? 0 : policy.stealDelayMs;
+  const wait = base + policy.loadDelayMs * load;
   const rank = opts.preferred ? undefined : opts.thiefRank;
-  if (rank === undefined) return base + policy.loadDelayMs * load + policy.jitterMs * random();
-  if (rank < policy.thiefTurns) return base + policy.loadDelayMs * load + policy.thiefStepMs * rank;
+  if (rank !== undefined && rank < policy.thiefTurns) return wait + policy.thiefStepMs * rank;
   // Past the turns the crowd comes in over time: rank T + r waits crowdStepMs x log2(1 + r) more.
-  const crowd = policy.thiefTurns * policy.thiefStepMs + policy.crowdStepMs * Math.log2(1 + rank - policy.thiefTurns);
-  return base + crowd + policy.loadDelayMs * load + policy.jitterMs * random();
+  const crowd = rank === undefined ? 0 : policy.thiefTurns * policy.thiefStepMs + policy.crowdStepMs * Math.log2(1 + rank - policy.thiefTurns);
+  return wait + crowd + policy.jitterMs * random();
 }
 
 /**
