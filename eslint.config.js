@@ -48,6 +48,18 @@ module.exports = tseslint.config(
     rules: { '@typescript-eslint/no-require-imports': 'off' },
     languageOptions: { sourceType: 'commonjs', globals: { require: 'readonly', module: 'writable', __dirname: 'readonly', process: 'readonly', console: 'readonly' } },
   },
+  {
+    // The dashboard's browser modules (served as they are, no build step).
+    files: ['ui/**/*.js'],
+    languageOptions: {
+      sourceType: 'module',
+      globals: Object.fromEntries(
+        ['window', 'document', 'location', 'fetch', 'EventSource', 'URL', 'URLSearchParams', 'AbortController', 'TextDecoderStream',
+          'setTimeout', 'clearTimeout', 'setInterval', 'clearInterval', 'requestAnimationFrame', 'addEventListener', 'removeEventListener', 'console']
+          .map((g) => [g, 'readonly']),
+      ),
+    },
+  },
   ...layers.filter((l) => l !== 'gen').map((layer) => ({ files: [`src/${layer}/**/*.ts`], rules: importRules(layer) })),
   {
     files: ['src/**/*.ts'],

@@ -77,6 +77,19 @@ else
   step "C compiler: installed $(command -v cc)"
 fi
 
+# --- Chromium (the dashboard's browser test drives it with playwright-core) -------
+# LOOM_CHROMIUM names another Chromium or Chrome binary (then nothing is installed).
+if [ -n "${LOOM_CHROMIUM:-}" ]; then
+  [ -x "$LOOM_CHROMIUM" ] || die "LOOM_CHROMIUM=$LOOM_CHROMIUM is not an executable file"
+  step "chromium: $LOOM_CHROMIUM (LOOM_CHROMIUM)"
+elif command -v chromium >/dev/null 2>&1; then
+  step "chromium: $(command -v chromium)"
+else
+  apt_install chromium "install Chromium yourself and set LOOM_CHROMIUM to it (only the browser test needs it)" chromium
+  command -v chromium >/dev/null 2>&1 || die "apt-get installed chromium but it is still not on PATH"
+  step "chromium: installed $(command -v chromium)"
+fi
+
 # --- npm dependencies ---------------------------------------------------------
 # npm ci writes node_modules/.package-lock.json; a newer package-lock.json
 # means the dependencies changed since.

@@ -46,6 +46,9 @@ export interface RunArgs extends GlobalArgs {
 export interface ListArgs extends GlobalArgs {
   state: TaskState;
   nodeFilter: string;
+  /** --job (id or name), --owner: only that job's, that owner's tasks. */
+  job: string;
+  owner: string;
   limit: number;
   pageToken: string;
   all: boolean;
@@ -257,8 +260,9 @@ function mainParser(env: Env): Argv {
     .command('status <id>', 'show a task')
     .command('list', 'list tasks', (y) =>
       y
-        .usage('$0 list [--state S] [--node NAME] [--limit N] [--page-token T] [--all]')
+        .usage('$0 list [--state S] [--node NAME] [--job JOB] [--owner WHO] [--limit N] [--page-token T] [--all]')
         .option('state', { type: 'string', describe: 'queued|running|completed|failed|cancelled|lost' })
+        .option('job', { type: 'string', describe: 'only the tasks of this job (id or name)' }).option('owner', { type: 'string', describe: 'only the tasks of this owner' })
         .option('node-filter', { type: 'string', hidden: true })
         .option('limit', { type: 'string', describe: 'tasks per page' })
         .option('page-token', { type: 'string', describe: 'continue a previous listing' })
@@ -323,9 +327,7 @@ function parseList(argv: Parsed, env: Env): ListArgs {
   if (stateText !== undefined && stateText !== '' && stateText !== 'all') {
     const parsed = parseStateName(stateText);
     if (parsed === undefined) {
-      throw invalid(
-        `invalid --state "${stateText}": expected queued, running, completed, failed, cancelled or lost`,
-      );
+      throw invalid(`invalid --state "${stateText}": expected queued, running, completed, failed, cancelled or lost`);
     }
     state = parsed;
   }
@@ -333,6 +335,7 @@ function parseList(argv: Parsed, env: Env): ListArgs {
     ...globals(argv, env),
     state,
     nodeFilter: str(argv['node-filter']) ?? '',
+    job: str(argv.job) ?? '', owner: str(argv.owner) ?? '',
     limit: intArg(str(argv.limit), '--limit', 1, 100_000) ?? 0,
     pageToken: str(argv['page-token']) ?? '',
     all: Boolean(last(argv.all)),

@@ -302,6 +302,8 @@ function nextPageHint(cmd: ListArgs, token: string): string {
   parts.push('list');
   if (cmd.state) parts.push('--state', stateName(cmd.state));
   if (cmd.nodeFilter) parts.push('--node', quoteArg(cmd.nodeFilter));
+  if (cmd.job) parts.push('--job', quoteArg(cmd.job));
+  if (cmd.owner) parts.push('--owner', quoteArg(cmd.owner));
   if (cmd.limit) parts.push('--limit', String(cmd.limit));
   parts.push('--page-token', quoteArg(token));
   return `more tasks: ${parts.join(' ')}  (or --all)`;
@@ -316,6 +318,8 @@ async function listCommand(cmd: Cmd<'list'>, api: LoomApi, io: CliIo): Promise<n
     const res = await api.list({
       state: cmd.state,
       node: cmd.nodeFilter,
+      job: cmd.job,
+      owner: cmd.owner,
       pageSize: cmd.limit,
       pageToken: token,
     });

@@ -513,6 +513,11 @@ export interface NodeInfo {
    * older than kinds: they run commands and containers only.
    */
   kinds: string[];
+  /**
+   * Tasks it claimed in their submit (an idle node runs what it is given at
+   * once), beside `claimed` from the queue; both count since the node started.
+   */
+  claimedAtSubmit: number;
 }
 
 export interface NodeInfo_LabelsEntry {
@@ -587,6 +592,13 @@ export interface ListRequest {
   node: string;
   pageSize: number;
   pageToken: string;
+  /** Only the tasks of this job (its id or name): one range of task records. */
+  job: string;
+  /**
+   * Only the tasks of this owner. Like `node` with a state, it filters each
+   * page, so a page may hold fewer than page_size: follow next_page_token.
+   */
+  owner: string;
 }
 
 export interface ListResponse {
@@ -3916,6 +3928,7 @@ function createBaseNodeInfo(): NodeInfo {
     runAs: "",
     pausedReason: "",
     kinds: [],
+    claimedAtSubmit: 0,
   };
 }
 
@@ -3986,6 +3999,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     }
     for (const v of message.kinds) {
       writer.uint32(178).string(v!);
+    }
+    if (message.claimedAtSubmit !== 0) {
+      writer.uint32(184).uint64(message.claimedAtSubmit);
     }
     return writer;
   },
@@ -4182,6 +4198,14 @@ export const NodeInfo: MessageFns<NodeInfo> = {
             message.kinds.push(reader.string());
             continue;
           }
+          case 23: {
+            if (tag !== 184) {
+              break;
+            }
+
+            message.claimedAtSubmit = longToNumber(reader.uint64());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -4261,6 +4285,11 @@ export const NodeInfo: MessageFns<NodeInfo> = {
       kinds: globalThis.Array.isArray(object?.kinds)
         ? object.kinds.map((e: any) => globalThis.String(e))
         : [],
+      claimedAtSubmit: isSet(object.claimedAtSubmit)
+        ? globalThis.Number(object.claimedAtSubmit)
+        : isSet(object.claimed_at_submit)
+        ? globalThis.Number(object.claimed_at_submit)
+        : 0,
     };
   },
 
@@ -4338,6 +4367,9 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     if (message.kinds?.length) {
       obj.kinds = message.kinds;
     }
+    if (message.claimedAtSubmit !== 0) {
+      obj.claimedAtSubmit = Math.round(message.claimedAtSubmit);
+    }
     return obj;
   },
 
@@ -4382,6 +4414,7 @@ export const NodeInfo: MessageFns<NodeInfo> = {
     message.runAs = object.runAs ?? "";
     message.pausedReason = object.pausedReason ?? "";
     message.kinds = object.kinds?.map((e) => e) || [];
+    message.claimedAtSubmit = object.claimedAtSubmit ?? 0;
     return message;
   },
 };
@@ -5303,7 +5336,7 @@ export const GetRequest: MessageFns<GetRequest> = {
 };
 
 function createBaseListRequest(): ListRequest {
-  return { state: 0, node: "", pageSize: 0, pageToken: "" };
+  return { state: 0, node: "", pageSize: 0, pageToken: "", job: "", owner: "" };
 }
 
 export const ListRequest: MessageFns<ListRequest> = {
@@ -5319,6 +5352,12 @@ export const ListRequest: MessageFns<ListRequest> = {
     }
     if (message.pageToken !== "") {
       writer.uint32(34).string(message.pageToken);
+    }
+    if (message.job !== "") {
+      writer.uint32(42).string(message.job);
+    }
+    if (message.owner !== "") {
+      writer.uint32(50).string(message.owner);
     }
     return writer;
   },
@@ -5368,6 +5407,22 @@ export const ListRequest: MessageFns<ListRequest> = {
             message.pageToken = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.job = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.owner = reader.string();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -5394,6 +5449,8 @@ export const ListRequest: MessageFns<ListRequest> = {
         : isSet(object.page_token)
         ? globalThis.String(object.page_token)
         : "",
+      job: isSet(object.job) ? globalThis.String(object.job) : "",
+      owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
     };
   },
 
@@ -5411,6 +5468,12 @@ export const ListRequest: MessageFns<ListRequest> = {
     if (message.pageToken !== "") {
       obj.pageToken = message.pageToken;
     }
+    if (message.job !== "") {
+      obj.job = message.job;
+    }
+    if (message.owner !== "") {
+      obj.owner = message.owner;
+    }
     return obj;
   },
 
@@ -5423,6 +5486,8 @@ export const ListRequest: MessageFns<ListRequest> = {
     message.node = object.node ?? "";
     message.pageSize = object.pageSize ?? 0;
     message.pageToken = object.pageToken ?? "";
+    message.job = object.job ?? "";
+    message.owner = object.owner ?? "";
     return message;
   },
 };

@@ -258,7 +258,7 @@ export class ApiServer {
         if (req.state === TaskState.UNRECOGNIZED || req.state < 0 || req.state > TaskState.LOST) {
           throw new LoomError('INVALID_ARGUMENT', `unknown state ${req.state}`);
         }
-        const res = await d.queries.list({ state: req.state, node: req.node, pageSize: req.pageSize, pageToken: req.pageToken }, signal);
+        const res = await d.queries.list({ ...req, jobId: req.job ? (await d.jobs.get(req.job)).job.id : undefined }, signal);
         return { ...res, tasks: res.tasks.map((t) => this.visible(t, identity)) };
       },
       cancel: async (req: CancelRequest, { identity }) => this.visible(await this.cancel(req.id, identity), identity),

@@ -10,6 +10,7 @@
  */
 import type { NodeInfo } from '../gen/loom';
 import type { StatusFeed, TaskChange } from '../store/status-feed';
+import { slotsFree } from '../core/cluster-view';
 
 export interface EventClient {
   /** Bytes written to it and not yet sent. */
@@ -32,8 +33,14 @@ export function sseMessage(event: string, data: unknown): string {
   return `event: ${event}\ndata: ${JSON.stringify(data)}\n\n`;
 }
 
+/** What a client sees of a node: its load and state, not its lease or policies. */
 function nodeView(n: NodeInfo) {
-  return { name: n.name, slots: n.slots, running: n.running, draining: n.draining, labels: n.labels, docker: n.docker };
+  const m = n.metrics;
+  return {
+    name: n.name, address: n.address, slots: n.slots, running: n.running, draining: n.draining, pausedReason: n.pausedReason,
+    labels: n.labels, docker: n.docker, startedAtMs: n.startedAtMs, version: n.version,
+    cpu: m?.cpuUtilization ?? 0, memoryTotalBytes: m?.memoryTotalBytes ?? 0, memoryAvailableBytes: m?.memoryAvailableBytes ?? 0, sampledAtMs: m?.sampledAtMs ?? 0,
+  };
 }
 
 export class EventHub {
@@ -97,8 +104,7 @@ export class EventHub {
     this.counting = true;
     try {
       const queued = await feed.queueDepth();
-      const slotsFree = this.d.nodes().reduce((n, x) => n + (x.draining ? 0 : Math.max(0, x.slots - x.running)), 0);
-      if (this.feed === feed) this.broadcast(sseMessage('queue', { queued, slotsFree, atMs: Date.now() }));
+      if (this.feed === feed) this.broadcast(sseMessage('queue', { queued, slotsFree: slotsFree(this.d.nodes()), atMs: Date.now() }));
     } catch (err) {
       this.d.log(`event stream: queue count: ${(err as Error).message}`);
     } finally {

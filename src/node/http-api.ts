@@ -28,8 +28,10 @@ import { CallContext } from './grpc-adapter';
 import { TaskOps } from './task-ops';
 import { JobOps } from './job-api';
 import { EventHub } from './event-hub';
+import type { ClusterSampler } from './cluster-sampler';
 import { Identity, identityOf, LOCAL_IDENTITY } from './tls';
 import { HTTP_ROUTES, openApiDocument, HttpRoute } from './http-routes';
+import { DASHBOARD_HEADERS, dashboardAssets } from './dashboard';
 
 type ApiOps = TaskOps & JobOps;
 
@@ -41,6 +43,8 @@ export interface HttpApiOptions {
   nodeName: string;
   /** The live events of /api/v1/events. */
   events?: EventHub;
+  /** The queue's last hour (/api/v1/queue). */
+  sampler?: ClusterSampler;
 }
 
 /** Longest `?timeout=` a wait may ask for (the default is 30 s). */
@@ -56,6 +60,7 @@ interface Call {
   ctx: CallContext;
   raw: ServerResponse;
   events?: EventHub;
+  sampler?: ClusterSampler;
 }
 
 /** What each route does; the paths, methods and documentation are in http-routes.ts. */
@@ -64,6 +69,8 @@ const HANDLERS: Record<string, (ops: ApiOps, c: Call) => Promise<unknown>> = {
   listTasks: async (ops, c) => ListResponse.toJSON(await ops.list({
     state: c.query.state ? stateOf(c.query.state) : TaskState.TASK_STATE_UNSPECIFIED,
     node: c.query.node ?? '',
+    job: c.query.job ?? '',
+    owner: c.query.owner ?? '',
     pageSize: c.query.page_size ? wholeNumber(c.query.page_size, 'page_size') : 0,
     pageToken: c.query.page_token ?? '',
   }, c.ctx)),
@@ -87,6 +94,7 @@ const HANDLERS: Record<string, (ops: ApiOps, c: Call) => Promise<unknown>> = {
   listNodes: async (ops, c) => NodesResponse.toJSON(await ops.nodes({}, c.ctx)),
   drainNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: true, deadlineMs: c.query.deadline ? wholeNumber(c.query.deadline, 'deadline') : 0 }, c.ctx)),
   resumeNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: false, deadlineMs: 0 }, c.ctx)),
+  queueHistory: async (_ops, c) => ({ everyMs: c.sampler?.everyMs ?? 0, samples: c.sampler?.history() ?? [] }),
   listMembers: async (ops, c) => MembersResponse.toJSON(await ops.members({}, c.ctx)),
   submitJob: async (ops, c) => JobStatus.toJSON(await ops.submitJob({ spec: jobSpecOf(c.body) }, c.ctx)),
   listJobs: async (ops, c) => ListJobsResponse.toJSON(await ops.listJobs({
@@ -258,6 +266,9 @@ export class HttpApi {
     const doc = openApiDocument(this.o.nodeName);
     app.get('/api/v1/openapi.json', async () => doc);
     for (const route of HTTP_ROUTES) this.register(app, route);
+    for (const [url, asset] of dashboardAssets()) {
+      app.get(url, async (_req, reply) => reply.headers(DASHBOARD_HEADERS).type(asset.type).send(asset.body));
+    }
     try {
       await app.listen({ host: host.replace(/^\[|\]$/g, ''), port });
     } catch (err) {
@@ -280,7 +291,7 @@ export class HttpApi {
         reply.raw.on('close', () => {
           if (!reply.raw.writableFinished) controller.abort(new LoomError('CANCELLED', 'client went away'));
         });
-        const call: Call = { params: req.params as Params, query: req.query as Query, body: req.body, ctx: { signal: controller.signal, identity }, raw: reply.raw, events: this.o.events };
+        const call: Call = { params: req.params as Params, query: req.query as Query, body: req.body, ctx: { signal: controller.signal, identity }, raw: reply.raw, events: this.o.events, sampler: this.o.sampler };
         if (route.streams) {
           reply.hijack();
           try {

@@ -34,7 +34,8 @@ export const HTTP_ROUTES: readonly HttpRoute[] = [
   },
   {
     method: 'GET', path: '/api/v1/tasks', operationId: 'listTasks', summary: 'List tasks, a page at a time',
-    query: { state: 'queued, running, completed, failed, cancelled or lost (default: all)', node: 'only tasks of this node', page_size: 'tasks per page', page_token: 'nextPageToken of the page before' },
+    query: { state: 'queued, running, completed, failed, cancelled or lost (default: all)', node: 'only tasks of this node', job: 'only tasks of this job (id or name)',
+      owner: 'only tasks of this owner (filters each page: a page may be short; follow nextPageToken)', page_size: 'tasks per page', page_token: 'nextPageToken of the page before' },
     returns: '{"tasks": [...], "nextPageToken": "..."} (empty token: the last page)', errors: ['INVALID_ARGUMENT'],
   },
   { method: 'GET', path: '/api/v1/tasks/{id}', operationId: 'getTask', summary: 'One task', returns: TASK, errors: ['NOT_FOUND', 'INVALID_ARGUMENT'] },
@@ -82,6 +83,11 @@ export const HTTP_ROUTES: readonly HttpRoute[] = [
     method: 'GET', path: '/api/v1/events', operationId: 'events', summary: 'Live events (Server-Sent Events)', streams: true, contentType: 'text/event-stream',
     returns: 'events "task" ({id, state, node, revision}: each state change), "nodes" ({nodes: [...]}: at once and on each change), ' +
       '"queue" ({queued, slotsFree, atMs}: every second), "dropped" (then the stream ends: the client read too slowly)',
+    errors: [],
+  },
+  {
+    method: 'GET', path: '/api/v1/queue', operationId: 'queueHistory', summary: 'The queue over the last hour, as this node sampled it',
+    returns: '{"everyMs": 10000, "samples": [{atMs, queued, slotsFree, started}, ...]} oldest first; started: tasks the live nodes started since the sample before',
     errors: [],
   },
   { method: 'GET', path: '/api/v1/members', operationId: 'listMembers', summary: 'The etcd members', returns: '{"members": [...]}', errors: ['UNAVAILABLE'] },

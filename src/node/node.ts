@@ -433,7 +433,7 @@ export class LoomNode {
       version: VERSION,
       pid: process.pid,
       draining: this.takesNoWork,
-      claimed: this.steal.stats.claimed,
+      claimed: this.steal.stats.claimed, claimedAtSubmit: this.claimedAtSubmit,
       lostClaims: this.steal.stats.lost,
       claimTxns: this.steal.stats.claimTxns,
       drainDeadlineMs: this.control.deadlineMs,

@@ -4,13 +4,16 @@ import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { decodeNode, decodeTail, decodeTask } from './codec';
 import { b, IKeyValue, Kv, rangeOp, withAbort, prefixEnd } from '../etcd/client';
-import { checkTaskId, Keys } from './keys';
+import { checkTaskId, jobTaskIdRange, Keys } from './keys';
 import { recordsInIdOrder } from './id-order';
 import { HeldTask, QueuedEntry } from './transitions';
 
 export interface ListQuery {
   state?: TaskState;
   node?: string;
+  /** A job's id: its tasks only (one range of records; with a state, a filter on the state's index). */
+  jobId?: string;
+  owner?: string;
   pageSize: number;
   /** Opaque: the last key of the previous page. */
   pageToken?: string;
@@ -97,14 +100,20 @@ export class TaskQueries {
     const limit = Math.min(Math.max(1, q.pageSize || 100), MAX_PAGE);
     let start: string;
     let end: string;
-    if (q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED) {
+    const state = q.state ?? TaskState.TASK_STATE_UNSPECIFIED;
+    const byId = state === TaskState.TASK_STATE_UNSPECIFIED;
+    const ofJob = byId && q.jobId ? jobTaskIdRange(q.jobId) : undefined;
+    if (ofJob) {
+      start = this.keys.task(ofJob[0]);
+      end = this.keys.task(ofJob[1]);
+    } else if (byId) {
       start = this.keys.taskRangeStart;
       end = this.keys.taskRangeEnd;
     } else {
       const prefix =
-        q.state === TaskState.RUNNING
+        state === TaskState.RUNNING
           ? q.node ? this.keys.runningOf(q.node) : this.keys.runningPrefix
-          : q.state === TaskState.QUEUED ? this.keys.queuedPrefix : this.keys.terminalPrefix(q.state);
+          : state === TaskState.QUEUED ? this.keys.queuedPrefix : this.keys.terminalPrefix(state);
       start = prefix;
       end = prefixEnd(prefix);
     }
@@ -113,8 +122,9 @@ export class TaskQueries {
       if (after < start || after >= end) throw new LoomError('INVALID_ARGUMENT', 'invalid page token');
       start = after + '\0';
     }
-    const byId = q.state === undefined || q.state === TaskState.TASK_STATE_UNSPECIFIED;
-    const res = byId
+    const res = ofJob
+      ? await this.kv.range({ key: b(start), range_end: b(end), limit }, 'list tasks', signal)
+      : byId
       ? await recordsInIdOrder(this.kv, this.keys, start, limit, signal)
       : await this.kv.range({ key: b(start), range_end: b(end), limit, keys_only: true }, 'list tasks', signal);
     let tasks: Task[];
@@ -125,6 +135,8 @@ export class TaskQueries {
       tasks = await this.getMany(ids, signal);
     }
     if (q.node) tasks = tasks.filter((t) => t.node === q.node);
+    if (q.owner) tasks = tasks.filter((t) => t.owner === q.owner);
+    if (q.jobId && !ofJob) tasks = tasks.filter((t) => t.jobId === q.jobId);
     const last = res.kvs[res.kvs.length - 1];
     return {
       tasks,

@@ -67,7 +67,12 @@ export class StatusFeed {
   }
 
   /** Tasks queued in the whole cluster now. */
-  async queueDepth(): Promise<number> {
-    return this.kv.client.getAll().prefix(this.keys.queuedPrefix).count();
+  queueDepth(): Promise<number> {
+    return countQueued(this.kv, this.keys);
   }
+}
+
+/** Tasks queued in the whole cluster now: a count of the queued keys (etcd walks them; sent no values). */
+export function countQueued(kv: Kv, keys: Keys): Promise<number> {
+  return kv.client.getAll().prefix(keys.queuedPrefix).count();
 }

@@ -75,12 +75,12 @@ test('npm pack, npm install -g --omit=dev: loom --version and a one-node loom ru
   const loom = path.join(prefix, 'bin', 'loom');
   expect(ok(run(loom, ['--version']), 'loom --version').trim()).toBe(version);
 
-  const [api, peer, client] = [await freePort(), await freePort(), await freePort()];
+  const [api, peer, client, web] = [await freePort(), await freePort(), await freePort(), await freePort()];
   const dataDir = path.join(tmp, 'data');
   fs.mkdirSync(dataDir);
   const logFd = fs.openSync(path.join(tmp, 'node.log'), 'a');
   node = spawn(loom, ['node', '--name', 'pkg', '--listen', `127.0.0.1:${api}`, '--data-dir', dataDir,
-    '--peer-listen', `http://127.0.0.1:${peer}`, '--client-listen', `http://127.0.0.1:${client}`], { env, stdio: ['ignore', logFd, logFd] });
+    '--peer-listen', `http://127.0.0.1:${peer}`, '--client-listen', `http://127.0.0.1:${client}`, '--http-listen', `127.0.0.1:${web}`], { env, stdio: ['ignore', logFd, logFd] });
   fs.closeSync(logFd);
   const address = `127.0.0.1:${api}`;
   await waitFor(() => run(loom, ['-N', address, 'nodes']).status === 0, { what: 'the installed node up', timeoutMs: 40_000, intervalMs: 200 })
@@ -91,6 +91,10 @@ test('npm pack, npm install -g --omit=dev: loom --version and a one-node loom ru
   expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
   const echo = run(loom, ['-N', address, 'run', 'echo', 'from the package']);
   expect(echo.stdout).toBe('from the package\n');
+  // The dashboard ships in the package, with the libraries it imports (run-time dependencies).
+  for (const url of ['/', '/ui/app.js', '/ui/vendor/preact.mjs', '/ui/vendor/hooks.mjs', '/ui/vendor/htm.mjs']) {
+    expect({ url, status: (await fetch(`http://127.0.0.1:${web}${url}`)).status }).toEqual({ url, status: 200 });
+  }
   // loom-spawner of the package started it (the node logs why if it could not).
   expect(fs.readFileSync(path.join(tmp, 'node.log'), 'utf8')).not.toMatch(/spawner: /);
 });

@@ -41,7 +41,7 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
   let n: TestNode;
   let base: string;
   beforeAll(async () => {
-    n = await startNode(uniqueRoot(), 'web', { slots: 2, httpListen: '127.0.0.1:0' });
+    n = await startNode(uniqueRoot(), 'web', { slots: 2, httpListen: '127.0.0.1:0', metricsListen: '127.0.0.1:0' });
     base = `http://127.0.0.1:${n.node.httpPort}`;
   });
   afterAll(() => stopNode(n));
@@ -165,6 +165,62 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
       expect(r.json.error.message).toMatch(message);
     }
     expect((await call(base, 'GET', '/api/v1/jobs/no-such-job')).json.error.code).toBe('NOT_FOUND');
+  });
+
+  it('lists the tasks of a job (by id or name) and of an owner', async () => {
+    const name = `list-${Date.now().toString(36)}`;
+    const job = (await call(base, 'POST', '/api/v1/jobs', { name, count: 3, template: { command: ['true'] } })).json.job;
+    await waitFor(async () => (await call(base, 'GET', `/api/v1/jobs/${name}`)).json.job.state === 'JOB_COMPLETED', { what: 'the job to end' });
+    for (const ref of [name, job.id]) {
+      const page = (await call(base, 'GET', `/api/v1/tasks?job=${ref}`)).json;
+      expect(page.tasks.map((t: { jobId: string; index?: number }) => [t.jobId, t.index ?? 0])).toEqual([[job.id, 0], [job.id, 1], [job.id, 2]]);
+    }
+    expect((await call(base, 'GET', `/api/v1/tasks?job=${name}&state=completed&page_size=1000`)).json.tasks).toHaveLength(3);
+    expect((await call(base, 'GET', `/api/v1/tasks?job=${name}&state=queued`)).json.tasks ?? []).toHaveLength(0);
+    const mine = (await call(base, 'GET', '/api/v1/tasks?owner=local&page_size=1000')).json.tasks;
+    expect(mine.length).toBeGreaterThanOrEqual(3);
+    expect(mine.every((t: { owner: string }) => t.owner === 'local')).toBe(true);
+    expect((await call(base, 'GET', '/api/v1/tasks?owner=nobody-here&page_size=1000')).json.tasks ?? []).toHaveLength(0);
+    expect((await call(base, 'GET', '/api/v1/tasks?job=no-such-job')).json.error.code).toBe('NOT_FOUND');
+  });
+
+  it('keeps the queue\'s recent past for the dashboard, and shows it in /metrics', async () => {
+    const q = await waitFor(async () => {
+      const r = (await call(base, 'GET', '/api/v1/queue')).json;
+      return r.samples.length > 0 ? r : undefined;
+    }, { what: 'a first queue sample' });
+    expect(q.everyMs).toBe(10_000);
+    expect(q.samples[0]).toEqual({ atMs: expect.any(Number), queued: expect.any(Number), slotsFree: expect.any(Number), started: expect.any(Number) });
+    const text = await (await fetch(`http://127.0.0.1:${n.node.metricsPort}/metrics`)).text();
+    expect(text).toMatch(/^loom_queue_depth \d+$/m);
+    expect(text).toMatch(/^loom_slots_free \d+$/m);
+  });
+
+  it('serves the dashboard: its page, its modules (every import served), under a policy allowing scripts from the node only', async () => {
+    const page = await fetch(`${base}/`);
+    expect(page.status).toBe(200);
+    expect(page.headers.get('content-type')).toMatch(/^text\/html/);
+    expect(page.headers.get('content-security-policy')).toMatch(/default-src 'self'/);
+    expect(page.headers.get('x-content-type-options')).toBe('nosniff');
+    const html = await page.text();
+    const seen = new Set<string>();
+    const todo = [...html.matchAll(/(?:src|href)="(\/ui\/[^"]+)"/g)].map((m) => m[1]);
+    expect(todo).toEqual(expect.arrayContaining(['/ui/app.js', '/ui/style.css']));
+    while (todo.length) {
+      const url = todo.pop()!;
+      if (seen.has(url)) continue;
+      seen.add(url);
+      const res = await fetch(`${base}${url}`);
+      expect({ url, status: res.status }).toEqual({ url, status: 200 });
+      if (!url.endsWith('.css')) expect(res.headers.get('content-type')).toMatch(/^text\/javascript/);
+      const text = await res.text();
+      // A bare specifier ("preact") would need an import map: every import must be a served path.
+      for (const m of text.matchAll(/(?:from|import)\s*["']([^"']+)["']/g)) {
+        expect({ url, spec: m[1], relative: /^\.\.?\//.test(m[1]) }).toEqual({ url, spec: m[1], relative: true });
+        todo.push(new URL(m[1], `http://x${url}`).pathname);
+      }
+    }
+    expect([...seen]).toEqual(expect.arrayContaining(['/ui/vendor/preact.mjs', '/ui/vendor/hooks.mjs', '/ui/vendor/htm.mjs']));
   });
 
   it('streams live events: the nodes at once, each task state change, the queue every second', async () => {

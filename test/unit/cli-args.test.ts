@@ -96,7 +96,8 @@ describe('other commands', () => {
   it('parses list filters; --node after `list` is the node filter', () => {
     const l = parseCommandLine(['-N', 'h:1', 'list', '--node', 'n1', '--state', 'failed', '--limit', '5', '--all']);
     expect(l).toMatchObject({ kind: 'list', node: 'h:1', nodeFilter: 'n1', state: TaskState.FAILED, limit: 5, all: true });
-    expect(parseCommandLine(['list', '-N', 'h:2', '--page-token', 'abc'])).toMatchObject({ node: 'h:2', pageToken: 'abc', nodeFilter: '' });
+    expect(parseCommandLine(['list', '-N', 'h:2', '--page-token', 'abc'])).toMatchObject({ node: 'h:2', pageToken: 'abc', nodeFilter: '', job: '', owner: '' });
+    expect(parseCommandLine(['list', '--job', 'render', '--owner', 'alice'])).toMatchObject({ kind: 'list', job: 'render', owner: 'alice' });
     expect(usageError(() => parseCommandLine(['list', '--state', 'nope'])).exitCode).toBe(2);
   });
 

@@ -276,7 +276,7 @@ describe('other commands', () => {
     });
     let t = capture();
     expect(await runCli(['-N', addr, 'list', '--state', 'completed', '--node', 'n1', '--limit', '1'], t.io)).toBe(0);
-    expect(requests[0]).toEqual({ state: TaskState.COMPLETED, node: 'n1', pageSize: 1, pageToken: '' });
+    expect(requests[0]).toEqual({ state: TaskState.COMPLETED, node: 'n1', job: '', owner: '', pageSize: 1, pageToken: '' });
     expect(t.stdout()).toMatch(/^ID\s+STATE\s+NODE\s+ATTEMPT\s+EXIT\s+NAME\/COMMAND\nid1\s+completed\s+n1\s+1\s+0\s+echo p1\n$/);
     expect(t.stderr()).toMatch(/--page-token tok2/);
     t = capture();
