@@ -5,6 +5,7 @@
  *   loom certs init  --dir DIR [--days 3650]             DIR/ca.crt, DIR/ca.key
  *   loom certs issue --dir DIR node NAME --host H ...    DIR/node-NAME.crt, .key
  *   loom certs issue --dir DIR client NAME               DIR/client-NAME.crt, .key
+ *   loom certs issue --dir DIR client NAME --p12         also DIR/client-NAME.p12 (for a browser)
  *
  * Certificates (EC P-256, SHA-256):
  *  - CA: CN=loom-ca, O=loom; CA:TRUE, keyCertSign.
@@ -12,6 +13,12 @@
  *    DNS:loom-node (what etcd admits) and every --host (IPs and DNS names).
  *  - client: O=loom, OU=client, CN=NAME; clientAuth only. NAME is the identity
  *    recorded as the owner of the tasks it submits.
+ *
+ * --p12: the client's key and certificate with the CA, as one PKCS#12 bundle
+ * a browser imports (the dashboard on a TLS node), protected by the password
+ * in LOOM_P12_PASSWORD, or else a new random one written to
+ * DIR/client-NAME.p12.pass (0600). OpenSSL 3's default encryption (AES-256,
+ * PBKDF2): Chrome, Firefox and current macOS import it.
  *
  * Keys are written 0600, certificates 0644, each file atomically (written in a
  * private temporary directory inside DIR, then linked into place). An existing
@@ -50,12 +57,17 @@ export interface IssueOptions {
   /** Validity in days from now. (Tests pass a negative number for an already expired certificate.) */
   days?: number;
   force?: boolean;
+  /** client only: also a PKCS#12 bundle, with this password (undefined: a new random one, written beside it). */
+  p12?: { password?: string };
 }
 
 export interface Issued {
   cert: string;
   key: string;
   notAfter: Date;
+  /** With p12: the bundle, and the file holding its password when one was made up. */
+  p12?: string;
+  p12PasswordFile?: string;
 }
 
 /** Runs openssl; rejects with a one-line LoomError. */
@@ -180,6 +192,8 @@ export async function issueCert(opts: IssueOptions): Promise<Issued> {
   const name = opts.role === 'node' ? validateNodeName(opts.name) : validateIdentityName(opts.name, 'client name');
   const days = checkDays(opts.days ?? DEFAULT_DAYS, '--days');
   if (opts.role === 'client' && (opts.hosts ?? []).length > 0) throw invalid('--host is for node certificates only');
+  if (opts.role === 'node' && opts.p12) throw invalid('--p12 is for client certificates (a browser\'s identity)');
+  if (opts.p12?.password !== undefined && opts.p12.password.length < 4) throw invalid('the PKCS#12 password (LOOM_P12_PASSWORD) must have at least 4 characters');
   const sans = opts.role === 'node' ? nodeSans(name, opts.hosts ?? []) : [];
   const caCert = path.join(dir, CA_CERT);
   const caKey = path.join(dir, CA_KEY);
@@ -188,7 +202,9 @@ export async function issueCert(opts: IssueOptions): Promise<Issued> {
   }
   const cert = path.join(dir, `${opts.role}-${name}.crt`);
   const key = path.join(dir, `${opts.role}-${name}.key`);
-  refuseExisting([cert, key], opts.force);
+  const p12 = opts.p12 ? path.join(dir, `${opts.role}-${name}.p12`) : undefined;
+  const passFile = opts.p12 && opts.p12.password === undefined ? `${p12}.pass` : undefined;
+  refuseExisting([cert, key, ...(p12 ? [p12] : []), ...(passFile ? [passFile] : [])], opts.force);
   const work = scratch(dir);
   try {
     await newKey(work, 'leaf.key');
@@ -212,9 +228,16 @@ export async function issueCert(opts: IssueOptions): Promise<Issued> {
       ['x509', '-req', '-in', 'leaf.csr', '-CA', caCert, '-CAkey', caKey, '-set_serial', serial(), '-sha256', '-days', String(days), '-extfile', 'leaf.ext', '-extensions', 'v3', '-out', 'leaf.crt'],
       work,
     );
+    if (p12) {
+      // The password goes to openssl in a 0600 file of the scratch dir, never on its command line.
+      writeConfig(work, 'p12.pass', opts.p12!.password ?? randomBytes(12).toString('base64url'));
+      await openssl(['pkcs12', '-export', '-in', 'leaf.crt', '-inkey', 'leaf.key', '-certfile', caCert, '-name', `loom ${name}`, '-passout', 'file:p12.pass', '-out', 'leaf.p12'], work);
+      install(path.join(work, 'leaf.p12'), p12, 0o600, opts.force);
+      if (passFile) install(path.join(work, 'p12.pass'), passFile, 0o600, opts.force);
+    }
     install(path.join(work, 'leaf.key'), key, 0o600, opts.force);
     install(path.join(work, 'leaf.crt'), cert, 0o644, opts.force);
-    return { cert, key, notAfter: notAfterOf(cert) };
+    return { cert, key, notAfter: notAfterOf(cert), ...(p12 ? { p12 } : {}), ...(passFile ? { p12PasswordFile: passFile } : {}) };
   } finally {
     fs.rmSync(work, { recursive: true, force: true });
   }
@@ -256,13 +279,16 @@ export async function main(argv: string[], out: (s: string) => void = (s) => pro
             .option('dir', { type: 'string', demandOption: true, describe: 'directory holding ca.crt and ca.key' })
             .option('host', { type: 'string', array: true, describe: 'node: address it is reached at, IP or DNS name (repeatable, or comma-separated)' })
             .option('days', { requiresArg: true, default: DEFAULT_DAYS, describe: 'validity in days' })
+            .option('p12', { type: 'boolean', default: false, describe: 'client: also DIR/client-NAME.p12 for a browser (password: $LOOM_P12_PASSWORD, or a new one in DIR/client-NAME.p12.pass)' })
             .option('force', { type: 'boolean', default: false, describe: 'overwrite an existing certificate' }),
         (a) => {
           const role = a.role as IssueRole;
           const days = numberFlag(a.days, '--days');
           if (!Number.isInteger(days) || days < 1) throw invalid(`--days must be a whole number of days from 1 (got ${days})`);
-          result = issueCert({ dir: a.dir, role, name: a.name, hosts: list(a.host), days, force: a.force }).then((r) => {
+          const p12 = a.p12 ? { password: process.env.LOOM_P12_PASSWORD || undefined } : undefined;
+          result = issueCert({ dir: a.dir, role, name: a.name, hosts: list(a.host), days, force: a.force, p12 }).then((r) => {
             out(`wrote ${r.cert} and ${r.key} (valid until ${r.notAfter.toISOString()})\n`);
+            if (r.p12) out(`wrote ${r.p12}: import it in the browser (password ${r.p12PasswordFile ? `in ${r.p12PasswordFile}` : 'from LOOM_P12_PASSWORD'})\n`);
             const ca = path.join(path.resolve(a.dir), CA_CERT);
             out(
               role === 'node'

@@ -399,6 +399,28 @@ describe('the HTTP/JSON API over mutual TLS', () => {
     expect((await tlsCall('alice', 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('CANCELLED');
   });
 
+  it('takes a browser\'s PKCS#12 bundle (loom certs issue client NAME --p12) as its holder, and serves the dashboard over TLS', async () => {
+    const r = await issueCert({ dir: path.join(dir, 'pki'), role: 'client', name: 'carol', p12: {} });
+    const pfx = fs.readFileSync(r.p12!);
+    const passphrase = fs.readFileSync(r.p12PasswordFile!, 'utf8');
+    const get = (route: string, method = 'GET', body?: unknown) => new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = https.request({ host: '127.0.0.1', port, path: route, method, ca: ids.ca.ca, pfx, passphrase, headers: body ? { 'content-type': 'application/json' } : {} }, (res) => {
+        let text = '';
+        res.on('data', (c) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      });
+      req.on('error', reject);
+      req.end(body ? JSON.stringify(body) : undefined);
+    });
+    const sub = await get('/api/v1/tasks', 'POST', { command: ['true'] });
+    expect(sub.status).toBe(200);
+    const [id] = JSON.parse(sub.text).ids;
+    expect(JSON.parse((await get(`/api/v1/tasks/${id}`)).text).owner).toBe('carol');
+    const page = await get('/');
+    expect(page.status).toBe(200);
+    expect(page.text).toMatch(/\/ui\/app\.js/);
+  });
+
   it('refuses a request without a certificate, or with one of another CA, saying why', async () => {
     const none = await tlsCall(undefined, 'GET', '/api/v1/nodes');
     expect(none.status).toBe(403);

@@ -1,5 +1,7 @@
 /** `loom certs`: the CA and node/client certificates made with the system's openssl. */
+import { execFileSync } from 'child_process';
 import { X509Certificate } from 'crypto';
+import { createSecureContext } from 'tls';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
@@ -71,6 +73,31 @@ describe('loom certs', () => {
     expect(m).toMatchObject({ name: 'alice@example.com', role: 'client' });
     // A client certificate cannot serve as a node.
     expect(() => loadNodeTls({ caFile: path.join(dir, 'ca.crt'), certFile: r.cert, keyFile: r.key }, 'alice')).toThrow(/client certificate/);
+  });
+
+  it('--p12 bundles a client\'s key, certificate and the CA for a browser, under a password', async () => {
+    await initCa({ dir });
+    const r = await issueCert({ dir, role: 'client', name: 'dave', p12: {} });
+    expect(r.p12).toBe(path.join(dir, 'client-dave.p12'));
+    expect(mode(r.p12!)).toBe(0o600);
+    expect(mode(r.p12PasswordFile!)).toBe(0o600);
+    const password = fs.readFileSync(r.p12PasswordFile!, 'utf8');
+    expect(password.length).toBeGreaterThanOrEqual(16);
+    const pfx = fs.readFileSync(r.p12!);
+    // Node's TLS opens it with the password (key and certificate match), and not without.
+    expect(() => createSecureContext({ pfx, passphrase: password })).not.toThrow();
+    expect(() => createSecureContext({ pfx, passphrase: 'wrong' })).toThrow();
+    // It holds the client's certificate and the CA's.
+    const certs = execFileSync('openssl', ['pkcs12', '-in', r.p12!, '-nokeys', '-passin', `file:${r.p12PasswordFile}`], { encoding: 'utf8' });
+    expect(certs).toMatch(/subject=.*CN ?= ?dave/);
+    expect(certs).toMatch(/subject=.*CN ?= ?loom-ca/);
+    // A given password is used, and no password file written.
+    const e = await issueCert({ dir, role: 'client', name: 'erin', p12: { password: 'erin-secret' } });
+    expect(e.p12PasswordFile).toBeUndefined();
+    expect(fs.existsSync(`${e.p12}.pass`)).toBe(false);
+    expect(() => createSecureContext({ pfx: fs.readFileSync(e.p12!), passphrase: 'erin-secret' })).not.toThrow();
+    expect(await codeOf(issueCert({ dir, role: 'node', name: 'n9', p12: {} }))).toBe('INVALID_ARGUMENT');
+    expect(await codeOf(issueCert({ dir, role: 'client', name: 'frank', p12: { password: 'abc' } }))).toBe('INVALID_ARGUMENT');
   });
 
   it('honours --days', async () => {
