@@ -37,8 +37,8 @@ type Compare = NonNullable<Parameters<Kv['txn']>[0]['compare']>[number];
 const OPS_PER_QUEUED = 3;
 /** Tasks per submit transaction: OPS_PER_QUEUED each + time markers + a cap guard, within etcd's default 128 ops. */
 export const SUBMIT_CHUNK = 42;
-/** Capped submit transactions in a row that lost to the same owner's other submits. */
-const CAPPED_TRIES = 20;
+/** A capped submit losing to the owner's other submits (each loss another's win) retries this long: by time, as a slow node may lose to all of theirs in a row. */
+const CAPPED_PATIENCE_MS = 15_000;
 /** Ops of one transaction: etcd's default --max-txn-ops. */
 const MAX_TXN_OPS = 128;
 /** Time buckets remembered as marked (a hint cache: forgetting one costs a put). */
@@ -343,7 +343,7 @@ export class TaskTransitions {
     await this.turns.assign(records, signal);
     const capKey = this.keys.queueCap(owner);
     for (const chunk of this.submitChunks(records)) {
-      for (let tries = 1; ; tries++) {
+      for (let tries = 1, since = Date.now(); ; tries++) {
         const count = seen.count + chunk.tasks.length;
         const res = await this.submitTxn(chunk, [ifModRevision(capKey, seen.revision)], [put(capKey, String(count))], signal);
         if (res.succeeded) {
@@ -353,8 +353,8 @@ export class TaskTransitions {
           break;
         }
         const now = await this.queuedOf(owner, signal);
-        if (now.revision === seen.revision) throw new LoomError('CONFLICT', 'task id collision');
-        if (tries >= CAPPED_TRIES) throw new LoomError('CONFLICT', `other submits of ${owner} kept changing its queue (${CAPPED_TRIES} tries); try again`);
+        if (now.revision === seen.revision) throw new LoomError('CONFLICT', 'task id collision'); // nothing else changed it
+        if (Date.now() - since > CAPPED_PATIENCE_MS) throw new LoomError('CONFLICT', `other submits of ${owner} kept changing its queue (${tries} tries in ${CAPPED_PATIENCE_MS / 1000} s); try again`);
         seen = now;
         check();
         await retryPause(tries);
