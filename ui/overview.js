@@ -74,6 +74,19 @@ function Recent({ live }) {
   </tbody></table>`;
 }
 
+/** The group of this node's --autoscale policy, when it has one. */
+function Autoscale() {
+  const { data } = usePoll(() => api('/autoscale'), 5000);
+  if (!data || data.configured === false) return '';
+  const st = data.state;
+  return html`<div><h2>Autoscaling</h2><div class="panel" data-autoscale=${data.group}>
+    <p><b>${data.group}</b>: ${st ? html`<b data-autoscale-target>${st.target}</b> node(s) wanted (min ${data.min}, max ${data.max})${st.applied !== st.target ? `, provider asked for ${st.applied ?? 'none yet'}` : ''}` : 'no decision yet'}
+      · evaluated by ${st?.leader ?? '…'}${data.leading ? ' (this node)' : ''}</p>
+    ${st && html`<p class="muted">${st.reason} · ${ago(st.atMs)}</p>
+      <p>up: ${(st.observed ?? []).join(', ') || 'none'}${st.removing?.length ? html` · <span class="s-draining">being removed: ${st.removing.join(', ')}</span>` : ''}</p>`}
+  </div></div>`;
+}
+
 export function Overview() {
   const live = useLive();
   const history = usePoll(() => api('/queue'), 10_000);
@@ -82,6 +95,7 @@ export function Overview() {
     <${Cards} live=${live} />
     <h2>Queue</h2>
     <${QueueChart} samples=${history.data?.samples ?? []} everyMs=${history.data?.everyMs} />
+    <${Autoscale} />
     <h2>Nodes</h2>
     <table data-table="nodes"><thead><tr><th>node</th><th>state</th><th>slots</th><th>CPU</th><th>memory</th><th>labels</th><th>started</th><th></th></tr></thead>
       <tbody>${nodes.map((n) => html`<${NodeRow} key=${n.name} n=${n} load=${live.load.get(n.name) ?? []} />`)}</tbody></table>

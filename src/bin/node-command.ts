@@ -15,6 +15,7 @@ import { formatMinFreeDisk, parseMinFreeDisk } from '../core/disk-space';
 import { parseMaxLoad } from '../core/steal-policy';
 import { parsePlacement } from '../core/placement';
 import { LoomNode } from '../node/node';
+import { readAutoscalePolicy } from './autoscale-file';
 import { numberFlag, strictFlags } from './flags';
 import { closeInheritedDescriptors } from './inherited-fds';
 
@@ -82,6 +83,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     .option('placement', { type: 'string', default: 'spread', describe: 'which node a queued task prefers (give every node the same): spread (a share by slots), random (nodes alike), pack (the busiest with a free slot: idle nodes stay idle), least-loaded (by free slots, idle CPU and memory as measured)' })
     .option('etcd-quota', { type: 'string', describe: 'etcd\'s --quota-backend-bytes with --etcd (default 2G, etcd\'s own; embedded members: 4G): submits stop at half of it' })
     .option('metrics-listen', { type: 'string', describe: 'host:port for GET /metrics (Prometheus text format: counts and gauges, no task data; plaintext)' })
+    .option('autoscale', { type: 'string', describe: 'FILE: a policy (YAML or JSON) scaling a group of worker nodes on the queue; one node with it evaluates it at a time (README "Autoscaling")' })
     .option('http-listen', { type: 'string', describe: 'host:port for the HTTP/JSON API (/api/v1/..., the same calls and permissions as the gRPC API; mutual TLS with --tls-*, else loopback only unless --insecure)' })
     .option('retention', { type: 'string', default: '24h', describe: 'delete finished tasks and jobs (and their logs) this long after they end' })
     .option('starve-after', { type: 'string', default: '30s', describe: 'a waiting task that fits this node this long makes it stop taking smaller work until it fits' })
@@ -115,6 +117,7 @@ export function parseNodeArgs(argv: string[], env: NodeJS.ProcessEnv): NodeConfi
     joinEtcd: args.join,
     metricsListen: args['metrics-listen'] ?? '',
     httpListen: args['http-listen'] ?? '',
+    autoscale: args.autoscale ? readAutoscalePolicy(args.autoscale, env) : undefined,
     slots: numberFlag(args.slots, '--slots'),
     urgentSlots: numberFlag(args['urgent-slots'], '--urgent-slots'),
     urgentPriority: numberFlag(args['urgent-priority'], '--urgent-priority'),

@@ -1,5 +1,6 @@
 /** Node configuration: the shape, the defaults, and their validation. */
 import { isIP } from 'net';
+import type { AutoscalePolicy } from './autoscale';
 import { invalid } from './errors';
 import { checkMaxLoad, StealPolicy, DEFAULT_STEAL_POLICY } from './steal-policy';
 import { parsePlacement, Placement } from './placement';
@@ -56,6 +57,7 @@ export interface NodeConfig {
   metricsListen: string;
   /** host:port of the HTTP/JSON API, over the node's TLS when it has --tls-* ('' = off). */
   httpListen: string;
+  autoscale?: AutoscalePolicy; // --autoscale FILE: the policy it evaluates while it leads the group
   slots: number;
   leaseTtlSeconds: number;
   labels: Record<string, string>;
@@ -391,11 +393,8 @@ function validateTransport(c: NodeConfig): void {
       const told = advertise || listen;
       if (isUnspecifiedHost(urlHost(told))) {
         const flag = listenFlag.replace('listen', 'advertise');
-        throw invalid(
-          advertise
-            ? `${flag} ${advertise} is not an address others can reach; give this node's own address`
-            : `${listenFlag} ${listen} listens on every address: give ${flag} with the URL other nodes reach it at`,
-        );
+        throw invalid(advertise ? `${flag} ${advertise} is not an address others can reach; give this node's own address`
+          : `${listenFlag} ${listen} listens on every address: give ${flag} with the URL other nodes reach it at`);
       }
     }
   }

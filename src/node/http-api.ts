@@ -29,6 +29,7 @@ import { TaskOps } from './task-ops';
 import { JobOps } from './job-api';
 import { EventHub } from './event-hub';
 import type { ClusterSampler } from './cluster-sampler';
+import type { AutoscaleStatus } from './autoscaler';
 import { Identity, identityOf, LOCAL_IDENTITY } from './tls';
 import { HTTP_ROUTES, openApiDocument, HttpRoute } from './http-routes';
 import { DASHBOARD_HEADERS, dashboardAssets } from './dashboard';
@@ -45,6 +46,8 @@ export interface HttpApiOptions {
   events?: EventHub;
   /** The queue's last hour (/api/v1/queue). */
   sampler?: ClusterSampler;
+  /** The autoscaler's status, when this node has a policy (/api/v1/autoscale). */
+  autoscale?: () => AutoscaleStatus | undefined;
 }
 
 /** Longest `?timeout=` a wait may ask for (the default is 30 s). */
@@ -61,6 +64,7 @@ interface Call {
   raw: ServerResponse;
   events?: EventHub;
   sampler?: ClusterSampler;
+  autoscale?: () => AutoscaleStatus | undefined;
 }
 
 /** What each route does; the paths, methods and documentation are in http-routes.ts. */
@@ -94,6 +98,7 @@ const HANDLERS: Record<string, (ops: ApiOps, c: Call) => Promise<unknown>> = {
   listNodes: async (ops, c) => NodesResponse.toJSON(await ops.nodes({}, c.ctx)),
   drainNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: true, deadlineMs: c.query.deadline ? wholeNumber(c.query.deadline, 'deadline') : 0 }, c.ctx)),
   resumeNode: async (ops, c) => DrainResponse.toJSON(await ops.drain({ name: c.params.name, drain: false, deadlineMs: 0 }, c.ctx)),
+  autoscaleStatus: async (_ops, c) => c.autoscale?.() ?? { configured: false },
   queueHistory: async (_ops, c) => ({ everyMs: c.sampler?.everyMs ?? 0, samples: c.sampler?.history() ?? [] }),
   listMembers: async (ops, c) => MembersResponse.toJSON(await ops.members({}, c.ctx)),
   submitJob: async (ops, c) => JobStatus.toJSON(await ops.submitJob({ spec: jobSpecOf(c.body) }, c.ctx)),
@@ -291,7 +296,7 @@ export class HttpApi {
         reply.raw.on('close', () => {
           if (!reply.raw.writableFinished) controller.abort(new LoomError('CANCELLED', 'client went away'));
         });
-        const call: Call = { params: req.params as Params, query: req.query as Query, body: req.body, ctx: { signal: controller.signal, identity }, raw: reply.raw, events: this.o.events, sampler: this.o.sampler };
+        const call: Call = { params: req.params as Params, query: req.query as Query, body: req.body, ctx: { signal: controller.signal, identity }, raw: reply.raw, events: this.o.events, sampler: this.o.sampler, autoscale: this.o.autoscale };
         if (route.streams) {
           reply.hijack();
           try {

@@ -90,6 +90,11 @@ export const HTTP_ROUTES: readonly HttpRoute[] = [
     returns: '{"everyMs": 10000, "samples": [{atMs, queued, slotsFree, started}, ...]} oldest first; started: tasks the live nodes started since the sample before',
     errors: [],
   },
+  {
+    method: 'GET', path: '/api/v1/autoscale', operationId: 'autoscaleStatus', summary: 'The autoscaler of this node\'s --autoscale policy',
+    returns: '{"group", "leading", "min", "max", "state": {"target", "applied", "observed", "removing", "reason", "leader", "atMs", ...}}, or {"configured": false}',
+    errors: [],
+  },
   { method: 'GET', path: '/api/v1/members', operationId: 'listMembers', summary: 'The etcd members', returns: '{"members": [...]}', errors: ['UNAVAILABLE'] },
 ];
 

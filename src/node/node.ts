@@ -40,6 +40,7 @@ import { EngineWatch } from './engine-watch';
 import { Metric } from './metrics-endpoint';
 import { HttpEndpoints } from './http-endpoints';
 import { nodeMetrics } from './node-metrics';
+import { Autoscaler, autoscalerFor } from './autoscaler';
 import { ApiLimits, ApiServer } from './api-server';
 import type { ConnectionLimits } from './tls';
 import { JobStore } from '../store/jobs';
@@ -112,16 +113,16 @@ const DOCKER_PROBE_MS = 10_000;
 
 export class LoomNode {
   private stopping = false;
-  private inc: Incarnation | undefined;
-  private me: NodeIdentity | undefined;
-  private publishTimer: NodeJS.Timeout | undefined;
-  private liveness: Liveness | undefined;
+  private inc?: Incarnation;
+  private me?: NodeIdentity;
+  private publishTimer?: NodeJS.Timeout;
+  private liveness?: Liveness;
+  private autoscaler?: Autoscaler;
   private lastPublished = '';
   /** The record last published; heartbeats repeat it, the same bytes, which no node decodes again (NodeDirectory). */
   private publishedInfo: NodeInfo | undefined;
   private control: NodeControl = { drain: false, deadlineMs: 0 };
-  /** --metrics-listen and --http-listen. */
-  private endpoints: HttpEndpoints | undefined;
+  private endpoints?: HttpEndpoints; // --metrics-listen and --http-listen
   get metricsPort(): number {
     return this.endpoints?.metricsPort ?? 0;
   }
@@ -276,11 +277,8 @@ export class LoomNode {
     });
     const requeuer = new Requeuer({ queries, transitions, self: config.name, liveNodes: () => directory.names(), log });
     const membership = new Membership(memberKv, keys, {
-      name: config.name,
-      ttlSeconds: config.leaseTtlSeconds,
-      leaseFile: path.join(config.dataDir, 'lease'),
-      onAck: (fenceAt) => reaper.heartbeat(Math.max(1, fenceAt - Date.now())),
-      log,
+      name: config.name, ttlSeconds: config.leaseTtlSeconds, leaseFile: path.join(config.dataDir, 'lease'),
+      onAck: (fenceAt) => reaper.heartbeat(Math.max(1, fenceAt - Date.now())), log,
     }, beatKv, new MemberClients({
       health, fallback: memberKv, callTimeoutMs: staleAfterMs(config.leaseTtlSeconds * 1000),
       connect: (e) => connectEtcd({ endpoints: [e], tls, ownConnection: true, health, keepaliveMs }),
@@ -358,7 +356,7 @@ export class LoomNode {
     this.port = await this.api.listen(config.listen);
     this.endpoints = new HttpEndpoints({
       metricsListen: config.metricsListen, httpListen: config.httpListen, metrics: () => this.collectMetrics(),
-      api: { ops: this.api.ops(), tls: this.api.tls, onError: this.api.onError, nodeName: config.name },
+      api: { ops: this.api.ops(), tls: this.api.tls, onError: this.api.onError, nodeName: config.name, autoscale: () => this.autoscaler?.status() },
       kv: this.kv, keys: this.keys, directory: this.directory, log: opts.log,
     });
     await this.endpoints.start();
@@ -370,6 +368,7 @@ export class LoomNode {
       onDeclared: (name, lease) => this.requeuer.nodeDeclaredDead(name, lease),
     });
     this.liveness.start();
+    this.autoscaler = config.autoscale && autoscalerFor(config.autoscale, { kv: this.kv, keys: this.keys, node: config.name, lease: () => this.liveLease(), nodes: () => this.directory.all(), etcdEndpoints: () => (this.etcd ? [this.etcd.clientUrl] : config.etcdEndpoints), log: opts.log }).start();
     this.jobSweeper.start();
     this.retention.start();
     this.storage?.start();
@@ -628,6 +627,7 @@ export class LoomNode {
       await this.executor.stopAll('shutdown', this.config.killGraceMs);
     }
     this.requeuer.stop();
+    await this.autoscaler?.stop();
     this.liveness?.stop();
     this.jobSweeper.stop();
     this.retention.stop();

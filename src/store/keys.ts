@@ -20,6 +20,8 @@
  *   /turn/<ppp>/<owner>                      "<round> <id>": the owner's last round taken in the band
  *   /queuedby/<owner>/<id>                   empty; while the task is queued (a count of an owner's queue)
  *   /queuecap/<owner>                        the owner's queued count as of its last capped submit (a guard)
+ *   /autoscale/<group>/leader                the node evaluating the group's policy (under its lease)
+ *   /autoscale/<group>/state                 JSON: the group's size, cooldowns, last decision (written by the leader)
  *
  * <ppp> is 999 - priority, zero-padded, so a prefix scan yields higher
  * priority first. Within a priority, <round10> is the owner's turn
@@ -194,6 +196,14 @@ export class Keys {
 
   control(node: string): string {
     return `${this.root}/control/${node}`;
+  }
+
+  autoscaleLeader(group: string): string {
+    return `${this.root}/autoscale/${group}/leader`;
+  }
+
+  autoscaleState(group: string): string {
+    return `${this.root}/autoscale/${group}/state`;
   }
 
   job(id: string): string {

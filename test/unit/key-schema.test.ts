@@ -42,6 +42,8 @@ const samples: Record<string, string[]> = (() => {
     cancel: [k.cancel('n1', ID)],
     tail: [k.tail(ID)],
     control: [k.control('n1')],
+    autoscaleLeader: [k.autoscaleLeader('workers')],
+    autoscaleState: [k.autoscaleState('workers')],
     job: [k.job(JOB)],
     jobName: [k.jobName('nightly')],
     jobOpen: [k.jobOpen(JOB)],
