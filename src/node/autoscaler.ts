@@ -43,17 +43,15 @@ export interface AutoscaleStatus {
   leading: boolean;
   min: number;
   max: number;
-  state?: ScaleState & { applied?: number };
+  state?: ScaleState;
 }
-
-type Stored = ScaleState & { applied?: number };
 
 export class Autoscaler {
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private readonly stop$ = new AbortController();
   private leading = false;
-  private last: Stored | undefined;
+  private last: ScaleState | undefined;
   private lastReason = '';
 
   constructor(private readonly d: AutoscalerDeps) {}
@@ -95,7 +93,7 @@ export class Autoscaler {
     const leads = lease !== undefined && await takeScaleLead(kv, keys, p.group, node, lease);
     if (leads !== this.leading) this.d.log(`autoscale ${p.group}: ${leads ? 'this node evaluates the policy now' : 'another node evaluates the policy'}`);
     this.leading = leads;
-    const stored = (await readScaleState(kv, keys, p.group)) as Stored | undefined;
+    const stored = await readScaleState(kv, keys, p.group);
     if (!leads) {
       this.last = stored;
       return;
@@ -111,28 +109,20 @@ export class Autoscaler {
     };
     const memory = stored ?? { target: group.length, lastUpMs: 0, lastDownMs: 0, wanted: [] };
     const decision = decideScale(p, view, memory, now);
+    // What changes among the group's nodes: decided here, recorded, then done.
     let removing = stored?.removing ?? [];
     const target = decision.target;
-    if (target > memory.target && removing.length > 0) {
-      // Growing again: the nodes on their way out are the cheapest to get back.
-      for (const name of removing) await this.d.setDrain(name, false, 0);
-      this.d.log(`autoscale ${p.group}: resumed ${removing.join(', ')} (growing again)`);
-      removing = [];
-    }
+    const resume = target > memory.target ? removing : [];
+    removing = removing.filter((name) => !resume.includes(name));
     const staying = group.filter((n) => !removing.includes(n.name));
-    if (staying.length > target) {
-      const chosen = [...staying].sort((a, b) => a.running - b.running || a.startedAtMs - b.startedAtMs).slice(0, staying.length - target).map((n) => n.name);
-      for (const name of chosen) await this.d.setDrain(name, true, now + p.drainDeadlineMs);
-      this.d.log(`autoscale ${p.group}: draining ${chosen.join(', ')} to remove them`);
-      removing = [...removing, ...chosen];
-    }
+    // Fewest running first: the cheapest to wait for.
+    const drain = [...staying].sort((a, b) => a.running - b.running || a.startedAtMs - b.startedAtMs).slice(0, Math.max(0, staying.length - target)).map((n) => n.name);
     const live = new Map(group.map((n) => [n.name, n]));
     // Removed nodes that are gone: their drain marks go too (a node of that name started later takes work).
     const gone = removing.filter((name) => !live.has(name));
-    for (const name of gone) await this.d.setDrain(name, false, 0);
-    removing = removing.filter((name) => live.has(name));
-    const toStop = removing.filter((name) => live.get(name)!.running === 0);
-    const state: Stored = {
+    removing = [...removing.filter((name) => live.has(name)), ...drain];
+    const toStop = removing.filter((name) => !drain.includes(name) && live.get(name)!.running === 0);
+    const state: ScaleState = {
       ...decision.memory, target, leader: node, observed: group.map((n) => n.name).sort(), removing, reason: decision.reason, atMs: now,
       applied: stored?.applied,
     };
@@ -140,6 +130,10 @@ export class Autoscaler {
     this.lastReason = decision.reason;
     if (!(await writeScaleState(kv, keys, p.group, node, lease, state))) return this.lostLead();
     this.last = state;
+    for (const name of [...resume, ...gone]) await this.d.setDrain(name, false, 0);
+    for (const name of drain) await this.d.setDrain(name, true, now + p.drainDeadlineMs);
+    if (resume.length) this.d.log(`autoscale ${p.group}: resumed ${resume.join(', ')} (growing again: the nodes on their way out are the cheapest to get back)`);
+    if (drain.length) this.d.log(`autoscale ${p.group}: draining ${drain.join(', ')} to remove them`);
     if (state.applied === target && toStop.length === 0) return;
     try {
       await this.d.provider({ group: p.group, count: target, remove: toStop, labels: p.labels, etcdEndpoints: this.d.etcdEndpoints() }, this.stop$.signal);
@@ -149,7 +143,7 @@ export class Autoscaler {
     }
     if (toStop.length) this.d.log(`autoscale ${p.group}: provider stopping ${toStop.join(', ')} (size ${target})`);
     else this.d.log(`autoscale ${p.group}: provider asked for ${target} node(s)`);
-    const done: Stored = { ...state, applied: target };
+    const done: ScaleState = { ...state, applied: target };
     if (!(await writeScaleState(kv, keys, p.group, node, lease, done))) return this.lostLead();
     this.last = done;
   }

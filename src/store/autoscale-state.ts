@@ -20,8 +20,10 @@ export interface ScaleState extends ScaleMemory {
   leader: string;
   /** Nodes of the group seen live at the last evaluation. */
   observed: string[];
-  /** Nodes drained to be removed, not yet handed to the provider. */
+  /** Nodes drained to be removed, until they are gone. */
   removing: string[];
+  /** The size the provider last accepted (behind `target` while a call fails). */
+  applied?: number;
   reason: string;
   atMs: number;
 }

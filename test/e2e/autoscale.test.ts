@@ -83,9 +83,10 @@ afterAll(async () => {
 interface Status { leading: boolean; state?: { target: number; applied?: number; removing: string[]; reason: string } }
 
 async function status(): Promise<Status> {
-  const m = /http api (http:\/\/[\d.]+:\d+)\/api\/v1/.exec(cluster.nodes[0].output());
-  if (!m) throw new Error('the node did not say where its HTTP API listens');
-  return (await (await fetch(`${m[1]}/api/v1/autoscale`)).json()) as Status;
+  const up = () => /http api (http:\/\/[\d.]+:\d+)\/api\/v1/.exec(cluster.nodes[0].output())?.[1];
+  // Its "up" line comes just after it joins.
+  await waitFor(async () => up() !== undefined, { what: 'the node saying where its HTTP API listens', timeoutMs: 30_000 });
+  return (await (await fetch(`${up()}/api/v1/autoscale`)).json()) as Status;
 }
 
 test('grows on the queue, runs every task once, and shrinks back to min when idle', async () => {

@@ -43,11 +43,11 @@ let browser: Browser;
 let page: Page;
 let base: string;
 
-/** The node's HTTP API address, from its "up" line. */
-function httpBase(i: number): string {
-  const m = /http api (http:\/\/[\d.]+:\d+)\/api\/v1/.exec(cluster.nodes[i].output());
-  if (!m) throw new Error(`node ${cluster.nodes[i].name} did not say where its HTTP API listens:\n${cluster.nodes[i].output()}`);
-  return m[1];
+/** The node's HTTP API address, from its "up" line (printed just after it joins: waited for). */
+async function httpBase(i: number): Promise<string> {
+  const up = () => /http api (http:\/\/[\d.]+:\d+)\/api\/v1/.exec(cluster.nodes[i].output())?.[1];
+  await waitFor(async () => up() !== undefined, { what: `node ${cluster.nodes[i].name} saying where its HTTP API listens`, timeoutMs: 30_000 });
+  return up()!;
 }
 
 async function shot(name: string): Promise<void> {
@@ -65,7 +65,7 @@ beforeAll(async () => {
     throw err;
   });
   // The page is served by the third node: what it shows comes through etcd, not from the node the CLI talks to.
-  base = httpBase(2);
+  base = await httpBase(2);
   browser = await chromium.launch({
     executablePath: chromiumPath(),
     // As root Chromium needs --no-sandbox; the rest keeps it off the (closed) network.
