@@ -81,6 +81,7 @@ function Log({ id }) {
     const ctl = new AbortController();
     let all = '';
     setText('');
+    setNote('waiting for the node (a queued task has no output yet)');
     (async () => {
       const res = await fetch(`/api/v1/tasks/${id}/logs?follow=1`, { signal: ctl.signal });
       if (!res.ok) {

@@ -30,7 +30,10 @@ const bytes = z.union([z.number().int().nonnegative(), z.string()]).transform((v
   }
   return n;
 });
-const command = z.union([z.string().min(1), z.array(z.string()).min(1)]);
+const command = z.union([z.string().min(1), z.array(z.string()).min(1)], {
+  // YAML reads bare true, no, 1 or 1.5 as booleans and numbers: say so rather than zod's "Invalid input".
+  errorMap: () => ({ message: 'expected a command: a string (run under sh -c) or a list of strings; quote YAML words that are not text, such as true, no or 5 ("true")' }),
+});
 const constraint = z.string().regex(/^[^=!]+(!=|=).*$/, 'expected k=v or k!=v');
 
 const taskFields = {
@@ -65,7 +68,7 @@ const jobSchema = z
   })
   .strict();
 
-const fileSchema = z.union([jobSchema, z.object({ jobs: z.array(jobSchema).min(1).max(100) }).strict()]);
+const jobsSchema = z.object({ jobs: z.array(jobSchema).min(1).max(100) }).strict();
 
 type TaskFields = z.infer<z.ZodObject<typeof taskFields>>;
 export type JobInput = z.infer<typeof jobSchema>;
@@ -83,12 +86,14 @@ export function parseJobFile(text: string, owner: string): JobSpec[] {
   } catch (e) {
     throw invalid(`job file is not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
   }
-  const res = fileSchema.safeParse(raw);
+  // A file of several jobs has `jobs`; any other file is one job (each checked alone, so errors name their field).
+  const several = !!raw && typeof raw === 'object' && 'jobs' in raw;
+  const res = several ? jobsSchema.safeParse(raw) : jobSchema.safeParse(raw);
   if (!res.success) {
     const issues = res.error.issues.slice(0, 5).map(formatIssue).join('; ');
     throw invalid(`invalid job file: ${issues}`);
   }
-  const jobs = 'jobs' in res.data ? res.data.jobs : [res.data];
+  const jobs = 'jobs' in res.data ? (res.data.jobs as JobInput[]) : [res.data as JobInput];
   const specs = jobs.map((j) => toJobSpec(j, owner));
   checkGraph(specs); // names outside the file are checked by the cluster at submit
   return specs;

@@ -59,6 +59,10 @@ overrides:
     expect(error(() => parseJobFile('name: "bad name"\ntask: {command: [ls]}', 'me'))).toMatch(/name: /);
     expect(error(() => parseJobFile('name: a\ncount: 2\ntask: {command: [ls]}\noverrides: {"5": {retries: 1}}', 'me'))).toMatch(/overrides\.5: index out of range/);
     expect(error(() => parseJobFile(': : :\n  - [', 'me'))).toMatch(/not valid YAML/);
+    // A bare YAML true is a boolean: the message says what a command is, at the field's path, in a file of several jobs too.
+    expect(error(() => parseJobFile('jobs:\n  - name: a\n    count: 3\n    task: {command: [true]}', 'me'))).toMatch(/^invalid job file: jobs\.0\.task\.command: expected a command: .* \("true"\)/);
+    expect(error(() => parseJobFile('name: a\ntask: {command: 5}', 'me'))).toMatch(/task\.command: expected a command/);
+    expect(error(() => parseJobFile('jobs:\n  - name: a\n    task: {command: [ls], bogus: 1}', 'me'))).toMatch(/jobs\.0\.task: Unrecognized key/);
   });
 
   it('checks dependencies: unknown names, self, cycles; orders a file', () => {
