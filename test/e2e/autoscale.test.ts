@@ -1,7 +1,7 @@
 /**
  * Autoscaling with the exec provider, all real: a one-node cluster (its own
  * embedded etcd) whose node has `--autoscale`, and a provider script that
- * starts and stops worker-only `loom node --etcd` processes. 120 one-second
+ * starts and stops worker-only `loom node --etcd` processes. 60 one-second
  * tasks, then 4 of 12 s (so the group is told to shrink while they still
  * run): the group grows to its max, the tasks spread over the workers, every
  * task completes exactly once in its first attempt (no work killed when the
@@ -19,7 +19,7 @@ import { LOOM_BIN, ProcCluster, startCluster } from '../support/cluster';
 
 jest.setTimeout(240_000);
 
-const TASKS = 124;
+const TASKS = 64;
 const LONG = 4;
 let cluster: ProcCluster;
 let api: LoomApi;
