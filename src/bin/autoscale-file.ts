@@ -2,9 +2,10 @@
 import * as fs from 'fs';
 import { parse as parseYaml } from 'yaml';
 import { AutoscalePolicy, parseAutoscalePolicy } from '../core/autoscale';
+import { resolveDockerEngine } from '../core/docker-engine';
 import { invalid, LoomError } from '../core/errors';
 
-/** `env`: the environment the provider's command starts from (the node's own). */
+/** `env`: the node's own environment, which exec commands start from and the kubernetes provider reads (KUBERNETES_SERVICE_*). */
 export function readAutoscalePolicy(file: string, env: Record<string, string | undefined>): AutoscalePolicy {
   let text: string;
   try {
@@ -20,7 +21,8 @@ export function readAutoscalePolicy(file: string, env: Record<string, string | u
   }
   try {
     const policy = parseAutoscalePolicy(doc);
-    return { ...policy, provider: { ...policy.provider, env } };
+    if (policy.provider.kind === 'docker' && policy.provider.engine) resolveDockerEngine(policy.provider.engine, {});
+    return policy.provider.kind === 'docker' ? policy : { ...policy, provider: { ...policy.provider, env } };
   } catch (err) {
     throw invalid(`--autoscale ${file}: ${(err as Error).message}`);
   }

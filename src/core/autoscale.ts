@@ -14,6 +14,7 @@
  * group would shrink by more than `hysteresis` nodes.
  */
 import { invalid } from './errors';
+import { parseScaleProvider, ScaleProviderSpec } from './scale-provider-spec';
 
 export interface AutoscalePolicy {
   /** The label value new nodes get (`autoscale=<group>`), and how the group's nodes are known. */
@@ -33,8 +34,7 @@ export interface AutoscalePolicy {
   intervalMs: number;
   /** More labels for the group's nodes (given to the provider). */
   labels: Record<string, string>;
-  /** env: what the command's environment starts from (src/bin gives the node's own). */
-  provider: { kind: 'exec'; command: string[]; env?: Record<string, string | undefined> };
+  provider: ScaleProviderSpec;
 }
 
 const NAME = /^[a-z0-9][a-z0-9._-]{0,62}$/;
@@ -69,13 +69,7 @@ export function parseAutoscalePolicy(doc: unknown): AutoscalePolicy {
   if (min > max) throw invalid(`autoscale policy: min (${min}) is above max (${max})`);
   const target = d.targetQueuedPerSlot === undefined ? 1 : d.targetQueuedPerSlot;
   if (typeof target !== 'number' || !(target >= 0 && target <= 10_000)) throw invalid(`autoscale policy: targetQueuedPerSlot must be a number from 0 to 10000 (got ${JSON.stringify(target)})`);
-  const p = d.provider as Record<string, unknown> | undefined;
-  if (!p || typeof p !== 'object') throw invalid('autoscale policy: provider is missing (provider: {kind: exec, command: [scale.sh]})');
-  if (p.kind !== 'exec') throw invalid(`autoscale policy: provider kind ${JSON.stringify(p.kind)} is not supported (supported: exec)`);
-  const command = typeof p.command === 'string' ? [p.command] : p.command;
-  if (!Array.isArray(command) || command.length === 0 || command.some((a) => typeof a !== 'string' || a === '')) {
-    throw invalid('autoscale policy: provider.command must be a command, as a string or a list of strings');
-  }
+  const provider = parseScaleProvider(d.provider);
   const labels: Record<string, string> = {};
   for (const [k, v] of Object.entries((d.labels ?? {}) as Record<string, unknown>)) {
     if (!/^[A-Za-z0-9._/-]{1,63}$/.test(k) || k === 'autoscale') throw invalid(`autoscale policy: bad label name "${k.slice(0, 70)}"`);
@@ -90,7 +84,7 @@ export function parseAutoscalePolicy(doc: unknown): AutoscalePolicy {
     hysteresis: whole(d.hysteresis, 'hysteresis', 0, 1000, 0),
     drainDeadlineMs: ms(d.drainDeadline, 'drainDeadline', 600_000),
     intervalMs: Math.max(1000, ms(d.interval, 'interval', 5000)),
-    provider: { kind: 'exec', command: command as string[] },
+    provider,
   };
 }
 

@@ -20,7 +20,11 @@ import { Keys } from '../store/keys';
 import { readScaleState, ScaleState, takeScaleLead, writeScaleState } from '../store/autoscale-state';
 import { setNodeControl } from '../store/node-control';
 import { countQueued } from '../store/status-feed';
-import { execProvider, ScaleProvider } from './scale-provider';
+import { DockerEngine, resolveDockerEngine } from '../core/docker-engine';
+import type { ScaleProvider } from '../core/scale-provider-spec';
+import { dockerProvider } from '../runner/docker-scale';
+import { kubernetesProvider } from './kube-scale';
+import { execProvider } from './scale-provider';
 
 export interface AutoscalerDeps {
   policy: AutoscalePolicy;
@@ -154,10 +158,18 @@ export class Autoscaler {
   }
 }
 
+/** The provider a policy names; docker's engine is the node's own (--docker-socket) unless the policy gives one. */
+function providerFor(p: AutoscalePolicy, nodeEngine: DockerEngine | undefined, log: (m: string) => void): ScaleProvider {
+  const spec = p.provider;
+  if (spec.kind === 'exec') return execProvider(spec.command, spec.env);
+  if (spec.kind === 'kubernetes') return kubernetesProvider(spec, log);
+  return dockerProvider(spec, spec.engine || !nodeEngine ? resolveDockerEngine(spec.engine, {}) : nodeEngine, p.slotsPerNode, log);
+}
+
 /** A node's autoscaler for its policy: the provider it names, the queue counted and drains set through etcd. */
-export function autoscalerFor(policy: AutoscalePolicy, d: Omit<AutoscalerDeps, 'policy' | 'provider' | 'countQueued' | 'setDrain'>): Autoscaler {
+export function autoscalerFor(policy: AutoscalePolicy, d: Omit<AutoscalerDeps, 'policy' | 'provider' | 'countQueued' | 'setDrain'> & { dockerEngine?: DockerEngine }): Autoscaler {
   return new Autoscaler({
-    ...d, policy, provider: execProvider(policy.provider.command, policy.provider.env),
+    ...d, policy, provider: providerFor(policy, d.dockerEngine, d.log),
     countQueued: () => countQueued(d.kv, d.keys),
     setDrain: (name, drain, deadlineMs) => setNodeControl(d.kv, d.keys, name, { drain, deadlineMs }),
   });

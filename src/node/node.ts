@@ -368,7 +368,7 @@ export class LoomNode {
       onDeclared: (name, lease) => this.requeuer.nodeDeclaredDead(name, lease),
     });
     this.liveness.start();
-    this.autoscaler = config.autoscale && autoscalerFor(config.autoscale, { kv: this.kv, keys: this.keys, node: config.name, lease: () => this.liveLease(), nodes: () => this.directory.all(), etcdEndpoints: () => (this.etcd ? [this.etcd.clientUrl] : config.etcdEndpoints), log: opts.log }).start();
+    this.autoscaler = config.autoscale && autoscalerFor(config.autoscale, { kv: this.kv, keys: this.keys, node: config.name, lease: () => this.liveLease(), nodes: () => this.directory.all(), etcdEndpoints: () => (this.etcd ? [this.etcd.clientUrl] : config.etcdEndpoints), log: opts.log, dockerEngine: config.docker }).start();
     this.jobSweeper.start();
     this.retention.start();
     this.storage?.start();

@@ -14,19 +14,10 @@
  */
 import { execFile } from 'node:child_process';
 import { LoomError } from '../core/errors';
-
-export interface ScaleRequest {
-  group: string;
-  count: number;
-  remove: string[];
-  labels: Record<string, string>;
-  etcdEndpoints: string[];
-}
-
-export type ScaleProvider = (req: ScaleRequest, signal: AbortSignal) => Promise<void>;
+import type { ScaleProvider } from '../core/scale-provider-spec';
 
 /** Longest a provider call may take. */
-const PROVIDER_TIMEOUT_MS = 5 * 60_000;
+export const PROVIDER_TIMEOUT_MS = 5 * 60_000;
 
 export function execProvider(command: string[], baseEnv: Record<string, string | undefined> = {}): ScaleProvider {
   return (req, signal) => new Promise((resolve, reject) => {

@@ -52,7 +52,7 @@ import { DEFAULT_DOCKER_SOCKET, describeDockerEngine, type DockerEngine } from '
  * ca/cert/key but has no way to encrypt without verifying (DOCKER_TLS).
  * Certificate files are read here, when the client is first needed.
  */
-function dockerodeOptions(engine: DockerEngine): Docker.DockerOptions {
+export function dockerodeOptions(engine: DockerEngine): Docker.DockerOptions {
   if (engine.kind === 'unix') return { socketPath: engine.socketPath };
   if (!engine.tls) return { host: engine.host, port: engine.port, protocol: 'http' };
   const read = (name: string) => fs.readFileSync(path.join(engine.tls!.certDir, name));

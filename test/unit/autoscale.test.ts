@@ -4,6 +4,8 @@ import * as path from 'path';
 import { readAutoscalePolicy } from '../../src/bin/autoscale-file';
 import { AutoscalePolicy, decideScale, parseAutoscalePolicy, ScaleMemory, wantedSize } from '../../src/core/autoscale';
 import { LoomError } from '../../src/core/errors';
+import { parseNodeArgs } from '../../src/bin/node-command';
+import { workerArgs } from '../../src/runner/docker-scale';
 
 const policy = (o: Record<string, unknown> = {}): AutoscalePolicy =>
   parseAutoscalePolicy({ min: 0, max: 4, slotsPerNode: 2, upCooldown: '10s', downCooldown: '60s', provider: { kind: 'exec', command: ['scale.sh'] }, ...o });
@@ -16,13 +18,43 @@ describe('autoscale policy file', () => {
     expect(parseAutoscalePolicy({ max: 2, provider: { kind: 'exec', command: './scale.sh' } })).toMatchObject({ group: 'workers', min: 0, provider: { command: ['./scale.sh'] } });
   });
 
+  it('reads the docker and kubernetes providers with their defaults', () => {
+    expect(policy({ provider: { kind: 'docker', image: 'loom:local', env: { TZ: 'UTC', N: 1 } } }).provider)
+      .toEqual({ kind: 'docker', image: 'loom:local', engine: undefined, network: 'bridge', listen: '0.0.0.0:8080', args: [], env: { TZ: 'UTC', N: '1' }, binds: [] });
+    expect(policy({ provider: { kind: 'kubernetes', deployment: 'loom-worker', apiServer: 'https://10.0.0.1:6443/' } }).provider).toEqual({
+      kind: 'kubernetes', deployment: 'loom-worker', namespace: undefined, apiServer: 'https://10.0.0.1:6443',
+      tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token', caFile: '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt',
+    });
+  });
+
+  it('gives a docker worker the flags of a worker-only node of the group', () => {
+    const p = policy({ provider: { kind: 'docker', image: 'loom', args: ['--lease-ttl=3'] } });
+    if (p.provider.kind !== 'docker') throw new Error('docker expected');
+    const req = { group: 'g', count: 1, remove: [], labels: { zone: 'a' }, etcdEndpoints: ['http://10.0.0.1:2379', 'http://10.0.0.2:2379'] };
+    expect(workerArgs(p.provider, req, 'loom-g-1', 2)).toEqual(['node', '--name=loom-g-1', '--etcd=http://10.0.0.1:2379,http://10.0.0.2:2379', '--slots=2',
+      '--listen=0.0.0.0:8080', '--advertise=loom-g-1:8080', '--data-dir=/data', '--label=autoscale=g', '--label=zone=a', '--lease-ttl=3']);
+    // The host's network: reached where it listens, so no --advertise of a name.
+    expect(workerArgs({ ...p.provider, network: 'host', listen: '127.0.0.1:0', etcd: ['http://e:2379'] }, req, 'w', 1)).toEqual(['node', '--name=w', '--etcd=http://e:2379', '--slots=1',
+      '--listen=127.0.0.1:0', '--data-dir=/data', '--label=autoscale=g', '--label=zone=a', '--lease-ttl=3']);
+    // What it gives `loom node` parses there (with --insecure or --tls-* from args: these addresses are not loopback).
+    expect(parseNodeArgs([...workerArgs(p.provider, req, 'loom-g-1', 2).slice(1), '--insecure'], {})).toMatchObject({ name: 'loom-g-1', slots: 2, labels: { autoscale: 'g', zone: 'a' }, etcdEndpoints: req.etcdEndpoints });
+  });
+
   it('refuses what it cannot use, by name, with INVALID_ARGUMENT', () => {
     const bad: [Record<string, unknown>, RegExp][] = [
       [{ maxx: 3 }, /unknown field "maxx"/],
       [{ min: 5, max: 4 }, /min \(5\) is above max \(4\)/],
       [{ max: 0 }, /max must be a whole number from 1/],
       [{ upCooldown: 'soon' }, /upCooldown must be a duration/],
-      [{ provider: { kind: 'docker' } }, /kind "docker" is not supported/],
+      [{ provider: { kind: 'nomad' } }, /kind "nomad" is not supported \(supported: exec, docker, kubernetes\)/],
+      [{ provider: { kind: 'docker' } }, /provider.image is missing/],
+      [{ provider: { kind: 'docker', image: 'loom', command: ['x'] } }, /kind docker has no field "command"/],
+      [{ provider: { kind: 'docker', image: 'loom', binds: ['data:/data'] } }, /binds entry "data:\/data" must be/],
+      [{ provider: { kind: 'docker', image: 'loom', listen: '8080' } }, /provider.listen "8080" is not valid/],
+      [{ provider: { kind: 'docker', image: 'loom', env: { 'A-B': 1 } } }, /bad variable name "A-B"/],
+      [{ provider: { kind: 'kubernetes' } }, /provider.deployment is missing/],
+      [{ provider: { kind: 'kubernetes', deployment: 'Loom_Workers' } }, /provider.deployment "Loom_Workers" is not valid/],
+      [{ provider: { kind: 'kubernetes', deployment: 'w', apiServer: 'k8s:443' } }, /provider.apiServer/],
       [{ provider: { kind: 'exec', command: [] } }, /provider.command must be a command/],
       [{ group: 'Bad Group' }, /group "Bad Group"/],
       [{ labels: { autoscale: 'x' } }, /bad label name "autoscale"/],
