@@ -6,13 +6,13 @@
 import { runJobCommand, submitArray } from './job-cli';
 import { invalid, LoomError, toLoomError } from '../core/errors';
 import { isTerminal, stateName, TaskState } from '../core/lifecycle';
-import { NodeInfo, Task } from '../gen/loom';
+import { AutoscaleGroup, NodeInfo, Task } from '../gen/loom';
 import { parseCommandLine, type Command, type ListArgs } from './args';
 import { followTask, reportQueued, taskExitStatus, writeChunk, writeOut, type AttachIo } from './attach';
 import { LoomApi } from './client';
 import { defaultClientTls } from '../wire/tls';
 import { isLoopbackHost, parseHostPort } from '../core/config';
-import { formatMembersTable, formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
+import { formatAutoscaleGroups, formatMembersTable, formatNodesTable, formatStateLine, formatTaskSummary, formatTaskTable, quoteArg } from './format';
 
 export { parseCommandLine, parseRunArgs, DEFAULT_NODE } from './args';
 export type { Command, RunArgs, ListArgs, GlobalArgs } from './args';
@@ -375,12 +375,13 @@ async function cancelQueuedCommand(cmd: Cmd<'cancelQueued'>, api: LoomApi, io: C
 }
 
 async function nodesCommand(cmd: Cmd<'nodes'>, api: LoomApi, io: CliIo): Promise<number> {
-  const nodes = await api.nodes();
+  const { nodes, autoscale } = await api.cluster();
   if (cmd.json) {
-    await printJson(io, { nodes: nodes.map((n) => NodeInfo.toJSON(n)) });
+    await printJson(io, { nodes: nodes.map((n) => NodeInfo.toJSON(n)), autoscale: autoscale.map((g) => AutoscaleGroup.toJSON(g)) });
     return 0;
   }
   if (nodes.length === 0) await note(io, 'no nodes');
   else await out(io, formatNodesTable(nodes, Date.now()));
+  if (autoscale.length) await out(io, formatAutoscaleGroups(autoscale, Date.now()));
   return 0;
 }

@@ -29,6 +29,7 @@ import {
   type JobStatus,
   type ListJobsResponse,
   type NodeInfo,
+  type NodesResponse,
   type Task,
   TaskSpec,
 } from '../gen/loom';
@@ -228,8 +229,12 @@ export class LoomApi {
   }
 
   async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {
-    const res = await this.unary((c) => c.nodes, {}, { deadline: true, signal, kind: 'read' });
-    return res.nodes;
+    return (await this.cluster(signal)).nodes;
+  }
+
+  /** The nodes, and each autoscaled group's last decision. */
+  async cluster(signal?: AbortSignal): Promise<NodesResponse> {
+    return this.unary((c) => c.nodes, {}, { deadline: true, signal, kind: 'read' });
   }
 
   async submitJob(spec: JobSpec, signal?: AbortSignal): Promise<JobStatus> {

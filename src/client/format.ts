@@ -3,7 +3,7 @@ import { formatBytes } from '../core/fit';
 import { formatDurationMs } from '../core/duration';
 import { isTerminal, stateName } from '../core/lifecycle';
 import { nodeKinds } from '../core/task-kind';
-import type { EtcdMember, NodeInfo, Task } from '../gen/loom';
+import type { AutoscaleGroup, EtcdMember, NodeInfo, Task } from '../gen/loom';
 
 /**
  * C0 and C1 control characters, DEL, and the Unicode controls that reorder
@@ -237,6 +237,21 @@ export function formatNodesTable(nodes: NodeInfo[], now: number): string {
       nodeState(n),
     ]),
   );
+}
+
+/**
+ * Below `loom nodes`: each autoscaled group's size (decided, and as the
+ * provider last accepted it), its nodes on their way out, who evaluates the
+ * policy, and the last decision with its reason.
+ */
+export function formatAutoscaleGroups(groups: AutoscaleGroup[], now: number): string {
+  return groups.map((g) => {
+    const applied = !g.hasApplied ? 'the provider not asked yet' : g.applied === g.target ? 'provider agrees' : `provider last accepted ${g.applied}`;
+    const leader = g.leader ? `evaluated by ${g.leader}` : 'no node evaluates it now';
+    const removing = g.removing.length ? `; removing ${g.removing.join(', ')}` : '';
+    const when = g.atMs ? ` (${formatDurationMs(Math.max(0, now - Number(g.atMs)))} ago)` : '';
+    return `autoscale ${g.group}: ${g.target} node(s) wanted, ${g.observed.length} in the group, ${applied}; ${leader}${removing}\n  last decision${when}: ${g.reason}`;
+  }).join('\n');
 }
 
 /** STATE of `loom nodes`: ready, draining (an operator's), or paused and why (the node's own verdict, e.g. a full disk). */

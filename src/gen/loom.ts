@@ -676,6 +676,25 @@ export interface NodesRequest {
 
 export interface NodesResponse {
   nodes: NodeInfo[];
+  /** Each autoscaled group's last decision (loom node --autoscale), by group name. */
+  autoscale: AutoscaleGroup[];
+}
+
+/** What /autoscale/<group>/state holds, and who evaluates the policy now. */
+export interface AutoscaleGroup {
+  group: string;
+  /** The size decided, and the size the provider last accepted (has_applied false: none yet). */
+  target: number;
+  applied: number;
+  hasApplied: boolean;
+  /** The node holding the lead now; empty while none does. */
+  leader: string;
+  /** The group's live nodes at the last evaluation, and those drained to be removed. */
+  observed: string[];
+  removing: string[];
+  reason: string;
+  /** Epoch ms of the last evaluation. */
+  atMs: number;
 }
 
 /** A member of the etcd cluster the nodes share (loom members). */
@@ -6275,13 +6294,16 @@ export const NodesRequest: MessageFns<NodesRequest> = {
 };
 
 function createBaseNodesResponse(): NodesResponse {
-  return { nodes: [] };
+  return { nodes: [], autoscale: [] };
 }
 
 export const NodesResponse: MessageFns<NodesResponse> = {
   encode(message: NodesResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     for (const v of message.nodes) {
       NodeInfo.encode(v!, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.autoscale) {
+      AutoscaleGroup.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -6307,6 +6329,14 @@ export const NodesResponse: MessageFns<NodesResponse> = {
             message.nodes.push(NodeInfo.decode(reader, reader.uint32()));
             continue;
           }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.autoscale.push(AutoscaleGroup.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -6320,13 +6350,21 @@ export const NodesResponse: MessageFns<NodesResponse> = {
   },
 
   fromJSON(object: any): NodesResponse {
-    return { nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeInfo.fromJSON(e)) : [] };
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeInfo.fromJSON(e)) : [],
+      autoscale: globalThis.Array.isArray(object?.autoscale)
+        ? object.autoscale.map((e: any) => AutoscaleGroup.fromJSON(e))
+        : [],
+    };
   },
 
   toJSON(message: NodesResponse): unknown {
     const obj: any = {};
     if (message.nodes?.length) {
       obj.nodes = message.nodes.map((e) => NodeInfo.toJSON(e));
+    }
+    if (message.autoscale?.length) {
+      obj.autoscale = message.autoscale.map((e) => AutoscaleGroup.toJSON(e));
     }
     return obj;
   },
@@ -6337,6 +6375,222 @@ export const NodesResponse: MessageFns<NodesResponse> = {
   fromPartial(object: DeepPartial<NodesResponse>): NodesResponse {
     const message = createBaseNodesResponse();
     message.nodes = object.nodes?.map((e) => NodeInfo.fromPartial(e)) || [];
+    message.autoscale = object.autoscale?.map((e) => AutoscaleGroup.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseAutoscaleGroup(): AutoscaleGroup {
+  return {
+    group: "",
+    target: 0,
+    applied: 0,
+    hasApplied: false,
+    leader: "",
+    observed: [],
+    removing: [],
+    reason: "",
+    atMs: 0,
+  };
+}
+
+export const AutoscaleGroup: MessageFns<AutoscaleGroup> = {
+  encode(message: AutoscaleGroup, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.group !== "") {
+      writer.uint32(10).string(message.group);
+    }
+    if (message.target !== 0) {
+      writer.uint32(16).uint32(message.target);
+    }
+    if (message.applied !== 0) {
+      writer.uint32(24).uint32(message.applied);
+    }
+    if (message.hasApplied !== false) {
+      writer.uint32(32).bool(message.hasApplied);
+    }
+    if (message.leader !== "") {
+      writer.uint32(42).string(message.leader);
+    }
+    for (const v of message.observed) {
+      writer.uint32(50).string(v!);
+    }
+    for (const v of message.removing) {
+      writer.uint32(58).string(v!);
+    }
+    if (message.reason !== "") {
+      writer.uint32(66).string(message.reason);
+    }
+    if (message.atMs !== 0) {
+      writer.uint32(72).int64(message.atMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AutoscaleGroup {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseAutoscaleGroup();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.group = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.target = reader.uint32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.applied = reader.uint32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.hasApplied = reader.bool();
+            continue;
+          }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.leader = reader.string();
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.observed.push(reader.string());
+            continue;
+          }
+          case 7: {
+            if (tag !== 58) {
+              break;
+            }
+
+            message.removing.push(reader.string());
+            continue;
+          }
+          case 8: {
+            if (tag !== 66) {
+              break;
+            }
+
+            message.reason = reader.string();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.atMs = longToNumber(reader.int64());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): AutoscaleGroup {
+    return {
+      group: isSet(object.group) ? globalThis.String(object.group) : "",
+      target: isSet(object.target) ? globalThis.Number(object.target) : 0,
+      applied: isSet(object.applied) ? globalThis.Number(object.applied) : 0,
+      hasApplied: isSet(object.hasApplied)
+        ? globalThis.Boolean(object.hasApplied)
+        : isSet(object.has_applied)
+        ? globalThis.Boolean(object.has_applied)
+        : false,
+      leader: isSet(object.leader) ? globalThis.String(object.leader) : "",
+      observed: globalThis.Array.isArray(object?.observed) ? object.observed.map((e: any) => globalThis.String(e)) : [],
+      removing: globalThis.Array.isArray(object?.removing) ? object.removing.map((e: any) => globalThis.String(e)) : [],
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+      atMs: isSet(object.atMs)
+        ? globalThis.Number(object.atMs)
+        : isSet(object.at_ms)
+        ? globalThis.Number(object.at_ms)
+        : 0,
+    };
+  },
+
+  toJSON(message: AutoscaleGroup): unknown {
+    const obj: any = {};
+    if (message.group !== "") {
+      obj.group = message.group;
+    }
+    if (message.target !== 0) {
+      obj.target = Math.round(message.target);
+    }
+    if (message.applied !== 0) {
+      obj.applied = Math.round(message.applied);
+    }
+    if (message.hasApplied !== false) {
+      obj.hasApplied = message.hasApplied;
+    }
+    if (message.leader !== "") {
+      obj.leader = message.leader;
+    }
+    if (message.observed?.length) {
+      obj.observed = message.observed;
+    }
+    if (message.removing?.length) {
+      obj.removing = message.removing;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    if (message.atMs !== 0) {
+      obj.atMs = Math.round(message.atMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AutoscaleGroup>): AutoscaleGroup {
+    return AutoscaleGroup.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AutoscaleGroup>): AutoscaleGroup {
+    const message = createBaseAutoscaleGroup();
+    message.group = object.group ?? "";
+    message.target = object.target ?? 0;
+    message.applied = object.applied ?? 0;
+    message.hasApplied = object.hasApplied ?? false;
+    message.leader = object.leader ?? "";
+    message.observed = object.observed?.map((e) => e) || [];
+    message.removing = object.removing?.map((e) => e) || [];
+    message.reason = object.reason ?? "";
+    message.atMs = object.atMs ?? 0;
     return message;
   },
 };

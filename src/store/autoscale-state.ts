@@ -12,7 +12,8 @@
  */
 import { ScaleMemory } from '../core/autoscale';
 import { LoomError } from '../core/errors';
-import { ifLease, ifMissing, ifValue, Kv, put, rangeOp } from '../etcd/client';
+import type { AutoscaleGroup } from '../gen/loom';
+import { ifLease, ifMissing, ifValue, Kv, prefixEnd, put, rangeOp } from '../etcd/client';
 import { Keys } from './keys';
 
 /** The group's state as stored: the memory of the policy, and what it last did. */
@@ -52,4 +53,27 @@ export async function writeScaleState(kv: Kv, keys: Keys, group: string, node: s
   const leader = keys.autoscaleLeader(group);
   const res = await kv.txn({ compare: [ifValue(leader, node), ifLease(leader, lease)], success: [put(keys.autoscaleState(group), JSON.stringify(state))] }, 'write the autoscale state');
   return res.succeeded;
+}
+
+/** Every group's stored state and its leader now (`loom nodes`): one range of /autoscale/. */
+export async function listScaleGroups(kv: Kv, keys: Keys, signal?: AbortSignal): Promise<AutoscaleGroup[]> {
+  const prefix = keys.autoscaleState('\0').replace(/\0\/state$/, '');
+  const res = await kv.range({ key: Buffer.from(prefix), range_end: Buffer.from(prefixEnd(prefix)) }, 'read the autoscale groups', signal);
+  const byKey = new Map(res.kvs.map((e) => [e.key.toString(), e.value.toString()]));
+  const groups: AutoscaleGroup[] = [];
+  for (const [key, value] of byKey) {
+    const group = key.slice(prefix.length).replace(/\/state$/, '');
+    if (key !== keys.autoscaleState(group)) continue;
+    let st: ScaleState;
+    try {
+      st = JSON.parse(value) as ScaleState;
+    } catch {
+      continue; // readScaleState reports a corrupt state to the leader; a listing shows what it can
+    }
+    groups.push({
+      group, target: st.target, applied: st.applied ?? 0, hasApplied: st.applied !== undefined, leader: byKey.get(keys.autoscaleLeader(group)) ?? '',
+      observed: st.observed ?? [], removing: st.removing ?? [], reason: st.reason ?? '', atMs: st.atMs ?? 0,
+    });
+  }
+  return groups.sort((a, b) => (a.group < b.group ? -1 : 1));
 }

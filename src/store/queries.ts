@@ -1,5 +1,5 @@
 /** Read-only access to tasks, tails and nodes. */
-import { LogTail, NodeInfo, Task, TaskState } from '../gen/loom';
+import { AutoscaleGroup, LogTail, NodeInfo, Task, TaskState } from '../gen/loom';
 import { LoomError, notFound } from '../core/errors';
 import { stateName } from '../core/lifecycle';
 import { decodeNode, decodeTail, decodeTask } from './codec';
@@ -7,6 +7,7 @@ import { b, IKeyValue, Kv, rangeOp, withAbort, prefixEnd } from '../etcd/client'
 import { checkTaskId, jobTaskIdRange, Keys } from './keys';
 import { recordsInIdOrder } from './id-order';
 import { HeldTask, QueuedEntry } from './transitions';
+import { listScaleGroups } from './autoscale-state';
 
 export interface ListQuery {
   state?: TaskState;
@@ -182,6 +183,11 @@ export class TaskQueries {
       }
     }
     return out;
+  }
+
+  /** Each autoscaled group's last decision and leader (store/autoscale-state.ts). */
+  autoscaleGroups(signal?: AbortSignal): Promise<AutoscaleGroup[]> {
+    return listScaleGroups(this.kv, this.keys, signal);
   }
 
   async nodes(signal?: AbortSignal): Promise<NodeInfo[]> {

@@ -27,7 +27,7 @@ import { LABEL_GROUP } from '../../src/runner/docker-scale';
 import { DOCKER_SOCK, describeWithDocker } from '../support/docker';
 import { waitFor } from '../support/etcd';
 import { sharedFile, spec } from '../support/nodes';
-import { LOOM_BIN, ProcCluster, startCluster } from '../support/cluster';
+import { cli, LOOM_BIN, ProcCluster, startCluster } from '../support/cluster';
 
 jest.setTimeout(240_000);
 
@@ -83,6 +83,8 @@ d('autoscaling onto Docker', () => {
     await waitFor(async () => (await grown()) === MAX, { what: `${MAX} worker containers up as nodes`, timeoutMs: 90_000 })
       .catch((err) => { throw new Error(`${(err as Error).message}\n${cluster.nodes[0].output().slice(-3000)}`); });
     expect((await groupContainers()).filter((c) => c.State === 'running')).toHaveLength(MAX);
+    const shown = await cli(['-N', cluster.nodes[0].api, 'nodes']);
+    expect(shown.stdout).toMatch(new RegExp(`autoscale ${GROUP}: ${MAX} node\\(s\\) wanted, \\d in the group, provider agrees; evaluated by e1\n  last decision .*: (scale up|steady)`));
 
     await waitFor(async () => (await api.list({ state: TaskState.COMPLETED, pageSize: 1000 })).tasks.length === TASKS, { what: 'every task completed', timeoutMs: 150_000 });
     const drainedIn = Date.now() - t0;

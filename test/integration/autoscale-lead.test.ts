@@ -11,7 +11,7 @@ import * as path from 'path';
 import { Etcd3 } from 'etcd3';
 import { connectEtcd, Kv } from '../../src/etcd/client';
 import { Keys } from '../../src/store/keys';
-import { readScaleState, ScaleState, takeScaleLead, writeScaleState } from '../../src/store/autoscale-state';
+import { listScaleGroups, readScaleState, ScaleState, takeScaleLead, writeScaleState } from '../../src/store/autoscale-state';
 import { parseAutoscalePolicy } from '../../src/core/autoscale';
 import { autoscalerFor } from '../../src/node/autoscaler';
 import { testEtcdEndpoint, uniqueRoot, waitFor } from '../support/etcd';
@@ -81,6 +81,9 @@ test('another node takes over when the leader\'s lease ends, and goes on from it
   await scalers[1].tick();
   expect(fs.readFileSync(calls, 'utf8')).toBe('1 workers\n');
   expect(logs.join('\n')).toMatch(/b: autoscale workers: this node evaluates the policy now/);
+  // What `loom nodes` shows: the state, with the leader as of now.
+  expect(await listScaleGroups(kv, keys)).toEqual([expect.objectContaining({ group: 'workers', target: 1, applied: 1, hasApplied: true, leader: 'b' })]);
   await scalers[1].stop();
   await leases[1].revoke();
+  expect(await listScaleGroups(kv, keys)).toEqual([expect.objectContaining({ group: 'workers', leader: '' })]);
 });

@@ -299,6 +299,7 @@ describe('other commands', () => {
             NodeInfo.fromPartial({ name: 'n2', address: '127.0.0.2:8080', slots: 2, running: 0, docker: true, runAs: 'pool', startedAtMs: Date.now() - 5_000 }),
             NodeInfo.fromPartial({ name: 'n1', address: '127.0.0.1:8080', slots: 4, running: 1, labels: { gpu: '1' }, runAs: 'node', startedAtMs: Date.now() - 65_000 }),
           ],
+          autoscale: [{ group: 'workers', target: 1, applied: 3, hasApplied: true, leader: 'n1', observed: ['w1', 'w2', 'w3'], removing: ['w2', 'w3'], reason: 'scale down 3 → 1: at most 1 wanted for 60 s', atMs: Date.now() - 4_000 }],
         }),
     });
     let t = capture();
@@ -306,6 +307,9 @@ describe('other commands', () => {
     expect(t.stdout()).toBe('hello\n');
     t = capture();
     expect(await runCli(['-N', addr, 'nodes'], t.io)).toBe(0);
-    expect(t.stdout()).toMatch(/^NAME\s+ADDRESS\s+RUNNING\s+CPU%\s+LOAD\s+MEM AVAIL\s+FREE CPU\/MEM\s+LABELS\s+KINDS\s+TASKS AS\s+UPTIME\s+STATE\nn1\s+127\.0\.0\.1:8080\s+1\/4\s+-\s+-\s+-\s+-\s+gpu=1\s+command\s+NODE USER\s+1m\ds\s+ready\nn2\s+127\.0\.0\.2:8080\s+0\/2\s+-\s+-\s+-\s+-\s+-\s+command,container\s+pool\s+\d+(\.\d+)?s\s+ready\n$/);
+    expect(t.stdout()).toMatch(/^NAME\s+ADDRESS\s+RUNNING\s+CPU%\s+LOAD\s+MEM AVAIL\s+FREE CPU\/MEM\s+LABELS\s+KINDS\s+TASKS AS\s+UPTIME\s+STATE\nn1\s+127\.0\.0\.1:8080\s+1\/4\s+-\s+-\s+-\s+-\s+gpu=1\s+command\s+NODE USER\s+1m\ds\s+ready\nn2\s+127\.0\.0\.2:8080\s+0\/2\s+-\s+-\s+-\s+-\s+-\s+command,container\s+pool\s+\d+(\.\d+)?s\s+ready\nautoscale workers: 1 node\(s\) wanted, 3 in the group, provider last accepted 3; evaluated by n1; removing w2, w3\n {2}last decision \(4(\.\d+)?s ago\): scale down 3 \S+ 1: at most 1 wanted for 60 s\n$/);
+    t = capture();
+    expect(await runCli(['-N', addr, 'nodes', '--json'], t.io)).toBe(0);
+    expect(JSON.parse(t.stdout()).autoscale).toEqual([expect.objectContaining({ group: 'workers', target: 1, applied: 3, leader: 'n1', removing: ['w2', 'w3'] })]);
   });
 });
