@@ -25,12 +25,15 @@ COPY . .
 RUN npm run build
 
 ENV NODE_ENV=production
-# The node runs as root on purpose: root is what lets it run each task under a
-# uid of its own (--run-as pool), drop the task's capabilities and put it in
-# cgroups it cannot leave; tasks themselves never run as root. A deployment
-# whose tasks are all trusted may run the node unprivileged instead
-# (`docker run --user 10001 ... node --run-as node`): tasks then share the
-# node's user and can read its data dir and key.
+# The node runs as root by default on purpose: root is what lets it run each
+# task under a uid of its own (--run-as pool), drop the task's capabilities
+# and put it in cgroups it cannot leave; tasks themselves never run as root.
+# Where that confinement is not needed (every task trusted), run it as the
+# unprivileged user `loom` made here: `docker run --user loom ...` (the node
+# then picks --run-as node: tasks share its user and can read its data dir
+# and key). scripts/docker-image-check.sh runs a task both ways.
+RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home --shell /usr/sbin/nologin loom \
+ && mkdir -p /data && chown loom:loom /data
 # Task logs, the lease file and the embedded etcd member.
 VOLUME ["/data"]
 # gRPC API, etcd client, etcd peer.
