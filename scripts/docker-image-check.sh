@@ -69,6 +69,10 @@ else
   step "base $BASE: imported"
 fi
 
+# docker-compose.yml, as a compose tool reads it (when this machine has one; its flags are checked by test/unit/deploy-manifests.test.ts).
+if command -v docker-compose >/dev/null 2>&1; then
+  docker-compose -f docker-compose.yml config -q && step "docker-compose.yml: valid for $(docker-compose version --short 2>/dev/null || echo docker-compose)"
+fi
 step "building $IMAGE from Dockerfile (output: $work/build.log)"
 if ! dk build --network host -t "$IMAGE" . >"$work/build.log" 2>&1; then
   tail -n 30 "$work/build.log" >&2

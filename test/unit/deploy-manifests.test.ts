@@ -128,6 +128,24 @@ describe('deploy/kubernetes', () => {
   });
 });
 
+describe('docker-compose.yml', () => {
+  it('gives each node flags loom node accepts, its etcd peers the other services at their fixed addresses', () => {
+    const compose = require('yaml').parse(fs.readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'), { merge: true }) as Obj;
+    const services = Object.entries(compose.services as Record<string, Obj>);
+    expect(services.length).toBe(3);
+    const ip = (name: string) => compose.services[name].networks.loom.ipv4_address as string;
+    for (const [name, svc] of services) {
+      expect(svc.build).toBe('.');
+      expect(svc.command[0]).toBe('node');
+      const c = parseNodeArgs(svc.command.slice(1), {});
+      expect(c.name).toBe(name);
+      expect(c.peerListen).toBe(`http://${ip(name)}:2380`);
+      expect(c.peers).toEqual(services.filter(([n]) => n !== name).map(([n]) => ({ name: n, url: `http://${ip(n)}:2380` })));
+      expect(svc.volumes).toEqual([`${name}-data:${c.dataDir}`]);
+    }
+  });
+});
+
 describe('deploy/grafana', () => {
   it('only charts series a node exports', () => {
     const dash = JSON.parse(fs.readFileSync(path.join(ROOT, 'deploy', 'grafana', 'loom.json'), 'utf8')) as Obj;
