@@ -83,29 +83,31 @@ step "built: $(dk image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
 LOOM="node $ROOT/dist/src/bin/loom.js"
 # One node from the image (its own etcd member), a task through the host's CLI, the uid it ran as.
-run_node() { # name, user ("" = the image's default), expected uid test
-  local name=$1 user=$2 api peer client out
+# Sets TASK_OUT. Runs in this shell (not in $(...)), so cleanup knows its container.
+run_node() { # name, user ("" = the image's default)
+  local name=$1 user=$2 api peer client
   api=$(free_port); peer=$(free_port); client=$(free_port)
+  dk rm -f "$name" >/dev/null 2>&1 || true # left by a run that was killed
   containers+=("$name")
   dk run -d --name "$name" --network host ${user:+--user "$user"} "$IMAGE" node --name "$name" \
     --listen "127.0.0.1:$api" --peer-listen "http://127.0.0.1:$peer" --client-listen "http://127.0.0.1:$client" --data-dir /data >/dev/null
+  local up=0
   for _ in $(seq 1 60); do
-    dk logs "$name" 2>&1 | grep -q "node $name up" && break
-    [ "$(dk inspect -f '{{.State.Running}}' "$name")" = true ] || { dk logs "$name" >&2; exit 1; }
+    if dk logs "$name" 2>&1 | grep "node $name up" >/dev/null; then up=1; break; fi
+    [ "$(dk inspect -f '{{.State.Running}}' "$name")" = true ] || break
     sleep 0.5
   done
-  dk logs "$name" 2>&1 | grep -q "node $name up" || { dk logs "$name" >&2; echo "docker-image-check: $name never came up" >&2; exit 1; }
-  out=$($LOOM -N "127.0.0.1:$api" run -- sh -c 'echo "uid=$(id -u) node=$LOOM_NODE"')
-  step "$name (${user:-image default user}): task printed: $out" >&2
-  printf '%s\n' "$out"
+  [ "$up" = 1 ] || { dk logs "$name" >&2; echo "docker-image-check: $name never came up" >&2; exit 1; }
+  TASK_OUT=$($LOOM -N "127.0.0.1:$api" run -- sh -c 'echo "uid=$(id -u) node=$LOOM_NODE"')
+  step "$name (${user:-image default user}): task printed: $TASK_OUT"
 }
-as_root=$(run_node loom-image-root "" | tail -n 1)
-case $as_root in
-  "uid=0 "*|"") echo "docker-image-check: a task of the root node ran as root or printed nothing: $as_root" >&2; exit 1 ;;
-  *"node=loom-image-root") ;;
-  *) echo "docker-image-check: unexpected task output: $as_root" >&2; exit 1 ;;
+run_node loom-image-root ""
+case $TASK_OUT in
+  "uid=0 "*|"") echo "docker-image-check: a task of the root node ran as root or printed nothing: $TASK_OUT" >&2; exit 1 ;;
+  *" node=loom-image-root") ;;
+  *) echo "docker-image-check: unexpected task output: $TASK_OUT" >&2; exit 1 ;;
 esac
-as_loom=$(run_node loom-image-user loom | tail -n 1)
-[ "$as_loom" = "uid=10001 node=loom-image-user" ] || { echo "docker-image-check: as user loom the task printed: $as_loom" >&2; exit 1; }
-[ "$(dk inspect -f '{{.Config.User}}' loom-image-user)" = loom ] || exit 1
+run_node loom-image-user loom
+[ "$TASK_OUT" = "uid=10001 node=loom-image-user" ] || { echo "docker-image-check: as user loom the task printed: $TASK_OUT" >&2; exit 1; }
+[ "$(dk inspect -f '{{.Config.User}}' loom-image-user)" = loom ] || { echo "docker-image-check: loom-image-user does not run as loom" >&2; exit 1; }
 step "ok: the Dockerfile builds here and its nodes run tasks (under a pool uid as root; as loom, uid 10001)"
