@@ -2,7 +2,7 @@
 import * as fs from 'fs';
 import { parse as parseYaml } from 'yaml';
 import { AutoscalePolicy, parseAutoscalePolicy } from '../core/autoscale';
-import { resolveDockerEngine } from '../core/docker-engine';
+import { parseDockerAddress } from '../core/docker-engine';
 import { invalid, LoomError } from '../core/errors';
 
 /** `env`: the node's own environment, which exec commands start from and the kubernetes provider reads (KUBERNETES_SERVICE_*). */
@@ -21,7 +21,7 @@ export function readAutoscalePolicy(file: string, env: Record<string, string | u
   }
   try {
     const policy = parseAutoscalePolicy(doc);
-    if (policy.provider.kind === 'docker' && policy.provider.engine) resolveDockerEngine(policy.provider.engine, {});
+    if (policy.provider.kind === 'docker' && policy.provider.engine) parseDockerAddress(policy.provider.engine, 'provider.engine', {});
     return policy.provider.kind === 'docker' ? policy : { ...policy, provider: { ...policy.provider, env } };
   } catch (err) {
     throw invalid(`--autoscale ${file}: ${(err as Error).message}`);

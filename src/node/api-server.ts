@@ -298,7 +298,7 @@ export class ApiServer {
           release();
         }
       },
-      nodes: async (_req: NodesRequest, { signal }): Promise<NodesResponse> => ({ nodes: await d.queries.nodes(signal), autoscale: await d.queries.autoscaleGroups(signal) }),
+      nodes: async (_req: NodesRequest, { signal }): Promise<NodesResponse> => Promise.all([d.queries.nodes(signal), d.queries.autoscaleGroups(signal)]).then(([nodes, autoscale]) => ({ nodes, autoscale })),
       drain: async (req: DrainRequest, { identity }): Promise<DrainResponse> => {
         if (!this.isAdmin(identity)) {
           throw new LoomError('PERMISSION_DENIED', `${identity.name} may not drain or resume nodes (only an admin, see --admin, may)`);

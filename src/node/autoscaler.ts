@@ -20,7 +20,7 @@ import { Keys } from '../store/keys';
 import { readScaleState, ScaleState, takeScaleLead, writeScaleState } from '../store/autoscale-state';
 import { setNodeControl } from '../store/node-control';
 import { countQueued } from '../store/status-feed';
-import { DockerEngine, resolveDockerEngine } from '../core/docker-engine';
+import { DockerEngine, parseDockerAddress, resolveDockerEngine } from '../core/docker-engine';
 import type { ScaleProvider } from '../core/scale-provider-spec';
 import { dockerProvider } from '../runner/docker-scale';
 import { kubernetesProvider } from './kube-scale';
@@ -163,7 +163,7 @@ function providerFor(p: AutoscalePolicy, nodeEngine: DockerEngine | undefined, l
   const spec = p.provider;
   if (spec.kind === 'exec') return execProvider(spec.command, spec.env);
   if (spec.kind === 'kubernetes') return kubernetesProvider(spec, log);
-  return dockerProvider(spec, spec.engine || !nodeEngine ? resolveDockerEngine(spec.engine, {}) : nodeEngine, p.slotsPerNode, log);
+  return dockerProvider(spec, spec.engine ? parseDockerAddress(spec.engine, 'provider.engine', {}) : nodeEngine ?? resolveDockerEngine(undefined, {}), p.slotsPerNode, log);
 }
 
 /** A node's autoscaler for its policy: the provider it names, the queue counted and drains set through etcd. */

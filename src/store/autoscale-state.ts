@@ -57,7 +57,7 @@ export async function writeScaleState(kv: Kv, keys: Keys, group: string, node: s
 
 /** Every group's stored state and its leader now (`loom nodes`): one range of /autoscale/. */
 export async function listScaleGroups(kv: Kv, keys: Keys, signal?: AbortSignal): Promise<AutoscaleGroup[]> {
-  const prefix = keys.autoscaleState('\0').replace(/\0\/state$/, '');
+  const prefix = keys.autoscalePrefix;
   const res = await kv.range({ key: Buffer.from(prefix), range_end: Buffer.from(prefixEnd(prefix)) }, 'read the autoscale groups', signal);
   const byKey = new Map(res.kvs.map((e) => [e.key.toString(), e.value.toString()]));
   const groups: AutoscaleGroup[] = [];

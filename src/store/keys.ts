@@ -198,12 +198,17 @@ export class Keys {
     return `${this.root}/control/${node}`;
   }
 
+  /** Every group's leader and state keys. */
+  get autoscalePrefix(): string {
+    return `${this.root}/autoscale/`;
+  }
+
   autoscaleLeader(group: string): string {
-    return `${this.root}/autoscale/${group}/leader`;
+    return `${this.autoscalePrefix}${group}/leader`;
   }
 
   autoscaleState(group: string): string {
-    return `${this.root}/autoscale/${group}/state`;
+    return `${this.autoscalePrefix}${group}/state`;
   }
 
   job(id: string): string {

@@ -145,6 +145,8 @@ describe('--autoscale FILE', () => {
     expect(() => readAutoscalePolicy(bad, {})).toThrow(/--autoscale .*bad.yaml: not valid YAML/);
     fs.writeFileSync(bad, 'max: 3\n');
     expect(() => readAutoscalePolicy(bad, {})).toThrow(/bad.yaml: autoscale policy: provider is missing/);
+    fs.writeFileSync(bad, 'max: 2\nprovider: {kind: docker, image: loom, engine: "ftp://x"}\n');
+    expect(() => readAutoscalePolicy(bad, {})).toThrow(/bad.yaml: provider.engine="ftp:\/\/x": loom does not speak to Docker over ftp/);
     expect(() => readAutoscalePolicy(path.join(dir, 'none.yaml'), {})).toThrow(/none.yaml: cannot read it \(ENOENT\)/);
   });
 });
