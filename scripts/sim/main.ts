@@ -50,16 +50,17 @@ function main(argv: string[]): number {
     .option('lost-replies', { type: 'number', default: SIM_DEFAULTS.lostReplies, describe: 'chance a claim reply is lost' })
     .option('slow-periods', { type: 'number', default: SIM_DEFAULTS.slowPeriods, describe: '200 ms periods of 10x slower etcd' })
     .option('thief-order', { type: 'boolean', default: SIM_DEFAULTS.thiefOrder, describe: 'thieves of a task take turns in its order (--no-thief-order: all at once, with jitter)' })
-    .option('thief-turns', { type: 'number', default: SIM_DEFAULTS.thiefTurns, describe: 'thieves with a turn of their own before the rest' })
-    .option('crowd-step-ms', { type: 'number', default: SIM_DEFAULTS.crowdStepMs, describe: 'after the turns, rank T + r waits this x log2(1 + r) more' })
+    .option('thief-step-ms', { type: 'number', default: SIM_DEFAULTS.thiefStepMs, describe: 'length of one thief\'s turn' })
+    .option('turn-guard-ms', { type: 'number', default: SIM_DEFAULTS.turnGuardMs, describe: 'end of each turn in which its owner no longer claims' })
     .option('plant', { choices: PLANTS, default: 'none' as Plant, describe: 'remove one store compare on purpose' })
     .option('json', { type: 'boolean', default: false })
     .strict()
     .check((v) => {
-      for (const k of ['slots', 'tasks', 'deaths', 'slow-periods', 'thief-turns', 'crowd-step-ms'] as const) {
+      for (const k of ['slots', 'tasks', 'deaths', 'slow-periods', 'thief-step-ms', 'turn-guard-ms'] as const) {
         const n = v[k] as number;
         if (!Number.isInteger(n) || n < (k === 'slots' || k === 'tasks' ? 1 : 0)) throw new Error(`--${k}: expected a whole number, got ${n}`);
       }
+      if (v['turn-guard-ms'] >= v['thief-step-ms']) throw new Error(`--turn-guard-ms must be shorter than --thief-step-ms (a turn needs time to claim in)`);
       const p = v['lost-replies'] as number;
       if (!(p >= 0 && p < 1)) throw new Error(`--lost-replies: expected a chance in [0, 1), got ${p}`);
       parseNodeCounts(v.nodes);
@@ -84,8 +85,8 @@ function main(argv: string[]): number {
       slowPeriods: a['slow-periods'],
       plant: a.plant,
       thiefOrder: a['thief-order'],
-      thiefTurns: a['thief-turns'],
-      crowdStepMs: a['crowd-step-ms'],
+      thiefStepMs: a['thief-step-ms'],
+      turnGuardMs: a['turn-guard-ms'],
     });
     results.push(r);
     if (!a.json) {

@@ -1,7 +1,7 @@
 /**
  * A simulated loom node: its steal loop's decisions are loom's own pure
  * functions (core/choose-claims.ts chooseClaims and freeSlots,
- * core/steal-policy.ts preferredNode and claimDelayMs, with the same
+ * core/steal-policy.ts preferredNode and stealAtAgeMs, with the same
  * per-node jitter), fed by a watch of the simulated queue. One claim
  * transaction is out at a time, as on a real node; a task's slot frees when
  * its process exits, and its result goes to the store after that.
@@ -11,7 +11,7 @@
  * the result writer's batching (one result per transaction here).
  */
 import { chooseClaims, freeSlots } from '../../src/core/choose-claims';
-import { claimDelayMs, DEFAULT_STEAL_POLICY, preferredNode, stealHash, stealOrder, StealPolicy } from '../../src/core/steal-policy';
+import { DEFAULT_STEAL_POLICY, preferredNode, stealAtAgeMs, stealHash, StealPolicy } from '../../src/core/steal-policy';
 import { Clock } from './clock';
 import { Rng } from '../chaos/rng';
 import { QueueEvent, SimStore } from './store';
@@ -217,8 +217,11 @@ export class SimNode {
       starveAfterMs: 10_000,
       refused: () => false,
       preferred: (e) => pref(e).preferred,
-      stealAt: (e) => e.seenAtMs + claimDelayMs({ preferred: false, running, slots: this.slots, thiefRank: this.thiefOrder ? pref(e).rank : undefined }, this.policy, () => pref(e).jitter),
-      stealRank: (e) => (this.thiefOrder ? stealOrder(pref(e).rank, pref(e).jitter, this.policy) : pref(e).jitter),
+      stealAt: (e) => {
+        const thief = this.thiefOrder ? { rank: pref(e).rank, of: names.length - 1 } : undefined;
+        return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots: this.slots, thief }, this.policy, () => pref(e).jitter);
+      },
+      stealRank: (e) => pref(e).jitter,
     });
     if (choice.chosen.length === 0) {
       if (choice.nextAt < Infinity) this.schedulePass(choice.nextAt - now);

@@ -25,9 +25,9 @@ export interface SimOptions {
   plant: Plant;
   /** Thieves take turns in each task's order (thiefRank); false: all at once, with jitter. */
   thiefOrder: boolean;
-  /** StealPolicy.thiefTurns and crowdStepMs of every node. */
-  thiefTurns: number;
-  crowdStepMs: number;
+  /** StealPolicy.thiefStepMs and turnGuardMs of every node. */
+  thiefStepMs: number;
+  turnGuardMs: number;
   ttlMs: number;
   /** Virtual time after which the run stops (what is left undone is reported). */
   limitMs: number;
@@ -43,8 +43,8 @@ export const SIM_DEFAULTS: SimOptions = {
   slowPeriods: 3,
   plant: 'none',
   thiefOrder: true,
-  thiefTurns: DEFAULT_STEAL_POLICY.thiefTurns,
-  crowdStepMs: DEFAULT_STEAL_POLICY.crowdStepMs,
+  thiefStepMs: DEFAULT_STEAL_POLICY.thiefStepMs,
+  turnGuardMs: DEFAULT_STEAL_POLICY.turnGuardMs,
   ttlMs: 5000,
   limitMs: 3_600_000,
 };
@@ -80,7 +80,7 @@ export function runSimulation(partial: Partial<SimOptions> = {}): SimResult {
   const nodes: SimNode[] = [];
   const orders = new StealOrders();
   const live = () => nodes.filter((n) => n.listed).map((n) => n.name);
-  const policy = { ...DEFAULT_STEAL_POLICY, thiefTurns: o.thiefTurns, crowdStepMs: o.crowdStepMs };
+  const policy = { ...DEFAULT_STEAL_POLICY, thiefStepMs: o.thiefStepMs, turnGuardMs: o.turnGuardMs };
   for (let i = 0; i < o.nodes; i++) {
     nodes.push(new SimNode(`n${i + 1}`, o.slots, clock, store, net, live, (id) => duration.get(id)!, log, orders, policy, o.thiefOrder));
   }

@@ -7,12 +7,10 @@
  *
  * Band by band (a band = one priority, in FIFO order): first the band's
  * entries this node is preferred for, from the front; then, if room remains,
- * entries of other nodes whose steal time has passed, in this node's own
- * order (stealRank, a hash of node and task): every thief sees the same
- * stealable entries, and if each took the same end of the band they would all
- * race for one task; each starting at its own place, k thieves among m
- * entries collide about k²/2m times instead of k-1 (`npm run sim -- --nodes
- * 3,10,20,50` shows the lost claims per task). A lower band is only looked at once nothing in the higher bands is
+ * entries of other nodes that are in this node's turn (stealAt, see
+ * stealAtAgeMs), in this node's own order (stealRank, a hash of node and
+ * task), so that it does not always take the entry the preferred node takes
+ * next. A lower band is only looked at once nothing in the higher bands is
  * waiting, so priority holds across the cluster. An entry must fit what is
  * free in every dimension. A preferred entry that has waited longer than
  * starveAfterMs and does not fit is a barrier: nothing behind it is taken
@@ -43,12 +41,12 @@ export interface ChooseInput<E extends ClaimCandidate> {
   refused: (e: E) => boolean;
   /** True when this node is the entry's preferred node. */
   preferred: (e: E) => boolean;
-  /** When this node, not preferred, may steal the entry (local ms). */
+  /** When this node, not preferred, may next steal the entry (local ms; at most `now`: now). */
   stealAt: (e: E) => number;
   /**
    * This node's own order over entries it may steal (lower first), fixed per
-   * node and task (a hash of both): thieves that look at the same stealable
-   * entries each start at a different one instead of all at the same.
+   * node and task (a hash of both): the preferred nodes take theirs from the
+   * front, a thief from its own place.
    */
   stealRank: (e: E) => number;
 }

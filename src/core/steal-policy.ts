@@ -1,44 +1,41 @@
 /**
- * Who should claim a queued task, and how long a node waits before trying.
+ * Who should claim a queued task, and when a node that is not its first
+ * choice may try.
  *
  * Every live node sees every queued task. To keep them from racing on each
  * one, each task has a *preferred* node chosen by rendezvous hashing over the
- * live node names: the preferred node claims at once, the others wait a
- * little (and longer the busier they are), so they only steal what the
- * preferred node cannot take. The thieves of a task come in a per-task order
- * (thiefRank): the first few get a turn each, one step apart, so a task the
- * preferred node cannot take is tried by one thief at a time instead of by
- * every idle node at once; after them everyone may steal, with a jitter.
+ * live node names: the preferred node claims whenever it has a free slot. The
+ * others are the task's thieves, in a per-task order (thiefRank), and after
+ * stealDelayMs time is cut into turns of thiefStepMs: turn j belongs to the
+ * thief of rank j mod (number of thieves) alone, so the thieves go round one
+ * at a time, for as long as the task stays queued. A turn's owner claims only
+ * in its first thiefStepMs - turnGuardMs, so its claim has committed and
+ * reached the next owner's watch before that turn begins. Two idle thieves
+ * never go for one task at once, however many nodes there are and however old
+ * the task (npm run sim -- --nodes 500 shows the lost claims).
  */
 import { invalid } from './errors';
 
 export interface StealPolicy {
-  /** Wait of a non-preferred node before stealing, when idle. */
+  /** Age of a task (since a node saw it queued) at which the thieves' turns begin. */
   stealDelayMs: number;
-  /** Extra wait at full load (scaled by running/slots). */
+  /** A busy thief skips the turns that begin within this x its load (0..1) of stealDelayMs. */
   loadDelayMs: number;
-  /** Uniform random jitter added to every non-immediate wait. */
+  /** Without a thief order (thief undefined, the simulation's comparison): a uniform random wait this long. */
   jitterMs: number;
   /**
    * A task claimed ahead of a free slot (see aheadRoom) that waited this long
    * for one is handed back: the tasks holding the slots turned out long.
    */
   aheadStaleMs: number;
-  /** Thieves of a task that get a turn of their own (thiefRank below this), before everyone. */
-  thiefTurns: number;
-  /**
-   * Time between two thieves' turns: long enough for a claim to commit and
-   * reach the next thief's watch, so the next one sees the task gone instead
-   * of racing for it.
-   */
+  /** Length of one thief's turn. */
   thiefStepMs: number;
   /**
-   * After the turns, thieves of rank T + r wait crowdStepMs x log2(1 + r)
-   * more: the crowd comes in over time, not all at once, so when a few
-   * tasks are left for many idle nodes the earliest in each task's order win
-   * (npm run sim -- --nodes 500 shows the lost claims).
+   * The end of each turn in which its owner no longer claims: a claim made
+   * before it commits and reaches the next owner's watch (a transaction and a
+   * watch event, a few ms) before the next turn begins.
    */
-  crowdStepMs: number;
+  turnGuardMs: number;
 }
 
 export const DEFAULT_STEAL_POLICY: StealPolicy = {
@@ -46,9 +43,8 @@ export const DEFAULT_STEAL_POLICY: StealPolicy = {
   loadDelayMs: 40,
   jitterMs: 10,
   aheadStaleMs: 250,
-  thiefTurns: 4,
   thiefStepMs: 10,
-  crowdStepMs: 20,
+  turnGuardMs: 5,
 };
 
 /** 32-bit FNV-1a of a string: cheap, stable across processes. */
@@ -108,19 +104,22 @@ export function stealHash(node: string, taskId: string): number {
 /**
  * Where `self` stands among the thieves of task `taskId`: the nodes that could
  * run it (`nodes`) other than its preferred node, in stealHash order (ties:
- * name). 0 = the first thief. Every node computes the same order from the
- * same node list, so the thieves of one task take turns without talking, and
- * each task has its own order, so one node's overflow spreads over all.
+ * name). rank 0 = the first thief; `of` = how many thieves there are (self
+ * counted, so rank < of). Every node computes the same order from the same
+ * node list, so the thieves of one task take turns without talking, and each
+ * task has its own order, so one node's overflow spreads over all.
  */
-export function thiefRank(taskId: string, nodes: readonly string[], self: string, preferred: string | undefined): number {
+export function thiefRank(taskId: string, nodes: readonly string[], self: string, preferred: string | undefined): { rank: number; of: number } {
   const mine = stealHash(self, taskId);
   let rank = 0;
+  let of = 1;
   for (const node of new Set(nodes)) {
     if (node === self || node === preferred) continue;
+    of++;
     const h = stealHash(node, taskId);
     if (h < mine || (h === mine && node < self)) rank++;
   }
-  return rank;
+  return { rank, of };
 }
 
 /** Nodes that make each periodic cluster-wide sweep (orphans, open jobs) per interval. */
@@ -147,40 +146,37 @@ export function takesTurn(self: string, nodes: readonly string[], turn: string, 
 }
 
 /**
- * How long this node waits before claiming a task. 0 = claim now. `cpuBusy`
- * (the measured busy fraction of the machine's CPUs, 0..1; given with
- * --max-load) lengthens a steal, never the preferred node's own claim.
- * `thiefRank` (see thiefRank) places a steal in its turn: the first
- * policy.thiefTurns thieves wait one thiefStepMs more each, without jitter
- * (a turn is one node's), and the rest wait past every turn, in waves
- * (crowdStepMs), with jitter. Without it every thief steals at once, with
- * jitter. `random` is injectable so tests are deterministic.
+ * The age of a task (ms since this node saw it queued) at which this node, one
+ * of its thieves, may claim it: at most `ageMs` means now. The thief of rank r
+ * among `of` owns the turns j = r, r + of, r + 2of, ..., turn j beginning at
+ * stealDelayMs + j x thiefStepMs; it claims in a turn's first thiefStepMs -
+ * turnGuardMs. A busy thief (load: running/slots, or the busy share of its
+ * CPUs given with --max-load, the larger) skips the turns that begin before
+ * stealDelayMs + loadDelayMs x load, so an idle node of the same rank order
+ * comes first. Without `thief` (the simulation's --no-thief-order) every thief
+ * may claim from stealDelayMs + load delay + jitter on. `random` is
+ * injectable so tests are deterministic.
  */
-export function claimDelayMs(
-  opts: { preferred: boolean; running: number; slots: number; cpuBusy?: number; thiefRank?: number },
+export function stealAtAgeMs(
+  opts: { ageMs: number; running: number; slots: number; cpuBusy?: number; thief?: { rank: number; of: number } },
   policy: StealPolicy = DEFAULT_STEAL_POLICY,
   random: () => number = Math.random,
 ): number {
   const slotLoad = opts.slots > 0 ? Math.min(1, opts.running / opts.slots) : 1;
-  if (opts.preferred && slotLoad < 1) return 0;
-  // A steal waits by the busier of its slots and its measured CPUs (work outside loom counts too).
   const load = Math.max(slotLoad, Math.min(1, opts.cpuBusy ?? 0));
-  const base = opts.preferred ? 0 : policy.stealDelayMs;
-  const wait = base + policy.loadDelayMs * load;
-  const rank = opts.preferred ? undefined : opts.thiefRank;
-  if (rank !== undefined && rank < policy.thiefTurns) return wait + policy.thiefStepMs * rank;
-  // Past the turns the crowd comes in over time: rank T + r waits crowdStepMs x log2(1 + r) more.
-  const crowd = rank === undefined ? 0 : policy.thiefTurns * policy.thiefStepMs + policy.crowdStepMs * Math.log2(1 + rank - policy.thiefTurns);
-  return wait + crowd + policy.jitterMs * random();
-}
-
-/**
- * The order in which a thief looks at tasks it may steal (lower first): its
- * own turns first, earliest turn first, then the rest by its steal hash, so
- * two thieves looking at the same stealable tasks start at different ones.
- */
-export function stealOrder(thiefRank: number, hash: number, policy: StealPolicy = DEFAULT_STEAL_POLICY): number {
-  return Math.min(thiefRank, policy.thiefTurns) + hash;
+  const earliest = policy.stealDelayMs + policy.loadDelayMs * load;
+  if (!opts.thief) return earliest + policy.jitterMs * random();
+  const step = policy.thiefStepMs;
+  const of = Math.max(1, opts.thief.of);
+  const rank = ((opts.thief.rank % of) + of) % of;
+  // The first turn of this thief that begins at or after `earliest`.
+  const skipped = Math.max(0, Math.ceil((earliest - policy.stealDelayMs) / step));
+  const first = policy.stealDelayMs + (skipped + ((((rank - skipped) % of) + of) % of)) * step;
+  // A lone thief has no next owner to leave room for.
+  if (opts.ageMs < first || of === 1) return first;
+  const cycle = of * step;
+  const turn = first + Math.floor((opts.ageMs - first) / cycle) * cycle;
+  return opts.ageMs < turn + step - policy.turnGuardMs ? turn : turn + cycle;
 }
 
 /** How far below --max-load the measured CPU must fall before a node that held back claims again. */

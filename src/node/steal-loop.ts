@@ -14,7 +14,7 @@
  * per node (WriteLane), so what piles up meanwhile goes in the next one.
  */
 import { ContainerPolicy, NodeInfo, Resources, TaskSpec } from '../gen/loom';
-import { claimDelayMs, stealHash, stealOrder, StealPolicy, thiefRank } from '../core/steal-policy';
+import { stealAtAgeMs, stealHash, StealPolicy, thiefRank } from '../core/steal-policy';
 import { Placement, placementView, preferredFor } from '../core/placement';
 import { addResources, refusal as refusal_ } from '../core/fit';
 import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims, freeSlots } from '../core/choose-claims';
@@ -66,8 +66,8 @@ export interface StealDeps {
 interface Preference {
   version: number;
   preferred: boolean;
-  /** This node's place among the entry's thieves (thiefRank; 0 when preferred). */
-  rank: number;
+  /** This node's place among the entry's thieves (thiefRank; rank 0 of 1 when preferred). */
+  thief: { rank: number; of: number };
   /** This node's steal hash for the entry, in [0, 1): its jitter and order among equals. */
   jitter: number;
 }
@@ -179,9 +179,9 @@ export class StealLoop {
     const me = this.me!.node;
     const { preferred: first, able } = this.placement(entry.id, entry.snapshot.spec!, entry.snapshot.submittedByAdmin);
     const preferred = able.length <= 1 || first === me;
-    const rank = preferred ? 0 : thiefRank(entry.id, able, me, first);
+    const thief = preferred ? { rank: 0, of: 1 } : thiefRank(entry.id, able, me, first);
     const jitter = cached?.jitter ?? stealHash(me, entry.id);
-    const pref = { version, preferred, rank, jitter };
+    const pref = { version, preferred, thief, jitter };
     if (this.prefCache.size > 20_000) this.prefCache.clear();
     this.prefCache.set(entry.key, pref);
     return pref;
@@ -202,13 +202,10 @@ export class StealLoop {
       refused: (e) => this.refusalFor(e, self) !== undefined,
       preferred: (e) => this.preference(e, version).preferred,
       stealAt: (e) => {
-        const { rank, jitter } = this.preference(e, version);
-        return e.seenAtMs + claimDelayMs({ preferred: false, running, slots, cpuBusy, thiefRank: rank }, this.deps.policy, () => jitter);
+        const { thief } = this.preference(e, version);
+        return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots, cpuBusy, thief }, this.deps.policy);
       },
-      stealRank: (e) => {
-        const { rank, jitter } = this.preference(e, version);
-        return stealOrder(rank, jitter, this.deps.policy);
-      },
+      stealRank: (e) => this.preference(e, version).jitter,
     });
   }
 

@@ -48,7 +48,7 @@ describe('simulated cluster', () => {
     for (let i = 0; i < 200; i++) {
       const id = `t${String(i).padStart(8, '0')}`;
       const o = orders.of(id, names, names.join(','));
-      for (const n of names) if (n !== o.preferred) expect(o.rank.get(n)).toBe(thiefRank(id, names, n, o.preferred));
+      for (const n of names) if (n !== o.preferred) expect(o.rank.get(n)).toBe(thiefRank(id, names, n, o.preferred).rank);
     }
   });
 

@@ -1,17 +1,11 @@
-import { checkMaxLoad, claimDelayMs, loadHoldReason, parseMaxLoad, preferredNode, stealOrder, takesTurn, thiefRank, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
+import { checkMaxLoad, loadHoldReason, parseMaxLoad, preferredNode, stealAtAgeMs, takesTurn, thiefRank, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
 
 describe('steal policy', () => {
-  it('lets the preferred, not-full node claim at once', () => {
-    expect(claimDelayMs({ preferred: true, running: 0, slots: 4 }, P, () => 0.5)).toBe(0);
-    expect(claimDelayMs({ preferred: true, running: 3, slots: 4 }, P, () => 0.5)).toBe(0);
-  });
-
-  it('makes others wait, longer when busier', () => {
-    const idle = claimDelayMs({ preferred: false, running: 0, slots: 4 }, P, () => 0);
-    const busy = claimDelayMs({ preferred: false, running: 3, slots: 4 }, P, () => 0);
-    expect(idle).toBe(P.stealDelayMs);
-    expect(busy).toBeGreaterThan(idle);
-    expect(claimDelayMs({ preferred: false, running: 0, slots: 4 }, P, () => 1)).toBe(P.stealDelayMs + P.jitterMs);
+  it('without a thief order, lets every thief steal after the delay, later when busier, with jitter', () => {
+    const at = (running: number, jitter: number) => stealAtAgeMs({ ageMs: 0, running, slots: 4 }, P, () => jitter);
+    expect(at(0, 0)).toBe(P.stealDelayMs);
+    expect(at(3, 0)).toBe(P.stealDelayMs + 0.75 * P.loadDelayMs);
+    expect(at(0, 1)).toBe(P.stealDelayMs + P.jitterMs);
   });
 
   it('orders the thieves of each task: ranks 0..n-2 over the nodes but the preferred one, the same from any list order', () => {
@@ -20,11 +14,12 @@ describe('steal policy', () => {
     for (let i = 0; i < 600; i++) {
       const id = `job-1-${i}`;
       const pref = preferredNode(id, nodes)!;
-      const ranks = nodes.filter((n) => n !== pref).map((n) => thiefRank(id, nodes, n, pref));
+      const ranks = nodes.filter((n) => n !== pref).map((n) => thiefRank(id, nodes, n, pref).rank);
+      for (const n of nodes) if (n !== pref) expect(thiefRank(id, nodes, n, pref).of).toBe(nodes.length - 1);
       expect([...ranks].sort((a, b) => a - b)).toEqual(Array.from({ length: nodes.length - 1 }, (_, k) => k));
       const reversed = [...nodes].reverse();
-      expect(nodes.filter((n) => n !== pref).map((n) => thiefRank(id, reversed, n, pref))).toEqual(ranks);
-      const first = nodes.find((n) => n !== pref && thiefRank(id, nodes, n, pref) === 0)!;
+      expect(nodes.filter((n) => n !== pref).map((n) => thiefRank(id, reversed, n, pref).rank)).toEqual(ranks);
+      const first = nodes.find((n) => n !== pref && thiefRank(id, nodes, n, pref).rank === 0)!;
       firsts.set(first, (firsts.get(first) ?? 0) + 1);
     }
     // Each task has its own order: the first thief is spread over all nodes (50 each expected).
@@ -32,26 +27,42 @@ describe('steal policy', () => {
     for (const count of firsts.values()) expect(count).toBeGreaterThan(20);
   });
 
-  it('gives the first thieves a turn each, one step apart and without jitter, then lets the rest in over time', () => {
-    const at = (rank: number, jitter: number) => claimDelayMs({ preferred: false, running: 0, slots: 1, thiefRank: rank }, P, () => jitter);
-    for (let r = 0; r < P.thiefTurns; r++) {
-      expect(at(r, 0)).toBe(P.stealDelayMs + r * P.thiefStepMs);
-      expect(at(r, 0.99)).toBe(at(r, 0));
+  it('gives the thieves of a task turns one at a time, round and round, with a guard between owners', () => {
+    const of = 7;
+    const may = (rank: number, ageMs: number, running = 0) => stealAtAgeMs({ ageMs, running, slots: 4, thief: { rank, of } }, P) <= ageMs;
+    const owners: number[][] = [];
+    for (let age = 0; age < 400; age += 0.25) {
+      const now = [...Array(of).keys()].filter((r) => may(r, age));
+      expect(now.length).toBeLessThanOrEqual(1);
+      owners.push(now);
     }
-    const lastTurn = at(P.thiefTurns - 1, 0);
-    expect(at(P.thiefTurns, 0)).toBeGreaterThanOrEqual(lastTurn + P.thiefStepMs);
-    let before = at(P.thiefTurns, 0);
-    for (const r of [P.thiefTurns + 1, P.thiefTurns + 3, P.thiefTurns + 7, P.thiefTurns + 100]) {
-      expect(at(r, 0)).toBeGreaterThan(before);
-      before = at(r, 0);
+    // Two different owners are never allowed within turnGuardMs of each other.
+    const step = 0.25;
+    const guard = P.turnGuardMs / step;
+    for (let i = 0; i < owners.length; i++) {
+      for (let k = 1; k <= guard && i + k < owners.length; k++) {
+        if (owners[i].length && owners[i + k].length) expect(owners[i + k]).toEqual(owners[i]);
+      }
     }
-    // 500 nodes: the last thief waits well under a second.
-    expect(at(498, 1)).toBeLessThan(500);
-    // Without a rank (older callers): every thief at once, with jitter.
-    expect(claimDelayMs({ preferred: false, running: 0, slots: 1 }, P, () => 0)).toBe(P.stealDelayMs);
-    // A thief looks at its own turns first, earliest first, then the rest by hash.
-    expect(stealOrder(0, 0.9)).toBeLessThan(stealOrder(1, 0.1));
-    expect(stealOrder(P.thiefTurns + 50, 0.1)).toBeLessThan(stealOrder(P.thiefTurns, 0.2));
+    // Nobody before the steal delay; rank r first at stealDelay + r steps, and again every cycle.
+    expect(owners.slice(0, P.stealDelayMs / step).flat()).toEqual([]);
+    for (let r = 0; r < of; r++) {
+      const first = P.stealDelayMs + r * P.thiefStepMs;
+      expect(stealAtAgeMs({ ageMs: 0, running: 0, slots: 4, thief: { rank: r, of } }, P)).toBe(first);
+      expect(may(r, first + of * P.thiefStepMs + 1)).toBe(true);
+      expect(may(r, first + P.thiefStepMs - P.turnGuardMs)).toBe(false);
+      expect(stealAtAgeMs({ ageMs: first + P.thiefStepMs, running: 0, slots: 4, thief: { rank: r, of } }, P)).toBe(first + of * P.thiefStepMs);
+    }
+    // Every thief owns a turn in every cycle: a task nobody else takes waits at most one cycle for a given idle thief.
+    expect(new Set(owners.flat())).toEqual(new Set([...Array(of).keys()]));
+  });
+
+  it('makes a busy thief skip the turns that begin within its load delay, keeping to its own turns after', () => {
+    const busy = stealAtAgeMs({ ageMs: 0, running: 3, slots: 4, thief: { rank: 1, of: 7 } }, P);
+    expect(busy).toBeGreaterThanOrEqual(P.stealDelayMs + 0.75 * P.loadDelayMs);
+    expect((busy - P.stealDelayMs) / P.thiefStepMs % 7).toBe(1);
+    // A lone thief has no other owner to leave room for: any age past the delay.
+    expect(stealAtAgeMs({ ageMs: 1000.5, running: 0, slots: 1, thief: { rank: 0, of: 1 } }, P)).toBe(P.stealDelayMs);
   });
 
   it('gives each sweep turn to exactly k nodes, a different k each turn, spread evenly', () => {
@@ -126,15 +137,13 @@ describe('steal policy', () => {
     expect(preferredNode('t', ['x', 'y'], () => 0)).toBeDefined();
   });
 
-  it('makes a steal wait longer on busy CPUs, never the preferred node\'s own claim', () => {
-    const idle = claimDelayMs({ preferred: false, running: 0, slots: 4, cpuBusy: 0 }, P, () => 0);
-    const busyCpu = claimDelayMs({ preferred: false, running: 0, slots: 4, cpuBusy: 0.9 }, P, () => 0);
-    expect(idle).toBe(P.stealDelayMs);
-    expect(busyCpu).toBeCloseTo(P.stealDelayMs + 0.9 * P.loadDelayMs);
-    // The busier of slots and CPUs counts, capped at full.
-    expect(claimDelayMs({ preferred: false, running: 3, slots: 4, cpuBusy: 0.1 }, P, () => 0)).toBeCloseTo(P.stealDelayMs + 0.75 * P.loadDelayMs);
-    expect(claimDelayMs({ preferred: false, running: 0, slots: 4, cpuBusy: 3 }, P, () => 0)).toBe(P.stealDelayMs + P.loadDelayMs);
-    expect(claimDelayMs({ preferred: true, running: 0, slots: 4, cpuBusy: 1 }, P, () => 0.5)).toBe(0);
+  it('makes a steal wait longer on busy CPUs (the busier of slots and CPUs, capped at full)', () => {
+    const at = (running: number, cpuBusy: number) => stealAtAgeMs({ ageMs: 0, running, slots: 4, cpuBusy }, P, () => 0);
+    expect(at(0, 0)).toBe(P.stealDelayMs);
+    expect(at(0, 0.9)).toBeCloseTo(P.stealDelayMs + 0.9 * P.loadDelayMs);
+    expect(at(3, 0.1)).toBeCloseTo(P.stealDelayMs + 0.75 * P.loadDelayMs);
+    expect(at(0, 3)).toBe(P.stealDelayMs + P.loadDelayMs);
+    expect(stealAtAgeMs({ ageMs: 0, running: 0, slots: 4, cpuBusy: 0.9, thief: { rank: 0, of: 3 } }, P)).toBeGreaterThanOrEqual(P.stealDelayMs + 0.9 * P.loadDelayMs);
   });
 
   it('holds back at --max-load and resumes only a tenth below it', () => {
