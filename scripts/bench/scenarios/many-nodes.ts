@@ -10,6 +10,11 @@
  * With `--baseline PATH` (another checkout's dist/src/bin/loom.js) every node
  * count runs with that build too, right before the current one, so both sit
  * side by side from the same run on the same box.
+ *
+ * Then the simulated cluster (scripts/sim, the steal loop's own decision
+ * functions on a virtual clock) with 50 and 500 nodes of 1 slot and 2,000
+ * tasks, seeds 1..reps, for the lost claims per task that the real box cannot
+ * reach: of this build and, with --baseline, of the baseline's own sim.
  */
 import { TaskState } from '../../../src/gen/loom';
 import { repeat } from '../budget';
@@ -17,6 +22,8 @@ import { BenchCluster, NodeStats } from '../cluster';
 import { BenchContext, Scenario } from '../context';
 import { TaskCounter, terminalTotal } from '../etcd-probe';
 import { spec } from '../tasks';
+import * as path from 'path';
+import { SimOptions, SimResult } from '../../sim/run';
 
 const S = 'many-nodes';
 
@@ -132,6 +139,7 @@ export const manyNodes: Scenario = {
         ctx.emit({ scenario: S, figure: `max_node_rss_${tag}`, label: `largest node RSS while the job ran (${what})`, unit: 'MB', values: values('maxRssMb'), extra: extra('largest node RSS MB') });
       }
     }
+    await simulated(ctx, builds);
     ctx.note(S, 'Worker-only nodes (`--etcd URL`, `--slots 1`, `--metrics-listen`) on one standalone etcd member, all on this box; ' +
       'each repetition submits one array job of `true` (as `loom run --array N` does: LoomApi.submitJob with a template and a count) through node 1 ' +
       `(${counts.map((k) => `${k} nodes: ${tasksFor(k, ctx.quick)} tasks`).join(', ')}). ` +
@@ -141,3 +149,49 @@ export const manyNodes: Scenario = {
       (ctx.baselineBin ? ` Baseline: ${ctx.baselineBin}, run right before this build at each node count.` : ''));
   },
 };
+
+type RunSimulation = (o: Partial<SimOptions>) => SimResult;
+
+/** A build's own simulation: this checkout's, or the one beside a baseline's dist/src/bin/loom.js. */
+function simOf(b: Build): RunSimulation | undefined {
+  const file = b.bin ? path.resolve(path.dirname(b.bin), '../../scripts/sim/run.js') : path.resolve(__dirname, '../../sim/run.js');
+  try {
+    return (require(file) as { runSimulation: RunSimulation }).runSimulation;
+  } catch {
+    return undefined;
+  }
+}
+
+async function simulated(ctx: BenchContext, builds: Build[]): Promise<void> {
+  const counts = ctx.quick ? [50] : [50, 500];
+  const tasks = 2000;
+  for (const nodes of counts) {
+    for (const b of builds) {
+      const run = simOf(b);
+      if (!run) {
+        ctx.note(S, `simulated ${nodes} nodes (${b.label}): that build has no scripts/sim/run.js, not run`);
+        continue;
+      }
+      const what = `simulated ${nodes} nodes × 1 slot (${b.label})`;
+      const lost: number[] = [];
+      const rate: number[] = [];
+      for (let rep = 0; rep < ctx.reps; rep++) {
+        const r = run({ seed: rep + 1, nodes, slots: 1, tasks });
+        ctx.log(`${S} ${what}, seed ${rep + 1}: ${r.lostClaimsPerTask.toFixed(3)} lost claims per task, ${r.violations.length} violations, ${(r.wallMs / 1000).toFixed(0)} s`);
+        if (r.violations.length) ctx.note(S, `${what}, seed ${rep + 1}: ${r.violations.length} violations (${r.violations[0]})`);
+        lost.push(r.lostClaimsPerTask);
+        rate.push(r.tasksPerVirtualSecond);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const extra = (col: string) => ({ tasks, nodes, build: b.label, side: { row: `sim ${nodes} nodes${builds.length > 1 ? `, ${b.label}` : ''}`, col, rank: 100_000 + nodes * 10 + builds.indexOf(b) } });
+      const tag = `${nodes}n${b.tag}`;
+      ctx.emit({
+        scenario: S, figure: `sim_lost_claims_per_task_${tag}`, label: `lost claims per task (${what}, ${tasks} tasks)`, unit: 'per task', values: lost, extra: extra('lost claims / task'),
+        target: nodes === 500 ? { op: '<=', value: 0.2, text: '≤ 0.2 per task' } : undefined,
+      });
+      ctx.emit({ scenario: S, figure: `sim_tasks_per_virtual_s_${tag}`, label: `tasks per virtual second (${what})`, unit: 'tasks/s', values: rate, extra: extra('tasks / virtual s') });
+    }
+  }
+  ctx.note(S, `Simulated: \`npm run sim -- --nodes N --slots 1 --tasks ${tasks} --seed K\` for K = 1..repetitions, with the sim's default faults ` +
+    '(3 node deaths, 1 % lost claim replies, 3 slow-etcd periods); tasks per virtual second compare builds within the model, not loom\'s throughput.');
+}
