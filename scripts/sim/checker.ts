@@ -61,6 +61,11 @@ export class SimLog {
     return run;
   }
 
+  /** A node got watch batch `seq` after a later one: its view of the queue went stale. */
+  outOfOrder(node: string, seq: number, after: number): void {
+    this.violate(`${node} got watch batch ${seq} after ${after}`);
+  }
+
   private violate(what: string): void {
     if (this.violations.length < 100) this.violations.push(what);
   }

@@ -50,6 +50,7 @@ function main(argv: string[]): number {
     .option('lost-replies', { type: 'number', default: SIM_DEFAULTS.lostReplies, describe: 'chance a claim reply is lost' })
     .option('slow-periods', { type: 'number', default: SIM_DEFAULTS.slowPeriods, describe: '200 ms periods of 10x slower etcd' })
     .option('thief-order', { type: 'boolean', default: SIM_DEFAULTS.thiefOrder, describe: 'thieves of a task take turns in its order (--no-thief-order: all at once, with jitter)' })
+    .option('turn-scale', { type: 'boolean', default: SIM_DEFAULTS.turnScale, describe: 'turns stretch while claims commit slowly (--no-turn-scale: fixed turns)' })
     .option('thief-step-ms', { type: 'number', default: SIM_DEFAULTS.thiefStepMs, describe: 'length of one thief\'s turn' })
     .option('turn-guard-ms', { type: 'number', default: SIM_DEFAULTS.turnGuardMs, describe: 'end of each turn in which its owner no longer claims' })
     .option('plant', { choices: PLANTS, default: 'none' as Plant, describe: 'remove one store compare on purpose' })
@@ -85,6 +86,7 @@ function main(argv: string[]): number {
       slowPeriods: a['slow-periods'],
       plant: a.plant,
       thiefOrder: a['thief-order'],
+      turnScale: a['turn-scale'],
       thiefStepMs: a['thief-step-ms'],
       turnGuardMs: a['turn-guard-ms'],
     });

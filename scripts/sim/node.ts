@@ -11,7 +11,7 @@
  * the result writer's batching (one result per transaction here).
  */
 import { chooseClaims, freeSlots } from '../../src/core/choose-claims';
-import { DEFAULT_STEAL_POLICY, preferredNode, stealAtAgeMs, stealHash, StealPolicy } from '../../src/core/steal-policy';
+import { DEFAULT_STEAL_POLICY, nextCommitEstimate, preferredNode, stealAtAgeMs, stealHash, StealPolicy, turnScale } from '../../src/core/steal-policy';
 import { Clock } from './clock';
 import { Rng } from '../chaos/rng';
 import { QueueEvent, SimStore } from './store';
@@ -87,6 +87,11 @@ export class SimNode {
   private readonly running = new Map<string, number>();
   private claiming = false;
   private passAt = Infinity;
+  /** When the last watch batch reaches this node (none overtakes it). */
+  private lastWatchAt = 0;
+  private lastSeq = 0;
+  /** How long its claims take to commit (nextCommitEstimate), which stretches its turns. */
+  private commitMs = 0;
   claimTxns = 0;
   lostClaims = 0;
 
@@ -102,10 +107,19 @@ export class SimNode {
     private readonly orders: StealOrders,
     private readonly policy: StealPolicy = DEFAULT_STEAL_POLICY,
     private readonly thiefOrder = true,
+    private readonly scaleTurns = true,
   ) {
-    store.watch((events) => {
+    // One watch stream per node, in commit order as etcd sends it: a batch is
+    // never delivered before the one committed ahead of it.
+    store.watch((events, seq) => {
       const inc = this.incarnation;
-      this.clock.after(this.net.watchMs(), () => inc === this.incarnation && this.alive && this.onEvents(events));
+      const at = Math.max(this.clock.now + this.net.watchMs(), this.lastWatchAt);
+      this.lastWatchAt = at;
+      this.clock.after(at - this.clock.now, () => {
+        if (seq < this.lastSeq) this.log.outOfOrder(this.name, seq, this.lastSeq);
+        this.lastSeq = seq;
+        if (inc === this.incarnation && this.alive) this.onEvents(events);
+      });
     });
   }
 
@@ -219,7 +233,8 @@ export class SimNode {
       preferred: (e) => pref(e).preferred,
       stealAt: (e) => {
         const thief = this.thiefOrder ? { rank: pref(e).rank, of: names.length - 1 } : undefined;
-        return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots: this.slots, thief }, this.policy, () => pref(e).jitter);
+        const scale = this.scaleTurns ? turnScale(this.commitMs, this.policy) : 1;
+        return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots: this.slots, thief, turnScale: scale }, this.policy, () => pref(e).jitter);
       },
       stealRank: (e) => pref(e).jitter,
     });
@@ -237,12 +252,14 @@ export class SimNode {
     const lease = this.lease;
     const items = chosen.map((e) => ({ id: e.id, round: e.round }));
     for (const e of chosen) this.drop(e);
+    const sentAt = this.clock.now;
     this.clock.after(this.net.txnMs(), () => {
       const won = this.store.claim(items, lease);
       const lost = this.net.loses();
       this.clock.after(this.net.replyMs() + (lost ? 200 : 0), () => {
         if (inc !== this.incarnation) return;
         this.claiming = false;
+        if (!lost) this.commitMs = nextCommitEstimate(this.commitMs, this.clock.now - sentAt);
         items.forEach((item, k) => {
           const attempt = won[k];
           if (attempt === undefined) this.lostClaims++;

@@ -25,6 +25,8 @@ export interface SimOptions {
   plant: Plant;
   /** Thieves take turns in each task's order (thiefRank); false: all at once, with jitter. */
   thiefOrder: boolean;
+  /** Turns stretch while claims commit slowly (core/steal-policy.ts turnScale); false: fixed turns. */
+  turnScale: boolean;
   /** StealPolicy.thiefStepMs and turnGuardMs of every node. */
   thiefStepMs: number;
   turnGuardMs: number;
@@ -43,6 +45,7 @@ export const SIM_DEFAULTS: SimOptions = {
   slowPeriods: 3,
   plant: 'none',
   thiefOrder: true,
+  turnScale: true,
   thiefStepMs: DEFAULT_STEAL_POLICY.thiefStepMs,
   turnGuardMs: DEFAULT_STEAL_POLICY.turnGuardMs,
   ttlMs: 5000,
@@ -82,7 +85,7 @@ export function runSimulation(partial: Partial<SimOptions> = {}): SimResult {
   const live = () => nodes.filter((n) => n.listed).map((n) => n.name);
   const policy = { ...DEFAULT_STEAL_POLICY, thiefStepMs: o.thiefStepMs, turnGuardMs: o.turnGuardMs };
   for (let i = 0; i < o.nodes; i++) {
-    nodes.push(new SimNode(`n${i + 1}`, o.slots, clock, store, net, live, (id) => duration.get(id)!, log, orders, policy, o.thiefOrder));
+    nodes.push(new SimNode(`n${i + 1}`, o.slots, clock, store, net, live, (id) => duration.get(id)!, log, orders, policy, o.thiefOrder, o.turnScale));
   }
   for (const n of nodes) n.join();
   for (let i = 0; i * SUBMIT_BATCH < ids.length; i++) {

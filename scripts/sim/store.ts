@@ -31,17 +31,19 @@ export interface QueueEvent {
 export class SimStore {
   readonly tasks = new Map<string, TaskRow>();
   private readonly leases = new Set<string>();
-  private readonly watchers: ((events: QueueEvent[]) => void)[] = [];
+  private readonly watchers: ((events: QueueEvent[], seq: number) => void)[] = [];
   /** The events of the commit in progress: a watcher gets them together, as etcd sends one watch response per revision. */
   private pending: QueueEvent[] = [];
   commits = 0;
+  private batches = 0;
 
   constructor(
     private readonly clock: Clock,
     private readonly plant: Plant,
   ) {}
 
-  watch(deliver: (events: QueueEvent[]) => void): void {
+  /** `seq` numbers the batches in commit order (what a watcher must see them in). */
+  watch(deliver: (events: QueueEvent[], seq: number) => void): void {
     this.watchers.push(deliver);
   }
 
@@ -133,6 +135,7 @@ export class SimStore {
     if (this.pending.length === 0) return;
     const events = this.pending;
     this.pending = [];
-    for (const w of this.watchers) w(events);
+    this.batches++;
+    for (const w of this.watchers) w(events, this.batches);
   }
 }

@@ -153,12 +153,13 @@ export function takesTurn(self: string, nodes: readonly string[], turn: string, 
  * turnGuardMs. A busy thief (load: running/slots, or the busy share of its
  * CPUs given with --max-load, the larger) skips the turns that begin before
  * stealDelayMs + loadDelayMs x load, so an idle node of the same rank order
- * comes first. Without `thief` (the simulation's --no-thief-order) every thief
- * may claim from stealDelayMs + load delay + jitter on. `random` is
- * injectable so tests are deterministic.
+ * comes first. `turnScale` (see turnScale) stretches the turns and their
+ * guard while etcd commits slowly. Without `thief` (the simulation's
+ * --no-thief-order) every thief may claim from stealDelayMs + load delay +
+ * jitter on. `random` is injectable so tests are deterministic.
  */
 export function stealAtAgeMs(
-  opts: { ageMs: number; running: number; slots: number; cpuBusy?: number; thief?: { rank: number; of: number } },
+  opts: { ageMs: number; running: number; slots: number; cpuBusy?: number; thief?: { rank: number; of: number }; turnScale?: number },
   policy: StealPolicy = DEFAULT_STEAL_POLICY,
   random: () => number = Math.random,
 ): number {
@@ -166,17 +167,49 @@ export function stealAtAgeMs(
   const load = Math.max(slotLoad, Math.min(1, opts.cpuBusy ?? 0));
   const earliest = policy.stealDelayMs + policy.loadDelayMs * load;
   if (!opts.thief) return earliest + policy.jitterMs * random();
-  const step = policy.thiefStepMs;
+  const scale = opts.turnScale ?? 1;
+  const step = policy.thiefStepMs * scale;
   const of = Math.max(1, opts.thief.of);
-  const rank = ((opts.thief.rank % of) + of) % of;
   // The first turn of this thief that begins at or after `earliest`.
   const skipped = Math.max(0, Math.ceil((earliest - policy.stealDelayMs) / step));
-  const first = policy.stealDelayMs + (skipped + ((((rank - skipped) % of) + of) % of)) * step;
+  const first = policy.stealDelayMs + (skipped + mod(opts.thief.rank - skipped, of)) * step;
   // A lone thief has no next owner to leave room for.
   if (opts.ageMs < first || of === 1) return first;
   const cycle = of * step;
   const turn = first + Math.floor((opts.ageMs - first) / cycle) * cycle;
-  return opts.ageMs < turn + step - policy.turnGuardMs ? turn : turn + cycle;
+  return opts.ageMs < turn + step - policy.turnGuardMs * scale ? turn : turn + cycle;
+}
+
+/** The remainder of a / b in [0, b). */
+function mod(a: number, b: number): number {
+  return ((a % b) + b) % b;
+}
+
+/** The largest turnScale: turns of 16 x thiefStepMs (160 ms by default) however slow etcd gets. */
+export const MAX_TURN_SCALE = 16;
+
+/**
+ * How much longer than the policy's the thieves' turns must be for a claim
+ * to commit within a turn's guard: the smallest power of two k with
+ * turnGuardMs x k >= commitMs (the node's estimate of how long a claim
+ * takes to commit, see nextCommitEstimate), at most MAX_TURN_SCALE. Powers
+ * of two, so nodes whose estimates differ a little still cut time into the
+ * same turns.
+ */
+export function turnScale(commitMs: number, policy: StealPolicy = DEFAULT_STEAL_POLICY): number {
+  let k = 1;
+  while (k < MAX_TURN_SCALE && policy.turnGuardMs * k < commitMs) k *= 2;
+  return k;
+}
+
+/**
+ * The estimate of a claim's commit time after one more measured claim:
+ * up at once to a slower sample (etcd slowed: stretch the turns before the
+ * next collision), down a tenth of the way to a faster one (one quick reply
+ * does not mean etcd recovered).
+ */
+export function nextCommitEstimate(estimateMs: number, sampleMs: number): number {
+  return sampleMs >= estimateMs ? sampleMs : estimateMs + (sampleMs - estimateMs) * 0.1;
 }
 
 /** How far below --max-load the measured CPU must fall before a node that held back claims again. */

@@ -14,7 +14,7 @@
  * per node (WriteLane), so what piles up meanwhile goes in the next one.
  */
 import { ContainerPolicy, NodeInfo, Resources, TaskSpec } from '../gen/loom';
-import { stealAtAgeMs, stealHash, StealPolicy, thiefRank } from '../core/steal-policy';
+import { nextCommitEstimate, stealAtAgeMs, stealHash, StealPolicy, thiefRank, turnScale } from '../core/steal-policy';
 import { Placement, placementView, preferredFor } from '../core/placement';
 import { addResources, refusal as refusal_ } from '../core/fit';
 import { AHEAD_PER_SLOT, aheadRoom, Choice, chooseAhead, chooseClaims, freeSlots } from '../core/choose-claims';
@@ -91,6 +91,8 @@ export class StealLoop {
   private prefCache = new Map<string, Preference>();
   private refusals = new Map<string, { docker: boolean; refusal: string | undefined }>();
   private readonly lane: WriteLane;
+  /** How long this node's claims take to commit (nextCommitEstimate): slow etcd stretches the thieves' turns. */
+  private commitMs = 0;
   /** A pass once the lane is free (one function, so asking twice waits once). */
   private readonly retryClaim = () => this.wake();
   readonly stats: StealStats = { claimed: 0, lost: 0, claimTxns: 0, resultsInClaims: 0 };
@@ -194,6 +196,7 @@ export class StealLoop {
     const running = this.deps.executor.count;
     const slots = this.deps.slots();
     const cpuBusy = this.deps.cpuBusy?.();
+    const scale = turnScale(this.commitMs, this.deps.policy);
     return chooseClaims(entries, {
       freeSlots,
       free: subtract(self.capacity, this.deps.inUse()),
@@ -203,7 +206,7 @@ export class StealLoop {
       preferred: (e) => this.preference(e, version).preferred,
       stealAt: (e) => {
         const { thief } = this.preference(e, version);
-        return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots, cpuBusy, thief }, this.deps.policy);
+        return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots, cpuBusy, thief, turnScale: scale }, this.deps.policy);
       },
       stealRank: (e) => this.preference(e, version).jitter,
     });
@@ -266,6 +269,7 @@ export class StealLoop {
     let failed = false;
     // Results waiting to be written ride along in the claim's transaction.
     const finishes = chosen.length < BATCH_CHUNK ? this.deps.executor.takeResults(me.lease, BATCH_CHUNK - chosen.length) : [];
+    const sentAt = Date.now();
     try {
       let results: (HeldTask | undefined)[];
       if (finishes.length > 0) {
@@ -280,6 +284,7 @@ export class StealLoop {
         results = await this.deps.transitions.claim(chosen, me, Date.now(), inc.signal);
       }
       this.stats.claimTxns++;
+      this.commitMs = nextCommitEstimate(this.commitMs, Date.now() - sentAt);
       results.forEach((held, i) => {
         this.deps.window.drop(chosen[i].key);
         this.prefCache.delete(chosen[i].key);

@@ -1,4 +1,4 @@
-import { checkMaxLoad, loadHoldReason, parseMaxLoad, preferredNode, stealAtAgeMs, takesTurn, thiefRank, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
+import { checkMaxLoad, loadHoldReason, MAX_TURN_SCALE, nextCommitEstimate, parseMaxLoad, preferredNode, stealAtAgeMs, takesTurn, thiefRank, turnScale, DEFAULT_STEAL_POLICY as P } from '../../src/core/steal-policy';
 
 describe('steal policy', () => {
   it('without a thief order, lets every thief steal after the delay, later when busier, with jitter', () => {
@@ -55,6 +55,36 @@ describe('steal policy', () => {
     }
     // Every thief owns a turn in every cycle: a task nobody else takes waits at most one cycle for a given idle thief.
     expect(new Set(owners.flat())).toEqual(new Set([...Array(of).keys()]));
+  });
+
+  it('stretches turns and guard by a power of two so a claim commits within the guard, up to MAX_TURN_SCALE', () => {
+    expect(turnScale(0)).toBe(1);
+    expect(turnScale(P.turnGuardMs)).toBe(1);
+    expect(turnScale(P.turnGuardMs + 0.1)).toBe(2);
+    expect(turnScale(P.turnGuardMs * 3)).toBe(4);
+    expect(turnScale(1e6)).toBe(MAX_TURN_SCALE);
+    for (const commitMs of [3, 9, 27, 60]) expect(P.turnGuardMs * turnScale(commitMs)).toBeGreaterThanOrEqual(commitMs);
+    // With scale k: one owner at a time, and no two owners within k x turnGuardMs of each other.
+    const of = 5;
+    const k = 4;
+    const may = (rank: number, ageMs: number) => stealAtAgeMs({ ageMs, running: 0, slots: 4, thief: { rank, of }, turnScale: k }, P) <= ageMs;
+    let last: { rank: number; at: number } | undefined;
+    for (let age = 0; age < 1000; age += 0.5) {
+      const now = [...Array(of).keys()].filter((r) => may(r, age));
+      expect(now.length).toBeLessThanOrEqual(1);
+      if (now.length === 0) continue;
+      if (last && last.rank !== now[0]) expect(age - last.at).toBeGreaterThanOrEqual(P.turnGuardMs * k);
+      last = { rank: now[0], at: age };
+    }
+    expect(stealAtAgeMs({ ageMs: 0, running: 0, slots: 4, thief: { rank: 2, of }, turnScale: k }, P)).toBe(P.stealDelayMs + 2 * P.thiefStepMs * k);
+  });
+
+  it('raises the commit estimate at once to a slower claim and lowers it a tenth of the way to a faster one', () => {
+    expect(nextCommitEstimate(2, 30)).toBe(30);
+    expect(nextCommitEstimate(30, 10)).toBe(28);
+    let e = 40;
+    for (let i = 0; i < 100; i++) e = nextCommitEstimate(e, 2);
+    expect(e).toBeCloseTo(2, 1);
   });
 
   it('makes a busy thief skip the turns that begin within its load delay, keeping to its own turns after', () => {
