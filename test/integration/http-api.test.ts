@@ -82,7 +82,8 @@ describe('the HTTP/JSON API (plaintext, loopback)', () => {
   it('cancels a running task, and follows a live log to its end', async () => {
     const [id] = (await call(base, 'POST', '/api/v1/tasks', { command: ['sh', '-c', 'echo started; sleep 30'] })).json.ids;
     const follow = call(base, 'GET', `/api/v1/tasks/${id}/logs?follow=1`);
-    await waitFor(async () => (await call(base, 'GET', `/api/v1/tasks/${id}`)).json.state === 'RUNNING', { what: 'the task running' });
+    // Running is not enough: on a loaded box the cancel could beat the shell's echo.
+    await waitFor(async () => (await call(base, 'GET', `/api/v1/tasks/${id}/logs`)).text.includes('started\n'), { what: 'the task\'s first line' });
     const cancel = await call(base, 'POST', `/api/v1/tasks/${id}/cancel`);
     expect(cancel.status).toBe(200);
     expect((await call(base, 'GET', `/api/v1/tasks/${id}/wait`)).json.state).toBe('CANCELLED');
