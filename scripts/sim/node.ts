@@ -215,6 +215,7 @@ export class SimNode {
     const members = names.join(',');
     const running = this.running.size;
     const now = this.clock.now;
+    const scale = this.scaleTurns ? turnScale(this.commitMs, this.policy) : 1;
     const pref = (e: Entry) => {
       if (e.pref?.members !== members) {
         const order = this.orders.of(e.id, names, members);
@@ -233,7 +234,6 @@ export class SimNode {
       preferred: (e) => pref(e).preferred,
       stealAt: (e) => {
         const thief = this.thiefOrder ? { rank: pref(e).rank, of: names.length - 1 } : undefined;
-        const scale = this.scaleTurns ? turnScale(this.commitMs, this.policy) : 1;
         return e.seenAtMs + stealAtAgeMs({ ageMs: now - e.seenAtMs, running, slots: this.slots, thief, turnScale: scale }, this.policy, () => pref(e).jitter);
       },
       stealRank: (e) => pref(e).jitter,
