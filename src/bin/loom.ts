@@ -8,6 +8,8 @@
  */
 import type * as CliModule from '../client/cli';
 import type * as ClientTlsModule from '../wire/tls';
+import * as path from 'path';
+import { compileCacheFile, enableCompileCache } from './compile-cache';
 
 interface NodeCommandModule {
   main(argv: string[]): Promise<number>;
@@ -83,6 +85,11 @@ async function runClient(argv: string[]): Promise<void> {
     process.stderr.write(`loom: internal error: ${describe(err)}\n`);
     process.exit(1);
   });
+
+  // The client is a short process: most of its start-up is compiling its modules (see compile-cache).
+  const root = path.resolve(__dirname, '..', '..', '..');
+  const cacheFile = compileCacheFile(process.env, root);
+  if (cacheFile) enableCompileCache(cacheFile, root);
 
   let code: number;
   try {
