@@ -24,10 +24,11 @@ import { failover } from './scenarios/failover';
 import { fairness } from './scenarios/fairness';
 import { latency } from './scenarios/latency';
 import { manyNodes } from './scenarios/many-nodes';
+import { cliStartup } from './scenarios/cli-startup';
 import { scale } from './scenarios/scale';
 import { throughput } from './scenarios/throughput';
 
-const SCENARIOS: Scenario[] = [throughput, latency, failover, fairness, contention, scale, confinement, manyNodes];
+const SCENARIOS: Scenario[] = [throughput, latency, failover, fairness, contention, scale, confinement, manyNodes, cliStartup];
 const REPO = path.resolve(__dirname, '../../..');
 
 interface Args {
