@@ -86,7 +86,7 @@ async function runClient(argv: string[]): Promise<void> {
     process.exit(1);
   });
 
-  // The client is a short process: most of its start-up is compiling its modules (see compile-cache).
+  // The client is a short process: a fifth of its start-up went to compiling its modules (see compile-cache).
   const root = path.resolve(__dirname, '..', '..', '..');
   const cacheFile = compileCacheFile(process.env, root);
   if (cacheFile) enableCompileCache(cacheFile, root);
