@@ -1,5 +1,5 @@
 /** Process helpers: /proc reads, descendants, stopping by PID, free ports. */
-import { ChildProcess } from 'child_process';
+import { ChildProcess, execFile } from 'child_process';
 import * as fs from 'fs';
 
 export function alive(proc: ChildProcess): boolean {
@@ -113,5 +113,13 @@ export async function stopProcess(proc: ChildProcess, graceMs: number): Promise<
 }
 
 export { freePorts } from '../../test/support/ports';
+
+/** Wall ms of `node ARGV` from its start to its exit (rejects when it fails); its output is read and dropped. */
+export function timedNode(argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    execFile(process.execPath, argv, { env, maxBuffer: 64 * 1024 * 1024 }, (err) => (err ? reject(err) : resolve(performance.now() - t0)));
+  });
+}
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));

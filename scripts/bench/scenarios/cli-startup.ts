@@ -8,28 +8,18 @@
  * (LOOM_COMPILE_CACHE=off, src/bin/compile-cache.ts) for what the cache buys.
  * The cache sits in a directory of the run's own, warmed by one command.
  */
-import { execFile } from 'child_process';
 import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { repeat } from '../budget';
 import { BenchCluster, LOOM_BIN } from '../cluster';
 import { BenchContext, Scenario } from '../context';
+import { timedNode } from '../proc';
+import { median } from '../stats';
 import { spec } from '../tasks';
+import { NODE_RUNTIME_FLAGS } from '../../../src/bin/runtime-flags';
 
 const S = 'cli-startup';
-
-function timedProcess(argv: string[], env: NodeJS.ProcessEnv): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    execFile(process.execPath, argv, { env }, (err) => (err ? reject(err) : resolve(performance.now() - t0)));
-  });
-}
-
-function median(xs: number[]): number {
-  const s = xs.slice().sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)];
-}
 
 interface Rep {
   nodeMs: number;
@@ -49,18 +39,18 @@ export const cliStartup: Scenario = {
     const reps: Rep[] = [];
     try {
       const addr = c.nodes[0].api;
-      const cli = ['--max-semi-space-size=2', LOOM_BIN, '-N', addr, 'run', 'true'];
+      const cli = [...NODE_RUNTIME_FLAGS, LOOM_BIN, '-N', addr, 'run', 'true'];
       const cached = { ...process.env, LOOM_COMPILE_CACHE: cacheDir };
       const uncached = { ...process.env, LOOM_COMPILE_CACHE: 'off' };
       const api = c.api(0);
-      await timedProcess(cli, cached);
+      await timedNode(cli, cached);
       await api.run(spec(['true']));
       await repeat(ctx, S, 'loom run true', ctx.budget(120), async () => {
         const r = { node: [] as number[], cli: [] as number[], off: [] as number[], warm: [] as number[] };
         for (let i = 0; i < samples; i++) {
-          r.node.push(await timedProcess(['-e', '0'], process.env));
-          r.cli.push(await timedProcess(cli, cached));
-          r.off.push(await timedProcess(cli, uncached));
+          r.node.push(await timedNode(['-e', '0'], process.env));
+          r.cli.push(await timedNode(cli, cached));
+          r.off.push(await timedNode(cli, uncached));
           const t0 = performance.now();
           await api.run(spec(['true']));
           r.warm.push(performance.now() - t0);

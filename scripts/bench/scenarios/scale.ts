@@ -10,7 +10,6 @@
  * is final and the nodes' retention sweep has collected every record, the same
  * figures are taken again.
  */
-import { execFile } from 'child_process';
 import { TaskState } from '../../../src/gen/loom';
 import { LoomApi } from '../../../src/client/client';
 import { BenchCluster, LOOM_BIN } from '../cluster';
@@ -18,7 +17,7 @@ import { BenchContext, Scenario } from '../context';
 import { mainThreadSched, schedShares } from '../cpu';
 import { dbSize, TaskCounter } from '../etcd-probe';
 import { Target } from '../figures';
-import { sleep } from '../proc';
+import { sleep, timedNode } from '../proc';
 import { percentile } from '../stats';
 import { spec, submitSpread, wallNow } from '../tasks';
 import { sequentialLatency } from './latency';
@@ -83,12 +82,7 @@ async function refusedWithSched(c: BenchCluster, n: number): Promise<{ rtts: num
 }
 
 function timeCli(api: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const t0 = performance.now();
-    execFile(process.execPath, [LOOM_BIN, '-N', api, 'list'], { maxBuffer: 16 * MB }, (err) =>
-      err ? reject(err) : resolve(performance.now() - t0),
-    );
-  });
+  return timedNode([LOOM_BIN, '-N', api, 'list']);
 }
 
 function about(seconds: number): string {
